@@ -1,0 +1,357 @@
+//! The decoding half of the pipeline, run on a blocking thread: bytes -> gzip (any
+//! number of members, or none: plain ndjson is detected by content) -> lines ->
+//! validation -> COPY-encoded batches sent to the writer through a small channel, so
+//! decoding overlaps with Postgres and memory stays bounded by a few batches.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read};
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+
+use super::copy::encode_row;
+use super::validate::validate_line;
+use crate::resource_type::ResourceType;
+
+/// How to cut the stream.
+#[derive(Clone, Debug)]
+pub struct DecodeConfig {
+    /// The file's type (from its name), or `None`: each line names its own.
+    pub file_type: Option<ResourceType>,
+    /// Lines already committed by an earlier run: read past them, do not emit them.
+    pub skip_lines: u64,
+    /// A longer line is an error (not an out-of-memory).
+    pub max_line_bytes: usize,
+    /// A batch is sent when it holds this many rows...
+    pub batch_rows: usize,
+    /// ...or this many encoded bytes.
+    pub batch_bytes: usize,
+    /// Validate only, encode nothing (strict mode's first pass).
+    pub validate_only: bool,
+}
+
+/// One row inside a chunk's buffer.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub line: u64,
+    pub start: usize,
+    pub end: usize,
+    pub id: String,
+}
+
+/// Rows of one type, COPY-encoded back to back (no header or trailer).
+#[derive(Debug)]
+pub struct Chunk {
+    pub resource_type: ResourceType,
+    pub buf: BytesMut,
+    pub rows: Vec<Row>,
+}
+
+/// A line that will not load, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineError {
+    pub line: u64,
+    pub reason: String,
+    /// The first 200 bytes of the line, lossily decoded, without NUL characters.
+    pub excerpt: String,
+}
+
+impl LineError {
+    pub fn new(line: u64, reason: impl Into<String>, raw: &[u8]) -> Self {
+        LineError {
+            line,
+            reason: reason.into(),
+            excerpt: excerpt(raw),
+        }
+    }
+}
+
+/// The first 200 bytes of a line, safe to store as text.
+pub fn excerpt(raw: &[u8]) -> String {
+    let cut = &raw[..raw.len().min(200)];
+    String::from_utf8_lossy(cut).replace('\0', "")
+}
+
+/// What the writer receives: rows to write, invalid lines to record, and where the
+/// stream stands after them (the checkpoint once they are committed).
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub chunks: Vec<Chunk>,
+    pub errors: Vec<LineError>,
+    /// Number of the last line consumed (1-based; 0 = none).
+    pub last_line: u64,
+    /// Uncompressed bytes consumed up to and including `last_line`.
+    pub bytes: u64,
+    /// True for the last batch of the file.
+    pub eof: bool,
+}
+
+impl Batch {
+    pub fn rows(&self) -> usize {
+        self.chunks.iter().map(|c| c.rows.len()).sum()
+    }
+}
+
+/// Why decoding stopped early.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The gzip data is corrupt or truncated: permanent.
+    Gzip(String),
+    /// Reading the source failed (network): worth a retry.
+    Source(String),
+}
+
+/// Marks an error that came from the source rather than the decompressor.
+#[derive(Debug)]
+struct SourceFailed(String);
+impl std::fmt::Display for SourceFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for SourceFailed {}
+
+struct TagSource<R>(R);
+impl<R: Read> Read for TagSource<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::other(SourceFailed(e.to_string())))
+    }
+}
+
+/// Sends one message; `false` when the writer has gone away (stop quietly).
+pub type Sender = mpsc::Sender<Result<Batch, (Batch, DecodeError)>>;
+
+/// Decodes `input` to the end, sending batches. Runs on a blocking thread.
+pub fn decode<R: Read>(input: R, config: &DecodeConfig, tx: &Sender) {
+    let mut raw = BufReader::with_capacity(64 * 1024, TagSource(input));
+    let gzip = match raw.fill_buf() {
+        Ok(b) => b.starts_with(&[0x1f, 0x8b]),
+        Err(e) => {
+            let _ = tx.blocking_send(Err((Batch::default(), classify(e, 0))));
+            return;
+        }
+    };
+    let reader: Box<dyn Read> = if gzip {
+        Box::new(flate2::bufread::MultiGzDecoder::new(raw))
+    } else {
+        Box::new(raw)
+    };
+    let mut state = State::new(config, tx);
+    let mut reader = BufReader::with_capacity(256 * 1024, reader);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut overlong = false;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) => {
+                let err = classify(e, state.line);
+                state.finish(Some(err));
+                return;
+            }
+        };
+        if buf.is_empty() {
+            if !pending.is_empty() || overlong {
+                let line = std::mem::take(&mut pending);
+                if !state.line(&line, overlong, line.len() as u64) {
+                    return;
+                }
+            }
+            state.finish(None);
+            return;
+        }
+        match memchr::memchr(b'\n', buf) {
+            Some(i) => {
+                let ok = if pending.is_empty() && !overlong {
+                    state.line(&buf[..i], false, i as u64 + 1)
+                } else {
+                    if !overlong && pending.len() + i <= config.max_line_bytes {
+                        pending.extend_from_slice(&buf[..i]);
+                    } else {
+                        overlong = true;
+                    }
+                    let n = pending.len() as u64 + 1;
+                    let ok = state.line(&pending, overlong, n);
+                    pending.clear();
+                    overlong = false;
+                    ok
+                };
+                reader.consume(i + 1);
+                if !ok {
+                    return;
+                }
+            }
+            None => {
+                let n = buf.len();
+                if !overlong && pending.len() + n <= config.max_line_bytes {
+                    pending.extend_from_slice(buf);
+                } else {
+                    overlong = true;
+                    state.overlong_bytes += n as u64;
+                    pending.clear();
+                }
+                reader.consume(n);
+            }
+        }
+    }
+}
+
+fn classify(e: io::Error, after_line: u64) -> DecodeError {
+    if let Some(src) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<SourceFailed>())
+    {
+        return DecodeError::Source(format!(
+            "reading the object failed after line {after_line}: {src}"
+        ));
+    }
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => {
+            DecodeError::Gzip(format!("gzip stream truncated after line {after_line}"))
+        }
+        _ => DecodeError::Gzip(format!("gzip data corrupt after line {after_line}: {e}")),
+    }
+}
+
+struct State<'a> {
+    config: &'a DecodeConfig,
+    tx: &'a Sender,
+    line: u64,
+    bytes: u64,
+    overlong_bytes: u64,
+    batch: Batch,
+    chunk_index: HashMap<String, usize>,
+    batch_rows: usize,
+    batch_bytes: usize,
+}
+
+impl<'a> State<'a> {
+    fn new(config: &'a DecodeConfig, tx: &'a Sender) -> Self {
+        State {
+            config,
+            tx,
+            line: 0,
+            bytes: 0,
+            overlong_bytes: 0,
+            batch: Batch::default(),
+            chunk_index: HashMap::new(),
+            batch_rows: 0,
+            batch_bytes: 0,
+        }
+    }
+
+    /// Handles one line; `consumed` counts its bytes with the newline. Returns false
+    /// when the writer is gone.
+    fn line(&mut self, raw: &[u8], overlong: bool, consumed: u64) -> bool {
+        self.line += 1;
+        self.bytes += consumed + std::mem::take(&mut self.overlong_bytes);
+        if self.line <= self.config.skip_lines {
+            return true;
+        }
+        self.batch.last_line = self.line;
+        self.batch.bytes = self.bytes;
+        if overlong {
+            self.batch.errors.push(LineError::new(
+                self.line,
+                format!(
+                    "line is longer than the limit of {} bytes",
+                    self.config.max_line_bytes
+                ),
+                raw,
+            ));
+            return self.maybe_send();
+        }
+        let mut text = raw;
+        if let Some(rest) = text.strip_prefix(b"\xEF\xBB\xBF") {
+            text = rest;
+        }
+        if let Some(rest) = text.strip_suffix(b"\r") {
+            text = rest;
+        }
+        if text.iter().all(|b| b.is_ascii_whitespace()) {
+            return true;
+        }
+        match validate_line(text, self.config.file_type.as_ref()) {
+            Err(reason) => self
+                .batch
+                .errors
+                .push(LineError::new(self.line, reason, text)),
+            Ok(valid) if !self.config.validate_only => {
+                let idx = match self.chunk_index.get(valid.resource_type.as_ref()) {
+                    Some(i) => *i,
+                    None => {
+                        let ty = match &self.config.file_type {
+                            Some(t) => t.clone(),
+                            // validated above: a valid name
+                            None => ResourceType::parse(&valid.resource_type)
+                                .expect("validated type name"),
+                        };
+                        self.batch.chunks.push(Chunk {
+                            resource_type: ty,
+                            buf: BytesMut::with_capacity(self.config.batch_bytes.min(1 << 20)),
+                            rows: Vec::new(),
+                        });
+                        self.chunk_index
+                            .insert(valid.resource_type.to_string(), self.batch.chunks.len() - 1);
+                        self.batch.chunks.len() - 1
+                    }
+                };
+                let chunk = &mut self.batch.chunks[idx];
+                let start = chunk.buf.len();
+                encode_row(
+                    &mut chunk.buf,
+                    &valid.id,
+                    chunk.resource_type.as_str(),
+                    text,
+                );
+                self.batch_bytes += chunk.buf.len() - start;
+                chunk.rows.push(Row {
+                    line: self.line,
+                    start,
+                    end: chunk.buf.len(),
+                    id: valid.id.into_owned(),
+                });
+                self.batch_rows += 1;
+            }
+            Ok(_) => {}
+        }
+        self.maybe_send()
+    }
+
+    fn maybe_send(&mut self) -> bool {
+        if self.batch_rows >= self.config.batch_rows
+            || self.batch_bytes >= self.config.batch_bytes
+            || self.batch.errors.len() >= self.config.batch_rows
+        {
+            let batch = self.take();
+            return self.tx.blocking_send(Ok(batch)).is_ok();
+        }
+        true
+    }
+
+    fn take(&mut self) -> Batch {
+        self.chunk_index.clear();
+        self.batch_rows = 0;
+        self.batch_bytes = 0;
+        let mut batch = std::mem::take(&mut self.batch);
+        // Everything read so far is accounted for by this batch, blank lines included;
+        // never move a checkpoint backwards.
+        batch.last_line = self.line.max(self.config.skip_lines);
+        batch.bytes = self.bytes;
+        batch
+    }
+
+    fn finish(mut self, error: Option<DecodeError>) {
+        let mut batch = self.take();
+        match error {
+            None => {
+                batch.eof = true;
+                let _ = self.tx.blocking_send(Ok(batch));
+            }
+            Some(e) => {
+                let _ = self.tx.blocking_send(Err((batch, e)));
+            }
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! Loading one ndjson(.gz) file into its resource table (SPEC section 3).
+//!
+//! ```text
+//! Source --bytes--> [blocking thread: gunzip -> lines -> validate -> COPY-encode]
+//!        --batches (bounded channel)--> [writer: one transaction per batch:
+//!            COPY rows, record invalid lines, advance LoaderFile counts + checkpoint,
+//!            all fenced by the lease] --> commit
+//! ```
+//!
+//! Exactly-once effect: a file is claimed with a lease ([`loader_file::Claim`]); each
+//! batch commits its rows together with the new checkpoint, and only while the lease is
+//! ours. A duplicate message finds the file busy or done; a crashed loader's lease
+//! expires and the next one resumes from the last checkpoint, skipping committed lines.
+//! Near the deadline the loader commits, hands the lease back and reports
+//! [`Outcome::Continue`] so the caller can queue the rest.
+
+pub mod copy;
+pub mod decode;
+pub mod loader_file;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::io::SyncIoBridge;
+
+use self::decode::{Batch, DecodeConfig, DecodeError, LineError};
+use self::loader_file::{record_line_errors, Claim, FileStatus, LoaderFile};
+use crate::error::{Error, Result};
+use crate::resource_type::ResourceType;
+use crate::sources::{Source, SourceError};
+use crate::storage::resources::next_txid;
+use crate::storage::Db;
+
+/// Tunables; the defaults suit a 256 MB Lambda.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// A longer line is a line error (default 16 MiB).
+    pub max_line_bytes: usize,
+    /// Rows per committed batch (default 20,000).
+    pub batch_rows: usize,
+    /// Encoded bytes per committed batch (default 8 MiB).
+    pub batch_bytes: usize,
+    /// How long a claim lasts without a commit renewing it (default 120 s).
+    pub lease: Duration,
+    /// Stop this long before the deadline at the latest (default 10 s).
+    pub deadline_margin: Duration,
+    /// At most this many invalid lines are stored per file (all are counted).
+    pub max_stored_errors: u64,
+    /// Retries of transient failures (connection lost, network) inside one call.
+    pub retries: u32,
+    /// Test hook: fail as a crash would, before committing the N-th batch (0-based).
+    #[doc(hidden)]
+    pub crash_before_commit: Option<u64>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            max_line_bytes: 16 << 20,
+            batch_rows: 20_000,
+            batch_bytes: 8 << 20,
+            lease: Duration::from_secs(120),
+            deadline_margin: Duration::from_secs(10),
+            max_stored_errors: 10_000,
+            retries: 3,
+            crash_before_commit: None,
+        }
+    }
+}
+
+/// How a call to [`Loader::load`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The file is loaded (`status: done`).
+    Done { loaded: u64, failed: u64 },
+    /// The file ended in `status: error` (the message is on the LoaderFile too).
+    Failed { message: String },
+    /// The deadline came first: the work is committed up to `line`; call again (from a
+    /// new invocation) to continue.
+    Continue { line: u64 },
+    /// Another loader holds the file right now (a duplicate delivery): try later.
+    Busy { until: String },
+    /// Nothing to do: the file is already in this state.
+    NotLoadable { status: FileStatus },
+}
+
+/// Loads files through one [`Source`] into one database.
+#[derive(Clone)]
+pub struct Loader {
+    db: Db,
+    source: Arc<dyn Source>,
+    options: LoadOptions,
+}
+
+/// Why one attempt stopped.
+enum Stop {
+    Finished(Outcome),
+    Transient(String),
+}
+
+impl Loader {
+    pub fn new(db: Db, source: Arc<dyn Source>, options: LoadOptions) -> Self {
+        Loader {
+            db,
+            source,
+            options,
+        }
+    }
+
+    /// Loads the file of LoaderFile `file_id`, stopping before `deadline` if given.
+    /// Transient failures are retried a few times; if they persist the error is
+    /// returned (the lease then expires and a later call resumes).
+    pub async fn load(&self, file_id: &str, deadline: Option<Instant>) -> Result<Outcome> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let mut attempt = 0;
+        loop {
+            let result = self.attempt(file_id, &owner, deadline).await;
+            let reason = match result {
+                Ok(Stop::Finished(outcome)) => return Ok(outcome),
+                Ok(Stop::Transient(reason)) => reason,
+                Err(e) if e.is_transient() => e.to_string(),
+                Err(e) => return Err(e),
+            };
+            attempt += 1;
+            if attempt > self.options.retries {
+                tracing::error!(
+                    file_id,
+                    attempts = attempt,
+                    reason,
+                    "giving up for now; the lease will expire and the file resume"
+                );
+                return Err(Error::Internal(format!(
+                    "transient failure, retries exhausted: {reason}"
+                )));
+            }
+            tracing::warn!(
+                file_id,
+                attempt,
+                reason,
+                "transient failure; resuming from the last checkpoint"
+            );
+            tokio::time::sleep(Duration::from_millis(500 * (1 << attempt.min(4)))).await;
+        }
+    }
+
+    async fn attempt(&self, file_id: &str, owner: &str, deadline: Option<Instant>) -> Result<Stop> {
+        let file = match self
+            .db
+            .claim_loader_file(file_id, owner, self.options.lease.as_secs_f64())
+            .await?
+        {
+            Claim::Claimed(f) => f,
+            Claim::Busy { until } => return Ok(Stop::Finished(Outcome::Busy { until })),
+            Claim::NotLoadable(status) => {
+                return Ok(Stop::Finished(Outcome::NotLoadable { status }))
+            }
+            Claim::Missing => {
+                return Err(Error::NotFound(format!(
+                    "LoaderFile {file_id} does not exist"
+                )))
+            }
+        };
+        let file_type = match &file.resource_type {
+            Some(t) => Some(ResourceType::parse(t)?),
+            None => None,
+        };
+        tracing::info!(file_id, file = %file.location(), from_line = file.checkpoint.line, "loading");
+        if file.options.strict && !file.validated {
+            if let Some(stop) = self.strict_prepass(&file, owner, file_type.clone()).await? {
+                return Ok(stop);
+            }
+        }
+        let config = DecodeConfig {
+            file_type,
+            skip_lines: file.checkpoint.line,
+            max_line_bytes: self.options.max_line_bytes,
+            batch_rows: self.options.batch_rows,
+            batch_bytes: self.options.batch_bytes,
+            validate_only: false,
+        };
+        let mut rx = match self.open(&file, owner, config).await? {
+            Ok(rx) => rx,
+            Err(stop) => return Ok(stop),
+        };
+        let mut client = self.db.client().await?;
+        let mut state = Progress {
+            loaded: file.loaded,
+            failed: file.failed,
+            try_direct: true,
+            batches: 0,
+            slowest: Duration::ZERO,
+        };
+        loop {
+            if let Some(deadline) = deadline {
+                let margin = self.options.deadline_margin.max(state.slowest * 2);
+                if Instant::now() + margin >= deadline {
+                    drop(rx);
+                    self.db.release_loader_file(file_id, owner).await?;
+                    let line = self
+                        .db
+                        .loader_file(file_id)
+                        .await?
+                        .map(|f| f.checkpoint.line)
+                        .unwrap_or(0);
+                    tracing::info!(
+                        file_id,
+                        line,
+                        "deadline near: handing over at the checkpoint"
+                    );
+                    return Ok(Stop::Finished(Outcome::Continue { line }));
+                }
+            }
+            let Some(message) = rx.recv().await else {
+                return Ok(Stop::Transient("the decoder stopped unexpectedly".into()));
+            };
+            let (batch, decode_error) = match message {
+                Ok(batch) => (batch, None),
+                Err((batch, e)) => (batch, Some(e)),
+            };
+            let eof = batch.eof;
+            let started = Instant::now();
+            let committed = self
+                .commit_batch(&mut client, &file, owner, batch, &mut state)
+                .await?;
+            state.slowest = state.slowest.max(started.elapsed());
+            if !committed {
+                tracing::warn!(file_id, "lease lost to another loader; stopping");
+                return Ok(Stop::Finished(Outcome::Busy {
+                    until: String::new(),
+                }));
+            }
+            match decode_error {
+                Some(DecodeError::Source(reason)) => return Ok(Stop::Transient(reason)),
+                Some(DecodeError::Gzip(message)) => {
+                    tracing::error!(file_id, file = %file.location(), error = message, "file failed");
+                    self.db
+                        .fail_loader_file(file_id, Some(owner), &message)
+                        .await?;
+                    return Ok(Stop::Finished(Outcome::Failed { message }));
+                }
+                None if eof => {
+                    tracing::info!(
+                        file_id,
+                        loaded = state.loaded,
+                        failed = state.failed,
+                        "file loaded"
+                    );
+                    return Ok(Stop::Finished(Outcome::Done {
+                        loaded: state.loaded,
+                        failed: state.failed,
+                    }));
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Opens the object and starts the decoder thread. Permanent source errors end the
+    /// file in `error`.
+    async fn open(
+        &self,
+        file: &LoaderFile,
+        owner: &str,
+        config: DecodeConfig,
+    ) -> Result<
+        std::result::Result<mpsc::Receiver<std::result::Result<Batch, (Batch, DecodeError)>>, Stop>,
+    > {
+        let location = file.location();
+        let object = match self.source.open(&location, file.etag.as_deref()).await {
+            Ok(o) => o,
+            Err(SourceError::Transient(reason)) => return Ok(Err(Stop::Transient(reason))),
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(file_id = %file.id, file = %location, error = message, "cannot open the file");
+                self.db
+                    .fail_loader_file(&file.id, Some(owner), &message)
+                    .await?;
+                return Ok(Err(Stop::Finished(Outcome::Failed { message })));
+            }
+        };
+        if file.size.is_none() || file.etag.is_none() {
+            let client = self.db.client().await?;
+            let patch = json!({"size": object.size, "etag": object.etag});
+            Db::patch_loader_file_as(&**client, &file.id, owner, &patch, false).await?;
+        }
+        let (tx, rx) = mpsc::channel(1);
+        let body = SyncIoBridge::new(object.body);
+        tokio::task::spawn_blocking(move || decode::decode(body, &config, &tx));
+        Ok(Ok(rx))
+    }
+
+    /// Strict mode: validate the whole file before loading any of it.
+    async fn strict_prepass(
+        &self,
+        file: &LoaderFile,
+        owner: &str,
+        file_type: Option<ResourceType>,
+    ) -> Result<Option<Stop>> {
+        let config = DecodeConfig {
+            file_type,
+            skip_lines: 0,
+            max_line_bytes: self.options.max_line_bytes,
+            batch_rows: self.options.batch_rows,
+            batch_bytes: self.options.batch_bytes,
+            validate_only: true,
+        };
+        let mut rx = match self.open(file, owner, config).await? {
+            Ok(rx) => rx,
+            Err(stop) => return Ok(Some(stop)),
+        };
+        let mut errors: Vec<LineError> = Vec::new();
+        let mut invalid = 0u64;
+        while let Some(message) = rx.recv().await {
+            let (batch, error) = match message {
+                Ok(b) => (b, None),
+                Err((b, e)) => (b, Some(e)),
+            };
+            invalid += batch.errors.len() as u64;
+            let room = (self.options.max_stored_errors as usize).saturating_sub(errors.len());
+            errors.extend(batch.errors.into_iter().take(room));
+            match error {
+                Some(DecodeError::Source(reason)) => return Ok(Some(Stop::Transient(reason))),
+                Some(DecodeError::Gzip(message)) => {
+                    self.db
+                        .fail_loader_file(&file.id, Some(owner), &message)
+                        .await?;
+                    return Ok(Some(Stop::Finished(Outcome::Failed { message })));
+                }
+                None if batch.eof => break,
+                None => {}
+            }
+        }
+        let mut client = self.db.client().await?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        let tx = client.transaction().await?;
+        if invalid > 0 {
+            record_line_errors(&tx, &file.id, &errors, self.options.max_stored_errors).await?;
+            let message = format!(
+                "strict mode: {invalid} invalid line(s), nothing loaded (first at line {})",
+                errors[0].line
+            );
+            let patch = json!({"status": "error", "error": message, "failed": invalid, "loaded": 0, "end": chrono::Utc::now()});
+            Db::patch_loader_file_as(&tx, &file.id, owner, &patch, true).await?;
+            tx.commit().await?;
+            return Ok(Some(Stop::Finished(Outcome::Failed { message })));
+        }
+        Db::patch_loader_file_as(&tx, &file.id, owner, &json!({"validated": true}), false).await?;
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    /// Writes one batch and advances the LoaderFile in one transaction. Returns `false`
+    /// (and writes nothing) when the lease was lost.
+    async fn commit_batch(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        file: &LoaderFile,
+        owner: &str,
+        mut batch: Batch,
+        state: &mut Progress,
+    ) -> Result<bool> {
+        for chunk in &batch.chunks {
+            self.db
+                .ensure_table(&***client, &chunk.resource_type)
+                .await?;
+        }
+        let strict = file.options.strict;
+        let client: &mut tokio_postgres::Client = client;
+        let tx = client.transaction().await?;
+        let txid = next_txid(&tx).await?;
+        let mut loaded = 0u64;
+        let mut errors = std::mem::take(&mut batch.errors);
+        for mut chunk in std::mem::take(&mut batch.chunks) {
+            copy::set_txid(&mut chunk, txid);
+            let result =
+                copy::write_chunk(&tx, chunk, file.options.upsert, state.try_direct).await?;
+            if result.conflicted {
+                state.try_direct = false; // ids exist: go straight to the upsert path
+            }
+            loaded += result.loaded;
+            errors.extend(result.errors);
+        }
+        errors.sort_by_key(|e| e.line);
+        if strict && !errors.is_empty() {
+            // Validated up front, so only Postgres can refuse a line here.
+            drop(tx);
+            let message = format!(
+                "strict mode: line {} refused: {}",
+                errors[0].line, errors[0].reason
+            );
+            self.db
+                .fail_loader_file(&file.id, Some(owner), &message)
+                .await?;
+            return Err(Error::BadRequest(message));
+        }
+        let room = self.options.max_stored_errors.saturating_sub(state.failed);
+        record_line_errors(&tx, &file.id, &errors, room).await?;
+        let loaded_total = state.loaded + loaded;
+        let failed_total = state.failed + errors.len() as u64;
+        let mut patch = json!({
+            "loaded": loaded_total,
+            "failed": failed_total,
+            "checkpoint": {"line": batch.last_line, "bytes": batch.bytes},
+            "lease": {"owner": owner, "until": chrono::Utc::now() + self.options.lease},
+        });
+        if batch.eof {
+            patch["status"] = json!("done");
+            patch["end"] = json!(chrono::Utc::now());
+        }
+        if !Db::patch_loader_file_as(&tx, &file.id, owner, &patch, batch.eof).await? {
+            return Ok(false);
+        }
+        if self.options.crash_before_commit == Some(state.batches) {
+            return Err(Error::Internal("injected crash before commit".into()));
+        }
+        tx.commit().await?;
+        state.batches += 1;
+        state.loaded = loaded_total;
+        state.failed = failed_total;
+        tracing::debug!(file_id = %file.id, line = batch.last_line, loaded = loaded_total, failed = failed_total, "batch committed");
+        Ok(true)
+    }
+}
+
+struct Progress {
+    loaded: u64,
+    failed: u64,
+    try_direct: bool,
+    batches: u64,
+    slowest: Duration,
+}

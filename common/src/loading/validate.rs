@@ -1,0 +1,205 @@
+//! Line validation (SPEC section 3): a JSON object with a string `resourceType` naming
+//! the file's type and a string `id` following FHIR's id rule.
+//!
+//! Validation parses the whole line (so malformed JSON never reaches Postgres) but keeps
+//! only the two fields it needs: the line itself is stored byte for byte as sent.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use crate::resource_type::{self, ResourceType};
+
+/// The two top-level fields validation reads; everything else is checked for syntax only.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "resourceType", borrow, default)]
+    resource_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+}
+
+/// A valid line: its id and type.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Valid<'a> {
+    pub id: Cow<'a, str>,
+    pub resource_type: Cow<'a, str>,
+}
+
+/// FHIR id: 1 to 64 of `[A-Za-z0-9\-\.]`.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        let shown: String = id.chars().take(80).collect();
+        return Err(format!(
+            "id {shown:?} is not a valid FHIR id (1-64 characters of A-Z a-z 0-9 - .)"
+        ));
+    }
+    Ok(())
+}
+
+/// True when `text` holds a `\u0000` escape (not an escaped backslash followed by
+/// `u0000`): Postgres jsonb cannot store it.
+pub fn has_nul_escape(text: &[u8]) -> bool {
+    let finder = memchr::memmem::Finder::new(b"\\u0000");
+    for pos in finder.find_iter(text) {
+        let backslashes = text[..pos]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
+        if backslashes % 2 == 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Validates one line (without its newline). `expected` is the file's type, or `None`
+/// when the file name names no type and each line brings its own.
+pub fn validate_line<'a>(
+    line: &'a [u8],
+    expected: Option<&ResourceType>,
+) -> Result<Valid<'a>, String> {
+    let text = std::str::from_utf8(line)
+        .map_err(|e| format!("line is not valid UTF-8 (byte {})", e.valid_up_to()))?;
+    let first = text.trim_start().as_bytes().first().copied();
+    if first != Some(b'{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => "line is not a JSON object".to_string(),
+            Err(e) => format!("invalid JSON: {e}"),
+        });
+    }
+    let head: Head = serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            format!("{e}").replace("expected a borrowed string", "expected a string")
+        } else {
+            format!("invalid JSON: {e}")
+        }
+    })?;
+    let rt = head
+        .resource_type
+        .ok_or_else(|| "missing resourceType".to_string())?;
+    match expected {
+        Some(t) if t.as_str() != rt => {
+            return Err(format!(
+                "resourceType {rt:?} does not match the file's type {:?}",
+                t.as_str()
+            ));
+        }
+        None if !resource_type::is_valid(&rt) => {
+            return Err(format!(
+                "resourceType {rt:?} is not a valid resource type name"
+            ));
+        }
+        _ => {}
+    }
+    let id = head.id.ok_or_else(|| "missing id".to_string())?;
+    check_id(&id)?;
+    if has_nul_escape(line) {
+        return Err("contains a \\u0000 escape, which Postgres jsonb cannot store".into());
+    }
+    Ok(Valid {
+        id,
+        resource_type: rt,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patient() -> ResourceType {
+        ResourceType::parse("Patient").unwrap()
+    }
+
+    #[test]
+    fn valid_lines() {
+        let v = validate_line(
+            br#"{"resourceType":"Patient","id":"p-1.a","name":[{"family":"\u00e9\\"}]}"#,
+            Some(&patient()),
+        )
+        .unwrap();
+        assert_eq!(v.id, "p-1.a");
+        let v = validate_line(br#"  {"id":"x","resourceType":"Observation"} "#, None).unwrap();
+        assert_eq!(v.resource_type, "Observation");
+        // escaped id still validates (as "ab")
+        assert_eq!(
+            validate_line(
+                br#"{"resourceType":"Patient","id":"a\u0062"}"#,
+                Some(&patient())
+            )
+            .unwrap()
+            .id,
+            "ab"
+        );
+    }
+
+    #[test]
+    fn invalid_lines_say_why() {
+        let p = patient();
+        let cases: &[(&[u8], &str)] = &[
+            (b"not json", "invalid JSON"),
+            (b"[1,2]", "not a JSON object"),
+            (b"\"str\"", "not a JSON object"),
+            (br#"{"resourceType":"Patient","id":"1""#, "invalid JSON"),
+            (br#"{"id":"1"}"#, "missing resourceType"),
+            (br#"{"resourceType":"Patient"}"#, "missing id"),
+            (
+                br#"{"resourceType":"Observation","id":"1"}"#,
+                "does not match the file's type",
+            ),
+            (br#"{"resourceType":"Patient","id":1}"#, "expected a string"),
+            (br#"{"resourceType":5,"id":"1"}"#, "expected a string"),
+            (
+                br#"{"resourceType":"Patient","id":"a b"}"#,
+                "not a valid FHIR id",
+            ),
+            (
+                br#"{"resourceType":"Patient","id":""}"#,
+                "not a valid FHIR id",
+            ),
+            (
+                br#"{"resourceType":"Patient","id":"1","x":"\u0000"}"#,
+                "\\u0000",
+            ),
+            (
+                b"{\"resourceType\":\"Patient\",\"id\":\"1\",\"x\":\"\xff\"}",
+                "UTF-8",
+            ),
+            (
+                br#"{"resourceType":"Patient","id":"1","id":"2"}"#,
+                "duplicate field",
+            ),
+        ];
+        for (line, want) in cases {
+            let err = validate_line(line, Some(&p)).unwrap_err();
+            assert!(
+                err.contains(want),
+                "{:?}: {err}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        let long = format!(r#"{{"resourceType":"Patient","id":"{}"}}"#, "a".repeat(65));
+        assert!(validate_line(long.as_bytes(), Some(&p))
+            .unwrap_err()
+            .contains("not a valid FHIR id"));
+        assert!(
+            validate_line(br#"{"resourceType":"pg_catalog","id":"1"}"#, None)
+                .unwrap_err()
+                .contains("not a valid resource type")
+        );
+    }
+
+    #[test]
+    fn nul_escape_detection_respects_escaped_backslashes() {
+        assert!(has_nul_escape(br#"{"a":"\u0000"}"#));
+        assert!(has_nul_escape(br#"{"a":"\\\u0000"}"#));
+        assert!(!has_nul_escape(br#"{"a":"\\u0000"}"#));
+        assert!(!has_nul_escape(br#"{"a":"u0000"}"#));
+    }
+}

@@ -1,0 +1,93 @@
+//! Where ndjson files come from: one abstraction, [`Source`], for every origin.
+//!
+//! - [`s3::S3Source`]: an S3 (or S3-compatible: LocalStack, MinIO, R2) bucket.
+//! - [`memory::MemorySource`]: bytes held in memory, for tests and tools.
+
+pub mod memory;
+pub mod s3;
+
+use std::fmt;
+
+use futures::future::BoxFuture;
+use tokio::io::AsyncRead;
+
+/// An object inside a bucket: `s3://bucket/key`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectLocation {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl ObjectLocation {
+    pub fn new(bucket: impl Into<String>, key: impl Into<String>) -> Self {
+        ObjectLocation {
+            bucket: bucket.into(),
+            key: key.into(),
+        }
+    }
+
+    /// Parses `s3://bucket/key`.
+    pub fn parse_s3_url(url: &str) -> Option<Self> {
+        let rest = url.strip_prefix("s3://")?;
+        let (bucket, key) = rest.split_once('/')?;
+        (!bucket.is_empty() && !key.is_empty()).then(|| ObjectLocation::new(bucket, key))
+    }
+
+    /// The file name part of the key (`dir/Patient.ndjson.gz` -> `Patient.ndjson.gz`).
+    pub fn file_name(&self) -> &str {
+        self.key.rsplit('/').next().unwrap_or(&self.key)
+    }
+}
+
+impl fmt::Display for ObjectLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// An opened object: its metadata and a body streamed on demand.
+pub struct OpenedObject {
+    /// Size in bytes as stored (compressed), when known.
+    pub size: Option<u64>,
+    /// The entity tag, when the store gives one.
+    pub etag: Option<String>,
+    /// The bytes, streamed: never held whole in memory.
+    pub body: Box<dyn AsyncRead + Send + Unpin>,
+}
+
+/// Why an object could not be opened or read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// No such bucket or key.
+    #[error("{0}")]
+    NotFound(String),
+    /// Credentials refused or not allowed to read.
+    #[error("{0}")]
+    AccessDenied(String),
+    /// The object changed since it was queued (its etag no longer matches).
+    #[error("{0}")]
+    Changed(String),
+    /// Network or throttling: worth a retry.
+    #[error("{0}")]
+    Transient(String),
+    /// Anything else, permanent.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl SourceError {
+    /// True when a retry may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Transient(_))
+    }
+}
+
+/// Something that opens objects for reading. `if_match` asks for exactly that version
+/// (an etag); a store that cannot check it may ignore it.
+pub trait Source: Send + Sync {
+    fn open<'a>(
+        &'a self,
+        location: &'a ObjectLocation,
+        if_match: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>>;
+}

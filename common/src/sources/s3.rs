@@ -1,0 +1,155 @@
+//! S3 and S3-compatible stores (LocalStack, MinIO, R2) through aws-sdk-s3.
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use futures::future::BoxFuture;
+
+use super::{ObjectLocation, OpenedObject, Source, SourceError};
+
+/// Static credentials given with a request (`account` in load-from-bucket).
+#[derive(Clone)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How to reach a store. Empty fields fall back to the environment (`AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, the function's role) and `SIPHON_S3_FORCE_PATH_STYLE`.
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub credentials: Option<StaticCredentials>,
+    pub force_path_style: Option<bool>,
+}
+
+/// Builds an S3 client for `opts`. No network call happens here.
+pub async fn client(opts: &S3Options) -> aws_sdk_s3::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &opts.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(c) = &opts.credentials {
+        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+            c.access_key_id.clone(),
+            c.secret_access_key.clone(),
+            None,
+            None,
+            "siphon-request",
+        ));
+    }
+    if let Some(url) = &opts.endpoint_url {
+        loader = loader.endpoint_url(url.clone());
+    }
+    let shared = loader.load().await;
+    let path_style = opts.force_path_style.unwrap_or_else(|| {
+        std::env::var("SIPHON_S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "true" || v == "1")
+    });
+    let mut conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style);
+    if shared.region().is_none() {
+        conf = conf.region(aws_config::Region::new("us-east-1"));
+    }
+    aws_sdk_s3::Client::from_conf(conf.build())
+}
+
+/// An S3 bucket as a [`Source`].
+#[derive(Clone, Debug)]
+pub struct S3Source {
+    client: aws_sdk_s3::Client,
+}
+
+impl S3Source {
+    pub fn new(client: aws_sdk_s3::Client) -> Self {
+        S3Source { client }
+    }
+
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+}
+
+/// Turns an SDK error into a [`SourceError`] with a message a person can act on.
+pub fn classify<E, R>(err: SdkError<E, R>, what: &str) -> SourceError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("").to_string();
+            let message = service.err().message().unwrap_or("").to_string();
+            match code.as_str() {
+                "NoSuchKey" | "NotFound" => {
+                    SourceError::NotFound(format!("{what} does not exist (NoSuchKey)"))
+                }
+                "NoSuchBucket" => SourceError::NotFound(format!(
+                    "{what}: the bucket does not exist (NoSuchBucket)"
+                )),
+                "AccessDenied"
+                | "Forbidden"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "InvalidToken" => {
+                    SourceError::AccessDenied(format!("{what}: access denied ({code})"))
+                }
+                "PreconditionFailed" => SourceError::Changed(format!(
+                    "{what} changed since it was queued (etag no longer matches)"
+                )),
+                "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" => {
+                    SourceError::Transient(format!("{what}: {code} {message}"))
+                }
+                _ => SourceError::Other(format!("{what}: {code} {message}").trim_end().to_string()),
+            }
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            SourceError::Transient(format!("{what}: {}", DisplayErrorContext(&err)))
+        }
+        _ => SourceError::Other(format!("{what}: {}", DisplayErrorContext(&err))),
+    }
+}
+
+impl Source for S3Source {
+    fn open<'a>(
+        &'a self,
+        location: &'a ObjectLocation,
+        if_match: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        Box::pin(async move {
+            let mut req = self
+                .client
+                .get_object()
+                .bucket(&location.bucket)
+                .key(&location.key);
+            if let Some(etag) = if_match {
+                req = req.if_match(etag);
+            }
+            let out = req.send().await.map_err(|e| {
+                // A HEAD-less 404 on GetObject may come without a code: say what it is.
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                match (classify(e, &format!("object {location}")), status) {
+                    (SourceError::Other(_), Some(404)) => {
+                        SourceError::NotFound(format!("object {location} does not exist"))
+                    }
+                    (SourceError::Other(_), Some(403)) => {
+                        SourceError::AccessDenied(format!("object {location}: access denied"))
+                    }
+                    (other, _) => other,
+                }
+            })?;
+            Ok(OpenedObject {
+                size: out.content_length().and_then(|n| u64::try_from(n).ok()),
+                etag: out.e_tag().map(str::to_string),
+                body: Box::new(out.body.into_async_read()),
+            })
+        })
+    }
+}

@@ -1,0 +1,51 @@
+//! Versioned schema migrations, applied idempotently and safely when many Lambdas cold
+//! start at once: everything runs in one transaction holding a transaction-level advisory
+//! lock, so a racing starter waits and then finds the work done.
+
+use tokio_postgres::Client;
+
+use crate::error::Result;
+
+/// The advisory lock key that serialises migrations (arbitrary, fixed forever).
+const MIGRATION_LOCK_KEY: i64 = 0x5170_4e00_0000_0001;
+
+/// Every migration, in order. Never edit a released one: add a new version.
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "init", include_str!("../../migrations/0001_init.sql"))];
+
+/// Applies the migrations that have not run yet. Returns how many ran now.
+pub async fn migrate(client: &mut Client) -> Result<usize> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS siphon_migrations (
+            version integer PRIMARY KEY,
+            name text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM siphon_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut ran = 0;
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO siphon_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+        tracing::info!(version, name, "applied migration");
+        ran += 1;
+    }
+    tx.commit().await?;
+    Ok(ran)
+}

@@ -1,0 +1,363 @@
+//! Postgres connection settings and the process-wide pool.
+//!
+//! Configuration comes from the environment:
+//! - `DATABASE_URL` (`postgres://user:pass@host:port/db?sslmode=...`), or
+//! - `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, and the password from `PGPASSWORD` or,
+//!   in AWS, from the Secrets Manager secret `SIPHON_DB_SECRET_ARN` (JSON with a
+//!   `password` key, as RDS writes it, or the bare password).
+//! - `PGSSLMODE` / `sslmode=`: `disable`, `prefer`, `require` (encrypt; verify only when
+//!   `PGSSLROOTCERT` names a CA bundle, as libpq does), `verify-ca`/`verify-full`
+//!   (verify against `PGSSLROOTCERT` or the Mozilla roots). TLS is rustls, never OpenSSL.
+//! - `SIPHON_DB_POOL_SIZE` (default 4).
+//!
+//! Nothing touches the network until the first query: a cold start stays cheap, and the
+//! pool (with `RecyclingMethod::Verified`, since a frozen Lambda sandbox can wake up with
+//! dead sockets) is reused by every warm invocation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio::sync::OnceCell;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::error::{Error, Result};
+
+/// How the server certificate is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVerify {
+    /// Encrypt but accept any certificate (libpq's `require` without a root cert).
+    None,
+    /// Verify the chain and the host name.
+    Full,
+}
+
+/// Everything needed to open connections; building it does no I/O.
+#[derive(Clone)]
+pub struct DbConfig {
+    pg: tokio_postgres::Config,
+    verify: TlsVerify,
+    root_cert: Option<String>,
+    password_secret_arn: Option<String>,
+    pool_size: usize,
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("DbConfig")
+            .field("hosts", &self.pg.get_hosts())
+            .field("dbname", &self.pg.get_dbname())
+            .field("user", &self.pg.get_user())
+            .field("ssl_mode", &self.pg.get_ssl_mode())
+            .finish_non_exhaustive()
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl DbConfig {
+    /// Reads the configuration described in the module docs.
+    pub fn from_env() -> Result<Self> {
+        let mut cfg = match env("DATABASE_URL") {
+            Some(url) => Self::from_url(&url)?,
+            None => {
+                let mut pg = tokio_postgres::Config::new();
+                pg.host(&env("PGHOST").unwrap_or_else(|| "127.0.0.1".into()));
+                let port = env("PGPORT").unwrap_or_else(|| "5432".into());
+                pg.port(
+                    port.parse()
+                        .map_err(|_| Error::Internal(format!("PGPORT {port:?} is not a port")))?,
+                );
+                pg.dbname(&env("PGDATABASE").unwrap_or_else(|| "siphon".into()));
+                pg.user(&env("PGUSER").unwrap_or_else(|| "siphon".into()));
+                if let Some(pw) = env("PGPASSWORD") {
+                    pg.password(pw);
+                }
+                let mut cfg = Self::from_pg(pg);
+                cfg.set_ssl_mode(&env("PGSSLMODE").unwrap_or_else(|| "prefer".into()))?;
+                cfg
+            }
+        };
+        cfg.password_secret_arn = env("SIPHON_DB_SECRET_ARN");
+        cfg.root_cert = env("PGSSLROOTCERT");
+        if cfg.root_cert.is_some() {
+            cfg.verify = TlsVerify::Full;
+        }
+        if let Some(n) = env("SIPHON_DB_POOL_SIZE") {
+            cfg.pool_size = n
+                .parse()
+                .map_err(|_| Error::Internal("SIPHON_DB_POOL_SIZE must be a number".into()))?;
+        }
+        Ok(cfg)
+    }
+
+    /// Parses a `postgres://` URL; `sslmode` may also be `verify-ca` or `verify-full`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let mut parsed = url::Url::parse(url)
+            .map_err(|e| Error::Internal(format!("DATABASE_URL is not a URL: {e}")))?;
+        let mut sslmode = None;
+        let kept: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(k, v)| {
+                if k == "sslmode" {
+                    sslmode = Some(v.to_string());
+                    false
+                } else {
+                    true
+                }
+            })
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        parsed.set_query(None);
+        if !kept.is_empty() {
+            parsed.query_pairs_mut().extend_pairs(kept);
+        }
+        let pg: tokio_postgres::Config = parsed
+            .as_str()
+            .parse()
+            .map_err(|e| Error::Internal(format!("DATABASE_URL is not a Postgres URL: {e}")))?;
+        let mut cfg = Self::from_pg(pg);
+        cfg.set_ssl_mode(sslmode.as_deref().unwrap_or("prefer"))?;
+        Ok(cfg)
+    }
+
+    fn from_pg(mut pg: tokio_postgres::Config) -> Self {
+        pg.application_name("siphon");
+        pg.connect_timeout(Duration::from_secs(10));
+        pg.keepalives_idle(Duration::from_secs(30));
+        DbConfig {
+            pg,
+            verify: TlsVerify::None,
+            root_cert: None,
+            password_secret_arn: None,
+            pool_size: 4,
+        }
+    }
+
+    fn set_ssl_mode(&mut self, mode: &str) -> Result<()> {
+        let (ssl, verify) = match mode {
+            "disable" => (SslMode::Disable, TlsVerify::None),
+            "prefer" | "allow" => (SslMode::Prefer, TlsVerify::None),
+            "require" => (SslMode::Require, TlsVerify::None),
+            "verify-ca" | "verify-full" => (SslMode::Require, TlsVerify::Full),
+            other => return Err(Error::Internal(format!("unknown sslmode {other:?}"))),
+        };
+        self.pg.ssl_mode(ssl);
+        self.verify = verify;
+        Ok(())
+    }
+
+    /// Maximum number of pooled connections.
+    pub fn with_pool_size(mut self, n: usize) -> Self {
+        self.pool_size = n;
+        self
+    }
+
+    /// The driver configuration (password included: do not log it).
+    pub fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.pg
+    }
+
+    /// The TLS connector every connection uses (plain TCP when sslmode is `disable`).
+    pub fn tls(&self) -> Result<MakeRustlsConnect> {
+        tls_connector(self.verify, self.root_cert.as_deref())
+    }
+}
+
+/// Shared pool handle: cheap to clone, built on first use, migrated once per process.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: DbConfig,
+    known_tables: std::sync::Mutex<std::collections::HashSet<String>>,
+    pool: OnceCell<Pool>,
+    migrated: OnceCell<()>,
+}
+
+impl Db {
+    /// A handle that connects lazily.
+    pub fn new(config: DbConfig) -> Self {
+        Db {
+            inner: Arc::new(Inner {
+                config,
+                known_tables: Default::default(),
+                pool: OnceCell::new(),
+                migrated: OnceCell::new(),
+            }),
+        }
+    }
+
+    /// `Db::new(DbConfig::from_env()?)`.
+    pub fn from_env() -> Result<Self> {
+        Ok(Self::new(DbConfig::from_env()?))
+    }
+
+    /// Resource tables known to exist in this database.
+    pub(crate) fn known_tables(&self) -> &std::sync::Mutex<std::collections::HashSet<String>> {
+        &self.inner.known_tables
+    }
+
+    /// The configuration this handle was built from.
+    pub fn config(&self) -> &DbConfig {
+        &self.inner.config
+    }
+
+    /// A pooled connection, with the schema migrated.
+    pub async fn client(&self) -> Result<Object> {
+        let pool = self
+            .inner
+            .pool
+            .get_or_try_init(|| self.build_pool())
+            .await?;
+        let mut client = pool.get().await?;
+        if !self.inner.migrated.initialized() {
+            let c: &mut tokio_postgres::Client = &mut client;
+            self.inner
+                .migrated
+                .get_or_try_init(|| async { super::migrations::migrate(c).await.map(|_| ()) })
+                .await?;
+        }
+        Ok(client)
+    }
+
+    async fn build_pool(&self) -> Result<Pool> {
+        let cfg = &self.inner.config;
+        let mut pg = cfg.pg.clone();
+        if let Some(arn) = &cfg.password_secret_arn {
+            pg.password(fetch_password(arn).await?);
+        }
+        let manager = Manager::from_config(
+            pg,
+            cfg.tls()?,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(cfg.pool_size.max(1))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(15)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot build the connection pool: {e}")))
+    }
+}
+
+async fn fetch_password(arn: &str) -> Result<String> {
+    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_secretsmanager::Client::new(&conf);
+    let out = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| {
+            Error::Internal(format!(
+                "cannot read the database secret: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            ))
+        })?;
+    let raw = out
+        .secret_string()
+        .ok_or_else(|| Error::Internal("the database secret has no string value".into()))?;
+    match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(v) => v
+            .get("password")
+            .and_then(|p| p.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| Error::Internal("the database secret has no \"password\" key".into())),
+        Err(_) => Ok(raw.to_string()),
+    }
+}
+
+fn tls_connector(verify: TlsVerify, root_cert: Option<&str>) -> Result<MakeRustlsConnect> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(format!("TLS set-up: {e}")))?;
+    let config = match verify {
+        TlsVerify::Full => {
+            let mut roots = rustls::RootCertStore::empty();
+            match root_cert {
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        Error::Internal(format!("cannot read PGSSLROOTCERT {path}: {e}"))
+                    })?;
+                    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+                        let cert: rustls::pki_types::CertificateDer<'static> =
+                            cert.map_err(|e| {
+                                Error::Internal(format!("bad certificate in {path}: {e}"))
+                            })?;
+                        roots.add(cert).map_err(|e| {
+                            Error::Internal(format!("bad certificate in {path}: {e}"))
+                        })?;
+                    }
+                }
+                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        TlsVerify::None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+            .with_no_client_auth(),
+    };
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// libpq's `sslmode=require` without a root certificate: the channel is encrypted and
+/// the handshake signatures are checked, but the certificate chain is not.
+#[derive(Debug)]
+struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,155 @@
+//! Shared pieces of siphon's tests and benchmarks: the test data generator, the bad
+//! input corpus, and access to the local stack (real Postgres, LocalStack S3 and SQS).
+//!
+//! The local stack is brought up by `make up` (`infra/local/up.sh`), which writes
+//! `infra/local/local.env`; [`env`] reads it. Every test gets its own database
+//! ([`fresh_db`]) and its own bucket ([`fresh_bucket`]) so tests run in parallel.
+
+pub mod corpus;
+pub mod gen;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use siphon::storage::{Db, DbConfig};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// `infra/local/local.env`, parsed, merged over the process environment (the process
+/// wins). Panics with the fix when the stack was never brought up.
+pub fn env() -> &'static HashMap<String, String> {
+    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let path = repo_root().join("infra/local/local.env");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{} is missing ({e}): run `make up` first", path.display()));
+        let mut map: HashMap<String, String> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        for (k, v) in map.iter_mut() {
+            if let Ok(own) = std::env::var(k) {
+                *v = own;
+            }
+        }
+        map
+    })
+}
+
+/// One value of [`env`].
+pub fn var(name: &str) -> String {
+    env()
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} is not set in infra/local/local.env"))
+}
+
+/// Sets the AWS variables of local.env in this process, so SDK clients built from the
+/// default chain talk to LocalStack (and only to it).
+pub fn use_local_aws() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        for k in [
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "SIPHON_S3_FORCE_PATH_STYLE",
+        ] {
+            // SAFETY of set_var: done once, before any client is built.
+            unsafe { std::env::set_var(k, var(k)) };
+        }
+        unsafe { std::env::set_var("AWS_EC2_METADATA_DISABLED", "true") };
+    });
+}
+
+/// A new, empty database for one test; returns its URL. Databases are named
+/// `siphon_test_*` and dropped by `make test` before the next run.
+pub async fn fresh_db_url() -> String {
+    let admin_url = var("DATABASE_URL");
+    let name = format!("siphon_test_{}", uuid::Uuid::new_v4().simple());
+    let cfg = DbConfig::from_url(&admin_url).unwrap();
+    let (client, conn) = cfg
+        .pg_config()
+        .connect(cfg.tls().unwrap())
+        .await
+        .expect("connect to the local Postgres");
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create the test database");
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// A [`Db`] on a fresh database.
+pub async fn fresh_db() -> Db {
+    Db::new(DbConfig::from_url(&fresh_db_url().await).unwrap())
+}
+
+/// A direct connection (no pool) to the database of `db`, for assertions.
+pub async fn connect(db: &Db) -> tokio_postgres::Client {
+    let (client, conn) = db
+        .config()
+        .pg_config()
+        .connect(db.config().tls().unwrap())
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// An S3 client for LocalStack.
+pub async fn s3() -> aws_sdk_s3::Client {
+    use_local_aws();
+    siphon::sources::s3::client(&Default::default()).await
+}
+
+/// An SQS client for LocalStack.
+pub async fn sqs() -> aws_sdk_sqs::Client {
+    use_local_aws();
+    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    aws_sdk_sqs::Client::new(&conf)
+}
+
+/// A new, empty bucket for one test.
+pub async fn fresh_bucket(s3: &aws_sdk_s3::Client) -> String {
+    let name = format!(
+        "siphon-test-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    s3.create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .expect("create a LocalStack bucket");
+    name
+}
+
+/// Puts `bytes` at `key`.
+pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, bytes: Vec<u8>) {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(bytes.into())
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "put s3://{bucket}/{key}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        });
+}
