@@ -239,7 +239,7 @@ async fn escaping_traps_round_trip_and_postgres_refusals_fail_alone() {
     for line in corpus::escaping_traps() {
         let same: bool = c
             .query_one(
-                "SELECT resource = $1::jsonb FROM patient WHERE id = ($1::jsonb)->>'id'",
+                "SELECT resource = $1::text::jsonb FROM patient WHERE id = ($1::text::jsonb)->>'id'",
                 &[&line],
             )
             .await
@@ -473,7 +473,7 @@ async fn upsert_overwrites_and_upsert_false_reports_conflicts() {
     );
     let seed5_content: i64 = c
         .query_one(
-            "SELECT count(*) FROM patient WHERE resource = $1::jsonb",
+            "SELECT count(*) FROM patient WHERE resource = $1::text::jsonb",
             &[&serde_json::to_string(&gen::resource("Patient", 0, 5)).unwrap()],
         )
         .await

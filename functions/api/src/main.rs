@@ -1,1 +1,15 @@
-fn main() {}
+//! siphon-api: the HTTP API (RPC, $import, $load, resources). Not implemented yet
+//! (issue "Ingestion"): every route answers 501 with a message.
+
+use lambda_http::{service_fn, Body, Error, Request, Response};
+
+async fn handler(request: Request) -> Result<Response<Body>, Error> {
+    let body = serde_json::json!({"message": format!("not implemented yet: {} {}", request.method(), request.uri().path())});
+    Ok(Response::builder().status(501).header("content-type", "application/json").body(body.to_string().into())?)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    siphon::telemetry::init();
+    lambda_http::run(service_fn(handler)).await
+}

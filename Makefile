@@ -1,0 +1,55 @@
+# siphon: the stable interface. `make demo` runs the main job locally, `make test`
+# runs every test (what CI runs), `make up` / `make down` start and stop the local stack.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+ENV := infra/local/local.env
+
+.PHONY: help up down test demo serve bench-load bench-dump build fmt lint
+
+help:
+	@echo "make demo        run the main job locally: stack up, sample files into S3, import, dump"
+	@echo "make test        run every test (unit + integration against Postgres and LocalStack)"
+	@echo "make up / down   start / stop the local stack (Postgres + LocalStack S3/SQS)"
+	@echo "make serve       run every function locally at http://127.0.0.1:8080"
+	@echo "make bench-load  loader benchmark against psql \\copy"
+
+up:
+	@bash infra/local/up.sh
+
+down:
+	@bash infra/local/down.sh
+
+build:
+	$(CARGO) build --workspace
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Every test: unit tests, integration tests against the real local stack.
+test: up
+	@set -a; source $(ENV); set +a; \
+	  psql "$$DATABASE_URL" -qtAc "SELECT 'DROP DATABASE ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'siphon\_test\_%'" | psql "$$DATABASE_URL" -q >/dev/null
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+	  $(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+# The main job, locally: stack up, generated sample files into the bucket, import, dump.
+demo: up
+	$(CARGO) build -p siphon-tests --bin siphon-demo
+	@set -a; source $(ENV); set +a; ./target/debug/siphon-demo
+
+# Every function on the built code: HTTP API + dumps at 127.0.0.1:8080, loader on the queue.
+serve: up
+	$(CARGO) build -p siphon-local
+	@set -a; source $(ENV); set +a; ./target/debug/siphon-local
+
+bench-load: up
+	$(CARGO) build --release -p siphon-tests --bin siphon-bench-load
+	@set -a; source $(ENV); set +a; ./target/release/siphon-bench-load
