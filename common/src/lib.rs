@@ -9,7 +9,9 @@
 //! - [`resource_type`]: the one gate every identifier passes before it reaches SQL.
 //! - [`telemetry`]: structured logging set-up shared by every binary.
 
+pub mod auth;
 pub mod error;
+pub mod ingestion;
 pub mod loading;
 pub mod resource_type;
 pub mod sources;

@@ -52,7 +52,8 @@ if [ -z "$cluster" ]; then
 fi
 read -r ver name port status _ <<<"$cluster"
 if [ "$status" != "online" ]; then
-  sudo_if_needed pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start
+  # Detach the server from our stdout/stderr so callers reading our output see EOF.
+  sudo_if_needed pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start </dev/null >/dev/null 2>&1
 fi
 for _ in $(seq 1 60); do pg_isready -q -h 127.0.0.1 -p "$port" && break; sleep 0.5; done
 pg_isready -q -h 127.0.0.1 -p "$port" || { echo "PostgreSQL did not come up" >&2; exit 1; }

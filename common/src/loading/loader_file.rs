@@ -111,6 +111,12 @@ pub struct LoaderFile {
     pub checkpoint: Checkpoint,
     #[serde(default)]
     pub options: FileOptions,
+    /// The call that queued the file (load-from-bucket), whose `threads` cap applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// At most this many files of `group` load at once (`thread-num`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
     /// Strict mode: the whole file was validated and is clean.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub validated: bool,
@@ -142,6 +148,8 @@ impl LoaderFile {
             error: None,
             checkpoint: Checkpoint::default(),
             options,
+            group: None,
+            threads: None,
             validated: false,
             lease: None,
         }
@@ -190,6 +198,8 @@ pub enum Claim {
     NotLoadable(FileStatus),
     /// No such LoaderFile.
     Missing,
+    /// The file's group already has `threads` files loading: try later.
+    Throttled,
 }
 
 impl Db {
@@ -220,6 +230,76 @@ impl Db {
         }
     }
 
+    /// Creates pending LoaderFiles in one statement; returns those created now (files
+    /// that already had one are skipped).
+    pub async fn create_loader_files(&self, files: &[LoaderFile]) -> Result<Vec<LoaderFile>> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        self.ensure_table(&**client, &loader_file_type()).await?;
+        let ids: Vec<&str> = files.iter().map(|f| f.id.as_str()).collect();
+        let values = files
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<std::result::Result<Vec<Value>, _>>()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let rows = client
+            .query(
+                &format!(
+                    "INSERT INTO {TABLE} (id, txid, resource_type, status, resource)
+                     SELECT f.id, nextval('transaction_id_seq'), 'LoaderFile', 'created', f.resource
+                     FROM unnest($1::text[], $2::jsonb[]) AS f(id, resource)
+                     ON CONFLICT (id) DO NOTHING RETURNING {RESOURCE_WITH_ID}"
+                ),
+                &[&ids, &values],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| LoaderFile::from_value(r.get(0)))
+            .collect()
+    }
+
+    /// For an S3 event about `file`'s object: when `etag` names a new version, resets
+    /// the file to `pending` (counts, checkpoint, errors and any lease cleared) and
+    /// returns true; the same version returns false.
+    pub async fn reset_loader_file_if_new_version(
+        &self,
+        file: &LoaderFile,
+        etag: Option<&str>,
+        size: Option<u64>,
+    ) -> Result<bool> {
+        let Some(etag) = etag else { return Ok(false) };
+        if file.etag.as_deref() == Some(etag) {
+            return Ok(false);
+        }
+        let mut fresh =
+            LoaderFile::pending(&file.location(), Some(etag.to_string()), size, file.options);
+        fresh.id = file.id.clone();
+        let value = serde_json::to_value(&fresh).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut client = self.client().await?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                &format!(
+                    "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'), status = 'updated', resource = $2
+                     WHERE id = $1 AND resource->>'etag' IS DISTINCT FROM $3::text"
+                ),
+                &[&file.id, &value, &etag],
+            )
+            .await?;
+        if n == 1 {
+            tx.execute(
+                "DELETE FROM siphon_loader_error WHERE file_id = $1",
+                &[&file.id],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
     /// Reads one LoaderFile.
     pub async fn loader_file(&self, id: &str) -> Result<Option<LoaderFile>> {
         match self.get(&loader_file_type(), id).await? {
@@ -232,9 +312,30 @@ impl Db {
     /// or handed-over loader), or files this owner already holds. Atomic: of two loaders
     /// racing, one gets `Claimed`, the other `Busy`.
     pub async fn claim_loader_file(&self, id: &str, owner: &str, lease_secs: f64) -> Result<Claim> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         self.ensure_table(&**client, &loader_file_type()).await?;
-        let row = client
+        let group: Option<(String, i64)> = client
+            .query_opt(
+                &format!("SELECT resource->>'group', (resource->>'threads')::bigint FROM {TABLE} WHERE id = $1"),
+                &[&id],
+            )
+            .await?
+            .and_then(|r| Some((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?)));
+        let client: &mut tokio_postgres::Client = &mut client;
+        let tx = client.transaction().await?;
+        if let Some((group, _)) = &group {
+            // Serialise claims within a group so the cap holds under races.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('siphon.group.' || $1))",
+                &[group],
+            )
+            .await?;
+        }
+        let (group_name, threads) = match &group {
+            Some((g, t)) => (Some(g.as_str()), *t),
+            None => (None, 0),
+        };
+        let row = tx
             .query_opt(
                 &format!(
                     "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
@@ -250,21 +351,45 @@ impl Db {
                               (resource->'lease'->>'until') IS NULL
                               OR (resource->'lease'->>'until')::timestamptz < now()
                               OR resource->'lease'->>'owner' = $2::text)))
+                       AND ($4::text IS NULL OR (
+                            SELECT count(*) FROM {TABLE} o
+                            WHERE o.resource->>'group' = $4::text AND o.id <> $1
+                              AND o.resource->>'status' = 'in-progress'
+                              AND (o.resource->'lease'->>'until')::timestamptz > now()) < $5::bigint)
                      RETURNING {RESOURCE_WITH_ID}"
                 ),
-                &[&id, &owner, &lease_secs],
+                &[&id, &owner, &lease_secs, &group_name, &threads],
             )
             .await?;
+        tx.commit().await?;
         if let Some(row) = row {
             return Ok(Claim::Claimed(LoaderFile::from_value(row.get(0))?));
         }
         Ok(match self.loader_file(id).await? {
             None => Claim::Missing,
-            Some(f) if f.status == FileStatus::InProgress => Claim::Busy {
-                until: f.lease.map(|l| l.until).unwrap_or_default(),
-            },
+            // Claimable by state but not claimed: another loader holds a live lease,
+            // or the group's thread-num cap is reached.
+            Some(f) if f.status == FileStatus::InProgress && self.lease_live(id).await? => {
+                Claim::Busy {
+                    until: f.lease.map(|l| l.until).unwrap_or_default(),
+                }
+            }
+            Some(f) if matches!(f.status, FileStatus::Pending | FileStatus::InProgress) => {
+                Claim::Throttled
+            }
             Some(f) => Claim::NotLoadable(f.status),
         })
+    }
+
+    async fn lease_live(&self, id: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                &format!("SELECT coalesce((resource->'lease'->>'until')::timestamptz > now(), false) FROM {TABLE} WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        Ok(row.get(0))
     }
 
     /// Merges `patch` into the file if `owner` still holds it. `false` = lease lost.

@@ -83,6 +83,8 @@ pub enum Outcome {
     Continue { line: u64 },
     /// Another loader holds the file right now (a duplicate delivery): try later.
     Busy { until: String },
+    /// The file's group (one load-from-bucket call) has `thread-num` files loading: try later.
+    Throttled,
     /// Nothing to do: the file is already in this state.
     NotLoadable { status: FileStatus },
 }
@@ -162,6 +164,7 @@ impl Loader {
                     "LoaderFile {file_id} does not exist"
                 )))
             }
+            Claim::Throttled => return Ok(Stop::Finished(Outcome::Throttled)),
         };
         let file_type = match &file.resource_type {
             Some(t) => Some(ResourceType::parse(t)?),

@@ -1,15 +1,22 @@
-//! siphon-api: the HTTP API (RPC, $import, $load, resources). Not implemented yet
-//! (issue "Ingestion"): every route answers 501 with a message.
+//! siphon-api: the HTTP API Lambda (API Gateway HTTP API, payload v2).
 
-use lambda_http::{service_fn, Body, Error, Request, Response};
+use std::sync::Arc;
 
-async fn handler(request: Request) -> Result<Response<Body>, Error> {
-    let body = serde_json::json!({"message": format!("not implemented yet: {} {}", request.method(), request.uri().path())});
-    Ok(Response::builder().status(501).header("content-type", "application/json").body(body.to_string().into())?)
-}
+use lambda_http::{service_fn, Error, Request};
+use siphon::ingestion::queue::SqsQueue;
+use siphon::storage::Db;
+use siphon_api::App;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     siphon::telemetry::init();
-    lambda_http::run(service_fn(handler)).await
+    let app = Arc::new(App::new(
+        Db::from_env()?,
+        Arc::new(SqsQueue::from_env().await?),
+    ));
+    lambda_http::run(service_fn(move |request: Request| {
+        let app = app.clone();
+        async move { Ok::<_, Error>(siphon_api::handle(&app, request).await) }
+    }))
+    .await
 }

@@ -5,7 +5,10 @@ use lambda_http::{service_fn, Body, Error, Request, Response};
 
 async fn handler(request: Request) -> Result<Response<Body>, Error> {
     let body = serde_json::json!({"message": format!("not implemented yet: {} {}", request.method(), request.uri().path())});
-    Ok(Response::builder().status(501).header("content-type", "application/json").body(body.to_string().into())?)
+    Ok(Response::builder()
+        .status(501)
+        .header("content-type", "application/json")
+        .body(body.to_string().into())?)
 }
 
 #[tokio::main]

@@ -18,7 +18,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let s3 = siphon_tests::s3().await;
     let db = Db::from_env()?;
     let per_type = 2_000u64;
-    println!("1. generating {per_type} resources of each of {:?} into s3://{bucket}/demo/", siphon_tests::gen::TYPES);
+    println!(
+        "1. generating {per_type} resources of each of {:?} into s3://{bucket}/demo/",
+        siphon_tests::gen::TYPES
+    );
     let mut files = Vec::new();
     for ty in siphon_tests::gen::TYPES {
         let mut gz = Vec::new();
@@ -28,7 +31,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         files.push(ObjectLocation::new(&bucket, key));
     }
     println!("2. importing");
-    let loader = Loader::new(db.clone(), Arc::new(S3Source::new(s3)), LoadOptions::default());
+    let loader = Loader::new(
+        db.clone(),
+        Arc::new(S3Source::new(s3)),
+        LoadOptions::default(),
+    );
     for loc in &files {
         // A fresh LoaderFile each run, so the demo can be repeated.
         let pending = LoaderFile::pending(loc, None, None, FileOptions::default());
@@ -48,7 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("3. in Postgres");
     for ty in siphon_tests::gen::TYPES {
-        println!("   {ty}: {} rows", db.count(&ResourceType::parse(ty)?).await?);
+        println!(
+            "   {ty}: {} rows",
+            db.count(&ResourceType::parse(ty)?).await?
+        );
     }
     println!("4. dump: not yet (the dump function lands with the \"Dumps\" issue)");
     Ok(())

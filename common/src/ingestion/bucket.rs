@@ -1,0 +1,245 @@
+//! `aidbox.bulk/load-from-bucket`: list a bucket (every page), create a pending
+//! LoaderFile for each matching file that has none, queue one message per new file.
+
+use globset::{GlobBuilder, GlobMatcher};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::queue::{LoadMessage, LoadQueue, StoreSpec};
+use crate::error::{Error, Result};
+use crate::loading::loader_file::{FileOptions, LoaderFile};
+use crate::sources::s3::classify;
+use crate::sources::{ObjectLocation, SourceError};
+use crate::storage::Db;
+
+/// `account` as Aidbox takes it.
+#[derive(Clone, Deserialize)]
+pub struct Account {
+    #[serde(rename = "access-key-id")]
+    pub access_key_id: String,
+    #[serde(rename = "secret-access-key")]
+    pub secret_access_key: String,
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+/// The RPC's params.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadFromBucket {
+    /// `s3://name` or `s3://name/prefix`.
+    pub bucket: String,
+    /// At most this many files of this call load at once (default 4).
+    #[serde(rename = "thread-num", default)]
+    pub thread_num: Option<u32>,
+    #[serde(default)]
+    pub account: Option<Account>,
+    /// An S3-compatible endpoint (LocalStack, MinIO, R2).
+    #[serde(rename = "endpoint-url", default)]
+    pub endpoint_url: Option<String>,
+    /// Only keys under one of these prefixes (relative to the bucket).
+    #[serde(default)]
+    pub prefixes: Option<Vec<String>>,
+    /// Only keys matching this glob (`**/*.ndjson.gz`, `Patient*.ndjson.gz`); `*` does not
+    /// cross `/`. Default: every key ending in `.ndjson.gz`.
+    #[serde(default)]
+    pub glob: Option<String>,
+    #[serde(rename = "upsert?", default)]
+    pub upsert: Option<bool>,
+    #[serde(default)]
+    pub strict: Option<bool>,
+}
+
+/// What the call did.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Started {
+    pub message: &'static str,
+    pub queued: u64,
+    pub skipped: u64,
+}
+
+/// Checks an `endpoint-url` given by a caller: https, or a host:port the configuration
+/// allows (`SIPHON_URL_ALLOWLIST`, comma-separated; local development names LocalStack).
+pub fn check_endpoint(url: &str) -> Result<()> {
+    let parsed = url::Url::parse(url)
+        .map_err(|_| Error::BadRequest(format!("endpoint-url {url:?} is not a URL")))?;
+    let host_port = format!(
+        "{}:{}",
+        parsed.host_str().unwrap_or(""),
+        parsed.port_or_known_default().unwrap_or(0)
+    );
+    let allowed = std::env::var("SIPHON_URL_ALLOWLIST")
+        .unwrap_or_default()
+        .split(',')
+        .any(|a| !a.trim().is_empty() && a.trim() == host_port);
+    if allowed {
+        return Ok(());
+    }
+    if parsed.scheme() != "https" {
+        return Err(Error::BadRequest(format!(
+            "endpoint-url must be https (got {url:?})"
+        )));
+    }
+    Ok(())
+}
+
+impl LoadFromBucket {
+    fn bucket_and_prefix(&self) -> Result<(String, String)> {
+        let rest = self.bucket.strip_prefix("s3://").ok_or_else(|| {
+            Error::BadRequest(format!(
+                "bucket must look like s3://name[/prefix] (got {:?})",
+                self.bucket
+            ))
+        })?;
+        let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if name.is_empty() {
+            return Err(Error::BadRequest("bucket name is empty".into()));
+        }
+        Ok((name.to_string(), prefix.to_string()))
+    }
+
+    fn matcher(&self) -> Result<GlobMatcher> {
+        let pattern = self.glob.as_deref().unwrap_or("**/*.ndjson.gz");
+        Ok(GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::BadRequest(format!("invalid glob {pattern:?}: {e}")))?
+            .compile_matcher())
+    }
+
+    /// The store to read from, as queue messages carry it.
+    pub fn store(&self) -> StoreSpec {
+        StoreSpec {
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.account.as_ref().and_then(|a| a.region.clone()),
+            access_key_id: self.account.as_ref().map(|a| a.access_key_id.clone()),
+            secret_access_key: self.account.as_ref().map(|a| a.secret_access_key.clone()),
+        }
+    }
+}
+
+/// Runs the call. `s3` must be built from `params.store()` (see `sources::s3::client`).
+pub async fn load_from_bucket(
+    db: &Db,
+    queue: &dyn LoadQueue,
+    s3: &aws_sdk_s3::Client,
+    params: &LoadFromBucket,
+) -> Result<Started> {
+    let (bucket, prefix) = params.bucket_and_prefix()?;
+    if let Some(url) = &params.endpoint_url {
+        check_endpoint(url)?;
+    }
+    let matcher = params.matcher()?;
+    let threads = params.thread_num.unwrap_or(4);
+    if threads == 0 {
+        return Err(Error::BadRequest("thread-num must be at least 1".into()));
+    }
+    let options = FileOptions {
+        upsert: params.upsert.unwrap_or(true),
+        strict: params.strict.unwrap_or(false),
+    };
+    let prefixes: Vec<String> = match &params.prefixes {
+        Some(list) if !list.is_empty() => list.iter().map(|p| format!("{prefix}{p}")).collect(),
+        _ => vec![prefix],
+    };
+    let group = uuid::Uuid::new_v4().to_string();
+    let store = params.store();
+    let mut started = Started {
+        message: "Upload started",
+        queued: 0,
+        skipped: 0,
+    };
+    for prefix in prefixes {
+        let mut pages = s3
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| match classify(e, &format!("bucket s3://{bucket}")) {
+                SourceError::NotFound(m) | SourceError::AccessDenied(m) | SourceError::Other(m) => {
+                    Error::BadRequest(m)
+                }
+                SourceError::Changed(m) | SourceError::Transient(m) => Error::Internal(m),
+            })?;
+            let mut files = Vec::new();
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                if !matcher.is_match(key) {
+                    continue;
+                }
+                let location = ObjectLocation::new(&bucket, key);
+                let size = object.size().and_then(|s| u64::try_from(s).ok());
+                let mut file = LoaderFile::pending(
+                    &location,
+                    object.e_tag().map(str::to_string),
+                    size,
+                    options,
+                );
+                file.group = Some(group.clone());
+                file.threads = Some(threads);
+                files.push(file);
+            }
+            let created = db.create_loader_files(&files).await?;
+            started.skipped += (files.len() - created.len()) as u64;
+            let messages: Vec<LoadMessage> = created
+                .iter()
+                .map(|f| LoadMessage {
+                    loader_file_id: f.id.clone(),
+                    bucket: f.bucket.clone(),
+                    key: f.file.clone(),
+                    etag: f.etag.clone(),
+                    store: store.clone(),
+                })
+                .collect();
+            if let Err(e) = queue.send(&messages, None).await {
+                // Nothing queued for these: remove their LoaderFiles so a retry picks them up.
+                for f in &created {
+                    let _ = db.delete_loader_file(&f.id).await;
+                }
+                return Err(e);
+            }
+            started.queued += messages.len() as u64;
+        }
+    }
+    tracing::info!(
+        bucket,
+        group,
+        queued = started.queued,
+        skipped = started.skipped,
+        "load-from-bucket"
+    );
+    Ok(started)
+}
+
+/// `aidbox.bulk/load-from-bucket-status`: LoaderFiles by status, resources loaded/failed.
+pub async fn status(db: &Db) -> Result<serde_json::Value> {
+    let client = db.client().await?;
+    let rows = match client
+        .query(
+            "SELECT resource->>'status', count(*), coalesce(sum((resource->>'loaded')::bigint), 0)::bigint,
+                    coalesce(sum((resource->>'failed')::bigint), 0)::bigint
+             FROM public.\"loaderfile\" GROUP BY 1",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) if e.code().is_some_and(|c| c.code() == "42P01") => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut files = json!({"pending": 0, "in-progress": 0, "done": 0, "error": 0});
+    let (mut total, mut loaded, mut failed) = (0i64, 0i64, 0i64);
+    for r in rows {
+        let status: String = r.get(0);
+        let n: i64 = r.get(1);
+        files[status] = json!(n);
+        total += n;
+        loaded += r.get::<_, i64>(2);
+        failed += r.get::<_, i64>(3);
+    }
+    Ok(
+        json!({"files": files, "total-files": total, "resources": {"loaded": loaded, "failed": failed}}),
+    )
+}
