@@ -1,53 +1,75 @@
-"""Creates siphon's local AWS resources in LocalStack (or any endpoint): the sample
-bucket, the load queue and the S3-events queue with their dead-letter queues, and the
-bucket notification that sends every new `*.ndjson.gz` to the events queue.
-Idempotent: running it again changes nothing.
+"""Creates siphon's local AWS resources in LocalStack (host mode via infra/local/up.sh, or
+the docker-compose.yml service): the sample bucket, the load queue and the S3-events
+queue with their dead-letter queues, and the bucket notification that sends every new
+`*.ndjson.gz` object to the events queue. Idempotent: running it again changes nothing.
 
-    python provision.py [endpoint]      (default http://127.0.0.1:4566)
+    python provision.py [--endpoint http://127.0.0.1:4566] [--env-file infra/local/local.env]
+
+Needs boto3 (in requirements-localstack.txt). With --env-file, the queue URLs LocalStack
+returns are checked against the ones written there (they differ when LocalStack was not
+started with SQS_ENDPOINT_STRATEGY=path LOCALSTACK_HOST=127.0.0.1:4566).
 """
+import argparse
 import json
 import sys
 import time
 
 import boto3
+from botocore.config import Config
 
-ENDPOINT = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:4566"
 REGION = "us-east-1"
 BUCKET = "siphon-samples"
+MAX_RECEIVE_COUNT = 5
+# Longer than the loader's Lambda timeout (900 s): AWS requires it for an SQS trigger.
+LOAD_VISIBILITY_TIMEOUT = 960
+EVENTS_VISIBILITY_TIMEOUT = 60
+NOTIFICATION_ID = "siphon-ndjson-gz"
+SUFFIX = ".ndjson.gz"
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--endpoint", default="http://127.0.0.1:4566")
+parser.add_argument("--env-file", help="local.env to check the queue URLs against")
+args = parser.parse_args()
 
 session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name=REGION)
-s3 = session.client("s3", endpoint_url=ENDPOINT)
-sqs = session.client("sqs", endpoint_url=ENDPOINT)
+s3 = session.client("s3", endpoint_url=args.endpoint,
+                    config=Config(s3={"addressing_style": "path"}))
+sqs = session.client("sqs", endpoint_url=args.endpoint)
 
 
 def queue(name, dlq_arn=None, visibility=None):
+    """Create (or find) a queue and bring its attributes to what we want."""
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
     attrs = {}
     if dlq_arn:
-        attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})
+        attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT})
     if visibility:
         attrs["VisibilityTimeout"] = str(visibility)
-    url = sqs.create_queue(QueueName=name)["QueueUrl"]
     if attrs:
         sqs.set_queue_attributes(QueueUrl=url, Attributes=attrs)
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     return url, arn
 
 
+# ---- bucket ----------------------------------------------------------------------------
 try:
     s3.create_bucket(Bucket=BUCKET)
 except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
     pass
 
-_, load_dlq = queue("siphon-load-dlq")
-load_url, _ = queue("siphon-load", load_dlq, visibility=960)
-_, events_dlq = queue("siphon-events-dlq")
-events_url, events_arn = queue("siphon-events", events_dlq, visibility=60)
+# ---- queues ----------------------------------------------------------------------------
+load_dlq_url, load_dlq_arn = queue("siphon-load-dlq")
+load_url, _ = queue("siphon-load", load_dlq_arn, visibility=LOAD_VISIBILITY_TIMEOUT)
+events_dlq_url, events_dlq_arn = queue("siphon-events-dlq")
+events_url, events_arn = queue("siphon-events", events_dlq_arn, visibility=EVENTS_VISIBILITY_TIMEOUT)
 
+# S3 may send to the events queue (in AWS this policy is what allows the notification).
 sqs.set_queue_attributes(
     QueueUrl=events_url,
     Attributes={"Policy": json.dumps({
         "Version": "2012-10-17",
         "Statement": [{
+            "Sid": "s3-sends-object-created",
             "Effect": "Allow",
             "Principal": {"Service": "s3.amazonaws.com"},
             "Action": "sqs:SendMessage",
@@ -57,24 +79,68 @@ sqs.set_queue_attributes(
     })},
 )
 
+# ---- bucket notification ---------------------------------------------------------------
 wanted = {
-    "QueueConfigurations": [{
-        "Id": "siphon-ndjson-gz",
-        "QueueArn": events_arn,
-        "Events": ["s3:ObjectCreated:*"],
-        "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".ndjson.gz"}]}},
-    }]
+    "Id": NOTIFICATION_ID,
+    "QueueArn": events_arn,
+    "Events": ["s3:ObjectCreated:*"],
+    "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": SUFFIX}]}},
 }
+
+
+def normalized(configs):
+    out = []
+    for c in configs:
+        rules = c.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+        out.append((c.get("QueueArn"), tuple(sorted(c.get("Events", []))),
+                    tuple(sorted((r["Name"].lower(), r["Value"]) for r in rules))))
+    return out
+
+
 current = s3.get_bucket_notification_configuration(Bucket=BUCKET)
-if [c.get("QueueArn") for c in current.get("QueueConfigurations", [])] != [events_arn]:
-    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration=wanted)
-    # S3 announces a new configuration with an s3:TestEvent: take it off the queue.
-    deadline = time.time() + 5
+if (normalized(current.get("QueueConfigurations", [])) != normalized([wanted])
+        or current.get("TopicConfigurations") or current.get("LambdaFunctionConfigurations")):
+    s3.put_bucket_notification_configuration(
+        Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": [wanted]})
+    # S3 announces a new configuration with an `s3:TestEvent` message (no `Records`):
+    # take it off the queue so consumers only ever see real events. Anything else we
+    # happen to receive is made visible again at once.
+    deadline = time.time() + 10
     while time.time() < deadline:
         got = sqs.receive_message(QueueUrl=events_url, WaitTimeSeconds=1, MaxNumberOfMessages=10)
+        done = False
         for m in got.get("Messages", []):
-            if "s3:TestEvent" in m["Body"]:
+            if '"s3:TestEvent"' in m["Body"]:
                 sqs.delete_message(QueueUrl=events_url, ReceiptHandle=m["ReceiptHandle"])
-                deadline = 0
+                done = True
+            else:
+                sqs.change_message_visibility(QueueUrl=events_url, ReceiptHandle=m["ReceiptHandle"],
+                                              VisibilityTimeout=0)
+        if done:
+            break
+    else:
+        print("provision.py: no s3:TestEvent seen on siphon-events (nothing to drain)", file=sys.stderr)
 
-print(f"bucket s3://{BUCKET}, queues {load_url} {events_url}")
+# ---- report ----------------------------------------------------------------------------
+urls = {
+    "SIPHON_LOAD_QUEUE_URL": load_url,
+    "SIPHON_LOAD_DLQ_URL": load_dlq_url,
+    "SIPHON_EVENTS_QUEUE_URL": events_url,
+}
+if args.env_file:
+    env = {}
+    with open(args.env_file) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                k, v = line.split("=", 1)
+                env[k] = v
+    bad = [f"  {k}: LocalStack says {v}, {args.env_file} says {env.get(k)}"
+           for k, v in urls.items() if env.get(k) != v]
+    if env.get("SIPHON_BUCKET", BUCKET) != BUCKET:
+        bad.append(f"  SIPHON_BUCKET: provisioned {BUCKET}, {args.env_file} says {env['SIPHON_BUCKET']}")
+    if bad:
+        print("provision.py: settings do not match what was provisioned:\n" + "\n".join(bad), file=sys.stderr)
+        sys.exit(1)
+print(f"provision.py: bucket s3://{BUCKET}, queues " + ", ".join(u.rsplit("/", 1)[1] for u in urls.values())
+      + ", siphon-events-dlq; notification *.ndjson.gz -> siphon-events")

@@ -1,5 +1,7 @@
 //! siphon-api: the HTTP API Lambda (API Gateway HTTP API, payload v2).
 
+#![recursion_limit = "256"]
+
 use std::sync::Arc;
 
 use lambda_http::{service_fn, Error, Request};

@@ -1,6 +1,8 @@
 //! siphon-dump: streams `$dump` and `$dump-sql` responses. Not implemented yet (issue
 //! "Dumps"): every request answers 501 with a message.
 
+#![recursion_limit = "256"]
+
 use lambda_http::{service_fn, Body, Error, Request, Response};
 
 async fn handler(request: Request) -> Result<Response<Body>, Error> {

@@ -1,23 +1,35 @@
-//! siphon-loader: SQS-triggered; each message names one file to load.
-//! Not implemented yet (issue "Ingestion"): every record is reported as a batch item
-//! failure, so no message is lost while this placeholder is deployed.
+//! siphon-loader: the SQS-triggered Lambda that loads one file per message.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+#![recursion_limit = "256"]
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-
-async fn handler(event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
-    let mut response = SqsBatchResponse::default();
-    for record in event.payload.records {
-        tracing::error!(message_id = ?record.message_id, "siphon-loader is not implemented yet; leaving the message on the queue");
-        let mut failure = BatchItemFailure::default();
-        failure.item_identifier = record.message_id.unwrap_or_default();
-        response.batch_item_failures.push(failure);
-    }
-    Ok(response)
-}
+use siphon::ingestion::queue::SqsQueue;
+use siphon::loading::LoadOptions;
+use siphon::storage::Db;
+use siphon_loader::Worker;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     siphon::telemetry::init();
-    lambda_runtime::run(service_fn(handler)).await
+    let s3 = siphon::sources::s3::client(&Default::default()).await;
+    let worker = Arc::new(Worker::new(
+        Db::from_env()?,
+        Arc::new(SqsQueue::from_env().await?),
+        s3,
+        LoadOptions::default(),
+    ));
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let worker = worker.clone();
+        async move {
+            Ok::<SqsBatchResponse, Error>(
+                worker
+                    .handle(event.payload.records, event.context.deadline)
+                    .await,
+            )
+        }
+    }))
+    .await
 }

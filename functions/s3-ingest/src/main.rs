@@ -1,15 +1,24 @@
-//! siphon-s3-ingest: S3 `ObjectCreated` events (direct or through SQS) queue each new
-//! `*.ndjson.gz` for loading. Not implemented yet (issue "Ingestion"): it fails clearly.
+//! siphon-s3-ingest: S3 `ObjectCreated` (direct or via SQS) -> LoaderFile + load queue.
+
+#![recursion_limit = "256"]
+
+use std::sync::Arc;
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
-
-async fn handler(_event: LambdaEvent<Value>) -> Result<Value, Error> {
-    Err("siphon-s3-ingest is not implemented yet".into())
-}
+use siphon::ingestion::queue::SqsQueue;
+use siphon::storage::Db;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     siphon::telemetry::init();
-    lambda_runtime::run(service_fn(handler)).await
+    let db = Db::from_env()?;
+    let queue = Arc::new(SqsQueue::from_env().await?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let (db, queue) = (db.clone(), queue.clone());
+        async move {
+            Ok::<Value, Error>(siphon_s3_ingest::handle(&db, queue.as_ref(), event.payload).await?)
+        }
+    }))
+    .await
 }

@@ -1,0 +1,162 @@
+//! Local stand-ins for what AWS provides around the functions: an HTTP front door
+//! (API Gateway / function URL) and SQS event source mappings (receive a batch, invoke
+//! the function, delete what it did not report as failed).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+
+/// Converts received SQS messages into the records Lambda would deliver.
+pub fn to_records(messages: &[aws_sdk_sqs::types::Message]) -> Vec<SqsMessage> {
+    messages
+        .iter()
+        .map(|m| {
+            let mut r = SqsMessage::default();
+            r.message_id = m.message_id.clone();
+            r.receipt_handle = m.receipt_handle.clone();
+            r.body = m.body.clone();
+            r.event_source = Some("aws:sqs".into());
+            if let Some(attrs) = &m.attributes {
+                for (k, v) in attrs {
+                    r.attributes.insert(k.as_str().to_string(), v.clone());
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+/// One poll of the load queue: receive up to 10 messages, let the loader worker handle
+/// them with a 15-minute deadline, delete the ones it did not report as failed.
+/// Returns how many messages were received.
+pub async fn poll_load_queue(
+    worker: &siphon_loader::Worker,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    wait_seconds: i32,
+) -> usize {
+    let got = match sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait_seconds)
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .send()
+        .await
+    {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "receive failed");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return 0;
+        }
+    };
+    let messages = got.messages.unwrap_or_default();
+    if messages.is_empty() {
+        return 0;
+    }
+    let deadline = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 900_000;
+    let response = worker.handle(to_records(&messages), deadline).await;
+    let failed: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    for m in &messages {
+        if failed.iter().any(|f| Some(f) == m.message_id.as_ref()) {
+            // As Lambda does: leave it; it comes back after the visibility timeout.
+            let _ = sqs
+                .change_message_visibility()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                .visibility_timeout(2)
+                .send()
+                .await;
+            continue;
+        }
+        let _ = sqs
+            .delete_message()
+            .queue_url(url)
+            .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+            .send()
+            .await;
+    }
+    messages.len()
+}
+
+/// One poll of the S3-events queue through siphon-s3-ingest.
+pub async fn poll_events_queue(
+    db: &siphon::storage::Db,
+    queue: &dyn siphon::ingestion::queue::LoadQueue,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    wait_seconds: i32,
+) -> usize {
+    let Ok(got) = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait_seconds)
+        .send()
+        .await
+    else {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        return 0;
+    };
+    let messages = got.messages.unwrap_or_default();
+    if messages.is_empty() {
+        return 0;
+    }
+    let event = serde_json::json!({"Records": to_records(&messages)});
+    let failed: Vec<String> = match siphon_s3_ingest::handle(db, queue, event).await {
+        Ok(v) => v["batchItemFailures"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(e) => {
+            tracing::error!(error = %e, "s3-ingest failed");
+            messages
+                .iter()
+                .filter_map(|m| m.message_id.clone())
+                .collect()
+        }
+    };
+    for m in &messages {
+        if !failed.iter().any(|f| Some(f) == m.message_id.as_ref()) {
+            let _ = sqs
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                .send()
+                .await;
+        }
+    }
+    messages.len()
+}
+
+/// Converts a hyper request into the request a lambda_http handler gets.
+pub async fn to_lambda_request(
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<lambda_http::Request, hyper::Error> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    let body = if bytes.is_empty() {
+        lambda_http::Body::Empty
+    } else {
+        match String::from_utf8(bytes.to_vec()) {
+            Ok(s) => lambda_http::Body::Text(s),
+            Err(e) => lambda_http::Body::Binary(e.into_bytes()),
+        }
+    };
+    Ok(lambda_http::Request::from_parts(parts, body))
+}

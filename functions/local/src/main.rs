@@ -1,0 +1,76 @@
+//! `make serve`: every function on the built code. The HTTP API (and dumps) at
+//! http://127.0.0.1:8080 with the same paths as in AWS; the loader consuming the local
+//! load queue and s3-ingest consuming the S3-events queue, as Lambda's event source
+//! mappings would.
+
+#![recursion_limit = "256"]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use siphon::ingestion::queue::SqsQueue;
+use siphon::loading::LoadOptions;
+use siphon::storage::Db;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    siphon::telemetry::init();
+    let db = Db::from_env()?;
+    let queue = Arc::new(SqsQueue::from_env().await?);
+    let api = Arc::new(siphon_api::App::new(db.clone(), queue.clone()));
+    let s3 = siphon::sources::s3::client(&Default::default()).await;
+    let worker = Arc::new(siphon_loader::Worker::new(
+        db.clone(),
+        queue.clone(),
+        s3,
+        LoadOptions::default(),
+    ));
+    let sqs = queue.client().clone();
+    let load_url = queue.url().to_string();
+    {
+        let (worker, sqs) = (worker.clone(), sqs.clone());
+        tokio::spawn(async move {
+            loop {
+                siphon_local::poll_load_queue(&worker, &sqs, &load_url, 10).await;
+            }
+        });
+    }
+    if let Ok(events_url) = std::env::var("SIPHON_EVENTS_QUEUE_URL") {
+        let (db, queue, sqs) = (db.clone(), queue.clone(), sqs.clone());
+        tokio::spawn(async move {
+            loop {
+                siphon_local::poll_events_queue(&db, queue.as_ref(), &sqs, &events_url, 10).await;
+            }
+        });
+    }
+    let addr: SocketAddr = std::env::var("SIPHON_LOCAL_ADDR")
+        .unwrap_or_else(|_| "127.0.0.1:8080".into())
+        .parse()?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("siphon-local: API and dumps at http://{addr}, loader and s3-ingest polling the local queues");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let api = api.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let api = api.clone();
+                async move {
+                    let request = siphon_local::to_lambda_request(req).await?;
+                    let response = siphon_api::handle(&api, request).await;
+                    let (parts, body) = response.into_parts();
+                    Ok::<_, hyper::Error>(hyper::Response::from_parts(
+                        parts,
+                        Full::new(bytes::Bytes::copy_from_slice(body.as_ref())),
+                    ))
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
