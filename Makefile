@@ -32,6 +32,8 @@ lint:
 
 # Every test: unit tests, integration tests against the real local stack.
 test: up
+	@bash infra/sam-venv.sh
+	$(CARGO) build --workspace --bins
 	@set -a; source $(ENV); set +a; \
 	  psql "$$DATABASE_URL" -qtAc "SELECT 'DROP DATABASE ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'siphon\_test\_%'" | psql "$$DATABASE_URL" -q >/dev/null
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \

@@ -19,7 +19,7 @@ ls_port=4566
 ls_url="http://127.0.0.1:$ls_port"
 mkdir -p "$run"
 # One up.sh at a time (make test and make serve may start together): the second waits.
-# (LocalStack is started with fd 9 closed, so it does not keep holding the lock.)
+# Daemons (postgres, LocalStack) are started with fd 9 closed, or they would hold it forever.
 exec 9>"$run/up.lock"
 flock -w 300 9 || { echo "up.sh: another up.sh holds $run/up.lock" >&2; exit 1; }
 
@@ -32,8 +32,8 @@ as_postgres() {
 }
 apt_install() {
   log "installing $* with apt"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  as_root apt-get update -qq 9>&-
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 9>&-
 }
 rand_hex() { openssl rand -hex 16 2>/dev/null || python3 -c 'import secrets; print(secrets.token_hex(16))'; }
 
@@ -92,14 +92,14 @@ cluster="$(pg_lsclusters -h 2>/dev/null | head -n1 || true)"
 if [ -z "$cluster" ]; then
   ver="$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -n | tail -n1)"
   log "creating PostgreSQL cluster $ver/main"
-  as_root pg_createcluster --port "$db_port" "$ver" main >/dev/null
+  as_root pg_createcluster --port "$db_port" "$ver" main >/dev/null 9>&-
   cluster="$(pg_lsclusters -h | head -n1)"
 fi
 read -r pg_ver pg_name pg_port pg_status _ <<<"$cluster"
 [ "$pg_port" = "$db_port" ] || die "cluster $pg_ver/$pg_name listens on $pg_port, DATABASE_URL in $envfile says $db_port"
 if [ "$pg_status" != "online" ]; then
   log "starting PostgreSQL $pg_ver/$pg_name"
-  as_root pg_ctlcluster --skip-systemctl-redirect "$pg_ver" "$pg_name" start
+  as_root pg_ctlcluster --skip-systemctl-redirect "$pg_ver" "$pg_name" start 9>&- </dev/null >/dev/null 2>&1
 fi
 for _ in $(seq 1 120); do pg_isready -q -h 127.0.0.1 -p "$pg_port" && break; sleep 0.25; done
 pg_isready -q -h 127.0.0.1 -p "$pg_port" || die "PostgreSQL $pg_ver/$pg_name does not answer on 127.0.0.1:$pg_port"

@@ -289,7 +289,13 @@ impl<'a> State<'a> {
                         };
                         self.batch.chunks.push(Chunk {
                             resource_type: ty,
-                            buf: BytesMut::with_capacity(self.config.batch_bytes.min(1 << 20)),
+                            // One chunk per batch is the common case (a typed file): size it for the
+                            // whole batch so it never doubles on growth; untyped files start small.
+                            buf: BytesMut::with_capacity(if self.config.file_type.is_some() {
+                                self.config.batch_bytes + (64 << 10)
+                            } else {
+                                self.config.batch_bytes.min(1 << 20)
+                            }),
                             rows: Vec::new(),
                         });
                         self.chunk_index

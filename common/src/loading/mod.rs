@@ -41,7 +41,7 @@ pub struct LoadOptions {
     pub max_line_bytes: usize,
     /// Rows per committed batch (default 20,000).
     pub batch_rows: usize,
-    /// Encoded bytes per committed batch (default 8 MiB).
+    /// Encoded bytes per committed batch (default 4 MiB).
     pub batch_bytes: usize,
     /// How long a claim lasts without a commit renewing it (default 120 s).
     pub lease: Duration,
@@ -61,7 +61,7 @@ impl Default for LoadOptions {
         LoadOptions {
             max_line_bytes: 16 << 20,
             batch_rows: 20_000,
-            batch_bytes: 8 << 20,
+            batch_bytes: 4 << 20,
             lease: Duration::from_secs(120),
             deadline_margin: Duration::from_secs(10),
             max_stored_errors: 10_000,

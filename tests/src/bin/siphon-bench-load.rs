@@ -141,10 +141,7 @@ async fn main() {
     let psql_url = url.clone();
     let (mut best_base, mut best_siphon, mut peak_kb) = (f64::MAX, f64::MAX, 0u64);
     for round in 1..=rounds {
-        admin
-            .batch_execute("TRUNCATE baseline; CHECKPOINT")
-            .await
-            .unwrap();
+        admin.batch_execute("TRUNCATE baseline").await.unwrap();
         let start = Instant::now();
         let status = Command::new("psql")
             .arg(&psql_url)
@@ -157,10 +154,7 @@ async fn main() {
             .expect("psql");
         assert!(status.success());
         let base = start.elapsed().as_secs_f64();
-        admin
-            .batch_execute("TRUNCATE patient; CHECKPOINT")
-            .await
-            .unwrap();
+        admin.batch_execute("TRUNCATE patient").await.unwrap();
         let out = Command::new(&args[0])
             .args(["--load", &url, &bucket, "bench/Patient.ndjson.gz"])
             .output()

@@ -1,0 +1,156 @@
+//! The built bootstraps as Lambda runs them: each binary under the official runtime
+//! interface emulator (shipped in the aws-sam-cli package, installed by
+//! `infra/sam-venv.sh`), invoked with an event in AWS's shape.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use siphon_tests::{env, repo_root};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Emulated {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Emulated {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(binary: &str) -> Emulated {
+    let rie = repo_root().join(
+        "infra/.venv-sam/lib/python3.11/site-packages/samcli/local/rapid/aws-lambda-rie-x86_64",
+    );
+    assert!(
+        rie.exists(),
+        "{} is missing: run infra/sam-venv.sh (make test does)",
+        rie.display()
+    );
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    let bin = target.join("debug").join(binary);
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build --workspace --bins (make test does)",
+        bin.display()
+    );
+    let (port, api_port) = (free_port(), free_port());
+    let child = Command::new(rie)
+        .arg("--runtime-interface-emulator-address")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--runtime-api-address")
+        .arg(format!("127.0.0.1:{api_port}"))
+        .arg(bin)
+        .envs(env().iter())
+        .env("AWS_LAMBDA_FUNCTION_NAME", binary)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the emulator");
+    Emulated { child, port }
+}
+
+async fn invoke(e: &Emulated, event: &Value) -> Value {
+    let url = format!(
+        "http://127.0.0.1:{}/2015-03-31/functions/function/invocations",
+        e.port
+    );
+    let start = Instant::now();
+    loop {
+        match post(&url, event).await {
+            Ok(v) => return v,
+            Err(err) if start.elapsed() < Duration::from_secs(10) => {
+                let _ = err;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("invoke failed: {err}"),
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 POST over loopback (no client library needed for one call).
+async fn post(url: &str, body: &Value) -> Result<Value, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host)
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = body.to_string();
+    let req = format!("POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out);
+    let (_, payload) = text.split_once("\r\n\r\n").ok_or("no HTTP response")?;
+    serde_json::from_str(payload.trim()).map_err(|e| format!("{e}: {payload}"))
+}
+
+fn http_api_event(method: &str, path: &str, headers: Value) -> Value {
+    json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {"accountId": "123456789012", "apiId": "api", "domainName": "api.example", "domainPrefix": "api",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
+            "requestId": "r1", "routeKey": "$default", "stage": "$default", "time": "23/Nov/2026:00:00:00 +0000", "timeEpoch": 0},
+        "isBase64Encoded": false
+    })
+}
+
+#[tokio::test]
+async fn api_answers_401_without_credentials() {
+    let api = start("siphon-api");
+    let out = invoke(
+        &api,
+        &http_api_event("GET", "/LoaderFile", json!({"host": "api.example"})),
+    )
+    .await;
+    assert_eq!(out["statusCode"], 401, "{out}");
+    assert_eq!(out["headers"]["www-authenticate"], "Basic realm=\"siphon\"");
+    assert!(out["body"].as_str().unwrap().contains("credentials"));
+}
+
+#[tokio::test]
+async fn s3_ingest_ignores_a_test_event_delivered_through_sqs() {
+    let f = start("siphon-s3-ingest");
+    let event = json!({"Records": [{"messageId": "m1", "receiptHandle": "h", "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:siphon-events", "awsRegion": "us-east-1",
+        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "x",
+        "body": "{\"Service\":\"Amazon S3\",\"Event\":\"s3:TestEvent\",\"Bucket\":\"siphon-samples\"}"}]});
+    assert_eq!(invoke(&f, &event).await, json!({"batchItemFailures": []}));
+}
+
+#[tokio::test]
+async fn loader_reports_an_unreadable_message_as_a_batch_item_failure() {
+    let f = start("siphon-loader");
+    let event = json!({"Records": [{"messageId": "bad-1", "receiptHandle": "h", "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:siphon-load", "awsRegion": "us-east-1",
+        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "x", "body": "not json"}]});
+    assert_eq!(
+        invoke(&f, &event).await,
+        json!({"batchItemFailures": [{"itemIdentifier": "bad-1"}]})
+    );
+}
+
+#[tokio::test]
+async fn dump_starts_and_answers() {
+    let f = start("siphon-dump");
+    let out = invoke(&f, &http_api_event("GET", "/Patient/$dump", json!({}))).await;
+    assert_eq!(out["statusCode"], 501, "{out}");
+}
