@@ -653,3 +653,237 @@ async fn an_upload_to_the_sample_bucket_is_ingested_through_the_notification() {
         .expect("the notification created the LoaderFile");
     assert_eq!((f.status, f.loaded), (FileStatus::Done, 25));
 }
+
+fn load_message(
+    env: &Env,
+    key: &str,
+    store: siphon::ingestion::queue::StoreSpec,
+) -> siphon::ingestion::queue::LoadMessage {
+    siphon::ingestion::queue::LoadMessage {
+        loader_file_id: file_id(&ObjectLocation::new(&env.bucket, key)),
+        bucket: env.bucket.clone(),
+        key: key.into(),
+        etag: None,
+        store,
+    }
+}
+
+async fn pending_file(env: &Env, key: &str) {
+    let f = siphon::loading::loader_file::LoaderFile::pending(
+        &ObjectLocation::new(&env.bucket, key),
+        None,
+        None,
+        Default::default(),
+    );
+    env.db.create_loader_file(&f).await.unwrap();
+}
+
+#[tokio::test]
+async fn near_the_deadline_the_worker_requeues_the_rest_and_the_next_message_finishes() {
+    let mut env = setup().await;
+    env.worker.options = LoadOptions {
+        batch_rows: 100,
+        deadline_margin: Duration::ZERO,
+        ..Default::default()
+    };
+    put(
+        &s3().await,
+        &env.bucket,
+        "Patient.ndjson.gz",
+        gen::gzip(&gen::ndjson("Patient", 20_000, 4)),
+    )
+    .await;
+    pending_file(&env, "Patient.ndjson.gz").await;
+    let msg = load_message(&env, "Patient.ndjson.gz", Default::default());
+    let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+    record.message_id = Some("m-1".into());
+    record.body = Some(serde_json::to_string(&msg).unwrap());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let response = env.worker.handle(vec![record], now_ms + 200).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "the message is done with: the rest was re-queued"
+    );
+    let f = env
+        .db
+        .loader_file(&msg.loader_file_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.status, FileStatus::InProgress);
+    assert!(
+        f.loaded > 0 && f.loaded < 20_000,
+        "stopped part-way: {}",
+        f.loaded
+    );
+    drain(&env).await;
+    let f = env
+        .db
+        .loader_file(&msg.loader_file_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (f.status, f.loaded, f.failed),
+        (FileStatus::Done, 20_000, 0)
+    );
+    let created: i64 = siphon_tests::connect(&env.db)
+        .await
+        .query_one("SELECT count(*) FROM patient WHERE status = 'created'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(created, 20_000);
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_failing_lands_in_the_dead_letter_queue_and_the_file_says_why() {
+    let mut env = setup().await;
+    let sqs = env.queue.client().clone();
+    let dlq_name = format!(
+        "siphon-test-dlq-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let dlq = sqs
+        .create_queue()
+        .queue_name(&dlq_name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    sqs.set_queue_attributes()
+        .queue_url(env.queue.url())
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    env.worker.max_receives = 2;
+    env.worker.options = LoadOptions {
+        retries: 0,
+        ..Default::default()
+    };
+    pending_file(&env, "Patient.ndjson.gz").await;
+    // The store is unreachable (a closed loopback port): a transient failure every time.
+    let store = siphon::ingestion::queue::StoreSpec {
+        endpoint_url: Some("http://127.0.0.1:9".into()),
+        ..Default::default()
+    };
+    let msg = load_message(&env, "Patient.ndjson.gz", store);
+    siphon::ingestion::queue::LoadQueue::send(env.queue.as_ref(), std::slice::from_ref(&msg), None)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut in_dlq = 0;
+    while in_dlq == 0 && start.elapsed() < Duration::from_secs(60) {
+        siphon_local::poll_load_queue(&env.worker, &sqs, env.queue.url(), 1).await;
+        let got = sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .unwrap();
+        in_dlq = got.messages.unwrap_or_default().len();
+    }
+    assert_eq!(
+        in_dlq, 1,
+        "the poison message reached the dead-letter queue"
+    );
+    let f = env
+        .db
+        .loader_file(&msg.loader_file_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.status, FileStatus::Error);
+    assert!(
+        f.error
+            .as_deref()
+            .unwrap()
+            .starts_with("gave up after 2 attempts"),
+        "{:?}",
+        f.error
+    );
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn account_credentials_never_reach_logs_postgres_or_responses() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let env = setup().await;
+    put(
+        &s3().await,
+        &env.bucket,
+        "Patient.ndjson.gz",
+        gen::gzip(&gen::ndjson("Patient", 10, 1)),
+    )
+    .await;
+    let secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
+    let (status, body) = rpc(&env, "aidbox.bulk/load-from-bucket", json!({
+        "bucket": format!("s3://{}", env.bucket), "endpoint-url": var("AWS_ENDPOINT_URL"),
+        "account": {"access-key-id": "AKIDEXAMPLE", "secret-access-key": secret, "region": "us-east-1"}})).await;
+    assert_eq!(status, 200, "{body}");
+    drain(&env).await;
+    assert_eq!(
+        table_count(&env, "patient").await,
+        10,
+        "loaded with the given account"
+    );
+    assert!(!body.to_string().contains(secret));
+    let (_, files, _) = call(&env, "GET", "/LoaderFile", Some(&admin()), None).await;
+    assert!(!files.to_string().contains(secret));
+    let stored: Vec<String> = siphon_tests::connect(&env.db)
+        .await
+        .query("SELECT resource::text FROM loaderfile", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        !stored.is_empty() && stored.iter().all(|s| !s.contains(secret)),
+        "{stored:?}"
+    );
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("load-from-bucket"),
+        "logs were captured: {logs}"
+    );
+    assert!(!logs.contains(secret), "a secret reached the logs");
+    assert!(!logs.contains(&var("SIPHON_ADMIN_CLIENT_SECRET")));
+}

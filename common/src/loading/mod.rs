@@ -132,8 +132,11 @@ impl Loader {
                     file_id,
                     attempts = attempt,
                     reason,
-                    "giving up for now; the lease will expire and the file resume"
+                    "giving up for now; the next delivery resumes from the checkpoint"
                 );
+                // Hand the lease back (best effort: with the database down it simply
+                // expires), so a redelivered message can resume at once.
+                let _ = self.db.release_loader_file(file_id, &owner).await;
                 return Err(Error::Internal(format!(
                     "transient failure, retries exhausted: {reason}"
                 )));
