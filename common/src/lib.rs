@@ -10,6 +10,7 @@
 //! - [`telemetry`]: structured logging set-up shared by every binary.
 
 pub mod auth;
+pub mod dumping;
 pub mod error;
 pub mod ingestion;
 pub mod loading;

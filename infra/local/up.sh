@@ -115,6 +115,8 @@ DO \$\$ BEGIN
   END IF;
 END \$\$;
 ALTER ROLE siphon WITH LOGIN CREATEDB PASSWORD '$db_pw';
+-- siphon switches to siphon_reader (SET ROLE) to run the read-only SQL dumps.
+GRANT siphon_reader TO siphon;
 SQL
 if [ "$(as_postgres psql -X -qtA -p "$pg_port" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'siphon'")" != "1" ]; then
   as_postgres createdb -p "$pg_port" -O siphon siphon

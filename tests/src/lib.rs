@@ -99,6 +99,14 @@ pub async fn fresh_db() -> Db {
     Db::new(DbConfig::from_url(&fresh_db_url().await).unwrap())
 }
 
+/// The `postgres://` URL of `db`'s database (for a child process).
+pub fn fresh_db_url_of(db: &Db) -> String {
+    let pg = db.config().pg_config();
+    let mut url = url::Url::parse(&var("DATABASE_URL")).unwrap();
+    url.set_path(&format!("/{}", pg.get_dbname().unwrap()));
+    url.to_string()
+}
+
 /// A direct connection (no pool) to the database of `db`, for assertions.
 pub async fn connect(db: &Db) -> tokio_postgres::Client {
     let (client, conn) = db

@@ -30,6 +30,10 @@ impl Drop for Emulated {
 }
 
 fn start(binary: &str) -> Emulated {
+    start_with(binary, &[])
+}
+
+fn start_with(binary: &str, extra_env: &[(&str, String)]) -> Emulated {
     let rie = repo_root().join(
         "infra/.venv-sam/lib/python3.11/site-packages/samcli/local/rapid/aws-lambda-rie-x86_64",
     );
@@ -55,6 +59,7 @@ fn start(binary: &str) -> Emulated {
         .arg(format!("127.0.0.1:{api_port}"))
         .arg(bin)
         .envs(env().iter())
+        .envs(extra_env.iter().map(|(k, v)| (*k, v.clone())))
         .env("AWS_LAMBDA_FUNCTION_NAME", binary)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(Stdio::null())
@@ -82,8 +87,9 @@ async fn invoke(e: &Emulated, event: &Value) -> Value {
     }
 }
 
-/// A minimal HTTP/1.1 POST over loopback (no client library needed for one call).
-async fn post(url: &str, body: &Value) -> Result<Value, String> {
+/// A minimal HTTP/1.1 POST over loopback (no client library needed for one call);
+/// returns the response body.
+async fn post_raw(url: &str, body: &Value) -> Result<Vec<u8>, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
@@ -97,9 +103,17 @@ async fn post(url: &str, body: &Value) -> Result<Value, String> {
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out);
-    let (_, payload) = text.split_once("\r\n\r\n").ok_or("no HTTP response")?;
-    serde_json::from_str(payload.trim()).map_err(|e| format!("{e}: {payload}"))
+    let at = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no HTTP response")?;
+    Ok(out[at + 4..].to_vec())
+}
+
+async fn post(url: &str, body: &Value) -> Result<Value, String> {
+    let payload = post_raw(url, body).await?;
+    serde_json::from_slice(&payload)
+        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&payload)))
 }
 
 fn http_api_event(method: &str, path: &str, headers: Value) -> Value {
@@ -149,8 +163,63 @@ async fn loader_reports_an_unreadable_message_as_a_batch_item_failure() {
 }
 
 #[tokio::test]
-async fn dump_starts_and_answers() {
-    let f = start("siphon-dump");
-    let out = invoke(&f, &http_api_event("GET", "/Patient/$dump", json!({}))).await;
-    assert_eq!(out["statusCode"], 501, "{out}");
+async fn dump_streams_ndjson_through_the_emulator() {
+    let db = siphon_tests::fresh_db().await;
+    let url = siphon_tests::fresh_db_url_of(&db);
+    for i in 0..3 {
+        db.upsert(
+            &siphon::ResourceType::parse("Patient").unwrap(),
+            &format!("p{i}"),
+            &json!({"active": true}),
+        )
+        .await
+        .unwrap();
+    }
+    let f = start_with("siphon-dump", &[("DATABASE_URL", url)]);
+    let auth = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!(
+                "{}:{}",
+                siphon_tests::var("SIPHON_ADMIN_CLIENT_ID"),
+                siphon_tests::var("SIPHON_ADMIN_CLIENT_SECRET")
+            )
+        )
+    );
+    let event = http_api_event("GET", "/Patient/$dump", json!({"authorization": auth}));
+    let invoke_url = format!(
+        "http://127.0.0.1:{}/2015-03-31/functions/function/invocations",
+        f.port
+    );
+    let mut raw = Vec::new();
+    for _ in 0..100 {
+        match post_raw(&invoke_url, &event).await {
+            Ok(r) => {
+                raw = r;
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    // A streamed Lambda response: JSON prelude (status, headers), 8 NUL bytes, the body.
+    let split = raw
+        .windows(8)
+        .position(|w| w == [0u8; 8])
+        .expect("streaming prelude");
+    let prelude: Value = serde_json::from_slice(&raw[..split]).unwrap();
+    assert_eq!(prelude["statusCode"], 200, "{prelude}");
+    assert_eq!(prelude["headers"]["content-type"], "application/ndjson");
+    let body = String::from_utf8(raw[split + 8..].to_vec()).unwrap();
+    let mut ids: Vec<String> = body
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["p0", "p1", "p2"]);
 }

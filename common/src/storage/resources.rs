@@ -46,10 +46,23 @@ impl Db {
         if self.known_tables().lock().unwrap().contains(&name) {
             return Ok(());
         }
+        // Resource tables are readable by siphon_reader (the `$dump-sql` role) when
+        // that role exists; Client (it holds secret hashes) never is.
+        let grant = if ty.as_str() == "Client" {
+            String::new()
+        } else {
+            format!(
+                "IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'siphon_reader') THEN
+                    GRANT SELECT ON {} TO siphon_reader;
+                END IF;",
+                ty.table_sql()
+            )
+        };
         let sql = format!(
             "DO $siphon$ BEGIN
             PERFORM pg_advisory_xact_lock(hashtext('siphon.table.{name}'));
             {ddl};
+            {grant}
         END $siphon$",
             ddl = table_ddl(ty)
         );

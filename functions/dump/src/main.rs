@@ -1,20 +1,20 @@
-//! siphon-dump: streams `$dump` and `$dump-sql` responses. Not implemented yet (issue
-//! "Dumps"): every request answers 501 with a message.
+//! siphon-dump: the response-streaming Lambda behind a function URL.
 
 #![recursion_limit = "256"]
 
-use lambda_http::{service_fn, Body, Error, Request, Response};
+use std::sync::Arc;
 
-async fn handler(request: Request) -> Result<Response<Body>, Error> {
-    let body = serde_json::json!({"message": format!("not implemented yet: {} {}", request.method(), request.uri().path())});
-    Ok(Response::builder()
-        .status(501)
-        .header("content-type", "application/json")
-        .body(body.to_string().into())?)
-}
+use lambda_http::{service_fn, Error, Request};
+use siphon::storage::Db;
+use siphon_dump::App;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     siphon::telemetry::init();
-    lambda_http::run(service_fn(handler)).await
+    let app = Arc::new(App::new(Db::from_env()?));
+    lambda_http::run_with_streaming_response(service_fn(move |request: Request| {
+        let app = app.clone();
+        async move { Ok::<_, Error>(siphon_dump::handle(&app, request).await) }
+    }))
+    .await
 }

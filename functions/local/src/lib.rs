@@ -7,6 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 
+/// The body type the local front door serves (buffered API answers and streamed dumps).
+pub type LocalBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, lambda_http::Error>;
+
 /// Converts received SQS messages into the records Lambda would deliver.
 pub fn to_records(messages: &[aws_sdk_sqs::types::Message]) -> Vec<SqsMessage> {
     messages

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -22,6 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = Db::from_env()?;
     let queue = Arc::new(SqsQueue::from_env().await?);
     let api = Arc::new(siphon_api::App::new(db.clone(), queue.clone()));
+    let dump = Arc::new(siphon_dump::App::new(db.clone()));
     let s3 = siphon::sources::s3::client(&Default::default()).await;
     let worker = Arc::new(siphon_loader::Worker::new(
         db.clone(),
@@ -54,18 +55,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("siphon-local: API and dumps at http://{addr}, loader and s3-ingest polling the local queues");
     loop {
         let (stream, _) = listener.accept().await?;
-        let api = api.clone();
+        let (api, dump) = (api.clone(), dump.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let api = api.clone();
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (api, dump) = (api.clone(), dump.clone());
                 async move {
+                    // The same split as in AWS: dumps go to the streaming function URL.
+                    let path = req.uri().path();
+                    let is_dump = path.ends_with("/$dump") || path == "/$dump-sql";
                     let request = siphon_local::to_lambda_request(req).await?;
-                    let response = siphon_api::handle(&api, request).await;
-                    let (parts, body) = response.into_parts();
-                    Ok::<_, hyper::Error>(hyper::Response::from_parts(
-                        parts,
-                        Full::new(bytes::Bytes::copy_from_slice(body.as_ref())),
-                    ))
+                    let response: hyper::Response<siphon_local::LocalBody> = if is_dump {
+                        let (parts, body) = siphon_dump::handle(&dump, request).await.into_parts();
+                        hyper::Response::from_parts(parts, body.boxed_unsync())
+                    } else {
+                        let (parts, body) = siphon_api::handle(&api, request).await.into_parts();
+                        let full = Full::new(bytes::Bytes::copy_from_slice(body.as_ref()))
+                            .map_err(|never| match never {});
+                        hyper::Response::from_parts(parts, full.boxed_unsync())
+                    };
+                    Ok::<_, hyper::Error>(response)
                 }
             });
             let _ = http1::Builder::new()
