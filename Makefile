@@ -13,6 +13,7 @@ help:
 	@echo "make up / down   start / stop the local stack (Postgres + LocalStack S3/SQS)"
 	@echo "make serve       run every function locally at http://127.0.0.1:8080"
 	@echo "make bench-load  loader benchmark against psql \\copy"
+	@echo "make bench-dump  dump benchmark against psql \\copy ... to stdout"
 
 up:
 	@bash infra/local/up.sh
@@ -51,6 +52,10 @@ demo: up
 serve: up
 	$(CARGO) build -p siphon-local
 	@set -a; source $(ENV); set +a; ./target/debug/siphon-local
+
+bench-dump: up
+	$(CARGO) build --release -p siphon-tests --bin siphon-bench-dump
+	@set -a; source $(ENV); set +a; ./target/release/siphon-bench-dump
 
 bench-load: up
 	$(CARGO) build --release -p siphon-tests --bin siphon-bench-load
