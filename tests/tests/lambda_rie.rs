@@ -116,56 +116,130 @@ async fn post(url: &str, body: &Value) -> Result<Value, String> {
         .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&payload)))
 }
 
-fn http_api_event(method: &str, path: &str, headers: Value) -> Value {
-    json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {"accountId": "123456789012", "apiId": "api", "domainName": "api.example", "domainPrefix": "api",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
-            "requestId": "r1", "routeKey": "$default", "stage": "$default", "time": "23/Nov/2026:00:00:00 +0000", "timeEpoch": 0},
-        "isBase64Encoded": false
-    })
+/// An event from `infra/events/`, with `Basic CHANGE_ME` replaced by real credentials.
+fn event(name: &str, authorized: bool) -> Value {
+    let text = std::fs::read_to_string(repo_root().join("infra/events").join(name)).unwrap();
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!(
+            "{}:{}",
+            siphon_tests::var("SIPHON_ADMIN_CLIENT_ID"),
+            siphon_tests::var("SIPHON_ADMIN_CLIENT_SECRET")
+        ),
+    );
+    let text = if authorized {
+        text.replace("Basic CHANGE_ME", &format!("Basic {auth}"))
+    } else {
+        text
+    };
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A fresh database and load queue for one emulated function.
+async fn isolated() -> (siphon::storage::Db, Vec<(&'static str, String)>, String) {
+    let db = siphon_tests::fresh_db().await;
+    let sqs = siphon_tests::sqs().await;
+    let name = format!(
+        "siphon-test-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let queue = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let env = vec![
+        ("DATABASE_URL", siphon_tests::fresh_db_url_of(&db)),
+        ("SIPHON_LOAD_QUEUE_URL", queue.clone()),
+    ];
+    (db, env, queue)
 }
 
 #[tokio::test]
 async fn api_answers_401_without_credentials() {
     let api = start("siphon-api");
-    let out = invoke(
-        &api,
-        &http_api_event("GET", "/LoaderFile", json!({"host": "api.example"})),
-    )
-    .await;
+    let out = invoke(&api, &event("api-unauthorized.json", false)).await;
     assert_eq!(out["statusCode"], 401, "{out}");
     assert_eq!(out["headers"]["www-authenticate"], "Basic realm=\"siphon\"");
     assert!(out["body"].as_str().unwrap().contains("credentials"));
 }
 
 #[tokio::test]
-async fn s3_ingest_ignores_a_test_event_delivered_through_sqs() {
-    let f = start("siphon-s3-ingest");
-    let event = json!({"Records": [{"messageId": "m1", "receiptHandle": "h", "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:siphon-events", "awsRegion": "us-east-1",
-        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "x",
-        "body": "{\"Service\":\"Amazon S3\",\"Event\":\"s3:TestEvent\",\"Bucket\":\"siphon-samples\"}"}]});
-    assert_eq!(invoke(&f, &event).await, json!({"batchItemFailures": []}));
+async fn api_rpc_in_yaml_answers_in_yaml() {
+    let (_db, env, _) = isolated().await;
+    let api = start_with("siphon-api", &env);
+    let out = invoke(&api, &event("api-rpc-yaml.json", true)).await;
+    assert_eq!(out["statusCode"], 200, "{out}");
+    assert_eq!(out["headers"]["content-type"], "text/yaml");
+    assert!(
+        out["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("result:\n  files:"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
-async fn loader_reports_an_unreadable_message_as_a_batch_item_failure() {
-    let f = start("siphon-loader");
-    let event = json!({"Records": [{"messageId": "bad-1", "receiptHandle": "h", "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:siphon-load", "awsRegion": "us-east-1",
-        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "x", "body": "not json"}]});
+async fn s3_ingest_ignores_a_test_event_delivered_through_sqs() {
+    let f = start("siphon-s3-ingest");
     assert_eq!(
-        invoke(&f, &event).await,
-        json!({"batchItemFailures": [{"itemIdentifier": "bad-1"}]})
+        invoke(&f, &event("sqs-s3-test-event.json", false)).await,
+        json!({"batchItemFailures": []})
+    );
+}
+
+#[tokio::test]
+async fn s3_ingest_decodes_the_key_and_queues_the_file() {
+    let (db, env, queue) = isolated().await;
+    let f = start_with("siphon-s3-ingest", &env);
+    assert_eq!(
+        invoke(&f, &event("s3-object-created-urlencoded.json", false)).await,
+        json!({"status": "ok"})
+    );
+    let id = siphon::loading::loader_file::file_id(&siphon::sources::ObjectLocation::new(
+        "siphon-samples",
+        "my dir/Patient+1.ndjson.gz",
+    ));
+    let file = db
+        .loader_file(&id)
+        .await
+        .unwrap()
+        .expect("a LoaderFile for the decoded key");
+    assert_eq!(
+        (file.file.as_str(), file.resource_type.as_deref()),
+        ("my dir/Patient+1.ndjson.gz", Some("Patient"))
+    );
+    let got = siphon_tests::sqs()
+        .await
+        .receive_message()
+        .queue_url(&queue)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap();
+    let body: Value =
+        serde_json::from_str(got.messages.unwrap()[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(body["loader_file_id"], json!(id));
+}
+
+#[tokio::test]
+async fn loader_reports_only_the_unreadable_message_as_a_batch_item_failure() {
+    let (_db, env, _) = isolated().await;
+    let f = start_with("siphon-loader", &env);
+    // The first message names a LoaderFile this database does not have: dropped, not retried.
+    assert_eq!(
+        invoke(&f, &event("sqs-loader-batch.json", false)).await,
+        json!({"batchItemFailures": [{"itemIdentifier": "loader-msg-unreadable"}]})
     );
 }
 
 #[tokio::test]
 async fn dump_streams_ndjson_through_the_emulator() {
-    let db = siphon_tests::fresh_db().await;
-    let url = siphon_tests::fresh_db_url_of(&db);
+    let (db, env, _) = isolated().await;
     for i in 0..3 {
         db.upsert(
             &siphon::ResourceType::parse("Patient").unwrap(),
@@ -175,26 +249,15 @@ async fn dump_streams_ndjson_through_the_emulator() {
         .await
         .unwrap();
     }
-    let f = start_with("siphon-dump", &[("DATABASE_URL", url)]);
-    let auth = format!(
-        "Basic {}",
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!(
-                "{}:{}",
-                siphon_tests::var("SIPHON_ADMIN_CLIENT_ID"),
-                siphon_tests::var("SIPHON_ADMIN_CLIENT_SECRET")
-            )
-        )
-    );
-    let event = http_api_event("GET", "/Patient/$dump", json!({"authorization": auth}));
+    let f = start_with("siphon-dump", &env);
     let invoke_url = format!(
         "http://127.0.0.1:{}/2015-03-31/functions/function/invocations",
         f.port
     );
+    let ev = event("function-url-dump.json", true);
     let mut raw = Vec::new();
     for _ in 0..100 {
-        match post_raw(&invoke_url, &event).await {
+        match post_raw(&invoke_url, &ev).await {
             Ok(r) => {
                 raw = r;
                 break;
