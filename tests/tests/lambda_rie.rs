@@ -34,6 +34,14 @@ fn start(binary: &str) -> Emulated {
 }
 
 fn start_with(binary: &str, extra_env: &[(&str, String)]) -> Emulated {
+    start_logged(binary, extra_env, None)
+}
+
+fn start_logged(
+    binary: &str,
+    extra_env: &[(&str, String)],
+    log: Option<&std::path::Path>,
+) -> Emulated {
     let rie = repo_root().join(
         "infra/.venv-sam/lib/python3.11/site-packages/samcli/local/rapid/aws-lambda-rie-x86_64",
     );
@@ -62,8 +70,14 @@ fn start_with(binary: &str, extra_env: &[(&str, String)]) -> Emulated {
         .envs(extra_env.iter().map(|(k, v)| (*k, v.clone())))
         .env("AWS_LAMBDA_FUNCTION_NAME", binary)
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(
+            log.map(|p| Stdio::from(std::fs::File::create(p).unwrap()))
+                .unwrap_or(Stdio::null()),
+        )
+        .stderr(
+            log.map(|p| Stdio::from(std::fs::File::options().append(true).open(p).unwrap()))
+                .unwrap_or(Stdio::null()),
+        )
         .spawn()
         .expect("start the emulator");
     Emulated { child, port }
@@ -107,7 +121,26 @@ async fn post_raw(url: &str, body: &Value) -> Result<Vec<u8>, String> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .ok_or("no HTTP response")?;
-    Ok(out[at + 4..].to_vec())
+    let head = String::from_utf8_lossy(&out[..at]).to_ascii_lowercase();
+    let mut body = &out[at + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        return Ok(body.to_vec());
+    }
+    // Chunked (a streamed response): size line, data, CRLF, ... until size 0.
+    let mut decoded = Vec::new();
+    loop {
+        let eol = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunk")?;
+        let size_text = std::str::from_utf8(&body[..eol]).map_err(|e| e.to_string())?;
+        let size = usize::from_str_radix(size_text.trim(), 16).map_err(|e| e.to_string())?;
+        if size == 0 {
+            return Ok(decoded);
+        }
+        decoded.extend_from_slice(&body[eol + 2..eol + 2 + size]);
+        body = &body[eol + 2 + size + 2..];
+    }
 }
 
 async fn post(url: &str, body: &Value) -> Result<Value, String> {
@@ -285,4 +318,201 @@ async fn dump_streams_ndjson_through_the_emulator() {
         .collect();
     ids.sort();
     assert_eq!(ids, ["p0", "p1", "p2"]);
+}
+
+/// Receives what is on a queue (up to 10 messages).
+async fn receive(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    sqs.receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .message_system_attribute_names(
+            aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+        )
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default()
+}
+
+/// What Lambda's SQS event source mapping does: invoke with the batch, delete the
+/// messages not reported as failed. Returns how many were received.
+async fn event_source_mapping(sqs: &aws_sdk_sqs::Client, url: &str, f: &Emulated) -> usize {
+    let messages = receive(sqs, url).await;
+    if messages.is_empty() {
+        return 0;
+    }
+    let event = json!({"Records": siphon_local::to_records(&messages)});
+    let out = invoke(f, &event).await;
+    let failed: Vec<String> = out["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["itemIdentifier"].as_str().unwrap().to_string())
+        .collect();
+    for m in &messages {
+        if !failed.contains(m.message_id.as_ref().unwrap()) {
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle.clone().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    messages.len()
+}
+
+/// The cold start as the emulator logs it: `INIT REPORT(durationMs: ..)` (the whole init
+/// phase), else the `Init Duration` of the first REPORT line.
+fn init_duration_ms(log: &std::path::Path) -> Option<f64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    for marker in ["INIT REPORT(durationMs: ", "Init Duration: "] {
+        if let Some(at) = text.find(marker) {
+            let rest = &text[at + marker.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            return rest[..end].parse().ok();
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn end_to_end_upload_notification_queue_loader_and_dump_through_the_emulator() {
+    let (db, mut env, load_queue) = isolated().await;
+    let s3 = siphon_tests::s3().await;
+    let sqs = siphon_tests::sqs().await;
+    // Its own bucket and events queue, wired like the template wires them.
+    let bucket = siphon_tests::fresh_bucket(&s3).await;
+    let events_name = format!(
+        "siphon-test-ev-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let events = sqs
+        .create_queue()
+        .queue_name(&events_name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let events_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&events)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    use aws_sdk_s3::types::*;
+    let rule = FilterRule::builder()
+        .name(FilterRuleName::Suffix)
+        .value(".ndjson.gz")
+        .build();
+    let config = QueueConfiguration::builder()
+        .queue_arn(events_arn)
+        .events(Event::S3ObjectCreated)
+        .filter(
+            NotificationConfigurationFilter::builder()
+                .key(S3KeyFilter::builder().filter_rules(rule).build())
+                .build(),
+        )
+        .build()
+        .unwrap();
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(config)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    env.push(("SIPHON_EVENTS_QUEUE_URL", events.clone()));
+    let dir = std::env::temp_dir().join(format!("siphon-rie-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ingest = start_logged("siphon-s3-ingest", &env, Some(&dir.join("ingest.log")));
+    let loader = start_logged("siphon-loader", &env, Some(&dir.join("loader.log")));
+    let dump = start_logged("siphon-dump", &env, Some(&dir.join("dump.log")));
+    // Upload -> S3 notification -> events queue -> s3-ingest -> load queue -> loader.
+    let lines = siphon_tests::gen::ndjson("Encounter", 700, 8);
+    siphon_tests::put(
+        &s3,
+        &bucket,
+        "incoming/Encounter-2026.ndjson.gz",
+        siphon_tests::gen::gzip(&lines),
+    )
+    .await;
+    let start = Instant::now();
+    let id = siphon::loading::loader_file::file_id(&siphon::sources::ObjectLocation::new(
+        &bucket,
+        "incoming/Encounter-2026.ndjson.gz",
+    ));
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not loaded in time"
+        );
+        event_source_mapping(&sqs, &events, &ingest).await;
+        event_source_mapping(&sqs, &load_queue, &loader).await;
+        if db
+            .loader_file(&id)
+            .await
+            .unwrap()
+            .is_some_and(|f| f.status == siphon::loading::loader_file::FileStatus::Done)
+        {
+            break;
+        }
+    }
+    let file = db.loader_file(&id).await.unwrap().unwrap();
+    assert_eq!((file.loaded, file.failed), (700, 0));
+    // Dump through the dump function: the same resources come back.
+    let mut ev = event("function-url-dump.json", true);
+    ev["rawPath"] = json!("/Encounter/$dump");
+    ev["rawQueryString"] = json!("");
+    ev["requestContext"]["http"]["path"] = json!("/Encounter/$dump");
+    let raw = post_raw(
+        &format!(
+            "http://127.0.0.1:{}/2015-03-31/functions/function/invocations",
+            dump.port
+        ),
+        &ev,
+    )
+    .await
+    .unwrap();
+    let split = raw.windows(8).position(|w| w == [0u8; 8]).unwrap();
+    let mut got: Vec<Value> = std::str::from_utf8(&raw[split + 8..])
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut want: Vec<Value> = std::str::from_utf8(&lines)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let key = |v: &Value| v["id"].as_str().unwrap().to_string();
+    got.sort_by_key(key);
+    want.sort_by_key(key);
+    assert_eq!(got, want);
+    // Cold starts, as the emulator reports them (printed, not asserted: timings are noisy).
+    for (name, log) in [
+        ("siphon-s3-ingest", "ingest.log"),
+        ("siphon-loader", "loader.log"),
+        ("siphon-dump", "dump.log"),
+    ] {
+        let init = init_duration_ms(&dir.join(log));
+        assert!(
+            init.is_some(),
+            "{name}: the emulator reported no Init Duration"
+        );
+        println!("init_duration_ms {name}={:.2}", init.unwrap());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
