@@ -94,20 +94,8 @@ impl Authenticator {
                 }
                 match std::env::var("SIPHON_ADMIN_SECRET_ARN") {
                     Ok(arn) if !arn.is_empty() => {
-                        let conf =
-                            aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                        let out = aws_sdk_secretsmanager::Client::new(&conf)
-                            .get_secret_value()
-                            .secret_id(arn)
-                            .send()
-                            .await
-                            .map_err(|e| {
-                                Error::Internal(format!(
-                                    "cannot read the admin secret: {}",
-                                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                                ))
-                            })?;
-                        let v: Value = serde_json::from_str(out.secret_string().unwrap_or("{}"))
+                        let raw = crate::secrets::secret_string(&arn, "the admin secret").await?;
+                        let v: Value = serde_json::from_str(&raw)
                             .map_err(|_| Error::Internal("the admin secret is not JSON".into()))?;
                         match (v["client_id"].as_str(), v["client_secret"].as_str()) {
                             (Some(id), Some(s)) => Ok(Some((id.to_string(), s.to_string()))),

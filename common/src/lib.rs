@@ -15,6 +15,7 @@ pub mod error;
 pub mod ingestion;
 pub mod loading;
 pub mod resource_type;
+pub mod secrets;
 pub mod sources;
 pub mod storage;
 pub mod telemetry;

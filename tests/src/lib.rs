@@ -146,6 +146,21 @@ pub async fn fresh_bucket(s3: &aws_sdk_s3::Client) -> String {
     name
 }
 
+/// A new, empty SQS queue for one test; returns its URL.
+pub async fn fresh_queue(sqs: &aws_sdk_sqs::Client) -> String {
+    let name = format!(
+        "siphon-test-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    sqs.create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .expect("create a LocalStack queue")
+        .queue_url
+        .expect("queue URL")
+}
+
 /// Puts `bytes` at `key`.
 pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, bytes: Vec<u8>) {
     s3.put_object()

@@ -33,18 +33,7 @@ async fn setup() -> Env {
         unsafe { std::env::set_var(k, var(k)) };
     }
     let sqs = sqs().await;
-    let name = format!(
-        "siphon-test-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    let url = sqs
-        .create_queue()
-        .queue_name(&name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = siphon_tests::fresh_queue(&sqs).await;
     let queue = Arc::new(SqsQueue::new(sqs, url));
     let db = fresh_db().await;
     let s3 = s3().await;

@@ -172,18 +172,7 @@ fn event(name: &str, authorized: bool) -> Value {
 async fn isolated() -> (siphon::storage::Db, Vec<(&'static str, String)>, String) {
     let db = siphon_tests::fresh_db().await;
     let sqs = siphon_tests::sqs().await;
-    let name = format!(
-        "siphon-test-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    let queue = sqs
-        .create_queue()
-        .queue_name(&name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let queue = siphon_tests::fresh_queue(&sqs).await;
     let env = vec![
         ("DATABASE_URL", siphon_tests::fresh_db_url_of(&db)),
         ("SIPHON_LOAD_QUEUE_URL", queue.clone()),

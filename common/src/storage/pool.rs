@@ -251,22 +251,8 @@ impl Db {
 }
 
 async fn fetch_password(arn: &str) -> Result<String> {
-    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = aws_sdk_secretsmanager::Client::new(&conf);
-    let out = client
-        .get_secret_value()
-        .secret_id(arn)
-        .send()
-        .await
-        .map_err(|e| {
-            Error::Internal(format!(
-                "cannot read the database secret: {}",
-                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-            ))
-        })?;
-    let raw = out
-        .secret_string()
-        .ok_or_else(|| Error::Internal("the database secret has no string value".into()))?;
+    let raw = crate::secrets::secret_string(arn, "the database secret").await?;
+    let raw = raw.as_str();
     match serde_json::from_str::<serde_json::Value>(raw) {
         Ok(v) => v
             .get("password")
