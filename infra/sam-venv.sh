@@ -8,7 +8,9 @@ want=$(sha256sum "$here/requirements-sam.txt" | cut -d' ' -f1)
 if [ ! -x "$venv/bin/sam" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
   echo "installing SAM CLI and cfn-lint into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q -r "$here/requirements-sam.txt"
+  # One retry: a registry hiccup should not fail a whole CI run.
+  "$venv/bin/pip" install -q -r "$here/requirements-sam.txt" ||
+    { echo "pip failed; retrying once"; sleep 5; "$venv/bin/pip" install -q -r "$here/requirements-sam.txt"; }
   echo "$want" > "$venv/.requirements.sha256"
 fi
 cd "$here/.."

@@ -129,7 +129,9 @@ want="$(sha256sum "$req" | cut -d' ' -f1)"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing LocalStack into $venv (pinned, about a minute)"
   python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
-  PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/pip" install -q -r "$req"
+  # One retry: a registry hiccup should not fail a whole CI run.
+  PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/pip" install -q -r "$req" ||
+    { log "pip failed; retrying once"; sleep 5; PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/pip" install -q -r "$req"; }
   echo "$want" > "$stamp"
 fi
 py="$venv/bin/python"
