@@ -33,7 +33,7 @@ lint:
 
 # Every test: unit tests, integration tests against the real local stack.
 test: up
-	@bash infra/sam-venv.sh
+	@bash infra/check-template.sh
 	$(CARGO) build --workspace --bins
 	@set -a; source $(ENV); set +a; \
 	  psql "$$DATABASE_URL" -qtAc "SELECT 'DROP DATABASE ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'siphon\_test\_%'" | psql "$$DATABASE_URL" -q >/dev/null

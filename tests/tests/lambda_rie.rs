@@ -1,6 +1,6 @@
 //! The built bootstraps as Lambda runs them: each binary under the official runtime
 //! interface emulator (shipped in the aws-sam-cli package, installed by
-//! `infra/sam-venv.sh`), invoked with an event in AWS's shape.
+//! `infra/check-template.sh`), invoked with an event in AWS's shape.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -47,7 +47,7 @@ fn start_logged(
     );
     assert!(
         rie.exists(),
-        "{} is missing: run infra/sam-venv.sh (make test does)",
+        "{} is missing: run infra/check-template.sh (make test does)",
         rie.display()
     );
     let target = std::env::var("CARGO_TARGET_DIR")
