@@ -70,26 +70,38 @@ pub async fn poll_load_queue(
         .iter()
         .map(|f| f.item_identifier.clone())
         .collect();
-    for m in &messages {
+    settle(sqs, url, &messages, &failed).await;
+    messages.len()
+}
+
+/// What the event source mapping does after an invocation: delete the messages the
+/// function handled; leave the failed ones, visible again after 2 s (Lambda waits for
+/// the visibility timeout; 2 s keeps local runs quick).
+async fn settle(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    messages: &[aws_sdk_sqs::types::Message],
+    failed: &[String],
+) {
+    for m in messages {
+        let handle = m.receipt_handle.clone().unwrap_or_default();
         if failed.iter().any(|f| Some(f) == m.message_id.as_ref()) {
-            // As Lambda does: leave it; it comes back after the visibility timeout.
             let _ = sqs
                 .change_message_visibility()
                 .queue_url(url)
-                .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                .receipt_handle(handle)
                 .visibility_timeout(2)
                 .send()
                 .await;
-            continue;
+        } else {
+            let _ = sqs
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(handle)
+                .send()
+                .await;
         }
-        let _ = sqs
-            .delete_message()
-            .queue_url(url)
-            .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
-            .send()
-            .await;
     }
-    messages.len()
 }
 
 /// One poll of the S3-events queue through siphon-s3-ingest.
@@ -133,16 +145,7 @@ pub async fn poll_events_queue(
                 .collect()
         }
     };
-    for m in &messages {
-        if !failed.iter().any(|f| Some(f) == m.message_id.as_ref()) {
-            let _ = sqs
-                .delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
-                .send()
-                .await;
-        }
-    }
+    settle(sqs, url, &messages, &failed).await;
     messages.len()
 }
 
