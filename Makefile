@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ENV := infra/local/local.env
 
-.PHONY: help up down test demo serve bench-load bench-dump build fmt lint
+.PHONY: help up down test demo serve bench-load bench-dump build build-lambdas fmt lint
 
 help:
 	@echo "make demo        run the main job locally: stack up, sample files into S3, import, dump"
@@ -14,6 +14,7 @@ help:
 	@echo "make serve       run every function locally at http://127.0.0.1:8080"
 	@echo "make bench-load  loader benchmark against psql \\copy"
 	@echo "make bench-dump  dump benchmark against psql \\copy ... to stdout"
+	@echo "make build-lambdas  sam build of every function (release, x86_64) into .aws-sam/build"
 
 up:
 	@bash infra/local/up.sh
@@ -24,6 +25,10 @@ down:
 build:
 	$(CARGO) build --workspace
 
+# `sam build` of every function of template.yaml (release, x86_64; target-release/).
+build-lambdas:
+	@bash infra/build-lambdas.sh
+
 fmt:
 	$(CARGO) fmt --all
 
@@ -31,9 +36,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Every test: unit tests, integration tests against the real local stack.
+# Every test: the template checks and its `sam build`, unit tests, integration tests
+# against the real local stack.
 test: up
 	@bash infra/check-template.sh
+	@bash infra/build-lambdas.sh
 	$(CARGO) build --workspace --bins
 	@set -a; source $(ENV); set +a; \
 	  psql "$$DATABASE_URL" -qtAc "SELECT 'DROP DATABASE ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'siphon\_test\_%'" | psql "$$DATABASE_URL" -q >/dev/null
