@@ -158,9 +158,10 @@ pub async fn load_from_bucket(
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| match classify(e, &format!("bucket s3://{bucket}")) {
-                SourceError::NotFound(m) | SourceError::AccessDenied(m) | SourceError::Other(m) => {
-                    Error::BadRequest(m)
-                }
+                SourceError::NotFound(m)
+                | SourceError::AccessDenied(m)
+                | SourceError::Other(m)
+                | SourceError::Refused(m) => Error::BadRequest(m),
                 SourceError::Changed(m) | SourceError::Transient(m) => Error::Internal(m),
             })?;
             let mut files = Vec::new();

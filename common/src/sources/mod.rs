@@ -3,6 +3,7 @@
 //! - [`s3::S3Source`]: an S3 (or S3-compatible: LocalStack, MinIO, R2) bucket.
 //! - [`memory::MemorySource`]: bytes held in memory, for tests and tools.
 
+pub mod http;
 pub mod memory;
 pub mod s3;
 
@@ -73,6 +74,9 @@ pub enum SourceError {
     /// Anything else, permanent.
     #[error("{0}")]
     Other(String),
+    /// The URL is not allowed (scheme, address, allow-list): a caller error, HTTP 400.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl SourceError {

@@ -1,0 +1,433 @@
+//! Files behind `https://` URLs, fetched safely.
+//!
+//! Every URL, and every redirect hop, first passes the guard ([`UrlPolicy`], see
+//! `http/guard.rs`): https only, no user info, no private, loopback, link-local or otherwise
+//! special address unless its `host:port` is allow-listed. The host is resolved once,
+//! through the [`Resolve`] port, and the connection is opened (through the [`Connect`]
+//! port) only to the addresses that passed, so a DNS answer that changes between the
+//! check and the fetch (rebinding) cannot redirect it. TLS is rustls with the `ring`
+//! provider, verified against the URL's host name.
+//!
+//! Each hop is one HTTP/1.1 connection (no pool): a fetch streams a whole file, so
+//! reusing connections buys nothing, and a pool keyed by host name could hand a
+//! connection checked for one answer to a request vetted against another.
+
+mod guard;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use http_body_util::{BodyStream, Empty};
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderValue, ACCEPT_ENCODING, CONTENT_LENGTH, ETAG, HOST, IF_MATCH, LOCATION, USER_AGENT,
+};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+use tokio_util::io::StreamReader;
+use url::{Host, Position, Url};
+
+pub use guard::{special_purpose, UrlPolicy, ALLOWLIST_ENV, RUNTIME_API_ENV};
+
+use super::{OpenedObject, SourceError};
+use guard::{shown, Vetted};
+
+/// How long opening the TCP connection may take (all pinned addresses together), and
+/// then, separately, the TLS handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the server may take to answer with the response headers.
+pub const RESPONSE_HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a host name lookup may take.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the body may stall between two chunks before the read fails.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Redirects followed before giving up.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// Turns a host name into addresses (the DNS port; tests plug in a table).
+pub trait Resolve: Send + Sync {
+    /// Every address `host` resolves to; `port` is a hint some resolvers need.
+    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Vec<IpAddr>>>;
+}
+
+/// The system resolver (`getaddrinfo`, through `tokio::net::lookup_host`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
+        Box::pin(async move {
+            let mut ips = Vec::new();
+            for addr in tokio::net::lookup_host((host, port)).await? {
+                if !ips.contains(&addr.ip()) {
+                    ips.push(addr.ip());
+                }
+            }
+            Ok(ips)
+        })
+    }
+}
+
+/// Opens TCP connections (the network port; tests plug in one that records or refuses).
+/// It is only ever given addresses that passed the guard.
+pub trait Connect: Send + Sync {
+    /// A TCP connection to `addr`.
+    fn connect<'a>(&'a self, addr: SocketAddr) -> BoxFuture<'a, io::Result<TcpStream>>;
+}
+
+/// Plain `tokio::net::TcpStream::connect`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpConnect;
+
+impl Connect for TcpConnect {
+    fn connect<'a>(&'a self, addr: SocketAddr) -> BoxFuture<'a, io::Result<TcpStream>> {
+        Box::pin(async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        })
+    }
+}
+
+/// Files behind `https://` URLs (and `http://` ones for allow-listed hosts). Cheap to
+/// clone: clones share the resolver, connector and TLS settings.
+#[derive(Clone)]
+pub struct HttpSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    policy: UrlPolicy,
+    resolver: Arc<dyn Resolve>,
+    connector: Arc<dyn Connect>,
+    tls: TlsConnector,
+}
+
+impl std::fmt::Debug for HttpSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSource")
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the connection runs over: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+impl HttpSource {
+    /// The production source: system DNS, plain TCP, the Mozilla (webpki) roots.
+    pub fn new(policy: UrlPolicy) -> Self {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        Self::with_parts(
+            policy,
+            Arc::new(SystemResolver),
+            Arc::new(TcpConnect),
+            roots,
+        )
+    }
+
+    /// A source with its own resolver, connector and trusted roots (tests use a table of
+    /// names, a recording connector and a CA made on the spot).
+    pub fn with_parts(
+        policy: UrlPolicy,
+        resolver: Arc<dyn Resolve>,
+        connector: Arc<dyn Connect>,
+        roots: rustls::RootCertStore,
+    ) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("the ring provider supports the default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        HttpSource {
+            inner: Arc::new(Inner {
+                policy,
+                resolver,
+                connector,
+                tls: TlsConnector::from(Arc::new(config)),
+            }),
+        }
+    }
+
+    /// The policy URLs are checked against.
+    pub fn policy(&self) -> &UrlPolicy {
+        &self.inner.policy
+    }
+
+    /// Scheme + host + resolved-address checks, no connection: what the API calls to answer
+    /// 400 early. [`SourceError::Refused`] means the URL is not allowed; a host that does
+    /// not resolve is [`SourceError::NotFound`] (or `Transient` when DNS failed for now).
+    pub async fn check(&self, url: &str) -> Result<(), SourceError> {
+        let url = guard::parse(url)?;
+        self.vet(&url).await.map(|_| ())
+    }
+
+    /// GETs the URL and streams its body (never buffered whole). `if_match` is an ETag to
+    /// require: it is sent as `If-Match`, and a 412 answer is [`SourceError::Changed`].
+    /// Redirects (301, 302, 303, 307, 308) are followed up to [`MAX_REDIRECTS`] times,
+    /// each hop checked like the first URL. Only strong ETags are reported: a weak one
+    /// (`W/"..."`) could never satisfy `If-Match` later.
+    pub async fn open_url(
+        &self,
+        url: &str,
+        if_match: Option<&str>,
+    ) -> Result<OpenedObject, SourceError> {
+        let mut url = guard::parse(url)?;
+        let mut redirects = 0;
+        loop {
+            let target = match self.vet(&url).await {
+                Err(SourceError::Refused(m)) if redirects > 0 => {
+                    return Err(SourceError::Refused(format!("redirected: {m}")));
+                }
+                other => other?,
+            };
+            let response = self.get(&target, if_match).await?;
+            let status = response.status();
+            if !is_redirect(status) {
+                return opened(&target.url, response);
+            }
+            let Some(next) = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url.join(l).ok())
+            else {
+                return Err(SourceError::Other(format!(
+                    "{}: HTTP {status} without a usable Location",
+                    shown(&url)
+                )));
+            };
+            if redirects == MAX_REDIRECTS {
+                return Err(SourceError::Other(format!(
+                    "{}: more than {MAX_REDIRECTS} redirects",
+                    shown(&url)
+                )));
+            }
+            redirects += 1;
+            tracing::debug!(from = %shown(&url), to = %shown(&next), %status, "following a redirect");
+            url = next;
+        }
+    }
+
+    async fn vet(&self, url: &Url) -> Result<Vetted, SourceError> {
+        guard::vet(&self.inner.policy, &*self.inner.resolver, url).await
+    }
+
+    /// One request to a vetted URL, over a connection to one of its pinned addresses.
+    async fn get(
+        &self,
+        target: &Vetted,
+        if_match: Option<&str>,
+    ) -> Result<Response<Incoming>, SourceError> {
+        let url = &target.url;
+        let tcp = self.connect(target).await?;
+        let io: Box<dyn Io> = if url.scheme() == "https" {
+            Box::new(self.tls(target, tcp).await?)
+        } else {
+            Box::new(tcp)
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| SourceError::Transient(format!("{}: {e}", shown(url))))?;
+        let shown_url = shown(url);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(url = %shown_url, error = %e, "HTTP connection ended with an error");
+            }
+        });
+
+        let mut request = Request::get(&url[Position::BeforePath..Position::AfterQuery])
+            .header(HOST, host_header(url))
+            .header(USER_AGENT, concat!("siphon/", env!("CARGO_PKG_VERSION")))
+            // The stored bytes, as they are: a .gz file must not be decoded on the way.
+            .header(ACCEPT_ENCODING, "identity");
+        if let Some(etag) = if_match {
+            let value = HeaderValue::from_str(etag).map_err(|_| {
+                SourceError::Other(format!("etag {etag:?} is not a valid If-Match value"))
+            })?;
+            request = request.header(IF_MATCH, value);
+        }
+        let request = request
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| SourceError::Other(format!("{}: {e}", shown(url))))?;
+        tracing::debug!(url = %shown(url), "GET");
+        let response = tokio::time::timeout(RESPONSE_HEADERS_TIMEOUT, sender.send_request(request))
+            .await
+            .map_err(|_| {
+                SourceError::Transient(format!(
+                    "{}: no response within {} s",
+                    shown(url),
+                    RESPONSE_HEADERS_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| {
+                let message = format!("{}: {e}", shown(url));
+                if e.is_parse() || e.is_user() {
+                    SourceError::Other(message)
+                } else {
+                    SourceError::Transient(message)
+                }
+            })?;
+        Ok(response)
+    }
+
+    /// A TCP connection to the first pinned address that answers.
+    async fn connect(&self, target: &Vetted) -> Result<TcpStream, SourceError> {
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let mut last = String::from("no address");
+        for addr in &target.addrs {
+            match tokio::time::timeout_at(deadline, self.inner.connector.connect(*addr)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => {
+                    tracing::debug!(url = %shown(&target.url), %addr, error = %e, "connect failed");
+                    last = format!("{addr}: {e}");
+                }
+                Err(_) => {
+                    last = format!("timed out after {} s", CONNECT_TIMEOUT.as_secs());
+                    break;
+                }
+            }
+        }
+        Err(SourceError::Transient(format!(
+            "{}: cannot connect ({last})",
+            shown(&target.url)
+        )))
+    }
+
+    /// The TLS handshake, verifying the certificate against the URL's host.
+    async fn tls(
+        &self,
+        target: &Vetted,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, SourceError> {
+        let url = &target.url;
+        let name = match &target.host {
+            Host::Domain(d) => ServerName::try_from(d.clone()).map_err(|_| {
+                SourceError::Other(format!(
+                    "{}: {d} is not a valid TLS server name",
+                    shown(url)
+                ))
+            })?,
+            Host::Ipv4(ip) => ServerName::from(IpAddr::V4(*ip)),
+            Host::Ipv6(ip) => ServerName::from(IpAddr::V6(*ip)),
+        };
+        let handshake = self.inner.tls.connect(name, tcp);
+        match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => {
+                let tls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+                match tls_error {
+                    // A certificate problem will not fix itself on a retry.
+                    Some(tls) => Err(SourceError::Other(format!(
+                        "{}: TLS handshake failed: {tls}",
+                        shown(url)
+                    ))),
+                    None => Err(SourceError::Transient(format!(
+                        "{}: TLS handshake failed: {e}",
+                        shown(url)
+                    ))),
+                }
+            }
+            Err(_) => Err(SourceError::Transient(format!(
+                "{}: TLS handshake timed out after {} s",
+                shown(url),
+                CONNECT_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+}
+
+fn is_redirect(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// `host[:port]`, the port only when it is not the scheme's default.
+fn host_header(url: &Url) -> String {
+    match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or("")),
+        None => url.host_str().unwrap_or("").to_string(),
+    }
+}
+
+/// The status of a final (non-redirect) answer, as a [`SourceError`] when it is not a
+/// success.
+fn status_error(url: &Url, status: StatusCode) -> Option<SourceError> {
+    let url = shown(url);
+    Some(match status.as_u16() {
+        200..=299 => return None,
+        404 | 410 => SourceError::NotFound(format!("{url} does not exist (HTTP {status})")),
+        401 | 403 => SourceError::AccessDenied(format!("{url}: access denied (HTTP {status})")),
+        412 => SourceError::Changed(format!(
+            "{url} changed since it was queued (etag no longer matches, HTTP {status})"
+        )),
+        408 | 429 | 500..=599 => SourceError::Transient(format!("{url}: HTTP {status}")),
+        _ => SourceError::Other(format!("{url}: unexpected HTTP {status}")),
+    })
+}
+
+fn opened(url: &Url, response: Response<Incoming>) -> Result<OpenedObject, SourceError> {
+    if let Some(error) = status_error(url, response.status()) {
+        return Err(error);
+    }
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::trim)
+    };
+    let size = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
+    let etag = header(ETAG)
+        .filter(|e| !e.is_empty() && !e.starts_with("W/"))
+        .map(str::to_string);
+    Ok(OpenedObject {
+        size,
+        etag,
+        body: body_reader(shown(url), response.into_body()),
+    })
+}
+
+/// The body as an `AsyncRead`: chunks as they arrive, a network error or a stall longer
+/// than [`BODY_IDLE_TIMEOUT`] as an `io::Error`.
+fn body_reader(url: String, body: Incoming) -> Box<dyn AsyncRead + Send + Unpin> {
+    let frames = Box::pin(BodyStream::new(body));
+    let chunks = futures::stream::unfold(Some((frames, url)), |state| async move {
+        let (mut frames, url) = state?;
+        loop {
+            match tokio::time::timeout(BODY_IDLE_TIMEOUT, frames.next()).await {
+                Err(_) => {
+                    let message = format!(
+                        "{url}: no data for {} s while reading the body",
+                        BODY_IDLE_TIMEOUT.as_secs()
+                    );
+                    return Some((Err(io::Error::new(io::ErrorKind::TimedOut, message)), None));
+                }
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => {
+                    let error = io::Error::other(format!("{url}: reading the body failed: {e}"));
+                    return Some((Err(error), None));
+                }
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => return Some((Ok(data), Some((frames, url)))),
+                    _ => continue,
+                },
+            }
+        }
+    });
+    Box::new(StreamReader::new(Box::pin(chunks)))
+}
