@@ -6,6 +6,7 @@
 //! - [`storage`]: the Aidbox-compatible Postgres layout (pool, migrations, resource tables).
 //! - [`sources`]: where ndjson files come from (S3, or any async byte stream in tests).
 //! - [`loading`]: stream one ndjson(.gz) file into its resource table, exactly once.
+//! - [`sessions`]: `$import` sessions and `$load`: many files loaded as one job users control.
 //! - [`resource_type`]: the one gate every identifier passes before it reaches SQL.
 //! - [`telemetry`]: structured logging set-up shared by every binary.
 
@@ -16,6 +17,7 @@ pub mod ingestion;
 pub mod loading;
 pub mod resource_type;
 pub mod secrets;
+pub mod sessions;
 pub mod sources;
 pub mod storage;
 pub mod telemetry;

@@ -38,9 +38,14 @@ async fn setup() -> Env {
     let db = fresh_db().await;
     let s3 = s3().await;
     let bucket = fresh_bucket(&s3).await;
-    let worker = siphon_loader::Worker::new(db.clone(), queue.clone(), s3, LoadOptions::default());
+    let worker = siphon_loader::Worker::new(
+        db.clone(),
+        queue.clone(),
+        s3.clone(),
+        LoadOptions::default(),
+    );
     Env {
-        app: siphon_api::App::new(db.clone(), queue.clone()),
+        app: siphon_api::App::new(db.clone(), queue.clone(), s3),
         db,
         queue,
         worker,

@@ -206,6 +206,60 @@ async fn api_rpc_in_yaml_answers_in_yaml() {
 }
 
 #[tokio::test]
+async fn api_starts_an_import_session_and_queues_each_input() {
+    let (db, mut env, queue) = isolated().await;
+    env.push(("SIPHON_IMPORT_BUCKET", "siphon-samples".into()));
+    env.push(("SIPHON_IMPORT_PREFIX", "imports".into()));
+    let api = start_with("siphon-api", &env);
+    let out = invoke(&api, &event("api-import-start.json", true)).await;
+    assert_eq!(out["statusCode"], 201, "{out}");
+    assert_eq!(
+        out["headers"]["content-location"],
+        "/$import/imp-siphon-samples-1"
+    );
+    let body: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["status"], "active");
+    assert_eq!(
+        (
+            body["inputs"][0]["url"].as_str(),
+            body["inputs"][1]["url"].as_str()
+        ),
+        (
+            Some("s3://siphon-samples/Patient.ndjson.gz"),
+            Some("s3://siphon-samples/imports/Encounter.ndjson.gz")
+        ),
+        "{body}"
+    );
+    assert!(
+        !out["body"].as_str().unwrap().contains("CHANGE_ME"),
+        "the secret never comes back"
+    );
+    // Both inputs are LoaderFiles of the session, each with its message on the queue.
+    let files: i64 = siphon_tests::connect(&db)
+        .await
+        .query_one(
+            "SELECT count(*) FROM loaderfile WHERE resource->>'import' = 'imp-siphon-samples-1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(files, 2);
+    let sqs = siphon_tests::sqs().await;
+    let mut got = 0;
+    for _ in 0..5 {
+        got += receive(&sqs, &queue).await.len();
+        if got >= 2 {
+            break;
+        }
+    }
+    assert_eq!(got, 2);
+    // The same event again: the id exists.
+    let again = invoke(&api, &event("api-import-start.json", true)).await;
+    assert_eq!(again["statusCode"], 409, "{again}");
+}
+
+#[tokio::test]
 async fn s3_ingest_ignores_a_test_event_delivered_through_sqs() {
     let f = start("siphon-s3-ingest");
     assert_eq!(

@@ -9,7 +9,7 @@ use siphon::loading::loader_file::{FileOptions, FileStatus, LoaderFile};
 use siphon::loading::{LoadOptions, Loader, Outcome};
 use siphon::sources::memory::MemorySource;
 use siphon::sources::s3::S3Source;
-use siphon::sources::{ObjectLocation, OpenedObject, Source, SourceError};
+use siphon::sources::{Location, ObjectLocation, OpenedObject, Source, SourceError};
 use siphon::storage::Db;
 use siphon_tests::{connect, corpus, fresh_bucket, fresh_db, gen, put, s3};
 
@@ -785,7 +785,7 @@ struct DenyingSource;
 impl Source for DenyingSource {
     fn open<'a>(
         &'a self,
-        l: &'a ObjectLocation,
+        l: &'a Location,
         _: Option<&'a str>,
     ) -> futures::future::BoxFuture<'a, Result<OpenedObject, SourceError>> {
         Box::pin(async move {

@@ -2,7 +2,7 @@
 //! SDK clients the functions use.
 
 use siphon::sources::s3::S3Source;
-use siphon::sources::{ObjectLocation, Source, SourceError};
+use siphon::sources::{Location, ObjectLocation, Source, SourceError};
 use siphon_tests::{fresh_bucket, put, s3, sqs, var};
 use tokio::io::AsyncReadExt;
 
@@ -13,7 +13,7 @@ async fn s3_object_round_trip() {
     let body = siphon_tests::gen::gzip(b"{\"resourceType\":\"Patient\",\"id\":\"1\"}\n");
     put(&s3, &bucket, "dir/Patient.ndjson.gz", body.clone()).await;
     let source = S3Source::new(s3.clone());
-    let loc = ObjectLocation::new(&bucket, "dir/Patient.ndjson.gz");
+    let loc: Location = ObjectLocation::new(&bucket, "dir/Patient.ndjson.gz").into();
     let mut opened = source.open(&loc, None).await.unwrap();
     assert_eq!(opened.size, Some(body.len() as u64));
     let etag = opened.etag.clone().expect("S3 gives an etag");
@@ -35,7 +35,7 @@ async fn s3_missing_objects_and_buckets_say_so() {
     let bucket = fresh_bucket(&s3).await;
     let source = S3Source::new(s3);
     let err = source
-        .open(&ObjectLocation::new(&bucket, "nope.ndjson.gz"), None)
+        .open(&ObjectLocation::new(&bucket, "nope.ndjson.gz").into(), None)
         .await
         .err()
         .unwrap();
@@ -43,7 +43,7 @@ async fn s3_missing_objects_and_buckets_say_so() {
     assert!(err.to_string().contains("does not exist"), "{err}");
     let err = source
         .open(
-            &ObjectLocation::new("siphon-no-such-bucket", "x.ndjson.gz"),
+            &ObjectLocation::new("siphon-no-such-bucket", "x.ndjson.gz").into(),
             None,
         )
         .await

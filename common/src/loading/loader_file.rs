@@ -11,7 +11,7 @@ use tokio_postgres::GenericClient;
 use super::decode::LineError;
 use crate::error::{Error, Result};
 use crate::resource_type::ResourceType;
-use crate::sources::ObjectLocation;
+use crate::sources::{Location, ObjectLocation};
 use crate::storage::resources::RESOURCE_WITH_ID;
 use crate::storage::Db;
 
@@ -122,6 +122,15 @@ pub struct LoaderFile {
     pub validated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// An `https://` file: read from this URL instead of `bucket`/`file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The `$import` session this file is an input of (its pause/abort apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<String>,
+    /// The input's position in the session's `inputs` (0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<u32>,
 }
 
 impl LoaderFile {
@@ -152,11 +161,23 @@ impl LoaderFile {
             threads: None,
             validated: false,
             lease: None,
+            url: None,
+            import: None,
+            input: None,
         }
     }
 
+    /// The bucket object (for a URL file: bucket and key as stored, both informative).
     pub fn location(&self) -> ObjectLocation {
         ObjectLocation::new(&self.bucket, &self.file)
+    }
+
+    /// Where the bytes are read from: the URL when there is one, else the object.
+    pub fn origin(&self) -> Location {
+        match &self.url {
+            Some(url) => Location::Url(url.clone()),
+            None => Location::S3(self.location()),
+        }
     }
 
     fn from_value(v: Value) -> Result<Self> {
@@ -181,11 +202,11 @@ pub fn type_from_file_name(name: &str) -> Option<ResourceType> {
     ResourceType::parse(&name[..end]).ok()
 }
 
-fn loader_file_type() -> ResourceType {
+pub(crate) fn loader_file_type() -> ResourceType {
     ResourceType::parse(LOADER_FILE).expect("valid")
 }
 
-const TABLE: &str = "public.\"loaderfile\"";
+pub(crate) const TABLE: &str = "public.\"loaderfile\"";
 
 /// Result of trying to claim a file.
 #[derive(Debug)]

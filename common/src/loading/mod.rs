@@ -87,6 +87,18 @@ pub enum Outcome {
     Throttled,
     /// Nothing to do: the file is already in this state.
     NotLoadable { status: FileStatus },
+    /// The file's `$import` session was paused, aborted or failed: the file stopped at
+    /// its checkpoint in `status` (`paused` or `aborted`); resume re-queues it.
+    Halted { status: FileStatus },
+}
+
+/// What became of one batch.
+enum Committed {
+    Yes,
+    /// Another loader (or a force-resume) took the lease: nothing was written.
+    LeaseLost,
+    /// The session is no longer active: nothing was written, the file now has this status.
+    Halted(FileStatus),
 }
 
 /// Loads files through one [`Source`] into one database.
@@ -114,8 +126,19 @@ impl Loader {
 
     /// Loads the file of LoaderFile `file_id`, stopping before `deadline` if given.
     /// Transient failures are retried a few times; if they persist the error is
-    /// returned (the lease then expires and a later call resumes).
+    /// returned (the lease then expires and a later call resumes). When the file belongs
+    /// to an `$import` session and ends (done or error), the session is settled.
     pub async fn load(&self, file_id: &str, deadline: Option<Instant>) -> Result<Outcome> {
+        let outcome = self.load_file(file_id, deadline).await?;
+        if matches!(outcome, Outcome::Done { .. } | Outcome::Failed { .. }) {
+            if let Some(import) = self.db.loader_file(file_id).await?.and_then(|f| f.import) {
+                crate::sessions::settle(&self.db, &import).await?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn load_file(&self, file_id: &str, deadline: Option<Instant>) -> Result<Outcome> {
         let owner = uuid::Uuid::new_v4().to_string();
         let mut attempt = 0;
         loop {
@@ -173,7 +196,7 @@ impl Loader {
             Some(t) => Some(ResourceType::parse(t)?),
             None => None,
         };
-        tracing::info!(file_id, file = %file.location(), from_line = file.checkpoint.line, "loading");
+        tracing::info!(file_id, file = %file.origin(), from_line = file.checkpoint.line, "loading");
         if file.options.strict && !file.validated {
             if let Some(stop) = self.strict_prepass(&file, owner, file_type.clone()).await? {
                 return Ok(stop);
@@ -193,6 +216,7 @@ impl Loader {
         };
         let mut client = self.db.client().await?;
         let mut state = Progress {
+            line: file.checkpoint.line,
             loaded: file.loaded,
             failed: file.failed,
             try_direct: true,
@@ -232,16 +256,29 @@ impl Loader {
                 .commit_batch(&mut client, &file, owner, batch, &mut state)
                 .await?;
             state.slowest = state.slowest.max(started.elapsed());
-            if !committed {
-                tracing::warn!(file_id, "lease lost to another loader; stopping");
-                return Ok(Stop::Finished(Outcome::Busy {
-                    until: String::new(),
-                }));
+            match committed {
+                Committed::Yes => {}
+                Committed::LeaseLost => {
+                    tracing::warn!(file_id, "lease lost to another loader; stopping");
+                    return Ok(Stop::Finished(Outcome::Busy {
+                        until: String::new(),
+                    }));
+                }
+                Committed::Halted(status) => {
+                    tracing::info!(
+                        file_id,
+                        session = file.import.as_deref(),
+                        status = status.as_str(),
+                        line = state.line,
+                        "session not active: stopped at the checkpoint"
+                    );
+                    return Ok(Stop::Finished(Outcome::Halted { status }));
+                }
             }
             match decode_error {
                 Some(DecodeError::Source(reason)) => return Ok(Stop::Transient(reason)),
                 Some(DecodeError::Gzip(message)) => {
-                    tracing::error!(file_id, file = %file.location(), error = message, "file failed");
+                    tracing::error!(file_id, file = %file.origin(), error = message, "file failed");
                     self.db
                         .fail_loader_file(file_id, Some(owner), &message)
                         .await?;
@@ -274,7 +311,7 @@ impl Loader {
     ) -> Result<
         std::result::Result<mpsc::Receiver<std::result::Result<Batch, (Batch, DecodeError)>>, Stop>,
     > {
-        let location = file.location();
+        let location = file.origin();
         let object = match self.source.open(&location, file.etag.as_deref()).await {
             Ok(o) => o,
             Err(SourceError::Transient(reason)) => return Ok(Err(Stop::Transient(reason))),
@@ -358,8 +395,9 @@ impl Loader {
         Ok(None)
     }
 
-    /// Writes one batch and advances the LoaderFile in one transaction. Returns `false`
-    /// (and writes nothing) when the lease was lost.
+    /// Writes one batch and advances the LoaderFile in one transaction. Writes nothing
+    /// when the lease was lost or the file's session is not active (then the file is
+    /// marked paused or aborted, keeping its checkpoint).
     async fn commit_batch(
         &self,
         client: &mut deadpool_postgres::Object,
@@ -367,7 +405,7 @@ impl Loader {
         owner: &str,
         mut batch: Batch,
         state: &mut Progress,
-    ) -> Result<bool> {
+    ) -> Result<Committed> {
         for chunk in &batch.chunks {
             self.db
                 .ensure_table(&***client, &chunk.resource_type)
@@ -376,6 +414,22 @@ impl Loader {
         let strict = file.options.strict;
         let client: &mut tokio_postgres::Client = client;
         let tx = client.transaction().await?;
+        if let Some(import) = &file.import {
+            // Held FOR SHARE until commit: a pause or abort waits for this batch or
+            // is seen by it, never lands in between.
+            let session = crate::sessions::store::status_for_share(&tx, import).await?;
+            if session != Some(crate::sessions::SessionStatus::Active) {
+                let status = match session {
+                    None | Some(crate::sessions::SessionStatus::Aborted) => FileStatus::Aborted,
+                    _ => FileStatus::Paused,
+                };
+                // As owner only: an abort or force-resume may have set the file already.
+                Db::patch_loader_file_as(&tx, &file.id, owner, &json!({"status": status}), true)
+                    .await?;
+                tx.commit().await?;
+                return Ok(Committed::Halted(status));
+            }
+        }
         let txid = next_txid(&tx).await?;
         let mut loaded = 0u64;
         let mut errors = std::mem::take(&mut batch.errors);
@@ -417,7 +471,7 @@ impl Loader {
             patch["end"] = json!(chrono::Utc::now());
         }
         if !Db::patch_loader_file_as(&tx, &file.id, owner, &patch, batch.eof).await? {
-            return Ok(false);
+            return Ok(Committed::LeaseLost);
         }
         if self.options.crash_before_commit == Some(state.batches) {
             return Err(Error::Internal("injected crash before commit".into()));
@@ -426,12 +480,14 @@ impl Loader {
         state.batches += 1;
         state.loaded = loaded_total;
         state.failed = failed_total;
+        state.line = batch.last_line;
         tracing::debug!(file_id = %file.id, line = batch.last_line, loaded = loaded_total, failed = failed_total, "batch committed");
-        Ok(true)
+        Ok(Committed::Yes)
     }
 }
 
 struct Progress {
+    line: u64,
     loaded: u64,
     failed: u64,
     try_direct: bool,

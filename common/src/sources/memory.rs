@@ -10,12 +10,12 @@ use std::task::{Context, Poll};
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::{ObjectLocation, OpenedObject, Source, SourceError};
+use super::{Location, OpenedObject, Source, SourceError};
 
 /// Objects held in memory.
 #[derive(Clone, Default)]
 pub struct MemorySource {
-    objects: Arc<Mutex<HashMap<ObjectLocation, Arc<Vec<u8>>>>>,
+    objects: Arc<Mutex<HashMap<Location, Arc<Vec<u8>>>>>,
     /// Bytes per read call (small values exercise partial reads).
     pub chunk: Option<usize>,
     /// Fail every read after this many bytes with a network-like error.
@@ -40,7 +40,8 @@ impl MemorySource {
     }
 
     /// Stores `bytes` at `location` (replacing what was there).
-    pub fn put(&self, location: ObjectLocation, bytes: Vec<u8>) {
+    pub fn put(&self, location: impl Into<Location>, bytes: Vec<u8>) {
+        let location = location.into();
         self.objects
             .lock()
             .unwrap()
@@ -61,7 +62,7 @@ fn etag_of(bytes: &[u8]) -> String {
 impl Source for MemorySource {
     fn open<'a>(
         &'a self,
-        location: &'a ObjectLocation,
+        location: &'a Location,
         if_match: Option<&'a str>,
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
         Box::pin(async move {

@@ -8,6 +8,7 @@ pub mod memory;
 pub mod s3;
 
 use std::fmt;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use tokio::io::AsyncRead;
@@ -43,6 +44,43 @@ impl ObjectLocation {
 impl fmt::Display for ObjectLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Where a file lives: an object in a bucket, or an `https://` URL.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Location {
+    S3(ObjectLocation),
+    Url(String),
+}
+
+impl Location {
+    /// The file name part (`.../Patient.ndjson.gz` -> `Patient.ndjson.gz`), without a
+    /// URL's query string.
+    pub fn file_name(&self) -> &str {
+        match self {
+            Location::S3(o) => o.file_name(),
+            Location::Url(u) => {
+                let path = u.split(['?', '#']).next().unwrap_or(u);
+                path.rsplit('/').next().unwrap_or(path)
+            }
+        }
+    }
+}
+
+impl From<ObjectLocation> for Location {
+    fn from(o: ObjectLocation) -> Self {
+        Location::S3(o)
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::S3(o) => o.fmt(f),
+            // Never the query string: presigned URLs carry credentials there.
+            Location::Url(u) => f.write_str(u.split(['?', '#']).next().unwrap_or(u)),
+        }
     }
 }
 
@@ -86,12 +124,48 @@ impl SourceError {
     }
 }
 
-/// Something that opens objects for reading. `if_match` asks for exactly that version
+/// Something that opens files for reading. `if_match` asks for exactly that version
 /// (an etag); a store that cannot check it may ignore it.
 pub trait Source: Send + Sync {
     fn open<'a>(
         &'a self,
-        location: &'a ObjectLocation,
+        location: &'a Location,
         if_match: Option<&'a str>,
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>>;
+}
+
+/// Sends each location to the source that reads it: buckets to `s3`, URLs to `http`.
+pub struct Routed {
+    pub s3: Arc<dyn Source>,
+    pub http: Arc<dyn Source>,
+}
+
+impl Source for Routed {
+    fn open<'a>(
+        &'a self,
+        location: &'a Location,
+        if_match: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        match location {
+            Location::S3(_) => self.s3.open(location, if_match),
+            Location::Url(_) => self.http.open(location, if_match),
+        }
+    }
+}
+
+impl Source for http::HttpSource {
+    fn open<'a>(
+        &'a self,
+        location: &'a Location,
+        if_match: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        Box::pin(async move {
+            match location {
+                Location::Url(url) => self.open_url(url, if_match).await,
+                Location::S3(o) => Err(SourceError::Other(format!(
+                    "{o} is in a bucket, not at a URL"
+                ))),
+            }
+        })
+    }
 }

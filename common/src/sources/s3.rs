@@ -3,7 +3,7 @@
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use futures::future::BoxFuture;
 
-use super::{ObjectLocation, OpenedObject, Source, SourceError};
+use super::{Location, OpenedObject, Source, SourceError};
 
 /// Static credentials given with a request (`account` in load-from-bucket).
 #[derive(Clone)]
@@ -120,10 +120,13 @@ where
 impl Source for S3Source {
     fn open<'a>(
         &'a self,
-        location: &'a ObjectLocation,
+        location: &'a Location,
         if_match: Option<&'a str>,
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
         Box::pin(async move {
+            let Location::S3(location) = location else {
+                return Err(SourceError::Other(format!("{location} is not in a bucket")));
+            };
             let mut req = self
                 .client
                 .get_object()

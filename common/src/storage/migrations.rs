@@ -10,8 +10,14 @@ use crate::error::Result;
 const MIGRATION_LOCK_KEY: i64 = 0x5170_4e00_0000_0001;
 
 /// Every migration, in order. Never edit a released one: add a new version.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/0001_init.sql")),
+    (
+        2,
+        "import_sessions",
+        include_str!("../../migrations/0002_import_sessions.sql"),
+    ),
+];
 
 /// Applies the migrations that have not run yet. Returns how many ran now.
 pub async fn migrate(client: &mut Client) -> Result<usize> {

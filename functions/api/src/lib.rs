@@ -9,6 +9,10 @@ use serde_json::{json, Value};
 use siphon::auth::{self, Authenticator};
 use siphon::ingestion::bucket::{self, LoadFromBucket};
 use siphon::ingestion::queue::LoadQueue;
+use siphon::sessions::{ImportConfig, Imports, Loaded};
+use siphon::sources::http::{HttpSource, UrlPolicy};
+use siphon::sources::s3::S3Source;
+use siphon::sources::Routed;
 use siphon::storage::Db;
 use siphon::{Error, ResourceType, Result};
 
@@ -17,14 +21,51 @@ pub struct App {
     pub db: Db,
     pub auth: Authenticator,
     pub queue: Arc<dyn LoadQueue>,
+    /// `$import` sessions and `$load`.
+    pub imports: Imports,
 }
 
 impl App {
-    pub fn new(db: Db, queue: Arc<dyn LoadQueue>) -> Self {
+    /// `s3` is the function's own client (its role): `$load` reads `s3://` sources with it.
+    /// URL inputs go through the guard configured by `SIPHON_URL_ALLOWLIST`.
+    pub fn new(db: Db, queue: Arc<dyn LoadQueue>, s3: aws_sdk_s3::Client) -> Self {
+        let http = Arc::new(HttpSource::new(UrlPolicy::from_env()));
+        let sync_budget = std::env::var("SIPHON_LOAD_SYNC_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20.0);
         App {
             auth: Authenticator::new(db.clone()),
+            imports: Imports {
+                db: db.clone(),
+                queue: queue.clone(),
+                source: Arc::new(Routed {
+                    s3: Arc::new(S3Source::new(s3)),
+                    http: http.clone(),
+                }),
+                guard: http,
+                config: ImportConfig::from_env(),
+                sync_budget: std::time::Duration::from_secs_f64(sync_budget),
+            },
             db,
             queue,
+        }
+    }
+}
+
+/// A successful answer.
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl From<(StatusCode, Value)> for Reply {
+    fn from((status, body): (StatusCode, Value)) -> Self {
+        Reply {
+            status,
+            body,
+            headers: Vec::new(),
         }
     }
 }
@@ -117,9 +158,98 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
     if let Err(e) = app.auth.check(authorization.as_deref()).await {
         return error_response(&e, format, rpc);
     }
-    match route(app, &request, &path).await {
-        Ok((status, body)) => respond(status, &body, format),
+    let result = match session_route(app, &request, &path).await {
+        Some(result) => result,
+        None => route(app, &request, &path).await.map(Reply::from),
+    };
+    match result {
+        Ok(reply) => {
+            let mut response = respond(reply.status, &reply.body, format);
+            for (name, value) in reply.headers {
+                if let Ok(value) = value.parse() {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
         Err(e) => error_response(&e, format, rpc),
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// `$import` and `$load`; `None` when the path is not theirs.
+async fn session_route(app: &App, request: &Request, path: &str) -> Option<Result<Reply>> {
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let method = request.method();
+    let result = match (method, segments.as_slice()) {
+        (&Method::POST, ["$import"]) => import(app, request).await,
+        (&Method::GET, ["$import", id]) => app.imports.view(id).await.map(|session| {
+            let running = session.status.is_running();
+            Reply {
+                // FHIR Bulk Data: 202 + X-Progress while the job runs, 200 when it ended.
+                status: if running {
+                    StatusCode::ACCEPTED
+                } else {
+                    StatusCode::OK
+                },
+                headers: if running {
+                    vec![("x-progress", session.progress.clone())]
+                } else {
+                    Vec::new()
+                },
+                body: to_value(&session),
+            }
+        }),
+        (&Method::POST, ["$load"]) => load(app, request, None).await,
+        (&Method::POST, [ty, "$load"]) => match ResourceType::parse(ty) {
+            Ok(ty) => load(app, request, Some(ty)).await,
+            Err(e) => Err(e),
+        },
+        _ => return None,
+    };
+    Some(result)
+}
+
+async fn import(app: &App, request: &Request) -> Result<Reply> {
+    let acted = app.imports.act(&parse_body(request)?).await?;
+    let location = format!("/$import/{}", acted.session.id);
+    Ok(Reply {
+        status: if acted.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        headers: vec![("content-location", location)],
+        body: to_value(&acted.session),
+    })
+}
+
+async fn load(app: &App, request: &Request, ty: Option<ResourceType>) -> Result<Reply> {
+    match app.imports.load(&parse_body(request)?, ty).await? {
+        Loaded::Finished {
+            session,
+            loaded,
+            failed,
+        } => Ok(Reply {
+            status: StatusCode::OK,
+            headers: vec![("content-location", format!("/$import/{session}"))],
+            body: json!({"total": loaded, "failed": failed, "session": session}),
+        }),
+        Loaded::Continuing(session) => Ok(Reply {
+            status: StatusCode::ACCEPTED,
+            headers: vec![
+                ("content-location", format!("/$import/{}", session.id)),
+                ("x-progress", session.progress.clone()),
+            ],
+            body: to_value(&session),
+        }),
     }
 }
 

@@ -12,9 +12,11 @@ use siphon_api::App;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     siphon::telemetry::init();
+    let s3 = siphon::sources::s3::client(&Default::default()).await;
     let app = Arc::new(App::new(
         Db::from_env()?,
         Arc::new(SqsQueue::from_env().await?),
+        s3,
     ));
     lambda_http::run(service_fn(move |request: Request| {
         let app = app.clone();

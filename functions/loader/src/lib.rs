@@ -5,6 +5,7 @@
 //! | loader outcome | what happens to the message |
 //! |---|---|
 //! | done, failed (file in `error`), nothing to do | deleted (success) |
+//! | halted: its `$import` session paused or aborted | deleted (resume re-queues) |
 //! | deadline reached (`Continue`) | a new message is queued for the rest; this one deleted |
 //! | busy (another loader) / throttled (thread-num) | re-queued with a delay; this one deleted |
 //! | transient error | batch item failure: SQS redelivers; after the last receive the LoaderFile says why and the message goes to the DLQ |
@@ -17,7 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use siphon::ingestion::queue::{LoadMessage, LoadQueue};
 use siphon::loading::{LoadOptions, Loader, Outcome};
+use siphon::sources::http::{HttpSource, UrlPolicy};
 use siphon::sources::s3::S3Source;
+use siphon::sources::{Routed, Source};
 use siphon::storage::Db;
 use tokio::sync::Mutex;
 
@@ -30,6 +33,8 @@ pub struct Worker {
     pub max_receives: u32,
     default_source: Arc<S3Source>,
     sources: Mutex<HashMap<String, Arc<S3Source>>>,
+    /// Reads `https://` inputs of `$import` sessions (URL guard from `SIPHON_URL_ALLOWLIST`).
+    pub http: Arc<dyn Source>,
 }
 
 impl Worker {
@@ -50,6 +55,7 @@ impl Worker {
             max_receives,
             default_source: Arc::new(S3Source::new(default_s3)),
             sources: Mutex::new(HashMap::new()),
+            http: Arc::new(HttpSource::new(UrlPolicy::from_env())),
         }
     }
 
@@ -108,7 +114,10 @@ impl Worker {
             }
         };
         let file_id = message.loader_file_id.clone();
-        let source = self.source_for(&message).await;
+        let source = Arc::new(Routed {
+            s3: self.source_for(&message).await,
+            http: self.http.clone(),
+        });
         let loader = Loader::new(self.db.clone(), source, self.options.clone());
         match loader.load(&file_id, Some(deadline)).await {
             Ok(Outcome::Done { loaded, failed }) => {
@@ -121,6 +130,12 @@ impl Worker {
             }
             Ok(Outcome::NotLoadable { status }) => {
                 tracing::info!(file_id, status = status.as_str(), "nothing to do");
+                true
+            }
+            Ok(Outcome::Halted { status }) => {
+                // The session was paused or aborted: the state lives in Postgres, and
+                // resume queues the file again. Nothing to redeliver.
+                tracing::info!(file_id, status = status.as_str(), "stopped by its session");
                 true
             }
             Ok(Outcome::Continue { line }) => {

@@ -21,9 +21,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     siphon::telemetry::init();
     let db = Db::from_env()?;
     let queue = Arc::new(SqsQueue::from_env().await?);
-    let api = Arc::new(siphon_api::App::new(db.clone(), queue.clone()));
-    let dump = Arc::new(siphon_dump::App::new(db.clone()));
     let s3 = siphon::sources::s3::client(&Default::default()).await;
+    let api = Arc::new(siphon_api::App::new(db.clone(), queue.clone(), s3.clone()));
+    let dump = Arc::new(siphon_dump::App::new(db.clone()));
     let worker = Arc::new(siphon_loader::Worker::new(
         db.clone(),
         queue.clone(),

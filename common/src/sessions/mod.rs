@@ -1,0 +1,501 @@
+//! `$import` sessions and `$load` (SPEC section 4, `seeds/aidbox-bulk-api.md`).
+//!
+//! A session is a row in `siphon_import` plus one `LoaderFile` per input (its `import`
+//! names the session). Inputs load through the same queue and loader as load-from-bucket.
+//! Users move the session between states; workers obey at every batch commit:
+//!
+//! | action | from | to | files |
+//! |---|---|---|---|
+//! | start | (new id) | active | created `pending`, one message each |
+//! | pause | active | paused | `pending` -> `paused`; loading files stop at their next batch |
+//! | resume | paused | active | `paused` -> `pending`, re-queued from their checkpoints |
+//! | abort | active, paused | aborted | unfinished -> `aborted`; committed rows stay |
+//! | force-resume | active, paused, error | active | unfinished -> `pending` (leases taken back), re-queued |
+//!
+//! Any other (action, state) pair is 406; an unknown id 404; a wrong `secret` 403.
+//! Workers end the session `done` when every input is done, `error` when one fails.
+
+pub mod request;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+pub use self::request::{Action, ImportConfig, ImportRequest, Input, InputUrl, LoadRequest};
+use crate::auth;
+use crate::error::{Error, Result};
+use crate::ingestion::queue::{LoadMessage, LoadQueue};
+use crate::loading::loader_file::{FileOptions, FileStatus, LoaderFile};
+use crate::loading::{LoadOptions, Loader, Outcome};
+use crate::resource_type::ResourceType;
+use crate::sources::{Location, Source, SourceError};
+use crate::storage::Db;
+
+/// The states of the seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    Active,
+    Paused,
+    Aborted,
+    Error,
+    Done,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Active => "active",
+            SessionStatus::Paused => "paused",
+            SessionStatus::Aborted => "aborted",
+            SessionStatus::Error => "error",
+            SessionStatus::Done => "done",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "active" => SessionStatus::Active,
+            "paused" => SessionStatus::Paused,
+            "aborted" => SessionStatus::Aborted,
+            "error" => SessionStatus::Error,
+            "done" => SessionStatus::Done,
+            other => return Err(Error::Internal(format!("unknown session status {other:?}"))),
+        })
+    }
+
+    /// Still has work to do (GET answers 202 while true).
+    pub fn is_running(self) -> bool {
+        matches!(self, SessionStatus::Active | SessionStatus::Paused)
+    }
+}
+
+/// Checks a web URL before anything is stored (scheme, resolved addresses, allow-list).
+pub trait UrlGuard: Send + Sync {
+    fn check<'a>(&'a self, url: &'a str) -> BoxFuture<'a, std::result::Result<(), SourceError>>;
+}
+
+impl UrlGuard for crate::sources::http::HttpSource {
+    fn check<'a>(&'a self, url: &'a str) -> BoxFuture<'a, std::result::Result<(), SourceError>> {
+        Box::pin(crate::sources::http::HttpSource::check(self, url))
+    }
+}
+
+/// One input as `GET /$import/{id}` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct InputView {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub resource_type: Option<String>,
+    /// Where the file is read from (a URL's query string left out).
+    pub url: String,
+    pub status: FileStatus,
+    pub loaded: u64,
+    pub failed: u64,
+    /// Lines committed so far (the checkpoint a resume continues from).
+    pub line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The LoaderFile (its invalid lines: `GET /LoaderFile/{id}/$errors`).
+    #[serde(rename = "loaderFile")]
+    pub loader_file: String,
+}
+
+/// A session as the API shows it (never its secret).
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionView {
+    #[serde(rename = "resourceType")]
+    pub resource_type: &'static str,
+    pub id: String,
+    pub status: SessionStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub loaded: u64,
+    pub failed: u64,
+    /// One line for people and the `X-Progress` header.
+    pub progress: String,
+    pub inputs: Vec<InputView>,
+    pub created: String,
+    pub updated: String,
+}
+
+fn view(id: &str, row: store::Row, files: Vec<LoaderFile>) -> SessionView {
+    let done = files
+        .iter()
+        .filter(|f| f.status == FileStatus::Done)
+        .count();
+    let loaded = files.iter().map(|f| f.loaded).sum();
+    let failed = files.iter().map(|f| f.failed).sum();
+    let progress = format!(
+        "{}: {done}/{} inputs done, {loaded} resources loaded, {failed} invalid lines",
+        row.status.as_str(),
+        files.len()
+    );
+    SessionView {
+        resource_type: "BulkImportSession",
+        id: id.to_string(),
+        status: row.status,
+        error: row.error,
+        loaded,
+        failed,
+        progress,
+        inputs: files
+            .into_iter()
+            .map(|f| InputView {
+                resource_type: f.resource_type.clone(),
+                url: f.origin().to_string(),
+                status: f.status,
+                loaded: f.loaded,
+                failed: f.failed,
+                line: f.checkpoint.line,
+                error: f.error.clone(),
+                loader_file: f.id,
+            })
+            .collect(),
+        created: row.created,
+        updated: row.updated,
+    }
+}
+
+/// The answer to a `$import` request: 201 when a session was created, else 200.
+pub struct Acted {
+    pub created: bool,
+    pub session: SessionView,
+}
+
+/// The answer to a `$load`.
+pub enum Loaded {
+    /// Finished within the time budget.
+    Finished {
+        session: String,
+        loaded: u64,
+        failed: u64,
+    },
+    /// Still loading: the session finishes the work.
+    Continuing(SessionView),
+}
+
+/// The session service: what the API calls.
+pub struct Imports {
+    pub db: Db,
+    pub queue: Arc<dyn LoadQueue>,
+    /// Reads inputs for `$load`'s synchronous part (buckets and URLs).
+    pub source: Arc<dyn Source>,
+    pub guard: Arc<dyn UrlGuard>,
+    pub config: ImportConfig,
+    /// How long `$load` loads inline before handing over to the queue (default 20 s:
+    /// API Gateway answers 504 after 29 s).
+    pub sync_budget: Duration,
+}
+
+/// The LoaderFile id of a session's n-th input.
+pub fn input_file_id(session: &str, n: usize) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("siphon:import:{session}:{n}").as_bytes(),
+    )
+    .to_string()
+}
+
+fn message_for(file: &LoaderFile) -> LoadMessage {
+    LoadMessage {
+        loader_file_id: file.id.clone(),
+        bucket: file.bucket.clone(),
+        key: file.file.clone(),
+        etag: file.etag.clone(),
+        store: Default::default(),
+    }
+}
+
+impl Imports {
+    /// Handles `POST /$import`.
+    pub async fn act(&self, body: &Value) -> Result<Acted> {
+        let request = request::parse_import(body, &self.config)?;
+        if request.action == Action::Start {
+            return self.start(request, FileOptions::default()).await;
+        }
+        let id = request.id.as_deref().expect("checked by parse_import");
+        self.transition(id, request.action, request.secret.as_deref())
+            .await?;
+        Ok(Acted {
+            created: false,
+            session: self.view(id).await?,
+        })
+    }
+
+    /// `GET /$import/{id}`.
+    pub async fn view(&self, id: &str) -> Result<SessionView> {
+        let client = self.db.client().await?;
+        let row = store::read(&**client, id, false)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        let files = store::files(&**client, id).await?;
+        Ok(view(id, row, files))
+    }
+
+    async fn locations(&self, inputs: &[Input]) -> Result<Vec<Location>> {
+        let mut out = Vec::with_capacity(inputs.len());
+        for (n, input) in inputs.iter().enumerate() {
+            out.push(match &input.url {
+                InputUrl::S3(o) => Location::S3(o.clone()),
+                InputUrl::Web(url) => {
+                    self.guard
+                        .check(url)
+                        .await
+                        .map_err(|e| Error::BadRequest(format!("inputs[{n}]: {e}")))?;
+                    Location::Url(url.clone())
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    async fn create(
+        &self,
+        request: &ImportRequest,
+        options: FileOptions,
+    ) -> Result<(String, Vec<LoaderFile>)> {
+        let locations = self.locations(&request.inputs).await?;
+        let id = request
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let secret_hash = request
+            .secret
+            .as_deref()
+            .map(auth::hash_secret)
+            .transpose()?;
+        let client = self.db.client().await?;
+        if !store::insert(&**client, &id, secret_hash.as_deref(), &request.stored).await? {
+            let status = store::read(&**client, &id, false)
+                .await?
+                .map(|r| r.status.as_str())
+                .unwrap_or("unknown");
+            return Err(Error::Conflict(format!(
+                "import session {id} already exists (status {status}); choose another id"
+            )));
+        }
+        drop(client);
+        let files: Vec<LoaderFile> = request
+            .inputs
+            .iter()
+            .zip(locations)
+            .enumerate()
+            .map(|(n, (input, location))| {
+                let (object, url) = match location {
+                    Location::S3(o) => (o, None),
+                    Location::Url(u) => (
+                        crate::sources::ObjectLocation::new(
+                            "",
+                            Location::Url(u.clone()).to_string(),
+                        ),
+                        Some(u),
+                    ),
+                };
+                let mut file = LoaderFile::pending(&object, None, None, options);
+                file.id = input_file_id(&id, n);
+                file.url = url;
+                file.import = Some(id.clone());
+                file.input = Some(n as u32);
+                file.resource_type = input
+                    .resource_type
+                    .as_ref()
+                    .map(|t| t.as_str().to_string())
+                    .or(file.resource_type);
+                file
+            })
+            .collect();
+        self.db.create_loader_files(&files).await?;
+        tracing::info!(session = id, inputs = files.len(), "import session started");
+        Ok((id, files))
+    }
+
+    async fn start(&self, request: ImportRequest, options: FileOptions) -> Result<Acted> {
+        let (id, files) = self.create(&request, options).await?;
+        self.enqueue(&id, &files).await?;
+        Ok(Acted {
+            created: true,
+            session: self.view(&id).await?,
+        })
+    }
+
+    /// Queues the files; if that fails the session ends in `error` saying so.
+    async fn enqueue(&self, id: &str, files: &[LoaderFile]) -> Result<()> {
+        let messages: Vec<LoadMessage> = files.iter().map(message_for).collect();
+        if let Err(e) = self.queue.send(&messages, None).await {
+            tracing::error!(session = id, error = %e, "cannot queue the inputs");
+            let client = self.db.client().await?;
+            let why = format!("could not queue the inputs: {e}; use force-resume to retry");
+            store::set_status(&**client, id, SessionStatus::Error, Some(&why)).await?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn transition(&self, id: &str, action: Action, secret: Option<&str>) -> Result<()> {
+        let mut client = self.db.client().await?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        let tx = client.transaction().await?;
+        let row = store::read(&tx, id, true)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        if let Some(hash) = &row.secret_hash {
+            if !secret.is_some_and(|s| auth::verify_secret(s, hash)) {
+                return Err(Error::Forbidden(format!(
+                    "the secret does not match the one import session {id} was started with"
+                )));
+            }
+        }
+        use SessionStatus as S;
+        let (allowed, to): (&[SessionStatus], SessionStatus) = match action {
+            Action::Pause => (&[S::Active], S::Paused),
+            Action::Resume => (&[S::Paused], S::Active),
+            Action::Abort => (&[S::Active, S::Paused], S::Aborted),
+            Action::ForceResume => (&[S::Active, S::Paused, S::Error], S::Active),
+            Action::Start => unreachable!("start creates"),
+        };
+        if !allowed.contains(&row.status) {
+            return Err(Error::NotAcceptable(format!(
+                "cannot {} import session {id}: it is {}",
+                match action {
+                    Action::Pause => "pause",
+                    Action::Resume => "resume",
+                    Action::Abort => "abort",
+                    _ => "force-resume",
+                },
+                row.status.as_str()
+            )));
+        }
+        store::set_status(&tx, id, to, None).await?;
+        match action {
+            Action::Pause => {
+                store::move_files(&tx, id, &["pending"], "paused").await?;
+            }
+            Action::Resume => {
+                store::move_files(&tx, id, &["paused"], "pending").await?;
+            }
+            Action::Abort => {
+                store::move_files(&tx, id, &["pending", "paused", "in-progress"], "aborted")
+                    .await?;
+            }
+            _ => {
+                store::move_files(
+                    &tx,
+                    id,
+                    &["pending", "paused", "error", "in-progress"],
+                    "pending",
+                )
+                .await?;
+            }
+        }
+        let requeue: Vec<LoaderFile> = store::files(&tx, id)
+            .await?
+            .into_iter()
+            .filter(|f| f.status == FileStatus::Pending)
+            .collect();
+        tx.commit().await?;
+        tracing::info!(session = id, action = ?action, from = row.status.as_str(), to = to.as_str(), "import session changed");
+        if to == S::Active && !requeue.is_empty() {
+            self.enqueue(id, &requeue).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles `POST /$load` and `POST /{type}/$load`: one input, loaded here while the
+    /// budget lasts, then handed to the queue.
+    pub async fn load(&self, body: &Value, resource_type: Option<ResourceType>) -> Result<Loaded> {
+        let load = request::parse_load(body)?;
+        let request = ImportRequest {
+            id: Some(format!("load-{}", uuid::Uuid::new_v4())),
+            action: Action::Start,
+            secret: None,
+            inputs: vec![Input {
+                resource_type,
+                url: load.url,
+            }],
+            stored: json!({"load": body}),
+        };
+        let options = FileOptions {
+            upsert: true,
+            strict: load.strict,
+        };
+        let started = Instant::now();
+        let (id, files) = self.create(&request, options).await?;
+        let file = &files[0];
+        let loader = Loader::new(
+            self.db.clone(),
+            self.source.clone(),
+            LoadOptions {
+                deadline_margin: Duration::from_secs(1),
+                ..LoadOptions::default()
+            },
+        );
+        let deadline = started + self.sync_budget;
+        let outcome = loader.load(&file.id, Some(deadline)).await;
+        match outcome {
+            Ok(Outcome::Done { loaded, failed }) => Ok(Loaded::Finished {
+                session: id,
+                loaded,
+                failed,
+            }),
+            Ok(Outcome::Failed { message }) => Err(Error::BadRequest(format!(
+                "{message} (import session {id})"
+            ))),
+            Ok(_) => {
+                self.enqueue(&id, std::slice::from_ref(file)).await?;
+                Ok(Loaded::Continuing(self.view(&id).await?))
+            }
+            Err(e) if e.is_transient() => {
+                // The queue retries what this call could not finish.
+                self.enqueue(&id, std::slice::from_ref(file)).await?;
+                Ok(Loaded::Continuing(self.view(&id).await?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("import session {id} not found"))
+}
+
+/// Called by the loader when one of a session's files has finished (done or error):
+/// ends the session `done` when every input is done, `error` when one failed.
+pub async fn settle(db: &Db, import: &str) -> Result<()> {
+    let mut client = db.client().await?;
+    let client: &mut tokio_postgres::Client = &mut client;
+    let tx = client.transaction().await?;
+    let Some(row) = store::read(&tx, import, true).await? else {
+        return Ok(());
+    };
+    if row.status != SessionStatus::Active {
+        return Ok(());
+    }
+    let files = store::files(&tx, import).await?;
+    if let Some(f) = files.iter().find(|f| f.status == FileStatus::Error) {
+        let why = format!(
+            "input {} ({}{}) failed: {}",
+            f.input.unwrap_or(0),
+            f.resource_type
+                .as_deref()
+                .map(|t| format!("{t} "))
+                .unwrap_or_default(),
+            f.origin(),
+            f.error.as_deref().unwrap_or("unknown error")
+        );
+        tracing::error!(session = import, error = why, "import session failed");
+        store::set_status(&tx, import, SessionStatus::Error, Some(&why)).await?;
+    } else if files.iter().all(|f| f.status == FileStatus::Done) {
+        tracing::info!(
+            session = import,
+            inputs = files.len(),
+            "import session done"
+        );
+        store::set_status(&tx, import, SessionStatus::Done, None).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

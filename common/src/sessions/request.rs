@@ -1,0 +1,464 @@
+//! Reading `$import` and `$load` requests: every check that answers 400 happens here,
+//! before anything is stored or fetched.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::resource_type::ResourceType;
+use crate::sources::ObjectLocation;
+
+/// What a `$import` request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Pause,
+    Resume,
+    Abort,
+    ForceResume,
+}
+
+impl Action {
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "start" => Action::Start,
+            "pause" => Action::Pause,
+            "resume" => Action::Resume,
+            "abort" => Action::Abort,
+            "force-resume" => Action::ForceResume,
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "unknown action {other:?}: use start, pause, resume, abort or force-resume"
+                )))
+            }
+        })
+    }
+}
+
+/// Where an input's bytes are, as the request names them (not yet checked for safety).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputUrl {
+    /// `s3://bucket/key`, or a `resource-file` resolved against the import bucket.
+    S3(ObjectLocation),
+    /// Anything else: must pass the URL guard (https, public addresses).
+    Web(String),
+}
+
+/// One input of a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    pub resource_type: Option<ResourceType>,
+    pub url: InputUrl,
+}
+
+/// A parsed `$import` request.
+#[derive(Clone, Debug)]
+pub struct ImportRequest {
+    pub id: Option<String>,
+    pub action: Action,
+    pub secret: Option<String>,
+    /// Only for `start`.
+    pub inputs: Vec<Input>,
+    /// The request as stored with the session (the secret removed).
+    pub stored: Value,
+}
+
+/// Where `resource-file` inputs live: never the function's filesystem.
+#[derive(Clone, Debug, Default)]
+pub struct ImportConfig {
+    /// `SIPHON_IMPORT_BUCKET`.
+    pub bucket: Option<String>,
+    /// `SIPHON_IMPORT_PREFIX` (may be empty).
+    pub prefix: String,
+}
+
+impl ImportConfig {
+    pub fn from_env() -> Self {
+        ImportConfig {
+            bucket: std::env::var("SIPHON_IMPORT_BUCKET")
+                .ok()
+                .filter(|b| !b.is_empty()),
+            prefix: std::env::var("SIPHON_IMPORT_PREFIX").unwrap_or_default(),
+        }
+    }
+
+    /// `path` inside the import bucket/prefix. `..`, `.` and empty segments are refused,
+    /// so no path can leave the prefix.
+    pub fn resolve(&self, path: &str) -> Result<ObjectLocation> {
+        let bucket = self.bucket.as_deref().ok_or_else(|| {
+            Error::BadRequest(
+                "resource-file inputs need an import bucket (SIPHON_IMPORT_BUCKET) configured; \
+                 use a url input (s3:// or https://) instead"
+                    .into(),
+            )
+        })?;
+        let relative = path.trim_start_matches('/');
+        let bad_segment = relative
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
+        if relative.is_empty() || bad_segment || relative.contains('\\') {
+            return Err(Error::BadRequest(format!(
+                "resource-file {path:?} must be a relative path without '.', '..' or empty segments"
+            )));
+        }
+        if relative.chars().any(char::is_control) {
+            return Err(Error::BadRequest(
+                "resource-file paths may not contain control characters".into(),
+            ));
+        }
+        let prefix = self.prefix.trim_matches('/');
+        let key = if prefix.is_empty() {
+            relative.to_string()
+        } else {
+            format!("{prefix}/{relative}")
+        };
+        Ok(ObjectLocation::new(bucket, key))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawImport {
+    id: Option<String>,
+    action: Option<String>,
+    secret: Option<String>,
+    input_format: Option<String>,
+    #[allow(dead_code)] // ignored, as in the seed
+    input_source: Option<Value>,
+    inputs: Option<Vec<RawInput>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawInput {
+    #[serde(rename = "type")]
+    resource_type: Option<String>,
+    url: Option<String>,
+    storage_detail: Option<RawStorage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// Most inputs one session takes.
+pub const MAX_INPUTS: usize = 1000;
+
+/// The formats siphon reads: ndjson, gzipped or not (told apart by content).
+const NDJSON_FORMATS: &[&str] = &[
+    "application/fhir+ndjson",
+    "application/ndjson",
+    "application/x-ndjson",
+    "ndjson",
+];
+
+/// A session id: what FHIR allows for ids (1-64 of `A-Z a-z 0-9 - .`).
+pub fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "session id {id:?} is invalid: 1-64 letters, digits, '-' or '.'"
+        )))
+    }
+}
+
+/// Parses a `$import` body (`{resource: {...}}`).
+pub fn parse_import(body: &Value, config: &ImportConfig) -> Result<ImportRequest> {
+    let resource = body.get("resource").ok_or_else(|| {
+        Error::BadRequest(
+            "the $import body needs a `resource` (see the Aidbox $import format)".into(),
+        )
+    })?;
+    let raw: RawImport = serde_json::from_value(resource.clone())
+        .map_err(|e| Error::BadRequest(format!("invalid $import resource: {e}")))?;
+    let action = Action::parse(raw.action.as_deref().unwrap_or("start"))?;
+    if let Some(id) = &raw.id {
+        check_id(id)?;
+    } else if action != Action::Start {
+        return Err(Error::BadRequest(format!(
+            "{} needs the session `id`",
+            raw.action.as_deref().unwrap_or("")
+        )));
+    }
+    let mut inputs = Vec::new();
+    if action == Action::Start {
+        if let Some(format) = &raw.input_format {
+            if !NDJSON_FORMATS.contains(&format.as_str()) {
+                return Err(Error::BadRequest(format!(
+                    "inputFormat {format:?} is not supported: siphon reads ndjson, gzipped or not \
+                     (application/fhir+ndjson)"
+                )));
+            }
+        }
+        let raw_inputs = raw.inputs.unwrap_or_default();
+        if raw_inputs.is_empty() {
+            return Err(Error::BadRequest("start needs at least one input".into()));
+        }
+        if raw_inputs.len() > MAX_INPUTS {
+            return Err(Error::BadRequest(format!(
+                "at most {MAX_INPUTS} inputs per session (got {})",
+                raw_inputs.len()
+            )));
+        }
+        for (n, input) in raw_inputs.into_iter().enumerate() {
+            inputs.push(parse_input(n, input, config)?);
+        }
+    }
+    let mut stored = resource.clone();
+    if let Some(obj) = stored.as_object_mut() {
+        obj.remove("secret");
+    }
+    Ok(ImportRequest {
+        id: raw.id,
+        action,
+        secret: raw.secret.filter(|s| !s.is_empty()),
+        inputs,
+        stored,
+    })
+}
+
+fn parse_input(n: usize, raw: RawInput, config: &ImportConfig) -> Result<Input> {
+    let resource_type = match raw.resource_type {
+        Some(t) => Some(
+            ResourceType::parse(&t)
+                .map_err(|e| Error::BadRequest(format!("inputs[{n}].type: {e}")))?,
+        ),
+        None => None,
+    };
+    let url = raw
+        .url
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| Error::BadRequest(format!("inputs[{n}] needs a url")))?;
+    let kind = raw
+        .storage_detail
+        .and_then(|s| s.kind)
+        .unwrap_or_else(|| "url".into());
+    let url = match kind.as_str() {
+        "resource-file" => InputUrl::S3(
+            config
+                .resolve(&url)
+                .map_err(|e| Error::BadRequest(format!("inputs[{n}]: {e}")))?,
+        ),
+        "url" => parse_url(&url).map_err(|e| Error::BadRequest(format!("inputs[{n}]: {e}")))?,
+        other => return Err(Error::BadRequest(format!(
+            "inputs[{n}].storageDetail.type {other:?} is not supported: use url or resource-file"
+        ))),
+    };
+    Ok(Input { resource_type, url })
+}
+
+/// `s3://bucket/key` or a web URL (checked later by the guard).
+pub fn parse_url(url: &str) -> Result<InputUrl> {
+    if url.starts_with("s3://") {
+        return ObjectLocation::parse_s3_url(url)
+            .map(InputUrl::S3)
+            .ok_or_else(|| Error::BadRequest(format!("{url:?} is not s3://bucket/key")));
+    }
+    Ok(InputUrl::Web(url.to_string()))
+}
+
+/// A parsed `$load` request.
+#[derive(Clone, Debug)]
+pub struct LoadRequest {
+    pub url: InputUrl,
+    /// Any invalid line fails the file and nothing loads (`validation.enable: on`).
+    pub strict: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoad {
+    source: Option<String>,
+    /// Accepted and ignored: siphon loads into the resource table directly.
+    #[allow(dead_code)]
+    temp_table: Option<Value>,
+    validation: Option<RawValidation>,
+    method: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValidation {
+    enable: Option<Value>,
+    checks: Option<String>,
+}
+
+/// Parses a `$load` body (`source`, `method`, `validation`, `temp_table`).
+pub fn parse_load(body: &Value) -> Result<LoadRequest> {
+    let raw: RawLoad = serde_json::from_value(body.clone())
+        .map_err(|e| Error::BadRequest(format!("invalid $load request: {e}")))?;
+    let source = raw.source.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+        Error::BadRequest("$load needs a `source` URL (https:// or s3://)".into())
+    })?;
+    match raw.method.as_deref() {
+        None | Some("copy") => {}
+        Some("insert") => {
+            return Err(Error::BadRequest(
+                "method insert is not supported: siphon always loads with COPY (existing ids \
+                 are updated); omit method or use copy"
+                    .into(),
+            ))
+        }
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "unknown method {other:?}: use copy"
+            )))
+        }
+    }
+    let mut strict = false;
+    if let Some(v) = raw.validation {
+        // YAML reads `off`/`on` as strings; JSON users may send booleans.
+        let enable = match &v.enable {
+            None => "off".to_string(),
+            Some(Value::Bool(b)) => if *b { "on" } else { "off" }.to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        match enable.as_str() {
+            "off" => {}
+            "on" => strict = true,
+            "async" => {
+                return Err(Error::BadRequest(
+                    "validation.enable async is not supported: use on (invalid lines fail the \
+                     file, nothing loads) or off (invalid lines are skipped and listed)"
+                        .into(),
+                ))
+            }
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "validation.enable {other:?} is unknown: use on or off"
+                )))
+            }
+        }
+        match v.checks.as_deref() {
+            None | Some("struct") => {}
+            Some(other) => {
+                return Err(Error::BadRequest(format!(
+                    "validation.checks {other:?} is not supported: siphon checks structure \
+                     (struct: a JSON object with resourceType and id), not references or profiles"
+                )))
+            }
+        }
+    }
+    Ok(LoadRequest {
+        url: parse_url(&source)?,
+        strict,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config() -> ImportConfig {
+        ImportConfig {
+            bucket: Some("imports".into()),
+            prefix: "team/a/".into(),
+        }
+    }
+
+    #[test]
+    fn resource_files_stay_inside_the_prefix() {
+        let c = config();
+        assert_eq!(
+            c.resolve("/data/Patient.ndjson.gz").unwrap().to_string(),
+            "s3://imports/team/a/data/Patient.ndjson.gz"
+        );
+        for bad in [
+            "../b/Patient.ndjson.gz",
+            "data/../../x",
+            "/..",
+            "a//b",
+            "./a",
+            "a\\..\\b",
+            "",
+            "/",
+        ] {
+            assert!(c.resolve(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(ImportConfig::default().resolve("a").is_err());
+    }
+
+    #[test]
+    fn import_requests_are_checked() {
+        let c = config();
+        let ok = json!({"resource": {"id": "imp-1", "secret": "s", "inputs": [
+            {"type": "Patient", "url": "s3://b/Patient.ndjson.gz", "storageDetail": {"type": "url"}}]}});
+        let r = parse_import(&ok, &c).unwrap();
+        assert_eq!(r.action, Action::Start);
+        assert!(r.stored.get("secret").is_none());
+        for (bad, why) in [
+            (json!({}), "resource"),
+            (
+                json!({"resource": {"action": "explode", "id": "x"}}),
+                "unknown action",
+            ),
+            (
+                json!({"resource": {"action": "pause"}}),
+                "needs the session `id`",
+            ),
+            (json!({"resource": {"inputs": []}}), "at least one input"),
+            (json!({"resource": {"id": "a b", "inputs": []}}), "invalid"),
+            (
+                json!({"resource": {"inputFormat": "text/csv", "inputs": [{"url": "s3://b/k"}]}}),
+                "inputFormat",
+            ),
+            (
+                json!({"resource": {"inputs": [{"type": "patient; drop", "url": "s3://b/k"}]}}),
+                "inputs[0].type",
+            ),
+            (
+                json!({"resource": {"inputs": [{"type": "Patient"}]}}),
+                "needs a url",
+            ),
+            (
+                json!({"resource": {"inputs": [{"url": "s3://b/k", "storageDetail": {"type": "ftp"}}]}}),
+                "storageDetail",
+            ),
+            (
+                json!({"resource": {"inputs": [{"url": "../x", "storageDetail": {"type": "resource-file"}}]}}),
+                "..",
+            ),
+            (json!({"resource": {"bogus": 1}}), "unknown field"),
+        ] {
+            let e = parse_import(&bad, &c).unwrap_err();
+            assert_eq!(e.http_status(), 400);
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn load_options_do_what_they_say_or_are_refused() {
+        let r = parse_load(&json!({"source": "s3://b/k.ndjson", "temp_table": "_x",
+            "validation": {"enable": "on", "checks": "struct"}, "method": "copy"}))
+        .unwrap();
+        assert!(r.strict);
+        assert!(!parse_load(&json!({"source": "s3://b/k"})).unwrap().strict);
+        for (bad, why) in [
+            (json!({}), "source"),
+            (json!({"source": "s3://b/k", "method": "insert"}), "insert"),
+            (
+                json!({"source": "s3://b/k", "validation": {"enable": "async"}}),
+                "async",
+            ),
+            (
+                json!({"source": "s3://b/k", "validation": {"checks": "refs"}}),
+                "refs",
+            ),
+            (json!({"source": "s3://nokey"}), "s3://bucket/key"),
+        ] {
+            let e = parse_load(&bad).unwrap_err();
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+    }
+}

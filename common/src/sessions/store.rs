@@ -1,0 +1,145 @@
+//! The SQL behind sessions. Transitions lock the session row (`FOR UPDATE`); a worker
+//! committing a batch holds it `FOR SHARE`, so a pause either lands before a batch (which
+//! then does not commit) or after it (and the next batch sees it): never in between.
+
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+
+use super::SessionStatus;
+use crate::error::{Error, Result};
+use crate::loading::loader_file::{LoaderFile, TABLE};
+use crate::storage::resources::RESOURCE_WITH_ID;
+
+/// A session row.
+pub(crate) struct Row {
+    pub status: SessionStatus,
+    pub secret_hash: Option<String>,
+    pub error: Option<String>,
+    pub created: String,
+    pub updated: String,
+}
+
+const COLUMNS: &str =
+    "status, secret_hash, error, to_json(created_at)#>>'{}', to_json(updated_at)#>>'{}'";
+
+fn row(r: &tokio_postgres::Row) -> Result<Row> {
+    Ok(Row {
+        status: SessionStatus::parse(r.get(0))?,
+        secret_hash: r.get(1),
+        error: r.get(2),
+        created: r.get(3),
+        updated: r.get(4),
+    })
+}
+
+/// Creates an active session; `false` when the id is taken.
+pub(crate) async fn insert<C: GenericClient + Sync>(
+    client: &C,
+    id: &str,
+    secret_hash: Option<&str>,
+    request: &Value,
+) -> Result<bool> {
+    let n = client
+        .execute(
+            "INSERT INTO siphon_import (id, status, secret_hash, request)
+             VALUES ($1, 'active', $2, $3) ON CONFLICT (id) DO NOTHING",
+            &[&id, &secret_hash, request],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Reads a session; `lock` takes it `FOR UPDATE` (inside a transaction).
+pub(crate) async fn read<C: GenericClient + Sync>(
+    client: &C,
+    id: &str,
+    lock: bool,
+) -> Result<Option<Row>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM siphon_import WHERE id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    client
+        .query_opt(&sql, &[&id])
+        .await?
+        .as_ref()
+        .map(row)
+        .transpose()
+}
+
+/// The session's status, held `FOR SHARE` until the caller's transaction ends.
+pub async fn status_for_share<C: GenericClient + Sync>(
+    client: &C,
+    id: &str,
+) -> Result<Option<SessionStatus>> {
+    client
+        .query_opt(
+            "SELECT status FROM siphon_import WHERE id = $1 FOR SHARE",
+            &[&id],
+        )
+        .await?
+        .map(|r| SessionStatus::parse(r.get(0)))
+        .transpose()
+}
+
+pub(crate) async fn set_status<C: GenericClient + Sync>(
+    client: &C,
+    id: &str,
+    status: SessionStatus,
+    error: Option<&str>,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE siphon_import SET status = $2, error = $3, updated_at = now() WHERE id = $1",
+            &[&id, &status.as_str(), &error],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Moves the session's files whose status is one of `from` to `to`, dropping any lease
+/// (a worker holding one loses it: its next batch does not commit) and, going back to
+/// `pending`, the old error and end time. Returns how many moved.
+pub(crate) async fn move_files<C: GenericClient + Sync>(
+    client: &C,
+    import: &str,
+    from: &[&str],
+    to: &str,
+) -> Result<u64> {
+    let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
+    let n = client
+        .execute(
+            &format!(
+                "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
+                    resource = CASE WHEN $3 = 'pending'
+                        THEN (resource || jsonb_build_object('status', $3::text)) - 'lease' - 'error' - 'end'
+                        ELSE (resource || jsonb_build_object('status', $3::text)) - 'lease' END
+                 WHERE resource->>'import' = $1 AND resource->>'status' = ANY($2)"
+            ),
+            &[&import, &from, &to],
+        )
+        .await?;
+    Ok(n)
+}
+
+/// The session's files, in input order.
+pub(crate) async fn files<C: GenericClient + Sync>(
+    client: &C,
+    import: &str,
+) -> Result<Vec<LoaderFile>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {RESOURCE_WITH_ID} FROM {TABLE}
+                 WHERE resource->>'import' = $1 ORDER BY (resource->>'input')::int"
+            ),
+            &[&import],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            serde_json::from_value(r.get(0))
+                .map_err(|e| Error::Internal(format!("unreadable LoaderFile: {e}")))
+        })
+        .collect()
+}

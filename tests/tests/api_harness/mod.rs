@@ -1,0 +1,145 @@
+//! The API and loader worker in process, against LocalStack S3/SQS and a fresh database:
+//! requests go through `siphon_api::handle` exactly as the Lambda adapter sends them, and
+//! the load queue is drained by the project's poller (standing in for Lambda's SQS event
+//! source mapping).
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use lambda_http::{Body, Request};
+use serde_json::Value;
+use siphon::ingestion::queue::SqsQueue;
+use siphon::loading::LoadOptions;
+use siphon::storage::Db;
+use siphon_tests::{fresh_bucket, fresh_db, s3, sqs, var};
+
+pub struct Env {
+    pub db: Db,
+    pub app: siphon_api::App,
+    pub queue: Arc<SqsQueue>,
+    pub worker: Arc<siphon_loader::Worker>,
+    pub bucket: String,
+    pub s3: aws_sdk_s3::Client,
+}
+
+/// A fresh database, bucket and queue; the worker loads with `options`.
+pub async fn setup(options: LoadOptions) -> Env {
+    siphon_tests::use_local_aws();
+    for k in [
+        "SIPHON_ADMIN_CLIENT_ID",
+        "SIPHON_ADMIN_CLIENT_SECRET",
+        "SIPHON_URL_ALLOWLIST",
+    ] {
+        unsafe { std::env::set_var(k, var(k)) };
+    }
+    let sqs = sqs().await;
+    let url = siphon_tests::fresh_queue(&sqs).await;
+    let queue = Arc::new(SqsQueue::new(sqs, url));
+    let db = fresh_db().await;
+    let s3 = s3().await;
+    let bucket = fresh_bucket(&s3).await;
+    let worker = Arc::new(siphon_loader::Worker::new(
+        db.clone(),
+        queue.clone(),
+        s3.clone(),
+        options,
+    ));
+    Env {
+        app: siphon_api::App::new(db.clone(), queue.clone(), s3.clone()),
+        db,
+        queue,
+        worker,
+        bucket,
+        s3,
+    }
+}
+
+pub fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+pub fn admin() -> String {
+    basic(
+        &var("SIPHON_ADMIN_CLIENT_ID"),
+        &var("SIPHON_ADMIN_CLIENT_SECRET"),
+    )
+}
+
+/// One request as the admin; returns status, body (JSON, or the text as a string) and headers.
+pub async fn call(
+    env: &Env,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value, lambda_http::http::HeaderMap) {
+    let mut req = lambda_http::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .header("authorization", admin());
+    if body.is_none() {
+        req = req.header("content-length", "0");
+    }
+    let req: Request = req
+        .body(
+            body.map(|b| Body::Text(b.to_string()))
+                .unwrap_or(Body::Empty),
+        )
+        .unwrap();
+    let resp = siphon_api::handle(&env.app, req).await;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = String::from_utf8(resp.body().as_ref().to_vec()).unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        headers,
+    )
+}
+
+/// Polls the load queue until it stays empty (bounded: 120 s).
+pub async fn drain(worker: &siphon_loader::Worker, queue: &SqsQueue) {
+    let start = Instant::now();
+    let mut idle = 0;
+    while idle < 2 && start.elapsed() < Duration::from_secs(120) {
+        if siphon_local::poll_load_queue(worker, queue.client(), queue.url(), 1).await == 0 {
+            idle += 1;
+        } else {
+            idle = 0;
+        }
+    }
+}
+
+/// Rows in a table (0 when it does not exist yet).
+pub async fn count(db: &Db, table: &str) -> i64 {
+    let client = siphon_tests::connect(db).await;
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .unwrap()
+        .get(0);
+    if !exists {
+        return 0;
+    }
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Distinct ids in a table.
+pub async fn distinct_ids(db: &Db, table: &str) -> i64 {
+    siphon_tests::connect(db)
+        .await
+        .query_one(&format!("SELECT count(DISTINCT id) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
