@@ -512,12 +512,25 @@ async fn yaml_in_and_out_and_clear_errors() {
     )
     .await;
     assert_eq!(s, 400, "{b}");
-    let (s, b) = rpc(&env, "aidbox.bulk/load-from-bucket", json!({"bucket": format!("s3://{}", env.bucket), "endpoint-url": "http://169.254.169.254/"})).await;
-    assert_eq!(s, 400, "{b}");
-    assert!(
-        b["error"]["message"].as_str().unwrap().contains("https"),
-        "{b}"
-    );
+    // endpoint-url: https only, and never an internal address (loopback here, so even a
+    // broken guard could not send traffic off this machine).
+    for (endpoint, why) in [
+        ("http://127.0.0.1:9/", "https"),
+        ("https://127.0.0.1:9/", "loopback"),
+        ("https://[::1]:9/", "loopback"),
+    ] {
+        let (s, b) = rpc(
+            &env,
+            "aidbox.bulk/load-from-bucket",
+            json!({"bucket": format!("s3://{}", env.bucket), "endpoint-url": endpoint}),
+        )
+        .await;
+        assert_eq!(s, 400, "{b}");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(why),
+            "{endpoint}: {b}"
+        );
+    }
     let req: Request = lambda_http::http::Request::builder()
         .method("POST")
         .uri("/rpc")

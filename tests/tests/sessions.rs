@@ -198,7 +198,7 @@ async fn every_row_of_the_status_code_table() {
         json!({"resource": {"inputFormat": "text/csv", "inputs": input}}),
         json!({"resource": {"inputs": [{"type": "Patient; DROP TABLE patient", "url": "s3://b/k"}]}}),
         json!({"resource": {"inputs": [{"type": "Patient", "url": "file:///etc/passwd"}]}}),
-        json!({"resource": {"inputs": [{"type": "Patient", "url": "gopher://example.invalid/1"}]}}),
+        json!({"resource": {"inputs": [{"type": "Patient", "url": "gopher://127.0.0.1:70/1"}]}}),
         json!({"resource": {"inputs": [{"type": "Patient", "url": "/data/P.ndjson.gz",
                  "storageDetail": {"type": "resource-file"}}]}}),
     ] {
