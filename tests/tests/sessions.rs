@@ -752,3 +752,34 @@ async fn load_and_import_from_https_with_a_test_ca() {
         connector.calls()
     );
 }
+
+/// When the queue gives up on an input (its last receive failed), the session says so.
+#[tokio::test]
+async fn an_input_the_queue_gave_up_on_ends_the_session_in_error() {
+    let env = setup(LoadOptions::default()).await;
+    start(
+        &env,
+        "given-up",
+        json!([
+            patients_input(&env, "a.ndjson.gz"),
+            patients_input(&env, "b.ndjson.gz")
+        ]),
+    )
+    .await;
+    let (_, b, _) = session(&env, "given-up").await;
+    let second = b["inputs"][1]["loaderFile"].as_str().unwrap().to_string();
+    siphon::loading::give_up(
+        &env.db,
+        &second,
+        "gave up after 5 attempts: connection refused",
+    )
+    .await
+    .unwrap();
+    let (s, b, _) = session(&env, "given-up").await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("error")), "{b}");
+    let why = b["error"].as_str().unwrap();
+    assert!(
+        why.starts_with("input 1 (Patient s3://") && why.contains("gave up after 5 attempts"),
+        "{why}"
+    );
+}

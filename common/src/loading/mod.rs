@@ -101,6 +101,16 @@ enum Committed {
     Halted(FileStatus),
 }
 
+/// Ends a file in `error` from outside a load (the queue gave up on it after repeated
+/// failures) and settles its `$import` session, if any.
+pub async fn give_up(db: &Db, file_id: &str, why: &str) -> Result<()> {
+    db.fail_loader_file(file_id, None, why).await?;
+    if let Some(import) = db.loader_file(file_id).await?.and_then(|f| f.import) {
+        crate::sessions::settle(db, &import).await?;
+    }
+    Ok(())
+}
+
 /// Loads files through one [`Source`] into one database.
 #[derive(Clone)]
 pub struct Loader {

@@ -155,7 +155,9 @@ impl Worker {
                 tracing::error!(file_id, receives, error = %e, "load failed; the message will be redelivered");
                 if receives >= self.max_receives {
                     let why = format!("gave up after {receives} attempts: {e}");
-                    let _ = self.db.fail_loader_file(&file_id, None, &why).await;
+                    if let Err(e) = siphon::loading::give_up(&self.db, &file_id, &why).await {
+                        tracing::error!(file_id, error = %e, "cannot mark the file failed");
+                    }
                 }
                 false
             }
