@@ -249,9 +249,12 @@ fn parse_input(n: usize, raw: RawInput, config: &ImportConfig) -> Result<Input> 
                 .map_err(|e| Error::BadRequest(format!("inputs[{n}]: {e}")))?,
         ),
         "url" => parse_url(&url).map_err(|e| Error::BadRequest(format!("inputs[{n}]: {e}")))?,
-        other => return Err(Error::BadRequest(format!(
-            "inputs[{n}].storageDetail.type {other:?} is not supported: use url or resource-file"
-        ))),
+        other => {
+            return Err(Error::BadRequest(format!(
+                "inputs[{n}].storageDetail.type {other:?} is not supported: \
+                 use url or resource-file"
+            )))
+        }
     };
     Ok(Input { resource_type, url })
 }
