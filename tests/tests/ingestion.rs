@@ -1,105 +1,30 @@
 //! Ingestion end to end, in process, against LocalStack S3/SQS and Postgres: the API's
 //! RPC and LoaderFile routes with auth, the SQS loader worker, S3-event ingestion.
 
+mod api_harness;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use api_harness::{admin, basic, call_as, Env};
 use lambda_http::{Body, Request};
 use serde_json::{json, Value};
-use siphon::ingestion::queue::SqsQueue;
 use siphon::loading::loader_file::{file_id, FileStatus};
 use siphon::loading::{LoadOptions, Loader, Outcome};
 use siphon::sources::s3::S3Source;
 use siphon::sources::ObjectLocation;
-use siphon::storage::Db;
-use siphon_tests::{corpus, fresh_bucket, fresh_db, gen, put, s3, sqs, var};
-
-struct Env {
-    db: Db,
-    app: siphon_api::App,
-    queue: Arc<SqsQueue>,
-    worker: siphon_loader::Worker,
-    bucket: String,
-}
+use siphon_tests::{corpus, gen, put, s3, var};
 
 async fn setup() -> Env {
-    siphon_tests::use_local_aws();
-    for k in [
-        "SIPHON_ADMIN_CLIENT_ID",
-        "SIPHON_ADMIN_CLIENT_SECRET",
-        "SIPHON_URL_ALLOWLIST",
-    ] {
-        unsafe { std::env::set_var(k, var(k)) };
-    }
-    let sqs = sqs().await;
-    let url = siphon_tests::fresh_queue(&sqs).await;
-    let queue = Arc::new(SqsQueue::new(sqs, url));
-    let db = fresh_db().await;
-    let s3 = s3().await;
-    let bucket = fresh_bucket(&s3).await;
-    let worker = siphon_loader::Worker::new(
-        db.clone(),
-        queue.clone(),
-        s3.clone(),
-        LoadOptions::default(),
-    );
-    Env {
-        app: siphon_api::App::new(db.clone(), queue.clone(), s3),
-        db,
-        queue,
-        worker,
-        bucket,
-    }
+    api_harness::setup(LoadOptions::default()).await
 }
 
-fn basic(id: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
-    )
-}
-
-fn admin() -> String {
-    basic(
-        &var("SIPHON_ADMIN_CLIENT_ID"),
-        &var("SIPHON_ADMIN_CLIENT_SECRET"),
-    )
-}
-
-async fn call(
-    env: &Env,
-    method: &str,
-    path: &str,
-    auth: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value, lambda_http::http::HeaderMap) {
-    let mut req = lambda_http::http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json");
-    if let Some(a) = auth {
-        req = req.header("authorization", a);
-    }
-    let req: Request = req
-        .body(
-            body.map(|b| Body::Text(b.to_string()))
-                .unwrap_or(Body::Empty),
-        )
-        .unwrap();
-    let resp = siphon_api::handle(&env.app, req).await;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = String::from_utf8(resp.body().as_ref().to_vec()).unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        headers,
-    )
+fn worker(env: &mut Env) -> &mut siphon_loader::Worker {
+    Arc::get_mut(&mut env.worker).expect("the test's only handle on its worker")
 }
 
 async fn rpc(env: &Env, method: &str, params: Value) -> (u16, Value) {
-    let (s, v, _) = call(
+    let (s, v, _) = call_as(
         env,
         "POST",
         "/rpc",
@@ -110,28 +35,12 @@ async fn rpc(env: &Env, method: &str, params: Value) -> (u16, Value) {
     (s, v)
 }
 
-/// Polls the test's load queue (as Lambda's event source mapping would) until idle.
 async fn drain(env: &Env) {
-    let start = Instant::now();
-    let mut idle = 0;
-    while idle < 2 && start.elapsed() < Duration::from_secs(120) {
-        if siphon_local::poll_load_queue(&env.worker, env.queue.client(), env.queue.url(), 1).await
-            == 0
-        {
-            idle += 1;
-        } else {
-            idle = 0;
-        }
-    }
+    api_harness::drain(&env.worker, &env.queue).await
 }
 
 async fn table_count(env: &Env, table: &str) -> i64 {
-    siphon_tests::connect(&env.db)
-        .await
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .unwrap()
-        .get(0)
+    api_harness::count(&env.db, table).await
 }
 
 #[tokio::test]
@@ -195,7 +104,7 @@ async fn load_from_bucket_end_to_end_with_skip_and_reimport() {
     );
     // The corrupt file says why.
     let bad = file_id(&ObjectLocation::new(&env.bucket, "Observation.ndjson.gz"));
-    let (s, f, _) = call(
+    let (s, f, _) = call_as(
         &env,
         "GET",
         &format!("/LoaderFile/{bad}"),
@@ -225,7 +134,7 @@ async fn load_from_bucket_end_to_end_with_skip_and_reimport() {
     );
     // Delete one LoaderFile: exactly that file is imported again.
     let pid = file_id(&ObjectLocation::new(&env.bucket, "Patient.ndjson.gz"));
-    let (s, _, _) = call(
+    let (s, _, _) = call_as(
         &env,
         "DELETE",
         &format!("/LoaderFile/{pid}"),
@@ -245,7 +154,7 @@ async fn load_from_bucket_end_to_end_with_skip_and_reimport() {
         json!({"message": "Upload started", "queued": 1, "skipped": 2})
     );
     drain(&env).await;
-    let (_, f, _) = call(
+    let (_, f, _) = call_as(
         &env,
         "GET",
         &format!("/LoaderFile/{pid}"),
@@ -264,7 +173,7 @@ async fn load_from_bucket_end_to_end_with_skip_and_reimport() {
         .unwrap()
         .get(0);
     assert_eq!(updated, 300, "the re-import overwrote the same ids");
-    let (s, list, _) = call(&env, "GET", "/LoaderFile", Some(&admin()), None).await;
+    let (s, list, _) = call_as(&env, "GET", "/LoaderFile", Some(&admin()), None).await;
     assert_eq!((s, list["total"].as_u64()), (200, Some(3)));
 }
 
@@ -391,14 +300,14 @@ async fn thread_num_caps_concurrent_loads_of_one_call() {
 #[tokio::test]
 async fn auth_401_403_200_and_secrets_never_returned() {
     let env = setup().await;
-    let (s, body, headers) = call(&env, "GET", "/LoaderFile", None, None).await;
+    let (s, body, headers) = call_as(&env, "GET", "/LoaderFile", None, None).await;
     assert_eq!(s, 401);
     assert!(body["message"].as_str().unwrap().contains("credentials"));
     assert_eq!(
         headers.get("www-authenticate").unwrap(),
         "Basic realm=\"siphon\""
     );
-    let (s, _, _) = call(
+    let (s, _, _) = call_as(
         &env,
         "GET",
         "/LoaderFile",
@@ -408,14 +317,14 @@ async fn auth_401_403_200_and_secrets_never_returned() {
     .await;
     assert_eq!(s, 401);
     // The seed demo: a Client and its AccessPolicy, created with PUT /.
-    let (s, created, _) = call(&env, "PUT", "/", Some(&admin()), Some(json!([
+    let (s, created, _) = call_as(&env, "PUT", "/", Some(&admin()), Some(json!([
         {"resourceType": "Client", "id": "bulk-client", "secret": "secret", "grant_types": ["basic"]},
         {"resourceType": "Client", "id": "no-policy", "secret": "other"},
         {"resourceType": "AccessPolicy", "id": "bulk-client", "engine": "allow", "link": [{"id": "bulk-client", "resourceType": "Client"}]}
     ]))).await;
     assert_eq!(s, 200, "{created}");
     assert!(!created.to_string().contains("secret\""), "{created}");
-    let (s, _, _) = call(
+    let (s, _, _) = call_as(
         &env,
         "GET",
         "/LoaderFile",
@@ -424,7 +333,7 @@ async fn auth_401_403_200_and_secrets_never_returned() {
     )
     .await;
     assert_eq!(s, 200);
-    let (s, _, _) = call(
+    let (s, _, _) = call_as(
         &env,
         "GET",
         "/LoaderFile",
@@ -433,7 +342,7 @@ async fn auth_401_403_200_and_secrets_never_returned() {
     )
     .await;
     assert_eq!(s, 401);
-    let (s, body, _) = call(
+    let (s, body, _) = call_as(
         &env,
         "GET",
         "/LoaderFile",
@@ -443,7 +352,7 @@ async fn auth_401_403_200_and_secrets_never_returned() {
     .await;
     assert_eq!(s, 403, "{body}");
     assert!(body["message"].as_str().unwrap().contains("AccessPolicy"));
-    let (s, client, _) = call(&env, "GET", "/Client/bulk-client", Some(&admin()), None).await;
+    let (s, client, _) = call_as(&env, "GET", "/Client/bulk-client", Some(&admin()), None).await;
     assert_eq!(s, 200);
     assert_eq!(
         client,
@@ -539,7 +448,7 @@ async fn yaml_in_and_out_and_clear_errors() {
         .unwrap();
     let resp = siphon_api::handle(&env.app, req).await;
     assert_eq!(resp.status(), 400);
-    let (s, b, _) = call(
+    let (s, b, _) = call_as(
         &env,
         "GET",
         "/LoaderFile/nope/extra/path",
@@ -548,7 +457,7 @@ async fn yaml_in_and_out_and_clear_errors() {
     )
     .await;
     assert_eq!(s, 404, "{b}");
-    let (s, _, _) = call(&env, "GET", "/pg_catalog", Some(&admin()), None).await;
+    let (s, _, _) = call_as(&env, "GET", "/pg_catalog", Some(&admin()), None).await;
     assert_eq!(s, 400);
 }
 
@@ -688,7 +597,7 @@ async fn pending_file(env: &Env, key: &str) {
 #[tokio::test]
 async fn near_the_deadline_the_worker_requeues_the_rest_and_the_next_message_finishes() {
     let mut env = setup().await;
-    env.worker.options = LoadOptions {
+    worker(&mut env).options = LoadOptions {
         batch_rows: 100,
         deadline_margin: Duration::ZERO,
         ..Default::default()
@@ -781,8 +690,8 @@ async fn a_message_that_keeps_failing_lands_in_the_dead_letter_queue_and_the_fil
         .send()
         .await
         .unwrap();
-    env.worker.max_receives = 2;
-    env.worker.options = LoadOptions {
+    worker(&mut env).max_receives = 2;
+    worker(&mut env).options = LoadOptions {
         retries: 0,
         ..Default::default()
     };
@@ -872,7 +781,7 @@ async fn account_credentials_never_reach_logs_postgres_or_responses() {
         "loaded with the given account"
     );
     assert!(!body.to_string().contains(secret));
-    let (_, files, _) = call(&env, "GET", "/LoaderFile", Some(&admin()), None).await;
+    let (_, files, _) = call_as(&env, "GET", "/LoaderFile", Some(&admin()), None).await;
     assert!(!files.to_string().contains(secret));
     let stored: Vec<String> = siphon_tests::connect(&env.db)
         .await

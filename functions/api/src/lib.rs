@@ -180,13 +180,14 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
+/// The non-empty parts of a path: `/$import/x/` -> `["$import", "x"]`.
+fn segments(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
 /// `$import` and `$load`; `None` when the path is not theirs.
 async fn session_route(app: &App, request: &Request, path: &str) -> Option<Result<Reply>> {
-    let segments: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segments = segments(path);
     let method = request.method();
     let result = match (method, segments.as_slice()) {
         (&Method::POST, ["$import"]) => import(app, request).await,
@@ -266,11 +267,7 @@ fn bundle(resources: Vec<Value>) -> Value {
 }
 
 async fn route(app: &App, request: &Request, path: &str) -> Result<(StatusCode, Value)> {
-    let segments: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segments = segments(path);
     let method = request.method();
     match (method, segments.as_slice()) {
         (&Method::POST, ["rpc"]) => rpc(app, parse_body(request)?)

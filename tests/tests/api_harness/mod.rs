@@ -78,13 +78,23 @@ pub async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value, lambda_http::http::HeaderMap) {
+    call_as(env, method, path, Some(&admin()), body).await
+}
+
+/// One request with the given `authorization` header (none when `None`).
+pub async fn call_as(
+    env: &Env,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value, lambda_http::http::HeaderMap) {
     let mut req = lambda_http::http::Request::builder()
         .method(method)
         .uri(path)
-        .header("content-type", "application/json")
-        .header("authorization", admin());
-    if body.is_none() {
-        req = req.header("content-length", "0");
+        .header("content-type", "application/json");
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
     }
     let req: Request = req
         .body(
