@@ -4,8 +4,9 @@
 #
 #   1. `cargo lambda build --release --x86-64 --bin <every Binary>`: one cargo invocation
 #      for all functions, so the dependencies compile once with one feature set and the
-#      links overlap. It is the exact command SAM runs per function below, only with every
-#      binary at once.
+#      links overlap. It is the command SAM runs per function below, with every binary at
+#      once and the target named (SAM names none for x86_64: cargo-lambda then builds for
+#      the host, x86_64 here, into the same target/x86_64-unknown-linux-gnu).
 #   2. `sam build --parameter-overrides Architecture=x86_64`: SAM's rust-cargolambda
 #      builder runs `cargo lambda build --release --bin <Binary>` in the workspace root for
 #      each function (all fresh after step 1: seconds) and copies
