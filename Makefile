@@ -37,7 +37,8 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Every test: the template checks and its `sam build`, unit tests, integration tests
-# against the real local stack.
+# against the real local stack, then the Lambda-level tests again on the release
+# bootstraps `sam build` made.
 test: up
 	@bash infra/check-template.sh
 	@bash infra/build-lambdas.sh
@@ -45,9 +46,11 @@ test: up
 	@set -a; source $(ENV); set +a; \
 	  psql "$$DATABASE_URL" -qtAc "SELECT 'DROP DATABASE ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'siphon\_test\_%'" | psql "$$DATABASE_URL" -q >/dev/null
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	  $(CARGO) nextest run --workspace --no-fail-fast && \
+	  SIPHON_BOOTSTRAPS=sam $(CARGO) nextest run -p siphon-tests --test lambda_rie --no-fail-fast; \
 	else \
-	  $(CARGO) test --workspace --no-fail-fast; \
+	  $(CARGO) test --workspace --no-fail-fast && \
+	  SIPHON_BOOTSTRAPS=sam $(CARGO) test -p siphon-tests --test lambda_rie --no-fail-fast; \
 	fi
 
 # The main job, locally: stack up, generated sample files into the bucket, import, dump.

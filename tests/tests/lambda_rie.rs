@@ -29,6 +29,38 @@ impl Drop for Emulated {
     }
 }
 
+/// The executable to run as `binary`: the dev build, or with `SIPHON_BOOTSTRAPS=sam` the
+/// release artefact `sam build` made (`.aws-sam/build/<LogicalId>/bootstrap`: the bytes
+/// a deployment uploads; `make test` runs this file both ways).
+fn bootstrap(binary: &str) -> std::path::PathBuf {
+    let bin = if std::env::var("SIPHON_BOOTSTRAPS").as_deref() == Ok("sam") {
+        let logical_id = match binary {
+            "siphon-api" => "ApiFunction",
+            "siphon-s3-ingest" => "S3IngestFunction",
+            "siphon-loader" => "LoaderFunction",
+            "siphon-dump" => "DumpFunction",
+            other => panic!("{other} is not a function of template.yaml"),
+        };
+        repo_root()
+            .join(".aws-sam/build")
+            .join(logical_id)
+            .join("bootstrap")
+    } else {
+        std::env::var("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| repo_root().join("target"))
+            .join("debug")
+            .join(binary)
+    };
+    assert!(
+        bin.exists(),
+        "{} is missing: make test builds it (cargo build --workspace --bins; \
+         infra/build-lambdas.sh for SIPHON_BOOTSTRAPS=sam)",
+        bin.display()
+    );
+    bin
+}
+
 fn start(binary: &str) -> Emulated {
     start_with(binary, &[])
 }
@@ -50,15 +82,7 @@ fn start_logged(
         "{} is missing: run infra/check-template.sh (make test does)",
         rie.display()
     );
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"));
-    let bin = target.join("debug").join(binary);
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build --workspace --bins (make test does)",
-        bin.display()
-    );
+    let bin = bootstrap(binary);
     let (port, api_port) = (free_port(), free_port());
     let child = Command::new(rie)
         .arg("--runtime-interface-emulator-address")
