@@ -507,6 +507,7 @@ async fn end_to_end_upload_notification_queue_loader_and_dump_through_the_emulat
     let ingest = start_logged("siphon-s3-ingest", &env, Some(&dir.join("ingest.log")));
     let loader = start_logged("siphon-loader", &env, Some(&dir.join("loader.log")));
     let dump = start_logged("siphon-dump", &env, Some(&dir.join("dump.log")));
+    let api = start_logged("siphon-api", &env, Some(&dir.join("api.log")));
     // Upload -> S3 notification -> events queue -> s3-ingest -> load queue -> loader.
     let lines = siphon_tests::gen::ndjson("Encounter", 700, 8);
     siphon_tests::put(
@@ -539,6 +540,14 @@ async fn end_to_end_upload_notification_queue_loader_and_dump_through_the_emulat
     }
     let file = db.loader_file(&id).await.unwrap().unwrap();
     assert_eq!((file.loaded, file.failed), (700, 0));
+    // The API function reports it (load-from-bucket-status, in YAML).
+    let status = invoke(&api, &event("api-rpc-yaml.json", true)).await;
+    assert_eq!(status["statusCode"], 200, "{status}");
+    let body = status["body"].as_str().unwrap();
+    assert!(
+        body.contains("done: 1") && body.contains("loaded: 700"),
+        "{body}"
+    );
     // Dump through the dump function: the same resources come back.
     let mut ev = event("function-url-dump.json", true);
     ev["rawPath"] = json!("/Encounter/$dump");
@@ -573,6 +582,7 @@ async fn end_to_end_upload_notification_queue_loader_and_dump_through_the_emulat
         ("siphon-s3-ingest", "ingest.log"),
         ("siphon-loader", "loader.log"),
         ("siphon-dump", "dump.log"),
+        ("siphon-api", "api.log"),
     ] {
         let init = init_duration_ms(&dir.join(log));
         assert!(

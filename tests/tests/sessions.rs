@@ -318,11 +318,13 @@ async fn pause_mid_load_then_resume_finishes_exactly() {
     let worker = Background::start(&env);
     wait_rows(&env, "patient", 1).await;
     assert_eq!(act(&env, "pausing", "pause", "s3cret").await.0, 200);
+    let asked = Instant::now();
     // The worker stops within seconds: the file goes `paused` at its checkpoint.
     let paused = wait_for(&env, "pausing", "the file to pause", |b| {
         b["inputs"][0]["status"] == "paused"
     })
     .await;
+    println!("pause_to_paused_ms={}", asked.elapsed().as_millis());
     let at_pause = count(&env.db, "patient").await;
     assert!(
         at_pause > 0 && (at_pause as u64) < N,
