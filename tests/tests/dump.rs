@@ -391,6 +391,7 @@ async fn dump_sql_refuses_what_is_not_a_read() {
         ("select pg_sleep(5)", 400, "time limit"),
         ("select resource from client", 403, "not allowed"),
         ("select * from siphon_loader_error", 403, "not allowed"),
+        ("select secret_hash from siphon_import", 403, "not allowed"),
     ];
     for (query, status, message) in cases {
         let (s, _, body) = send(
