@@ -36,10 +36,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Every test: the template checks and its `sam build`, unit tests, integration tests
-# against the real local stack, then the Lambda-level tests again on the release
-# bootstraps `sam build` made.
-test: up
+# Every test: formatting and clippy, the template checks and its `sam build`, unit
+# tests, integration tests against the real local stack, then the Lambda-level tests
+# again on the release bootstraps `sam build` made.
+test: up lint
 	@bash infra/check-template.sh
 	@bash infra/build-lambdas.sh
 	$(CARGO) build --workspace --bins

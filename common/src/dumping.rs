@@ -116,7 +116,7 @@ fn binary_rows(
         jsonb,
     };
     copy.map(move |chunk| {
-        let chunk = chunk.map_err(|e| Error::from(e))?;
+        let chunk = chunk.map_err(Error::from)?;
         parser.buf.extend_from_slice(&chunk);
         let mut out = BytesMut::with_capacity(chunk.len());
         parser.drain(&mut out)?;

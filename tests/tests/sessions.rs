@@ -155,26 +155,26 @@ async fn table_start_and_user_states() -> (Env, Value, String) {
 /// done and error, reached by loading.
 async fn table_done_and_error(env: &Env, input: &Value, generated: &str) {
     // done: let the generated session finish.
-    let (s, b, h) = session(&env, &generated).await;
+    let (s, b, h) = session(env, generated).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["status"], "done", "{b}");
     assert!(h.get("x-progress").is_none());
     assert_eq!(b["loaded"], 50);
     for a in ["pause", "resume", "abort", "force-resume"] {
-        assert_eq!(act(&env, &generated, a, "x").await.0, 406, "{a} on done");
+        assert_eq!(act(env, generated, a, "x").await.0, 406, "{a} on done");
     }
-    let (s, b, _) = import(&env, json!({"id": generated, "inputs": input})).await;
+    let (s, b, _) = import(env, json!({"id": generated, "inputs": input})).await;
     assert_eq!(s, 409, "a done id is still taken: {b}");
 
     // error: an input that does not exist.
     start(
-        &env,
+        env,
         "imp-err",
-        json!([patients_input(&env, "missing/Patient.ndjson.gz")]),
+        json!([patients_input(env, "missing/Patient.ndjson.gz")]),
     )
     .await;
     drain(&env.worker, &env.queue).await;
-    let (s, b, _) = session(&env, "imp-err").await;
+    let (s, b, _) = session(env, "imp-err").await;
     assert_eq!((s, b["status"].as_str()), (200, Some("error")), "{b}");
     let why = b["error"].as_str().unwrap();
     assert!(
@@ -183,7 +183,7 @@ async fn table_done_and_error(env: &Env, input: &Value, generated: &str) {
     );
     for a in ["pause", "resume", "abort"] {
         assert_eq!(
-            act(&env, "imp-err", a, "s3cret").await.0,
+            act(env, "imp-err", a, "s3cret").await.0,
             406,
             "{a} on error"
         );
@@ -196,9 +196,9 @@ async fn table_done_and_error(env: &Env, input: &Value, generated: &str) {
         gen::gzip(&gen::ndjson("Patient", 7, 9)),
     )
     .await;
-    assert_eq!(act(&env, "imp-err", "force-resume", "s3cret").await.0, 200);
+    assert_eq!(act(env, "imp-err", "force-resume", "s3cret").await.0, 200);
     drain(&env.worker, &env.queue).await;
-    let (_, b, _) = session(&env, "imp-err").await;
+    let (_, b, _) = session(env, "imp-err").await;
     assert_eq!(
         (b["status"].as_str(), b["loaded"].as_u64()),
         (Some("done"), Some(7)),
@@ -210,9 +210,9 @@ async fn table_done_and_error(env: &Env, input: &Value, generated: &str) {
 async fn table_unknown_and_malformed(env: &Env, input: &Value) {
     // 404 for an unknown id, for every action and for GET.
     for a in ["pause", "resume", "abort", "force-resume"] {
-        assert_eq!(act(&env, "nope", a, "s3cret").await.0, 404, "{a}");
+        assert_eq!(act(env, "nope", a, "s3cret").await.0, 404, "{a}");
     }
-    let (s, b, _) = session(&env, "nope").await;
+    let (s, b, _) = session(env, "nope").await;
     assert_eq!(s, 404, "{b}");
 
     // 400 for malformed requests, each with a message.
@@ -227,11 +227,11 @@ async fn table_unknown_and_malformed(env: &Env, input: &Value) {
         json!({"resource": {"inputs": [{"type": "Patient", "url": "/data/P.ndjson.gz",
                  "storageDetail": {"type": "resource-file"}}]}}),
     ] {
-        let (s, b, _) = call(&env, "POST", "/$import", Some(bad.clone())).await;
+        let (s, b, _) = call(env, "POST", "/$import", Some(bad.clone())).await;
         assert_eq!(s, 400, "{bad}: {b}");
         assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()), "{b}");
     }
-    let (s, b, _) = call(&env, "POST", "/$import", None).await;
+    let (s, b, _) = call(env, "POST", "/$import", None).await;
     assert_eq!(s, 400, "{b}");
 }
 

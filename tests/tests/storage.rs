@@ -239,8 +239,7 @@ async fn tls_is_used_when_the_url_asks_for_it() {
     let err = strict
         .client()
         .await
-        .err()
-        .expect("a self-signed certificate must be refused");
+        .expect_err("a self-signed certificate must be refused");
     assert!(
         err.to_string().to_lowercase().contains("certificate") || err.to_string().contains("error"),
         "{err}"

@@ -212,7 +212,7 @@ pub(crate) const TABLE: &str = "public.\"loaderfile\"";
 #[derive(Debug)]
 pub enum Claim {
     /// This loader owns the file until the lease expires.
-    Claimed(LoaderFile),
+    Claimed(Box<LoaderFile>),
     /// Another loader holds a live lease.
     Busy { until: String },
     /// The file is finished (or paused/aborted): nothing to do.
@@ -384,7 +384,9 @@ impl Db {
             .await?;
         tx.commit().await?;
         if let Some(row) = row {
-            return Ok(Claim::Claimed(LoaderFile::from_value(row.get(0))?));
+            return Ok(Claim::Claimed(Box::new(LoaderFile::from_value(
+                row.get(0),
+            )?)));
         }
         Ok(match self.loader_file(id).await? {
             None => Claim::Missing,

@@ -190,7 +190,7 @@ impl Loader {
             .claim_loader_file(file_id, owner, self.options.lease.as_secs_f64())
             .await?
         {
-            Claim::Claimed(f) => f,
+            Claim::Claimed(f) => *f,
             Claim::Busy { until } => return Ok(Stop::Finished(Outcome::Busy { until })),
             Claim::NotLoadable(status) => {
                 return Ok(Stop::Finished(Outcome::NotLoadable { status }))

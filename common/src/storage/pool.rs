@@ -66,14 +66,14 @@ impl DbConfig {
             Some(url) => Self::from_url(&url)?,
             None => {
                 let mut pg = tokio_postgres::Config::new();
-                pg.host(&env("PGHOST").unwrap_or_else(|| "127.0.0.1".into()));
+                pg.host(env("PGHOST").unwrap_or_else(|| "127.0.0.1".into()));
                 let port = env("PGPORT").unwrap_or_else(|| "5432".into());
                 pg.port(
                     port.parse()
                         .map_err(|_| Error::Internal(format!("PGPORT {port:?} is not a port")))?,
                 );
-                pg.dbname(&env("PGDATABASE").unwrap_or_else(|| "siphon".into()));
-                pg.user(&env("PGUSER").unwrap_or_else(|| "siphon".into()));
+                pg.dbname(env("PGDATABASE").unwrap_or_else(|| "siphon".into()));
+                pg.user(env("PGUSER").unwrap_or_else(|| "siphon".into()));
                 if let Some(pw) = env("PGPASSWORD") {
                     pg.password(pw);
                 }

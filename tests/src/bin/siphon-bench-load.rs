@@ -7,6 +7,7 @@
 //!    schema (the single-stream Postgres limit on this machine).
 //! 3. siphon: a child process runs the loader on the S3 object (gunzip, parse, validate,
 //!    COPY, checkpoints) until the rows are committed; it reports its own peak RSS.
+//!
 //! Rounds alternate (baseline, siphon, baseline, siphon, ...) and the best of each is kept.
 //! The last line is `load_ratio=.. resources_per_s=.. mb_per_s=.. peak_rss_mb=..`.
 
