@@ -63,6 +63,14 @@ pub fn redact(mut resource: Value) -> Value {
     if let Some(obj) = resource.as_object_mut() {
         obj.remove("secretHash");
         obj.remove("secret");
+        // A LoaderFile read from a presigned URL: the query string is a credential.
+        if obj.get("resourceType").and_then(Value::as_str) == Some("LoaderFile") {
+            if let Some(Value::String(url)) = obj.get_mut("url") {
+                if let Some(cut) = url.find(['?', '#']) {
+                    url.truncate(cut);
+                }
+            }
+        }
     }
     resource
 }

@@ -754,6 +754,14 @@ async fn load_and_import_from_https_with_a_test_ca() {
         "{b}"
     );
     assert!(!b.to_string().contains("X-Amz-Signature"), "{b}");
+    let file = b["inputs"][0]["loaderFile"].as_str().unwrap();
+    let (s, f, _) = call(&env, "GET", &format!("/LoaderFile/{file}"), None).await;
+    assert_eq!(s, 200, "{f}");
+    assert!(
+        f["url"].as_str().unwrap().starts_with("https://data.test:"),
+        "{f}"
+    );
+    assert!(!f.to_string().contains("X-Amz-Signature"), "{f}");
     assert_eq!(
         count(&env.db, "patient").await,
         30_000,
@@ -808,5 +816,42 @@ async fn an_input_the_queue_gave_up_on_ends_the_session_in_error() {
     assert!(
         why.starts_with("input 1 (Patient s3://") && why.contains("gave up after 5 attempts"),
         "{why}"
+    );
+}
+
+/// The last batch can commit just before a pause lands: every input is done but the
+/// session says paused. Resume then finds nothing to queue and ends the session `done`.
+#[tokio::test]
+async fn resume_settles_a_session_whose_inputs_finished_while_paused() {
+    let env = setup(LoadOptions::default()).await;
+    put(
+        &env.s3,
+        &env.bucket,
+        "Patient.ndjson.gz",
+        gen::gzip(&gen::ndjson("Patient", 10, 1)),
+    )
+    .await;
+    start(
+        &env,
+        "late-pause",
+        json!([patients_input(&env, "Patient.ndjson.gz")]),
+    )
+    .await;
+    drain(&env.worker, &env.queue).await;
+    // The race's outcome, set by hand: inputs done, session paused.
+    siphon_tests::connect(&env.db)
+        .await
+        .execute(
+            "UPDATE siphon_import SET status = 'paused' WHERE id = 'late-pause'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(act(&env, "late-pause", "resume", "s3cret").await.0, 200);
+    let (s, b, _) = session(&env, "late-pause").await;
+    assert_eq!(
+        (s, b["status"].as_str(), b["loaded"].as_u64()),
+        (200, Some("done"), Some(10)),
+        "{b}"
     );
 }

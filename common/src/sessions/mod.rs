@@ -398,8 +398,12 @@ impl Imports {
             .collect();
         tx.commit().await?;
         tracing::info!(session = id, action = ?action, from = row.status.as_str(), to = to.as_str(), "import session changed");
-        if to == S::Active && !requeue.is_empty() {
-            self.enqueue(id, &requeue).await?;
+        if to == S::Active {
+            if !requeue.is_empty() {
+                self.enqueue(id, &requeue).await?;
+            }
+            // Every input may have finished while the session was paused.
+            settle(&self.db, id).await?;
         }
         Ok(())
     }
