@@ -9,7 +9,7 @@ use super::queue::{LoadMessage, LoadQueue, StoreSpec};
 use crate::error::{Error, Result};
 use crate::loading::loader_file::{FileOptions, LoaderFile};
 use crate::sources::s3::classify;
-use crate::sources::{ObjectLocation, SourceError};
+use crate::sources::{ObjectLocation, SourceError, UrlGuard};
 use crate::storage::Db;
 
 /// `account` as Aidbox takes it.
@@ -58,31 +58,6 @@ pub struct Started {
     pub skipped: u64,
 }
 
-/// Checks an `endpoint-url` given by a caller: https, or a host:port the configuration
-/// allows (`SIPHON_URL_ALLOWLIST`, comma-separated; local development names LocalStack).
-pub fn check_endpoint(url: &str) -> Result<()> {
-    let parsed = url::Url::parse(url)
-        .map_err(|_| Error::BadRequest(format!("endpoint-url {url:?} is not a URL")))?;
-    let host_port = format!(
-        "{}:{}",
-        parsed.host_str().unwrap_or(""),
-        parsed.port_or_known_default().unwrap_or(0)
-    );
-    let allowed = std::env::var("SIPHON_URL_ALLOWLIST")
-        .unwrap_or_default()
-        .split(',')
-        .any(|a| !a.trim().is_empty() && a.trim() == host_port);
-    if allowed {
-        return Ok(());
-    }
-    if parsed.scheme() != "https" {
-        return Err(Error::BadRequest(format!(
-            "endpoint-url must be https (got {url:?})"
-        )));
-    }
-    Ok(())
-}
-
 impl LoadFromBucket {
     fn bucket_and_prefix(&self) -> Result<(String, String)> {
         let rest = self.bucket.strip_prefix("s3://").ok_or_else(|| {
@@ -123,11 +98,16 @@ pub async fn load_from_bucket(
     db: &Db,
     queue: &dyn LoadQueue,
     s3: &aws_sdk_s3::Client,
+    guard: &dyn UrlGuard,
     params: &LoadFromBucket,
 ) -> Result<Started> {
     let (bucket, prefix) = params.bucket_and_prefix()?;
     if let Some(url) = &params.endpoint_url {
-        check_endpoint(url)?;
+        // https, no internal addresses, unless SIPHON_URL_ALLOWLIST names it (LocalStack).
+        guard
+            .check(url)
+            .await
+            .map_err(|e| Error::BadRequest(format!("endpoint-url: {e}")))?;
     }
     let matcher = params.matcher()?;
     let threads = params.thread_num.unwrap_or(4);
@@ -186,13 +166,7 @@ pub async fn load_from_bucket(
             started.skipped += (files.len() - created.len()) as u64;
             let messages: Vec<LoadMessage> = created
                 .iter()
-                .map(|f| LoadMessage {
-                    loader_file_id: f.id.clone(),
-                    bucket: f.bucket.clone(),
-                    key: f.file.clone(),
-                    etag: f.etag.clone(),
-                    store: store.clone(),
-                })
+                .map(|f| LoadMessage::for_file(f, store.clone()))
                 .collect();
             if let Err(e) = queue.send(&messages, None).await {
                 // Nothing queued for these: remove their LoaderFiles so a retry picks them up.

@@ -97,12 +97,10 @@ pub async fn ingest(db: &Db, queue: &dyn LoadQueue, object: &CreatedObject) -> R
         tracing::info!(file = %object.location, etag = ?object.etag, "duplicate event: this version is already queued");
         return Ok(false);
     }
+    // The event's etag: `file` may be the version before the reset.
     let message = LoadMessage {
-        loader_file_id: file.id.clone(),
-        bucket: file.bucket.clone(),
-        key: file.file.clone(),
         etag: object.etag.clone(),
-        store: Default::default(),
+        ..LoadMessage::for_file(&file, Default::default())
     };
     queue.send(std::slice::from_ref(&message), None).await?;
     tracing::info!(file = %object.location, loader_file = file.id, "queued");

@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::loading::loader_file::LoaderFile;
 use crate::sources::s3::{S3Options, StaticCredentials};
 
 /// How to reach the store holding the file (all optional: default = the function's role).
@@ -66,6 +67,19 @@ pub struct LoadMessage {
     pub etag: Option<String>,
     #[serde(default, skip_serializing_if = "StoreSpec::is_default")]
     pub store: StoreSpec,
+}
+
+impl LoadMessage {
+    /// The message that loads `file`, reading it from `store`.
+    pub fn for_file(file: &LoaderFile, store: StoreSpec) -> Self {
+        LoadMessage {
+            loader_file_id: file.id.clone(),
+            bucket: file.bucket.clone(),
+            key: file.file.clone(),
+            etag: file.etag.clone(),
+            store,
+        }
+    }
 }
 
 /// Where load messages go (SQS in AWS and locally; anything in tests).

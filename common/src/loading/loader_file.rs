@@ -167,6 +167,20 @@ impl LoaderFile {
         }
     }
 
+    /// A new pending file read from `location`. For a URL, `file` shows the URL without
+    /// its query string (a presigned URL's credential) and `bucket` is empty.
+    pub fn pending_at(location: &Location, options: FileOptions) -> Self {
+        match location {
+            Location::S3(object) => Self::pending(object, None, None, options),
+            Location::Url(url) => {
+                let shown = ObjectLocation::new("", location.to_string());
+                let mut file = Self::pending(&shown, None, None, options);
+                file.url = Some(url.clone());
+                file
+            }
+        }
+    }
+
     /// The bucket object (for a URL file: bucket and key as stored, both informative).
     pub fn location(&self) -> ObjectLocation {
         ObjectLocation::new(&self.bucket, &self.file)

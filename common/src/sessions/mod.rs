@@ -21,7 +21,6 @@ pub mod store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -32,7 +31,7 @@ use crate::ingestion::queue::{LoadMessage, LoadQueue};
 use crate::loading::loader_file::{FileOptions, FileStatus, LoaderFile};
 use crate::loading::{LoadOptions, Loader, Outcome};
 use crate::resource_type::ResourceType;
-use crate::sources::{Location, Source, SourceError};
+use crate::sources::{Location, Source, UrlGuard};
 use crate::storage::Db;
 
 /// The states of the seed.
@@ -71,17 +70,6 @@ impl SessionStatus {
     /// Still has work to do (GET answers 202 while true).
     pub fn is_running(self) -> bool {
         matches!(self, SessionStatus::Active | SessionStatus::Paused)
-    }
-}
-
-/// Checks a web URL before anything is stored (scheme, resolved addresses, allow-list).
-pub trait UrlGuard: Send + Sync {
-    fn check<'a>(&'a self, url: &'a str) -> BoxFuture<'a, std::result::Result<(), SourceError>>;
-}
-
-impl UrlGuard for crate::sources::http::HttpSource {
-    fn check<'a>(&'a self, url: &'a str) -> BoxFuture<'a, std::result::Result<(), SourceError>> {
-        Box::pin(crate::sources::http::HttpSource::check(self, url))
     }
 }
 
@@ -200,16 +188,6 @@ pub fn input_file_id(session: &str, n: usize) -> String {
     .to_string()
 }
 
-fn message_for(file: &LoaderFile) -> LoadMessage {
-    LoadMessage {
-        loader_file_id: file.id.clone(),
-        bucket: file.bucket.clone(),
-        key: file.file.clone(),
-        etag: file.etag.clone(),
-        store: Default::default(),
-    }
-}
-
 impl Imports {
     /// Handles `POST /$import`.
     pub async fn act(&self, body: &Value) -> Result<Acted> {
@@ -285,19 +263,8 @@ impl Imports {
             .zip(locations)
             .enumerate()
             .map(|(n, (input, location))| {
-                let (object, url) = match location {
-                    Location::S3(o) => (o, None),
-                    Location::Url(u) => (
-                        crate::sources::ObjectLocation::new(
-                            "",
-                            Location::Url(u.clone()).to_string(),
-                        ),
-                        Some(u),
-                    ),
-                };
-                let mut file = LoaderFile::pending(&object, None, None, options);
+                let mut file = LoaderFile::pending_at(&location, options);
                 file.id = input_file_id(&id, n);
-                file.url = url;
                 file.import = Some(id.clone());
                 file.input = Some(n as u32);
                 file.resource_type = input
@@ -324,7 +291,10 @@ impl Imports {
 
     /// Queues the files; if that fails the session ends in `error` saying so.
     async fn enqueue(&self, id: &str, files: &[LoaderFile]) -> Result<()> {
-        let messages: Vec<LoadMessage> = files.iter().map(message_for).collect();
+        let messages: Vec<LoadMessage> = files
+            .iter()
+            .map(|f| LoadMessage::for_file(f, Default::default()))
+            .collect();
         if let Err(e) = self.queue.send(&messages, None).await {
             tracing::error!(session = id, error = %e, "cannot queue the inputs");
             let client = self.db.client().await?;

@@ -134,6 +134,18 @@ pub trait Source: Send + Sync {
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>>;
 }
 
+/// Checks a URL before anything is stored or fetched (scheme, resolved addresses,
+/// allow-list): what `$import`, `$load` and load-from-bucket's `endpoint-url` answer 400 by.
+pub trait UrlGuard: Send + Sync {
+    fn check<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(), SourceError>>;
+}
+
+impl UrlGuard for http::HttpSource {
+    fn check<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(http::HttpSource::check(self, url))
+    }
+}
+
 /// Sends each location to the source that reads it: buckets to `s3`, URLs to `http`.
 pub struct Routed {
     pub s3: Arc<dyn Source>,

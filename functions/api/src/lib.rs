@@ -339,18 +339,15 @@ async fn rpc(app: &App, body: Value) -> Result<Value> {
         "aidbox.bulk/load-from-bucket" => {
             let params: LoadFromBucket = serde_json::from_value(params)
                 .map_err(|e| Error::BadRequest(format!("invalid params: {e}")))?;
-            if let Some(endpoint) = &params.endpoint_url {
-                // The same guard as $import URLs: https, no internal addresses.
-                bucket::check_endpoint(endpoint)?;
-                app.imports
-                    .guard
-                    .check(endpoint)
-                    .await
-                    .map_err(|e| Error::BadRequest(format!("endpoint-url: {e}")))?;
-            }
             let s3 = siphon::sources::s3::client(&params.store().s3_options()).await;
-            let started =
-                bucket::load_from_bucket(&app.db, app.queue.as_ref(), &s3, &params).await?;
+            let started = bucket::load_from_bucket(
+                &app.db,
+                app.queue.as_ref(),
+                &s3,
+                app.imports.guard.as_ref(),
+                &params,
+            )
+            .await?;
             Ok(json!({"result": started}))
         }
         "aidbox.bulk/load-from-bucket-status" => {
