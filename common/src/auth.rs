@@ -3,8 +3,11 @@
 //!
 //! Client secrets are stored as Argon2id hashes (`secret` is replaced on write and never
 //! returned) and checked in constant time. The bootstrap admin client comes from
-//! configuration (`SIPHON_ADMIN_CLIENT_ID` / `SIPHON_ADMIN_CLIENT_SECRET`, or in AWS the
-//! secret `SIPHON_ADMIN_SECRET_ARN`), never from the repository.
+//! configuration ([`AdminConfig`]: `SIPHON_ADMIN_CLIENT_ID` / `SIPHON_ADMIN_CLIENT_SECRET`,
+//! or in AWS the secret `SIPHON_ADMIN_SECRET_ARN`), never from the repository. Clients
+//! and policies are read through the [`ClientStore`] port.
+
+use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -14,9 +17,10 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 use tokio::sync::OnceCell;
 
+use crate::config::{ConfigError, Env, Secret};
 use crate::error::{Error, Result};
 use crate::resource_type::ResourceType;
-use crate::storage::Db;
+pub use crate::storage::clients::ClientStore;
 
 /// Who is calling.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,44 +79,87 @@ pub fn redact(mut resource: Value) -> Value {
     resource
 }
 
+/// Where the bootstrap admin client comes from.
+#[derive(Clone, Debug, Default)]
+pub enum AdminConfig {
+    /// No admin client.
+    #[default]
+    None,
+    /// `SIPHON_ADMIN_CLIENT_ID` + `SIPHON_ADMIN_CLIENT_SECRET` (local development).
+    Static { client_id: String, secret: Secret },
+    /// `SIPHON_ADMIN_SECRET_ARN`: a Secrets Manager secret `{"client_id", "client_secret"}`,
+    /// read on first use.
+    SecretArn(String),
+}
+
+impl AdminConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match (
+            env.get("SIPHON_ADMIN_CLIENT_ID"),
+            env.get("SIPHON_ADMIN_CLIENT_SECRET"),
+        ) {
+            (Some(id), Some(secret)) => {
+                return Ok(AdminConfig::Static {
+                    client_id: id.to_string(),
+                    secret: Secret::new(secret),
+                })
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "SIPHON_ADMIN_CLIENT_SECRET",
+                    "is required when SIPHON_ADMIN_CLIENT_ID is set",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "SIPHON_ADMIN_CLIENT_ID",
+                    "is required when SIPHON_ADMIN_CLIENT_SECRET is set",
+                ))
+            }
+            (None, None) => {}
+        }
+        Ok(match env.get("SIPHON_ADMIN_SECRET_ARN") {
+            Some(arn) => AdminConfig::SecretArn(arn.to_string()),
+            None => AdminConfig::None,
+        })
+    }
+}
+
 /// Checks `Authorization` headers.
 pub struct Authenticator {
-    db: Db,
-    admin: OnceCell<Option<(String, String)>>,
+    clients: Arc<dyn ClientStore>,
+    config: AdminConfig,
+    admin: OnceCell<Option<(String, Secret)>>,
 }
 
 impl Authenticator {
-    pub fn new(db: Db) -> Self {
+    pub fn new(clients: Arc<dyn ClientStore>, config: AdminConfig) -> Self {
         Authenticator {
-            db,
+            clients,
+            config,
             admin: OnceCell::new(),
         }
     }
 
-    async fn admin(&self) -> Result<&Option<(String, String)>> {
+    async fn admin(&self) -> Result<&Option<(String, Secret)>> {
         self.admin
             .get_or_try_init(|| async {
-                if let (Ok(id), Ok(secret)) = (
-                    std::env::var("SIPHON_ADMIN_CLIENT_ID"),
-                    std::env::var("SIPHON_ADMIN_CLIENT_SECRET"),
-                ) {
-                    if !id.is_empty() && !secret.is_empty() {
-                        return Ok(Some((id, secret)));
+                match &self.config {
+                    AdminConfig::None => Ok(None),
+                    AdminConfig::Static { client_id, secret } => {
+                        Ok(Some((client_id.clone(), secret.clone())))
                     }
-                }
-                match std::env::var("SIPHON_ADMIN_SECRET_ARN") {
-                    Ok(arn) if !arn.is_empty() => {
-                        let raw = crate::secrets::secret_string(&arn, "the admin secret").await?;
+                    AdminConfig::SecretArn(arn) => {
+                        let raw = crate::secrets::secret_string(arn, "the admin secret").await?;
                         let v: Value = serde_json::from_str(&raw)
                             .map_err(|_| Error::Internal("the admin secret is not JSON".into()))?;
                         match (v["client_id"].as_str(), v["client_secret"].as_str()) {
-                            (Some(id), Some(s)) => Ok(Some((id.to_string(), s.to_string()))),
+                            (Some(id), Some(s)) => Ok(Some((id.to_string(), Secret::new(s)))),
                             _ => Err(Error::Internal(
                                 "the admin secret needs client_id and client_secret".into(),
                             )),
                         }
                     }
-                    _ => Ok(None),
                 }
             })
             .await
@@ -124,7 +171,7 @@ impl Authenticator {
         let (id, secret) = parse_basic(authorization)?;
         if let Some((admin_id, admin_secret)) = self.admin().await? {
             if id == *admin_id {
-                return if bool::from(secret.as_bytes().ct_eq(admin_secret.as_bytes())) {
+                return if bool::from(secret.as_bytes().ct_eq(admin_secret.expose().as_bytes())) {
                     Ok(Principal {
                         client_id: id,
                         admin: true,
@@ -134,14 +181,7 @@ impl Authenticator {
                 };
             }
         }
-        let client_type = ResourceType::parse("Client").expect("valid");
-        let stored = self.db.get(&client_type, &id).await.map_err(|e| match e {
-            Error::BadRequest(_) => unauthorized(),
-            other => other,
-        })?;
-        let hash = stored
-            .as_ref()
-            .and_then(|c| c.resource["secretHash"].as_str().map(str::to_string));
+        let hash = self.clients.secret_hash(&id).await?;
         // Verify against a dummy hash when the client is unknown, so timing tells nothing.
         let ok = match &hash {
             Some(h) => verify_secret(&secret, h),
@@ -155,21 +195,7 @@ impl Authenticator {
         if !ok {
             return Err(unauthorized());
         }
-        let client = self.db.client().await?;
-        let allowed = match client
-            .query_opt(
-                "SELECT 1 FROM public.\"accesspolicy\" WHERE resource->>'engine' = 'allow'
-                   AND resource->'link' @> jsonb_build_array(jsonb_build_object('id', $1::text, 'resourceType', 'Client'))
-                 LIMIT 1",
-                &[&id],
-            )
-            .await
-        {
-            Ok(row) => row.is_some(),
-            Err(e) if e.code().is_some_and(|c| c.code() == "42P01") => false,
-            Err(e) => return Err(e.into()),
-        };
-        if !allowed {
+        if !self.clients.is_allowed(&id).await? {
             return Err(Error::Forbidden(format!(
                 "no AccessPolicy allows client {id:?}"
             )));
@@ -226,7 +252,10 @@ mod tests {
             Some("Basic !!!"),
             Some("Basic Ym9ndXM="),
         ] {
-            assert_eq!(parse_basic(bad).unwrap_err().http_status(), 401);
+            assert!(matches!(
+                parse_basic(bad).unwrap_err(),
+                Error::Unauthorized(_)
+            ));
         }
     }
 
@@ -247,5 +276,63 @@ mod tests {
             redact(stored),
             serde_json::json!({"grant_types": ["basic"]})
         );
+    }
+
+    #[test]
+    fn admin_config_needs_both_halves() {
+        let both = Env::from_pairs(&[
+            ("SIPHON_ADMIN_CLIENT_ID", "admin"),
+            ("SIPHON_ADMIN_CLIENT_SECRET", "s3cret"),
+        ]);
+        assert!(matches!(
+            AdminConfig::from_env(&both).unwrap(),
+            AdminConfig::Static { .. }
+        ));
+        let half = Env::from_pairs(&[("SIPHON_ADMIN_CLIENT_ID", "admin")]);
+        let e = AdminConfig::from_env(&half).unwrap_err();
+        assert_eq!(e.variable, "SIPHON_ADMIN_CLIENT_SECRET");
+        let arn = Env::from_pairs(&[("SIPHON_ADMIN_SECRET_ARN", "arn:aws:secretsmanager:x")]);
+        assert!(matches!(
+            AdminConfig::from_env(&arn).unwrap(),
+            AdminConfig::SecretArn(_)
+        ));
+        assert!(!format!("{:?}", AdminConfig::from_env(&both).unwrap()).contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn clients_and_admin_authenticate_against_the_store() {
+        let clients = Arc::new(crate::storage::clients::MemoryClients::default());
+        clients.put("ok", Some(hash_secret("pw").unwrap()), true);
+        clients.put("nopolicy", Some(hash_secret("pw").unwrap()), false);
+        let auth = Authenticator::new(
+            clients,
+            AdminConfig::Static {
+                client_id: "admin".into(),
+                secret: Secret::new("adm"),
+            },
+        );
+        let basic = |id: &str, s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{id}:{s}"))
+            )
+        };
+        assert!(
+            auth.check(Some(&basic("admin", "adm")))
+                .await
+                .unwrap()
+                .admin
+        );
+        assert!(!auth.check(Some(&basic("ok", "pw"))).await.unwrap().admin);
+        for (id, s) in [("admin", "x"), ("ok", "x"), ("ghost", "pw")] {
+            assert!(matches!(
+                auth.check(Some(&basic(id, s))).await,
+                Err(Error::Unauthorized(_))
+            ));
+        }
+        assert!(matches!(
+            auth.check(Some(&basic("nopolicy", "pw"))).await,
+            Err(Error::Forbidden(_))
+        ));
     }
 }

@@ -1,20 +1,15 @@
 //! Dumps (SPEC section 5): a resource table or a read-only SQL query, streamed straight
-//! from `COPY ... TO STDOUT` so memory stays flat whatever the size.
-//!
-//! `$dump` and `ndjson` use binary COPY: every value arrives as the server's exact text
-//! (text-format COPY would double backslashes inside JSON), framed by lengths that
-//! [`BinaryRows`] strips as the bytes stream through.
+//! from `COPY ... TO STDOUT` (through `storage::read`) so memory stays flat whatever the
+//! size.
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures::stream::{BoxStream, StreamExt};
+use bytes::Bytes;
+use futures::stream::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::resource_type::ResourceType;
+pub use crate::storage::read::ByteStream;
+use crate::storage::read::CopyFormat;
 use crate::storage::Db;
-
-/// A stream of output bytes; an `Err` item means the dump is incomplete and the
-/// response must be cut (never ended cleanly).
-pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
 /// Output formats of `$dump-sql`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +34,14 @@ impl SqlFormat {
         }
     }
 
+    fn copy_format(self) -> CopyFormat {
+        match self {
+            SqlFormat::Tsv => CopyFormat::Text,
+            SqlFormat::Csv => CopyFormat::CsvWithHeader,
+            SqlFormat::Ndjson => CopyFormat::JsonRows,
+        }
+    }
+
     pub fn content_type(self) -> &'static str {
         match self {
             SqlFormat::Tsv => "text/tab-separated-values",
@@ -48,84 +51,6 @@ impl SqlFormat {
     }
 }
 
-/// Turns a binary COPY stream of one-column rows into newline-terminated values
-/// (the leading version byte of jsonb is dropped).
-struct BinaryRows {
-    buf: BytesMut,
-    header_done: bool,
-    jsonb: bool,
-}
-
-impl BinaryRows {
-    /// Appends complete rows from `buf` to `out`; partial rows wait for more bytes.
-    fn drain(&mut self, out: &mut BytesMut) -> Result<bool> {
-        if !self.header_done {
-            if self.buf.len() < 19 {
-                return Ok(false);
-            }
-            let ext = u32::from_be_bytes(self.buf[15..19].try_into().unwrap()) as usize;
-            if self.buf.len() < 19 + ext {
-                return Ok(false);
-            }
-            self.buf.advance(19 + ext);
-            self.header_done = true;
-        }
-        loop {
-            if self.buf.len() < 2 {
-                return Ok(false);
-            }
-            let fields = i16::from_be_bytes([self.buf[0], self.buf[1]]);
-            if fields == -1 {
-                return Ok(true);
-            }
-            if fields != 1 || self.buf.len() < 6 {
-                if fields != 1 {
-                    return Err(Error::Internal(format!(
-                        "unexpected COPY row with {fields} fields"
-                    )));
-                }
-                return Ok(false);
-            }
-            let len = i32::from_be_bytes(self.buf[2..6].try_into().unwrap());
-            if len < 0 {
-                self.buf.advance(6);
-                out.extend_from_slice(b"null\n");
-                continue;
-            }
-            let len = len as usize;
-            if self.buf.len() < 6 + len {
-                return Ok(false);
-            }
-            let skip = if self.jsonb { 7 } else { 6 };
-            out.extend_from_slice(&self.buf[skip..6 + len]);
-            out.extend_from_slice(b"\n");
-            self.buf.advance(6 + len);
-        }
-    }
-}
-
-fn binary_rows(
-    copy: impl futures::Stream<Item = std::result::Result<Bytes, tokio_postgres::Error>>
-        + Send
-        + 'static,
-    jsonb: bool,
-) -> ByteStream {
-    let mut parser = BinaryRows {
-        buf: BytesMut::new(),
-        header_done: false,
-        jsonb,
-    };
-    copy.map(move |chunk| {
-        let chunk = chunk.map_err(Error::from)?;
-        parser.buf.extend_from_slice(&chunk);
-        let mut out = BytesMut::with_capacity(chunk.len());
-        parser.drain(&mut out)?;
-        Ok(out.freeze())
-    })
-    .filter(|r| futures::future::ready(!matches!(r, Ok(b) if b.is_empty())))
-    .boxed()
-}
-
 /// Streams every resource of `ty` as ndjson (with `id` and `resourceType` filled in),
 /// optionally only rows changed after `since`. Unknown types are `NotFound`.
 pub async fn dump_type(
@@ -133,34 +58,7 @@ pub async fn dump_type(
     ty: &ResourceType,
     since: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<ByteStream> {
-    // Taken out of the pool: a dump cut half-way leaves the connection mid-COPY, so it
-    // is closed with the stream rather than handed to the next request.
-    let client = deadpool_postgres::Object::take(db.client().await?);
-    let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&ty.table_sql()])
-        .await?
-        .get(0);
-    if !exists {
-        return Err(Error::NotFound(format!("no resources of type {ty}")));
-    }
-    // COPY takes no bind parameters: the instant is a parsed DateTime, printed by us.
-    let filter = since
-        .map(|t| format!(" WHERE ts > '{}'::timestamptz", t.to_rfc3339()))
-        .unwrap_or_default();
-    let sql = format!(
-        "COPY (SELECT resource || jsonb_build_object('resourceType', resource_type, 'id', id) FROM {}{filter}) TO STDOUT (FORMAT binary)",
-        ty.table_sql()
-    );
-    let copy = client.copy_out(&sql).await?;
-    // Keep the pooled connection alive as long as the stream.
-    let stream = binary_rows(copy, true);
-    first_then_rest(
-        futures::stream::unfold((stream, Some(client)), |(mut s, c)| async move {
-            s.next().await.map(|item| (item, (s, c)))
-        })
-        .boxed(),
-    )
-    .await
+    first_then_rest(db.copy_resources(ty, since).await?).await
 }
 
 /// Functions refused in `$dump-sql` whatever the role may do: they read files, sleep the
@@ -201,9 +99,8 @@ pub fn check_query(query: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs a read-only query and streams its rows. The query runs in a READ ONLY
-/// transaction as role `siphon_reader` (SELECT on resource tables only) with a
-/// statement timeout; it must be a single statement.
+/// Runs a read-only query and streams its rows (see `Db::copy_query`: READ ONLY, role
+/// `siphon_reader`, statement timeout, one statement).
 pub async fn dump_sql(
     db: &Db,
     query: &str,
@@ -211,56 +108,9 @@ pub async fn dump_sql(
     timeout_ms: u64,
 ) -> Result<ByteStream> {
     check_query(query)?;
-    // Taken out of the pool: its transaction runs as siphon_reader and must never be
-    // reused, even if the client goes away mid-stream.
-    let client = deadpool_postgres::Object::take(db.client().await?);
-    client
-        .batch_execute(&format!(
-            "BEGIN READ ONLY; SET LOCAL ROLE siphon_reader; SET LOCAL statement_timeout = {timeout_ms}"
-        ))
-        .await
-        .map_err(|e| {
-            let _ = &e;
-            Error::Internal(format!("cannot start the read-only session (is role siphon_reader granted?): {}", crate::error::DbError::from(e)))
-        })?;
-    let result = async {
-        // Preparing proves it is exactly one statement and that it parses on its own.
-        client.prepare(query).await.map_err(sql_error)?;
-        let sql = match format {
-            SqlFormat::Tsv => format!("COPY (\n{query}\n) TO STDOUT"),
-            SqlFormat::Csv => format!("COPY (\n{query}\n) TO STDOUT (FORMAT csv, HEADER true)"),
-            SqlFormat::Ndjson => format!(
-                "COPY (SELECT row_to_json(q) FROM (\n{query}\n) q) TO STDOUT (FORMAT binary)"
-            ),
-        };
-        client.copy_out(&sql).await.map_err(sql_error)
-    }
-    .await;
-    let copy = match result {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(e);
-        }
-    };
-    let stream: ByteStream = match format {
-        SqlFormat::Ndjson => binary_rows(copy, false),
-        _ => copy.map(|r| r.map_err(sql_error)).boxed(),
-    };
-    // End the transaction when the stream ends; keep the connection with the stream.
     first_then_rest(
-        futures::stream::unfold((stream, Some(client)), |(mut s, c)| async move {
-            match s.next().await {
-                Some(item) => Some((item, (s, c))),
-                None => {
-                    if let Some(c) = &c {
-                        let _ = c.batch_execute("COMMIT").await;
-                    }
-                    None
-                }
-            }
-        })
-        .boxed(),
+        db.copy_query(query, format.copy_format(), timeout_ms)
+            .await?,
     )
     .await
 }
@@ -275,20 +125,6 @@ async fn first_then_rest(mut stream: ByteStream) -> Result<ByteStream> {
         Some(Ok(first)) => Ok(futures::stream::once(async move { Ok(first) })
             .chain(stream)
             .boxed()),
-    }
-}
-
-/// Maps a query's failure to the caller's fault where it is one.
-fn sql_error(e: tokio_postgres::Error) -> Error {
-    let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
-    let db = crate::error::DbError::from(e);
-    match code.as_str() {
-        "25006" | "42501" => Error::Forbidden(format!("not allowed: {db}")),
-        "57014" => Error::BadRequest(format!("the query ran longer than the time limit: {db}")),
-        c if c.starts_with("42") || c.starts_with("22") || c == "0A000" => {
-            Error::BadRequest(format!("invalid query: {db}"))
-        }
-        _ => Error::Database(db),
     }
 }
 

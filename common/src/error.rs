@@ -1,4 +1,5 @@
-//! The domain error: one type for the whole library, with the HTTP status it maps to.
+//! The domain error: one type for the whole library. Callers match on its kind; only the
+//! HTTP edge (`web::status_of`) turns a kind into a status code.
 
 use std::fmt;
 
@@ -23,6 +24,12 @@ pub enum Error {
     /// The thing to create exists already (HTTP 409).
     #[error("{0}")]
     Conflict(String),
+    /// Too many requests from this caller: try again after `retry_after_secs` (HTTP 429).
+    #[error("{message}")]
+    Throttled {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// Postgres failed; transient failures (connection lost, server restart) are retried
     /// by callers that can.
     #[error("database error: {0}")]
@@ -36,20 +43,6 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The HTTP status code this error maps to: the one place that decides it.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            Error::BadRequest(_) => 400,
-            Error::Unauthorized(_) => 401,
-            Error::Forbidden(_) => 403,
-            Error::NotFound(_) => 404,
-            Error::NotAcceptable(_) => 406,
-            Error::Conflict(_) => 409,
-            Error::Database(e) if e.is_transient() => 503,
-            Error::Database(_) | Error::Internal(_) => 500,
-        }
-    }
-
     /// True when retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Database(e) if e.is_transient())

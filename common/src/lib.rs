@@ -3,24 +3,44 @@
 //! The function crates under `functions/` are thin adapters: they turn a Lambda event into
 //! a call to one of these modules and the result into a response.
 //!
-//! - [`storage`]: the Aidbox-compatible Postgres layout (pool, migrations, resource tables).
-//! - [`sources`]: where ndjson files come from (S3, or any async byte stream in tests).
+//! Foundations (import nothing above them):
+//! - [`error`], [`config`] (typed settings from the environment), [`resource_type`] (the
+//!   one gate every identifier passes before it reaches SQL), [`telemetry`].
+//! - [`model`]: plain data (LoaderFile, line errors, session states, locations).
+//!
+//! Edges (talk to the outside world, know no domain logic):
+//! - [`storage`]: Postgres; every SQL statement lives there.
+//! - [`sources`]: where files are read from (S3, https, memory).
+//! - [`queue`]: where work waits (SQS, memory).
+//! - [`secrets`]: AWS Secrets Manager.
+//! - [`web`]: the HTTP edge every HTTP function shares (bodies, errors, status codes).
+//!
+//! Domain (uses the edges):
 //! - [`loading`]: stream one ndjson(.gz) file into its resource table, exactly once.
-//! - [`sessions`]: `$import` sessions and `$load`: many files loaded as one job users control.
-//! - [`resource_type`]: the one gate every identifier passes before it reaches SQL.
-//! - [`telemetry`]: structured logging set-up shared by every binary.
+//! - [`sessions`]: `$import` sessions and `$load`: many files loaded as one job.
+//! - [`ingestion`]: load-from-bucket and S3 events put files on the load queue.
+//! - [`workers`]: what a queue consumer does with one message (load it, settle, retry).
+//! - [`dumping`]: `$dump` and `$dump-sql` streams.
+//! - [`resources`]: reading and writing resources through the API (`PUT /`, lists).
+//! - [`auth`]: HTTP Basic against Clients and AccessPolicies.
 
 pub mod auth;
+pub mod config;
 pub mod dumping;
 pub mod error;
 pub mod ingestion;
 pub mod loading;
+pub mod model;
+pub mod queue;
 pub mod resource_type;
+pub mod resources;
 pub mod secrets;
 pub mod sessions;
 pub mod sources;
 pub mod storage;
 pub mod telemetry;
+pub mod web;
+pub mod workers;
 
 pub use error::{Error, Result};
 pub use resource_type::ResourceType;

@@ -53,6 +53,37 @@ pub fn var(name: &str) -> String {
         .unwrap_or_else(|| panic!("{name} is not set in infra/local/local.env"))
 }
 
+/// local.env as a configuration snapshot (what a function's `Config::from_env` reads),
+/// the process environment winning where both set a variable.
+pub fn config_env() -> siphon::config::Env {
+    let mut e = siphon::config::Env::from_process();
+    for (k, v) in env() {
+        if std::env::var(k).is_err() {
+            e = e.with(k, v);
+        }
+    }
+    e
+}
+
+/// A load worker as siphon-loader builds it, with local.env's URL allow-list.
+pub fn load_worker(
+    db: Db,
+    queue: std::sync::Arc<dyn siphon::queue::MessageQueue>,
+    s3: aws_sdk_s3::Client,
+    options: siphon::loading::LoadOptions,
+) -> siphon::workers::LoadWorker {
+    let config = siphon_loader_config();
+    siphon::workers::LoadWorker::new(db, queue, s3, config.0, options, config.1)
+}
+
+fn siphon_loader_config() -> (siphon::sources::http::UrlPolicy, u32) {
+    let env = config_env();
+    (
+        siphon::sources::http::UrlPolicy::from_env(&env),
+        env.number("SIPHON_MAX_RECEIVES", 5, 1, 1000).unwrap() as u32,
+    )
+}
+
 /// Sets the AWS variables of local.env in this process, so SDK clients built from the
 /// default chain talk to LocalStack (and only to it).
 pub fn use_local_aws() {
@@ -122,7 +153,11 @@ pub async fn connect(db: &Db) -> tokio_postgres::Client {
 /// An S3 client for LocalStack.
 pub async fn s3() -> aws_sdk_s3::Client {
     use_local_aws();
-    siphon::sources::s3::client(&Default::default()).await
+    siphon::sources::s3::client(&siphon::sources::s3::S3Options {
+        force_path_style: Some(true),
+        ..Default::default()
+    })
+    .await
 }
 
 /// An SQS client for LocalStack.

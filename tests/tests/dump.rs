@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use lambda_http::{Body, Request};
 use serde_json::{json, Value};
-use siphon::loading::loader_file::{FileOptions, LoaderFile};
 use siphon::loading::{LoadOptions, Loader};
+use siphon::model::loader_file::{FileOptions, LoaderFile};
 use siphon::sources::memory::MemorySource;
 use siphon::sources::ObjectLocation;
 use siphon::storage::Db;
@@ -35,7 +35,8 @@ async fn app() -> (Db, siphon_dump::App) {
         unsafe { std::env::set_var(k, var(k)) };
     }
     let db = fresh_db().await;
-    let mut app = siphon_dump::App::new(db.clone());
+    let config = siphon_dump::Config::from_env(&siphon_tests::config_env()).unwrap();
+    let mut app = siphon_dump::App::new(&config, db.clone());
     app.sql_timeout_ms = 1000;
     (db, app)
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use api_harness::{admin, basic, call_as, Env};
 use lambda_http::{Body, Request};
 use serde_json::{json, Value};
-use siphon::loading::loader_file::{file_id, FileStatus};
 use siphon::loading::{LoadOptions, Loader, Outcome};
+use siphon::model::loader_file::{file_id, FileStatus};
 use siphon::sources::s3::S3Source;
 use siphon::sources::ObjectLocation;
 use siphon_tests::{corpus, gen, put, s3, var};
@@ -19,7 +19,7 @@ async fn setup() -> Env {
     api_harness::setup(LoadOptions::default()).await
 }
 
-fn worker(env: &mut Env) -> &mut siphon_loader::Worker {
+fn worker(env: &mut Env) -> &mut siphon::workers::LoadWorker {
     Arc::get_mut(&mut env.worker).expect("the test's only handle on its worker")
 }
 
@@ -480,8 +480,13 @@ async fn s3_events_of_both_shapes_queue_once_per_version() {
         .await
         .unwrap();
     let etag = head.e_tag().unwrap().trim_matches('"').to_string();
-    let s3_event = json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": env.bucket}, "object": {"key": "my+dir/Patient%2B1.ndjson.gz", "size": 100, "eTag": etag}}}]});
+    // An S3 event record as S3 sends it (every field aws_lambda_events requires).
+    let s3_event = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
+        "awsRegion": "us-east-1", "eventTime": "2026-11-23T06:00:00.000Z",
+        "eventName": "ObjectCreated:Put", "userIdentity": {"principalId": "AWS:TEST"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"}, "responseElements": {},
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": env.bucket},
+               "object": {"key": "my+dir/Patient%2B1.ndjson.gz", "size": 100, "eTag": etag}}}]});
     siphon_s3_ingest::handle(&env.db, env.queue.as_ref(), s3_event.clone())
         .await
         .unwrap();
@@ -572,9 +577,9 @@ async fn an_upload_to_the_sample_bucket_is_ingested_through_the_notification() {
 fn load_message(
     env: &Env,
     key: &str,
-    store: siphon::ingestion::queue::StoreSpec,
-) -> siphon::ingestion::queue::LoadMessage {
-    siphon::ingestion::queue::LoadMessage {
+    store: siphon::queue::StoreSpec,
+) -> siphon::queue::LoadMessage {
+    siphon::queue::LoadMessage {
         loader_file_id: file_id(&ObjectLocation::new(&env.bucket, key)),
         bucket: env.bucket.clone(),
         key: key.into(),
@@ -584,7 +589,7 @@ fn load_message(
 }
 
 async fn pending_file(env: &Env, key: &str) {
-    let f = siphon::loading::loader_file::LoaderFile::pending(
+    let f = siphon::model::loader_file::LoaderFile::pending(
         &ObjectLocation::new(&env.bucket, key),
         None,
         None,
@@ -696,12 +701,12 @@ async fn a_message_that_keeps_failing_lands_in_the_dead_letter_queue_and_the_fil
     };
     pending_file(&env, "Patient.ndjson.gz").await;
     // The store is unreachable (a closed loopback port): a transient failure every time.
-    let store = siphon::ingestion::queue::StoreSpec {
+    let store = siphon::queue::StoreSpec {
         endpoint_url: Some("http://127.0.0.1:9".into()),
         ..Default::default()
     };
     let msg = load_message(&env, "Patient.ndjson.gz", store);
-    siphon::ingestion::queue::LoadQueue::send(env.queue.as_ref(), std::slice::from_ref(&msg), None)
+    siphon::queue::send(env.queue.as_ref(), std::slice::from_ref(&msg), None)
         .await
         .unwrap();
     let start = Instant::now();

@@ -300,7 +300,7 @@ async fn s3_ingest_decodes_the_key_and_queues_the_file() {
         invoke(&f, &event("s3-object-created-urlencoded.json", false)).await,
         json!({"status": "ok"})
     );
-    let id = siphon::loading::loader_file::file_id(&siphon::sources::ObjectLocation::new(
+    let id = siphon::model::loader_file::file_id(&siphon::sources::ObjectLocation::new(
         "siphon-samples",
         "my dir/Patient+1.ndjson.gz",
     ));
@@ -518,7 +518,7 @@ async fn end_to_end_upload_notification_queue_loader_and_dump_through_the_emulat
     )
     .await;
     let start = Instant::now();
-    let id = siphon::loading::loader_file::file_id(&siphon::sources::ObjectLocation::new(
+    let id = siphon::model::loader_file::file_id(&siphon::sources::ObjectLocation::new(
         &bucket,
         "incoming/Encounter-2026.ndjson.gz",
     ));
@@ -533,7 +533,7 @@ async fn end_to_end_upload_notification_queue_loader_and_dump_through_the_emulat
             .loader_file(&id)
             .await
             .unwrap()
-            .is_some_and(|f| f.status == siphon::loading::loader_file::FileStatus::Done)
+            .is_some_and(|f| f.status == siphon::model::loader_file::FileStatus::Done)
         {
             break;
         }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use siphon::loading::loader_file::{FileOptions, FileStatus, LoaderFile};
 use siphon::loading::{LoadOptions, Loader, Outcome};
+use siphon::model::loader_file::{FileOptions, FileStatus, LoaderFile};
 use siphon::sources::memory::MemorySource;
 use siphon::sources::s3::S3Source;
 use siphon::sources::{Location, ObjectLocation, OpenedObject, Source, SourceError};

@@ -454,7 +454,7 @@ async fn force_resume_after_a_crash_finishes_exactly() {
     assert_eq!(count(&env.db, "patient").await, 1500);
     // force-resume takes the lease back and re-queues from the checkpoint.
     assert_eq!(act(&env, "crashy", "force-resume", "s3cret").await.0, 200);
-    let healthy = siphon_loader::Worker::new(
+    let healthy = siphon_tests::load_worker(
         env.db.clone(),
         env.queue.clone(),
         env.s3.clone(),
@@ -707,7 +707,7 @@ async fn load_and_import_from_https_with_a_test_ca() {
         s3: Arc::new(S3Source::new(env.s3.clone())),
         http: http.clone(),
     });
-    let mut worker = siphon_loader::Worker::new(
+    let mut worker = siphon_tests::load_worker(
         env.db.clone(),
         env.queue.clone(),
         env.s3.clone(),
@@ -803,13 +803,10 @@ async fn an_input_the_queue_gave_up_on_ends_the_session_in_error() {
     .await;
     let (_, b, _) = session(&env, "given-up").await;
     let second = b["inputs"][1]["loaderFile"].as_str().unwrap().to_string();
-    siphon::loading::give_up(
-        &env.db,
-        &second,
-        "gave up after 5 attempts: connection refused",
-    )
-    .await
-    .unwrap();
+    env.worker
+        .give_up(&second, "gave up after 5 attempts: connection refused")
+        .await
+        .unwrap();
     let (s, b, _) = session(&env, "given-up").await;
     assert_eq!((s, b["status"].as_str()), (200, Some("error")), "{b}");
     let why = b["error"].as_str().unwrap();

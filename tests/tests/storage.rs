@@ -116,7 +116,7 @@ async fn hostile_type_names_never_reach_sql() {
         "patient",
     ] {
         let err = ResourceType::parse(bad).unwrap_err();
-        assert_eq!(err.http_status(), 400);
+        assert_eq!(siphon::web::status_of(&err).as_u16(), 400);
     }
     // The table is still there, with its row.
     assert_eq!(db.count(&ty("Patient")).await.unwrap(), 1);
@@ -181,17 +181,11 @@ async fn crud_round_trip_with_shared_txid_sequence() {
     assert!(!exists);
     // Bad ids are refused before SQL.
     assert_eq!(
-        db.upsert(&p, "a b", &json!({}))
-            .await
-            .unwrap_err()
-            .http_status(),
+        siphon::web::status_of(&db.upsert(&p, "a b", &json!({})).await.unwrap_err()).as_u16(),
         400
     );
     assert_eq!(
-        db.upsert(&p, "ok", &json!([1]))
-            .await
-            .unwrap_err()
-            .http_status(),
+        siphon::web::status_of(&db.upsert(&p, "ok", &json!([1])).await.unwrap_err()).as_u16(),
         400
     );
 }

@@ -5,11 +5,11 @@ use globset::{GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::queue::{LoadMessage, LoadQueue, StoreSpec};
 use crate::error::{Error, Result};
-use crate::loading::loader_file::{FileOptions, LoaderFile};
+use crate::model::{FileOptions, LoaderFile, ObjectLocation};
+use crate::queue::{self, LoadMessage, MessageQueue, StoreSpec};
 use crate::sources::s3::classify;
-use crate::sources::{ObjectLocation, SourceError, UrlGuard};
+use crate::sources::{SourceError, UrlGuard};
 use crate::storage::Db;
 
 /// `account` as Aidbox takes it.
@@ -96,7 +96,7 @@ impl LoadFromBucket {
 /// Runs the call. `s3` must be built from `params.store()` (see `sources::s3::client`).
 pub async fn load_from_bucket(
     db: &Db,
-    queue: &dyn LoadQueue,
+    queue: &dyn MessageQueue,
     s3: &aws_sdk_s3::Client,
     guard: &dyn UrlGuard,
     params: &LoadFromBucket,
@@ -168,7 +168,7 @@ pub async fn load_from_bucket(
                 .iter()
                 .map(|f| LoadMessage::for_file(f, store.clone()))
                 .collect();
-            if let Err(e) = queue.send(&messages, None).await {
+            if let Err(e) = queue::send(queue, &messages, None).await {
                 // Nothing queued for these: remove their LoaderFiles so a retry picks them up.
                 for f in &created {
                     let _ = db.delete_loader_file(&f.id).await;
@@ -190,31 +190,59 @@ pub async fn load_from_bucket(
 
 /// `aidbox.bulk/load-from-bucket-status`: LoaderFiles by status, resources loaded/failed.
 pub async fn status(db: &Db) -> Result<serde_json::Value> {
-    let client = db.client().await?;
-    let rows = match client
-        .query(
-            "SELECT resource->>'status', count(*), coalesce(sum((resource->>'loaded')::bigint), 0)::bigint,
-                    coalesce(sum((resource->>'failed')::bigint), 0)::bigint
-             FROM public.\"loaderfile\" GROUP BY 1",
-            &[],
-        )
-        .await
-    {
-        Ok(rows) => rows,
-        Err(e) if e.code().is_some_and(|c| c.code() == "42P01") => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
     let mut files = json!({"pending": 0, "in-progress": 0, "done": 0, "error": 0});
     let (mut total, mut loaded, mut failed) = (0i64, 0i64, 0i64);
-    for r in rows {
-        let status: String = r.get(0);
-        let n: i64 = r.get(1);
+    for (status, n, l, f) in db.loader_file_totals().await? {
         files[status] = json!(n);
         total += n;
-        loaded += r.get::<_, i64>(2);
-        failed += r.get::<_, i64>(3);
+        loaded += l;
+        failed += f;
     }
     Ok(
         json!({"files": files, "total-files": total, "resources": {"loaded": loaded, "failed": failed}}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(v: serde_json::Value) -> LoadFromBucket {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn bucket_urls_globs_and_stores() {
+        let p = params(json!({"bucket": "s3://b/data/2026"}));
+        assert_eq!(
+            p.bucket_and_prefix().unwrap(),
+            ("b".into(), "data/2026".into())
+        );
+        let m = p.matcher().unwrap();
+        assert!(m.is_match("data/2026/Patient.ndjson.gz"));
+        assert!(!m.is_match("data/2026/Patient.ndjson"));
+        let p = params(json!({"bucket": "s3://b", "glob": "*.ndjson.gz"}));
+        let m = p.matcher().unwrap();
+        assert!(m.is_match("Patient.ndjson.gz") && !m.is_match("dir/Patient.ndjson.gz"));
+        for bad in ["b", "s3://", "https://b"] {
+            assert!(
+                params(json!({"bucket": bad})).bucket_and_prefix().is_err(),
+                "{bad}"
+            );
+        }
+        assert!(params(json!({"bucket": "s3://b", "glob": "a[" }))
+            .matcher()
+            .is_err());
+        let p = params(
+            json!({"bucket": "s3://b", "endpoint-url": "http://127.0.0.1:4566",
+            "account": {"access-key-id": "AK", "secret-access-key": "SK", "region": "eu-west-1"}}),
+        );
+        let store = p.store();
+        assert_eq!(store.region.as_deref(), Some("eu-west-1"));
+        assert!(!format!("{store:?}").contains("SK"));
+        assert!(
+            serde_json::from_value::<LoadFromBucket>(json!({"bucket": "s3://b", "bogus": 1}))
+                .is_err()
+        );
+    }
 }

@@ -1,12 +1,15 @@
 //! Automatic ingestion: an S3 `ObjectCreated` record (direct, or wrapped in an SQS
 //! message) creates or refreshes the object's LoaderFile and queues it.
+//!
+//! Events are read with the `aws_lambda_events` types (`S3Event`, `SqsEvent`).
 
-use serde::Deserialize;
+use aws_lambda_events::event::s3::S3Event;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use serde_json::Value;
 
-use super::queue::{LoadMessage, LoadQueue};
-use crate::error::Result;
-use crate::loading::loader_file::{FileOptions, LoaderFile};
-use crate::sources::ObjectLocation;
+use crate::error::{Error, Result};
+use crate::model::{FileOptions, LoaderFile, ObjectLocation};
+use crate::queue::{self, LoadMessage, MessageQueue};
 use crate::storage::Db;
 
 /// One object named by an S3 event.
@@ -17,10 +20,28 @@ pub struct CreatedObject {
     pub size: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct Event {
-    #[serde(rename = "Records", default)]
-    records: Vec<serde_json::Value>,
+/// What s3-ingest is invoked with: S3 events directly, or an SQS batch whose message
+/// bodies are S3 events (the bucket notification's target queue).
+#[derive(Debug)]
+pub enum IngestEvent {
+    Direct(S3Event),
+    Queued(SqsEvent),
+}
+
+impl IngestEvent {
+    /// Tells the two shapes apart by the first record's `eventSource` (`aws:sqs`).
+    pub fn from_value(event: Value) -> Result<Self> {
+        let from_sqs = event["Records"][0]["eventSource"].as_str() == Some("aws:sqs");
+        if from_sqs {
+            serde_json::from_value(event)
+                .map(IngestEvent::Queued)
+                .map_err(|e| Error::BadRequest(format!("not an SQS event: {e}")))
+        } else {
+            serde_json::from_value(event)
+                .map(IngestEvent::Direct)
+                .map_err(|e| Error::BadRequest(format!("not an S3 event: {e}")))
+        }
+    }
 }
 
 /// Keys in S3 events are URL-encoded with `+` for space.
@@ -34,54 +55,44 @@ pub fn decode_key(raw: &str) -> String {
     .unwrap_or(spaced)
 }
 
-/// The `*.ndjson.gz` objects created in an event of either shape: an S3 event, or an
-/// SQS event whose message bodies are S3 events. `s3:TestEvent` and other events give
-/// nothing.
-pub fn created_objects(event: &serde_json::Value) -> Vec<CreatedObject> {
-    let mut out = Vec::new();
-    let Ok(outer) = serde_json::from_value::<Event>(event.clone()) else {
-        return out;
-    };
-    for record in outer.records {
-        if let Some(body) = record.get("body").and_then(|b| b.as_str()) {
-            // SQS record: the body is an S3 event (or a test event).
-            if let Ok(inner) = serde_json::from_str::<serde_json::Value>(body) {
-                out.extend(created_objects(&inner));
-            }
-            continue;
-        }
-        let name = record
-            .get("eventName")
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        if !name.starts_with("ObjectCreated:") {
-            continue;
-        }
-        let s3 = &record["s3"];
-        let (Some(bucket), Some(key)) =
-            (s3["bucket"]["name"].as_str(), s3["object"]["key"].as_str())
-        else {
-            continue;
-        };
-        let key = decode_key(key);
-        if !key.ends_with(".ndjson.gz") {
-            continue;
-        }
-        let etag = s3["object"]["eTag"]
-            .as_str()
-            .map(|e| format!("\"{}\"", e.trim_matches('"')));
-        out.push(CreatedObject {
-            location: ObjectLocation::new(bucket, key),
-            etag,
-            size: s3["object"]["size"].as_u64(),
-        });
-    }
-    out
+/// The `*.ndjson.gz` objects an S3 event says were created.
+pub fn created_objects(event: &S3Event) -> Vec<CreatedObject> {
+    event
+        .records
+        .iter()
+        .filter(|r| {
+            r.event_name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("ObjectCreated:"))
+        })
+        .filter_map(|r| {
+            let bucket = r.s3.bucket.name.as_deref()?;
+            let key = decode_key(r.s3.object.key.as_deref()?);
+            key.ends_with(".ndjson.gz").then(|| CreatedObject {
+                location: ObjectLocation::new(bucket, key),
+                etag: r
+                    .s3
+                    .object
+                    .e_tag
+                    .as_deref()
+                    .map(|e| format!("\"{}\"", e.trim_matches('"'))),
+                size: r.s3.object.size.and_then(|s| u64::try_from(s).ok()),
+            })
+        })
+        .collect()
+}
+
+/// The objects in one SQS message body: an S3 event, or nothing (the `s3:TestEvent` S3
+/// sends when a notification is configured, or anything else).
+pub fn objects_in_body(body: &str) -> Vec<CreatedObject> {
+    serde_json::from_str::<S3Event>(body)
+        .map(|e| created_objects(&e))
+        .unwrap_or_default()
 }
 
 /// Creates (or, for a new version of the object, resets) the LoaderFile and queues it.
 /// A duplicate event for the same version queues nothing. Returns whether it queued.
-pub async fn ingest(db: &Db, queue: &dyn LoadQueue, object: &CreatedObject) -> Result<bool> {
+pub async fn ingest(db: &Db, queue: &dyn MessageQueue, object: &CreatedObject) -> Result<bool> {
     let pending = LoaderFile::pending(
         &object.location,
         object.etag.clone(),
@@ -102,14 +113,48 @@ pub async fn ingest(db: &Db, queue: &dyn LoadQueue, object: &CreatedObject) -> R
         etag: object.etag.clone(),
         ..LoadMessage::for_file(&file, Default::default())
     };
-    queue.send(std::slice::from_ref(&message), None).await?;
+    queue::send(queue, std::slice::from_ref(&message), None).await?;
     tracing::info!(file = %object.location, loader_file = file.id, "queued");
     Ok(true)
+}
+
+/// Handles one invocation. A direct S3 event fails as a whole (S3 retries it); an SQS
+/// batch reports the messages whose object could not be queued as batch item failures.
+pub async fn handle(
+    db: &Db,
+    queue: &dyn MessageQueue,
+    event: IngestEvent,
+) -> Result<Option<SqsBatchResponse>> {
+    match event {
+        IngestEvent::Direct(event) => {
+            for object in created_objects(&event) {
+                ingest(db, queue, &object).await?;
+            }
+            Ok(None)
+        }
+        IngestEvent::Queued(event) => {
+            let mut response = SqsBatchResponse::default();
+            for record in event.records {
+                let objects = record.body.as_deref().map(objects_in_body);
+                for object in objects.unwrap_or_default() {
+                    if let Err(e) = ingest(db, queue, &object).await {
+                        tracing::error!(file = %object.location, error = %e, "cannot queue the file");
+                        let mut failure = BatchItemFailure::default();
+                        failure.item_identifier = record.message_id.clone().unwrap_or_default();
+                        response.batch_item_failures.push(failure);
+                        break;
+                    }
+                }
+            }
+            Ok(Some(response))
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn keys_are_url_decoded() {
@@ -119,5 +164,57 @@ mod tests {
         );
         assert_eq!(decode_key("a%2Fb/%C3%A9.ndjson.gz"), "a/b/é.ndjson.gz");
         assert_eq!(decode_key("x&y=z.ndjson.gz"), "x&y=z.ndjson.gz");
+    }
+
+    fn sample() -> Value {
+        let text = include_str!("../../../infra/events/s3-object-created.json");
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn the_sample_events_parse_into_objects() {
+        let IngestEvent::Direct(event) = IngestEvent::from_value(sample()).unwrap() else {
+            panic!("direct")
+        };
+        let objects = created_objects(&event);
+        assert_eq!(
+            objects,
+            vec![CreatedObject {
+                location: ObjectLocation::new("siphon-samples", "Patient.ndjson.gz"),
+                etag: Some("\"0123456789abcdef0123456789abcdef\"".into()),
+                size: Some(1024),
+            }]
+        );
+        let queued: Value = serde_json::from_str(include_str!(
+            "../../../infra/events/sqs-s3-object-created.json"
+        ))
+        .unwrap();
+        let IngestEvent::Queued(sqs) = IngestEvent::from_value(queued).unwrap() else {
+            panic!("queued")
+        };
+        assert_eq!(
+            objects_in_body(sqs.records[0].body.as_deref().unwrap()).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn other_events_give_nothing() {
+        let test_event = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"});
+        assert!(objects_in_body(&test_event.to_string()).is_empty());
+        assert!(objects_in_body("not json").is_empty());
+        let mut removed = sample();
+        removed["Records"][0]["eventName"] = json!("ObjectRemoved:Delete");
+        let IngestEvent::Direct(e) = IngestEvent::from_value(removed).unwrap() else {
+            panic!()
+        };
+        assert!(created_objects(&e).is_empty());
+        let mut other = sample();
+        other["Records"][0]["s3"]["object"]["key"] = json!("notes.txt");
+        let IngestEvent::Direct(e) = IngestEvent::from_value(other).unwrap() else {
+            panic!()
+        };
+        assert!(created_objects(&e).is_empty());
+        assert!(IngestEvent::from_value(json!({"Records": [{"eventSource": "aws:s3"}]})).is_err());
     }
 }

@@ -1,6 +1,5 @@
-//! Getting files into the load queue: `load-from-bucket` ([`bucket`]), S3 events
-//! ([`events`]), and the queue itself ([`queue`]).
+//! Getting files into the load queue: `load-from-bucket` ([`bucket`]) and S3 events
+//! ([`events`]).
 
 pub mod bucket;
 pub mod events;
-pub mod queue;

@@ -9,9 +9,10 @@ use std::io::{self, BufRead, BufReader, Read};
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 
-use super::copy::encode_row;
 use super::validate::validate_line;
+use crate::model::line_error::LineError;
 use crate::resource_type::ResourceType;
+use crate::storage::copy_in::{encode_row, Chunk, Row};
 
 /// How to cut the stream.
 #[derive(Clone, Debug)]
@@ -28,48 +29,6 @@ pub struct DecodeConfig {
     pub batch_bytes: usize,
     /// Validate only, encode nothing (strict mode's first pass).
     pub validate_only: bool,
-}
-
-/// One row inside a chunk's buffer.
-#[derive(Clone, Debug)]
-pub struct Row {
-    pub line: u64,
-    pub start: usize,
-    pub end: usize,
-    pub id: String,
-}
-
-/// Rows of one type, COPY-encoded back to back (no header or trailer).
-#[derive(Debug)]
-pub struct Chunk {
-    pub resource_type: ResourceType,
-    pub buf: BytesMut,
-    pub rows: Vec<Row>,
-}
-
-/// A line that will not load, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LineError {
-    pub line: u64,
-    pub reason: String,
-    /// The first 200 bytes of the line, lossily decoded, without NUL characters.
-    pub excerpt: String,
-}
-
-impl LineError {
-    pub fn new(line: u64, reason: impl Into<String>, raw: &[u8]) -> Self {
-        LineError {
-            line,
-            reason: reason.into(),
-            excerpt: excerpt(raw),
-        }
-    }
-}
-
-/// The first 200 bytes of a line, safe to store as text.
-pub fn excerpt(raw: &[u8]) -> String {
-    let cut = &raw[..raw.len().min(200)];
-    String::from_utf8_lossy(cut).replace('\0', "")
 }
 
 /// What the writer receives: rows to write, invalid lines to record, and where the

@@ -7,16 +7,14 @@
 //!            all fenced by the lease] --> commit
 //! ```
 //!
-//! Exactly-once effect: a file is claimed with a lease ([`loader_file::Claim`]); each
+//! Exactly-once effect: a file is claimed with a lease ([`Claim`]); each
 //! batch commits its rows together with the new checkpoint, and only while the lease is
 //! ours. A duplicate message finds the file busy or done; a crashed loader's lease
 //! expires and the next one resumes from the last checkpoint, skipping committed lines.
 //! Near the deadline the loader commits, hands the lease back and reports
 //! [`Outcome::Continue`] so the caller can queue the rest.
 
-pub mod copy;
 pub mod decode;
-pub mod loader_file;
 pub mod validate;
 
 use std::sync::Arc;
@@ -26,12 +24,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
-use self::decode::{Batch, DecodeConfig, DecodeError, LineError};
-use self::loader_file::{record_line_errors, Claim, FileStatus, LoaderFile};
+use self::decode::{Batch, DecodeConfig, DecodeError};
 use crate::error::{Error, Result};
+use crate::model::{FileStatus, LineError, LoaderFile};
 use crate::resource_type::ResourceType;
 use crate::sources::{Source, SourceError};
-use crate::storage::resources::next_txid;
+use crate::storage::loader_files::{Claim, Opened};
 use crate::storage::Db;
 
 /// Tunables; the defaults suit a 256 MB Lambda.
@@ -101,16 +99,6 @@ enum Committed {
     Halted(FileStatus),
 }
 
-/// Ends a file in `error` from outside a load (the queue gave up on it after repeated
-/// failures) and settles its `$import` session, if any.
-pub async fn give_up(db: &Db, file_id: &str, why: &str) -> Result<()> {
-    db.fail_loader_file(file_id, None, why).await?;
-    if let Some(import) = db.loader_file(file_id).await?.and_then(|f| f.import) {
-        crate::sessions::settle(db, &import).await?;
-    }
-    Ok(())
-}
-
 /// Loads files through one [`Source`] into one database.
 #[derive(Clone)]
 pub struct Loader {
@@ -136,19 +124,10 @@ impl Loader {
 
     /// Loads the file of LoaderFile `file_id`, stopping before `deadline` if given.
     /// Transient failures are retried a few times; if they persist the error is
-    /// returned (the lease then expires and a later call resumes). When the file belongs
-    /// to an `$import` session and ends (done or error), the session is settled.
+    /// returned (the lease then expires and a later call resumes). A file of an `$import`
+    /// session that ends here (done or error) still has to settle its session: callers
+    /// do that (`sessions::settle`).
     pub async fn load(&self, file_id: &str, deadline: Option<Instant>) -> Result<Outcome> {
-        let outcome = self.load_file(file_id, deadline).await?;
-        if matches!(outcome, Outcome::Done { .. } | Outcome::Failed { .. }) {
-            if let Some(import) = self.db.loader_file(file_id).await?.and_then(|f| f.import) {
-                crate::sessions::settle(&self.db, &import).await?;
-            }
-        }
-        Ok(outcome)
-    }
-
-    async fn load_file(&self, file_id: &str, deadline: Option<Instant>) -> Result<Outcome> {
         let owner = uuid::Uuid::new_v4().to_string();
         let mut attempt = 0;
         loop {
@@ -387,20 +366,23 @@ impl Loader {
             }
         }
         let mut client = self.db.client().await?;
-        let client: &mut tokio_postgres::Client = &mut client;
-        let tx = client.transaction().await?;
+        let Opened::Ready(tx) = Db::begin_batch(&mut client, &file.id, owner, None).await? else {
+            unreachable!("a batch without a session is never halted")
+        };
         if invalid > 0 {
-            record_line_errors(&tx, &file.id, &errors, self.options.max_stored_errors).await?;
+            tx.record_errors(&file.id, &errors, self.options.max_stored_errors)
+                .await?;
             let message = format!(
                 "strict mode: {invalid} invalid line(s), nothing loaded (first at line {})",
                 errors[0].line
             );
             let patch = json!({"status": "error", "error": message, "failed": invalid, "loaded": 0, "end": chrono::Utc::now()});
-            Db::patch_loader_file_as(&tx, &file.id, owner, &patch, true).await?;
+            tx.advance(&file.id, owner, &patch, true).await?;
             tx.commit().await?;
             return Ok(Some(Stop::Finished(Outcome::Failed { message })));
         }
-        Db::patch_loader_file_as(&tx, &file.id, owner, &json!({"validated": true}), false).await?;
+        tx.advance(&file.id, owner, &json!({"validated": true}), false)
+            .await?;
         tx.commit().await?;
         Ok(None)
     }
@@ -422,31 +404,18 @@ impl Loader {
                 .await?;
         }
         let strict = file.options.strict;
-        let client: &mut tokio_postgres::Client = client;
-        let tx = client.transaction().await?;
-        if let Some(import) = &file.import {
-            // Held FOR SHARE until commit: a pause or abort waits for this batch or
-            // is seen by it, never lands in between.
-            let session = crate::sessions::store::status_for_share(&tx, import).await?;
-            if session != Some(crate::sessions::SessionStatus::Active) {
-                let status = match session {
-                    None | Some(crate::sessions::SessionStatus::Aborted) => FileStatus::Aborted,
-                    _ => FileStatus::Paused,
-                };
-                // As owner only: an abort or force-resume may have set the file already.
-                Db::patch_loader_file_as(&tx, &file.id, owner, &json!({"status": status}), true)
-                    .await?;
-                tx.commit().await?;
-                return Ok(Committed::Halted(status));
-            }
-        }
-        let txid = next_txid(&tx).await?;
+        let tx = match Db::begin_batch(client, &file.id, owner, file.import.as_deref()).await? {
+            Opened::Ready(tx) => tx,
+            Opened::Halted(status) => return Ok(Committed::Halted(status)),
+        };
+        let txid = tx.next_txid().await?;
         let mut loaded = 0u64;
         let mut errors = std::mem::take(&mut batch.errors);
         for mut chunk in std::mem::take(&mut batch.chunks) {
-            copy::set_txid(&mut chunk, txid);
-            let result =
-                copy::write_chunk(&tx, chunk, file.options.upsert, state.try_direct).await?;
+            crate::storage::copy_in::set_txid(&mut chunk, txid);
+            let result = tx
+                .write(chunk, file.options.upsert, state.try_direct)
+                .await?;
             if result.conflicted {
                 state.try_direct = false; // ids exist: go straight to the upsert path
             }
@@ -467,7 +436,7 @@ impl Loader {
             return Err(Error::BadRequest(message));
         }
         let room = self.options.max_stored_errors.saturating_sub(state.failed);
-        record_line_errors(&tx, &file.id, &errors, room).await?;
+        tx.record_errors(&file.id, &errors, room).await?;
         let loaded_total = state.loaded + loaded;
         let failed_total = state.failed + errors.len() as u64;
         let mut patch = json!({
@@ -480,7 +449,7 @@ impl Loader {
             patch["status"] = json!("done");
             patch["end"] = json!(chrono::Utc::now());
         }
-        if !Db::patch_loader_file_as(&tx, &file.id, owner, &patch, batch.eof).await? {
+        if !tx.advance(&file.id, owner, &patch, batch.eof).await? {
             return Ok(Committed::LeaseLost);
         }
         if self.options.crash_before_commit == Some(state.batches) {

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use crate::model::ids::check_id;
 use crate::resource_type::{self, ResourceType};
 
 /// The two top-level fields validation reads; everything else is checked for syntax only.
@@ -24,22 +25,6 @@ struct Head<'a> {
 pub struct Valid<'a> {
     pub id: Cow<'a, str>,
     pub resource_type: Cow<'a, str>,
-}
-
-/// FHIR id: 1 to 64 of `[A-Za-z0-9\-\.]`.
-pub fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        let shown: String = id.chars().take(80).collect();
-        return Err(format!(
-            "id {shown:?} is not a valid FHIR id (1-64 characters of A-Z a-z 0-9 - .)"
-        ));
-    }
-    Ok(())
 }
 
 /// True when `text` holds a `\u0000` escape (not an escaped backslash followed by

@@ -16,7 +16,6 @@
 //! Workers end the session `done` when every input is done, `error` when one fails.
 
 pub mod request;
-pub mod store;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,51 +26,14 @@ use serde_json::{json, Value};
 pub use self::request::{Action, ImportConfig, ImportRequest, Input, InputUrl, LoadRequest};
 use crate::auth;
 use crate::error::{Error, Result};
-use crate::ingestion::queue::{LoadMessage, LoadQueue};
-use crate::loading::loader_file::{FileOptions, FileStatus, LoaderFile};
 use crate::loading::{LoadOptions, Loader, Outcome};
+pub use crate::model::SessionStatus;
+use crate::model::{FileOptions, FileStatus, LoaderFile};
+use crate::queue::{LoadMessage, MessageQueue};
 use crate::resource_type::ResourceType;
 use crate::sources::{Location, Source, UrlGuard};
+use crate::storage::imports as store;
 use crate::storage::Db;
-
-/// The states of the seed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SessionStatus {
-    Active,
-    Paused,
-    Aborted,
-    Error,
-    Done,
-}
-
-impl SessionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionStatus::Active => "active",
-            SessionStatus::Paused => "paused",
-            SessionStatus::Aborted => "aborted",
-            SessionStatus::Error => "error",
-            SessionStatus::Done => "done",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "active" => SessionStatus::Active,
-            "paused" => SessionStatus::Paused,
-            "aborted" => SessionStatus::Aborted,
-            "error" => SessionStatus::Error,
-            "done" => SessionStatus::Done,
-            other => return Err(Error::Internal(format!("unknown session status {other:?}"))),
-        })
-    }
-
-    /// Still has work to do (GET answers 202 while true).
-    pub fn is_running(self) -> bool {
-        matches!(self, SessionStatus::Active | SessionStatus::Paused)
-    }
-}
 
 /// One input as `GET /$import/{id}` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -110,7 +72,7 @@ pub struct SessionView {
     pub updated: String,
 }
 
-fn view(id: &str, row: store::Row, files: Vec<LoaderFile>) -> SessionView {
+fn view(id: &str, row: store::ImportRow, files: Vec<LoaderFile>) -> SessionView {
     let done = files
         .iter()
         .filter(|f| f.status == FileStatus::Done)
@@ -169,7 +131,8 @@ pub enum Loaded {
 /// The session service: what the API calls.
 pub struct Imports {
     pub db: Db,
-    pub queue: Arc<dyn LoadQueue>,
+    /// The load queue.
+    pub queue: Arc<dyn MessageQueue>,
     /// Reads inputs for `$load`'s synchronous part (buckets and URLs).
     pub source: Arc<dyn Source>,
     pub guard: Arc<dyn UrlGuard>,
@@ -295,7 +258,7 @@ impl Imports {
             .iter()
             .map(|f| LoadMessage::for_file(f, Default::default()))
             .collect();
-        if let Err(e) = self.queue.send(&messages, None).await {
+        if let Err(e) = crate::queue::send(&*self.queue, &messages, None).await {
             tracing::error!(session = id, error = %e, "cannot queue the inputs");
             let client = self.db.client().await?;
             let why = format!("could not queue the inputs: {e}; use force-resume to retry");
@@ -409,6 +372,9 @@ impl Imports {
         );
         let deadline = started + self.sync_budget;
         let outcome = loader.load(&file.id, Some(deadline)).await;
+        if let Ok(Outcome::Done { .. } | Outcome::Failed { .. }) = &outcome {
+            settle(&self.db, &id).await?;
+        }
         match outcome {
             Ok(Outcome::Done { loaded, failed }) => Ok(Loaded::Finished {
                 session: id,

@@ -4,7 +4,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::config::Env;
 use crate::error::{Error, Result};
+use crate::model::ids::is_valid_id;
 use crate::resource_type::ResourceType;
 use crate::sources::ObjectLocation;
 
@@ -73,12 +75,11 @@ pub struct ImportConfig {
 }
 
 impl ImportConfig {
-    pub fn from_env() -> Self {
+    /// `SIPHON_IMPORT_BUCKET` and `SIPHON_IMPORT_PREFIX`.
+    pub fn from_env(env: &Env) -> Self {
         ImportConfig {
-            bucket: std::env::var("SIPHON_IMPORT_BUCKET")
-                .ok()
-                .filter(|b| !b.is_empty()),
-            prefix: std::env::var("SIPHON_IMPORT_PREFIX").unwrap_or_default(),
+            bucket: env.get("SIPHON_IMPORT_BUCKET").map(str::to_string),
+            prefix: env.get("SIPHON_IMPORT_PREFIX").unwrap_or("").to_string(),
         }
     }
 
@@ -157,12 +158,7 @@ const NDJSON_FORMATS: &[&str] = &[
 
 /// A session id: what FHIR allows for ids (1-64 of `A-Z a-z 0-9 - .`).
 pub fn check_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    if ok {
+    if is_valid_id(id) {
         Ok(())
     } else {
         Err(Error::BadRequest(format!(
@@ -435,7 +431,7 @@ mod tests {
             (json!({"resource": {"bogus": 1}}), "unknown field"),
         ] {
             let e = parse_import(&bad, &c).unwrap_err();
-            assert_eq!(e.http_status(), 400);
+            assert!(matches!(e, Error::BadRequest(_)), "{e:?}");
             assert!(e.to_string().contains(why), "{bad}: {e}");
         }
     }

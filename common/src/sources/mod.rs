@@ -7,82 +7,12 @@ pub mod http;
 pub mod memory;
 pub mod s3;
 
-use std::fmt;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use tokio::io::AsyncRead;
 
-/// An object inside a bucket: `s3://bucket/key`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ObjectLocation {
-    pub bucket: String,
-    pub key: String,
-}
-
-impl ObjectLocation {
-    pub fn new(bucket: impl Into<String>, key: impl Into<String>) -> Self {
-        ObjectLocation {
-            bucket: bucket.into(),
-            key: key.into(),
-        }
-    }
-
-    /// Parses `s3://bucket/key`.
-    pub fn parse_s3_url(url: &str) -> Option<Self> {
-        let rest = url.strip_prefix("s3://")?;
-        let (bucket, key) = rest.split_once('/')?;
-        (!bucket.is_empty() && !key.is_empty()).then(|| ObjectLocation::new(bucket, key))
-    }
-
-    /// The file name part of the key (`dir/Patient.ndjson.gz` -> `Patient.ndjson.gz`).
-    pub fn file_name(&self) -> &str {
-        self.key.rsplit('/').next().unwrap_or(&self.key)
-    }
-}
-
-impl fmt::Display for ObjectLocation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "s3://{}/{}", self.bucket, self.key)
-    }
-}
-
-/// Where a file lives: an object in a bucket, or an `https://` URL.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Location {
-    S3(ObjectLocation),
-    Url(String),
-}
-
-impl Location {
-    /// The file name part (`.../Patient.ndjson.gz` -> `Patient.ndjson.gz`), without a
-    /// URL's query string.
-    pub fn file_name(&self) -> &str {
-        match self {
-            Location::S3(o) => o.file_name(),
-            Location::Url(u) => {
-                let path = u.split(['?', '#']).next().unwrap_or(u);
-                path.rsplit('/').next().unwrap_or(path)
-            }
-        }
-    }
-}
-
-impl From<ObjectLocation> for Location {
-    fn from(o: ObjectLocation) -> Self {
-        Location::S3(o)
-    }
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Location::S3(o) => o.fmt(f),
-            // Never the query string: presigned URLs carry credentials there.
-            Location::Url(u) => f.write_str(u.split(['?', '#']).next().unwrap_or(u)),
-        }
-    }
-}
+pub use crate::model::location::{Location, ObjectLocation};
 
 /// An opened object: its metadata and a body streamed on demand.
 pub struct OpenedObject {

@@ -21,14 +21,26 @@ impl std::fmt::Debug for StaticCredentials {
     }
 }
 
-/// How to reach a store. Empty fields fall back to the environment (`AWS_REGION`,
-/// `AWS_ENDPOINT_URL`, the function's role) and `SIPHON_S3_FORCE_PATH_STYLE`.
+/// How to reach a store. Empty fields fall back to the AWS SDK's own settings
+/// (`AWS_REGION`, `AWS_ENDPOINT_URL`, the function's role); path-style addressing
+/// (LocalStack, MinIO) only when `force_path_style` says so.
 #[derive(Clone, Debug, Default)]
 pub struct S3Options {
     pub endpoint_url: Option<String>,
     pub region: Option<String>,
     pub credentials: Option<StaticCredentials>,
     pub force_path_style: Option<bool>,
+}
+
+impl S3Options {
+    /// The function's own store: the SDK's settings, plus `SIPHON_S3_FORCE_PATH_STYLE`
+    /// (`true` for LocalStack and MinIO).
+    pub fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        Ok(S3Options {
+            force_path_style: Some(env.flag("SIPHON_S3_FORCE_PATH_STYLE", false)?),
+            ..Default::default()
+        })
+    }
 }
 
 /// Builds an S3 client for `opts`. No network call happens here.
@@ -50,9 +62,7 @@ pub async fn client(opts: &S3Options) -> aws_sdk_s3::Client {
         loader = loader.endpoint_url(url.clone());
     }
     let shared = loader.load().await;
-    let path_style = opts.force_path_style.unwrap_or_else(|| {
-        std::env::var("SIPHON_S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "true" || v == "1")
-    });
+    let path_style = opts.force_path_style.unwrap_or(false);
     let mut conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style);
     if shared.region().is_none() {
         conf = conf.region(aws_config::Region::new("us-east-1"));

@@ -1,12 +1,29 @@
-//! Postgres storage in the Aidbox-compatible layout (SPEC section 2).
+//! Postgres: every SQL statement siphon runs lives here, one file per table family.
 //!
-//! - [`pool`]: connection settings from the environment, TLS, a lazily built pool.
+//! - [`pool`]: connection settings, TLS, a lazily built pool ([`Db`]).
 //! - [`migrations`]: versioned schema changes, applied once under an advisory lock.
 //! - [`resources`]: one table per resource type, created on first use; CRUD on any type.
+//! - [`copy_in`]: the binary COPY writer that puts loaded lines into resource tables.
+//! - [`read`]: the one way a table or a query is read out (`COPY ... TO STDOUT`).
+//! - [`loader_files`]: LoaderFiles (claims, leases, batch commits, line errors).
+//! - [`imports`]: `$import` sessions.
+//! - [`clients`]: Clients and AccessPolicies (authentication).
 
+pub mod clients;
+pub mod copy_in;
+pub mod imports;
+pub mod loader_files;
 pub mod migrations;
 pub mod pool;
+pub mod read;
 pub mod resources;
 
 pub use pool::{Db, DbConfig};
 pub use resources::StoredResource;
+
+use crate::error::Error;
+
+/// True when `e` says the table does not exist (a type nothing was stored as yet).
+pub(crate) fn is_undefined_table(e: &Error) -> bool {
+    matches!(e, Error::Database(d) if d.code() == Some("42P01"))
+}

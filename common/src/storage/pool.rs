@@ -1,6 +1,6 @@
 //! Postgres connection settings and the process-wide pool.
 //!
-//! Configuration comes from the environment:
+//! Settings ([`DbConfig::from_env`]):
 //! - `DATABASE_URL` (`postgres://user:pass@host:port/db?sslmode=...`), or
 //! - `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, and the password from `PGPASSWORD` or,
 //!   in AWS, from the Secrets Manager secret `SIPHON_DB_SECRET_ARN` (JSON with a
@@ -22,6 +22,7 @@ use tokio::sync::OnceCell;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::config::{ConfigError, Env};
 use crate::error::{Error, Result};
 
 /// How the server certificate is checked.
@@ -55,50 +56,42 @@ impl std::fmt::Debug for DbConfig {
     }
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 impl DbConfig {
-    /// Reads the configuration described in the module docs.
-    pub fn from_env() -> Result<Self> {
-        let mut cfg = match env("DATABASE_URL") {
-            Some(url) => Self::from_url(&url)?,
+    /// Reads the settings described in the module docs. A password never appears in an
+    /// error.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mut cfg = match env.get("DATABASE_URL") {
+            Some(url) => Self::from_url(url)?,
             None => {
                 let mut pg = tokio_postgres::Config::new();
-                pg.host(env("PGHOST").unwrap_or_else(|| "127.0.0.1".into()));
-                let port = env("PGPORT").unwrap_or_else(|| "5432".into());
-                pg.port(
-                    port.parse()
-                        .map_err(|_| Error::Internal(format!("PGPORT {port:?} is not a port")))?,
-                );
-                pg.dbname(env("PGDATABASE").unwrap_or_else(|| "siphon".into()));
-                pg.user(env("PGUSER").unwrap_or_else(|| "siphon".into()));
-                if let Some(pw) = env("PGPASSWORD") {
+                pg.host(env.get("PGHOST").unwrap_or("127.0.0.1"));
+                pg.port(env.parse::<u16>("PGPORT", "a port number")?.unwrap_or(5432));
+                pg.dbname(env.get("PGDATABASE").unwrap_or("siphon"));
+                pg.user(env.get("PGUSER").unwrap_or("siphon"));
+                if let Some(pw) = env.get("PGPASSWORD") {
                     pg.password(pw);
                 }
                 let mut cfg = Self::from_pg(pg);
-                cfg.set_ssl_mode(&env("PGSSLMODE").unwrap_or_else(|| "prefer".into()))?;
+                cfg.set_ssl_mode(env.get("PGSSLMODE").unwrap_or("prefer"))
+                    .map_err(|p| ConfigError::new("PGSSLMODE", p))?;
                 cfg
             }
         };
-        cfg.password_secret_arn = env("SIPHON_DB_SECRET_ARN");
-        cfg.root_cert = env("PGSSLROOTCERT");
+        cfg.password_secret_arn = env.get("SIPHON_DB_SECRET_ARN").map(str::to_string);
+        cfg.root_cert = env.get("PGSSLROOTCERT").map(str::to_string);
         if cfg.root_cert.is_some() {
             cfg.verify = TlsVerify::Full;
         }
-        if let Some(n) = env("SIPHON_DB_POOL_SIZE") {
-            cfg.pool_size = n
-                .parse()
-                .map_err(|_| Error::Internal("SIPHON_DB_POOL_SIZE must be a number".into()))?;
-        }
+        cfg.pool_size = env.number("SIPHON_DB_POOL_SIZE", 4, 1, 1000)? as usize;
         Ok(cfg)
     }
 
     /// Parses a `postgres://` URL; `sslmode` may also be `verify-ca` or `verify-full`.
-    pub fn from_url(url: &str) -> Result<Self> {
-        let mut parsed = url::Url::parse(url)
-            .map_err(|e| Error::Internal(format!("DATABASE_URL is not a URL: {e}")))?;
+    /// Errors never repeat the URL (it may hold a password).
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let bad = |why: String| ConfigError::new("DATABASE_URL", why);
+        let mut parsed =
+            url::Url::parse(url).map_err(|e| bad(format!("not a URL ({e}); value hidden")))?;
         let mut sslmode = None;
         let kept: Vec<(String, String)> = parsed
             .query_pairs()
@@ -119,9 +112,10 @@ impl DbConfig {
         let pg: tokio_postgres::Config = parsed
             .as_str()
             .parse()
-            .map_err(|e| Error::Internal(format!("DATABASE_URL is not a Postgres URL: {e}")))?;
+            .map_err(|_| bad("not a Postgres URL (value hidden: it may hold a password)".into()))?;
         let mut cfg = Self::from_pg(pg);
-        cfg.set_ssl_mode(sslmode.as_deref().unwrap_or("prefer"))?;
+        cfg.set_ssl_mode(sslmode.as_deref().unwrap_or("prefer"))
+            .map_err(bad)?;
         Ok(cfg)
     }
 
@@ -138,13 +132,17 @@ impl DbConfig {
         }
     }
 
-    fn set_ssl_mode(&mut self, mode: &str) -> Result<()> {
+    fn set_ssl_mode(&mut self, mode: &str) -> Result<(), String> {
         let (ssl, verify) = match mode {
             "disable" => (SslMode::Disable, TlsVerify::None),
             "prefer" | "allow" => (SslMode::Prefer, TlsVerify::None),
             "require" => (SslMode::Require, TlsVerify::None),
             "verify-ca" | "verify-full" => (SslMode::Require, TlsVerify::Full),
-            other => return Err(Error::Internal(format!("unknown sslmode {other:?}"))),
+            other => {
+                return Err(format!(
+                "unknown sslmode {other:?}: use disable, prefer, require, verify-ca or verify-full"
+            ))
+            }
         };
         self.pg.ssl_mode(ssl);
         self.verify = verify;
@@ -192,11 +190,6 @@ impl Db {
                 migrated: OnceCell::new(),
             }),
         }
-    }
-
-    /// `Db::new(DbConfig::from_env()?)`.
-    pub fn from_env() -> Result<Self> {
-        Ok(Self::new(DbConfig::from_env()?))
     }
 
     /// Resource tables known to exist in this database.
@@ -345,5 +338,37 @@ impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_and_errors_never_show_a_password() {
+        let env = Env::from_pairs(&[(
+            "DATABASE_URL",
+            "postgres://u:pw-secret@db.example:6543/x?sslmode=require",
+        )]);
+        let cfg = DbConfig::from_env(&env).unwrap();
+        assert_eq!(cfg.pg_config().get_dbname(), Some("x"));
+        assert_eq!(cfg.pg_config().get_ports(), &[6543]);
+        assert_eq!(cfg.pool_size, 4);
+        assert!(!format!("{cfg:?}").contains("pw-secret"));
+        for bad in [
+            "postgres://u:pw-secret@h/x?sslmode=sometimes",
+            "not a url pw-secret",
+        ] {
+            let e = DbConfig::from_env(&Env::from_pairs(&[("DATABASE_URL", bad)])).unwrap_err();
+            assert_eq!(e.variable, "DATABASE_URL");
+            assert!(!e.to_string().contains("pw-secret"), "{e}");
+        }
+        let e = DbConfig::from_env(&Env::from_pairs(&[("PGPORT", "54x")])).unwrap_err();
+        assert_eq!(e.variable, "PGPORT");
+        let e = DbConfig::from_env(&Env::from_pairs(&[("SIPHON_DB_POOL_SIZE", "0")])).unwrap_err();
+        assert_eq!(e.variable, "SIPHON_DB_POOL_SIZE");
+        let cfg = DbConfig::from_env(&Env::from_pairs(&[("PGSSLROOTCERT", "/ca.pem")])).unwrap();
+        assert_eq!(cfg.verify, TlsVerify::Full);
     }
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 
+use super::is_undefined_table;
 use super::pool::Db;
 use crate::error::{Error, Result};
 use crate::resource_type::ResourceType;
@@ -99,10 +100,6 @@ impl StoredResource {
 
 const SELECT_COLUMNS: &str = "id, txid, cts, ts, status";
 
-fn is_undefined_table(e: &Error) -> bool {
-    matches!(e, Error::Database(d) if d.code() == Some("42P01"))
-}
-
 /// Next value of the shared transaction sequence.
 pub async fn next_txid<C: GenericClient + Sync>(client: &C) -> Result<i64> {
     Ok(client
@@ -120,7 +117,7 @@ impl Db {
         id: &str,
         resource: &Value,
     ) -> Result<StoredResource> {
-        crate::loading::validate::check_id(id).map_err(Error::BadRequest)?;
+        crate::model::ids::check_id(id).map_err(Error::BadRequest)?;
         let mut resource = resource.clone();
         let obj = resource
             .as_object_mut()

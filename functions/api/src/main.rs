@@ -5,19 +5,20 @@
 use std::sync::Arc;
 
 use lambda_http::{service_fn, Error, Request};
-use siphon::ingestion::queue::SqsQueue;
+use siphon::config::Env;
+use siphon::queue::SqsQueue;
 use siphon::storage::Db;
-use siphon_api::App;
+use siphon_api::{App, Config};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    siphon::telemetry::init();
-    let s3 = siphon::sources::s3::client(&Default::default()).await;
-    let app = Arc::new(App::new(
-        Db::from_env()?,
-        Arc::new(SqsQueue::from_env().await?),
-        s3,
-    ));
+    let env = Env::from_process();
+    siphon::telemetry::init(&env);
+    let config =
+        Config::from_env(&env).inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
+    let s3 = siphon::sources::s3::client(&config.s3).await;
+    let queue = Arc::new(SqsQueue::connect(&config.load_queue_url).await);
+    let app = Arc::new(App::new(&config, Db::new(config.db.clone()), queue, s3));
     lambda_http::run(service_fn(move |request: Request| {
         let app = app.clone();
         async move { Ok::<_, Error>(siphon_api::handle(&app, request).await) }

@@ -1,18 +1,25 @@
 //! siphon-dump: streams `GET /{type}/$dump` and `POST /$dump-sql` responses (Lambda
 //! response streaming). A failure mid-stream ends the body with an error, so the
-//! client sees a cut response, never a short one that looks complete.
+//! client sees a cut response, never a short one that looks complete. Credentials,
+//! bodies and error answers go through the shared edge, `siphon::web`.
+
+mod config;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use http_body_util::StreamBody;
 use hyper::body::Frame;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::Method;
 use lambda_http::{Request, Response};
-use serde_json::{json, Value};
 use siphon::auth::Authenticator;
 use siphon::dumping::{self, SqlFormat};
 use siphon::storage::Db;
+use siphon::web::{self, ErrorStyle, Format};
 use siphon::{Error, ResourceType, Result};
+
+pub use config::Config;
 
 /// The streamed response body.
 pub type DumpBody =
@@ -22,20 +29,16 @@ pub type DumpBody =
 pub struct App {
     pub db: Db,
     pub auth: Authenticator,
-    /// `$dump-sql` statement timeout (`SIPHON_DUMP_SQL_TIMEOUT_MS`, default 60 s).
+    /// `$dump-sql` statement timeout.
     pub sql_timeout_ms: u64,
 }
 
 impl App {
-    pub fn new(db: Db) -> Self {
-        let sql_timeout_ms = std::env::var("SIPHON_DUMP_SQL_TIMEOUT_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(60_000);
+    pub fn new(config: &Config, db: Db) -> Self {
         App {
-            auth: Authenticator::new(db.clone()),
+            auth: Authenticator::new(Arc::new(db.clone()), config.admin.clone()),
             db,
-            sql_timeout_ms,
+            sql_timeout_ms: config.sql_timeout_ms,
         }
     }
 }
@@ -55,29 +58,9 @@ fn body(stream: dumping::ByteStream) -> DumpBody {
 }
 
 fn error_response(err: &Error) -> Response<DumpBody> {
-    let status =
-        StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if status.is_server_error() {
-        tracing::error!(error = %err, "dump request failed");
-    }
-    let text = json!({"message": err.to_string()}).to_string();
-    let mut builder = Response::builder()
-        .status(status)
-        .header("content-type", "application/json");
-    if status == StatusCode::UNAUTHORIZED {
-        builder = builder.header("www-authenticate", "Basic realm=\"siphon\"");
-    }
-    builder
-        .body(body(
-            stream::once(async move { Ok(Bytes::from(text)) }).boxed(),
-        ))
-        .expect("valid response")
-}
-
-fn query_param(request: &Request, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    let (parts, bytes) =
+        web::render(web::error_reply(err, ErrorStyle::Plain), Format::Json).into_parts();
+    Response::from_parts(parts, body(stream::once(async move { Ok(bytes) }).boxed()))
 }
 
 fn parse_since(raw: &str) -> Result<chrono::DateTime<chrono::Utc>> {
@@ -101,17 +84,14 @@ pub async fn handle(app: &App, request: Request) -> Response<DumpBody> {
 }
 
 async fn route(app: &App, request: &Request) -> Result<Response<DumpBody>> {
-    let authorization = request
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    app.auth.check(authorization).await?;
+    app.auth
+        .check(web::authorization(request.headers()))
+        .await?;
     let path = request.uri().path();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (content_type, stream) = match (request.method(), segments.as_slice()) {
+    let (content_type, stream) = match (request.method(), web::segments(path).as_slice()) {
         (&Method::GET, [ty, "$dump"]) => {
             let ty = ResourceType::parse(ty)?;
-            let since = query_param(request, "_since")
+            let since = web::query_param(request.uri(), "_since")
                 .map(|s| parse_since(&s))
                 .transpose()?;
             (
@@ -120,19 +100,7 @@ async fn route(app: &App, request: &Request) -> Result<Response<DumpBody>> {
             )
         }
         (&Method::POST, ["$dump-sql"]) => {
-            let bytes: &[u8] = request.body().as_ref();
-            let yaml = request
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("yaml"));
-            let params: Value = if yaml {
-                serde_norway::from_slice(bytes)
-                    .map_err(|e| Error::BadRequest(format!("the body is not valid YAML: {e}")))?
-            } else {
-                serde_json::from_slice(bytes)
-                    .map_err(|e| Error::BadRequest(format!("the body is not valid JSON: {e}")))?
-            };
+            let params = web::parse_body(request.headers(), request.body().as_ref())?;
             let query = params["query"]
                 .as_str()
                 .ok_or_else(|| Error::BadRequest("the body needs a string `query`".into()))?;
@@ -149,7 +117,7 @@ async fn route(app: &App, request: &Request) -> Result<Response<DumpBody>> {
             )))
         }
     };
-    let gzip = query_param(request, "gzip").is_some_and(|v| v == "true");
+    let gzip = web::query_param(request.uri(), "gzip").is_some_and(|v| v == "true");
     let mut builder = Response::builder()
         .status(200)
         .header("content-type", content_type);
@@ -160,4 +128,29 @@ async fn route(app: &App, request: &Request) -> Result<Response<DumpBody>> {
         stream
     };
     Ok(builder.body(body(stream)).expect("valid response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_instants_and_dates() {
+        assert_eq!(
+            parse_since("2024-01-02T03:04:05+01:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2024-01-02T02:04:05+00:00"
+        );
+        assert_eq!(
+            parse_since("2024-01-02").unwrap().to_rfc3339(),
+            "2024-01-02T00:00:00+00:00"
+        );
+        for bad in ["yesterday", "2024-13-01", "2024-01-02 03:04"] {
+            assert!(
+                matches!(parse_since(bad), Err(Error::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -6,18 +6,24 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use siphon::ingestion::queue::SqsQueue;
+use siphon::config::Env;
 use siphon::loading::LoadOptions;
+use siphon::queue::SqsQueue;
 use siphon::storage::Db;
-use siphon_loader::Worker;
+use siphon_loader::Config;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    siphon::telemetry::init();
-    let s3 = siphon::sources::s3::client(&Default::default()).await;
-    let worker = Arc::new(Worker::new(
-        Db::from_env()?,
-        Arc::new(SqsQueue::from_env().await?),
+    let env = Env::from_process();
+    siphon::telemetry::init(&env);
+    let config =
+        Config::from_env(&env).inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
+    let s3 = siphon::sources::s3::client(&config.s3).await;
+    let queue = Arc::new(SqsQueue::connect(&config.load_queue_url).await);
+    let worker = Arc::new(siphon_loader::worker(
+        &config,
+        Db::new(config.db.clone()),
+        queue,
         s3,
         LoadOptions::default(),
     ));

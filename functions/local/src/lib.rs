@@ -2,10 +2,14 @@
 //! (API Gateway / function URL) and SQS event source mappings (receive a batch, invoke
 //! the function, delete what it did not report as failed).
 
+mod config;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
+
+pub use config::Config;
 
 /// The body type the local front door serves (buffered API answers and streamed dumps).
 pub type LocalBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, lambda_http::Error>;
@@ -34,7 +38,7 @@ pub fn to_records(messages: &[aws_sdk_sqs::types::Message]) -> Vec<SqsMessage> {
 /// them with a 15-minute deadline, delete the ones it did not report as failed.
 /// Returns how many messages were received.
 pub async fn poll_load_queue(
-    worker: &siphon_loader::Worker,
+    worker: &siphon::workers::LoadWorker,
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     wait_seconds: i32,
@@ -107,7 +111,7 @@ async fn settle(
 /// One poll of the S3-events queue through siphon-s3-ingest.
 pub async fn poll_events_queue(
     db: &siphon::storage::Db,
-    queue: &dyn siphon::ingestion::queue::LoadQueue,
+    queue: &dyn siphon::queue::MessageQueue,
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     wait_seconds: i32,

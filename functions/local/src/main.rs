@@ -5,26 +5,35 @@
 
 #![recursion_limit = "256"]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use siphon::ingestion::queue::SqsQueue;
+use siphon::config::Env;
 use siphon::loading::LoadOptions;
+use siphon::queue::SqsQueue;
 use siphon::storage::Db;
+use siphon_local::Config;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    siphon::telemetry::init();
-    let db = Db::from_env()?;
-    let queue = Arc::new(SqsQueue::from_env().await?);
-    let s3 = siphon::sources::s3::client(&Default::default()).await;
-    let api = Arc::new(siphon_api::App::new(db.clone(), queue.clone(), s3.clone()));
-    let dump = Arc::new(siphon_dump::App::new(db.clone()));
-    let worker = Arc::new(siphon_loader::Worker::new(
+    let env = Env::from_process();
+    siphon::telemetry::init(&env);
+    let config = Config::from_env(&env)?;
+    let db = Db::new(config.api.db.clone());
+    let queue = Arc::new(SqsQueue::connect(&config.api.load_queue_url).await);
+    let s3 = siphon::sources::s3::client(&config.api.s3).await;
+    let api = Arc::new(siphon_api::App::new(
+        &config.api,
+        db.clone(),
+        queue.clone(),
+        s3.clone(),
+    ));
+    let dump = Arc::new(siphon_dump::App::new(&config.dump, db.clone()));
+    let worker = Arc::new(siphon_loader::worker(
+        &config.loader,
         db.clone(),
         queue.clone(),
         s3,
@@ -40,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
-    if let Ok(events_url) = std::env::var("SIPHON_EVENTS_QUEUE_URL") {
+    if let Some(events_url) = config.events_queue_url.clone() {
         let (db, queue, sqs) = (db.clone(), queue.clone(), sqs.clone());
         tokio::spawn(async move {
             loop {
@@ -48,9 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
-    let addr: SocketAddr = std::env::var("SIPHON_LOCAL_ADDR")
-        .unwrap_or_else(|_| "127.0.0.1:8080".into())
-        .parse()?;
+    let addr = config.addr;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("siphon-local: API and dumps at http://{addr}, loader and s3-ingest polling the local queues");
     loop {

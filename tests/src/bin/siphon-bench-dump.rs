@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use siphon::loading::loader_file::{FileOptions, LoaderFile};
 use siphon::loading::{LoadOptions, Loader};
+use siphon::model::loader_file::{FileOptions, LoaderFile};
 use siphon::sources::memory::MemorySource;
 use siphon::sources::ObjectLocation;
 use siphon::storage::{Db, DbConfig};

@@ -16,8 +16,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use siphon::loading::loader_file::{FileOptions, LoaderFile};
 use siphon::loading::{LoadOptions, Loader, Outcome};
+use siphon::model::loader_file::{FileOptions, LoaderFile};
 use siphon::sources::s3::S3Source;
 use siphon::sources::ObjectLocation;
 use siphon::storage::{Db, DbConfig};

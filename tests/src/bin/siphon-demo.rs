@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use siphon::loading::loader_file::{FileOptions, LoaderFile};
 use siphon::loading::{LoadOptions, Loader};
+use siphon::model::loader_file::{FileOptions, LoaderFile};
 use siphon::sources::s3::S3Source;
 use siphon::sources::ObjectLocation;
 use siphon::storage::Db;
@@ -16,7 +16,9 @@ use siphon::ResourceType;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bucket = siphon_tests::var("SIPHON_BUCKET");
     let s3 = siphon_tests::s3().await;
-    let db = Db::from_env()?;
+    let db = Db::new(siphon::storage::DbConfig::from_env(
+        &siphon_tests::config_env(),
+    )?);
     let per_type = 2_000u64;
     println!(
         "1. generating {per_type} resources of each of {:?} into s3://{bucket}/demo/",

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use lambda_http::{Body, Request};
 use serde_json::Value;
-use siphon::ingestion::queue::SqsQueue;
 use siphon::loading::LoadOptions;
+use siphon::queue::SqsQueue;
 use siphon::storage::Db;
 use siphon_tests::{fresh_bucket, fresh_db, s3, sqs, var};
 
@@ -20,7 +20,7 @@ pub struct Env {
     pub db: Db,
     pub app: siphon_api::App,
     pub queue: Arc<SqsQueue>,
-    pub worker: Arc<siphon_loader::Worker>,
+    pub worker: Arc<siphon::workers::LoadWorker>,
     pub bucket: String,
     pub s3: aws_sdk_s3::Client,
 }
@@ -41,14 +41,15 @@ pub async fn setup(options: LoadOptions) -> Env {
     let db = fresh_db().await;
     let s3 = s3().await;
     let bucket = fresh_bucket(&s3).await;
-    let worker = Arc::new(siphon_loader::Worker::new(
+    let worker = Arc::new(siphon_tests::load_worker(
         db.clone(),
         queue.clone(),
         s3.clone(),
         options,
     ));
+    let config = siphon_api::Config::from_env(&siphon_tests::config_env()).unwrap();
     Env {
-        app: siphon_api::App::new(db.clone(), queue.clone(), s3.clone()),
+        app: siphon_api::App::new(&config, db.clone(), queue.clone(), s3.clone()),
         db,
         queue,
         worker,
@@ -114,7 +115,7 @@ pub async fn call_as(
 }
 
 /// Polls the load queue until it stays empty (bounded: 120 s).
-pub async fn drain(worker: &siphon_loader::Worker, queue: &SqsQueue) {
+pub async fn drain(worker: &siphon::workers::LoadWorker, queue: &SqsQueue) {
     let start = Instant::now();
     let mut idle = 0;
     while idle < 2 && start.elapsed() < Duration::from_secs(120) {

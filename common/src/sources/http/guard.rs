@@ -19,6 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use url::{Host, Url};
 
 use super::{Resolve, RESOLVE_TIMEOUT};
+use crate::config::Env;
 use crate::sources::SourceError;
 
 /// The environment variable with the allow-list: comma-separated `host:port` entries.
@@ -27,8 +28,8 @@ pub const ALLOWLIST_ENV: &str = "SIPHON_URL_ALLOWLIST";
 pub const RUNTIME_API_ENV: &str = "AWS_LAMBDA_RUNTIME_API";
 
 /// Which URLs may be fetched. Without allow-list entries only public `https` URLs pass.
-/// Every constructor also reads `AWS_LAMBDA_RUNTIME_API`: that address is refused by any
-/// policy, allow-listed or not.
+/// The Lambda runtime API (`AWS_LAMBDA_RUNTIME_API`, read by [`UrlPolicy::from_env`]) is
+/// refused by any policy, allow-listed or not.
 #[derive(Clone, Debug, Default)]
 pub struct UrlPolicy {
     /// `host:port` entries, lower case (`localhost:4566`, `[::1]:9000`).
@@ -38,11 +39,12 @@ pub struct UrlPolicy {
 }
 
 impl UrlPolicy {
-    /// The allow-list from `SIPHON_URL_ALLOWLIST` (comma-separated `host:port`).
-    pub fn from_env() -> Self {
-        let list = std::env::var(ALLOWLIST_ENV).unwrap_or_default();
-        let entries: Vec<&str> = list.split(',').collect();
-        Self::allowing(&entries)
+    /// The allow-list from `SIPHON_URL_ALLOWLIST` (comma-separated `host:port`) and the
+    /// runtime API from `AWS_LAMBDA_RUNTIME_API`.
+    pub fn from_env(env: &Env) -> Self {
+        let entries = env.list(ALLOWLIST_ENV);
+        let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
+        Self::allowing(&entries).with_runtime_api(env.get(RUNTIME_API_ENV))
     }
 
     /// An allow-list of `host:port` entries (blank entries are ignored). Hosts listed here
@@ -55,11 +57,16 @@ impl UrlPolicy {
             .collect();
         UrlPolicy {
             allow,
-            runtime_api: std::env::var(RUNTIME_API_ENV)
-                .ok()
-                .map(|v| v.trim().to_ascii_lowercase())
-                .filter(|v| !v.is_empty()),
+            runtime_api: None,
         }
+    }
+
+    /// Refuses the Lambda runtime API at `host_port` (as Lambda sets it).
+    pub fn with_runtime_api(mut self, host_port: Option<&str>) -> Self {
+        self.runtime_api = host_port
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty());
+        self
     }
 
     /// No allow-list: public `https` URLs only.
@@ -587,8 +594,10 @@ mod tests {
     #[tokio::test]
     async fn the_lambda_runtime_api_is_refused_even_when_allow_listed() {
         let table = Table::with(&[("runtime.test", &["127.0.0.1"])]);
-        let mut p = UrlPolicy::allowing(&["127.0.0.1:9001", "runtime.test:9001"]);
-        p.runtime_api = Some("127.0.0.1:9001".into());
+        let p = UrlPolicy::from_env(&Env::from_pairs(&[
+            (ALLOWLIST_ENV, "127.0.0.1:9001,runtime.test:9001"),
+            (RUNTIME_API_ENV, "127.0.0.1:9001"),
+        ]));
         for url in [
             "http://127.0.0.1:9001/2018-06-01/runtime/invocation/next",
             "http://runtime.test:9001/2018-06-01/runtime/invocation/next",

@@ -1,12 +1,17 @@
-//! The load queue: one message = one file. The message carries what the loader needs to
-//! reach the object (bucket, key, etag, and the store's endpoint and credentials when the
-//! caller gave them), so credentials never touch Postgres; the queue is encrypted at rest.
+//! Queues: where work waits for a worker (SQS in AWS and locally, memory in unit tests).
+//!
+//! [`MessageQueue`] is the port: it sends message bodies. The load queue carries
+//! [`LoadMessage`]s, one file each, with what the loader needs to reach the object
+//! (bucket, key, etag, and the store's endpoint and credentials when the caller gave
+//! them), so credentials never touch Postgres; the queue is encrypted at rest.
+
+use std::sync::Mutex;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::loading::loader_file::LoaderFile;
+use crate::model::LoaderFile;
 use crate::sources::s3::{S3Options, StaticCredentials};
 
 /// How to reach the store holding the file (all optional: default = the function's role).
@@ -82,14 +87,31 @@ impl LoadMessage {
     }
 }
 
-/// Where load messages go (SQS in AWS and locally; anything in tests).
-pub trait LoadQueue: Send + Sync {
-    /// Sends messages, optionally delayed (seconds, at most 900).
-    fn send<'a>(
+/// Where messages go.
+pub trait MessageQueue: Send + Sync {
+    /// Sends message bodies, optionally delayed (seconds, at most 900).
+    fn send_bodies<'a>(
         &'a self,
-        messages: &'a [LoadMessage],
+        bodies: Vec<String>,
         delay_seconds: Option<i32>,
     ) -> BoxFuture<'a, Result<()>>;
+}
+
+/// Sends `messages` as JSON bodies.
+pub async fn send<T: Serialize>(
+    queue: &dyn MessageQueue,
+    messages: &[T],
+    delay_seconds: Option<i32>,
+) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let bodies = messages
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Internal(format!("cannot encode a queue message: {e}")))?;
+    queue.send_bodies(bodies, delay_seconds).await
 }
 
 /// An SQS queue.
@@ -107,12 +129,10 @@ impl SqsQueue {
         }
     }
 
-    /// From `SIPHON_LOAD_QUEUE_URL` and the default AWS configuration (no network call).
-    pub async fn from_env() -> Result<Self> {
-        let url = std::env::var("SIPHON_LOAD_QUEUE_URL")
-            .map_err(|_| Error::Internal("SIPHON_LOAD_QUEUE_URL is not set".into()))?;
+    /// The queue at `url`, with the default AWS configuration (no network call).
+    pub async fn connect(url: &str) -> Self {
         let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Ok(SqsQueue::new(aws_sdk_sqs::Client::new(&conf), url))
+        SqsQueue::new(aws_sdk_sqs::Client::new(&conf), url)
     }
 
     pub fn url(&self) -> &str {
@@ -124,18 +144,16 @@ impl SqsQueue {
     }
 }
 
-impl LoadQueue for SqsQueue {
-    fn send<'a>(
+impl MessageQueue for SqsQueue {
+    fn send_bodies<'a>(
         &'a self,
-        messages: &'a [LoadMessage],
+        bodies: Vec<String>,
         delay_seconds: Option<i32>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            for group in messages.chunks(10) {
+            for group in bodies.chunks(10) {
                 let mut req = self.client.send_message_batch().queue_url(&self.url);
-                for (i, m) in group.iter().enumerate() {
-                    let body =
-                        serde_json::to_string(m).map_err(|e| Error::Internal(e.to_string()))?;
+                for (i, body) in group.iter().enumerate() {
                     let mut entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(body);
@@ -146,13 +164,13 @@ impl LoadQueue for SqsQueue {
                 }
                 let out = req.send().await.map_err(|e| {
                     Error::Internal(format!(
-                        "cannot queue files: {}",
+                        "cannot queue messages: {}",
                         aws_sdk_sqs::error::DisplayErrorContext(e)
                     ))
                 })?;
                 if let Some(failed) = out.failed.first() {
                     return Err(Error::Internal(format!(
-                        "cannot queue files: {} {}",
+                        "cannot queue messages: {} {}",
                         failed.code,
                         failed.message.as_deref().unwrap_or("")
                     )));
@@ -160,5 +178,86 @@ impl LoadQueue for SqsQueue {
             }
             Ok(())
         })
+    }
+}
+
+/// A queue in memory: bodies are kept in order (unit tests of the domain).
+#[derive(Default)]
+pub struct MemoryQueue {
+    sent: Mutex<Vec<(String, Option<i32>)>>,
+    /// Fail every send with this message (a queue that is down).
+    pub failing: Option<String>,
+}
+
+impl MemoryQueue {
+    /// Every body sent so far with its delay, oldest first, removing them.
+    pub fn take(&self) -> Vec<(String, Option<i32>)> {
+        std::mem::take(&mut *self.sent.lock().unwrap())
+    }
+}
+
+impl MessageQueue for MemoryQueue {
+    fn send_bodies<'a>(
+        &'a self,
+        bodies: Vec<String>,
+        delay_seconds: Option<i32>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if let Some(why) = &self.failing {
+                return Err(Error::Internal(format!("cannot queue messages: {why}")));
+            }
+            let mut sent = self.sent.lock().unwrap();
+            sent.extend(bodies.into_iter().map(|b| (b, delay_seconds)));
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_specs_never_print_credentials() {
+        let spec = StoreSpec {
+            endpoint_url: Some("http://127.0.0.1:4566".into()),
+            region: None,
+            access_key_id: Some("AKIDEXAMPLE".into()),
+            secret_access_key: Some("very-secret".into()),
+        };
+        let shown = format!("{spec:?}");
+        assert!(
+            !shown.contains("very-secret") && !shown.contains("AKIDEXAMPLE"),
+            "{shown}"
+        );
+        assert!(spec.s3_options().force_path_style == Some(true));
+        assert!(StoreSpec::default().is_default());
+    }
+
+    #[tokio::test]
+    async fn messages_go_out_as_json_in_order() {
+        let q = MemoryQueue::default();
+        let m = LoadMessage {
+            loader_file_id: "f".into(),
+            bucket: "b".into(),
+            key: "k".into(),
+            etag: None,
+            store: StoreSpec::default(),
+        };
+        send(&q, &[m.clone(), m.clone()], Some(5)).await.unwrap();
+        let sent = q.take();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(serde_json::from_str::<LoadMessage>(&sent[0].0).unwrap(), m);
+        assert_eq!(sent[0].1, Some(5));
+        assert!(
+            !sent[0].0.contains("store"),
+            "a default store is left out: {}",
+            sent[0].0
+        );
+        let down = MemoryQueue {
+            failing: Some("down".into()),
+            ..Default::default()
+        };
+        assert!(send(&down, &[m], None).await.is_err());
     }
 }

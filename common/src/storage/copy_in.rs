@@ -1,17 +1,37 @@
-//! The writing half: binary COPY straight into the resource table when no id conflicts,
-//! or through a staging table with `INSERT .. ON CONFLICT` when some do. Lines Postgres
-//! refuses (a number out of range, say) are isolated by bisection, so they fail alone.
+//! Writing loaded lines into resource tables: binary COPY straight into the table when no
+//! id conflicts, or through a staging table with `INSERT .. ON CONFLICT` when some do.
+//! Lines Postgres refuses (a number out of range, say) are isolated by bisection, so they
+//! fail alone.
 //!
 //! Binary COPY needs no escaping at all: the JSON bytes go to the server exactly as the
-//! user sent them (text-format COPY would have to double every backslash).
+//! user sent them (text-format COPY would have to double every backslash). The decoder
+//! encodes rows with [`encode_row`] on its own thread; [`write_chunk`] sends them.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::SinkExt;
 use tokio_postgres::Transaction;
 
-use super::decode::{Chunk, LineError, Row};
 use crate::error::{DbError, Error, Result};
+use crate::model::line_error::{excerpt, LineError};
 use crate::resource_type::ResourceType;
+
+/// One row inside a chunk's buffer.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// The line of the file it came from.
+    pub line: u64,
+    pub start: usize,
+    pub end: usize,
+    pub id: String,
+}
+
+/// Rows of one type, COPY-encoded back to back (no header or trailer).
+#[derive(Debug)]
+pub struct Chunk {
+    pub resource_type: ResourceType,
+    pub buf: BytesMut,
+    pub rows: Vec<Row>,
+}
 
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 const COPY_TRAILER: &[u8] = &[0xff, 0xff];
@@ -192,7 +212,7 @@ async fn write_staged(
                     "id {:?} already exists in {} and upsert? is false",
                     row.id, ty
                 ),
-                excerpt: super::decode::excerpt(&data[row_json(data, row)]),
+                excerpt: excerpt(&data[row_json(data, row)]),
             });
         }
     }
@@ -235,7 +255,7 @@ async fn copy_bisect(
                     errors.push(LineError {
                         line: row.line,
                         reason: format!("Postgres refused the line: {db}"),
-                        excerpt: super::decode::excerpt(&data[row_json(data, row)]),
+                        excerpt: excerpt(&data[row_json(data, row)]),
                     });
                 } else {
                     let mid = part.len() / 2;

@@ -1,17 +1,18 @@
-//! The SQL behind sessions. Transitions lock the session row (`FOR UPDATE`); a worker
-//! committing a batch holds it `FOR SHARE`, so a pause either lands before a batch (which
-//! then does not commit) or after it (and the next batch sees it): never in between.
+//! `$import` sessions in Postgres (table `siphon_import`) and the session's files.
+//! Transitions lock the session row (`FOR UPDATE`); a worker committing a batch holds it
+//! `FOR SHARE` ([`status_for_share`]), so a pause either lands before a batch (which then
+//! does not commit) or after it (and the next batch sees it): never in between.
 
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 
-use super::SessionStatus;
+use super::loader_files::TABLE;
+use super::resources::RESOURCE_WITH_ID;
 use crate::error::{Error, Result};
-use crate::loading::loader_file::{LoaderFile, TABLE};
-use crate::storage::resources::RESOURCE_WITH_ID;
+use crate::model::{LoaderFile, SessionStatus};
 
 /// A session row.
-pub(crate) struct Row {
+pub struct ImportRow {
     pub status: SessionStatus,
     pub secret_hash: Option<String>,
     pub error: Option<String>,
@@ -19,12 +20,16 @@ pub(crate) struct Row {
     pub updated: String,
 }
 
+fn parse_status(s: &str) -> Result<SessionStatus> {
+    SessionStatus::parse(s).ok_or_else(|| Error::Internal(format!("unknown session status {s:?}")))
+}
+
 const COLUMNS: &str =
     "status, secret_hash, error, to_json(created_at)#>>'{}', to_json(updated_at)#>>'{}'";
 
-fn row(r: &tokio_postgres::Row) -> Result<Row> {
-    Ok(Row {
-        status: SessionStatus::parse(r.get(0))?,
+fn row(r: &tokio_postgres::Row) -> Result<ImportRow> {
+    Ok(ImportRow {
+        status: parse_status(r.get(0))?,
         secret_hash: r.get(1),
         error: r.get(2),
         created: r.get(3),
@@ -33,7 +38,7 @@ fn row(r: &tokio_postgres::Row) -> Result<Row> {
 }
 
 /// Creates an active session; `false` when the id is taken.
-pub(crate) async fn insert<C: GenericClient + Sync>(
+pub async fn insert<C: GenericClient + Sync>(
     client: &C,
     id: &str,
     secret_hash: Option<&str>,
@@ -50,11 +55,11 @@ pub(crate) async fn insert<C: GenericClient + Sync>(
 }
 
 /// Reads a session; `lock` takes it `FOR UPDATE` (inside a transaction).
-pub(crate) async fn read<C: GenericClient + Sync>(
+pub async fn read<C: GenericClient + Sync>(
     client: &C,
     id: &str,
     lock: bool,
-) -> Result<Option<Row>> {
+) -> Result<Option<ImportRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM siphon_import WHERE id = $1{}",
         if lock { " FOR UPDATE" } else { "" }
@@ -78,11 +83,11 @@ pub async fn status_for_share<C: GenericClient + Sync>(
             &[&id],
         )
         .await?
-        .map(|r| SessionStatus::parse(r.get(0)))
+        .map(|r| parse_status(r.get(0)))
         .transpose()
 }
 
-pub(crate) async fn set_status<C: GenericClient + Sync>(
+pub async fn set_status<C: GenericClient + Sync>(
     client: &C,
     id: &str,
     status: SessionStatus,
@@ -100,7 +105,7 @@ pub(crate) async fn set_status<C: GenericClient + Sync>(
 /// Moves the session's files whose status is one of `from` to `to`, dropping any lease
 /// (a worker holding one loses it: its next batch does not commit) and, going back to
 /// `pending`, the old error and end time. Returns how many moved.
-pub(crate) async fn move_files<C: GenericClient + Sync>(
+pub async fn move_files<C: GenericClient + Sync>(
     client: &C,
     import: &str,
     from: &[&str],
@@ -123,10 +128,7 @@ pub(crate) async fn move_files<C: GenericClient + Sync>(
 }
 
 /// The session's files, in input order.
-pub(crate) async fn files<C: GenericClient + Sync>(
-    client: &C,
-    import: &str,
-) -> Result<Vec<LoaderFile>> {
+pub async fn files<C: GenericClient + Sync>(client: &C, import: &str) -> Result<Vec<LoaderFile>> {
     let rows = client
         .query(
             &format!(
@@ -137,9 +139,6 @@ pub(crate) async fn files<C: GenericClient + Sync>(
         )
         .await?;
     rows.iter()
-        .map(|r| {
-            serde_json::from_value(r.get(0))
-                .map_err(|e| Error::Internal(format!("unreadable LoaderFile: {e}")))
-        })
+        .map(|r| LoaderFile::from_value(r.get(0)))
         .collect()
 }

@@ -1,224 +1,18 @@
-//! `LoaderFile`: one per file, the truth about its load at every moment (SPEC section 3).
-//!
-//! Stored like any resource (table `loaderfile`). Its `lease` (owner token + expiry)
-//! is the claim that makes loads exactly-once: only the owner may commit a batch, and
-//! every batch commit checks the lease in the same transaction as the rows it writes.
+//! LoaderFiles in Postgres: creating them, claiming them with a lease, committing a
+//! batch of rows together with the file's new counts and checkpoint, and the invalid
+//! lines recorded per file.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, Transaction};
 
-use super::decode::LineError;
+use super::copy_in::{self, Chunk, ChunkResult};
+use super::imports;
+use super::is_undefined_table;
+use super::resources::RESOURCE_WITH_ID;
+use super::Db;
 use crate::error::{Error, Result};
-use crate::resource_type::ResourceType;
-use crate::sources::{Location, ObjectLocation};
-use crate::storage::resources::RESOURCE_WITH_ID;
-use crate::storage::Db;
-
-/// The resource type name.
-pub const LOADER_FILE: &str = "LoaderFile";
-
-/// Life cycle of a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FileStatus {
-    Pending,
-    InProgress,
-    Done,
-    Error,
-    Paused,
-    Aborted,
-}
-
-impl FileStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FileStatus::Pending => "pending",
-            FileStatus::InProgress => "in-progress",
-            FileStatus::Done => "done",
-            FileStatus::Error => "error",
-            FileStatus::Paused => "paused",
-            FileStatus::Aborted => "aborted",
-        }
-    }
-}
-
-/// Where a load stands: lines (and uncompressed bytes) already committed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub line: u64,
-    pub bytes: u64,
-}
-
-/// Options fixed when the file is queued.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileOptions {
-    /// Overwrite existing ids (default) or report them as line errors.
-    #[serde(rename = "upsert?", default = "yes")]
-    pub upsert: bool,
-    /// Any invalid line fails the whole file and nothing loads.
-    #[serde(default)]
-    pub strict: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for FileOptions {
-    fn default() -> Self {
-        FileOptions {
-            upsert: true,
-            strict: false,
-        }
-    }
-}
-
-/// The claim on a file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lease {
-    pub owner: String,
-    pub until: String,
-}
-
-/// A LoaderFile resource (fields as in the Aidbox seed, plus siphon's).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoaderFile {
-    #[serde(default)]
-    pub id: String,
-    /// The object key.
-    pub file: String,
-    pub bucket: String,
-    /// The resource type named by the file name; absent when lines name their own.
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub resource_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    pub status: FileStatus,
-    #[serde(default)]
-    pub loaded: u64,
-    #[serde(default)]
-    pub failed: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub checkpoint: Checkpoint,
-    #[serde(default)]
-    pub options: FileOptions,
-    /// The call that queued the file (load-from-bucket), whose `threads` cap applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// At most this many files of `group` load at once (`thread-num`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threads: Option<u32>,
-    /// Strict mode: the whole file was validated and is clean.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub validated: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease: Option<Lease>,
-    /// An `https://` file: read from this URL instead of `bucket`/`file`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// The `$import` session this file is an input of (its pause/abort apply).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub import: Option<String>,
-    /// The input's position in the session's `inputs` (0-based).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input: Option<u32>,
-}
-
-impl LoaderFile {
-    /// A new pending file.
-    pub fn pending(
-        location: &ObjectLocation,
-        etag: Option<String>,
-        size: Option<u64>,
-        options: FileOptions,
-    ) -> Self {
-        LoaderFile {
-            id: file_id(location),
-            file: location.key.clone(),
-            bucket: location.bucket.clone(),
-            resource_type: type_from_file_name(location.file_name())
-                .map(|t| t.as_str().to_string()),
-            size,
-            etag,
-            status: FileStatus::Pending,
-            loaded: 0,
-            failed: 0,
-            start: None,
-            end: None,
-            error: None,
-            checkpoint: Checkpoint::default(),
-            options,
-            group: None,
-            threads: None,
-            validated: false,
-            lease: None,
-            url: None,
-            import: None,
-            input: None,
-        }
-    }
-
-    /// A new pending file read from `location`. For a URL, `file` shows the URL without
-    /// its query string (a presigned URL's credential) and `bucket` is empty.
-    pub fn pending_at(location: &Location, options: FileOptions) -> Self {
-        match location {
-            Location::S3(object) => Self::pending(object, None, None, options),
-            Location::Url(url) => {
-                let shown = ObjectLocation::new("", location.to_string());
-                let mut file = Self::pending(&shown, None, None, options);
-                file.url = Some(url.clone());
-                file
-            }
-        }
-    }
-
-    /// The bucket object (for a URL file: bucket and key as stored, both informative).
-    pub fn location(&self) -> ObjectLocation {
-        ObjectLocation::new(&self.bucket, &self.file)
-    }
-
-    /// Where the bytes are read from: the URL when there is one, else the object.
-    pub fn origin(&self) -> Location {
-        match &self.url {
-            Some(url) => Location::Url(url.clone()),
-            None => Location::S3(self.location()),
-        }
-    }
-
-    fn from_value(v: Value) -> Result<Self> {
-        serde_json::from_value(v)
-            .map_err(|e| Error::Internal(format!("unreadable LoaderFile: {e}")))
-    }
-}
-
-/// The LoaderFile id for an object: a UUID (v5) of its `s3://bucket/key`, so the same
-/// object always maps to the same LoaderFile and duplicates collapse.
-pub fn file_id(location: &ObjectLocation) -> String {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, location.to_string().as_bytes()).to_string()
-}
-
-/// The type a file name names, as Aidbox reads it: the leading letters and digits of the
-/// name (`Patient.ndjson.gz`, `Patient-001.ndjson.gz`, `Patient.2.ndjson.gz`), when they
-/// form a valid type name; otherwise `None` and each line brings its own type.
-pub fn type_from_file_name(name: &str) -> Option<ResourceType> {
-    let end = name
-        .find(|c: char| !c.is_ascii_alphanumeric())
-        .unwrap_or(name.len());
-    ResourceType::parse(&name[..end]).ok()
-}
-
-pub(crate) fn loader_file_type() -> ResourceType {
-    ResourceType::parse(LOADER_FILE).expect("valid")
-}
+use crate::model::loader_file::{loader_file_type, FileStatus, LoaderFile};
+use crate::model::{LineError, SessionStatus};
 
 pub(crate) const TABLE: &str = "public.\"loaderfile\"";
 
@@ -552,4 +346,116 @@ pub async fn record_line_errors<C: GenericClient + Sync>(
         )
         .await?;
     Ok(())
+}
+
+/// How starting a batch went.
+pub enum Opened<'a> {
+    /// Write the batch, then [`BatchTx::commit`].
+    Ready(BatchTx<'a>),
+    /// The file's `$import` session is no longer active: the file was stopped at its
+    /// checkpoint with this status (nothing else written).
+    Halted(FileStatus),
+}
+
+/// One batch's transaction: the rows, the invalid lines, the file's new counts and
+/// checkpoint commit together or not at all.
+pub struct BatchTx<'a> {
+    tx: Transaction<'a>,
+}
+
+impl Db {
+    /// Starts a batch for LoaderFile `file_id`, loaded by `owner`. When the file is an
+    /// input of `$import` session `import`, the session row is held `FOR SHARE` until the
+    /// batch commits, so a pause or abort either lands before the batch (which then stops
+    /// here) or after it (and the next batch sees it), never in between.
+    pub async fn begin_batch<'a>(
+        client: &'a mut tokio_postgres::Client,
+        file_id: &str,
+        owner: &str,
+        import: Option<&str>,
+    ) -> Result<Opened<'a>> {
+        let tx = client.transaction().await?;
+        if let Some(import) = import {
+            let session = imports::status_for_share(&tx, import).await?;
+            if session != Some(SessionStatus::Active) {
+                let status = match session {
+                    None | Some(SessionStatus::Aborted) => FileStatus::Aborted,
+                    _ => FileStatus::Paused,
+                };
+                // As owner only: an abort or force-resume may have set the file already.
+                Db::patch_loader_file_as(&tx, file_id, owner, &json!({"status": status}), true)
+                    .await?;
+                tx.commit().await?;
+                return Ok(Opened::Halted(status));
+            }
+        }
+        Ok(Opened::Ready(BatchTx { tx }))
+    }
+}
+
+impl BatchTx<'_> {
+    /// The next value of the shared transaction sequence: the txid of this batch's rows.
+    pub async fn next_txid(&self) -> Result<i64> {
+        super::resources::next_txid(&self.tx).await
+    }
+
+    /// Writes one chunk of rows into its resource table (see [`copy_in::write_chunk`]).
+    pub async fn write(&self, chunk: Chunk, upsert: bool, try_direct: bool) -> Result<ChunkResult> {
+        copy_in::write_chunk(&self.tx, chunk, upsert, try_direct).await
+    }
+
+    /// Stores up to `room` of the invalid lines.
+    pub async fn record_errors(
+        &self,
+        file_id: &str,
+        errors: &[LineError],
+        room: u64,
+    ) -> Result<()> {
+        record_line_errors(&self.tx, file_id, errors, room).await
+    }
+
+    /// Merges `patch` into the file as its owner; `false` when the lease was lost (then
+    /// nothing of this batch may commit).
+    pub async fn advance(
+        &self,
+        file_id: &str,
+        owner: &str,
+        patch: &Value,
+        release: bool,
+    ) -> Result<bool> {
+        Db::patch_loader_file_as(&self.tx, file_id, owner, patch, release).await
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Db {
+    /// LoaderFiles by status with the resources they loaded and failed
+    /// (`aidbox.bulk/load-from-bucket-status`).
+    pub async fn loader_file_totals(&self) -> Result<Vec<(String, i64, i64, i64)>> {
+        let client = self.client().await?;
+        let rows = match client
+            .query(
+                &format!(
+                    "SELECT resource->>'status', count(*), coalesce(sum((resource->>'loaded')::bigint), 0)::bigint,
+                        coalesce(sum((resource->>'failed')::bigint), 0)::bigint
+                     FROM {TABLE} GROUP BY 1"
+                ),
+                &[],
+            )
+            .await
+            .map_err(Error::from)
+        {
+            Ok(rows) => rows,
+            Err(e) if is_undefined_table(&e) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
 }

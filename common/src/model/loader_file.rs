@@ -1,0 +1,260 @@
+//! `LoaderFile`: one per file, the truth about its load at every moment (SPEC section 3).
+//!
+//! Stored like any resource (table `loaderfile`, SQL in `storage::loader_files`). Its
+//! `lease` (owner token + expiry) is the claim that makes loads exactly-once: only the
+//! owner may commit a batch, and every batch commit checks the lease in the same
+//! transaction as the rows it writes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::location::{Location, ObjectLocation};
+use crate::error::{Error, Result};
+use crate::resource_type::ResourceType;
+
+/// The resource type name.
+pub const LOADER_FILE: &str = "LoaderFile";
+
+/// Life cycle of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileStatus {
+    Pending,
+    InProgress,
+    Done,
+    Error,
+    Paused,
+    Aborted,
+}
+
+impl FileStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::Pending => "pending",
+            FileStatus::InProgress => "in-progress",
+            FileStatus::Done => "done",
+            FileStatus::Error => "error",
+            FileStatus::Paused => "paused",
+            FileStatus::Aborted => "aborted",
+        }
+    }
+}
+
+/// Where a load stands: lines (and uncompressed bytes) already committed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub line: u64,
+    pub bytes: u64,
+}
+
+/// Options fixed when the file is queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOptions {
+    /// Overwrite existing ids (default) or report them as line errors.
+    #[serde(rename = "upsert?", default = "yes")]
+    pub upsert: bool,
+    /// Any invalid line fails the whole file and nothing loads.
+    #[serde(default)]
+    pub strict: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            upsert: true,
+            strict: false,
+        }
+    }
+}
+
+/// The claim on a file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    pub until: String,
+}
+
+/// A LoaderFile resource (fields as in the Aidbox seed, plus siphon's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoaderFile {
+    #[serde(default)]
+    pub id: String,
+    /// The object key.
+    pub file: String,
+    pub bucket: String,
+    /// The resource type named by the file name; absent when lines name their own.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub resource_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    pub status: FileStatus,
+    #[serde(default)]
+    pub loaded: u64,
+    #[serde(default)]
+    pub failed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub checkpoint: Checkpoint,
+    #[serde(default)]
+    pub options: FileOptions,
+    /// The call that queued the file (load-from-bucket), whose `threads` cap applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// At most this many files of `group` load at once (`thread-num`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    /// Strict mode: the whole file was validated and is clean.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub validated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// An `https://` file: read from this URL instead of `bucket`/`file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The `$import` session this file is an input of (its pause/abort apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<String>,
+    /// The input's position in the session's `inputs` (0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<u32>,
+}
+
+impl LoaderFile {
+    /// A new pending file.
+    pub fn pending(
+        location: &ObjectLocation,
+        etag: Option<String>,
+        size: Option<u64>,
+        options: FileOptions,
+    ) -> Self {
+        LoaderFile {
+            id: file_id(location),
+            file: location.key.clone(),
+            bucket: location.bucket.clone(),
+            resource_type: type_from_file_name(location.file_name())
+                .map(|t| t.as_str().to_string()),
+            size,
+            etag,
+            status: FileStatus::Pending,
+            loaded: 0,
+            failed: 0,
+            start: None,
+            end: None,
+            error: None,
+            checkpoint: Checkpoint::default(),
+            options,
+            group: None,
+            threads: None,
+            validated: false,
+            lease: None,
+            url: None,
+            import: None,
+            input: None,
+        }
+    }
+
+    /// A new pending file read from `location`. For a URL, `file` shows the URL without
+    /// its query string (a presigned URL's credential) and `bucket` is empty.
+    pub fn pending_at(location: &Location, options: FileOptions) -> Self {
+        match location {
+            Location::S3(object) => Self::pending(object, None, None, options),
+            Location::Url(url) => {
+                let shown = ObjectLocation::new("", location.to_string());
+                let mut file = Self::pending(&shown, None, None, options);
+                file.url = Some(url.clone());
+                file
+            }
+        }
+    }
+
+    /// The bucket object (for a URL file: bucket and key as stored, both informative).
+    pub fn location(&self) -> ObjectLocation {
+        ObjectLocation::new(&self.bucket, &self.file)
+    }
+
+    /// Where the bytes are read from: the URL when there is one, else the object.
+    pub fn origin(&self) -> Location {
+        match &self.url {
+            Some(url) => Location::Url(url.clone()),
+            None => Location::S3(self.location()),
+        }
+    }
+
+    /// A LoaderFile as stored (its `resource` column).
+    pub fn from_value(v: Value) -> Result<Self> {
+        serde_json::from_value(v)
+            .map_err(|e| Error::Internal(format!("unreadable LoaderFile: {e}")))
+    }
+}
+
+/// The LoaderFile id for an object: a UUID (v5) of its `s3://bucket/key`, so the same
+/// object always maps to the same LoaderFile and duplicates collapse.
+pub fn file_id(location: &ObjectLocation) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, location.to_string().as_bytes()).to_string()
+}
+
+/// The type a file name names, as Aidbox reads it: the leading letters and digits of the
+/// name (`Patient.ndjson.gz`, `Patient-001.ndjson.gz`, `Patient.2.ndjson.gz`), when they
+/// form a valid type name; otherwise `None` and each line brings its own type.
+pub fn type_from_file_name(name: &str) -> Option<ResourceType> {
+    let end = name
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(name.len());
+    ResourceType::parse(&name[..end]).ok()
+}
+
+/// The `LoaderFile` resource type.
+pub fn loader_file_type() -> ResourceType {
+    ResourceType::parse(LOADER_FILE).expect("valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_name_types_as_aidbox_reads_them() {
+        for (name, ty) in [
+            ("Patient.ndjson.gz", Some("Patient")),
+            ("Patient-001.ndjson.gz", Some("Patient")),
+            ("Patient.2.ndjson.gz", Some("Patient")),
+            ("data.ndjson.gz", None),
+            ("1.ndjson.gz", None),
+        ] {
+            assert_eq!(
+                type_from_file_name(name).as_ref().map(ResourceType::as_str),
+                ty,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_collapse_per_object_and_urls_hide_their_query() {
+        let o = ObjectLocation::new("b", "dir/Patient.ndjson.gz");
+        assert_eq!(file_id(&o), file_id(&o.clone()));
+        assert_ne!(
+            file_id(&o),
+            file_id(&ObjectLocation::new("b", "Patient.ndjson.gz"))
+        );
+        let f = LoaderFile::pending_at(
+            &Location::Url("https://h/x/Observation.ndjson.gz?X-Amz-Signature=s".into()),
+            FileOptions::default(),
+        );
+        assert_eq!(f.file, "https://h/x/Observation.ndjson.gz");
+        assert_eq!(f.resource_type.as_deref(), Some("Observation"));
+        let v = serde_json::to_value(&f).unwrap();
+        assert_eq!(LoaderFile::from_value(v).unwrap(), f);
+    }
+}

@@ -1,0 +1,14 @@
+//! The plain data siphon works with: what a LoaderFile, a line error or a session status
+//! is. No I/O here; `storage` reads and writes these types, the domain modules reason
+//! about them.
+
+pub mod ids;
+pub mod line_error;
+pub mod loader_file;
+pub mod location;
+pub mod session;
+
+pub use line_error::LineError;
+pub use loader_file::{Checkpoint, FileOptions, FileStatus, Lease, LoaderFile};
+pub use location::{Location, ObjectLocation};
+pub use session::SessionStatus;

@@ -1,0 +1,82 @@
+//! Resources through the API: `PUT /` of a list (Clients and AccessPolicies in the seed
+//! demo), reads and lists of any type, and a LoaderFile's invalid lines. Secrets are
+//! hashed on the way in and never come back out.
+
+use serde_json::{json, Value};
+
+use crate::auth;
+use crate::error::{Error, Result};
+use crate::resource_type::ResourceType;
+use crate::storage::Db;
+
+/// `PUT /`: stores every resource of the list (each needs `resourceType` and `id`) and
+/// returns them as stored, without secrets. Checks every item before storing any.
+pub async fn put_all(db: &Db, body: &Value) -> Result<Value> {
+    let list = body
+        .as_array()
+        .ok_or_else(|| Error::BadRequest("PUT / takes a list of resources".into()))?;
+    let mut items = Vec::with_capacity(list.len());
+    for item in list {
+        let ty = item
+            .get("resourceType")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| Error::BadRequest("each resource needs a resourceType".into()))?;
+        let id = item
+            .get("id")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| Error::BadRequest("each resource needs an id".into()))?;
+        items.push((ResourceType::parse(ty)?, id.to_string(), item));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (ty, id, item) in items {
+        let stored = db
+            .upsert(&ty, &id, &auth::protect(&ty, item.clone())?)
+            .await?;
+        out.push(auth::redact(stored.resource));
+    }
+    Ok(Value::Array(out))
+}
+
+/// `GET /{type}`: a page of resources ordered by id, as a searchset Bundle.
+pub async fn list(db: &Db, ty: &ResourceType, count: i64, offset: i64) -> Result<Value> {
+    let rows = db.list(ty, count, offset).await?;
+    let entries: Vec<Value> = rows
+        .into_iter()
+        .map(|r| json!({"resource": auth::redact(r.resource)}))
+        .collect();
+    Ok(
+        json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(),
+              "entry": entries}),
+    )
+}
+
+/// `GET /{type}/{id}`.
+pub async fn read(db: &Db, ty: &ResourceType, id: &str) -> Result<Value> {
+    match db.get(ty, id).await? {
+        Some(r) => Ok(auth::redact(r.resource)),
+        None => Err(Error::NotFound(format!("{ty}/{id} not found"))),
+    }
+}
+
+/// `GET /LoaderFile/{id}/$errors`: a page of the file's invalid lines.
+pub async fn loader_file_errors(db: &Db, id: &str, count: i64, offset: i64) -> Result<Value> {
+    if db.loader_file(id).await?.is_none() {
+        return Err(Error::NotFound(format!("LoaderFile {id} not found")));
+    }
+    let errors = db.loader_file_errors(id, count, offset).await?;
+    let items: Vec<Value> = errors
+        .iter()
+        .map(|e| json!({"line": e.line, "reason": e.reason, "excerpt": e.excerpt}))
+        .collect();
+    Ok(json!({"file": id, "errors": items}))
+}
+
+/// `DELETE /LoaderFile/{id}`: forgets the file (and its invalid lines), so the next
+/// load-from-bucket imports it again.
+pub async fn delete_loader_file(db: &Db, id: &str) -> Result<Value> {
+    if db.delete_loader_file(id).await? {
+        Ok(json!({"message": format!("LoaderFile {id} deleted")}))
+    } else {
+        Err(Error::NotFound(format!("LoaderFile {id} not found")))
+    }
+}

@@ -1,0 +1,217 @@
+//! The load worker: what a consumer of the load queue does with each message (one
+//! message = one file). Each record is loaded until done or the deadline; the answer
+//! uses partial batch failures so one bad file never re-delivers its neighbours.
+//!
+//! | loader outcome | what happens to the message |
+//! |---|---|
+//! | done, failed (file in `error`), nothing to do | deleted (success) |
+//! | halted: its `$import` session paused or aborted | deleted (resume re-queues) |
+//! | deadline reached (`Continue`) | a new message is queued for the rest; this one deleted |
+//! | busy (another loader) / throttled (thread-num) | re-queued with a delay; this one deleted |
+//! | transient error | batch item failure: SQS redelivers; after the last receive the LoaderFile says why and the message goes to the DLQ |
+//! | unreadable message | batch item failure (ends in the DLQ) |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::loading::{LoadOptions, Loader, Outcome};
+use crate::queue::{self, LoadMessage, MessageQueue};
+use crate::sessions;
+use crate::sources::http::{HttpSource, UrlPolicy};
+use crate::sources::s3::S3Source;
+use crate::sources::{Routed, Source};
+use crate::storage::Db;
+
+/// Shared across invocations of one sandbox.
+pub struct LoadWorker {
+    pub db: Db,
+    /// The load queue (the rest of a long file is queued here again).
+    pub queue: Arc<dyn MessageQueue>,
+    pub options: LoadOptions,
+    /// Receives after which a failing message is given up (the queue's maxReceiveCount).
+    pub max_receives: u32,
+    default_source: Arc<S3Source>,
+    sources: Mutex<HashMap<String, Arc<S3Source>>>,
+    /// Reads `https://` inputs of `$import` sessions (URL guard from `SIPHON_URL_ALLOWLIST`).
+    pub http: Arc<dyn Source>,
+}
+
+impl LoadWorker {
+    /// `default_s3` reads files with the function's role; `policy` guards `https://`
+    /// inputs; `max_receives` is the queue's maxReceiveCount.
+    pub fn new(
+        db: Db,
+        queue: Arc<dyn MessageQueue>,
+        default_s3: aws_sdk_s3::Client,
+        policy: UrlPolicy,
+        options: LoadOptions,
+        max_receives: u32,
+    ) -> Self {
+        LoadWorker {
+            db,
+            queue,
+            options,
+            max_receives,
+            default_source: Arc::new(S3Source::new(default_s3)),
+            sources: Mutex::new(HashMap::new()),
+            http: Arc::new(HttpSource::new(policy)),
+        }
+    }
+
+    async fn source_for(&self, message: &LoadMessage) -> Arc<S3Source> {
+        if message.store.is_default() {
+            return self.default_source.clone();
+        }
+        // One client per distinct store, kept for warm invocations (keyed without secrets
+        // in clear: the key id and endpoint are enough to tell stores apart).
+        let key = format!(
+            "{:?}|{:?}|{:?}",
+            message.store.endpoint_url, message.store.region, message.store.access_key_id
+        );
+        let mut cache = self.sources.lock().await;
+        if let Some(s) = cache.get(&key) {
+            return s.clone();
+        }
+        let s = Arc::new(S3Source::new(
+            crate::sources::s3::client(&message.store.s3_options()).await,
+        ));
+        cache.insert(key, s.clone());
+        s
+    }
+
+    /// Handles a batch; `deadline_ms` is the invocation deadline (ms since the epoch).
+    pub async fn handle(&self, records: Vec<SqsMessage>, deadline_ms: u64) -> SqsBatchResponse {
+        let deadline = instant_from_epoch_ms(deadline_ms);
+        let mut response = SqsBatchResponse::default();
+        for record in records {
+            let id = record.message_id.clone().unwrap_or_default();
+            if !self.handle_one(&record, deadline).await {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    /// Returns false when the message must be redelivered.
+    async fn handle_one(&self, record: &SqsMessage, deadline: Instant) -> bool {
+        let message_id = record.message_id.as_deref().unwrap_or("");
+        let receives: u32 = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let message: LoadMessage = match record.body.as_deref().map(serde_json::from_str) {
+            Some(Ok(m)) => m,
+            _ => {
+                tracing::error!(
+                    message_id,
+                    "unreadable load message; it will end in the dead-letter queue"
+                );
+                return false;
+            }
+        };
+        let file_id = message.loader_file_id.clone();
+        let source = Arc::new(Routed {
+            s3: self.source_for(&message).await,
+            http: self.http.clone(),
+        });
+        let loader = Loader::new(self.db.clone(), source, self.options.clone());
+        let outcome = loader.load(&file_id, Some(deadline)).await;
+        if let Ok(Outcome::Done { .. } | Outcome::Failed { .. }) = &outcome {
+            if let Err(e) = self.settle(&file_id).await {
+                // The file is finished; only its session's summary is behind. Redeliver:
+                // the file answers NotLoadable and the session is settled then.
+                tracing::error!(file_id, error = %e, "cannot settle the file's import session");
+                return false;
+            }
+        }
+        match outcome {
+            Ok(Outcome::Done { loaded, failed }) => {
+                tracing::info!(file_id, loaded, failed, "done");
+                true
+            }
+            Ok(Outcome::Failed { message: why }) => {
+                tracing::warn!(file_id, error = why, "file failed");
+                true
+            }
+            Ok(Outcome::NotLoadable { status }) => {
+                tracing::info!(file_id, status = status.as_str(), "nothing to do");
+                // A delivery after a crash between the file's end and its session's
+                // settling: settle now (idempotent).
+                self.settle(&file_id).await.is_ok()
+            }
+            Ok(Outcome::Halted { status }) => {
+                // The session was paused or aborted: the state lives in Postgres, and
+                // resume queues the file again. Nothing to redeliver.
+                tracing::info!(file_id, status = status.as_str(), "stopped by its session");
+                true
+            }
+            Ok(Outcome::Continue { line }) => {
+                self.requeue(&message, None, &format!("continue from line {line}"))
+                    .await
+            }
+            Ok(Outcome::Busy { .. }) => {
+                self.requeue(&message, Some(60), "busy: another loader holds the file")
+                    .await
+            }
+            Ok(Outcome::Throttled) => self.requeue(&message, Some(10), "thread-num reached").await,
+            Err(Error::NotFound(e)) => {
+                tracing::warn!(file_id, error = %e, "the LoaderFile was deleted; dropping the message");
+                true
+            }
+            Err(e) => {
+                tracing::error!(file_id, receives, error = %e, "load failed; the message will be redelivered");
+                if receives >= self.max_receives {
+                    let why = format!("gave up after {receives} attempts: {e}");
+                    if let Err(e) = self.give_up(&file_id, &why).await {
+                        tracing::error!(file_id, error = %e, "cannot mark the file failed");
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Settles the `$import` session of a finished file, if it has one.
+    async fn settle(&self, file_id: &str) -> Result<()> {
+        if let Some(import) = self.db.loader_file(file_id).await?.and_then(|f| f.import) {
+            sessions::settle(&self.db, &import).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a file in `error` from outside a load (the queue gives up on it after
+    /// repeated failures) and settles its `$import` session, if any.
+    pub async fn give_up(&self, file_id: &str, why: &str) -> Result<()> {
+        self.db.fail_loader_file(file_id, None, why).await?;
+        self.settle(file_id).await
+    }
+
+    async fn requeue(&self, message: &LoadMessage, delay: Option<i32>, why: &str) -> bool {
+        match queue::send(&*self.queue, std::slice::from_ref(message), delay).await {
+            Ok(()) => {
+                tracing::info!(file_id = message.loader_file_id, reason = why, "re-queued");
+                true
+            }
+            Err(e) => {
+                tracing::error!(file_id = message.loader_file_id, error = %e, "cannot re-queue; leaving the message for redelivery");
+                false
+            }
+        }
+    }
+}
+
+fn instant_from_epoch_ms(deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}

@@ -1,0 +1,188 @@
+//! The house rule of `common/`, checked on the source: every top-level module belongs to
+//! a layer, and a module may only name (`crate::x`) modules of its own layer or below.
+//! Within a layer, the graph of top-level modules has no circle.
+//!
+//! Foundations < model < edges (storage, sources, queue, sinks, secrets, web) < domain <
+//! orchestration. Adding a top-level module means placing it here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// (module, layer): lower numbers are lower layers.
+const LAYERS: &[(&str, u8)] = &[
+    ("error", 0),
+    ("config", 0),
+    ("resource_type", 0),
+    ("telemetry", 0),
+    ("model", 1),
+    ("fhir", 1),
+    ("secrets", 2),
+    ("storage", 2),
+    ("sources", 2),
+    ("sinks", 2),
+    ("queue", 2),
+    ("web", 2),
+    ("auth", 3),
+    ("loading", 3),
+    ("dumping", 3),
+    ("resources", 3),
+    ("ingestion", 3),
+    ("validation", 3),
+    ("inventory", 4),
+    ("sessions", 4),
+    ("exporting", 4),
+    ("workers", 5),
+    ("sweep", 5),
+];
+
+fn layer(module: &str) -> u8 {
+    LAYERS
+        .iter()
+        .find(|(m, _)| *m == module)
+        .map(|(_, l)| *l)
+        .unwrap_or_else(|| {
+            panic!("module {module} has no layer: add it to LAYERS in tests/layers.rs")
+        })
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Top-level module -> the top-level modules its files name through `crate::`.
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        let rel = file.strip_prefix(&src).unwrap();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        let module = first.trim_end_matches(".rs").to_string();
+        if module == "lib" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let uses = graph.entry(module.clone()).or_default();
+        for (at, _) in text.match_indices("crate::") {
+            let rest = &text[at + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // `crate::{a, b}` groups are not used in this code base; a bare name is a module.
+            if !name.is_empty() && name != module && name.chars().next().unwrap().is_lowercase() {
+                uses.insert(name);
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn no_module_names_a_higher_layer() {
+    let mut wrong = Vec::new();
+    for (module, uses) in graph() {
+        for used in uses {
+            if layer(&used) > layer(&module) {
+                wrong.push(format!(
+                    "{module} (layer {}) uses {used} (layer {})",
+                    layer(&module),
+                    layer(&used)
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "lower modules import higher ones:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_module_graph_has_no_circle() {
+    let graph = graph();
+    // Depth-first search for a back edge.
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == node) {
+            let mut circle = path[at..].to_vec();
+            circle.push(node.to_string());
+            return Some(circle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_string());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(c) = visit(next, graph, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(node.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        if let Some(circle) = visit(node, &graph, &mut Vec::new(), &mut done) {
+            panic!("import circle: {}", circle.join(" -> "));
+        }
+    }
+}
+
+#[test]
+fn only_storage_holds_sql() {
+    // Statements are written as string literals starting with the verb; only storage/ may.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let verbs = [
+        "\"SELECT ",
+        "\"INSERT ",
+        "\"UPDATE ",
+        "\"DELETE ",
+        "\"COPY ",
+        "\"CREATE ",
+        "\"BEGIN",
+    ];
+    let mut outside = Vec::new();
+    for file in files {
+        let rel = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if rel.starts_with("storage/") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for verb in verbs {
+            if text.contains(verb) || text.contains(&verb.to_lowercase()) {
+                outside.push(format!("{rel}: {verb}"));
+            }
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "SQL outside storage/:\n{}",
+        outside.join("\n")
+    );
+}

@@ -1,0 +1,77 @@
+//! siphon-api's settings, read once at cold start.
+
+use std::time::Duration;
+
+use siphon::auth::AdminConfig;
+use siphon::config::{ConfigError, Env};
+use siphon::sessions::ImportConfig;
+use siphon::sources::http::UrlPolicy;
+use siphon::sources::s3::S3Options;
+use siphon::storage::DbConfig;
+
+/// Everything siphon-api reads from its environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub db: DbConfig,
+    /// The bootstrap admin client.
+    pub admin: AdminConfig,
+    /// `SIPHON_LOAD_QUEUE_URL` (required).
+    pub load_queue_url: String,
+    /// `SIPHON_URL_ALLOWLIST`: which `https://` sources and `endpoint-url`s may be read.
+    pub url_policy: UrlPolicy,
+    /// `SIPHON_IMPORT_BUCKET` / `SIPHON_IMPORT_PREFIX`: where `resource-file` inputs live.
+    pub import: ImportConfig,
+    /// `SIPHON_LOAD_SYNC_SECONDS` (default 20, at most 28: API Gateway answers 504 after
+    /// 29 s): how long `$load` loads inline before answering 202.
+    pub load_sync_budget: Duration,
+    /// The function's own S3 client (`SIPHON_S3_FORCE_PATH_STYLE`).
+    pub s3: S3Options,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let load_sync_budget = env.seconds("SIPHON_LOAD_SYNC_SECONDS", 20.0)?;
+        if load_sync_budget > Duration::from_secs(28) {
+            return Err(ConfigError::new(
+                "SIPHON_LOAD_SYNC_SECONDS",
+                "must be at most 28 (API Gateway ends a request after 29 s)",
+            ));
+        }
+        Ok(Config {
+            db: DbConfig::from_env(env)?,
+            admin: AdminConfig::from_env(env)?,
+            load_queue_url: env.required("SIPHON_LOAD_QUEUE_URL")?.to_string(),
+            url_policy: UrlPolicy::from_env(env),
+            import: ImportConfig::from_env(env),
+            load_sync_budget,
+            s3: S3Options::from_env(env)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Env {
+        Env::from_pairs(&[("SIPHON_LOAD_QUEUE_URL", "http://127.0.0.1:4566/queue/q")])
+    }
+
+    #[test]
+    fn defaults_and_refusals() {
+        let c = Config::from_env(&base()).unwrap();
+        assert_eq!(c.load_sync_budget, Duration::from_secs(20));
+        assert_eq!(c.s3.force_path_style, Some(false));
+        let e = Config::from_env(&Env::default()).unwrap_err();
+        assert_eq!(e.variable, "SIPHON_LOAD_QUEUE_URL");
+        for (var, value) in [
+            ("SIPHON_LOAD_SYNC_SECONDS", "soon"),
+            ("SIPHON_LOAD_SYNC_SECONDS", "60"),
+            ("SIPHON_S3_FORCE_PATH_STYLE", "maybe"),
+            ("SIPHON_DB_POOL_SIZE", "-1"),
+        ] {
+            let e = Config::from_env(&base().with(var, value)).unwrap_err();
+            assert_eq!(e.variable, var, "{e}");
+        }
+    }
+}

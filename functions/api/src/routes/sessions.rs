@@ -1,0 +1,61 @@
+//! `$import` sessions and `$load`.
+
+use lambda_http::http::header::HeaderName;
+use lambda_http::Request;
+use serde_json::json;
+use siphon::sessions::{Loaded, SessionView};
+use siphon::web::{Reply, StatusCode};
+use siphon::{ResourceType, Result};
+
+use crate::App;
+
+const CONTENT_LOCATION: HeaderName = HeaderName::from_static("content-location");
+const X_PROGRESS: HeaderName = HeaderName::from_static("x-progress");
+
+fn session_value(session: &SessionView) -> serde_json::Value {
+    serde_json::to_value(session).unwrap_or_default()
+}
+
+/// `POST /$import`: 201 + content-location when a session starts, 200 for an action.
+pub async fn import(app: &App, request: &Request) -> Result<Reply> {
+    let acted = app.imports.act(&super::body(request)?).await?;
+    let status = if acted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(Reply::value(status, session_value(&acted.session))
+        .header(CONTENT_LOCATION, format!("/$import/{}", acted.session.id)))
+}
+
+/// `GET /$import/{id}`: as the FHIR Bulk Data status endpoint, 202 + X-Progress while the
+/// job runs, 200 when it ended.
+pub async fn view(app: &App, id: &str) -> Result<Reply> {
+    let session = app.imports.view(id).await?;
+    if session.status.is_running() {
+        Ok(Reply::value(StatusCode::ACCEPTED, session_value(&session))
+            .header(X_PROGRESS, session.progress.clone()))
+    } else {
+        Ok(Reply::ok(session_value(&session)))
+    }
+}
+
+/// `POST /$load`, `POST /{type}/$load`.
+pub async fn load(app: &App, request: &Request, ty: Option<&str>) -> Result<Reply> {
+    let ty = ty.map(ResourceType::parse).transpose()?;
+    match app.imports.load(&super::body(request)?, ty).await? {
+        Loaded::Finished {
+            session,
+            loaded,
+            failed,
+        } => Ok(
+            Reply::ok(json!({"total": loaded, "failed": failed, "session": session}))
+                .header(CONTENT_LOCATION, format!("/$import/{session}")),
+        ),
+        Loaded::Continuing(session) => {
+            Ok(Reply::value(StatusCode::ACCEPTED, session_value(&session))
+                .header(CONTENT_LOCATION, format!("/$import/{}", session.id))
+                .header(X_PROGRESS, session.progress.clone()))
+        }
+    }
+}

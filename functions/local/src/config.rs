@@ -1,0 +1,47 @@
+//! `make serve`'s settings: every function's, plus the events queue and the address.
+
+use std::net::SocketAddr;
+
+use siphon::config::{ConfigError, Env};
+
+/// Everything siphon-local reads from its environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub api: siphon_api::Config,
+    pub dump: siphon_dump::Config,
+    pub loader: siphon_loader::Config,
+    /// `SIPHON_EVENTS_QUEUE_URL`: S3 notifications for siphon-s3-ingest (optional).
+    pub events_queue_url: Option<String>,
+    /// `SIPHON_LOCAL_ADDR` (default 127.0.0.1:8080).
+    pub addr: SocketAddr,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Config {
+            api: siphon_api::Config::from_env(env)?,
+            dump: siphon_dump::Config::from_env(env)?,
+            loader: siphon_loader::Config::from_env(env)?,
+            events_queue_url: env.get("SIPHON_EVENTS_QUEUE_URL").map(str::to_string),
+            addr: env
+                .parse("SIPHON_LOCAL_ADDR", "an address such as 127.0.0.1:8080")?
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_defaults_to_loopback() {
+        let env = Env::from_pairs(&[("SIPHON_LOAD_QUEUE_URL", "q")]);
+        assert_eq!(
+            Config::from_env(&env).unwrap().addr.to_string(),
+            "127.0.0.1:8080"
+        );
+        let e = Config::from_env(&env.with("SIPHON_LOCAL_ADDR", "localhost")).unwrap_err();
+        assert_eq!(e.variable, "SIPHON_LOCAL_ADDR");
+    }
+}
