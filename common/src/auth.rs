@@ -67,12 +67,16 @@ pub fn redact(mut resource: Value) -> Value {
     if let Some(obj) = resource.as_object_mut() {
         obj.remove("secretHash");
         obj.remove("secret");
-        // A LoaderFile read from a presigned URL: the query string is a credential.
         if obj.get("resourceType").and_then(Value::as_str) == Some("LoaderFile") {
+            // A LoaderFile read from a presigned URL: the query string is a credential.
             if let Some(Value::String(url)) = obj.get_mut("url") {
                 if let Some(cut) = url.find(['?', '#']) {
                     url.truncate(cut);
                 }
+            }
+            // The SQS receipt handle kept with a lease controls that message.
+            if let Some(Value::Object(lease)) = obj.get_mut("lease") {
+                lease.remove("receipt");
             }
         }
     }

@@ -156,3 +156,65 @@ pub fn gzip(stream: ByteStream) -> ByteStream {
     })
     .boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_one_read_statement_passes_the_gate() {
+        for ok in [
+            "select 1",
+            "  SELECT id FROM patient",
+            "with x as (select 1) select * from x",
+            "values (1)",
+            "table patient",
+        ] {
+            assert!(check_query(ok).is_ok(), "{ok}");
+        }
+        for (bad, forbidden) in [
+            ("delete from patient", false),
+            ("insert into patient values (1)", false),
+            ("copy patient to program 'x'", false),
+            ("", false),
+            ("select set_config('role', 'postgres', false)", true),
+            ("select pg_read_file('/etc/passwd')", true),
+            ("select * from dblink('x', 'y')", true),
+            ("SELECT current_setting('x')", true),
+        ] {
+            let e = check_query(bad).unwrap_err();
+            if forbidden {
+                assert!(matches!(e, Error::Forbidden(_)), "{bad}: {e:?}");
+            } else {
+                assert!(matches!(e, Error::BadRequest(_)), "{bad}: {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn formats_parse() {
+        assert_eq!(SqlFormat::parse(None).unwrap(), SqlFormat::Tsv);
+        assert_eq!(
+            SqlFormat::parse(Some("csv")).unwrap().content_type(),
+            "text/csv"
+        );
+        assert!(SqlFormat::parse(Some("xml")).is_err());
+    }
+
+    #[tokio::test]
+    async fn gzip_output_decompresses_to_the_input() {
+        use std::io::Read;
+        let input: ByteStream = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"line 1\n")),
+            Ok(Bytes::from_static(b"line 2\n")),
+        ])
+        .boxed();
+        let parts: Vec<Bytes> = gzip(input).map(|r| r.unwrap()).collect().await;
+        let all: Vec<u8> = parts.concat();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&all[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "line 1\nline 2\n");
+    }
+}

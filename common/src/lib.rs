@@ -20,6 +20,7 @@
 //! - [`sessions`]: `$import` sessions and `$load`: many files loaded as one job.
 //! - [`ingestion`]: load-from-bucket and S3 events put files on the load queue.
 //! - [`workers`]: what a queue consumer does with one message (load it, settle, retry).
+//! - [`sweep`]: picks up work whose worker died, within about a minute.
 //! - [`dumping`]: `$dump` and `$dump-sql` streams.
 //! - [`resources`]: reading and writing resources through the API (`PUT /`, lists).
 //! - [`auth`]: HTTP Basic against Clients and AccessPolicies.
@@ -38,6 +39,7 @@ pub mod secrets;
 pub mod sessions;
 pub mod sources;
 pub mod storage;
+pub mod sweep;
 pub mod telemetry;
 pub mod web;
 pub mod workers;

@@ -95,6 +95,11 @@ pub trait MessageQueue: Send + Sync {
         bodies: Vec<String>,
         delay_seconds: Option<i32>,
     ) -> BoxFuture<'a, Result<()>>;
+
+    /// Makes the in-flight message with this receipt handle visible again now, so it is
+    /// delivered anew (its worker died). `false` when the handle no longer names an
+    /// in-flight message (deleted, or already delivered again).
+    fn make_visible<'a>(&'a self, receipt: &'a str) -> BoxFuture<'a, Result<bool>>;
 }
 
 /// Sends `messages` as JSON bodies.
@@ -145,6 +150,38 @@ impl SqsQueue {
 }
 
 impl MessageQueue for SqsQueue {
+    fn make_visible<'a>(&'a self, receipt: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            match self
+                .client
+                .change_message_visibility()
+                .queue_url(&self.url)
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) => {
+                    use aws_sdk_sqs::error::ProvideErrorMetadata;
+                    let code = e.code().unwrap_or("").to_string();
+                    // The handle is stale: the message was deleted or received again.
+                    if code.contains("ReceiptHandleIsInvalid")
+                        || code.contains("MessageNotInflight")
+                        || code.contains("InvalidParameterValue")
+                    {
+                        Ok(false)
+                    } else {
+                        Err(Error::Internal(format!(
+                            "cannot make a message visible again: {}",
+                            aws_sdk_sqs::error::DisplayErrorContext(e)
+                        )))
+                    }
+                }
+            }
+        })
+    }
+
     fn send_bodies<'a>(
         &'a self,
         bodies: Vec<String>,
@@ -185,6 +222,9 @@ impl MessageQueue for SqsQueue {
 #[derive(Default)]
 pub struct MemoryQueue {
     sent: Mutex<Vec<(String, Option<i32>)>>,
+    /// Receipt handles of in-flight messages; `make_visible` moves them to `visible`.
+    pub in_flight: Mutex<Vec<String>>,
+    pub visible: Mutex<Vec<String>>,
     /// Fail every send with this message (a queue that is down).
     pub failing: Option<String>,
 }
@@ -197,6 +237,20 @@ impl MemoryQueue {
 }
 
 impl MessageQueue for MemoryQueue {
+    fn make_visible<'a>(&'a self, receipt: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            match in_flight.iter().position(|r| r == receipt) {
+                Some(at) => {
+                    in_flight.remove(at);
+                    self.visible.lock().unwrap().push(receipt.to_string());
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })
+    }
+
     fn send_bodies<'a>(
         &'a self,
         bodies: Vec<String>,

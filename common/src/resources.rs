@@ -6,8 +6,24 @@ use serde_json::{json, Value};
 
 use crate::auth;
 use crate::error::{Error, Result};
+use crate::model::LoaderFile;
 use crate::resource_type::ResourceType;
 use crate::storage::Db;
+
+/// A stored resource as the API shows it: without secrets, and a LoaderFile whose
+/// worker stopped renewing its lease says since when it is `stalled`.
+pub fn present(resource: Value) -> Value {
+    let mut shown = auth::redact(resource);
+    if shown["resourceType"] == "LoaderFile" {
+        let since = serde_json::from_value::<LoaderFile>(shown.clone())
+            .ok()
+            .and_then(|f| f.stalled_since(chrono::Utc::now()));
+        if let (Some(since), Some(obj)) = (since, shown.as_object_mut()) {
+            obj.insert("stalled".into(), json!({"since": since}));
+        }
+    }
+    shown
+}
 
 /// `PUT /`: stores every resource of the list (each needs `resourceType` and `id`) and
 /// returns them as stored, without secrets. Checks every item before storing any.
@@ -32,7 +48,7 @@ pub async fn put_all(db: &Db, body: &Value) -> Result<Value> {
         let stored = db
             .upsert(&ty, &id, &auth::protect(&ty, item.clone())?)
             .await?;
-        out.push(auth::redact(stored.resource));
+        out.push(present(stored.resource));
     }
     Ok(Value::Array(out))
 }
@@ -42,7 +58,7 @@ pub async fn list(db: &Db, ty: &ResourceType, count: i64, offset: i64) -> Result
     let rows = db.list(ty, count, offset).await?;
     let entries: Vec<Value> = rows
         .into_iter()
-        .map(|r| json!({"resource": auth::redact(r.resource)}))
+        .map(|r| json!({"resource": present(r.resource)}))
         .collect();
     Ok(
         json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(),
@@ -53,7 +69,7 @@ pub async fn list(db: &Db, ty: &ResourceType, count: i64, offset: i64) -> Result
 /// `GET /{type}/{id}`.
 pub async fn read(db: &Db, ty: &ResourceType, id: &str) -> Result<Value> {
     match db.get(ty, id).await? {
-        Some(r) => Ok(auth::redact(r.resource)),
+        Some(r) => Ok(present(r.resource)),
         None => Err(Error::NotFound(format!("{ty}/{id} not found"))),
     }
 }
@@ -78,5 +94,30 @@ pub async fn delete_loader_file(db: &Db, id: &str) -> Result<Value> {
         Ok(json!({"message": format!("LoaderFile {id} deleted")}))
     } else {
         Err(Error::NotFound(format!("LoaderFile {id} not found")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loader_files_say_when_they_stalled_and_hide_their_receipt() {
+        let file = |status: &str, until: &str| {
+            json!({"resourceType": "LoaderFile", "id": "f", "file": "k", "bucket": "b",
+                   "status": status, "url": "https://h/x.ndjson?sig=1",
+                   "lease": {"owner": "o", "until": until, "receipt": "AQEB-handle"}})
+        };
+        let stalled = present(file("in-progress", "2020-01-01T00:00:00Z"));
+        assert_eq!(stalled["stalled"]["since"], "2020-01-01T00:00:00Z");
+        assert!(stalled["lease"].get("receipt").is_none());
+        assert_eq!(stalled["url"], "https://h/x.ndjson");
+        let live = present(file("in-progress", "2999-01-01T00:00:00Z"));
+        assert!(live.get("stalled").is_none());
+        let done = present(file("done", "2020-01-01T00:00:00Z"));
+        assert!(done.get("stalled").is_none());
+        let client =
+            present(json!({"resourceType": "Client", "id": "c", "secretHash": "$argon2id$x"}));
+        assert!(client.get("secretHash").is_none());
     }
 }

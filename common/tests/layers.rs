@@ -174,6 +174,8 @@ fn only_storage_holds_sql() {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap();
+        // Unit tests may hold SQL as data (the `$dump-sql` gate's test cases).
+        let text = text.split("#[cfg(test)]").next().unwrap_or("");
         for verb in verbs {
             if text.contains(verb) || text.contains(&verb.to_lowercase()) {
                 outside.push(format!("{rel}: {verb}"));

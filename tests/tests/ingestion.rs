@@ -712,7 +712,7 @@ async fn a_message_that_keeps_failing_lands_in_the_dead_letter_queue_and_the_fil
     let start = Instant::now();
     let mut in_dlq = 0;
     while in_dlq == 0 && start.elapsed() < Duration::from_secs(60) {
-        siphon_local::poll_load_queue(&env.worker, &sqs, env.queue.url(), 1).await;
+        siphon_local::poll_load_queue(&env.worker, &sqs, env.queue.url(), 10, 1).await;
         let got = sqs
             .receive_message()
             .queue_url(&dlq)

@@ -273,7 +273,7 @@ impl Background {
         let task = tokio::spawn(async move {
             let start = Instant::now();
             while !flag.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(120) {
-                siphon_local::poll_load_queue(&worker, queue.client(), queue.url(), 1).await;
+                siphon_local::poll_load_queue(&worker, queue.client(), queue.url(), 10, 1).await;
             }
         });
         Background { stop, task }
@@ -448,7 +448,7 @@ async fn force_resume_after_a_crash_finishes_exactly() {
     )
     .await;
     // One delivery: the worker dies before its 4th commit, holding a live lease.
-    siphon_local::poll_load_queue(&env.worker, env.queue.client(), env.queue.url(), 1).await;
+    siphon_local::poll_load_queue(&env.worker, env.queue.client(), env.queue.url(), 10, 1).await;
     let (_, b, _) = session(&env, "crashy").await;
     assert_eq!(b["inputs"][0]["status"], "in-progress", "{b}");
     assert_eq!(count(&env.db, "patient").await, 1500);

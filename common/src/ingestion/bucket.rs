@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::model::{FileOptions, LoaderFile, ObjectLocation};
+use crate::model::{FileOptions, LoaderFile, ObjectLocation, StoreRef};
 use crate::queue::{self, LoadMessage, MessageQueue, StoreSpec};
 use crate::sources::s3::classify;
 use crate::sources::{SourceError, UrlGuard};
@@ -48,6 +48,12 @@ pub struct LoadFromBucket {
     pub upsert: Option<bool>,
     #[serde(default)]
     pub strict: Option<bool>,
+    /// Drop the tables' secondary indexes while the files load, rebuild them after.
+    #[serde(rename = "disable-idx?", default)]
+    pub disable_idx: Option<bool>,
+    /// Drop the (empty) tables' primary keys while the files load, add them back after.
+    #[serde(rename = "drop-primary-key?", default)]
+    pub drop_primary_key: Option<bool>,
 }
 
 /// What the call did.
@@ -117,13 +123,27 @@ pub async fn load_from_bucket(
     let options = FileOptions {
         upsert: params.upsert.unwrap_or(true),
         strict: params.strict.unwrap_or(false),
+        disable_indexes: params.disable_idx.unwrap_or(false),
+        drop_primary_key: params.drop_primary_key.unwrap_or(false),
     };
+    if options.drop_primary_key && !options.upsert {
+        return Err(Error::BadRequest(
+            "drop-primary-key? cannot go with upsert?: false: without the primary key an \
+             existing id cannot be told apart from a new one"
+                .into(),
+        ));
+    }
     let prefixes: Vec<String> = match &params.prefixes {
         Some(list) if !list.is_empty() => list.iter().map(|p| format!("{prefix}{p}")).collect(),
         _ => vec![prefix],
     };
     let group = uuid::Uuid::new_v4().to_string();
     let store = params.store();
+    let store_ref = StoreRef {
+        endpoint_url: store.endpoint_url.clone(),
+        region: store.region.clone(),
+        credentials: store.access_key_id.is_some(),
+    };
     let mut started = Started {
         message: "Upload started",
         queued: 0,
@@ -160,6 +180,7 @@ pub async fn load_from_bucket(
                 );
                 file.group = Some(group.clone());
                 file.threads = Some(threads);
+                file.store = store_ref.clone();
                 files.push(file);
             }
             let created = db.create_loader_files(&files).await?;
@@ -198,9 +219,10 @@ pub async fn status(db: &Db) -> Result<serde_json::Value> {
         loaded += l;
         failed += f;
     }
-    Ok(
-        json!({"files": files, "total-files": total, "resources": {"loaded": loaded, "failed": failed}}),
-    )
+    // Tables whose indexes (or primary key) are dropped for a load right now.
+    let bulk = db.bulk_tables().await?;
+    Ok(json!({"files": files, "total-files": total,
+              "resources": {"loaded": loaded, "failed": failed}, "indexes-dropped": bulk}))
 }
 
 #[cfg(test)]

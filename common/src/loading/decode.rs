@@ -123,7 +123,7 @@ pub fn decode<R: Read>(input: R, config: &DecodeConfig, tx: &Sender) {
         match memchr::memchr(b'\n', buf) {
             Some(i) => {
                 let ok = if pending.is_empty() && !overlong {
-                    state.line(&buf[..i], false, i as u64 + 1)
+                    state.line(&buf[..i], i > config.max_line_bytes, i as u64 + 1)
                 } else {
                     if !overlong && pending.len() + i <= config.max_line_bytes {
                         pending.extend_from_slice(&buf[..i]);
@@ -318,5 +318,147 @@ impl<'a> State<'a> {
                 let _ = self.tx.blocking_send(Err((batch, e)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn patient() -> Option<ResourceType> {
+        Some(ResourceType::parse("Patient").unwrap())
+    }
+
+    fn config(file_type: Option<ResourceType>) -> DecodeConfig {
+        DecodeConfig {
+            file_type,
+            skip_lines: 0,
+            max_line_bytes: 1024,
+            batch_rows: 2,
+            batch_bytes: 1 << 20,
+            validate_only: false,
+        }
+    }
+
+    /// Runs the decoder on `bytes` and collects every message it sends.
+    fn run(bytes: Vec<u8>, config: DecodeConfig) -> Vec<Result<Batch, (Batch, DecodeError)>> {
+        let (tx, mut rx) = mpsc::channel(1);
+        let worker = std::thread::spawn(move || decode(&bytes[..], &config, &tx));
+        let mut out = Vec::new();
+        while let Some(m) = rx.blocking_recv() {
+            out.push(m);
+        }
+        worker.join().unwrap();
+        out
+    }
+
+    fn gz(text: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(text).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn ids(batches: &[Result<Batch, (Batch, DecodeError)>]) -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|m| match m {
+                Ok(b) | Err((b, _)) => b
+                    .chunks
+                    .iter()
+                    .flat_map(|c| c.rows.iter().map(|r| r.id.clone()))
+                    .collect::<Vec<_>>(),
+            })
+            .collect()
+    }
+
+    const P: &str = r#"{"resourceType":"Patient","id":"#;
+
+    #[test]
+    fn lines_batches_and_checkpoints() {
+        let text =
+            format!("{P}\"a\"}}\r\n\n\u{feff}{P}\"b\"}}\n  \n{P}\"c\"}}\nnot json\n{P}\"d\"}}");
+        let out = run(text.clone().into_bytes(), config(patient()));
+        assert_eq!(ids(&out), vec!["a", "b", "c", "d"]);
+        let batches: Vec<&Batch> = out.iter().map(|m| m.as_ref().unwrap()).collect();
+        // Two rows per batch; the last batch is marked eof and accounts for every line.
+        assert!(batches.last().unwrap().eof);
+        assert_eq!(batches.last().unwrap().last_line, 7);
+        assert_eq!(batches.last().unwrap().bytes, text.len() as u64);
+        let errors: Vec<&LineError> = batches.iter().flat_map(|b| &b.errors).collect();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 6);
+        assert!(errors[0].reason.contains("invalid JSON"));
+        // Checkpoints never go backwards.
+        let lines: Vec<u64> = batches.iter().map(|b| b.last_line).collect();
+        assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
+    }
+
+    #[test]
+    fn gzip_members_and_resuming_after_committed_lines() {
+        let mut bytes = gz(format!("{P}\"a\"}}\n{P}\"b\"}}\n").as_bytes());
+        bytes.extend(gz(format!("{P}\"c\"}}\n").as_bytes()));
+        assert_eq!(
+            ids(&run(bytes.clone(), config(patient()))),
+            vec!["a", "b", "c"]
+        );
+        let resumed = DecodeConfig {
+            skip_lines: 2,
+            ..config(patient())
+        };
+        assert_eq!(ids(&run(bytes, resumed)), vec!["c"]);
+    }
+
+    #[test]
+    fn truncated_and_corrupt_gzip_say_where() {
+        let whole = gz(format!("{P}\"a\"}}\n{P}\"b\"}}\n").as_bytes());
+        let out = run(whole[..whole.len() - 6].to_vec(), config(patient()));
+        let Err((_, DecodeError::Gzip(m))) = out.last().unwrap() else {
+            panic!("{out:?}")
+        };
+        assert!(m.contains("truncated"), "{m}");
+        let mut corrupt = whole.clone();
+        corrupt[12] ^= 0xff;
+        let out = run(corrupt, config(patient()));
+        assert!(
+            matches!(out.last().unwrap(), Err((_, DecodeError::Gzip(_)))),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn overlong_lines_and_wrong_types_are_line_errors() {
+        let long = format!("{P}\"a\",\"x\":\"{}\"}}", "y".repeat(2000));
+        let text =
+            format!("{long}\n{{\"resourceType\":\"Observation\",\"id\":\"o\"}}\n{P}\"b\"}}\n");
+        let out = run(text.into_bytes(), config(patient()));
+        assert_eq!(ids(&out), vec!["b"]);
+        let errors: Vec<LineError> = out.into_iter().flat_map(|m| m.unwrap().errors).collect();
+        assert_eq!(errors.len(), 2);
+        assert!(
+            errors[0].reason.contains("longer than the limit"),
+            "{errors:?}"
+        );
+        assert!(errors[0].excerpt.len() <= 200);
+        assert!(errors[1].reason.contains("does not match the file's type"));
+    }
+
+    #[test]
+    fn untyped_files_split_rows_by_type_and_validate_only_encodes_nothing() {
+        let text = format!("{P}\"a\"}}\n{{\"resourceType\":\"Observation\",\"id\":\"o\"}}\n");
+        let out = run(text.clone().into_bytes(), config(None));
+        let batch = out.into_iter().next().unwrap().unwrap();
+        let types: Vec<&str> = batch
+            .chunks
+            .iter()
+            .map(|c| c.resource_type.as_str())
+            .collect();
+        assert_eq!(types, vec!["Patient", "Observation"]);
+        let only = DecodeConfig {
+            validate_only: true,
+            ..config(None)
+        };
+        let out = run(text.into_bytes(), only);
+        assert!(ids(&out).is_empty());
     }
 }

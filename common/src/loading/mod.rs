@@ -14,6 +14,7 @@
 //! Near the deadline the loader commits, hands the lease back and reports
 //! [`Outcome::Continue`] so the caller can queue the rest.
 
+pub mod bulk;
 pub mod decode;
 pub mod validate;
 
@@ -41,8 +42,12 @@ pub struct LoadOptions {
     pub batch_rows: usize,
     /// Encoded bytes per committed batch (default 4 MiB).
     pub batch_bytes: usize,
-    /// How long a claim lasts without a commit renewing it (default 120 s).
+    /// How long a claim lasts unless renewed (default 30 s): a worker that dies stops
+    /// renewing, and the sweep picks its file up soon after the lease runs out.
     pub lease: Duration,
+    /// How often a live worker renews its lease (default 10 s; every batch commit renews
+    /// it too).
+    pub heartbeat: Duration,
     /// Stop this long before the deadline at the latest (default 10 s).
     pub deadline_margin: Duration,
     /// At most this many invalid lines are stored per file (all are counted).
@@ -60,7 +65,8 @@ impl Default for LoadOptions {
             max_line_bytes: 16 << 20,
             batch_rows: 20_000,
             batch_bytes: 4 << 20,
-            lease: Duration::from_secs(120),
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
             deadline_margin: Duration::from_secs(10),
             max_stored_errors: 10_000,
             retries: 3,
@@ -105,6 +111,37 @@ pub struct Loader {
     db: Db,
     source: Arc<dyn Source>,
     options: LoadOptions,
+    /// The SQS receipt handle of the message this load serves, kept with the lease.
+    receipt: Option<String>,
+}
+
+/// Renews a lease every `heartbeat` while alive; dropping it stops the renewals.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(db: Db, file_id: String, owner: String, options: &LoadOptions) -> Self {
+        let (every, lease) = (options.heartbeat, options.lease.as_secs_f64());
+        Heartbeat(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match db.renew_loader_file_lease(&file_id, &owner, lease).await {
+                    Ok(true) => tracing::trace!(file_id, "lease renewed"),
+                    // Finished, released, expired or taken over: nothing to renew now
+                    // (the next batch commit renews a lease that is still ours).
+                    Ok(false) => tracing::trace!(file_id, "lease not renewed"),
+                    // The database is away: keep trying; if the lease runs out meanwhile,
+                    // the next commit finds it lost and stops.
+                    Err(e) => tracing::warn!(file_id, error = %e, "cannot renew the lease"),
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Why one attempt stopped.
@@ -119,7 +156,15 @@ impl Loader {
             db,
             source,
             options,
+            receipt: None,
         }
+    }
+
+    /// The load serves the SQS message with this receipt handle: if the worker dies, the
+    /// sweep makes that message visible again instead of waiting for its timeout.
+    pub fn with_receipt(mut self, receipt: Option<String>) -> Self {
+        self.receipt = receipt;
+        self
     }
 
     /// Loads the file of LoaderFile `file_id`, stopping before `deadline` if given.
@@ -166,7 +211,12 @@ impl Loader {
     async fn attempt(&self, file_id: &str, owner: &str, deadline: Option<Instant>) -> Result<Stop> {
         let file = match self
             .db
-            .claim_loader_file(file_id, owner, self.options.lease.as_secs_f64())
+            .claim_loader_file(
+                file_id,
+                owner,
+                self.options.lease.as_secs_f64(),
+                self.receipt.as_deref(),
+            )
             .await?
         {
             Claim::Claimed(f) => *f,
@@ -181,6 +231,14 @@ impl Loader {
             }
             Claim::Throttled => return Ok(Stop::Finished(Outcome::Throttled)),
         };
+        // Renewed while this attempt runs; stopped (dropped) whatever way it ends, so a
+        // crash (or an injected one) stops renewing as a dead process would.
+        let _heartbeat = Heartbeat::start(
+            self.db.clone(),
+            file_id.to_string(),
+            owner.to_string(),
+            &self.options,
+        );
         let file_type = match &file.resource_type {
             Some(t) => Some(ResourceType::parse(t)?),
             None => None,
@@ -211,6 +269,7 @@ impl Loader {
             try_direct: true,
             batches: 0,
             slowest: Duration::ZERO,
+            bulk: Default::default(),
         };
         loop {
             if let Some(deadline) = deadline {
@@ -377,11 +436,12 @@ impl Loader {
                 errors[0].line
             );
             let patch = json!({"status": "error", "error": message, "failed": invalid, "loaded": 0, "end": chrono::Utc::now()});
-            tx.advance(&file.id, owner, &patch, true).await?;
+            tx.advance(&file.id, owner, &patch, true, 0.0).await?;
             tx.commit().await?;
             return Ok(Some(Stop::Finished(Outcome::Failed { message })));
         }
-        tx.advance(&file.id, owner, &json!({"validated": true}), false)
+        let lease = self.options.lease.as_secs_f64();
+        tx.advance(&file.id, owner, &json!({"validated": true}), false, lease)
             .await?;
         tx.commit().await?;
         Ok(None)
@@ -402,6 +462,18 @@ impl Loader {
             self.db
                 .ensure_table(&***client, &chunk.resource_type)
                 .await?;
+            if file.options.bulk() && state.bulk.insert(chunk.resource_type.clone()) {
+                // First rows of this type in this attempt: the table goes into bulk mode
+                // for the load (once; later calls find it there).
+                self.db
+                    .enter_bulk_mode(
+                        &chunk.resource_type,
+                        &file.load_owner(),
+                        file.options.disable_indexes,
+                        file.options.drop_primary_key,
+                    )
+                    .await?;
+            }
         }
         let strict = file.options.strict;
         let tx = match Db::begin_batch(client, &file.id, owner, file.import.as_deref()).await? {
@@ -443,13 +515,16 @@ impl Loader {
             "loaded": loaded_total,
             "failed": failed_total,
             "checkpoint": {"line": batch.last_line, "bytes": batch.bytes},
-            "lease": {"owner": owner, "until": chrono::Utc::now() + self.options.lease},
         });
         if batch.eof {
             patch["status"] = json!("done");
             patch["end"] = json!(chrono::Utc::now());
         }
-        if !tx.advance(&file.id, owner, &patch, batch.eof).await? {
+        let lease = self.options.lease.as_secs_f64();
+        if !tx
+            .advance(&file.id, owner, &patch, batch.eof, lease)
+            .await?
+        {
             return Ok(Committed::LeaseLost);
         }
         if self.options.crash_before_commit == Some(state.batches) {
@@ -472,4 +547,6 @@ struct Progress {
     try_direct: bool,
     batches: u64,
     slowest: Duration,
+    /// Types whose table was put in bulk mode (or found there) in this attempt.
+    bulk: std::collections::HashSet<ResourceType>,
 }

@@ -56,6 +56,29 @@ pub struct FileOptions {
     /// Any invalid line fails the whole file and nothing loads.
     #[serde(default)]
     pub strict: bool,
+    /// Drop the table's secondary indexes for the load, rebuild them after
+    /// (`disable-idx?`).
+    #[serde(
+        rename = "disable-idx?",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub disable_indexes: bool,
+    /// Drop an empty table's primary key for the load, add it back after; ids repeated
+    /// within the load are reported, the last one kept (`drop-primary-key?`).
+    #[serde(
+        rename = "drop-primary-key?",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub drop_primary_key: bool,
+}
+
+impl FileOptions {
+    /// True when the file's tables go into bulk mode for the load.
+    pub fn bulk(&self) -> bool {
+        self.disable_indexes || self.drop_primary_key
+    }
 }
 
 fn yes() -> bool {
@@ -67,6 +90,8 @@ impl Default for FileOptions {
         FileOptions {
             upsert: true,
             strict: false,
+            disable_indexes: false,
+            drop_primary_key: false,
         }
     }
 }
@@ -75,7 +100,43 @@ impl Default for FileOptions {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub owner: String,
+    /// When the claim expires unless renewed (the loader's heartbeat renews it).
     pub until: String,
+    /// The SQS receipt handle of the message being worked on, so a sweep can make that
+    /// very message visible again if the worker dies. Never shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+}
+
+/// How a file's store is reached, as far as Postgres may know it: the endpoint and region
+/// (credentials themselves travel only in the queue message).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The request gave `account` credentials: only its queue message can reach the file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub credentials: bool,
+}
+
+impl StoreRef {
+    pub fn is_default(&self) -> bool {
+        self == &StoreRef::default()
+    }
+}
+
+/// What the sweep did for a file whose worker stopped renewing its lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovery {
+    /// When the sweep last acted.
+    pub at: String,
+    /// How many times it acted.
+    pub count: u32,
+    /// `redelivered` (the message made visible again), `requeued` (a new message), or
+    /// why neither was possible.
+    pub how: String,
 }
 
 /// A LoaderFile resource (fields as in the Aidbox seed, plus siphon's).
@@ -128,6 +189,12 @@ pub struct LoaderFile {
     /// The input's position in the session's `inputs` (0-based).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<u32>,
+    /// The store the file is read from, when not the function's own.
+    #[serde(default, skip_serializing_if = "StoreRef::is_default")]
+    pub store: StoreRef,
+    /// What the sweep did when the file's worker died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
 }
 
 impl LoaderFile {
@@ -161,6 +228,8 @@ impl LoaderFile {
             url: None,
             import: None,
             input: None,
+            store: StoreRef::default(),
+            recovery: None,
         }
     }
 
@@ -181,6 +250,26 @@ impl LoaderFile {
     /// The bucket object (for a URL file: bucket and key as stored, both informative).
     pub fn location(&self) -> ObjectLocation {
         ObjectLocation::new(&self.bucket, &self.file)
+    }
+
+    /// The instant the lease expired, when the file is `in-progress` and nobody renews its
+    /// lease any more (its worker died): the file is stalled until the sweep acts.
+    pub fn stalled_since(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+        if self.status != FileStatus::InProgress {
+            return None;
+        }
+        let lease = self.lease.as_ref()?;
+        let until = chrono::DateTime::parse_from_rfc3339(&lease.until).ok()?;
+        (until < now).then(|| lease.until.clone())
+    }
+
+    /// The load this file belongs to: its load-from-bucket call or its `$import` session
+    /// (tables in bulk mode are held by it until all its files have ended).
+    pub fn load_owner(&self) -> String {
+        self.group
+            .clone()
+            .or_else(|| self.import.clone())
+            .unwrap_or_else(|| self.id.clone())
     }
 
     /// Where the bytes are read from: the URL when there is one, else the object.

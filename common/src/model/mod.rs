@@ -9,6 +9,6 @@ pub mod location;
 pub mod session;
 
 pub use line_error::LineError;
-pub use loader_file::{Checkpoint, FileOptions, FileStatus, Lease, LoaderFile};
+pub use loader_file::{Checkpoint, FileOptions, FileStatus, Lease, LoaderFile, Recovery, StoreRef};
 pub use location::{Location, ObjectLocation};
 pub use session::SessionStatus;

@@ -49,6 +49,10 @@ pub struct InputView {
     pub line: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Since when the input's worker stopped renewing its lease (it died); the sweep
+    /// gets it going again.
+    #[serde(rename = "stalledSince", skip_serializing_if = "Option::is_none")]
+    pub stalled_since: Option<String>,
     /// The LoaderFile (its invalid lines: `GET /LoaderFile/{id}/$errors`).
     #[serde(rename = "loaderFile")]
     pub loader_file: String,
@@ -102,6 +106,7 @@ fn view(id: &str, row: store::ImportRow, files: Vec<LoaderFile>) -> SessionView 
                 failed: f.failed,
                 line: f.checkpoint.line,
                 error: f.error.clone(),
+                stalled_since: f.stalled_since(chrono::Utc::now()),
                 loader_file: f.id,
             })
             .collect(),
@@ -156,7 +161,8 @@ impl Imports {
     pub async fn act(&self, body: &Value) -> Result<Acted> {
         let request = request::parse_import(body, &self.config)?;
         if request.action == Action::Start {
-            return self.start(request, FileOptions::default()).await;
+            let options = request.options;
+            return self.start(request, options).await;
         }
         let id = request.id.as_deref().expect("checked by parse_import");
         self.transition(id, request.action, request.secret.as_deref())
@@ -353,11 +359,12 @@ impl Imports {
                 resource_type,
                 url: load.url,
             }],
+            options: FileOptions::default(),
             stored: json!({"load": body}),
         };
         let options = FileOptions {
-            upsert: true,
             strict: load.strict,
+            ..FileOptions::default()
         };
         let started = Instant::now();
         let (id, files) = self.create(&request, options).await?;

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::config::Env;
 use crate::error::{Error, Result};
 use crate::model::ids::is_valid_id;
+use crate::model::FileOptions;
 use crate::resource_type::ResourceType;
 use crate::sources::ObjectLocation;
 
@@ -61,6 +62,8 @@ pub struct ImportRequest {
     pub secret: Option<String>,
     /// Only for `start`.
     pub inputs: Vec<Input>,
+    /// How the inputs load (`disable-idx?`, `drop-primary-key?`); only for `start`.
+    pub options: FileOptions,
     /// The request as stored with the session (the secret removed).
     pub stored: Value,
 }
@@ -127,6 +130,11 @@ struct RawImport {
     #[allow(dead_code)] // ignored, as in the seed
     input_source: Option<Value>,
     inputs: Option<Vec<RawInput>>,
+    /// Aidbox's first-load options: drop secondary indexes / the primary key for the load.
+    #[serde(rename = "disable-idx?")]
+    disable_idx: Option<bool>,
+    #[serde(rename = "drop-primary-key?")]
+    drop_primary_key: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +226,11 @@ pub fn parse_import(body: &Value, config: &ImportConfig) -> Result<ImportRequest
         action,
         secret: raw.secret.filter(|s| !s.is_empty()),
         inputs,
+        options: FileOptions {
+            disable_indexes: raw.disable_idx.unwrap_or(false),
+            drop_primary_key: raw.drop_primary_key.unwrap_or(false),
+            ..FileOptions::default()
+        },
         stored,
     })
 }

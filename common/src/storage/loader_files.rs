@@ -139,8 +139,15 @@ impl Db {
 
     /// Claims a file for loading: `pending` files, files whose lease expired (a crashed
     /// or handed-over loader), or files this owner already holds. Atomic: of two loaders
-    /// racing, one gets `Claimed`, the other `Busy`.
-    pub async fn claim_loader_file(&self, id: &str, owner: &str, lease_secs: f64) -> Result<Claim> {
+    /// racing, one gets `Claimed`, the other `Busy`. `receipt` is the SQS receipt handle
+    /// of the message being worked on (kept with the lease for the sweep).
+    pub async fn claim_loader_file(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_secs: f64,
+        receipt: Option<&str>,
+    ) -> Result<Claim> {
         let mut client = self.client().await?;
         self.ensure_table(&**client, &loader_file_type()).await?;
         let group: Option<(String, i64)> = client
@@ -170,8 +177,9 @@ impl Db {
                     "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
                         resource = resource
                           || jsonb_build_object('status', 'in-progress',
-                               'lease', jsonb_build_object('owner', $2::text,
-                                   'until', now() + make_interval(secs => $3::float8)))
+                               'lease', jsonb_strip_nulls(jsonb_build_object('owner', $2::text,
+                                   'until', now() + make_interval(secs => $3::float8),
+                                   'receipt', $6::text)))
                           || CASE WHEN resource ? 'start' THEN '{{}}'::jsonb
                                   ELSE jsonb_build_object('start', now()) END
                      WHERE id = $1 AND (
@@ -187,7 +195,7 @@ impl Db {
                               AND (o.resource->'lease'->>'until')::timestamptz > now()) < $5::bigint)
                      RETURNING {RESOURCE_WITH_ID}"
                 ),
-                &[&id, &owner, &lease_secs, &group_name, &threads],
+                &[&id, &owner, &lease_secs, &group_name, &threads, &receipt],
             )
             .await?;
         tx.commit().await?;
@@ -224,6 +232,7 @@ impl Db {
     }
 
     /// Merges `patch` into the file if `owner` still holds it. `false` = lease lost.
+    /// With `remove_lease` the claim ends (the file is finished or stopped).
     pub async fn patch_loader_file_as<C: GenericClient + Sync>(
         client: &C,
         id: &str,
@@ -231,14 +240,112 @@ impl Db {
         patch: &Value,
         remove_lease: bool,
     ) -> Result<bool> {
+        Self::advance_loader_file(client, id, owner, patch, remove_lease, None).await
+    }
+
+    /// [`Db::patch_loader_file_as`], and with `renew_secs` the lease (its receipt kept)
+    /// now lasts that much longer.
+    pub async fn advance_loader_file<C: GenericClient + Sync>(
+        client: &C,
+        id: &str,
+        owner: &str,
+        patch: &Value,
+        remove_lease: bool,
+        renew_secs: Option<f64>,
+    ) -> Result<bool> {
         let n = client
             .execute(
                 &format!(
                     "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
-                        resource = CASE WHEN $4 THEN (resource || $3::jsonb) - 'lease' ELSE resource || $3::jsonb END
+                        resource = CASE
+                            WHEN $4 THEN (resource || $3::jsonb) - 'lease'
+                            WHEN $5::float8 IS NULL THEN resource || $3::jsonb
+                            ELSE jsonb_set(resource || $3::jsonb, '{{lease,until}}',
+                                           to_jsonb(now() + make_interval(secs => $5::float8)))
+                        END
                      WHERE id = $1 AND resource->'lease'->>'owner' = $2::text"
                 ),
-                &[&id, &owner, patch, &remove_lease],
+                &[&id, &owner, patch, &remove_lease, &renew_secs],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// The heartbeat: extends `owner`'s live lease on an `in-progress` file by
+    /// `lease_secs` from now. `false` when the lease is no longer `owner`'s, or was given
+    /// back or ran out (a released lease is never revived).
+    pub async fn renew_loader_file_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_secs: f64,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                &format!(
+                    "UPDATE {TABLE} SET resource = jsonb_set(resource, '{{lease,until}}',
+                            to_jsonb(now() + make_interval(secs => $3::float8)))
+                     WHERE id = $1 AND resource->>'status' = 'in-progress'
+                       AND resource->'lease'->>'owner' = $2::text
+                       AND (resource->'lease'->>'until')::timestamptz > now()"
+                ),
+                &[&id, &owner, &lease_secs],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Files whose worker stopped renewing the lease more than `grace_secs` ago, and that
+    /// the sweep has not acted on in the last `again_secs` (the redelivered message may
+    /// still be on its way). Oldest first, at most `limit`.
+    pub async fn stalled_loader_files(
+        &self,
+        grace_secs: f64,
+        again_secs: f64,
+        limit: i64,
+    ) -> Result<Vec<LoaderFile>> {
+        let client = self.client().await?;
+        let rows = match client
+            .query(
+                &format!(
+                    "SELECT {RESOURCE_WITH_ID} FROM {TABLE}
+                     WHERE resource->>'status' = 'in-progress'
+                       AND (resource->'lease'->>'until')::timestamptz
+                           < now() - make_interval(secs => $1::float8)
+                       AND (resource->'recovery'->>'at' IS NULL
+                            OR (resource->'recovery'->>'at')::timestamptz
+                               < now() - make_interval(secs => $2::float8))
+                     ORDER BY (resource->'lease'->>'until')::timestamptz LIMIT $3"
+                ),
+                &[&grace_secs, &again_secs, &limit],
+            )
+            .await
+            .map_err(Error::from)
+        {
+            Ok(rows) => rows,
+            Err(e) if is_undefined_table(&e) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        rows.iter()
+            .map(|r| LoaderFile::from_value(r.get(0)))
+            .collect()
+    }
+
+    /// Records what the sweep did for a stalled file (only while it is still stalled:
+    /// a worker that claimed it meanwhile wins). `false` when it was no longer stalled.
+    pub async fn note_recovery(&self, id: &str, how: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                &format!(
+                    "UPDATE {TABLE} SET resource = resource || jsonb_build_object('recovery',
+                        jsonb_build_object('at', now(), 'how', $2::text,
+                            'count', coalesce((resource->'recovery'->>'count')::int, 0) + 1))
+                     WHERE id = $1 AND resource->>'status' = 'in-progress'
+                       AND (resource->'lease'->>'until')::timestamptz < now()"
+                ),
+                &[&id, &how],
             )
             .await?;
         Ok(n == 1)
@@ -414,16 +521,19 @@ impl BatchTx<'_> {
         record_line_errors(&self.tx, file_id, errors, room).await
     }
 
-    /// Merges `patch` into the file as its owner; `false` when the lease was lost (then
-    /// nothing of this batch may commit).
+    /// Merges `patch` into the file as its owner, ending the claim with `release` or else
+    /// renewing the lease for `lease_secs`; `false` when the lease was lost (then nothing
+    /// of this batch may commit).
     pub async fn advance(
         &self,
         file_id: &str,
         owner: &str,
         patch: &Value,
         release: bool,
+        lease_secs: f64,
     ) -> Result<bool> {
-        Db::patch_loader_file_as(&self.tx, file_id, owner, patch, release).await
+        let renew = (!release).then_some(lease_secs);
+        Db::advance_loader_file(&self.tx, file_id, owner, patch, release, renew).await
     }
 
     pub async fn commit(self) -> Result<()> {

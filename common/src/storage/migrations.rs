@@ -17,6 +17,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "import_sessions",
         include_str!("../../migrations/0002_import_sessions.sql"),
     ),
+    (
+        3,
+        "bulk_tables",
+        include_str!("../../migrations/0003_bulk_tables.sql"),
+    ),
 ];
 
 /// Applies the migrations that have not run yet. Returns how many ran now.

@@ -8,7 +8,9 @@
 //! - [`loader_files`]: LoaderFiles (claims, leases, batch commits, line errors).
 //! - [`imports`]: `$import` sessions.
 //! - [`clients`]: Clients and AccessPolicies (authentication).
+//! - [`bulk`]: resource tables whose indexes are dropped for a first load.
 
+pub mod bulk;
 pub mod clients;
 pub mod copy_in;
 pub mod imports;

@@ -223,3 +223,81 @@ fn sql_error(e: tokio_postgres::Error) -> Error {
         _ => Error::Database(db),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A binary COPY stream of one-column rows, as Postgres frames it.
+    fn copy_stream(values: &[Option<&[u8]>], jsonb: bool) -> Vec<u8> {
+        let mut out = b"PGCOPY\n\xff\r\n\0".to_vec();
+        out.extend_from_slice(&0u32.to_be_bytes()); // flags
+        out.extend_from_slice(&0u32.to_be_bytes()); // header extension length
+        for v in values {
+            out.extend_from_slice(&1i16.to_be_bytes());
+            match v {
+                None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(bytes) => {
+                    let extra = usize::from(jsonb);
+                    out.extend_from_slice(&((bytes.len() + extra) as i32).to_be_bytes());
+                    if jsonb {
+                        out.push(1);
+                    }
+                    out.extend_from_slice(bytes);
+                }
+            }
+        }
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        out
+    }
+
+    fn parse_in_pieces(stream: &[u8], piece: usize, jsonb: bool) -> Vec<u8> {
+        let mut parser = BinaryRows {
+            buf: BytesMut::new(),
+            header_done: false,
+            jsonb,
+        };
+        let mut out = BytesMut::new();
+        let mut ended = false;
+        for chunk in stream.chunks(piece) {
+            parser.buf.extend_from_slice(chunk);
+            ended = parser.drain(&mut out).unwrap();
+        }
+        assert!(ended, "the trailer ends the stream");
+        out.to_vec()
+    }
+
+    #[test]
+    fn rows_come_out_whole_whatever_the_chunking() {
+        let values: Vec<Option<&[u8]>> = vec![
+            Some(br#"{"a":"tab\there"}"#),
+            None,
+            Some(b"{}"),
+            Some("{\"u\":\"\u{e9}\"}".as_bytes()),
+        ];
+        let expected = b"{\"a\":\"tab\\there\"}\nnull\n{}\n{\"u\":\"\xc3\xa9\"}\n".to_vec();
+        for jsonb in [true, false] {
+            let stream = copy_stream(&values, jsonb);
+            for piece in [1, 2, 3, 7, 64, stream.len()] {
+                assert_eq!(
+                    parse_in_pieces(&stream, piece, jsonb),
+                    expected,
+                    "piece {piece}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rows_of_several_columns_are_refused() {
+        let mut stream = copy_stream(&[], false);
+        stream.truncate(19);
+        stream.extend_from_slice(&2i16.to_be_bytes());
+        let mut parser = BinaryRows {
+            buf: BytesMut::from(&stream[..]),
+            header_done: false,
+            jsonb: false,
+        };
+        assert!(parser.drain(&mut BytesMut::new()).is_err());
+    }
+}

@@ -122,7 +122,8 @@ impl LoadWorker {
             s3: self.source_for(&message).await,
             http: self.http.clone(),
         });
-        let loader = Loader::new(self.db.clone(), source, self.options.clone());
+        let loader = Loader::new(self.db.clone(), source, self.options.clone())
+            .with_receipt(record.receipt_handle.clone());
         let outcome = loader.load(&file_id, Some(deadline)).await;
         if let Ok(Outcome::Done { .. } | Outcome::Failed { .. }) = &outcome {
             if let Err(e) = self.settle(&file_id).await {
@@ -179,10 +180,17 @@ impl LoadWorker {
         }
     }
 
-    /// Settles the `$import` session of a finished file, if it has one.
+    /// After a file ended: settles its `$import` session, if it has one, and rebuilds
+    /// the tables its load holds in bulk mode once the whole load has ended.
     async fn settle(&self, file_id: &str) -> Result<()> {
-        if let Some(import) = self.db.loader_file(file_id).await?.and_then(|f| f.import) {
-            sessions::settle(&self.db, &import).await?;
+        let Some(file) = self.db.loader_file(file_id).await? else {
+            return Ok(());
+        };
+        if let Some(import) = &file.import {
+            sessions::settle(&self.db, import).await?;
+        }
+        if file.options.bulk() {
+            crate::loading::bulk::finish(&self.db, &file.load_owner()).await?;
         }
         Ok(())
     }

@@ -14,14 +14,28 @@ pub struct Config {
     pub events_queue_url: Option<String>,
     /// `SIPHON_LOCAL_ADDR` (default 127.0.0.1:8080).
     pub addr: SocketAddr,
+    /// `SIPHON_LOCAL_LOADERS` (default 4): loader workers polling the load queue at once,
+    /// each taking one message at a time as a Lambda instance with batch size 1 does.
+    pub loaders: usize,
+    /// The sweep's settings (`SIPHON_SWEEP_*`; passes here run every `interval`).
+    pub sweep: siphon_sweep::Config,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let loaders = env.number("SIPHON_LOCAL_LOADERS", 4, 1, 64)? as usize;
+        let mut api = siphon_api::Config::from_env(env)?;
+        if env.get("SIPHON_DB_POOL_SIZE").is_none() {
+            // One process stands in for many Lambda instances: each loader holds a
+            // connection for its batches and briefly one for its heartbeat.
+            api.db = api.db.with_pool_size(4 + 2 * loaders);
+        }
         Ok(Config {
-            api: siphon_api::Config::from_env(env)?,
+            api,
             dump: siphon_dump::Config::from_env(env)?,
             loader: siphon_loader::Config::from_env(env)?,
+            loaders,
+            sweep: siphon_sweep::Config::from_env(env)?,
             events_queue_url: env.get("SIPHON_EVENTS_QUEUE_URL").map(str::to_string),
             addr: env
                 .parse("SIPHON_LOCAL_ADDR", "an address such as 127.0.0.1:8080")?
@@ -41,7 +55,10 @@ mod tests {
             Config::from_env(&env).unwrap().addr.to_string(),
             "127.0.0.1:8080"
         );
-        let e = Config::from_env(&env.with("SIPHON_LOCAL_ADDR", "localhost")).unwrap_err();
+        assert_eq!(Config::from_env(&env).unwrap().loaders, 4);
+        let e = Config::from_env(&env.clone().with("SIPHON_LOCAL_ADDR", "localhost")).unwrap_err();
         assert_eq!(e.variable, "SIPHON_LOCAL_ADDR");
+        let e = Config::from_env(&env.with("SIPHON_LOCAL_LOADERS", "0")).unwrap_err();
+        assert_eq!(e.variable, "SIPHON_LOCAL_LOADERS");
     }
 }

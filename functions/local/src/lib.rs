@@ -34,19 +34,20 @@ pub fn to_records(messages: &[aws_sdk_sqs::types::Message]) -> Vec<SqsMessage> {
         .collect()
 }
 
-/// One poll of the load queue: receive up to 10 messages, let the loader worker handle
+/// One poll of the load queue: receive up to `max` messages, let the loader worker handle
 /// them with a 15-minute deadline, delete the ones it did not report as failed.
 /// Returns how many messages were received.
 pub async fn poll_load_queue(
     worker: &siphon::workers::LoadWorker,
     sqs: &aws_sdk_sqs::Client,
     url: &str,
+    max: i32,
     wait_seconds: i32,
 ) -> usize {
     let got = match sqs
         .receive_message()
         .queue_url(url)
-        .max_number_of_messages(10)
+        .max_number_of_messages(max)
         .wait_time_seconds(wait_seconds)
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
         .send()

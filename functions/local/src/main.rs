@@ -41,11 +41,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ));
     let sqs = queue.client().clone();
     let load_url = queue.url().to_string();
-    {
-        let (worker, sqs) = (worker.clone(), sqs.clone());
+    // As many loaders as Lambda would run instances, one message each at a time.
+    for _ in 0..config.loaders {
+        let (worker, sqs, load_url) = (worker.clone(), sqs.clone(), load_url.clone());
         tokio::spawn(async move {
             loop {
-                siphon_local::poll_load_queue(&worker, &sqs, &load_url, 10).await;
+                siphon_local::poll_load_queue(&worker, &sqs, &load_url, 1, 10).await;
+            }
+        });
+    }
+    // The sweep, as the schedule runs it in AWS.
+    {
+        let sweeper =
+            siphon::sweep::Sweeper::new(db.clone(), queue.clone(), config.sweep.options.clone());
+        let every = config.sweep.interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = sweeper.pass().await {
+                    tracing::error!(error = %e, "sweep pass failed");
+                }
             }
         });
     }
@@ -59,7 +74,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let addr = config.addr;
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("siphon-local: API and dumps at http://{addr}, loader and s3-ingest polling the local queues");
+    println!(
+        "siphon-local: API and dumps at http://{addr}, {} loaders and s3-ingest polling the local queues, sweep every {} s",
+        config.loaders,
+        config.sweep.interval.as_secs()
+    );
     loop {
         let (stream, _) = listener.accept().await?;
         let (api, dump) = (api.clone(), dump.clone());

@@ -119,7 +119,7 @@ pub async fn drain(worker: &siphon::workers::LoadWorker, queue: &SqsQueue) {
     let start = Instant::now();
     let mut idle = 0;
     while idle < 2 && start.elapsed() < Duration::from_secs(120) {
-        if siphon_local::poll_load_queue(worker, queue.client(), queue.url(), 1).await == 0 {
+        if siphon_local::poll_load_queue(worker, queue.client(), queue.url(), 10, 1).await == 0 {
             idle += 1;
         } else {
             idle = 0;

@@ -1,0 +1,179 @@
+//! The sweep: finds work whose worker died and gets it going again within about a
+//! minute, whatever the queue's visibility timeout (SPEC section 9).
+//!
+//! A live worker renews its lease every few seconds (`LoadOptions::heartbeat`); a dead
+//! one stops, and its lease runs out. For each file whose lease ran out, the sweep
+//! - makes the very message the dead worker held visible again (its SQS receipt handle
+//!   is kept with the lease), so the file is delivered anew with its original message,
+//!   credentials included;
+//! - or, when that message is gone, queues a new one built from the LoaderFile (possible
+//!   unless the file needs `account` credentials, which only ever travel in messages);
+//! - and records what it did on the file (`recovery`).
+//!
+//! Duplicate deliveries this may cause are harmless: claims are atomic and every batch
+//! commit is fenced by the lease. In AWS an EventBridge schedule runs the sweep function
+//! every minute; `make serve` runs the same pass in a loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::model::LoaderFile;
+use crate::queue::{self, LoadMessage, MessageQueue, StoreSpec};
+use crate::storage::Db;
+
+/// How the sweep judges a lease dead.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    /// A lease must have run out at least this long ago (clock skew, slow commits).
+    pub grace: Duration,
+    /// After acting on a file, wait this long before acting on it again (the redelivered
+    /// message may still be waiting for a free worker).
+    pub again: Duration,
+    /// Files handled per pass.
+    pub limit: i64,
+}
+
+impl Default for SweepOptions {
+    fn default() -> Self {
+        SweepOptions {
+            grace: Duration::from_secs(5),
+            again: Duration::from_secs(120),
+            limit: 500,
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    /// Stalled files whose message was made visible again.
+    pub redelivered: u32,
+    /// Stalled files for which a new message was queued.
+    pub requeued: u32,
+    /// Stalled files that must wait for their own message (credentials).
+    pub waiting: u32,
+    /// Tables in bulk mode whose load had ended (its last file died before rebuilding
+    /// them): rebuilt now.
+    pub rebuilt: u32,
+}
+
+/// Runs sweep passes.
+pub struct Sweeper {
+    db: Db,
+    load_queue: Arc<dyn MessageQueue>,
+    options: SweepOptions,
+}
+
+impl Sweeper {
+    pub fn new(db: Db, load_queue: Arc<dyn MessageQueue>, options: SweepOptions) -> Self {
+        Sweeper {
+            db,
+            load_queue,
+            options,
+        }
+    }
+
+    /// One pass over everything stalled.
+    pub async fn pass(&self) -> Result<SweepReport> {
+        let mut report = SweepReport {
+            rebuilt: self.rebuild_finished_loads().await?,
+            ..SweepReport::default()
+        };
+        let stalled = self
+            .db
+            .stalled_loader_files(
+                self.options.grace.as_secs_f64(),
+                self.options.again.as_secs_f64(),
+                self.options.limit,
+            )
+            .await?;
+        for file in stalled {
+            match self.recover(&file).await {
+                Ok(how) => {
+                    match how {
+                        How::Redelivered => report.redelivered += 1,
+                        How::Requeued => report.requeued += 1,
+                        How::Waiting => report.waiting += 1,
+                    }
+                    tracing::warn!(
+                        file_id = file.id,
+                        file = %file.origin(),
+                        stalled_since = file.lease.as_ref().map(|l| l.until.as_str()),
+                        line = file.checkpoint.line,
+                        how = how.as_str(),
+                        "stalled file: its worker stopped renewing the lease"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(file_id = file.id, error = %e, "cannot recover a stalled file")
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Tables still in bulk mode although their load has ended (its last file's worker
+    /// died between the end and the rebuild).
+    async fn rebuild_finished_loads(&self) -> Result<u32> {
+        let mut owners: Vec<String> = self
+            .db
+            .bulk_tables()
+            .await?
+            .into_iter()
+            .map(|t| t.owner)
+            .collect();
+        owners.dedup();
+        let mut rebuilt = 0;
+        for owner in owners {
+            if self.db.load_finished(&owner).await? {
+                tracing::warn!(
+                    owner,
+                    "rebuilding tables left in bulk mode by an ended load"
+                );
+                crate::loading::bulk::finish(&self.db, &owner).await?;
+                rebuilt += 1;
+            }
+        }
+        Ok(rebuilt)
+    }
+
+    async fn recover(&self, file: &LoaderFile) -> Result<How> {
+        let receipt = file.lease.as_ref().and_then(|l| l.receipt.as_deref());
+        let how = match receipt {
+            Some(r) if self.load_queue.make_visible(r).await? => How::Redelivered,
+            _ if file.store.credentials => How::Waiting,
+            _ => {
+                let store = StoreSpec {
+                    endpoint_url: file.store.endpoint_url.clone(),
+                    region: file.store.region.clone(),
+                    ..Default::default()
+                };
+                let message = LoadMessage::for_file(file, store);
+                queue::send(&*self.load_queue, std::slice::from_ref(&message), None).await?;
+                How::Requeued
+            }
+        };
+        self.db.note_recovery(&file.id, how.as_str()).await?;
+        Ok(how)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum How {
+    Redelivered,
+    Requeued,
+    Waiting,
+}
+
+impl How {
+    fn as_str(self) -> &'static str {
+        match self {
+            How::Redelivered => "redelivered",
+            How::Requeued => "requeued",
+            How::Waiting => "waiting for its own message (it needs the request's credentials)",
+        }
+    }
+}

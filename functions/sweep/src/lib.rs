@@ -1,0 +1,33 @@
+//! siphon-sweep: the scheduled function (EventBridge, every minute) that gets work whose
+//! worker died going again (`siphon::sweep`). One invocation runs `passes` passes
+//! `interval` apart, so nothing stalled waits much longer than the interval.
+
+mod config;
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use siphon::queue::MessageQueue;
+use siphon::storage::Db;
+use siphon::sweep::Sweeper;
+
+pub use config::Config;
+
+/// Runs the passes of one invocation; answers what each pass did.
+pub async fn run(config: &Config, db: Db, load_queue: Arc<dyn MessageQueue>) -> Value {
+    let sweeper = Sweeper::new(db, load_queue, config.options.clone());
+    let mut passes = Vec::new();
+    for n in 0..config.passes {
+        if n > 0 {
+            tokio::time::sleep(config.interval).await;
+        }
+        match sweeper.pass().await {
+            Ok(report) => passes.push(json!(report)),
+            Err(e) => {
+                tracing::error!(error = %e, "sweep pass failed");
+                passes.push(json!({"error": e.to_string()}));
+            }
+        }
+    }
+    json!({ "passes": passes })
+}

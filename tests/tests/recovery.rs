@@ -1,0 +1,280 @@
+//! Crash recovery without waiting for SQS (SPEC section 9): a worker killed mid-file
+//! stops renewing its lease; the LoaderFile says it is stalled; the sweep makes the very
+//! message the dead worker held visible again (or queues a new one when there is none),
+//! and the next worker finishes the file from its checkpoint, exactly.
+//!
+//! The queue's visibility timeout is 900 s here, so only the sweep can explain a
+//! recovery within the test's bounds. "Killed" is a tokio task aborted mid-load: its
+//! futures are dropped at an await point, as a process dies between two instructions
+//! (the decoder thread sees its channel close and stops; the heartbeat stops).
+
+mod api_harness;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api_harness::{call, count, distinct_ids, drain, setup, Env};
+use serde_json::{json, Value};
+use siphon::loading::{LoadOptions, Loader};
+use siphon::model::{FileOptions, LoaderFile, ObjectLocation};
+use siphon::sources::s3::S3Source;
+use siphon::sweep::{SweepOptions, Sweeper};
+use siphon_tests::{gen, put};
+
+fn short_leases() -> LoadOptions {
+    LoadOptions {
+        batch_rows: 500,
+        lease: Duration::from_millis(1500),
+        heartbeat: Duration::from_millis(300),
+        ..LoadOptions::default()
+    }
+}
+
+fn sweeper(env: &Env) -> Sweeper {
+    Sweeper::new(
+        env.db.clone(),
+        env.queue.clone(),
+        SweepOptions {
+            grace: Duration::from_millis(200),
+            ..SweepOptions::default()
+        },
+    )
+}
+
+async fn long_visibility(env: &Env) {
+    env.queue
+        .client()
+        .set_queue_attributes()
+        .queue_url(env.queue.url())
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "900",
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn wait_rows(env: &Env, table: &str, at_least: i64) {
+    let start = Instant::now();
+    while count(&env.db, table).await < at_least {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no rows in {table}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn loader_file(env: &Env, id: &str) -> Value {
+    let (s, b, _) = call(env, "GET", &format!("/LoaderFile/{id}"), None).await;
+    assert_eq!(s, 200, "{b}");
+    b
+}
+
+/// Waits (bounded) until the file's lease has run out and the API says it is stalled.
+async fn wait_stalled(env: &Env, id: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let f = loader_file(env, id).await;
+        if f.get("stalled").is_some() {
+            return f;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never stalled: {f}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_file_is_redelivered_by_the_sweep_and_ends_exact() {
+    const N: u64 = 20_000;
+    let env = setup(short_leases()).await;
+    long_visibility(&env).await;
+    put(
+        &env.s3,
+        &env.bucket,
+        "crash/Patient.ndjson.gz",
+        gen::gzip(&gen::ndjson("Patient", N, 11)),
+    )
+    .await;
+    let (s, b, _) = call(
+        &env,
+        "POST",
+        "/rpc",
+        Some(json!({"method": "aidbox.bulk/load-from-bucket",
+                    "params": {"bucket": format!("s3://{}/crash/", env.bucket)}})),
+    )
+    .await;
+    assert_eq!((s, b["result"]["queued"].as_u64()), (200, Some(1)), "{b}");
+    let id = siphon::model::loader_file::file_id(&ObjectLocation::new(
+        &env.bucket,
+        "crash/Patient.ndjson.gz",
+    ));
+
+    // One worker receives the message and dies mid-file.
+    let worker = env.worker.clone();
+    let (sqs, url) = (env.queue.client().clone(), env.queue.url().to_string());
+    let doomed = tokio::spawn(async move {
+        siphon_local::poll_load_queue(&worker, &sqs, &url, 1, 5).await;
+    });
+    wait_rows(&env, "patient", 2_000).await;
+    doomed.abort();
+    let killed_at = Instant::now();
+    let rows_at_kill = count(&env.db, "patient").await;
+    assert!(rows_at_kill < N as i64, "the file finished before the kill");
+
+    // Nobody renews the lease: the file says it is stalled, and since when.
+    let f = wait_stalled(&env, &id).await;
+    assert_eq!(f["status"], "in-progress", "{f}");
+    assert!(
+        f["lease"].get("receipt").is_none(),
+        "receipt handles stay inside: {f}"
+    );
+    // With a 900 s visibility timeout, nothing is delivered again by itself.
+    assert_eq!(
+        siphon_local::poll_load_queue(&env.worker, env.queue.client(), env.queue.url(), 1, 1).await,
+        0
+    );
+
+    // The sweep makes the dead worker's message visible again; the next worker resumes.
+    let report = sweeper(&env).pass().await.unwrap();
+    assert_eq!((report.redelivered, report.requeued), (1, 0), "{report:?}");
+    drain(&env.worker, &env.queue).await;
+    let recovered_in = killed_at.elapsed();
+    let f = loader_file(&env, &id).await;
+    assert_eq!(f["status"], "done", "{f}");
+    assert_eq!(f["loaded"], N, "{f}");
+    assert_eq!(f["recovery"]["how"], "redelivered", "{f}");
+    assert!(f.get("stalled").is_none());
+    assert_eq!(count(&env.db, "patient").await, N as i64);
+    assert_eq!(distinct_ids(&env.db, "patient").await, N as i64);
+    println!(
+        "killed at {rows_at_kill} rows; done {:.1} s after the kill",
+        recovered_in.as_secs_f64()
+    );
+    // Nothing left to sweep.
+    assert_eq!(sweeper(&env).pass().await.unwrap(), Default::default());
+}
+
+#[tokio::test]
+async fn a_load_without_a_message_is_requeued_by_the_sweep() {
+    // `$load` loads inline in the API; if that instance dies there is no message at all.
+    const N: u64 = 10_000;
+    let env = setup(short_leases()).await;
+    put(
+        &env.s3,
+        &env.bucket,
+        "inline/Patient.ndjson.gz",
+        gen::gzip(&gen::ndjson("Patient", N, 12)),
+    )
+    .await;
+    let location = ObjectLocation::new(&env.bucket, "inline/Patient.ndjson.gz");
+    let (file, _) = env
+        .db
+        .create_loader_file(&LoaderFile::pending(
+            &location,
+            None,
+            None,
+            FileOptions::default(),
+        ))
+        .await
+        .unwrap();
+    let loader = Loader::new(
+        env.db.clone(),
+        Arc::new(S3Source::new(env.s3.clone())),
+        short_leases(),
+    );
+    let id = file.id.clone();
+    let doomed = tokio::spawn(async move { loader.load(&id, None).await });
+    wait_rows(&env, "patient", 1_000).await;
+    doomed.abort();
+    wait_stalled(&env, &file.id).await;
+    // The sweep acts once the lease has been over for its grace period.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = sweeper(&env).pass().await.unwrap();
+    assert_eq!((report.redelivered, report.requeued), (0, 1), "{report:?}");
+    // Acting again right away would only duplicate the message: the sweep waits.
+    assert_eq!(sweeper(&env).pass().await.unwrap(), Default::default());
+    drain(&env.worker, &env.queue).await;
+    let f = loader_file(&env, &file.id).await;
+    assert_eq!(
+        (f["status"].as_str(), f["loaded"].as_u64()),
+        (Some("done"), Some(N)),
+        "{f}"
+    );
+    assert_eq!(f["recovery"]["how"], "requeued");
+    assert_eq!(count(&env.db, "patient").await, N as i64);
+    assert_eq!(distinct_ids(&env.db, "patient").await, N as i64);
+}
+
+#[tokio::test]
+async fn a_live_worker_keeps_its_lease_beyond_the_lease_length() {
+    // Batches slower than the lease: the heartbeat alone keeps the file claimed, so the
+    // sweep never touches a file whose worker is alive.
+    let env = setup(LoadOptions {
+        batch_rows: 200,
+        lease: Duration::from_millis(800),
+        heartbeat: Duration::from_millis(200),
+        ..LoadOptions::default()
+    })
+    .await;
+    put(
+        &env.s3,
+        &env.bucket,
+        "slow/Patient.ndjson.gz",
+        gen::gzip(&gen::ndjson("Patient", 4_000, 13)),
+    )
+    .await;
+    let location = ObjectLocation::new(&env.bucket, "slow/Patient.ndjson.gz");
+    let (file, _) = env
+        .db
+        .create_loader_file(&LoaderFile::pending(
+            &location,
+            None,
+            None,
+            FileOptions::default(),
+        ))
+        .await
+        .unwrap();
+    // Hold the patient table's lock from another session so each batch waits ~2 s.
+    let blocker = siphon_tests::connect(&env.db).await;
+    env.db
+        .upsert(
+            &siphon::ResourceType::parse("Patient").unwrap(),
+            "warm-up",
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE patient IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let loader = Loader::new(
+        env.db.clone(),
+        Arc::new(S3Source::new(env.s3.clone())),
+        LoadOptions {
+            batch_rows: 200,
+            lease: Duration::from_millis(800),
+            heartbeat: Duration::from_millis(200),
+            ..LoadOptions::default()
+        },
+    );
+    let id = file.id.clone();
+    let running = tokio::spawn(async move { loader.load(&id, None).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Blocked for longer than the lease, yet not stalled: the sweep leaves it alone.
+    let f = loader_file(&env, &file.id).await;
+    assert_eq!(f["status"], "in-progress", "{f}");
+    assert!(f.get("stalled").is_none(), "{f}");
+    assert_eq!(sweeper(&env).pass().await.unwrap(), Default::default());
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let outcome = running.await.unwrap().unwrap();
+    assert!(
+        matches!(outcome, siphon::loading::Outcome::Done { loaded: 4000, .. }),
+        "{outcome:?}"
+    );
+}
