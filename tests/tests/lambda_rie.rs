@@ -39,6 +39,7 @@ fn bootstrap(binary: &str) -> std::path::PathBuf {
             "siphon-s3-ingest" => "S3IngestFunction",
             "siphon-loader" => "LoaderFunction",
             "siphon-dump" => "DumpFunction",
+            "siphon-sweep" => "SweepFunction",
             other => panic!("{other} is not a function of template.yaml"),
         };
         repo_root()
@@ -592,4 +593,46 @@ async fn end_to_end_upload_notification_queue_loader_and_dump_through_the_emulat
         println!("init_duration_ms {name}={:.2}", init.unwrap());
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sweep_requeues_a_stalled_file_through_the_emulator() {
+    let (db, mut env, queue) = isolated().await;
+    env.push(("SIPHON_SWEEP_PASSES", "1".into()));
+    // A file whose worker died: in progress, its lease over, no message to redeliver.
+    let loc = siphon::model::ObjectLocation::new("siphon-samples", "Patient.ndjson.gz");
+    let (file, _) = db
+        .create_loader_file(&siphon::model::LoaderFile::pending(
+            &loc,
+            None,
+            None,
+            Default::default(),
+        ))
+        .await
+        .unwrap();
+    siphon_tests::connect(&db)
+        .await
+        .execute(
+            "UPDATE loaderfile SET resource = resource || jsonb_build_object('status', 'in-progress',
+                'lease', jsonb_build_object('owner', 'dead', 'until', now() - interval '1 minute'))
+             WHERE id = $1",
+            &[&file.id],
+        )
+        .await
+        .unwrap();
+    let sweep = start_with("siphon-sweep", &env);
+    let out = invoke(&sweep, &event("scheduled-sweep.json", false)).await;
+    assert_eq!(out["passes"][0]["requeued"], 1, "{out}");
+    let sqs = siphon_tests::sqs().await;
+    let got = sqs
+        .receive_message()
+        .queue_url(&queue)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap();
+    let body = got.messages()[0].body().unwrap();
+    assert!(body.contains(&file.id), "{body}");
+    let f = db.loader_file(&file.id).await.unwrap().unwrap();
+    assert_eq!(f.recovery.unwrap().how, "requeued");
 }
