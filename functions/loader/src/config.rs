@@ -18,17 +18,45 @@ pub struct Config {
     pub max_receives: u32,
     /// The function's own S3 client (`SIPHON_S3_FORCE_PATH_STYLE`).
     pub s3: S3Options,
+    /// `SIPHON_LEASE_SECONDS` (default 30) and `SIPHON_HEARTBEAT_SECONDS` (default 10):
+    /// how long a claim on a file lasts unless renewed, and how often a live worker
+    /// renews it. A dead worker's file is stalled once its lease runs out.
+    pub lease: std::time::Duration,
+    pub heartbeat: std::time::Duration,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let lease = env.seconds("SIPHON_LEASE_SECONDS", 30.0)?;
+        let heartbeat = env.seconds("SIPHON_HEARTBEAT_SECONDS", 10.0)?;
+        if heartbeat.is_zero() || heartbeat * 2 > lease {
+            return Err(ConfigError::new(
+                "SIPHON_HEARTBEAT_SECONDS",
+                format!(
+                    "{} s must be more than 0 and at most half of SIPHON_LEASE_SECONDS ({} s)",
+                    heartbeat.as_secs_f64(),
+                    lease.as_secs_f64()
+                ),
+            ));
+        }
         Ok(Config {
             db: DbConfig::from_env(env)?,
             load_queue_url: env.required("SIPHON_LOAD_QUEUE_URL")?.to_string(),
             url_policy: UrlPolicy::from_env(env),
             max_receives: env.number("SIPHON_MAX_RECEIVES", 5, 1, 1000)? as u32,
             s3: S3Options::from_env(env)?,
+            lease,
+            heartbeat,
         })
+    }
+
+    /// The loader's options with this configuration's lease and heartbeat.
+    pub fn load_options(&self) -> siphon::loading::LoadOptions {
+        siphon::loading::LoadOptions {
+            lease: self.lease,
+            heartbeat: self.heartbeat,
+            ..Default::default()
+        }
     }
 }
 
@@ -47,5 +75,9 @@ mod tests {
             Config::from_env(&Env::default()).unwrap_err().variable,
             "SIPHON_LOAD_QUEUE_URL"
         );
+        let c = Config::from_env(&env).unwrap();
+        assert_eq!((c.lease.as_secs(), c.heartbeat.as_secs()), (30, 10));
+        let e = Config::from_env(&env.clone().with("SIPHON_HEARTBEAT_SECONDS", "20")).unwrap_err();
+        assert_eq!(e.variable, "SIPHON_HEARTBEAT_SECONDS");
     }
 }

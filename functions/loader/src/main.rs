@@ -7,7 +7,6 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use siphon::config::Env;
-use siphon::loading::LoadOptions;
 use siphon::queue::SqsQueue;
 use siphon::storage::Db;
 use siphon_loader::Config;
@@ -25,7 +24,7 @@ async fn main() -> Result<(), Error> {
         Db::new(config.db.clone()),
         queue,
         s3,
-        LoadOptions::default(),
+        config.load_options(),
     ));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = worker.clone();

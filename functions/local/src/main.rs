@@ -12,7 +12,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use siphon::config::Env;
-use siphon::loading::LoadOptions;
 use siphon::queue::SqsQueue;
 use siphon::storage::Db;
 use siphon_local::Config;
@@ -37,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         db.clone(),
         queue.clone(),
         s3,
-        LoadOptions::default(),
+        config.loader.load_options(),
     ));
     let sqs = queue.client().clone();
     let load_url = queue.url().to_string();
