@@ -7,10 +7,12 @@
 //! - [`error`], [`config`] (typed settings from the environment), [`resource_type`] (the
 //!   one gate every identifier passes before it reaches SQL), [`telemetry`].
 //! - [`model`]: plain data (LoaderFile, line errors, session states, locations).
+//! - [`fhir`]: the FHIR R4 definitions (resource types, the Patient compartment).
 //!
 //! Edges (talk to the outside world, know no domain logic):
 //! - [`storage`]: Postgres; every SQL statement lives there.
 //! - [`sources`]: where files are read from (S3, https, memory).
+//! - [`sinks`]: where exported files are written (S3 multipart uploads, memory).
 //! - [`queue`]: where work waits (SQS, memory).
 //! - [`secrets`]: AWS Secrets Manager.
 //! - [`web`]: the HTTP edge every HTTP function shares (bodies, errors, status codes).
@@ -18,6 +20,7 @@
 //! Domain (uses the edges):
 //! - [`loading`]: stream one ndjson(.gz) file into its resource table, exactly once.
 //! - [`sessions`]: `$import` sessions and `$load`: many files loaded as one job.
+//! - [`exporting`]: FHIR Bulk Data `$export` to S3, on resumable export tasks.
 //! - [`ingestion`]: load-from-bucket and S3 events put files on the load queue.
 //! - [`workers`]: what a queue consumer does with one message (load it, settle, retry).
 //! - [`sweep`]: picks up work whose worker died, within about a minute.
@@ -29,6 +32,8 @@ pub mod auth;
 pub mod config;
 pub mod dumping;
 pub mod error;
+pub mod exporting;
+pub mod fhir;
 pub mod ingestion;
 pub mod loading;
 pub mod model;
@@ -37,6 +42,7 @@ pub mod resource_type;
 pub mod resources;
 pub mod secrets;
 pub mod sessions;
+pub mod sinks;
 pub mod sources;
 pub mod storage;
 pub mod sweep;

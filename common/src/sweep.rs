@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::exporting::ExportMessage;
 use crate::model::LoaderFile;
 use crate::queue::{self, LoadMessage, MessageQueue, StoreSpec};
 use crate::storage::Db;
@@ -58,12 +59,15 @@ pub struct SweepReport {
     /// Tables in bulk mode whose load had ended (its last file died before rebuilding
     /// them): rebuilt now.
     pub rebuilt: u32,
+    /// Export tasks whose worker died, delivered again.
+    pub export_tasks: u32,
 }
 
 /// Runs sweep passes.
 pub struct Sweeper {
     db: Db,
     load_queue: Arc<dyn MessageQueue>,
+    export_queue: Option<Arc<dyn MessageQueue>>,
     options: SweepOptions,
 }
 
@@ -72,8 +76,15 @@ impl Sweeper {
         Sweeper {
             db,
             load_queue,
+            export_queue: None,
             options,
         }
+    }
+
+    /// Also sweeps export tasks, re-delivering them on `queue`.
+    pub fn with_export_queue(mut self, queue: Arc<dyn MessageQueue>) -> Self {
+        self.export_queue = Some(queue);
+        self
     }
 
     /// One pass over everything stalled.
@@ -90,6 +101,7 @@ impl Sweeper {
                 self.options.limit,
             )
             .await?;
+        report.export_tasks = self.export_tasks().await?;
         for file in stalled {
             match self.recover(&file).await {
                 Ok(how) => {
@@ -113,6 +125,66 @@ impl Sweeper {
             }
         }
         Ok(report)
+    }
+
+    /// Export tasks whose lease ran out: their message made visible again, or a new one.
+    async fn export_tasks(&self) -> Result<u32> {
+        let Some(queue) = &self.export_queue else {
+            return Ok(0);
+        };
+        let stalled = self
+            .db
+            .stalled_export_tasks(
+                self.options.grace.as_secs_f64(),
+                self.options.again.as_secs_f64(),
+                self.options.limit,
+            )
+            .await?;
+        let mut n = 0;
+        for task in stalled {
+            let redelivered = match &task.receipt {
+                Some(r) => queue.make_visible(r).await?,
+                None => false,
+            };
+            let how = if redelivered {
+                How::Redelivered
+            } else {
+                let export = self.db.export(&task.export_id).await?;
+                let credentials = export
+                    .as_ref()
+                    .is_some_and(|e| e.request["store"]["credentials"] == true);
+                if credentials {
+                    How::Waiting
+                } else {
+                    let store = export
+                        .map(|e| StoreSpec {
+                            endpoint_url: e.request["store"]["endpoint_url"]
+                                .as_str()
+                                .map(str::to_string),
+                            region: e.request["store"]["region"].as_str().map(str::to_string),
+                            ..Default::default()
+                        })
+                        .unwrap_or_default();
+                    let message = ExportMessage {
+                        task: task.id.clone(),
+                        store,
+                    };
+                    queue::send(&**queue, std::slice::from_ref(&message), None).await?;
+                    How::Requeued
+                }
+            };
+            tracing::warn!(
+                task = task.id,
+                stalled_since = task.lease_until.as_deref(),
+                how = how.as_str(),
+                "stalled export task: its worker stopped renewing the lease"
+            );
+            self.db
+                .note_export_task_recovery(&task.id, how.as_str())
+                .await?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Tables still in bulk mode although their load has ended (its last file's worker

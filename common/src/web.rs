@@ -70,6 +70,38 @@ pub fn query_param(uri: &Uri, name: &str) -> Option<String> {
     query_values(uri, name).into_iter().next()
 }
 
+/// The base URL clients reached this service at (`https://api.example.org`), for the
+/// absolute URLs FHIR wants: `public` when configured (a custom domain behind a proxy),
+/// else the `Host` header with `X-Forwarded-Proto` (as API Gateway sets it), `http` for
+/// loopback hosts and `https` otherwise.
+pub fn base_url(headers: &HeaderMap, public: Option<&str>) -> String {
+    if let Some(p) = public {
+        return p.trim_end_matches('/').to_string();
+    }
+    let host = header(headers, "host").unwrap_or("localhost");
+    let loopback =
+        host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+    let proto = header(headers, "x-forwarded-proto")
+        .map(|p| p.split(',').next().unwrap_or("https").trim().to_string())
+        .unwrap_or_else(|| {
+            if loopback {
+                "http".into()
+            } else {
+                "https".into()
+            }
+        });
+    format!("{proto}://{host}")
+}
+
+/// Every value of a header (`Prefer` may come several times).
+pub fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
+}
+
 /// `_count` and `_offset` of a list request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Paging {
@@ -309,6 +341,16 @@ mod tests {
         let bad: Uri = "/x?_count=many".parse().unwrap();
         assert_eq!(Paging::from_query(&bad, 100, 1000).count, 100);
         assert_eq!(segments("/$import/x/"), vec!["$import", "x"]);
+        let h = headers(&[("host", "api.example.org"), ("x-forwarded-proto", "https")]);
+        assert_eq!(base_url(&h, None), "https://api.example.org");
+        assert_eq!(
+            base_url(&headers(&[("host", "127.0.0.1:8080")]), None),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            base_url(&h, Some("https://fhir.example.org/")),
+            "https://fhir.example.org"
+        );
     }
 
     #[test]

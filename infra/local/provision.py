@@ -19,10 +19,13 @@ from botocore.config import Config
 
 REGION = "us-east-1"
 BUCKET = "siphon-samples"
+EXPORT_BUCKET = "siphon-exports"
 MAX_RECEIVE_COUNT = 5
 # Longer than the loader's Lambda timeout (900 s): AWS requires it for an SQS trigger.
 LOAD_VISIBILITY_TIMEOUT = 960
 EVENTS_VISIBILITY_TIMEOUT = 60
+# Longer than the export function's Lambda timeout (900 s), as for the load queue.
+EXPORT_VISIBILITY_TIMEOUT = 960
 NOTIFICATION_ID = "siphon-ndjson-gz"
 SUFFIX = ".ndjson.gz"
 
@@ -51,17 +54,20 @@ def queue(name, dlq_arn=None, visibility=None):
     return url, arn
 
 
-# ---- bucket ----------------------------------------------------------------------------
-try:
-    s3.create_bucket(Bucket=BUCKET)
-except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
-    pass
+# ---- buckets ---------------------------------------------------------------------------
+for name in (BUCKET, EXPORT_BUCKET):
+    try:
+        s3.create_bucket(Bucket=name)
+    except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        pass
 
 # ---- queues ----------------------------------------------------------------------------
 load_dlq_url, load_dlq_arn = queue("siphon-load-dlq")
 load_url, _ = queue("siphon-load", load_dlq_arn, visibility=LOAD_VISIBILITY_TIMEOUT)
 events_dlq_url, events_dlq_arn = queue("siphon-events-dlq")
 events_url, events_arn = queue("siphon-events", events_dlq_arn, visibility=EVENTS_VISIBILITY_TIMEOUT)
+export_dlq_url, export_dlq_arn = queue("siphon-export-dlq")
+export_url, _ = queue("siphon-export", export_dlq_arn, visibility=EXPORT_VISIBILITY_TIMEOUT)
 
 # S3 may send to the events queue (in AWS this policy is what allows the notification).
 sqs.set_queue_attributes(
@@ -126,6 +132,8 @@ urls = {
     "SIPHON_LOAD_QUEUE_URL": load_url,
     "SIPHON_LOAD_DLQ_URL": load_dlq_url,
     "SIPHON_EVENTS_QUEUE_URL": events_url,
+    "SIPHON_EXPORT_QUEUE_URL": export_url,
+    "SIPHON_EXPORT_DLQ_URL": export_dlq_url,
 }
 if args.env_file:
     env = {}
@@ -142,5 +150,5 @@ if args.env_file:
     if bad:
         print("provision.py: settings do not match what was provisioned:\n" + "\n".join(bad), file=sys.stderr)
         sys.exit(1)
-print(f"provision.py: bucket s3://{BUCKET}, queues " + ", ".join(u.rsplit("/", 1)[1] for u in urls.values())
+print(f"provision.py: buckets s3://{BUCKET}, s3://{EXPORT_BUCKET}, queues " + ", ".join(u.rsplit("/", 1)[1] for u in urls.values())
       + ", siphon-events-dlq; notification *.ndjson.gz -> siphon-events")

@@ -54,6 +54,9 @@ SIPHON_BUCKET=siphon-samples
 SIPHON_LOAD_QUEUE_URL=$q/siphon-load
 SIPHON_LOAD_DLQ_URL=$q/siphon-load-dlq
 SIPHON_EVENTS_QUEUE_URL=$q/siphon-events
+SIPHON_EXPORT_QUEUE_URL=$q/siphon-export
+SIPHON_EXPORT_DLQ_URL=$q/siphon-export-dlq
+SIPHON_EXPORT_BUCKET=siphon-exports
 SIPHON_URL_ALLOWLIST=127.0.0.1:$ls_port
 ENV
 }
@@ -197,9 +200,10 @@ cat <<EOF
 up.sh: local stack is up
   PostgreSQL  127.0.0.1:$pg_port  cluster $pg_ver/$pg_name, database siphon (roles siphon, siphon_reader)
   LocalStack  $ls_url  (S3 + SQS; log $ls_log)
-  bucket      s3://$(env_get SIPHON_BUCKET)  (*.ndjson.gz -> siphon-events)
+  buckets     s3://$(env_get SIPHON_BUCKET)  (*.ndjson.gz -> siphon-events), s3://$(env_get SIPHON_EXPORT_BUCKET) (exports)
   queues      $(env_get SIPHON_LOAD_QUEUE_URL)
               $(env_get SIPHON_LOAD_DLQ_URL)
               $(env_get SIPHON_EVENTS_QUEUE_URL)
+              $(env_get SIPHON_EXPORT_QUEUE_URL)
   settings    $envfile   (set -a; . $envfile; set +a)
 EOF

@@ -211,3 +211,76 @@ pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, bytes: Vec<u8
             )
         });
 }
+
+/// An answer to [`http_get`].
+pub struct HttpAnswer {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// GET of a plain `http://127.0.0.1:<port>/...` URL (a presigned S3 URL of LocalStack),
+/// over a fresh connection; panics on anything but loopback.
+pub async fn http_get(url: &str) -> HttpAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let parsed = url::Url::parse(url).expect("a URL");
+    let host = parsed.host_str().unwrap_or("");
+    assert!(
+        host == "127.0.0.1" || host == "localhost" || host == "[::1]",
+        "tests only talk to loopback, not {host}"
+    );
+    let port = parsed.port().unwrap_or(80);
+    let target = &parsed[url::Position::BeforePath..url::Position::AfterQuery];
+    let mut s = tokio::net::TcpStream::connect((host, port))
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nAccept-Encoding: identity\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    let head = String::from_utf8_lossy(&raw[..at]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[at + 4..].to_vec();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        let mut decoded = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let eol = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("chunk size");
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
+                .expect("hex size");
+            if size == 0 {
+                break;
+            }
+            decoded.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+            rest = &rest[eol + 2 + size + 2..];
+        }
+        body = decoded;
+    }
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}

@@ -2,6 +2,7 @@
 //! is. No I/O here; `storage` reads and writes these types, the domain modules reason
 //! about them.
 
+pub mod export;
 pub mod ids;
 pub mod line_error;
 pub mod loader_file;

@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "bulk_tables",
         include_str!("../../migrations/0003_bulk_tables.sql"),
     ),
+    (
+        4,
+        "exports",
+        include_str!("../../migrations/0004_exports.sql"),
+    ),
 ];
 
 /// Applies the migrations that have not run yet. Returns how many ran now.

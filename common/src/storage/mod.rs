@@ -9,10 +9,12 @@
 //! - [`imports`]: `$import` sessions.
 //! - [`clients`]: Clients and AccessPolicies (authentication).
 //! - [`bulk`]: resource tables whose indexes are dropped for a first load.
+//! - [`exports`]: export jobs, their tasks and checkpoints.
 
 pub mod bulk;
 pub mod clients;
 pub mod copy_in;
+pub mod exports;
 pub mod imports;
 pub mod loader_files;
 pub mod migrations;

@@ -224,6 +224,321 @@ fn sql_error(e: tokio_postgres::Error) -> Error {
     }
 }
 
+/// A Postgres string literal for `s` (as `quote_literal` writes it): COPY takes no bind
+/// parameters, so the few values an export query holds are written in, quoted.
+pub fn literal(s: &str) -> String {
+    if s.contains('\\') {
+        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
+
+/// Which resources of a Patient compartment an export keeps.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Patients {
+    /// Resources that reference any Patient through the compartment's paths.
+    Any,
+    /// Only those referencing a Patient listed for export `export_id`
+    /// (`siphon_export_patient`).
+    Listed { export_id: String },
+}
+
+/// The Patient-compartment condition of an export slice.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compartment {
+    /// The reference paths of the type (`subject`, `participant.individual`).
+    pub paths: Vec<String>,
+    pub patients: Patients,
+}
+
+/// `_elements`: the root elements kept (besides `id`, `resourceType`, `meta`), the
+/// names of choice elements kept by prefix (`value` keeps `valueQuantity`...).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Projection {
+    pub names: Vec<String>,
+    pub choices: Vec<String>,
+}
+
+/// One slice of one resource table, in id order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slice {
+    pub resource_type: ResourceType,
+    /// Rows after this id (exclusive).
+    pub after: Option<String>,
+    /// Rows up to this id (inclusive).
+    pub upto: Option<String>,
+    /// Rows changed after this instant.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub compartment: Option<Compartment>,
+    pub projection: Option<Projection>,
+}
+
+/// The `SUBSETTED` tag `_elements` marks resources with.
+pub const SUBSETTED: &str = r#"{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}"#;
+
+/// An element path as a jsonpath (`participant.individual` -> `$.participant.individual`);
+/// paths come from the compartment table: letters and dots only.
+fn json_path(path: &str) -> Option<String> {
+    let ok = !path.is_empty()
+        && path
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    ok.then(|| format!("$.{path}.reference"))
+}
+
+/// The `Patient/<id>` a reference names (relative or absolute, versioned or not).
+const PATIENT_OF: &str =
+    r"substring(r #>> '{}' from '(Patient/[A-Za-z0-9.\-]{1,64})(/_history/[^/]*)?$')";
+
+/// The condition that a row (its `resource` and `id` columns as named) is in the
+/// compartment.
+fn compartment_condition(
+    ty: &ResourceType,
+    c: &Compartment,
+    resource: &str,
+    id: &str,
+) -> Result<String> {
+    let listed = |refs: &str| match &c.patients {
+        Patients::Any => format!("{refs} IS NOT NULL"),
+        Patients::Listed { export_id } => format!(
+            "{refs} IN (SELECT ref FROM siphon_export_patient WHERE export_id = {})",
+            literal(export_id)
+        ),
+    };
+    let mut any = Vec::new();
+    for path in &c.paths {
+        let jp = json_path(path)
+            .ok_or_else(|| Error::Internal(format!("bad compartment path {path:?}")))?;
+        any.push(format!(
+            "EXISTS (SELECT 1 FROM jsonb_path_query({resource}, {}) r WHERE {})",
+            literal(&jp),
+            listed(PATIENT_OF)
+        ));
+    }
+    if ty.as_str() == "Patient" {
+        // A Patient is in its own compartment by its id.
+        any.push(match &c.patients {
+            Patients::Any => "true".to_string(),
+            Patients::Listed { .. } => listed(&format!("('Patient/' || {id})")),
+        });
+    }
+    Ok(if any.is_empty() {
+        "false".to_string()
+    } else {
+        format!("({})", any.join(" OR "))
+    })
+}
+
+/// The SELECT behind an export slice: `(id, resource)` rows in id order, the resource as
+/// `$dump` writes it (or projected by `_elements`).
+pub fn slice_sql(slice: &Slice) -> Result<String> {
+    let table = slice.resource_type.table_sql();
+    let mut conditions = Vec::new();
+    if let Some(after) = &slice.after {
+        conditions.push(format!("id > {}", literal(after)));
+    }
+    if let Some(upto) = &slice.upto {
+        conditions.push(format!("id <= {}", literal(upto)));
+    }
+    if let Some(since) = slice.since {
+        conditions.push(format!(
+            "ts > {}::timestamptz",
+            literal(&since.to_rfc3339())
+        ));
+    }
+    if let Some(c) = &slice.compartment {
+        conditions.push(compartment_condition(
+            &slice.resource_type,
+            c,
+            "resource",
+            "id",
+        )?);
+    }
+    let resource = match &slice.projection {
+        None => RESOURCE_WITH_ID.to_string(),
+        Some(p) => {
+            let names: Vec<String> = p.names.iter().map(|n| literal(n)).collect();
+            let mut keep = vec![format!(
+                "key = ANY(ARRAY[{}]::text[])",
+                if names.is_empty() {
+                    "NULL".into()
+                } else {
+                    names.join(", ")
+                }
+            )];
+            for c in &p.choices {
+                if c.chars().all(|ch| ch.is_ascii_alphanumeric()) {
+                    keep.push(format!("key ~ {}", literal(&format!("^{c}[A-Z]"))));
+                }
+            }
+            format!(
+                "coalesce((SELECT jsonb_object_agg(key, value) FROM jsonb_each(resource) WHERE {keep}), '{{}}'::jsonb)
+                 || jsonb_build_object('resourceType', resource_type, 'id', id,
+                      'meta', coalesce(resource->'meta', '{{}}'::jsonb)
+                        || jsonb_build_object('tag', coalesce(resource->'meta'->'tag', '[]'::jsonb) || {subsetted}::jsonb))",
+                keep = keep.join(" OR "),
+                subsetted = literal(&format!("[{SUBSETTED}]")),
+            )
+        }
+    };
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    Ok(format!(
+        "SELECT id, {resource} FROM {table}{filter} ORDER BY id"
+    ))
+}
+
+/// Deleted resources of `types` (each with its compartment condition, if any) since
+/// `since`, for `deleted[]`: each once, as a transaction Bundle with one DELETE entry,
+/// keyed `Type/id`, in key order. Resources that exist again are left out.
+pub fn deleted_sql(
+    types: &[(ResourceType, Option<Compartment>)],
+    since: chrono::DateTime<chrono::Utc>,
+    after: Option<&str>,
+) -> Result<String> {
+    let mut parts = Vec::new();
+    for (ty, compartment) in types {
+        let mut conditions = vec![
+            format!("t.resource_type = {}", literal(ty.as_str())),
+            format!(
+                "t.deleted_at > {}::timestamptz",
+                literal(&since.to_rfc3339())
+            ),
+            format!(
+                "NOT EXISTS (SELECT 1 FROM {} x WHERE x.id = t.id)",
+                ty.table_sql()
+            ),
+        ];
+        if let Some(c) = compartment {
+            conditions.push(compartment_condition(ty, c, "t.resource", "t.id")?);
+        }
+        parts.push(format!(
+            "SELECT DISTINCT t.resource_type || '/' || t.id AS k FROM siphon_tombstone t WHERE {}",
+            conditions.join(" AND ")
+        ));
+    }
+    if parts.is_empty() {
+        return Ok("SELECT NULL::text, NULL::jsonb WHERE false".into());
+    }
+    let after = after
+        .map(|a| format!(" WHERE k > {}", literal(a)))
+        .unwrap_or_default();
+    Ok(format!(
+        "SELECT k, jsonb_build_object('resourceType', 'Bundle', 'type', 'transaction', 'entry',
+            jsonb_build_array(jsonb_build_object('request', jsonb_build_object('method', 'DELETE', 'url', k))))
+         FROM ({}) d{after} ORDER BY k",
+        parts.join(" UNION ")
+    ))
+}
+
+/// A stream of `(key, line)` rows out of a two-column binary COPY (text key, jsonb line).
+pub struct KeyedRows {
+    copy: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
+    buf: BytesMut,
+    header_done: bool,
+    ended: bool,
+    /// Kept for as long as the stream: the connection is not returned to the pool.
+    _client: deadpool_postgres::ClientWrapper,
+}
+
+impl KeyedRows {
+    /// The next rows (at least one), or `None` at the end.
+    pub async fn next_rows(&mut self) -> Result<Option<Vec<(Bytes, Bytes)>>> {
+        loop {
+            let mut rows = Vec::new();
+            self.drain(&mut rows)?;
+            if !rows.is_empty() {
+                return Ok(Some(rows));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.copy.next().await {
+                Some(chunk) => self.buf.extend_from_slice(&chunk.map_err(Error::from)?),
+                None => {
+                    self.ended = true;
+                    if !self.buf.is_empty() {
+                        return Err(Error::Internal("COPY ended inside a row".into()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self, rows: &mut Vec<(Bytes, Bytes)>) -> Result<()> {
+        if !self.header_done {
+            if self.buf.len() < 19 {
+                return Ok(());
+            }
+            let ext = u32::from_be_bytes(self.buf[15..19].try_into().unwrap()) as usize;
+            if self.buf.len() < 19 + ext {
+                return Ok(());
+            }
+            self.buf.advance(19 + ext);
+            self.header_done = true;
+        }
+        loop {
+            if self.buf.len() < 2 {
+                return Ok(());
+            }
+            let fields = i16::from_be_bytes([self.buf[0], self.buf[1]]);
+            if fields == -1 {
+                self.buf.advance(2);
+                return Ok(());
+            }
+            if fields != 2 {
+                return Err(Error::Internal(format!(
+                    "unexpected COPY row with {fields} fields"
+                )));
+            }
+            if self.buf.len() < 6 {
+                return Ok(());
+            }
+            let key_len = i32::from_be_bytes(self.buf[2..6].try_into().unwrap());
+            if key_len < 0 {
+                return Err(Error::Internal("a row without a key".into()));
+            }
+            let key_end = 6 + key_len as usize;
+            if self.buf.len() < key_end + 4 {
+                return Ok(());
+            }
+            let line_len = i32::from_be_bytes(self.buf[key_end..key_end + 4].try_into().unwrap());
+            if line_len < 1 {
+                return Err(Error::Internal("a row without a resource".into()));
+            }
+            let end = key_end + 4 + line_len as usize;
+            if self.buf.len() < end {
+                return Ok(());
+            }
+            let row = self.buf.split_to(end).freeze();
+            // The jsonb value starts with its version byte.
+            rows.push((row.slice(6..key_end), row.slice(key_end + 5..end)));
+        }
+    }
+}
+
+impl Db {
+    /// Streams `select` (two columns: a text key, a jsonb line) with binary COPY, on a
+    /// connection taken out of the pool for as long as the stream lives.
+    pub async fn copy_keyed_rows(&self, select: &str) -> Result<KeyedRows> {
+        let client = deadpool_postgres::Object::take(self.client().await?);
+        let copy = client
+            .copy_out(&format!("COPY ({select}) TO STDOUT (FORMAT binary)"))
+            .await?;
+        Ok(KeyedRows {
+            copy: Box::pin(copy),
+            buf: BytesMut::with_capacity(1 << 20),
+            header_done: false,
+            ended: false,
+            _client: client,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,11 +59,22 @@ impl Db {
                 ty.table_sql()
             )
         };
+        // FHIR resource tables remember deleted rows for $export's deleted[].
+        let tombstones = if crate::fhir::is_resource_type(ty.as_str()) {
+            format!(
+                "CREATE OR REPLACE TRIGGER siphon_tombstone AFTER DELETE ON {}
+                    FOR EACH ROW EXECUTE FUNCTION siphon_tombstone();",
+                ty.table_sql()
+            )
+        } else {
+            String::new()
+        };
         let sql = format!(
             "DO $siphon$ BEGIN
             PERFORM pg_advisory_xact_lock(hashtext('siphon.table.{name}'));
             {ddl};
             {grant}
+            {tombstones}
         END $siphon$",
             ddl = table_ddl(ty)
         );

@@ -2,7 +2,10 @@
 //! Lambda events into calls of these (and `make serve` runs the same workers locally).
 //!
 //! - [`load`]: the load queue (one file per message).
+//! - [`export`]: the export queue (one export task per message).
 
+pub mod export;
 pub mod load;
 
+pub use export::ExportWorker;
 pub use load::LoadWorker;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use siphon::auth::AdminConfig;
 use siphon::config::{ConfigError, Env};
+use siphon::exporting::ExportConfig;
 use siphon::sessions::ImportConfig;
 use siphon::sources::http::UrlPolicy;
 use siphon::sources::s3::S3Options;
@@ -26,6 +27,14 @@ pub struct Config {
     pub load_sync_budget: Duration,
     /// The function's own S3 client (`SIPHON_S3_FORCE_PATH_STYLE`).
     pub s3: S3Options,
+    /// `$export`: the export bucket and its settings (`SIPHON_EXPORT_*`); `None` when
+    /// `SIPHON_EXPORT_BUCKET` is not set (then `$export` answers that exports are off).
+    pub export: Option<ExportConfig>,
+    /// `SIPHON_EXPORT_QUEUE_URL`: where export tasks go (required with an export bucket).
+    pub export_queue_url: Option<String>,
+    /// `SIPHON_PUBLIC_URL`: the base URL clients use, when the `Host` header is not it
+    /// (a custom domain behind a proxy). Used for `$export`'s absolute URLs.
+    pub public_url: Option<String>,
 }
 
 impl Config {
@@ -37,7 +46,15 @@ impl Config {
                 "must be at most 28 (API Gateway ends a request after 29 s)",
             ));
         }
+        let export = ExportConfig::from_env(env)?;
+        let export_queue_url = match &export {
+            Some(_) => Some(env.required("SIPHON_EXPORT_QUEUE_URL")?.to_string()),
+            None => None,
+        };
         Ok(Config {
+            export,
+            export_queue_url,
+            public_url: env.get("SIPHON_PUBLIC_URL").map(str::to_string),
             db: DbConfig::from_env(env)?,
             admin: AdminConfig::from_env(env)?,
             load_queue_url: env.required("SIPHON_LOAD_QUEUE_URL")?.to_string(),
@@ -69,9 +86,22 @@ mod tests {
             ("SIPHON_LOAD_SYNC_SECONDS", "60"),
             ("SIPHON_S3_FORCE_PATH_STYLE", "maybe"),
             ("SIPHON_DB_POOL_SIZE", "-1"),
+            ("SIPHON_EXPORT_BUCKET", "exports"),
         ] {
             let e = Config::from_env(&base().with(var, value)).unwrap_err();
-            assert_eq!(e.variable, var, "{e}");
+            let expected = if var == "SIPHON_EXPORT_BUCKET" {
+                "SIPHON_EXPORT_QUEUE_URL" // a bucket needs its queue
+            } else {
+                var
+            };
+            assert_eq!(e.variable, expected, "{e}");
         }
+        assert!(c.export.is_none());
+        let with = base()
+            .with("SIPHON_EXPORT_BUCKET", "exports")
+            .with("SIPHON_EXPORT_QUEUE_URL", "q2")
+            .with("SIPHON_EXPORT_PREFIX", "/fhir/");
+        let c = Config::from_env(&with).unwrap();
+        assert_eq!(c.export.unwrap().prefix, "fhir/");
     }
 }

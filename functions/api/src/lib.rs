@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response};
 use siphon::auth::Authenticator;
+use siphon::exporting::Exports;
 use siphon::queue::MessageQueue;
 use siphon::sessions::Imports;
+use siphon::sinks::s3::S3Sink;
 use siphon::sources::http::HttpSource;
 use siphon::sources::s3::S3Source;
 use siphon::sources::Routed;
@@ -26,17 +28,32 @@ pub struct App {
     pub queue: Arc<dyn MessageQueue>,
     /// `$import` sessions and `$load`.
     pub imports: Imports,
+    /// `$export` (`None` when no export bucket is configured).
+    pub exports: Option<Exports>,
+    /// `SIPHON_PUBLIC_URL`.
+    pub public_url: Option<String>,
 }
 
 impl App {
-    /// `s3` is the function's own client (its role): `$load` reads `s3://` sources with it.
+    /// `s3` is the function's own client (its role): `$load` reads `s3://` sources with it,
+    /// and `$export` writes its bucket. `export_queue` is where export tasks go.
     pub fn new(
         config: &Config,
         db: Db,
         queue: Arc<dyn MessageQueue>,
+        export_queue: Option<Arc<dyn MessageQueue>>,
         s3: aws_sdk_s3::Client,
     ) -> Self {
         let http = Arc::new(HttpSource::new(config.url_policy.clone()));
+        let exports = match (&config.export, export_queue) {
+            (Some(export), Some(queue)) => Some(Exports {
+                db: db.clone(),
+                queue,
+                sink: Arc::new(S3Sink::new(s3.clone(), &export.bucket)),
+                config: export.clone(),
+            }),
+            _ => None,
+        };
         App {
             auth: Authenticator::new(Arc::new(db.clone()), config.admin.clone()),
             imports: Imports {
@@ -50,6 +67,8 @@ impl App {
                 config: config.import.clone(),
                 sync_budget: config.load_sync_budget,
             },
+            exports,
+            public_url: config.public_url.clone(),
             db,
             queue,
         }
@@ -60,11 +79,15 @@ impl App {
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
     let format = Format::of_answer(request.headers());
     let style = routes::error_style(request.uri().path());
-    let reply = match app.auth.check(web::authorization(request.headers())).await {
-        Ok(_) => routes::route(app, &request)
-            .await
-            .unwrap_or_else(|e| web::error_reply(&e, style)),
-        Err(e) => web::error_reply(&e, style),
+    let reply = if let Some(public) = routes::public(&request) {
+        public
+    } else {
+        match app.auth.check(web::authorization(request.headers())).await {
+            Ok(principal) => routes::route(app, &request, &principal)
+                .await
+                .unwrap_or_else(|e| web::error_reply(&e, style)),
+            Err(e) => web::error_reply(&e, style),
+        }
     };
     let (parts, bytes) = web::render(reply, format).into_parts();
     let body = match String::from_utf8(bytes.to_vec()) {

@@ -18,7 +18,19 @@ async fn main() -> Result<(), Error> {
         Config::from_env(&env).inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
     let s3 = siphon::sources::s3::client(&config.s3).await;
     let queue = Arc::new(SqsQueue::connect(&config.load_queue_url).await);
-    let app = Arc::new(App::new(&config, Db::new(config.db.clone()), queue, s3));
+    let export_queue = match &config.export_queue_url {
+        Some(url) => {
+            Some(Arc::new(SqsQueue::connect(url).await) as Arc<dyn siphon::queue::MessageQueue>)
+        }
+        None => None,
+    };
+    let app = Arc::new(App::new(
+        &config,
+        Db::new(config.db.clone()),
+        queue,
+        export_queue,
+        s3,
+    ));
     lambda_http::run(service_fn(move |request: Request| {
         let app = app.clone();
         async move { Ok::<_, Error>(siphon_api::handle(&app, request).await) }

@@ -19,6 +19,10 @@ pub struct Config {
     pub loaders: usize,
     /// The sweep's settings (`SIPHON_SWEEP_*`; passes here run every `interval`).
     pub sweep: siphon_sweep::Config,
+    /// The export worker's, when exports are configured (`SIPHON_EXPORT_BUCKET`).
+    pub export: Option<siphon_export::Config>,
+    /// `SIPHON_LOCAL_EXPORTERS` (default 2): export workers polling the export queue.
+    pub exporters: usize,
 }
 
 impl Config {
@@ -26,9 +30,9 @@ impl Config {
         let loaders = env.number("SIPHON_LOCAL_LOADERS", 4, 1, 64)? as usize;
         let mut api = siphon_api::Config::from_env(env)?;
         if env.get("SIPHON_DB_POOL_SIZE").is_none() {
-            // One process stands in for many Lambda instances: each loader holds a
-            // connection for its batches and briefly one for its heartbeat.
-            api.db = api.db.with_pool_size(4 + 2 * loaders);
+            // One process stands in for many Lambda instances: each loader and exporter
+            // holds a connection for its batches and briefly one for its heartbeat.
+            api.db = api.db.with_pool_size(8 + 2 * loaders);
         }
         Ok(Config {
             api,
@@ -36,6 +40,11 @@ impl Config {
             loader: siphon_loader::Config::from_env(env)?,
             loaders,
             sweep: siphon_sweep::Config::from_env(env)?,
+            export: match env.get("SIPHON_EXPORT_BUCKET") {
+                Some(_) => Some(siphon_export::Config::from_env(env)?),
+                None => None,
+            },
+            exporters: env.number("SIPHON_LOCAL_EXPORTERS", 2, 1, 64)? as usize,
             events_queue_url: env.get("SIPHON_EVENTS_QUEUE_URL").map(str::to_string),
             addr: env
                 .parse("SIPHON_LOCAL_ADDR", "an address such as 127.0.0.1:8080")?

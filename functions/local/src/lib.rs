@@ -34,16 +34,21 @@ pub fn to_records(messages: &[aws_sdk_sqs::types::Message]) -> Vec<SqsMessage> {
         .collect()
 }
 
-/// One poll of the load queue: receive up to `max` messages, let the loader worker handle
-/// them with a 15-minute deadline, delete the ones it did not report as failed.
-/// Returns how many messages were received.
-pub async fn poll_load_queue(
-    worker: &siphon::workers::LoadWorker,
+/// One poll of a worker's queue, as Lambda's SQS event source mapping does it: receive
+/// up to `max` messages, hand them to `handle` with a deadline `budget` away, delete the
+/// ones it did not report as failed. Returns how many messages were received.
+pub async fn poll_queue<F, Fut>(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     max: i32,
     wait_seconds: i32,
-) -> usize {
+    budget: Duration,
+    handle: F,
+) -> usize
+where
+    F: FnOnce(Vec<SqsMessage>, u64) -> Fut,
+    Fut: std::future::Future<Output = aws_lambda_events::event::sqs::SqsBatchResponse>,
+{
     let got = match sqs
         .receive_message()
         .queue_url(url)
@@ -68,8 +73,8 @@ pub async fn poll_load_queue(
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-        + 900_000;
-    let response = worker.handle(to_records(&messages), deadline).await;
+        + budget.as_millis() as u64;
+    let response = handle(to_records(&messages), deadline).await;
     let failed: Vec<String> = response
         .batch_item_failures
         .iter()
@@ -77,6 +82,40 @@ pub async fn poll_load_queue(
         .collect();
     settle(sqs, url, &messages, &failed).await;
     messages.len()
+}
+
+/// One poll of the load queue by the loader worker (15-minute deadline, as in AWS).
+pub async fn poll_load_queue(
+    worker: &siphon::workers::LoadWorker,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    max: i32,
+    wait_seconds: i32,
+) -> usize {
+    poll_queue(
+        sqs,
+        url,
+        max,
+        wait_seconds,
+        Duration::from_secs(900),
+        |r, d| worker.handle(r, d),
+    )
+    .await
+}
+
+/// One poll of the export queue by the export worker, with a deadline `budget` away
+/// (15 minutes in AWS; tests shorten it to force hand-overs).
+pub async fn poll_export_queue(
+    worker: &siphon::workers::ExportWorker,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    wait_seconds: i32,
+    budget: Duration,
+) -> usize {
+    poll_queue(sqs, url, 1, wait_seconds, budget, |r, d| {
+        worker.handle(r, d)
+    })
+    .await
 }
 
 /// What the event source mapping does after an invocation: delete the messages the

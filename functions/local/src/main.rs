@@ -24,10 +24,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = Db::new(config.api.db.clone());
     let queue = Arc::new(SqsQueue::connect(&config.api.load_queue_url).await);
     let s3 = siphon::sources::s3::client(&config.api.s3).await;
+    let export_queue: Option<Arc<SqsQueue>> = match &config.api.export_queue_url {
+        Some(url) => Some(Arc::new(SqsQueue::connect(url).await)),
+        None => None,
+    };
     let api = Arc::new(siphon_api::App::new(
         &config.api,
         db.clone(),
         queue.clone(),
+        export_queue
+            .clone()
+            .map(|q| q as Arc<dyn siphon::queue::MessageQueue>),
         s3.clone(),
     ));
     let dump = Arc::new(siphon_dump::App::new(&config.dump, db.clone()));
@@ -35,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &config.loader,
         db.clone(),
         queue.clone(),
-        s3,
+        s3.clone(),
         config.loader.load_options(),
     ));
     let sqs = queue.client().clone();

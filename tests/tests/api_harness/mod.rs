@@ -20,6 +20,9 @@ pub struct Env {
     pub db: Db,
     pub app: siphon_api::App,
     pub queue: Arc<SqsQueue>,
+    /// The export queue and a worker on it (the export bucket is local.env's).
+    pub export_queue: Arc<SqsQueue>,
+    pub exporter: Arc<siphon::workers::ExportWorker>,
     pub worker: Arc<siphon::workers::LoadWorker>,
     pub bucket: String,
     pub s3: aws_sdk_s3::Client,
@@ -27,6 +30,14 @@ pub struct Env {
 
 /// A fresh database, bucket and queue; the worker loads with `options`.
 pub async fn setup(options: LoadOptions) -> Env {
+    setup_with(options, |e| e).await
+}
+
+/// [`setup`], with settings changed by `settings` (over local.env's).
+pub async fn setup_with(
+    options: LoadOptions,
+    settings: impl FnOnce(siphon::config::Env) -> siphon::config::Env,
+) -> Env {
     siphon_tests::use_local_aws();
     for k in [
         "SIPHON_ADMIN_CLIENT_ID",
@@ -37,7 +48,9 @@ pub async fn setup(options: LoadOptions) -> Env {
     }
     let sqs = sqs().await;
     let url = siphon_tests::fresh_queue(&sqs).await;
-    let queue = Arc::new(SqsQueue::new(sqs, url));
+    let export_url = siphon_tests::fresh_queue(&sqs).await;
+    let queue = Arc::new(SqsQueue::new(sqs.clone(), url));
+    let export_queue = Arc::new(SqsQueue::new(sqs, export_url));
     let db = fresh_db().await;
     let s3 = s3().await;
     let bucket = fresh_bucket(&s3).await;
@@ -47,9 +60,25 @@ pub async fn setup(options: LoadOptions) -> Env {
         s3.clone(),
         options,
     ));
-    let config = siphon_api::Config::from_env(&siphon_tests::config_env()).unwrap();
+    let env = settings(siphon_tests::config_env().with("SIPHON_EXPORT_MIN_POLL_MS", "0"));
+    let config = siphon_api::Config::from_env(&env).unwrap();
+    let export_config = siphon_export::Config::from_env(&env).unwrap();
+    let exporter = Arc::new(siphon_export::worker(
+        &export_config,
+        db.clone(),
+        export_queue.clone(),
+        s3.clone(),
+    ));
     Env {
-        app: siphon_api::App::new(&config, db.clone(), queue.clone(), s3.clone()),
+        app: siphon_api::App::new(
+            &config,
+            db.clone(),
+            queue.clone(),
+            Some(export_queue.clone()),
+            s3.clone(),
+        ),
+        export_queue,
+        exporter,
         db,
         queue,
         worker,
@@ -124,6 +153,23 @@ pub async fn drain(worker: &siphon::workers::LoadWorker, queue: &SqsQueue) {
         } else {
             idle = 0;
         }
+    }
+}
+
+/// Runs export tasks until the export queue stays empty (bounded: 120 s).
+pub async fn drain_exports(env: &Env) {
+    let start = Instant::now();
+    let mut idle = 0;
+    while idle < 2 && start.elapsed() < Duration::from_secs(120) {
+        let n = siphon_local::poll_export_queue(
+            &env.exporter,
+            env.export_queue.client(),
+            env.export_queue.url(),
+            1,
+            Duration::from_secs(900),
+        )
+        .await;
+        idle = if n == 0 { idle + 1 } else { 0 };
     }
 }
 

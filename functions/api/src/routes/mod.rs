@@ -1,30 +1,55 @@
 //! Which path goes where. Each handler parses what the path and body say, calls the
 //! domain, and shapes the answer; nothing else.
 
+mod exports;
 mod resources;
 mod rpc;
 mod sessions;
 
 use lambda_http::Request;
+use siphon::auth::Principal;
+use siphon::exporting::request::Level;
 use siphon::web::{self, ErrorStyle, Method, Reply};
 use siphon::{Error, Result};
 
 use crate::App;
 
-/// RPC routes wrap errors as `{error: {message}}`; the rest answer `{message}`.
+/// RPC routes wrap errors as `{error: {message}}`, FHIR operations answer an
+/// OperationOutcome, the rest `{message}`.
 pub fn error_style(path: &str) -> ErrorStyle {
     if path == "/rpc" {
         ErrorStyle::Rpc
+    } else if path.contains("$export") || path == "/metadata" {
+        ErrorStyle::Fhir
     } else {
         ErrorStyle::Plain
     }
 }
 
-pub async fn route(app: &App, request: &Request) -> Result<Reply> {
+/// What anyone may read without credentials: the CapabilityStatement, as FHIR servers
+/// serve it.
+pub fn public(request: &Request) -> Option<Reply> {
+    (request.method() == Method::GET && request.uri().path() == "/metadata")
+        .then(|| exports::capability_statement(request))
+}
+
+pub async fn route(app: &App, request: &Request, who: &Principal) -> Result<Reply> {
     let path = request.uri().path();
     let segments = web::segments(path);
     let method = request.method();
+    let get_or_post = method == Method::GET || method == Method::POST;
     match (method, segments.as_slice()) {
+        (_, ["$export"]) if get_or_post => {
+            exports::kick_off(app, request, who, Level::System).await
+        }
+        (_, ["Patient", "$export"]) if get_or_post => {
+            exports::kick_off(app, request, who, Level::Patient).await
+        }
+        (_, ["Group", id, "$export"]) if get_or_post => {
+            exports::kick_off(app, request, who, Level::Group(id.to_string())).await
+        }
+        (&Method::GET, ["$export-status", id]) => exports::status(app, id, who).await,
+        (&Method::DELETE, ["$export-status", id]) => exports::cancel(app, id, who).await,
         (&Method::POST, ["rpc"]) => rpc::call(app, request).await,
         (&Method::POST, ["$import"]) => sessions::import(app, request).await,
         (&Method::GET, ["$import", id]) => sessions::view(app, id).await,

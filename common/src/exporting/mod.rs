@@ -1,0 +1,465 @@
+//! Exports to S3 (SPEC section 7): FHIR Bulk Data `$export` (this module's
+//! [`Exports`]) on export workers ([`task`]) that stream `COPY ... TO STDOUT` into
+//! resumable multipart uploads.
+//!
+//! An export is a job and one task per resource type, big types split into id ranges
+//! so several run at once. The status answers 202 while tasks run and the manifest,
+//! with freshly presigned URLs, once they are all done.
+
+pub mod request;
+pub mod spec;
+pub mod task;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use self::request::{ExportRequest, Level};
+use self::spec::ExportSpec;
+use crate::auth::Principal;
+use crate::error::{Error, Result};
+use crate::fhir;
+use crate::model::export::{Export, ExportStatus, TaskKind, TaskStatus};
+use crate::queue::{self, MessageQueue, StoreSpec};
+use crate::resource_type::ResourceType;
+use crate::sinks::{ObjectMeta, ObjectSink};
+use crate::storage::exports::NewTask;
+use crate::storage::Db;
+
+/// Where and how exports are written.
+#[derive(Clone, Debug)]
+pub struct ExportConfig {
+    /// The export bucket.
+    pub bucket: String,
+    /// Key prefix inside it (empty, or ending with `/`).
+    pub prefix: String,
+    /// How long a presigned download URL works (default 1 h); signed again at every
+    /// status request.
+    pub url_lifetime: Duration,
+    /// How long an export's files are kept (the bucket's lifecycle rule deletes them
+    /// after; the status then answers 404). Default 7 days.
+    pub retention: Duration,
+    /// Status requests closer together than this get 429 + Retry-After.
+    pub min_poll_interval: Duration,
+    /// A type with more rows than this is split into id ranges exported in parallel.
+    pub range_rows: i64,
+    /// At most this many ranges per type.
+    pub max_ranges: i64,
+}
+
+impl ExportConfig {
+    /// `SIPHON_EXPORT_BUCKET` (exports are off without it), `SIPHON_EXPORT_PREFIX`,
+    /// `SIPHON_EXPORT_URL_SECONDS` (3600), `SIPHON_EXPORT_RETENTION_DAYS` (7),
+    /// `SIPHON_EXPORT_MIN_POLL_MS` (500), `SIPHON_EXPORT_RANGE_ROWS` (500,000),
+    /// `SIPHON_EXPORT_MAX_RANGES` (8).
+    pub fn from_env(
+        env: &crate::config::Env,
+    ) -> std::result::Result<Option<Self>, crate::config::ConfigError> {
+        let Some(bucket) = env.get("SIPHON_EXPORT_BUCKET") else {
+            return Ok(None);
+        };
+        let mut prefix = env
+            .get("SIPHON_EXPORT_PREFIX")
+            .unwrap_or("")
+            .trim_matches('/')
+            .to_string();
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        Ok(Some(ExportConfig {
+            bucket: bucket.to_string(),
+            prefix,
+            url_lifetime: Duration::from_secs(env.number(
+                "SIPHON_EXPORT_URL_SECONDS",
+                3600,
+                60,
+                7 * 24 * 3600,
+            )?),
+            retention: Duration::from_secs(
+                env.number("SIPHON_EXPORT_RETENTION_DAYS", 7, 1, 3650)? * 86_400,
+            ),
+            min_poll_interval: Duration::from_millis(env.number(
+                "SIPHON_EXPORT_MIN_POLL_MS",
+                500,
+                0,
+                60_000,
+            )?),
+            range_rows: env.number("SIPHON_EXPORT_RANGE_ROWS", 500_000, 1, 1 << 40)? as i64,
+            max_ranges: env.number("SIPHON_EXPORT_MAX_RANGES", 8, 1, 64)? as i64,
+        }))
+    }
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            bucket: String::new(),
+            prefix: String::new(),
+            url_lifetime: Duration::from_secs(3600),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            min_poll_interval: Duration::from_millis(500),
+            range_rows: 500_000,
+            max_ranges: 8,
+        }
+    }
+}
+
+/// The body of an export-queue message: one task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportMessage {
+    pub task: String,
+    /// How to reach the bucket when not the function's own store (dump-to-bucket).
+    #[serde(default, skip_serializing_if = "StoreSpec::is_default")]
+    pub store: StoreSpec,
+}
+
+/// What the status endpoint answers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    /// 202 with `X-Progress`.
+    Running { progress: String },
+    /// 200 with the manifest; the URLs in it expire at `expires`.
+    Complete {
+        manifest: Value,
+        expires: DateTime<Utc>,
+    },
+    /// An error status with an OperationOutcome.
+    Failed { message: String },
+}
+
+/// The `$export` service: what the API calls.
+pub struct Exports {
+    pub db: Db,
+    /// The export queue.
+    pub queue: Arc<dyn MessageQueue>,
+    /// The export bucket.
+    pub sink: Arc<dyn ObjectSink>,
+    pub config: ExportConfig,
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("export {id} not found"))
+}
+
+impl Exports {
+    /// The types an export of `request` covers that have a table.
+    async fn types(&self, request: &ExportRequest) -> Result<Vec<ResourceType>> {
+        let tables = self.db.resource_tables().await?;
+        let exists = |t: &str| tables.iter().any(|x| x == &t.to_ascii_lowercase());
+        let compartment = request.level != Level::System;
+        let mut out = Vec::new();
+        match &request.types {
+            Some(types) => {
+                for ty in types {
+                    if compartment && fhir::patient_compartment(ty.as_str()).is_none() {
+                        let why = format!("_type {ty} is not in the Patient compartment");
+                        if !request.lenient {
+                            return Err(Error::BadRequest(format!(
+                                "{why} (send Prefer: handling=lenient to have it ignored)"
+                            )));
+                        }
+                        continue;
+                    }
+                    if exists(ty.as_str()) {
+                        out.push(ty.clone());
+                    }
+                }
+            }
+            None => {
+                let all: Vec<&str> = if compartment {
+                    fhir::patient_compartment_types().collect()
+                } else {
+                    fhir::resource_types().iter().map(String::as_str).collect()
+                };
+                for t in all {
+                    if exists(t) {
+                        out.push(ResourceType::parse(t)?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The Patients of a Group-level export: the Group's active `Patient` members,
+    /// narrowed to `patient` when given.
+    async fn group_members(&self, group: &str, patients: &[String]) -> Result<Vec<String>> {
+        let ty = ResourceType::parse("Group")?;
+        let stored = self
+            .db
+            .get(&ty, group)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("Group/{group} not found")))?;
+        let mut members: Vec<String> = stored.resource["member"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["inactive"] != true)
+            .filter_map(|m| m["entity"]["reference"].as_str())
+            .filter(|r| r.starts_with("Patient/"))
+            .map(str::to_string)
+            .collect();
+        if !patients.is_empty() {
+            members.retain(|m| patients.contains(m));
+        }
+        members.sort();
+        members.dedup();
+        Ok(members)
+    }
+
+    /// The tasks of an export of `types`: one per type, big types cut into id ranges.
+    async fn tasks(&self, types: &[ResourceType], deleted: bool) -> Result<Vec<NewTask>> {
+        let mut tasks = Vec::new();
+        for ty in types {
+            let rows = self.db.row_count(ty).await?;
+            let parts = ((rows + self.config.range_rows - 1) / self.config.range_rows.max(1))
+                .clamp(1, self.config.max_ranges.max(1));
+            let cuts = self.db.id_cuts(ty, parts).await?;
+            let mut from = None;
+            for (n, to) in cuts.iter().map(Some).chain([None]).enumerate() {
+                tasks.push(NewTask {
+                    kind: TaskKind::Resources,
+                    resource_type: ty.as_str().to_string(),
+                    part: n as i32 + 1,
+                    range_from: from.clone(),
+                    range_to: to.cloned(),
+                });
+                from = to.cloned();
+            }
+        }
+        if deleted {
+            tasks.push(NewTask {
+                kind: TaskKind::Deleted,
+                resource_type: "Bundle".into(),
+                part: 1,
+                range_from: None,
+                range_to: None,
+            });
+        }
+        Ok(tasks)
+    }
+
+    /// Starts an export for `owner`; `url` is the kick-off URL. Answers the export (its
+    /// id makes the status URL).
+    pub async fn kick_off(&self, request: ExportRequest, owner: &str, url: &str) -> Result<Export> {
+        let types = self.types(&request).await?;
+        let patients = match &request.level {
+            Level::Group(group) => self.group_members(group, &request.patients).await?,
+            _ => request.patients.clone(),
+        };
+        let limited = matches!(request.level, Level::Group(_)) || !patients.is_empty();
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut spec = ExportSpec {
+            level: match &request.level {
+                Level::System => "system",
+                Level::Patient => "patient",
+                Level::Group(_) => "group",
+            }
+            .into(),
+            group: match &request.level {
+                Level::Group(g) => Some(g.clone()),
+                _ => None,
+            },
+            types: types.iter().map(|t| t.as_str().to_string()).collect(),
+            since: request.since.map(|t| t.to_rfc3339()),
+            patients: limited,
+            elements: request
+                .elements
+                .iter()
+                .map(|e| {
+                    (
+                        e.resource_type.as_ref().map(|t| t.as_str().to_string()),
+                        e.name.clone(),
+                    )
+                })
+                .collect(),
+            gzip: request.gzip,
+            request: url.to_string(),
+            bucket: self.config.bucket.clone(),
+            prefix: format!("{}{id}/", self.config.prefix),
+            ignored: request.ignored.clone(),
+            ..ExportSpec::default()
+        };
+        if !spec.ignored.is_empty() {
+            // The ignored parameters, said in the error file of the manifest.
+            let key = format!("{}errors.ndjson", spec.prefix);
+            let lines: String = spec
+                .ignored
+                .iter()
+                .map(|why| {
+                    json!({"resourceType": "OperationOutcome", "issue": [{"severity": "warning",
+                        "code": "not-supported", "diagnostics": format!("ignored: {why}")}]})
+                    .to_string()
+                        + "\n"
+                })
+                .collect();
+            let meta = ObjectMeta {
+                content_type: "application/fhir+ndjson".into(),
+                content_encoding: None,
+            };
+            self.sink.put(&key, &meta, lines.into()).await?;
+            spec.error_file = Some(key);
+        }
+        let tasks = self.tasks(&types, request.since.is_some()).await?;
+        let stored = serde_json::to_value(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+        let export = self
+            .db
+            .create_export(
+                &id,
+                "fhir",
+                owner,
+                &stored,
+                &tasks,
+                if limited { &patients } else { &[] },
+            )
+            .await?;
+        let messages: Vec<ExportMessage> = (0..tasks.len())
+            .map(|n| ExportMessage {
+                task: format!("{id}/{n}"),
+                store: StoreSpec::default(),
+            })
+            .collect();
+        if let Err(e) = queue::send(&*self.queue, &messages, None).await {
+            tracing::error!(export = id, error = %e, "cannot queue the export's tasks");
+            let _ = self.db.cancel_export(&id).await;
+            return Err(e);
+        }
+        if tasks.is_empty() {
+            self.db.settle_export(&id).await?;
+        }
+        tracing::info!(
+            export = id,
+            owner,
+            types = types.len(),
+            tasks = tasks.len(),
+            "export started"
+        );
+        Ok(export)
+    }
+
+    /// The export if `who` may see it (its owner, or the admin); 404 otherwise, so
+    /// other clients cannot tell it exists.
+    async fn visible(&self, id: &str, who: &Principal) -> Result<Export> {
+        let export = self.db.export(id).await?.ok_or_else(|| not_found(id))?;
+        if !who.admin && export.owner != who.client_id {
+            return Err(not_found(id));
+        }
+        let created = DateTime::parse_from_rfc3339(&export.created)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|_| Utc::now());
+        if Utc::now() - created
+            > chrono::Duration::from_std(self.config.retention).unwrap_or_default()
+        {
+            return Err(Error::NotFound(format!(
+                "export {id} expired: its files are kept {} days",
+                self.config.retention.as_secs() / 86_400
+            )));
+        }
+        Ok(export)
+    }
+
+    /// The status endpoint (`GET`).
+    pub async fn status(&self, id: &str, who: &Principal) -> Result<Status> {
+        let export = self.visible(id, who).await?;
+        if !self
+            .db
+            .poll_export(id, self.config.min_poll_interval.as_millis() as i64)
+            .await?
+        {
+            return Err(Error::Throttled {
+                message: format!(
+                    "export {id} was polled less than {} ms ago: wait for Retry-After",
+                    self.config.min_poll_interval.as_millis()
+                ),
+                retry_after_secs: 1,
+            });
+        }
+        let tasks = self.db.export_tasks(id).await?;
+        match export.status {
+            ExportStatus::Cancelled => Err(Error::NotFound(format!("export {id} was cancelled"))),
+            ExportStatus::Error => Ok(Status::Failed {
+                message: format!(
+                    "export {id} failed: {}",
+                    export.error.as_deref().unwrap_or("unknown error")
+                ),
+            }),
+            ExportStatus::Active => {
+                let done = tasks
+                    .iter()
+                    .filter(|t| t.status == TaskStatus::Done)
+                    .count();
+                let rows: i64 = tasks.iter().map(|t| t.count).sum();
+                Ok(Status::Running {
+                    progress: format!(
+                        "in progress: {done}/{} tasks done, {rows} resources",
+                        tasks.len()
+                    ),
+                })
+            }
+            ExportStatus::Done => {
+                let spec: ExportSpec = serde_json::from_value(export.request.clone())
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                let ttl = self.config.url_lifetime;
+                let mut output = Vec::new();
+                let mut deleted = Vec::new();
+                for task in &tasks {
+                    for file in &task.checkpoint.files {
+                        let url = self.sink.presign_get(&file.key, ttl).await?;
+                        let entry = json!({"type": if task.kind == TaskKind::Deleted { "Bundle" } else { task.resource_type.as_str() },
+                                           "url": url, "count": file.count});
+                        match task.kind {
+                            TaskKind::Resources => output.push(entry),
+                            TaskKind::Deleted => deleted.push(entry),
+                        }
+                    }
+                }
+                let mut error = Vec::new();
+                if let Some(key) = &spec.error_file {
+                    error.push(json!({"type": "OperationOutcome", "url": self.sink.presign_get(key, ttl).await?}));
+                }
+                let mut manifest = json!({
+                    "transactionTime": export.transaction_time,
+                    "request": spec.request,
+                    "requiresAccessToken": false,
+                    "output": output,
+                    "error": error,
+                });
+                if spec.since.is_some() {
+                    manifest["deleted"] = json!(deleted);
+                }
+                Ok(Status::Complete {
+                    manifest,
+                    expires: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default(),
+                })
+            }
+        }
+    }
+
+    /// `DELETE` on the status URL: a running export stops (its workers abort their
+    /// uploads and delete their files), a complete one has its files deleted. Afterwards
+    /// the status is 404.
+    pub async fn cancel(&self, id: &str, who: &Principal) -> Result<()> {
+        let export = self.visible(id, who).await?;
+        let Some(was) = self.db.cancel_export(id).await? else {
+            return Err(Error::NotFound(format!("export {id} was cancelled")));
+        };
+        // Files of tasks that had ended are deleted here; running tasks delete their own
+        // when they see the cancel (or when the sweep hands them to a worker).
+        let spec: Option<ExportSpec> = serde_json::from_value(export.request.clone()).ok();
+        for task in self.db.export_tasks(id).await? {
+            if task.status != TaskStatus::Running {
+                for file in &task.checkpoint.files {
+                    self.sink.delete(&file.key).await?;
+                }
+            }
+        }
+        if let Some(key) = spec.and_then(|s| s.error_file) {
+            self.sink.delete(&key).await?;
+        }
+        tracing::info!(export = id, was = was.as_str(), "export cancelled");
+        Ok(())
+    }
+}

@@ -1,0 +1,501 @@
+//! Reading a FHIR Bulk Data `$export` kick-off (Bulk Data Access IG v2.0.0): the
+//! headers, the query (GET) or `Parameters` body (POST). Every check that answers 400
+//! happens here, before anything is stored.
+//!
+//! | parameter | siphon |
+//! |---|---|
+//! | `_outputFormat` | `application/fhir+ndjson`, `application/ndjson`, `ndjson`; `application/fhir+ndjson+gzip` (gzip files); anything else 400 |
+//! | `_type` | comma-separated and repeated; R4 resource types; unknown 400 (lenient: ignored) |
+//! | `_since` | FHIR instant; invalid or in the future 400 |
+//! | `patient` | POST, Patient and Group level; GET or system level 400 (lenient: ignored) |
+//! | `_elements` | root elements, `Type.element` or `element`; nested paths 400 |
+//! | `_typeFilter`, `includeAssociatedData`, `organizeOutputBy`, others | 400 (lenient: ignored, named in the error file) |
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::fhir;
+use crate::model::ids::is_valid_id;
+use crate::resource_type::ResourceType;
+
+/// Which resources the export covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// `[base]/$export`: every resource.
+    System,
+    /// `[base]/Patient/$export`: every Patient and their compartments.
+    Patient,
+    /// `[base]/Group/[id]/$export`: the Group's member Patients and their compartments.
+    Group(String),
+}
+
+/// One `_elements` entry: an element of every type, or of one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Element {
+    pub resource_type: Option<ResourceType>,
+    pub name: String,
+}
+
+/// A checked kick-off.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportRequest {
+    pub level: Level,
+    /// Files are gzip-compressed (`Content-Encoding: gzip`, `.ndjson.gz`).
+    pub gzip: bool,
+    /// `None`: every type the level covers.
+    pub types: Option<Vec<ResourceType>>,
+    pub since: Option<DateTime<Utc>>,
+    /// `Patient/<id>` references (the `patient` parameter).
+    pub patients: Vec<String>,
+    pub elements: Vec<Element>,
+    /// `Prefer: handling=lenient`.
+    pub lenient: bool,
+    /// Parameters ignored under `handling=lenient`, said in the manifest's error file.
+    pub ignored: Vec<String>,
+}
+
+/// The parts of the HTTP request the kick-off reads.
+pub struct KickOff<'a> {
+    pub post: bool,
+    pub level: Level,
+    pub accept: Option<&'a str>,
+    pub prefer: Vec<&'a str>,
+    /// Query parameters in order (repeated ones repeated).
+    pub query: Vec<(String, String)>,
+    /// The POST body (a `Parameters` resource), if any.
+    pub body: Option<&'a [u8]>,
+    pub now: DateTime<Utc>,
+}
+
+fn bad(message: impl Into<String>) -> Error {
+    Error::BadRequest(message.into())
+}
+
+/// `Accept` must allow FHIR JSON (for the OperationOutcome of an error); missing is
+/// taken as `application/fhir+json`, as the IG allows.
+fn check_accept(accept: Option<&str>) -> Result<()> {
+    let Some(accept) = accept else { return Ok(()) };
+    let ok = accept.split(',').any(|v| {
+        let media = v
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        matches!(
+            media.as_str(),
+            "application/fhir+json" | "application/json" | "*/*" | "application/*"
+        )
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "Accept {accept:?} is not supported: $export answers application/fhir+json"
+        )))
+    }
+}
+
+/// `Prefer` must ask for `respond-async` (missing is taken as that, as the IG allows);
+/// `handling=lenient` makes unsupported parameters ignored.
+fn check_prefer(prefer: &[&str]) -> Result<bool> {
+    let tokens: Vec<String> = prefer
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase().replace(' ', ""))
+        .filter(|t| !t.is_empty())
+        .collect();
+    if !tokens.is_empty() && !tokens.iter().any(|t| t == "respond-async") {
+        return Err(bad(format!(
+            "Prefer {:?} is not supported: $export only runs asynchronously (Prefer: respond-async)",
+            prefer.join(", ")
+        )));
+    }
+    Ok(tokens.iter().any(|t| t == "handling=lenient"))
+}
+
+/// A FHIR `instant`: `YYYY-MM-DDThh:mm:ss[.fff](Z|+hh:mm)`.
+pub fn parse_instant(raw: &str) -> Result<DateTime<Utc>> {
+    let shape_ok = raw.len() >= 20
+        && raw.as_bytes()[10] == b'T'
+        && (raw.ends_with('Z') || raw[19..].contains(['+', '-']));
+    match (shape_ok, DateTime::parse_from_rfc3339(raw)) {
+        (true, Ok(t)) => Ok(t.with_timezone(&Utc)),
+        _ => Err(bad(format!(
+            "_since {raw:?} is not a FHIR instant (e.g. 2024-01-01T00:00:00Z: date, time with seconds, and time zone)"
+        ))),
+    }
+}
+
+/// The parameters of a `Parameters` body as (name, text) pairs.
+fn body_parameters(body: &[u8]) -> Result<Vec<(String, String)>> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "the body is not a FHIR Parameters resource in JSON: {e}"
+        ))
+    })?;
+    if v["resourceType"] != "Parameters" {
+        return Err(bad(
+            "the body must be a FHIR Parameters resource (resourceType Parameters)",
+        ));
+    }
+    let mut out = Vec::new();
+    for p in v["parameter"].as_array().into_iter().flatten() {
+        let name = p["name"]
+            .as_str()
+            .ok_or_else(|| bad("every Parameters.parameter needs a name"))?;
+        let value = [
+            "valueString",
+            "valueInstant",
+            "valueCode",
+            "valueUri",
+            "valueDateTime",
+        ]
+        .iter()
+        .find_map(|k| p[*k].as_str().map(str::to_string))
+        .or_else(|| {
+            p["valueReference"]["reference"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .ok_or_else(|| bad(format!("parameter {name} has no supported value[x]")))?;
+        out.push((name.to_string(), value));
+    }
+    Ok(out)
+}
+
+/// Parses and checks a kick-off.
+pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
+    check_accept(k.accept)?;
+    let lenient = check_prefer(&k.prefer)?;
+    let mut params: Vec<(String, String, bool)> =
+        k.query.into_iter().map(|(n, v)| (n, v, false)).collect();
+    if k.post {
+        if let Some(body) = k.body.filter(|b| !b.iter().all(u8::is_ascii_whitespace)) {
+            params.extend(
+                body_parameters(body)?
+                    .into_iter()
+                    .map(|(n, v)| (n, v, true)),
+            );
+        }
+    }
+    let mut request = ExportRequest {
+        level: k.level.clone(),
+        gzip: false,
+        types: None,
+        since: None,
+        patients: Vec::new(),
+        elements: Vec::new(),
+        lenient,
+        ignored: Vec::new(),
+    };
+    // Refuses, or under lenient handling ignores and remembers, what is not supported.
+    let unsupported = |request: &mut ExportRequest, why: String| -> Result<()> {
+        if request.lenient {
+            request.ignored.push(why);
+            Ok(())
+        } else {
+            Err(bad(format!(
+                "{why} (send Prefer: handling=lenient to have it ignored)"
+            )))
+        }
+    };
+    for (name, value, from_body) in params {
+        match name.as_str() {
+            "_outputFormat" => {
+                request.gzip = match value.as_str() {
+                    "application/fhir+ndjson" | "application/ndjson" | "ndjson" => false,
+                    "application/fhir+ndjson+gzip" => true,
+                    other => {
+                        return Err(bad(format!(
+                            "_outputFormat {other:?} is not supported: use application/fhir+ndjson \
+                             (or application/ndjson, ndjson; application/fhir+ndjson+gzip for gzip files)"
+                        )))
+                    }
+                }
+            }
+            "_since" => {
+                let since = parse_instant(&value)?;
+                if since > k.now {
+                    return Err(bad(format!("_since {value} is in the future")));
+                }
+                request.since = Some(since);
+            }
+            "_type" => {
+                for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    let known = ResourceType::parse(t)
+                        .ok()
+                        .filter(|ty| fhir::is_resource_type(ty.as_str()));
+                    match known {
+                        Some(ty) => {
+                            let types = request.types.get_or_insert_with(Vec::new);
+                            if !types.contains(&ty) {
+                                types.push(ty);
+                            }
+                        }
+                        None => unsupported(
+                            &mut request,
+                            format!("_type {t:?} is not a FHIR R4 resource type"),
+                        )?,
+                    }
+                }
+            }
+            "patient" => {
+                if request.level == Level::System {
+                    unsupported(
+                        &mut request,
+                        "patient is not allowed in a system-level export: use Patient/$export or Group/[id]/$export".into(),
+                    )?;
+                } else if !from_body {
+                    unsupported(
+                        &mut request,
+                        "patient is only supported in a POST Parameters body".into(),
+                    )?;
+                } else {
+                    let id = value.strip_prefix("Patient/").unwrap_or("");
+                    if !is_valid_id(id) {
+                        return Err(bad(format!(
+                            "patient {value:?} is not a Patient reference (Patient/<id>)"
+                        )));
+                    }
+                    if !request.patients.contains(&value) {
+                        request.patients.push(value);
+                    }
+                }
+            }
+            "_elements" => {
+                for e in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                    // `Type.element` (a type starts with a capital) or `element`;
+                    // anything else is a nested path.
+                    let (ty, name) = match e.split_once('.') {
+                        Some((t, n)) if t.starts_with(|c: char| c.is_ascii_uppercase()) => (Some(t), n),
+                        Some(_) => (None, ""),
+                        None => (None, e),
+                    };
+                    let ty = ty
+                        .map(|t| {
+                            ResourceType::parse(t)
+                                .ok()
+                                .filter(|t| fhir::is_resource_type(t.as_str()))
+                                .ok_or_else(|| bad(format!("_elements {e:?}: {t:?} is not a FHIR R4 resource type")))
+                        })
+                        .transpose()?;
+                    let root = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                        && name.chars().all(|c| c.is_ascii_alphanumeric());
+                    if !root {
+                        return Err(bad(format!(
+                            "_elements {e:?}: only root elements are allowed (Type.element or element)"
+                        )));
+                    }
+                    request.elements.push(Element {
+                        resource_type: ty,
+                        name: name.to_string(),
+                    });
+                }
+            }
+            "_typeFilter" => unsupported(
+                &mut request,
+                format!("_typeFilter {value:?} is not supported"),
+            )?,
+            "includeAssociatedData" => unsupported(
+                &mut request,
+                format!("includeAssociatedData {value:?} is not supported"),
+            )?,
+            other => unsupported(
+                &mut request,
+                format!("parameter {other:?} is not supported by $export"),
+            )?,
+        }
+    }
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        parse_instant("2026-11-23T12:00:00Z").unwrap()
+    }
+
+    fn kick(level: Level, query: &[(&str, &str)]) -> KickOff<'static> {
+        KickOff {
+            post: false,
+            level,
+            accept: Some("application/fhir+json"),
+            prefer: vec!["respond-async"],
+            query: query
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            body: None,
+            now: now(),
+        }
+    }
+
+    fn refused(k: KickOff<'_>, why: &str) {
+        match parse(k) {
+            Err(Error::BadRequest(m)) => assert!(m.contains(why), "{m}"),
+            other => panic!("expected 400 saying {why:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_get_kick_off() {
+        let r = parse(kick(
+            Level::System,
+            &[
+                ("_outputFormat", "application/fhir+ndjson"),
+                ("_type", "Patient,Observation"),
+                ("_type", "Encounter,Patient"),
+                ("_since", "2024-01-01T00:00:00.5+02:00"),
+                ("_elements", "Observation.status,id"),
+            ],
+        ))
+        .unwrap();
+        let types: Vec<&str> = r
+            .types
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str())
+            .collect();
+        assert_eq!(types, ["Patient", "Observation", "Encounter"]);
+        assert_eq!(
+            r.since.unwrap().to_rfc3339(),
+            "2023-12-31T22:00:00.500+00:00"
+        );
+        assert_eq!(r.elements.len(), 2);
+        assert_eq!(
+            r.elements[0].resource_type.as_ref().unwrap().as_str(),
+            "Observation"
+        );
+        assert!(!r.gzip && !r.lenient && r.ignored.is_empty());
+        for f in ["application/ndjson", "ndjson"] {
+            assert!(
+                !parse(kick(Level::System, &[("_outputFormat", f)]))
+                    .unwrap()
+                    .gzip
+            );
+        }
+        assert!(
+            parse(kick(
+                Level::System,
+                &[("_outputFormat", "application/fhir+ndjson+gzip")]
+            ))
+            .unwrap()
+            .gzip
+        );
+    }
+
+    #[test]
+    fn headers_may_be_missing_but_not_wrong() {
+        let mut k = kick(Level::System, &[]);
+        k.accept = None;
+        k.prefer = vec![];
+        assert!(parse(k).is_ok());
+        let mut k = kick(Level::System, &[]);
+        k.accept = Some("application/xml");
+        refused(k, "Accept");
+        let mut k = kick(Level::System, &[]);
+        k.prefer = vec!["return=minimal"];
+        refused(k, "respond-async");
+        let mut k = kick(Level::System, &[]);
+        k.accept = Some("application/fhir+json; q=0.9, text/html");
+        k.prefer = vec!["respond-async, handling=lenient"];
+        assert!(parse(k).unwrap().lenient);
+    }
+
+    #[test]
+    fn refusals_and_lenient_handling() {
+        refused(
+            kick(Level::System, &[("_outputFormat", "text/csv")]),
+            "_outputFormat",
+        );
+        refused(
+            kick(Level::System, &[("_type", "Patient,Nope")]),
+            "\"Nope\"",
+        );
+        refused(
+            kick(Level::System, &[("_type", "LoaderFile")]),
+            "LoaderFile",
+        );
+        refused(
+            kick(Level::System, &[("_type", "patient;drop")]),
+            "not a FHIR R4",
+        );
+        refused(kick(Level::System, &[("_since", "2024-01-01")]), "instant");
+        refused(
+            kick(Level::System, &[("_since", "2024-01-01T00:00:00")]),
+            "instant",
+        );
+        refused(
+            kick(Level::System, &[("_since", "2030-01-01T00:00:00Z")]),
+            "future",
+        );
+        refused(
+            kick(
+                Level::System,
+                &[("_typeFilter", "Observation?status=final")],
+            ),
+            "_typeFilter",
+        );
+        refused(
+            kick(
+                Level::System,
+                &[("includeAssociatedData", "LatestProvenanceResources")],
+            ),
+            "includeAssociatedData",
+        );
+        refused(kick(Level::System, &[("_count", "10")]), "_count");
+        refused(
+            kick(Level::System, &[("_elements", "name.family")]),
+            "root elements",
+        );
+        refused(kick(Level::System, &[("_elements", "Nope.id")]), "Nope");
+        refused(
+            kick(Level::System, &[("patient", "Patient/1")]),
+            "system-level",
+        );
+        refused(kick(Level::Patient, &[("patient", "Patient/1")]), "POST");
+        let mut k = kick(
+            Level::System,
+            &[
+                ("_type", "Patient,Nope"),
+                ("_typeFilter", "Patient?x=y"),
+                ("_count", "1"),
+            ],
+        );
+        k.prefer = vec!["respond-async", "handling=lenient"];
+        let r = parse(k).unwrap();
+        assert_eq!(r.types.unwrap().len(), 1);
+        assert_eq!(r.ignored.len(), 3, "{:?}", r.ignored);
+    }
+
+    #[test]
+    fn post_parameters_bodies() {
+        let body = br#"{"resourceType": "Parameters", "parameter": [
+            {"name": "_type", "valueString": "Observation"},
+            {"name": "_since", "valueInstant": "2024-05-01T10:00:00Z"},
+            {"name": "patient", "valueReference": {"reference": "Patient/p-1"}},
+            {"name": "patient", "valueReference": {"reference": "Patient/p-2"}}]}"#;
+        let mut k = kick(Level::Group("g1".into()), &[]);
+        k.post = true;
+        k.body = Some(body);
+        let r = parse(k).unwrap();
+        assert_eq!(r.patients, ["Patient/p-1", "Patient/p-2"]);
+        assert!(r.since.is_some());
+        for (bad_body, why) in [
+            (&br#"{"resourceType": "Bundle"}"#[..], "Parameters"),
+            (&b"{"[..], "not a FHIR Parameters"),
+            (&br#"{"resourceType": "Parameters", "parameter": [{"name": "patient", "valueReference": {"reference": "Group/x"}}]}"#[..], "Patient reference"),
+            (&br#"{"resourceType": "Parameters", "parameter": [{"name": "_type", "valueBoolean": true}]}"#[..], "value[x]"),
+        ] {
+            let mut k = kick(Level::Patient, &[]);
+            k.post = true;
+            k.body = Some(bad_body);
+            refused(k, why);
+        }
+    }
+}

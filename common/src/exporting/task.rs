@@ -1,0 +1,485 @@
+//! Running one export task: rows of one type (or id range), in id order, out of
+//! `COPY ... TO STDOUT` into files in S3, checkpointed after every uploaded part.
+//!
+//! Exactly-once effect: the checkpoint (last id written, files finished, the open upload
+//! and its parts) is committed only after the part it describes is stored, and only by
+//! the lease holder; a worker that dies (or hands over before its deadline) is followed
+//! by one that reads the rows after the checkpoint again into the same part numbers. A
+//! task delivered twice finds the first worker's lease and backs off. Cancellation is
+//! seen at every checkpoint: the open upload is aborted and the task's files deleted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::spec::ExportSpec;
+use crate::error::{Error, Result};
+use crate::fhir;
+use crate::model::export::{
+    Export, ExportStatus, ExportTask, TaskCheckpoint, TaskKind, TaskStatus,
+};
+use crate::resource_type::ResourceType;
+use crate::sinks::writer::{FileWriter, WriteOptions};
+use crate::sinks::{ObjectMeta, ObjectSink};
+use crate::storage::exports::{TaskClaim, TaskCommit};
+use crate::storage::read::{self, Compartment, Patients, Projection, Slice};
+use crate::storage::Db;
+
+/// Tunables of a task run.
+#[derive(Clone, Debug)]
+pub struct TaskOptions {
+    /// How long a claim lasts unless renewed (default 30 s).
+    pub lease: Duration,
+    /// How often a live worker renews it (default 10 s).
+    pub heartbeat: Duration,
+    /// Bytes (as stored) per uploaded part (default 8 MiB; S3 needs 5 MiB or more).
+    pub part_bytes: usize,
+    /// A file is closed after this many resources (default 1,000,000)...
+    pub file_max_resources: u64,
+    /// ...or this many bytes, uncompressed (default 1 GiB).
+    pub file_max_bytes: u64,
+    /// Stop this long before the deadline at the latest (default 30 s).
+    pub deadline_margin: Duration,
+}
+
+impl TaskOptions {
+    /// `SIPHON_LEASE_SECONDS` (30), `SIPHON_HEARTBEAT_SECONDS` (10),
+    /// `SIPHON_EXPORT_PART_MB` (8, at least 5), `SIPHON_EXPORT_FILE_MAX_RESOURCES`
+    /// (1,000,000), `SIPHON_EXPORT_FILE_MAX_MB` (1024).
+    pub fn from_env(
+        env: &crate::config::Env,
+    ) -> std::result::Result<Self, crate::config::ConfigError> {
+        Ok(TaskOptions {
+            lease: env.seconds("SIPHON_LEASE_SECONDS", 30.0)?,
+            heartbeat: env.seconds("SIPHON_HEARTBEAT_SECONDS", 10.0)?,
+            part_bytes: (env.number("SIPHON_EXPORT_PART_MB", 8, 5, 512)? << 20) as usize,
+            file_max_resources: env.number(
+                "SIPHON_EXPORT_FILE_MAX_RESOURCES",
+                1_000_000,
+                1,
+                u64::MAX,
+            )?,
+            file_max_bytes: env.number("SIPHON_EXPORT_FILE_MAX_MB", 1024, 1, 1 << 20)? << 20,
+            deadline_margin: Duration::from_secs(30),
+        })
+    }
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        TaskOptions {
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            part_bytes: 8 << 20,
+            file_max_resources: 1_000_000,
+            file_max_bytes: 1 << 30,
+            deadline_margin: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskOutcome {
+    /// The task's files are written (`count` rows).
+    Done { count: i64 },
+    /// The deadline came first: the work is committed; run it again (a new invocation).
+    Continue,
+    /// Another worker holds the task.
+    Busy,
+    /// Nothing to do: the task had ended already.
+    Ended(TaskStatus),
+    /// The export was cancelled: the task's files are removed.
+    Cancelled,
+}
+
+/// Renews a task's lease while alive; dropping it stops the renewals.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(db: Db, task: String, owner: String, options: &TaskOptions) -> Self {
+        let (every, lease) = (options.heartbeat, options.lease.as_secs_f64());
+        Heartbeat(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = db.renew_export_task_lease(&task, &owner, lease).await {
+                    tracing::warn!(task, error = %e, "cannot renew the lease");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs export tasks into one sink.
+pub struct TaskRunner {
+    pub db: Db,
+    pub sink: Arc<dyn ObjectSink>,
+    pub options: TaskOptions,
+}
+
+/// Where a run stands.
+struct Run<'a> {
+    task: &'a ExportTask,
+    spec: &'a ExportSpec,
+    owner: String,
+    checkpoint: TaskCheckpoint,
+    count: i64,
+}
+
+impl TaskRunner {
+    /// Runs task `task_id` until it ends or `deadline` nears. `receipt` is the SQS receipt
+    /// handle of the message being served (kept with the lease, for the sweep).
+    pub async fn run(
+        &self,
+        task_id: &str,
+        receipt: Option<&str>,
+        deadline: Option<Instant>,
+    ) -> Result<TaskOutcome> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let (task, export) = match self
+            .db
+            .claim_export_task(task_id, &owner, self.options.lease.as_secs_f64(), receipt)
+            .await?
+        {
+            TaskClaim::Claimed(t, e) => (*t, *e),
+            TaskClaim::Busy => return Ok(TaskOutcome::Busy),
+            TaskClaim::Ended(s) => return Ok(TaskOutcome::Ended(s)),
+            TaskClaim::Missing => return Ok(TaskOutcome::Ended(TaskStatus::Cancelled)),
+        };
+        let _heartbeat = Heartbeat::start(
+            self.db.clone(),
+            task.id.clone(),
+            owner.clone(),
+            &self.options,
+        );
+        let spec: ExportSpec = serde_json::from_value(export.request.clone())
+            .map_err(|e| Error::Internal(format!("unreadable export {}: {e}", export.id)))?;
+        let mut run = Run {
+            task: &task,
+            spec: &spec,
+            owner,
+            checkpoint: task.checkpoint.clone(),
+            count: task.count,
+        };
+        if export.status != ExportStatus::Active {
+            self.clean_up(&mut run).await?;
+            return Ok(TaskOutcome::Cancelled);
+        }
+        tracing::info!(
+            task = task.id,
+            after = run.checkpoint.after.as_deref(),
+            "export task running"
+        );
+        match self.write(&export, &mut run, deadline).await {
+            Ok(outcome) => {
+                if matches!(outcome, TaskOutcome::Done { .. }) {
+                    self.db.settle_export(&export.id).await?;
+                }
+                Ok(outcome)
+            }
+            Err(e) if e.is_transient() => Err(e),
+            Err(Error::Internal(m)) if m.starts_with("store unavailable") => {
+                Err(Error::Internal(m))
+            }
+            Err(e) => {
+                // Permanent: the task fails and with it the export, saying why.
+                let why = e.to_string();
+                tracing::error!(task = task.id, error = why, "export task failed");
+                self.db
+                    .end_export_task(
+                        &task.id,
+                        &run.owner,
+                        TaskStatus::Error,
+                        &run.checkpoint,
+                        run.count,
+                        Some(&why),
+                    )
+                    .await?;
+                self.db.settle_export(&export.id).await?;
+                Ok(TaskOutcome::Done { count: run.count })
+            }
+        }
+    }
+
+    /// The SELECT of the task's rows after the checkpoint.
+    fn select(&self, export: &Export, run: &Run<'_>) -> Result<String> {
+        let since = run
+            .spec
+            .since
+            .as_deref()
+            .map(|s| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|e| Error::Internal(format!("bad since in export {}: {e}", export.id)))
+            })
+            .transpose()?;
+        let compartment = |ty: &ResourceType| -> Option<Compartment> {
+            run.spec.compartment_level().then(|| Compartment {
+                paths: fhir::patient_compartment(ty.as_str())
+                    .map(|p| p.to_vec())
+                    .unwrap_or_default(),
+                patients: if run.spec.patients {
+                    Patients::Listed {
+                        export_id: export.id.clone(),
+                    }
+                } else {
+                    Patients::Any
+                },
+            })
+        };
+        match run.task.kind {
+            TaskKind::Resources => {
+                let ty = ResourceType::parse(&run.task.resource_type)?;
+                let projection = projection(&ty, &run.spec.elements);
+                read::slice_sql(&Slice {
+                    after: run
+                        .checkpoint
+                        .after
+                        .clone()
+                        .or_else(|| run.task.range_from.clone()),
+                    upto: run.task.range_to.clone(),
+                    since,
+                    compartment: compartment(&ty),
+                    projection,
+                    resource_type: ty,
+                })
+            }
+            TaskKind::Deleted => {
+                let types = run
+                    .spec
+                    .types
+                    .iter()
+                    .map(|t| {
+                        ResourceType::parse(t).map(|ty| {
+                            let c = compartment(&ty);
+                            (ty, c)
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let since =
+                    since.ok_or_else(|| Error::Internal("deleted[] without _since".into()))?;
+                read::deleted_sql(&types, since, run.checkpoint.after.as_deref())
+            }
+        }
+    }
+
+    fn key(&self, run: &Run<'_>, n: u32) -> String {
+        match run.task.kind {
+            TaskKind::Resources => run.spec.file_key(&run.task.resource_type, run.task.part, n),
+            TaskKind::Deleted => run.spec.deleted_key(n),
+        }
+    }
+
+    fn write_options(&self, spec: &ExportSpec) -> WriteOptions {
+        WriteOptions {
+            meta: ObjectMeta {
+                content_type: "application/fhir+ndjson".into(),
+                content_encoding: spec.gzip.then(|| "gzip".to_string()),
+            },
+            gzip: spec.gzip,
+            part_bytes: self.options.part_bytes,
+        }
+    }
+
+    /// Commits the checkpoint; `Err(outcome)` when the run must stop.
+    async fn commit(
+        &self,
+        export: &Export,
+        run: &mut Run<'_>,
+    ) -> Result<std::result::Result<(), TaskOutcome>> {
+        match self
+            .db
+            .commit_export_task(
+                &run.task.id,
+                &export.id,
+                &run.owner,
+                &run.checkpoint,
+                run.count,
+                self.options.lease.as_secs_f64(),
+            )
+            .await?
+        {
+            TaskCommit::Committed => Ok(Ok(())),
+            TaskCommit::LeaseLost => {
+                tracing::warn!(task = run.task.id, "lease lost to another worker; stopping");
+                Ok(Err(TaskOutcome::Busy))
+            }
+            TaskCommit::Cancelled => {
+                self.clean_up(run).await?;
+                Ok(Err(TaskOutcome::Cancelled))
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        export: &Export,
+        run: &mut Run<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<TaskOutcome> {
+        let options = self.write_options(run.spec);
+        let mut rows = self.db.copy_keyed_rows(&self.select(export, run)?).await?;
+        let mut writer = run
+            .checkpoint
+            .file
+            .clone()
+            .map(|state| FileWriter::resume(self.sink.clone(), state, options.clone()));
+        if run.checkpoint.next == 0 {
+            run.checkpoint.next = 1;
+        }
+        let mut last: Option<Bytes> = None;
+        let mut slowest = Duration::ZERO;
+        while let Some(batch) = rows.next_rows().await? {
+            for (key, line) in batch {
+                let w = writer.get_or_insert_with(|| {
+                    let key = self.key(run, run.checkpoint.next);
+                    FileWriter::new(self.sink.clone(), &key, options.clone())
+                });
+                w.push(&line);
+                last = Some(key);
+                let file_full = w.count() >= self.options.file_max_resources
+                    || w.bytes() >= self.options.file_max_bytes;
+                if !w.part_full() && !file_full {
+                    continue;
+                }
+                let started = Instant::now();
+                if file_full {
+                    let file = writer.take().expect("a writer").finish().await?;
+                    run.checkpoint.files.push(file);
+                    run.checkpoint.file = None;
+                    run.checkpoint.next += 1;
+                } else {
+                    w.flush_part().await?;
+                    run.checkpoint.file = Some(w.state().clone());
+                }
+                run.count = committed(&run.checkpoint);
+                run.checkpoint.after = last
+                    .as_ref()
+                    .map(|k| String::from_utf8_lossy(k).into_owned());
+                if let Err(stop) = self.commit(export, run).await? {
+                    if let Some(w) = writer.take() {
+                        if stop == TaskOutcome::Cancelled {
+                            let _ = w.abort().await;
+                        }
+                    }
+                    return Ok(stop);
+                }
+                slowest = slowest.max(started.elapsed());
+                if let Some(deadline) = deadline {
+                    let margin = self.options.deadline_margin.max(slowest * 3);
+                    if Instant::now() + margin >= deadline {
+                        drop(rows);
+                        self.db
+                            .release_export_task(&run.task.id, &run.owner)
+                            .await?;
+                        tracing::info!(
+                            task = run.task.id,
+                            after = run.checkpoint.after.as_deref(),
+                            "deadline near: handing over at the checkpoint"
+                        );
+                        return Ok(TaskOutcome::Continue);
+                    }
+                }
+            }
+        }
+        if let Some(w) = writer.take() {
+            if w.count() > 0 {
+                run.checkpoint.files.push(w.finish().await?);
+            } else {
+                w.abort().await?;
+            }
+            run.checkpoint.file = None;
+            run.checkpoint.after = last.map(|k| String::from_utf8_lossy(&k).into_owned());
+            run.count = committed(&run.checkpoint);
+        }
+        if !self
+            .db
+            .end_export_task(
+                &run.task.id,
+                &run.owner,
+                TaskStatus::Done,
+                &run.checkpoint,
+                run.count,
+                None,
+            )
+            .await?
+        {
+            return Ok(TaskOutcome::Busy);
+        }
+        tracing::info!(
+            task = run.task.id,
+            count = run.count,
+            files = run.checkpoint.files.len(),
+            "export task done"
+        );
+        Ok(TaskOutcome::Done { count: run.count })
+    }
+
+    /// The export was cancelled: abort the open upload, delete the finished files.
+    async fn clean_up(&self, run: &mut Run<'_>) -> Result<()> {
+        if let Some(file) = run.checkpoint.file.take() {
+            if let Some(id) = &file.upload_id {
+                self.sink.abort_upload(&file.key, id).await?;
+            }
+        }
+        for file in std::mem::take(&mut run.checkpoint.files) {
+            self.sink.delete(&file.key).await?;
+        }
+        self.db
+            .end_export_task(
+                &run.task.id,
+                &run.owner,
+                TaskStatus::Cancelled,
+                &run.checkpoint,
+                0,
+                None,
+            )
+            .await?;
+        tracing::info!(
+            task = run.task.id,
+            "export cancelled: the task's files are removed"
+        );
+        Ok(())
+    }
+}
+
+/// Rows in the finished files and the uploaded parts of the open one.
+fn committed(c: &TaskCheckpoint) -> i64 {
+    (c.files.iter().map(|f| f.count).sum::<u64>() + c.file.as_ref().map_or(0, |f| f.count)) as i64
+}
+
+/// `_elements` for `ty`: the elements asked for it (or for every type), plus the
+/// elements FHIR requires of it; `None` without `_elements`.
+fn projection(ty: &ResourceType, elements: &[(Option<String>, String)]) -> Option<Projection> {
+    if elements.is_empty() {
+        return None;
+    }
+    let mut names: Vec<String> = elements
+        .iter()
+        .filter(|(t, _)| t.as_deref().is_none_or(|t| t == ty.as_str()))
+        .map(|(_, n)| n.clone())
+        .collect();
+    let mut choices = Vec::new();
+    for required in fhir::required_elements(ty.as_str()) {
+        match required.strip_suffix("[x]") {
+            Some(prefix) => choices.push(prefix.to_string()),
+            None => names.push(required),
+        }
+    }
+    // A choice asked for by its base name keeps every variant (`value` -> `valueQuantity`).
+    for (_, n) in elements {
+        if fhir::is_choice(ty.as_str(), n) {
+            choices.push(n.clone());
+        }
+    }
+    names.sort();
+    names.dedup();
+    Some(Projection { names, choices })
+}

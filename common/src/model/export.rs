@@ -1,0 +1,171 @@
+//! Exports: a job (`$export` or dump-to-bucket) and its tasks, each writing files of
+//! one resource type (or one id range of it), and the checkpoint a task resumes from.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One uploaded part of a multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub number: i32,
+    pub etag: String,
+}
+
+/// Where a file being written stands, as committed after its last uploaded part.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    pub key: String,
+    #[serde(rename = "uploadId", default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
+    /// Lines in the uploaded parts.
+    pub count: u64,
+    /// Bytes of those lines, uncompressed.
+    pub bytes: u64,
+}
+
+/// A finished object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenFile {
+    pub key: String,
+    /// Lines in it.
+    pub count: u64,
+    /// Its bytes, uncompressed.
+    pub bytes: u64,
+}
+
+/// A task's checkpoint: everything before `after` (in the task's order) is in `files`
+/// or in the uploaded parts of `file`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCheckpoint {
+    /// The key of the last row written (an id, or `Type/id` for deletions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<WrittenFile>,
+    /// The file being written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileState>,
+    /// The number of the next file (from 1).
+    #[serde(default)]
+    pub next: u32,
+}
+
+/// An export's life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportStatus {
+    Active,
+    Done,
+    Error,
+    Cancelled,
+}
+
+impl ExportStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportStatus::Active => "active",
+            ExportStatus::Done => "done",
+            ExportStatus::Error => "error",
+            ExportStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => ExportStatus::Active,
+            "done" => ExportStatus::Done,
+            "error" => ExportStatus::Error,
+            "cancelled" => ExportStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// A task's life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Pending,
+    Running,
+    Done,
+    Error,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Done => "done",
+            TaskStatus::Error => "error",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => TaskStatus::Pending,
+            "running" => TaskStatus::Running,
+            "done" => TaskStatus::Done,
+            "error" => TaskStatus::Error,
+            "cancelled" => TaskStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// An export job as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Export {
+    pub id: String,
+    /// `fhir` or `bucket`.
+    pub kind: String,
+    pub owner: String,
+    pub status: ExportStatus,
+    /// What to export and where (the domain's request, as JSON; never credentials).
+    pub request: Value,
+    /// RFC 3339.
+    pub transaction_time: String,
+    pub error: Option<String>,
+    pub created: String,
+}
+
+/// What a task exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// Rows of a resource type.
+    Resources,
+    /// Tombstones of deleted resources (`deleted[]`).
+    Deleted,
+}
+
+impl TaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Resources => "resources",
+            TaskKind::Deleted => "deleted",
+        }
+    }
+}
+
+/// One task of an export.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportTask {
+    pub id: String,
+    pub export_id: String,
+    pub kind: TaskKind,
+    pub resource_type: String,
+    pub part: i32,
+    pub range_from: Option<String>,
+    pub range_to: Option<String>,
+    pub status: TaskStatus,
+    pub checkpoint: TaskCheckpoint,
+    pub count: i64,
+    pub error: Option<String>,
+    pub lease_until: Option<String>,
+    pub receipt: Option<String>,
+}

@@ -1,0 +1,544 @@
+//! Exports in Postgres: the job (`siphon_export`), its tasks (`siphon_export_task`) with
+//! their leases and checkpoints, the Patients a Patient- or Group-level export covers
+//! (`siphon_export_patient`), and the questions an export asks of the resource tables
+//! (which exist, how many rows, where to cut id ranges).
+
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+
+use super::{is_undefined_table, Db};
+use crate::error::{Error, Result};
+use crate::model::export::{
+    Export, ExportStatus, ExportTask, TaskCheckpoint, TaskKind, TaskStatus,
+};
+use crate::resource_type::ResourceType;
+
+/// A task to create with its export.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub kind: TaskKind,
+    pub resource_type: String,
+    pub part: i32,
+    pub range_from: Option<String>,
+    pub range_to: Option<String>,
+}
+
+/// What claiming a task found.
+#[derive(Debug)]
+pub enum TaskClaim {
+    /// This worker holds the task until its lease runs out; the export as it is now.
+    Claimed(Box<ExportTask>, Box<Export>),
+    /// Another worker holds a live lease.
+    Busy,
+    /// Nothing to do: the task ended already.
+    Ended(TaskStatus),
+    /// No such task (its export was deleted).
+    Missing,
+}
+
+/// What committing a checkpoint found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskCommit {
+    Committed,
+    /// Another worker took the task over: nothing was written.
+    LeaseLost,
+    /// The export was cancelled: nothing was written; clean up.
+    Cancelled,
+}
+
+const EXPORT_COLUMNS: &str = "id, kind, owner, status, request, to_json(transaction_time)#>>'{}', error, to_json(created_at)#>>'{}'";
+const TASK_COLUMNS: &str = "id, export_id, kind, resource_type, part, range_from, range_to, status, checkpoint, count, error, to_json(lease_until)#>>'{}', receipt";
+
+fn export_row(r: &tokio_postgres::Row) -> Result<Export> {
+    let status: String = r.get(3);
+    Ok(Export {
+        id: r.get(0),
+        kind: r.get(1),
+        owner: r.get(2),
+        status: ExportStatus::parse(&status)
+            .ok_or_else(|| Error::Internal(format!("unknown export status {status:?}")))?,
+        request: r.get(4),
+        transaction_time: r.get(5),
+        error: r.get(6),
+        created: r.get(7),
+    })
+}
+
+fn task_row(r: &tokio_postgres::Row) -> Result<ExportTask> {
+    let kind: String = r.get(2);
+    let status: String = r.get(7);
+    let checkpoint: Value = r.get(8);
+    Ok(ExportTask {
+        id: r.get(0),
+        export_id: r.get(1),
+        kind: match kind.as_str() {
+            "deleted" => TaskKind::Deleted,
+            _ => TaskKind::Resources,
+        },
+        resource_type: r.get(3),
+        part: r.get(4),
+        range_from: r.get(5),
+        range_to: r.get(6),
+        status: TaskStatus::parse(&status)
+            .ok_or_else(|| Error::Internal(format!("unknown task status {status:?}")))?,
+        checkpoint: serde_json::from_value(checkpoint)
+            .map_err(|e| Error::Internal(format!("unreadable task checkpoint: {e}")))?,
+        count: r.get(9),
+        error: r.get(10),
+        lease_until: r.get(11),
+        receipt: r.get(12),
+    })
+}
+
+fn checkpoint_value(c: &TaskCheckpoint) -> Value {
+    serde_json::to_value(c).unwrap_or_default()
+}
+
+async fn read_export<C: GenericClient + Sync>(
+    c: &C,
+    id: &str,
+    lock: &str,
+) -> Result<Option<Export>> {
+    c.query_opt(
+        &format!("SELECT {EXPORT_COLUMNS} FROM siphon_export WHERE id = $1 {lock}"),
+        &[&id],
+    )
+    .await?
+    .as_ref()
+    .map(export_row)
+    .transpose()
+}
+
+impl Db {
+    /// Creates an export with its tasks and Patient list, in one transaction.
+    pub async fn create_export(
+        &self,
+        id: &str,
+        kind: &str,
+        owner: &str,
+        request: &Value,
+        tasks: &[NewTask],
+        patients: &[String],
+    ) -> Result<Export> {
+        let mut client = self.client().await?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO siphon_export (id, kind, owner, status, request)
+                     VALUES ($1, $2, $3, 'active', $4) RETURNING {EXPORT_COLUMNS}"
+                ),
+                &[&id, &kind, &owner, request],
+            )
+            .await?;
+        for (n, t) in tasks.iter().enumerate() {
+            let task_id = format!("{id}/{n}");
+            tx.execute(
+                "INSERT INTO siphon_export_task (id, export_id, kind, resource_type, part, range_from, range_to, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')",
+                &[&task_id, &id, &t.kind.as_str(), &t.resource_type, &t.part, &t.range_from, &t.range_to],
+            )
+            .await?;
+        }
+        if !patients.is_empty() {
+            tx.execute(
+                "INSERT INTO siphon_export_patient (export_id, ref)
+                 SELECT $1, r FROM unnest($2::text[]) r ON CONFLICT DO NOTHING",
+                &[&id, &patients],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        export_row(&row)
+    }
+
+    /// One export.
+    pub async fn export(&self, id: &str) -> Result<Option<Export>> {
+        let client = self.client().await?;
+        read_export(&**client, id, "").await
+    }
+
+    /// Exports, newest first (only `owner`'s unless `None`).
+    pub async fn exports(
+        &self,
+        owner: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Export>> {
+        let client = self.client().await?;
+        client
+            .query(
+                &format!(
+                    "SELECT {EXPORT_COLUMNS} FROM siphon_export WHERE $1::text IS NULL OR owner = $1
+                     ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
+                ),
+                &[&owner, &limit, &offset],
+            )
+            .await?
+            .iter()
+            .map(export_row)
+            .collect()
+    }
+
+    /// An export's tasks, in order.
+    pub async fn export_tasks(&self, export_id: &str) -> Result<Vec<ExportTask>> {
+        let client = self.client().await?;
+        client
+            .query(
+                &format!(
+                    "SELECT {TASK_COLUMNS} FROM siphon_export_task WHERE export_id = $1
+                     ORDER BY resource_type, part, id"
+                ),
+                &[&export_id],
+            )
+            .await?
+            .iter()
+            .map(task_row)
+            .collect()
+    }
+
+    /// Records a status poll; `false` when the previous one was less than
+    /// `min_interval_ms` ago (the caller answers 429).
+    pub async fn poll_export(&self, id: &str, min_interval_ms: i64) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE siphon_export SET polled_at = now()
+                 WHERE id = $1 AND (polled_at IS NULL
+                    OR polled_at < now() - make_interval(secs => $2::bigint / 1000.0))",
+                &[&id, &min_interval_ms],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Cancels an export (active or done): it becomes `cancelled`, its pending tasks too.
+    /// Returns the status it had, or `None` when it was cancelled already.
+    pub async fn cancel_export(&self, id: &str) -> Result<Option<ExportStatus>> {
+        let mut client = self.client().await?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        let tx = client.transaction().await?;
+        let Some(export) = read_export(&tx, id, "FOR UPDATE").await? else {
+            return Ok(None);
+        };
+        if export.status == ExportStatus::Cancelled {
+            return Ok(None);
+        }
+        tx.execute(
+            "UPDATE siphon_export SET status = 'cancelled', updated_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE siphon_export_task SET status = 'cancelled', updated_at = now()
+             WHERE export_id = $1 AND status = 'pending'",
+            &[&id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(export.status))
+    }
+
+    /// Claims a task for `owner` (pending, or running with a lease that ran out or is
+    /// `owner`'s), with the export as it is now. Cancelled exports' running tasks can be
+    /// claimed too, to clean up.
+    pub async fn claim_export_task(
+        &self,
+        task_id: &str,
+        owner: &str,
+        lease_secs: f64,
+        receipt: Option<&str>,
+    ) -> Result<TaskClaim> {
+        let mut client = self.client().await?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE siphon_export_task SET status = 'running', lease_owner = $2,
+                        lease_until = now() + make_interval(secs => $3::float8), receipt = $4,
+                        updated_at = now()
+                     WHERE id = $1 AND (status = 'pending' OR (status = 'running'
+                        AND (lease_until IS NULL OR lease_until < now() OR lease_owner = $2)))
+                     RETURNING {TASK_COLUMNS}"
+                ),
+                &[&task_id, &owner, &lease_secs, &receipt],
+            )
+            .await?;
+        let claim = match row {
+            Some(row) => {
+                let task = task_row(&row)?;
+                let export = read_export(&tx, &task.export_id, "")
+                    .await?
+                    .ok_or_else(|| Error::Internal(format!("task {task_id} has no export")))?;
+                TaskClaim::Claimed(Box::new(task), Box::new(export))
+            }
+            None => {
+                match tx
+                    .query_opt(
+                        "SELECT status FROM siphon_export_task WHERE id = $1",
+                        &[&task_id],
+                    )
+                    .await?
+                {
+                    None => TaskClaim::Missing,
+                    Some(r) => {
+                        let status: String = r.get(0);
+                        match TaskStatus::parse(&status) {
+                            Some(TaskStatus::Running) => TaskClaim::Busy,
+                            Some(s) => TaskClaim::Ended(s),
+                            None => TaskClaim::Missing,
+                        }
+                    }
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(claim)
+    }
+
+    /// The heartbeat: extends `owner`'s live lease on a running task.
+    pub async fn renew_export_task_lease(
+        &self,
+        task_id: &str,
+        owner: &str,
+        lease_secs: f64,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE siphon_export_task SET lease_until = now() + make_interval(secs => $3::float8)
+                 WHERE id = $1 AND status = 'running' AND lease_owner = $2 AND lease_until > now()",
+                &[&task_id, &owner, &lease_secs],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Commits a checkpoint as the task's owner, renewing the lease; the export row is
+    /// held `FOR SHARE`, so a cancel lands before (this commit then writes nothing) or
+    /// after (the next one sees it).
+    pub async fn commit_export_task(
+        &self,
+        task_id: &str,
+        export_id: &str,
+        owner: &str,
+        checkpoint: &TaskCheckpoint,
+        count: i64,
+        lease_secs: f64,
+    ) -> Result<TaskCommit> {
+        let mut client = self.client().await?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        let tx = client.transaction().await?;
+        let status: Option<String> = tx
+            .query_opt(
+                "SELECT status FROM siphon_export WHERE id = $1 FOR SHARE",
+                &[&export_id],
+            )
+            .await?
+            .map(|r| r.get(0));
+        if status.as_deref() != Some("active") {
+            return Ok(TaskCommit::Cancelled);
+        }
+        let n = tx
+            .execute(
+                "UPDATE siphon_export_task SET checkpoint = $3, count = $4,
+                    lease_until = now() + make_interval(secs => $5::float8), updated_at = now()
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                &[
+                    &task_id,
+                    &owner,
+                    &checkpoint_value(checkpoint),
+                    &count,
+                    &lease_secs,
+                ],
+            )
+            .await?;
+        if n != 1 {
+            return Ok(TaskCommit::LeaseLost);
+        }
+        tx.commit().await?;
+        Ok(TaskCommit::Committed)
+    }
+
+    /// Ends a task as its owner (`done`, `cancelled` or `error`), its lease given back.
+    /// `false` when the lease was lost.
+    pub async fn end_export_task(
+        &self,
+        task_id: &str,
+        owner: &str,
+        status: TaskStatus,
+        checkpoint: &TaskCheckpoint,
+        count: i64,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE siphon_export_task SET status = $3, checkpoint = $4, count = $5, error = $6,
+                    lease_owner = NULL, lease_until = NULL, receipt = NULL, updated_at = now()
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                &[&task_id, &owner, &status.as_str(), &checkpoint_value(checkpoint), &count, &error],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Gives a task's lease back without ending it (hand-over before a deadline).
+    pub async fn release_export_task(&self, task_id: &str, owner: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE siphon_export_task SET lease_until = now() - interval '1 second'
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                &[&task_id, &owner],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Ends the export once every task has ended: `done`, or `error` naming the first
+    /// failed task. Returns the export's status afterwards.
+    pub async fn settle_export(&self, export_id: &str) -> Result<Option<ExportStatus>> {
+        let mut client = self.client().await?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        let tx = client.transaction().await?;
+        let Some(export) = read_export(&tx, export_id, "FOR UPDATE").await? else {
+            return Ok(None);
+        };
+        if export.status != ExportStatus::Active {
+            return Ok(Some(export.status));
+        }
+        let row = tx
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status IN ('pending', 'running')),
+                        min(resource_type || ': ' || error) FILTER (WHERE status = 'error')
+                 FROM siphon_export_task WHERE export_id = $1",
+                &[&export_id],
+            )
+            .await?;
+        let (open, failed): (i64, Option<String>) = (row.get(0), row.get(1));
+        let status = match (open, failed) {
+            (_, Some(why)) => {
+                tx.execute(
+                    "UPDATE siphon_export SET status = 'error', error = $2, updated_at = now() WHERE id = $1",
+                    &[&export_id, &why],
+                )
+                .await?;
+                ExportStatus::Error
+            }
+            (0, None) => {
+                tx.execute(
+                    "UPDATE siphon_export SET status = 'done', updated_at = now() WHERE id = $1",
+                    &[&export_id],
+                )
+                .await?;
+                ExportStatus::Done
+            }
+            _ => ExportStatus::Active,
+        };
+        tx.commit().await?;
+        Ok(Some(status))
+    }
+
+    /// Running tasks whose lease ran out more than `grace_secs` ago and that the sweep has
+    /// not acted on in the last `again_secs`.
+    pub async fn stalled_export_tasks(
+        &self,
+        grace_secs: f64,
+        again_secs: f64,
+        limit: i64,
+    ) -> Result<Vec<ExportTask>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {TASK_COLUMNS} FROM siphon_export_task
+                     WHERE status = 'running' AND lease_until < now() - make_interval(secs => $1::float8)
+                       AND (recovery->>'at' IS NULL
+                            OR (recovery->>'at')::timestamptz < now() - make_interval(secs => $2::float8))
+                     ORDER BY lease_until LIMIT $3"
+                ),
+                &[&grace_secs, &again_secs, &limit],
+            )
+            .await
+            .map_err(Error::from);
+        match rows {
+            Ok(rows) => rows.iter().map(task_row).collect(),
+            Err(e) if is_undefined_table(&e) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records what the sweep did for a stalled task.
+    pub async fn note_export_task_recovery(&self, task_id: &str, how: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE siphon_export_task SET recovery = jsonb_build_object('at', now(), 'how', $2::text,
+                    'count', coalesce((recovery->>'count')::int, 0) + 1)
+                 WHERE id = $1",
+                &[&task_id, &how],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The resource tables that exist (table names, lower case).
+    pub async fn resource_tables(&self) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+                   AND (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND NOT a.attisdropped
+                        AND a.attname IN ('id', 'txid', 'resource_type', 'status', 'resource')) = 5
+                 ORDER BY 1",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    /// Where to cut `ty`'s ids into `parts` ranges of about equal size: the ids that end
+    /// each range but the last (ascending). Empty when the table has fewer rows than
+    /// parts.
+    pub async fn id_cuts(&self, ty: &ResourceType, parts: i64) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let rows: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {}", ty.table_sql()), &[])
+            .await?
+            .get(0);
+        if parts < 2 || rows < parts {
+            return Ok(Vec::new());
+        }
+        let mut cuts = Vec::new();
+        for k in 1..parts {
+            let offset = rows * k / parts - 1;
+            let id: Option<String> = client
+                .query_opt(
+                    &format!(
+                        "SELECT id FROM {} ORDER BY id OFFSET $1 LIMIT 1",
+                        ty.table_sql()
+                    ),
+                    &[&offset],
+                )
+                .await?
+                .map(|r| r.get(0));
+            if let Some(id) = id {
+                if cuts.last() != Some(&id) {
+                    cuts.push(id);
+                }
+            }
+        }
+        Ok(cuts)
+    }
+
+    /// Rows of `ty` (0 when it has no table).
+    pub async fn row_count(&self, ty: &ResourceType) -> Result<i64> {
+        self.count(ty).await
+    }
+}

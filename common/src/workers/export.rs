@@ -1,0 +1,189 @@
+//! The export worker: what a consumer of the export queue does with each message (one
+//! message = one export task), with partial batch failures like the load worker.
+//!
+//! | task outcome | what happens to the message |
+//! |---|---|
+//! | done, cancelled, ended already | deleted |
+//! | deadline reached (`Continue`) | a new message for the rest; this one deleted |
+//! | busy (another worker holds it) | re-queued with a delay; this one deleted |
+//! | transient error (database, store) | batch item failure: redelivered; after the last receive the task fails and says why |
+//! | unreadable message | batch item failure (ends in the dead-letter queue) |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+use tokio::sync::Mutex;
+
+use crate::exporting::task::{TaskOptions, TaskOutcome, TaskRunner};
+use crate::exporting::ExportMessage;
+use crate::model::export::TaskStatus;
+use crate::queue::{self, MessageQueue};
+use crate::sinks::s3::S3Sink;
+use crate::sinks::ObjectSink;
+use crate::storage::Db;
+
+/// Shared across invocations of one sandbox.
+pub struct ExportWorker {
+    pub db: Db,
+    /// The export queue (the rest of a long task is queued here again).
+    pub queue: Arc<dyn MessageQueue>,
+    pub options: TaskOptions,
+    /// Receives after which a failing task is given up (the queue's maxReceiveCount).
+    pub max_receives: u32,
+    /// The export bucket, written with the function's own credentials.
+    pub sink: Arc<dyn ObjectSink>,
+    /// Sinks of other stores (dump-to-bucket with `endpoint-url`/`account`), by store.
+    others: Mutex<HashMap<String, Arc<dyn ObjectSink>>>,
+}
+
+impl ExportWorker {
+    pub fn new(
+        db: Db,
+        queue: Arc<dyn MessageQueue>,
+        sink: Arc<dyn ObjectSink>,
+        options: TaskOptions,
+        max_receives: u32,
+    ) -> Self {
+        ExportWorker {
+            db,
+            queue,
+            options,
+            max_receives,
+            sink,
+            others: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn sink_for(&self, message: &ExportMessage, bucket: Option<&str>) -> Arc<dyn ObjectSink> {
+        let (false, Some(bucket)) = (message.store.is_default(), bucket) else {
+            return self.sink.clone();
+        };
+        let key = format!(
+            "{bucket}|{:?}|{:?}|{:?}",
+            message.store.endpoint_url, message.store.region, message.store.access_key_id
+        );
+        let mut cache = self.others.lock().await;
+        if let Some(s) = cache.get(&key) {
+            return s.clone();
+        }
+        let client = crate::sources::s3::client(&message.store.s3_options()).await;
+        let sink: Arc<dyn ObjectSink> = Arc::new(S3Sink::new(client, bucket));
+        cache.insert(key, sink.clone());
+        sink
+    }
+
+    /// Handles a batch; `deadline_ms` is the invocation deadline (ms since the epoch).
+    pub async fn handle(&self, records: Vec<SqsMessage>, deadline_ms: u64) -> SqsBatchResponse {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+        let mut response = SqsBatchResponse::default();
+        for record in records {
+            if !self.handle_one(&record, deadline).await {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = record.message_id.clone().unwrap_or_default();
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    /// Returns false when the message must be redelivered.
+    async fn handle_one(&self, record: &SqsMessage, deadline: Instant) -> bool {
+        let receives: u32 = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let Some(message) = record
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_str::<ExportMessage>(b).ok())
+        else {
+            tracing::error!(
+                message_id = record.message_id.as_deref(),
+                "unreadable export message; it will end in the dead-letter queue"
+            );
+            return false;
+        };
+        let task = message.task.clone();
+        let bucket = match self.db.export(task.split('/').next().unwrap_or("")).await {
+            Ok(e) => e.and_then(|e| e.request["bucket"].as_str().map(str::to_string)),
+            Err(e) => {
+                tracing::error!(task, error = %e, "cannot read the export; the message will be redelivered");
+                return false;
+            }
+        };
+        let runner = TaskRunner {
+            db: self.db.clone(),
+            sink: self.sink_for(&message, bucket.as_deref()).await,
+            options: self.options.clone(),
+        };
+        match runner
+            .run(&task, record.receipt_handle.as_deref(), Some(deadline))
+            .await
+        {
+            Ok(TaskOutcome::Done { count }) => {
+                tracing::info!(task, count, "export task done");
+                true
+            }
+            Ok(TaskOutcome::Cancelled) | Ok(TaskOutcome::Ended(_)) => true,
+            Ok(TaskOutcome::Continue) => {
+                self.requeue(&message, None, "continue after the checkpoint")
+                    .await
+            }
+            Ok(TaskOutcome::Busy) => {
+                self.requeue(&message, Some(60), "busy: another worker holds the task")
+                    .await
+            }
+            Err(e) => {
+                tracing::error!(task, receives, error = %e, "export task failed; the message will be redelivered");
+                if receives >= self.max_receives {
+                    let why = format!("gave up after {receives} attempts: {e}");
+                    if let Err(e) = self.give_up(&task, &why).await {
+                        tracing::error!(task, error = %e, "cannot mark the task failed");
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Fails a task from outside a run (the queue gives up on it) and settles its export.
+    pub async fn give_up(&self, task: &str, why: &str) -> crate::error::Result<()> {
+        let owner = format!("give-up-{}", uuid::Uuid::new_v4());
+        if let crate::storage::exports::TaskClaim::Claimed(t, e) =
+            self.db.claim_export_task(task, &owner, 60.0, None).await?
+        {
+            self.db
+                .end_export_task(
+                    &t.id,
+                    &owner,
+                    TaskStatus::Error,
+                    &t.checkpoint,
+                    t.count,
+                    Some(why),
+                )
+                .await?;
+            self.db.settle_export(&e.id).await?;
+        }
+        Ok(())
+    }
+
+    async fn requeue(&self, message: &ExportMessage, delay: Option<i32>, why: &str) -> bool {
+        match queue::send(&*self.queue, std::slice::from_ref(message), delay).await {
+            Ok(()) => {
+                tracing::info!(task = message.task, reason = why, "re-queued");
+                true
+            }
+            Err(e) => {
+                tracing::error!(task = message.task, error = %e, "cannot re-queue; leaving the message for redelivery");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! FHIR Bulk Data `$export`: kick-off (`/$export`, `/Patient/$export`,
+//! `/Group/{id}/$export`), status and cancel (`/$export-status/{id}`), and the
+//! CapabilityStatement (`/metadata`).
+
+use lambda_http::http::header::{HeaderName, CONTENT_LOCATION, EXPIRES, RETRY_AFTER};
+use lambda_http::Request;
+use serde_json::json;
+use siphon::auth::Principal;
+use siphon::exporting::request::{self, KickOff, Level};
+use siphon::exporting::{Exports, Status};
+use siphon::web::{self, Reply, StatusCode};
+use siphon::{Error, Result};
+
+use crate::App;
+
+const X_PROGRESS: HeaderName = HeaderName::from_static("x-progress");
+
+fn exports(app: &App) -> Result<&Exports> {
+    app.exports.as_ref().ok_or_else(|| {
+        Error::Internal(
+            "exports are not configured: set SIPHON_EXPORT_BUCKET and SIPHON_EXPORT_QUEUE_URL"
+                .into(),
+        )
+    })
+}
+
+fn fhir(status: StatusCode, body: serde_json::Value) -> Reply {
+    Reply::raw(status, "application/fhir+json", body.to_string())
+}
+
+/// `GET|POST [base]/$export`, `[base]/Patient/$export`, `[base]/Group/[id]/$export`:
+/// 202 with the absolute status URL in `Content-Location`.
+pub async fn kick_off(app: &App, req: &Request, who: &Principal, level: Level) -> Result<Reply> {
+    let exports = exports(app)?;
+    let headers = req.headers();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    let parsed = request::parse(KickOff {
+        post: req.method() == lambda_http::http::Method::POST,
+        level,
+        accept: headers.get("accept").and_then(|v| v.to_str().ok()),
+        prefer: web::header_values(headers, "prefer"),
+        query,
+        body: Some(req.body().as_ref()),
+        now: chrono::Utc::now(),
+    })?;
+    let base = web::base_url(headers, app.public_url.as_deref());
+    let url = format!(
+        "{base}{}",
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let export = exports.kick_off(parsed, &who.client_id, &url).await?;
+    let outcome = web::operation_outcome(
+        "information",
+        "informational",
+        &format!(
+            "export {} started; poll the Content-Location URL",
+            export.id
+        ),
+    );
+    Ok(fhir(StatusCode::ACCEPTED, outcome).header(
+        CONTENT_LOCATION,
+        format!("{base}/$export-status/{}", export.id),
+    ))
+}
+
+/// `GET [status URL]`: 202 + X-Progress while running, 200 + the manifest when complete.
+pub async fn status(app: &App, id: &str, who: &Principal) -> Result<Reply> {
+    match exports(app)?.status(id, who).await? {
+        Status::Running { progress } => Ok(Reply {
+            status: StatusCode::ACCEPTED,
+            headers: Vec::new(),
+            body: web::Body::Empty,
+        }
+        .header(X_PROGRESS, progress)
+        .header(RETRY_AFTER, "2")),
+        Status::Complete { manifest, expires } => {
+            Ok(
+                Reply::raw(StatusCode::OK, "application/json", manifest.to_string()).header(
+                    EXPIRES,
+                    expires.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+                ),
+            )
+        }
+        Status::Failed { message } => Err(Error::Internal(message)),
+    }
+}
+
+/// `DELETE [status URL]`: 202; the status then answers 404.
+pub async fn cancel(app: &App, id: &str, who: &Principal) -> Result<Reply> {
+    exports(app)?.cancel(id, who).await?;
+    Ok(fhir(
+        StatusCode::ACCEPTED,
+        web::operation_outcome(
+            "information",
+            "informational",
+            &format!("export {id} cancelled; its files are deleted"),
+        ),
+    ))
+}
+
+/// The CapabilityStatement of a Bulk Data server.
+pub fn capability_statement(req: &Request) -> Reply {
+    let base = web::base_url(req.headers(), None);
+    let statement = json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-23",
+        "kind": "instance",
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
+        "software": {"name": "siphon", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "siphon: bulk import and export of FHIR ndjson between S3 and PostgreSQL", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [{
+            "mode": "server",
+            "security": {"description": "HTTP Basic with a Client id and secret; export files are presigned S3 URLs (requiresAccessToken false)"},
+            "resource": [
+                {"type": "Patient", "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}]},
+                {"type": "Group", "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}]}
+            ],
+            "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}]
+        }]
+    });
+    Reply::raw(
+        StatusCode::OK,
+        "application/fhir+json",
+        statement.to_string(),
+    )
+}
