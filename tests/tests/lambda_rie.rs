@@ -40,6 +40,7 @@ fn bootstrap(binary: &str) -> std::path::PathBuf {
             "siphon-loader" => "LoaderFunction",
             "siphon-dump" => "DumpFunction",
             "siphon-sweep" => "SweepFunction",
+            "siphon-export" => "ExportFunction",
             other => panic!("{other} is not a function of template.yaml"),
         };
         repo_root()
@@ -635,4 +636,77 @@ async fn sweep_requeues_a_stalled_file_through_the_emulator() {
     assert!(body.contains(&file.id), "{body}");
     let f = db.loader_file(&file.id).await.unwrap().unwrap();
     assert_eq!(f.recovery.unwrap().how, "requeued");
+}
+
+#[tokio::test]
+async fn export_runs_a_task_through_the_emulator() {
+    let (db, mut env, _) = isolated().await;
+    let sqs = siphon_tests::sqs().await;
+    let export_queue = siphon_tests::fresh_queue(&sqs).await;
+    env.push(("SIPHON_EXPORT_QUEUE_URL", export_queue.clone()));
+    let patient = siphon::ResourceType::parse("Patient").unwrap();
+    for n in 0..25 {
+        db.upsert(
+            &patient,
+            &format!("p-{n}"),
+            &serde_json::json!({"gender": "other"}),
+        )
+        .await
+        .unwrap();
+    }
+    // Kick off as the API would, keeping the task message instead of sending it.
+    let bucket = siphon_tests::var("SIPHON_EXPORT_BUCKET");
+    let queue = std::sync::Arc::new(siphon::queue::MemoryQueue::default());
+    let exports = siphon::exporting::Exports {
+        db: db.clone(),
+        queue: queue.clone(),
+        sink: std::sync::Arc::new(siphon::sinks::s3::S3Sink::new(
+            siphon_tests::s3().await,
+            &bucket,
+        )),
+        config: siphon::exporting::ExportConfig {
+            bucket: bucket.clone(),
+            ..Default::default()
+        },
+    };
+    let request = siphon::exporting::request::parse(siphon::exporting::request::KickOff {
+        post: false,
+        level: siphon::exporting::request::Level::System,
+        accept: None,
+        prefer: vec![],
+        query: vec![("_type".into(), "Patient".into())],
+        body: None,
+        now: chrono::Utc::now(),
+    })
+    .unwrap();
+    let export = exports
+        .kick_off(
+            request,
+            "admin",
+            "http://127.0.0.1:8080/$export?_type=Patient",
+        )
+        .await
+        .unwrap();
+    let (body, _) = queue.take().remove(0);
+    let event = json!({"Records": [{"messageId": "m-1", "receiptHandle": "r-1", "body": body,
+        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+        "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:siphon-export",
+        "awsRegion": "us-east-1", "md5OfBody": ""}]});
+    let worker = start_with("siphon-export", &env);
+    let out = invoke(&worker, &event).await;
+    assert_eq!(out["batchItemFailures"], json!([]), "{out}");
+    let stored = db.export(&export.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, siphon::model::export::ExportStatus::Done);
+    let tasks = db.export_tasks(&export.id).await.unwrap();
+    let file = &tasks[0].checkpoint.files[0];
+    assert_eq!(file.count, 25);
+    let head = siphon_tests::s3()
+        .await
+        .head_object()
+        .bucket(&bucket)
+        .key(&file.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("application/fhir+ndjson"));
 }

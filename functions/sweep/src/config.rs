@@ -12,6 +12,8 @@ pub struct Config {
     pub db: DbConfig,
     /// `SIPHON_LOAD_QUEUE_URL` (required): where stalled files are re-delivered.
     pub load_queue_url: String,
+    /// `SIPHON_EXPORT_QUEUE_URL` (optional): where stalled export tasks are re-delivered.
+    pub export_queue_url: Option<String>,
     /// `SIPHON_SWEEP_PASSES` (default 2) passes per invocation,
     pub passes: u32,
     /// `SIPHON_SWEEP_INTERVAL_SECONDS` (default 30) apart: with a one-minute schedule, a
@@ -27,6 +29,7 @@ impl Config {
         Ok(Config {
             db: DbConfig::from_env(env)?,
             load_queue_url: env.required("SIPHON_LOAD_QUEUE_URL")?.to_string(),
+            export_queue_url: env.get("SIPHON_EXPORT_QUEUE_URL").map(str::to_string),
             passes: env.number("SIPHON_SWEEP_PASSES", 2, 1, 10)? as u32,
             interval: env.seconds("SIPHON_SWEEP_INTERVAL_SECONDS", 30.0)?,
             options: SweepOptions {

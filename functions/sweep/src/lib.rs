@@ -14,8 +14,16 @@ use siphon::sweep::Sweeper;
 pub use config::Config;
 
 /// Runs the passes of one invocation; answers what each pass did.
-pub async fn run(config: &Config, db: Db, load_queue: Arc<dyn MessageQueue>) -> Value {
-    let sweeper = Sweeper::new(db, load_queue, config.options.clone());
+pub async fn run(
+    config: &Config,
+    db: Db,
+    load_queue: Arc<dyn MessageQueue>,
+    export_queue: Option<Arc<dyn MessageQueue>>,
+) -> Value {
+    let mut sweeper = Sweeper::new(db, load_queue, config.options.clone());
+    if let Some(q) = export_queue {
+        sweeper = sweeper.with_export_queue(q);
+    }
     let mut passes = Vec::new();
     for n in 0..config.passes {
         if n > 0 {

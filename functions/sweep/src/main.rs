@@ -20,9 +20,19 @@ async fn main() -> Result<(), Error> {
     );
     let db = Db::new(config.db.clone());
     let queue = Arc::new(SqsQueue::connect(&config.load_queue_url).await);
+    let export_queue: Option<Arc<dyn siphon::queue::MessageQueue>> = match &config.export_queue_url
+    {
+        Some(url) => Some(Arc::new(SqsQueue::connect(url).await)),
+        None => None,
+    };
     lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
-        let (config, db, queue) = (config.clone(), db.clone(), queue.clone());
-        async move { Ok::<Value, Error>(siphon_sweep::run(&config, db, queue).await) }
+        let (config, db, queue, export_queue) = (
+            config.clone(),
+            db.clone(),
+            queue.clone(),
+            export_queue.clone(),
+        );
+        async move { Ok::<Value, Error>(siphon_sweep::run(&config, db, queue, export_queue).await) }
     }))
     .await
 }
