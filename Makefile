@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ENV := infra/local/local.env
 
-.PHONY: help up down test demo serve bench-load bench-dump build build-lambdas fmt lint
+.PHONY: help up down test demo serve bench-load bench-dump bench-export build build-lambdas fmt lint
 
 help:
 	@echo "make demo        run the main job locally: stack up, sample files into S3, import, dump"
@@ -14,6 +14,7 @@ help:
 	@echo "make serve       run every function locally at http://127.0.0.1:8080"
 	@echo "make bench-load  loader benchmark against psql \\copy"
 	@echo "make bench-dump  dump benchmark against psql \\copy ... to stdout"
+	@echo "make bench-export  \$$export benchmark against psql \\copy + aws s3 cp"
 	@echo "make build-lambdas  sam build of every function (release, x86_64) into .aws-sam/build"
 
 up:
@@ -70,3 +71,9 @@ bench-dump: up
 bench-load: up
 	$(CARGO) build --release -p siphon-tests --bin siphon-bench-load
 	@set -a; source $(ENV); set +a; ./target/release/siphon-bench-load
+
+# $export of 1,000,000 resources through make serve's binary vs psql \copy + aws s3 cp.
+bench-export: up
+	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-bench-export
+	@set -a; source $(ENV); set +a; ./target/release/siphon-bench-export
+

@@ -223,6 +223,12 @@ pub struct HttpAnswer {
 /// GET of a plain `http://127.0.0.1:<port>/...` URL (a presigned S3 URL of LocalStack),
 /// over a fresh connection; panics on anything but loopback.
 pub async fn http_get(url: &str) -> HttpAnswer {
+    http("GET", url, &[], b"").await
+}
+
+/// One HTTP/1.1 request to a loopback URL over a fresh connection (`make serve`'s API,
+/// LocalStack); panics on anything but loopback.
+pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpAnswer {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let parsed = url::Url::parse(url).expect("a URL");
     let host = parsed.host_str().unwrap_or("");
@@ -235,10 +241,16 @@ pub async fn http_get(url: &str) -> HttpAnswer {
     let mut s = tokio::net::TcpStream::connect((host, port))
         .await
         .expect("connect");
-    let req = format!(
-        "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nAccept-Encoding: identity\r\n\r\n"
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nAccept-Encoding: identity\r\nContent-Length: {}\r\n",
+        body.len()
     );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.unwrap();
     let at = raw

@@ -6,6 +6,7 @@
 #![recursion_limit = "256"]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
@@ -56,10 +57,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
+    // Export workers, when exports are configured.
+    if let (Some(export), Some(export_queue)) = (&config.export, &export_queue) {
+        let worker = Arc::new(siphon_export::worker(
+            export,
+            db.clone(),
+            export_queue.clone(),
+            s3.clone(),
+        ));
+        for _ in 0..config.exporters {
+            let (worker, sqs, url) = (worker.clone(), sqs.clone(), export_queue.url().to_string());
+            tokio::spawn(async move {
+                loop {
+                    siphon_local::poll_export_queue(
+                        &worker,
+                        &sqs,
+                        &url,
+                        10,
+                        Duration::from_secs(900),
+                    )
+                    .await;
+                }
+            });
+        }
+    }
     // The sweep, as the schedule runs it in AWS.
     {
-        let sweeper =
+        let mut sweeper =
             siphon::sweep::Sweeper::new(db.clone(), queue.clone(), config.sweep.options.clone());
+        if let Some(q) = &export_queue {
+            sweeper = sweeper.with_export_queue(q.clone());
+        }
         let every = config.sweep.interval;
         tokio::spawn(async move {
             loop {
@@ -81,8 +109,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = config.addr;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!(
-        "siphon-local: API and dumps at http://{addr}, {} loaders and s3-ingest polling the local queues, sweep every {} s",
+        "siphon-local: API and dumps at http://{addr}, {} loaders, {} exporters and s3-ingest polling the local queues, sweep every {} s",
         config.loaders,
+        if config.export.is_some() { config.exporters } else { 0 },
         config.sweep.interval.as_secs()
     );
     loop {
