@@ -24,12 +24,14 @@
 //! - [`ingestion`]: load-from-bucket and S3 events put files on the load queue.
 //! - [`workers`]: what a queue consumer does with one message (load it, settle, retry).
 //! - [`sweep`]: picks up work whose worker died, within about a minute.
+//! - [`dead_letters`]: what the queues gave up on, and retrying it.
 //! - [`dumping`]: `$dump` and `$dump-sql` streams.
 //! - [`resources`]: reading and writing resources through the API (`PUT /`, lists).
 //! - [`auth`]: HTTP Basic against Clients and AccessPolicies.
 
 pub mod auth;
 pub mod config;
+pub mod dead_letters;
 pub mod dumping;
 pub mod error;
 pub mod exporting;

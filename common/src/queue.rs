@@ -315,3 +315,123 @@ mod tests {
         assert!(send(&down, &[m], None).await.is_err());
     }
 }
+
+/// A message looked at in a dead-letter queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Peeked {
+    pub id: String,
+    pub body: String,
+    /// How many times it was received before (it moved here after the last).
+    pub receives: u32,
+    /// When it was first sent, RFC 3339.
+    pub sent: Option<String>,
+}
+
+/// A dead-letter queue: messages the workers gave up on, to look at and to retry.
+pub trait DeadLetterQueue: Send + Sync {
+    /// Up to `max` messages, without taking them (they stay in the queue).
+    fn peek<'a>(&'a self, max: usize) -> BoxFuture<'a, Result<Vec<Peeked>>>;
+    /// Removes message `id` and returns its body (`None`: not found now).
+    fn take<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
+}
+
+impl SqsQueue {
+    async fn receive_all(
+        &self,
+        visibility: i32,
+        max: usize,
+    ) -> Result<Vec<aws_sdk_sqs::types::Message>> {
+        let mut seen: Vec<aws_sdk_sqs::types::Message> = Vec::new();
+        // A few receives: SQS answers at most 10 at a time, from a sample of its hosts.
+        for _ in 0..(max / 10 + 3) {
+            let got = self
+                .client
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(10)
+                .visibility_timeout(visibility)
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::Internal(format!(
+                        "cannot read the dead-letter queue: {}",
+                        aws_sdk_sqs::error::DisplayErrorContext(e)
+                    ))
+                })?;
+            let messages = got.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            for m in messages {
+                if !seen.iter().any(|s| s.message_id == m.message_id) {
+                    seen.push(m);
+                }
+            }
+            if seen.len() >= max {
+                break;
+            }
+        }
+        seen.truncate(max);
+        Ok(seen)
+    }
+}
+
+impl DeadLetterQueue for SqsQueue {
+    fn peek<'a>(&'a self, max: usize) -> BoxFuture<'a, Result<Vec<Peeked>>> {
+        Box::pin(async move {
+            use aws_sdk_sqs::types::MessageSystemAttributeName as A;
+            let messages = self.receive_all(0, max).await?;
+            Ok(messages
+                .into_iter()
+                .map(|m| {
+                    let attr = |a: A| m.attributes.as_ref().and_then(|x| x.get(&a)).cloned();
+                    Peeked {
+                        id: m.message_id.clone().unwrap_or_default(),
+                        body: m.body.clone().unwrap_or_default(),
+                        receives: attr(A::ApproximateReceiveCount)
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0),
+                        sent: attr(A::SentTimestamp)
+                            .and_then(|v| v.parse::<i64>().ok())
+                            .and_then(chrono::DateTime::from_timestamp_millis)
+                            .map(|t| t.to_rfc3339()),
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn take<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            // Hidden for a minute while it is moved; others become visible again.
+            for m in self.receive_all(60, 1000).await? {
+                let handle = m.receipt_handle.clone().unwrap_or_default();
+                if m.message_id.as_deref() == Some(id) {
+                    self.client
+                        .delete_message()
+                        .queue_url(&self.url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            Error::Internal(format!(
+                                "cannot remove the message: {}",
+                                aws_sdk_sqs::error::DisplayErrorContext(e)
+                            ))
+                        })?;
+                    return Ok(m.body);
+                }
+                let _ = self
+                    .client
+                    .change_message_visibility()
+                    .queue_url(&self.url)
+                    .receipt_handle(handle)
+                    .visibility_timeout(0)
+                    .send()
+                    .await;
+            }
+            Ok(None)
+        })
+    }
+}

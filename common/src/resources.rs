@@ -53,9 +53,26 @@ pub async fn put_all(db: &Db, body: &Value) -> Result<Value> {
     Ok(Value::Array(out))
 }
 
-/// `GET /{type}`: a page of resources ordered by id, as a searchset Bundle.
-pub async fn list(db: &Db, ty: &ResourceType, count: i64, offset: i64) -> Result<Value> {
-    let rows = db.list(ty, count, offset).await?;
+/// `GET /{type}?field=value...`: a page of resources ordered by id whose top-level
+/// fields equal the values given (`GET /LoaderFile?status=error&type=Patient`), as a
+/// searchset Bundle. A parameter that is not a plain element name is refused.
+pub async fn list(
+    db: &Db,
+    ty: &ResourceType,
+    filters: &[(String, String)],
+    count: i64,
+    offset: i64,
+) -> Result<Value> {
+    for (name, _) in filters {
+        let plain = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !plain || name.len() > 64 {
+            return Err(Error::BadRequest(format!(
+                "search parameter {name:?} is not supported: use top-level element names (status=error)"
+            )));
+        }
+    }
+    let rows = db.list_where(ty, filters, count, offset).await?;
     let entries: Vec<Value> = rows
         .into_iter()
         .map(|r| json!({"resource": present(r.resource)}))

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("inventory", 4),
     ("sessions", 4),
     ("exporting", 4),
+    ("dead_letters", 5),
     ("workers", 5),
     ("sweep", 5),
 ];

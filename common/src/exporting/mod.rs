@@ -438,6 +438,29 @@ impl Exports {
         }
     }
 
+    /// Exports `who` may see (all for the admin), newest first, with their progress.
+    pub async fn list(&self, who: &Principal, limit: i64, offset: i64) -> Result<Vec<Value>> {
+        let owner = (!who.admin).then_some(who.client_id.as_str());
+        let mut out = Vec::new();
+        for export in self.db.exports(owner, limit, offset).await? {
+            let tasks = self.db.export_tasks(&export.id).await?;
+            let done = tasks
+                .iter()
+                .filter(|t| t.status == TaskStatus::Done)
+                .count();
+            let rows: i64 = tasks.iter().map(|t| t.count).sum();
+            let files: usize = tasks.iter().map(|t| t.checkpoint.files.len()).sum();
+            out.push(json!({
+                "id": export.id, "kind": export.kind, "owner": export.owner,
+                "status": export.status.as_str(), "error": export.error,
+                "created": export.created, "transactionTime": export.transaction_time,
+                "request": export.request["request"],
+                "tasks": tasks.len(), "tasksDone": done, "resources": rows, "files": files,
+            }));
+        }
+        Ok(out)
+    }
+
     /// `DELETE` on the status URL: a running export stops (its workers abort their
     /// uploads and delete their files), a complete one has its files deleted. Afterwards
     /// the status is 404.

@@ -6,10 +6,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::model::loader_file::{file_id, type_from_file_name};
 use crate::model::{FileOptions, LoaderFile, ObjectLocation, StoreRef};
 use crate::queue::{self, LoadMessage, MessageQueue, StoreSpec};
 use crate::sources::s3::classify;
 use crate::sources::{SourceError, UrlGuard};
+use crate::storage::plans::{PlanSummary, StagedObject};
 use crate::storage::Db;
 
 /// `account` as Aidbox takes it.
@@ -54,6 +56,10 @@ pub struct LoadFromBucket {
     /// Drop the (empty) tables' primary keys while the files load, add them back after.
     #[serde(rename = "drop-primary-key?", default)]
     pub drop_primary_key: Option<bool>,
+    /// Answer what an import would do (files, bytes, new/changed/unchanged/gone) and
+    /// change nothing.
+    #[serde(rename = "dry-run", default)]
+    pub dry_run: Option<bool>,
 }
 
 /// What the call did.
@@ -99,14 +105,42 @@ impl LoadFromBucket {
     }
 }
 
-/// Runs the call. `s3` must be built from `params.store()` (see `sources::s3::client`).
+/// Runs the call (or its dry run, with `dry-run`). `s3` must be built from
+/// `params.store()` (see `sources::s3::client`).
 pub async fn load_from_bucket(
     db: &Db,
     queue: &dyn MessageQueue,
     s3: &aws_sdk_s3::Client,
     guard: &dyn UrlGuard,
     params: &LoadFromBucket,
-) -> Result<Started> {
+) -> Result<serde_json::Value> {
+    if params.dry_run.unwrap_or(false) {
+        let summary = dry_run(db, s3, guard, params).await?;
+        let mut v = serde_json::to_value(summary).map_err(|e| Error::Internal(e.to_string()))?;
+        v["dry-run"] = json!(true);
+        return Ok(v);
+    }
+    let started = import(db, queue, s3, guard, params).await?;
+    serde_json::to_value(started).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// The bucket's matching objects, a page at a time: `(key, size, etag)`.
+struct Listing<'a> {
+    s3: &'a aws_sdk_s3::Client,
+    bucket: String,
+    /// Prefixes still to list.
+    prefixes: Vec<String>,
+    matcher: GlobMatcher,
+    /// The prefix being listed and where its next page starts.
+    current: Option<(String, Option<String>)>,
+}
+
+/// Checks the params every mode shares; returns the listing and the bucket's prefix.
+async fn listing_of<'a>(
+    s3: &'a aws_sdk_s3::Client,
+    guard: &dyn UrlGuard,
+    params: &LoadFromBucket,
+) -> Result<(Listing<'a>, String)> {
     let (bucket, prefix) = params.bucket_and_prefix()?;
     if let Some(url) = &params.endpoint_url {
         // https, no internal addresses, unless SIPHON_URL_ALLOWLIST names it (LocalStack).
@@ -116,6 +150,117 @@ pub async fn load_from_bucket(
             .map_err(|e| Error::BadRequest(format!("endpoint-url: {e}")))?;
     }
     let matcher = params.matcher()?;
+    let mut prefixes: Vec<String> = match &params.prefixes {
+        Some(list) if !list.is_empty() => list.iter().map(|p| format!("{prefix}{p}")).collect(),
+        _ => vec![prefix.clone()],
+    };
+    prefixes.reverse();
+    Ok((
+        Listing {
+            s3,
+            bucket,
+            prefixes,
+            matcher,
+            current: None,
+        },
+        prefix,
+    ))
+}
+
+impl Listing<'_> {
+    /// The next page of matching objects (possibly empty), or `None` at the end.
+    async fn next_page(&mut self) -> Result<Option<Vec<(String, Option<u64>, Option<String>)>>> {
+        let (prefix, token) = match self.current.take() {
+            Some(c) => c,
+            None => match self.prefixes.pop() {
+                Some(p) => (p, None),
+                None => return Ok(None),
+            },
+        };
+        let page = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(
+                |e| match classify(e, &format!("bucket s3://{}", self.bucket)) {
+                    SourceError::NotFound(m)
+                    | SourceError::AccessDenied(m)
+                    | SourceError::Other(m)
+                    | SourceError::Refused(m) => Error::BadRequest(m),
+                    SourceError::Changed(m) | SourceError::Transient(m) => Error::Internal(m),
+                },
+            )?;
+        if page.is_truncated() == Some(true) {
+            self.current = Some((prefix, page.next_continuation_token().map(str::to_string)));
+        }
+        Ok(Some(
+            page.contents()
+                .iter()
+                .filter_map(|o| {
+                    let key = o.key()?;
+                    self.matcher.is_match(key).then(|| {
+                        (
+                            key.to_string(),
+                            o.size().and_then(|s| u64::try_from(s).ok()),
+                            o.e_tag().map(str::to_string),
+                        )
+                    })
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// `dry-run: true`: what an import would do, touching nothing but a staging table.
+async fn dry_run(
+    db: &Db,
+    s3: &aws_sdk_s3::Client,
+    guard: &dyn UrlGuard,
+    params: &LoadFromBucket,
+) -> Result<PlanSummary> {
+    let (mut listing, prefix) = listing_of(s3, guard, params).await?;
+    let plan = format!("dry-run-{}", uuid::Uuid::new_v4());
+    let bucket = listing.bucket.clone();
+    let result = async {
+        while let Some(page) = listing.next_page().await? {
+            let staged: Vec<StagedObject> = page
+                .into_iter()
+                .map(|(key, size, etag)| {
+                    let location = ObjectLocation::new(&bucket, &key);
+                    StagedObject {
+                        file_id: file_id(&location),
+                        resource_type: type_from_file_name(location.file_name())
+                            .map(|t| t.as_str().to_string()),
+                        key,
+                        size: size.map(|s| s as i64),
+                        etag,
+                        modified: None,
+                    }
+                })
+                .collect();
+            db.stage_objects(&plan, &bucket, &staged).await?;
+        }
+        db.plan_summary(&plan, &bucket, &prefix).await
+    }
+    .await;
+    db.drop_plan(&plan).await?;
+    result
+}
+
+/// The import: a LoaderFile and a message for each matching object without one.
+async fn import(
+    db: &Db,
+    queue: &dyn MessageQueue,
+    s3: &aws_sdk_s3::Client,
+    guard: &dyn UrlGuard,
+    params: &LoadFromBucket,
+) -> Result<Started> {
+    let (mut listing, _) = listing_of(s3, guard, params).await?;
+    let bucket = listing.bucket.clone();
     let threads = params.thread_num.unwrap_or(4);
     if threads == 0 {
         return Err(Error::BadRequest("thread-num must be at least 1".into()));
@@ -133,10 +278,6 @@ pub async fn load_from_bucket(
                 .into(),
         ));
     }
-    let prefixes: Vec<String> = match &params.prefixes {
-        Some(list) if !list.is_empty() => list.iter().map(|p| format!("{prefix}{p}")).collect(),
-        _ => vec![prefix],
-    };
     let group = uuid::Uuid::new_v4().to_string();
     let store = params.store();
     let store_ref = StoreRef {
@@ -149,35 +290,12 @@ pub async fn load_from_bucket(
         queued: 0,
         skipped: 0,
     };
-    for prefix in prefixes {
-        let mut pages = s3
-            .list_objects_v2()
-            .bucket(&bucket)
-            .prefix(&prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| match classify(e, &format!("bucket s3://{bucket}")) {
-                SourceError::NotFound(m)
-                | SourceError::AccessDenied(m)
-                | SourceError::Other(m)
-                | SourceError::Refused(m) => Error::BadRequest(m),
-                SourceError::Changed(m) | SourceError::Transient(m) => Error::Internal(m),
-            })?;
+    while let Some(page) = listing.next_page().await? {
+        {
             let mut files = Vec::new();
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
-                if !matcher.is_match(key) {
-                    continue;
-                }
-                let location = ObjectLocation::new(&bucket, key);
-                let size = object.size().and_then(|s| u64::try_from(s).ok());
-                let mut file = LoaderFile::pending(
-                    &location,
-                    object.e_tag().map(str::to_string),
-                    size,
-                    options,
-                );
+            for (key, size, etag) in page {
+                let location = ObjectLocation::new(&bucket, &key);
+                let mut file = LoaderFile::pending(&location, etag, size, options);
                 file.group = Some(group.clone());
                 file.threads = Some(threads);
                 file.store = store_ref.clone();

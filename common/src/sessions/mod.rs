@@ -183,6 +183,19 @@ impl Imports {
         Ok(view(id, row, files))
     }
 
+    /// `GET /$import`: sessions, newest first.
+    pub async fn list(&self, limit: i64, offset: i64) -> Result<Vec<SessionView>> {
+        let ids = {
+            let client = self.db.client().await?;
+            store::ids(&**client, limit, offset).await?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.view(&id).await?);
+        }
+        Ok(out)
+    }
+
     async fn locations(&self, inputs: &[Input]) -> Result<Vec<Location>> {
         let mut out = Vec::with_capacity(inputs.len());
         for (n, input) in inputs.iter().enumerate() {

@@ -142,3 +142,20 @@ pub async fn files<C: GenericClient + Sync>(client: &C, import: &str) -> Result<
         .map(|r| LoaderFile::from_value(r.get(0)))
         .collect()
 }
+
+/// Session ids, newest first.
+pub async fn ids<C: GenericClient + Sync>(
+    client: &C,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<String>> {
+    Ok(client
+        .query(
+            "SELECT id FROM siphon_import ORDER BY created_at DESC, id LIMIT $1 OFFSET $2",
+            &[&limit, &offset],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}

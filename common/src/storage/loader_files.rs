@@ -419,6 +419,23 @@ impl Db {
             .collect())
     }
 
+    /// A file that ended in `error` goes back to `pending` (its checkpoint and counts
+    /// kept, its error and end cleared) so that a new message loads the rest.
+    pub async fn retry_loader_file(&self, id: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                &format!(
+                    "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
+                        resource = (resource || jsonb_build_object('status', 'pending')) - 'error' - 'end' - 'lease'
+                     WHERE id = $1 AND resource->>'status' = 'error'"
+                ),
+                &[&id],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     /// Deletes a LoaderFile and its recorded line errors (so the file can be imported again).
     pub async fn delete_loader_file(&self, id: &str) -> Result<bool> {
         let client = self.client().await?;

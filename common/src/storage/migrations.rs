@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "exports",
         include_str!("../../migrations/0004_exports.sql"),
     ),
+    (5, "plans", include_str!("../../migrations/0005_plans.sql")),
 ];
 
 /// Applies the migrations that have not run yet. Returns how many ran now.

@@ -10,6 +10,7 @@
 //! - [`clients`]: Clients and AccessPolicies (authentication).
 //! - [`bulk`]: resource tables whose indexes are dropped for a first load.
 //! - [`exports`]: export jobs, their tasks and checkpoints.
+//! - [`plans`]: objects staged to plan an import (dry runs, S3 Inventories).
 
 pub mod bulk;
 pub mod clients;
@@ -18,6 +19,7 @@ pub mod exports;
 pub mod imports;
 pub mod loader_files;
 pub mod migrations;
+pub mod plans;
 pub mod pool;
 pub mod read;
 pub mod resources;

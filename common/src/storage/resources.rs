@@ -59,6 +59,15 @@ impl Db {
                 ty.table_sql()
             )
         };
+        // LoaderFiles are looked up by their object when imports are planned.
+        let lookups = if ty.as_str() == "LoaderFile" {
+            format!(
+                "CREATE INDEX IF NOT EXISTS loaderfile_object ON {} ((resource->>'bucket'), (resource->>'file'));",
+                ty.table_sql()
+            )
+        } else {
+            String::new()
+        };
         // FHIR resource tables remember deleted rows for $export's deleted[].
         let tombstones = if crate::fhir::is_resource_type(ty.as_str()) {
             format!(
@@ -75,6 +84,7 @@ impl Db {
             {ddl};
             {grant}
             {tombstones}
+            {lookups}
         END $siphon$",
             ddl = table_ddl(ty)
         );
@@ -179,6 +189,39 @@ impl Db {
         );
         match client
             .query(&sql, &[&limit, &offset])
+            .await
+            .map_err(Error::from)
+        {
+            Ok(rows) => Ok(rows.iter().map(StoredResource::from_row).collect()),
+            Err(e) if is_undefined_table(&e) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A page of resources whose top-level fields equal the given strings
+    /// (`status=error`), ordered by id. Field names are checked by the caller.
+    pub async fn list_where(
+        &self,
+        ty: &ResourceType,
+        filters: &[(String, String)],
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<StoredResource>> {
+        if filters.is_empty() {
+            return self.list(ty, limit, offset).await;
+        }
+        let client = self.client().await?;
+        let names: Vec<&str> = filters.iter().map(|(n, _)| n.as_str()).collect();
+        let values: Vec<&str> = filters.iter().map(|(_, v)| v.as_str()).collect();
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS}, {RESOURCE_WITH_ID} FROM {} r
+             WHERE (SELECT bool_and(r.resource->>f.name = f.value)
+                    FROM unnest($3::text[], $4::text[]) AS f(name, value))
+             ORDER BY id LIMIT $1 OFFSET $2",
+            ty.table_sql()
+        );
+        match client
+            .query(&sql, &[&limit, &offset, &names, &values])
             .await
             .map_err(Error::from)
         {

@@ -32,6 +32,10 @@ pub struct Config {
     pub export: Option<ExportConfig>,
     /// `SIPHON_EXPORT_QUEUE_URL`: where export tasks go (required with an export bucket).
     pub export_queue_url: Option<String>,
+    /// `SIPHON_LOAD_DLQ_URL`, `SIPHON_EXPORT_DLQ_URL`: the dead-letter queues the console
+    /// lists and retries from (optional).
+    pub load_dlq_url: Option<String>,
+    pub export_dlq_url: Option<String>,
     /// `SIPHON_PUBLIC_URL`: the base URL clients use, when the `Host` header is not it
     /// (a custom domain behind a proxy). Used for `$export`'s absolute URLs.
     pub public_url: Option<String>,
@@ -55,6 +59,8 @@ impl Config {
             export,
             export_queue_url,
             public_url: env.get("SIPHON_PUBLIC_URL").map(str::to_string),
+            load_dlq_url: env.get("SIPHON_LOAD_DLQ_URL").map(str::to_string),
+            export_dlq_url: env.get("SIPHON_EXPORT_DLQ_URL").map(str::to_string),
             db: DbConfig::from_env(env)?,
             admin: AdminConfig::from_env(env)?,
             load_queue_url: env.required("SIPHON_LOAD_QUEUE_URL")?.to_string(),

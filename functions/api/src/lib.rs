@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response};
 use siphon::auth::Authenticator;
+use siphon::dead_letters::DeadLetters;
 use siphon::exporting::Exports;
 use siphon::queue::MessageQueue;
 use siphon::sessions::Imports;
@@ -32,6 +33,8 @@ pub struct App {
     pub exports: Option<Exports>,
     /// `SIPHON_PUBLIC_URL`.
     pub public_url: Option<String>,
+    /// Dead-letter queues (set by [`App::with_dead_letters`]).
+    pub dead_letters: Option<DeadLetters>,
 }
 
 impl App {
@@ -69,9 +72,18 @@ impl App {
             },
             exports,
             public_url: config.public_url.clone(),
+            dead_letters: None,
             db,
             queue,
         }
+    }
+}
+
+impl App {
+    /// Lists and retries dead letters of these (queue, dead-letter queue) pairs.
+    pub fn with_dead_letters(mut self, dead_letters: DeadLetters) -> Self {
+        self.dead_letters = Some(dead_letters);
+        self
     }
 }
 
@@ -100,4 +112,32 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
 /// The error body style of a path, for callers that answer before routing.
 pub fn error_style(path: &str) -> ErrorStyle {
     routes::error_style(path)
+}
+
+/// The dead-letter queues the configuration names, with their main queues.
+pub async fn dead_letters(
+    config: &Config,
+    db: &Db,
+    load_queue: Arc<dyn MessageQueue>,
+    export_queue: Option<Arc<dyn MessageQueue>>,
+) -> DeadLetters {
+    let mut pairs = Vec::new();
+    if let Some(url) = &config.load_dlq_url {
+        pairs.push(siphon::dead_letters::Pair {
+            name: "load",
+            queue: load_queue,
+            dead: Arc::new(siphon::queue::SqsQueue::connect(url).await),
+        });
+    }
+    if let (Some(url), Some(queue)) = (&config.export_dlq_url, export_queue) {
+        pairs.push(siphon::dead_letters::Pair {
+            name: "export",
+            queue,
+            dead: Arc::new(siphon::queue::SqsQueue::connect(url).await),
+        });
+    }
+    DeadLetters {
+        db: db.clone(),
+        pairs,
+    }
 }

@@ -29,15 +29,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(url) => Some(Arc::new(SqsQueue::connect(url).await)),
         None => None,
     };
-    let api = Arc::new(siphon_api::App::new(
-        &config.api,
-        db.clone(),
-        queue.clone(),
-        export_queue
-            .clone()
-            .map(|q| q as Arc<dyn siphon::queue::MessageQueue>),
-        s3.clone(),
-    ));
+    let export_queue_dyn = export_queue
+        .clone()
+        .map(|q| q as Arc<dyn siphon::queue::MessageQueue>);
+    let dead_letters =
+        siphon_api::dead_letters(&config.api, &db, queue.clone(), export_queue_dyn.clone()).await;
+    let api = Arc::new(
+        siphon_api::App::new(
+            &config.api,
+            db.clone(),
+            queue.clone(),
+            export_queue_dyn,
+            s3.clone(),
+        )
+        .with_dead_letters(dead_letters),
+    );
     let dump = Arc::new(siphon_dump::App::new(&config.dump, db.clone()));
     let worker = Arc::new(siphon_loader::worker(
         &config.loader,

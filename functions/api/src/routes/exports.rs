@@ -91,6 +91,13 @@ pub async fn status(app: &App, id: &str, who: &Principal) -> Result<Reply> {
     }
 }
 
+/// `GET /$export-status`: the caller's exports (every export for the admin).
+pub async fn list(app: &App, req: &Request, who: &Principal) -> Result<Reply> {
+    let page = web::Paging::from_query(req.uri(), 50, 1000);
+    let exports = exports(app)?.list(who, page.count, page.offset).await?;
+    Ok(Reply::ok(json!({ "exports": exports })))
+}
+
 /// `DELETE [status URL]`: 202; the status then answers 404.
 pub async fn cancel(app: &App, id: &str, who: &Principal) -> Result<Reply> {
     exports(app)?.cancel(id, who).await?;

@@ -48,14 +48,20 @@ pub async fn route(app: &App, request: &Request, who: &Principal) -> Result<Repl
         (_, ["Group", id, "$export"]) if get_or_post => {
             exports::kick_off(app, request, who, Level::Group(id.to_string())).await
         }
+        (&Method::GET, ["$export-status"]) => exports::list(app, request, who).await,
         (&Method::GET, ["$export-status", id]) => exports::status(app, id, who).await,
         (&Method::DELETE, ["$export-status", id]) => exports::cancel(app, id, who).await,
         (&Method::POST, ["rpc"]) => rpc::call(app, request).await,
         (&Method::POST, ["$import"]) => sessions::import(app, request).await,
+        (&Method::GET, ["$import"]) => sessions::list(app, request).await,
         (&Method::GET, ["$import", id]) => sessions::view(app, id).await,
         (&Method::POST, ["$load"]) => sessions::load(app, request, None).await,
         (&Method::POST, [ty, "$load"]) => sessions::load(app, request, Some(ty)).await,
         (&Method::PUT, []) => resources::put(app, request).await,
+        (&Method::GET, ["$dead-letters"]) => resources::dead_letters(app).await,
+        (&Method::POST, ["$dead-letters", id, "$retry"]) => {
+            resources::retry_dead_letter(app, id).await
+        }
         (&Method::GET, ["LoaderFile", id, "$errors"]) => {
             resources::loader_file_errors(app, request, id).await
         }

@@ -40,6 +40,13 @@ pub async fn view(app: &App, id: &str) -> Result<Reply> {
     }
 }
 
+/// `GET /$import`: sessions, newest first (`_count`, `_offset`).
+pub async fn list(app: &App, request: &Request) -> Result<Reply> {
+    let page = siphon::web::Paging::from_query(request.uri(), 50, 1000);
+    let sessions = app.imports.list(page.count, page.offset).await?;
+    Ok(Reply::ok(json!({ "sessions": sessions })))
+}
+
 /// `POST /$load`, `POST /{type}/$load`.
 pub async fn load(app: &App, request: &Request, ty: Option<&str>) -> Result<Reply> {
     let ty = ty.map(ResourceType::parse).transpose()?;
