@@ -101,6 +101,11 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
             Err(e) => web::error_reply(&e, style),
         }
     };
+    let mut reply = reply;
+    if request.headers().contains_key("x-siphon-console") {
+        // The console signs in with its own form: no browser password dialog on a 401.
+        reply.headers.retain(|(name, _)| name != "www-authenticate");
+    }
     let (parts, bytes) = web::render(reply, format).into_parts();
     let body = match String::from_utf8(bytes.to_vec()) {
         Ok(text) => Body::Text(text),
