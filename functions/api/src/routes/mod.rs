@@ -1,6 +1,7 @@
 //! Which path goes where. Each handler parses what the path and body say, calls the
 //! domain, and shapes the answer; nothing else.
 
+mod console;
 mod exports;
 mod resources;
 mod rpc;
@@ -27,10 +28,14 @@ pub fn error_style(path: &str) -> ErrorStyle {
 }
 
 /// What anyone may read without credentials: the CapabilityStatement, as FHIR servers
-/// serve it.
+/// serve it, and the console's static files (its API calls carry the user's credentials).
 pub fn public(request: &Request) -> Option<Reply> {
-    (request.method() == Method::GET && request.uri().path() == "/metadata")
-        .then(|| exports::capability_statement(request))
+    let path = request.uri().path();
+    match *request.method() {
+        Method::GET if path == "/metadata" => Some(exports::capability_statement(request)),
+        Method::GET if path.starts_with("/console") => console::console(path),
+        _ => None,
+    }
 }
 
 pub async fn route(app: &App, request: &Request, who: &Principal) -> Result<Reply> {
