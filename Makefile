@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ENV := infra/local/local.env
 
-.PHONY: help up down test demo serve bench-load bench-dump bench-export build build-lambdas fmt lint
+.PHONY: help up down test demo serve bench-load bench-dump bench-export bench-dump-to-bucket build build-lambdas fmt lint
 
 help:
 	@echo "make demo        run the main job locally: stack up, sample files into S3, import, dump"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench-load  loader benchmark against psql \\copy"
 	@echo "make bench-dump  dump benchmark against psql \\copy ... to stdout"
 	@echo "make bench-export  \$$export benchmark against psql \\copy + aws s3 cp"
+	@echo "make bench-dump-to-bucket  dump-to-bucket (gzip ndjson, Parquet) against psql \\copy + aws s3 cp"
 	@echo "make build-lambdas  sam build of every function (release, x86_64) into .aws-sam/build"
 
 up:
@@ -42,6 +43,7 @@ lint:
 # again on the release bootstraps `sam build` made.
 test: up lint
 	@bash infra/check-template.sh
+	@bash infra/test-env.sh
 	@bash infra/build-lambdas.sh
 	$(CARGO) build --workspace --bins
 	@set -a; source $(ENV); set +a; \
@@ -61,8 +63,8 @@ demo: up
 
 # Every function on the built code: HTTP API + dumps at 127.0.0.1:8080, loader on the queue.
 serve: up
-	$(CARGO) build -p siphon-local
-	@set -a; source $(ENV); set +a; ./target/debug/siphon-local
+	$(CARGO) build --release -p siphon-local
+	@set -a; source $(ENV); set +a; ./target/release/siphon-local
 
 bench-dump: up
 	$(CARGO) build --release -p siphon-tests --bin siphon-bench-dump
@@ -77,3 +79,8 @@ bench-export: up
 	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-bench-export
 	@set -a; source $(ENV); set +a; ./target/release/siphon-bench-export
 
+# dump-to-bucket of 1,000,000 resources (gzip ndjson, Parquet) through make serve's binary
+# vs psql \copy + aws s3 cp.
+bench-dump-to-bucket: up
+	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-bench-dump-to-bucket
+	@set -a; source $(ENV); set +a; ./target/release/siphon-bench-dump-to-bucket

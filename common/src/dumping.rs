@@ -7,12 +7,14 @@ use futures::stream::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::resource_type::ResourceType;
+use crate::sinks::formats::{self, Format};
 pub use crate::storage::read::ByteStream;
 use crate::storage::read::CopyFormat;
+use crate::storage::script;
 use crate::storage::Db;
 
 /// Output formats of `$dump-sql`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SqlFormat {
     /// COPY text format: tab-separated, `\t` `\n` `\\` escaped (default).
     Tsv,
@@ -20,33 +22,51 @@ pub enum SqlFormat {
     Csv,
     /// One JSON object per row.
     Ndjson,
+    /// A script of `INSERT INTO table (columns) VALUES (...);`, one per row, every value
+    /// a quoted literal (NULL as NULL), for `psql` to run into an existing table.
+    Sql { table: String },
+    /// Elasticsearch/OpenSearch `_bulk`: an `index` action with `_index` and `_id` (the
+    /// row's `id` column), then the row as a JSON object.
+    ElasticBulk { index: String },
 }
 
 impl SqlFormat {
-    pub fn parse(s: Option<&str>) -> Result<Self> {
+    /// `format` (default `tsv`); `table` is the table of `sql` (required) and the index
+    /// of `elastic-bulk` (default `query`).
+    pub fn parse(s: Option<&str>, table: Option<&str>) -> Result<Self> {
         match s.unwrap_or("tsv") {
             "tsv" => Ok(SqlFormat::Tsv),
             "csv" => Ok(SqlFormat::Csv),
             "ndjson" => Ok(SqlFormat::Ndjson),
+            f @ ("sql" | "elastic-bulk") => match Format::parse(Some(f), table, "query")? {
+                Format::Sql { table } => Ok(SqlFormat::Sql { table }),
+                Format::ElasticBulk { index } => Ok(SqlFormat::ElasticBulk { index }),
+                _ => unreachable!("sql and elastic-bulk parse to themselves"),
+            },
             other => Err(Error::BadRequest(format!(
-                "unknown format {other:?}: use tsv, csv or ndjson"
+                "unknown format {other:?}: use tsv, csv, ndjson, sql or elastic-bulk"
             ))),
         }
     }
 
-    fn copy_format(self) -> CopyFormat {
+    fn copy_format(&self) -> CopyFormat {
         match self {
-            SqlFormat::Tsv => CopyFormat::Text,
             SqlFormat::Csv => CopyFormat::CsvWithHeader,
             SqlFormat::Ndjson => CopyFormat::JsonRows,
+            SqlFormat::Tsv | SqlFormat::Sql { .. } | SqlFormat::ElasticBulk { .. } => {
+                CopyFormat::Text
+            }
         }
     }
 
-    pub fn content_type(self) -> &'static str {
+    pub fn content_type(&self) -> &'static str {
         match self {
             SqlFormat::Tsv => "text/tab-separated-values",
             SqlFormat::Csv => "text/csv",
             SqlFormat::Ndjson => "application/ndjson",
+            // What Elasticsearch's _bulk endpoint takes.
+            SqlFormat::ElasticBulk { .. } => "application/x-ndjson",
+            SqlFormat::Sql { .. } => "application/sql",
         }
     }
 }
@@ -108,11 +128,68 @@ pub async fn dump_sql(
     timeout_ms: u64,
 ) -> Result<ByteStream> {
     check_query(query)?;
-    first_then_rest(
-        db.copy_query(query, format.copy_format(), timeout_ms)
-            .await?,
-    )
-    .await
+    let stream = match &format {
+        SqlFormat::Tsv | SqlFormat::Csv | SqlFormat::Ndjson => {
+            db.copy_query(query, format.copy_format(), timeout_ms)
+                .await?
+        }
+        SqlFormat::Sql { table } => {
+            let columns: Vec<String> = db
+                .describe_query(query, timeout_ms)
+                .await?
+                .into_iter()
+                .map(|c| c.name)
+                .collect();
+            let table = table.clone();
+            by_line(
+                db.copy_query(query, CopyFormat::Text, timeout_ms).await?,
+                move |row| script::sql_insert(&table, &columns, &formats::fields(row)),
+            )
+        }
+        SqlFormat::ElasticBulk { index } => {
+            let columns = db.describe_query(query, timeout_ms).await?;
+            if !columns.iter().any(|c| c.name == "id") {
+                return Err(Error::BadRequest(
+                    "elastic-bulk needs an `id` column in the query".into(),
+                ));
+            }
+            let keyed = crate::storage::read::keyed_rows_sql(query);
+            let index = index.clone();
+            by_line(
+                db.copy_query(&keyed, CopyFormat::Text, timeout_ms).await?,
+                move |row| {
+                    let f = formats::fields(row);
+                    let id = f.first().cloned().flatten().unwrap_or_default();
+                    let doc = f.get(1).cloned().flatten().unwrap_or_default();
+                    formats::bulk_action(&index, &id, &doc)
+                },
+            )
+        }
+    };
+    first_then_rest(stream).await
+}
+
+/// Turns a stream of COPY text rows into a stream of `each(row)` lines. Rows end with a
+/// newline (COPY escapes newlines inside values), wherever the chunks are cut.
+fn by_line(stream: ByteStream, each: impl Fn(&[u8]) -> Vec<u8> + Send + 'static) -> ByteStream {
+    let mut pending: Vec<u8> = Vec::new();
+    stream
+        .map(move |chunk| {
+            let chunk = chunk?;
+            pending.extend_from_slice(&chunk);
+            let Some(last) = pending.iter().rposition(|b| *b == b'\n') else {
+                return Ok(Bytes::new());
+            };
+            let mut out = Vec::with_capacity(pending.len() * 2);
+            for row in pending[..last].split(|b| *b == b'\n') {
+                out.extend_from_slice(&each(row));
+                out.push(b'\n');
+            }
+            pending.drain(..=last);
+            Ok(Bytes::from(out))
+        })
+        .filter(|chunk| futures::future::ready(!matches!(chunk, Ok(c) if c.is_empty())))
+        .boxed()
 }
 
 /// Waits for the first piece of output, so a query that fails before producing any
@@ -193,12 +270,29 @@ mod tests {
 
     #[test]
     fn formats_parse() {
-        assert_eq!(SqlFormat::parse(None).unwrap(), SqlFormat::Tsv);
+        assert_eq!(SqlFormat::parse(None, None).unwrap(), SqlFormat::Tsv);
         assert_eq!(
-            SqlFormat::parse(Some("csv")).unwrap().content_type(),
+            SqlFormat::parse(Some("csv"), None).unwrap().content_type(),
             "text/csv"
         );
-        assert!(SqlFormat::parse(Some("xml")).is_err());
+        assert!(SqlFormat::parse(Some("xml"), None).is_err());
+        assert!(
+            SqlFormat::parse(Some("sql"), None).is_err(),
+            "sql needs a table"
+        );
+        assert_eq!(
+            SqlFormat::parse(Some("sql"), Some("copy_of")).unwrap(),
+            SqlFormat::Sql {
+                table: "copy_of".into()
+            }
+        );
+        assert!(SqlFormat::parse(Some("sql"), Some("x; drop table y")).is_err());
+        assert_eq!(
+            SqlFormat::parse(Some("elastic-bulk"), None).unwrap(),
+            SqlFormat::ElasticBulk {
+                index: "query".into()
+            }
+        );
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! `infra/local/local.env`; [`env`] reads it. Every test gets its own database
 //! ([`fresh_db`]) and its own bucket ([`fresh_bucket`]) so tests run in parallel.
 
+pub mod bench;
 pub mod corpus;
 pub mod gen;
 
@@ -295,4 +296,39 @@ pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]
         headers,
         body,
     }
+}
+
+/// The Python with the pinned test readers (pyarrow, DuckDB), installed by
+/// `infra/test-env.sh` (which `make test` runs); `SIPHON_TEST_PYTHON` overrides it.
+pub fn test_python() -> PathBuf {
+    let path = std::env::var_os("SIPHON_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/.venv-test/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: run `bash infra/test-env.sh` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs reader `script` of `tests/readers/` on `files` and parses what it prints (JSON).
+pub fn read_back(script: &str, files: &[&std::path::Path]) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("readers")
+        .join(script);
+    let out = std::process::Command::new(test_python())
+        .arg(&script)
+        .args(files)
+        .output()
+        .expect("the test reader runs");
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the reader prints JSON")
 }

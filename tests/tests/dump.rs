@@ -336,6 +336,124 @@ async fn dump_sql_formats_round_trip_hostile_values() {
     assert_eq!(out.unwrap().iter().filter(|&&b| b == b'\t').count(), 2);
 }
 
+/// The `sql` script, run by `psql` (a client nobody here wrote) into an equal table,
+/// and the `elastic-bulk` actions, parsed as `_bulk` reads them: an action line naming
+/// `_index` and `_id`, then the document.
+#[tokio::test]
+async fn dump_sql_writes_insert_scripts_psql_runs_back_and_bulk_actions() {
+    let (db, app) = app().await;
+    hostile_table(&db).await;
+    let c = connect(&db).await;
+    c.batch_execute(
+        "CREATE TABLE typed (id text, n bigint, num numeric, ok boolean, at timestamptz, doc jsonb, v text);
+         INSERT INTO typed SELECT 'r' || h.id, h.id * 1000000000000, 12345678901234567890.123456789 * h.id,
+             h.id % 2 = 0, timestamptz '2024-02-29 23:59:59.123456+00' + h.id * interval '1 day',
+             jsonb_build_object('v', h.v, 'n', h.id), h.v FROM hostile h;
+         INSERT INTO typed VALUES ('nulls', NULL, NULL, NULL, NULL, NULL, NULL);
+         GRANT SELECT ON typed TO siphon_reader;
+         CREATE TABLE typed_back (LIKE typed);",
+    )
+    .await
+    .unwrap();
+    let query = "select * from typed order by id";
+    let (s, ct, script) = send(
+        &app,
+        "POST",
+        "/$dump-sql",
+        Some(admin()),
+        Some(json!({"query": query, "format": "sql", "table": "typed_back"})),
+    )
+    .await;
+    assert_eq!((s, ct.as_str()), (200, "application/sql"));
+    let script = script.unwrap();
+    let text = String::from_utf8(script.clone()).unwrap();
+    assert_eq!(text.lines().count(), 9, "{text}");
+    assert!(text.lines().all(|l| l.starts_with("INSERT INTO \"typed_back\" (\"id\", \"n\", \"num\", \"ok\", \"at\", \"doc\", \"v\") VALUES (")));
+    let file = std::env::temp_dir().join(format!("siphon-script-{}.sql", uuid::Uuid::new_v4()));
+    std::fs::write(&file, &script).unwrap();
+    let out = std::process::Command::new("psql")
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-X", "-f"])
+        .arg(&file)
+        .arg(siphon_tests::fresh_db_url_of(&db))
+        .output()
+        .expect("psql runs");
+    std::fs::remove_file(&file).ok();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let same: bool = c
+        .query_one(
+            "SELECT (SELECT array_agg(t ORDER BY id) FROM typed t)::text
+                 = (SELECT array_agg(t ORDER BY id) FROM typed_back t)::text",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(same, "psql ran the script into an equal table");
+
+    let (s, ct, bulk) = send(
+        &app,
+        "POST",
+        "/$dump-sql",
+        Some(admin()),
+        Some(json!({"query": query, "format": "elastic-bulk", "table": "typed-index"})),
+    )
+    .await;
+    assert_eq!((s, ct.as_str()), (200, "application/x-ndjson"));
+    let bulk = String::from_utf8(bulk.unwrap()).unwrap();
+    assert!(bulk.ends_with('\n'), "_bulk bodies end with a newline");
+    let lines: Vec<Value> = bulk
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 18);
+    let expected: Vec<Value> = c
+        .query("SELECT row_to_json(t)::text FROM typed t ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_str(r.get::<_, &str>(0)).unwrap())
+        .collect();
+    for (pair, row) in lines.chunks(2).zip(&expected) {
+        assert_eq!(
+            pair[0],
+            json!({"index": {"_index": "typed-index", "_id": row["id"]}})
+        );
+        assert_eq!(&pair[1], row);
+    }
+    // Refusals: no table for sql, a table name that is not a name, no id column.
+    for (params, status, words) in [
+        (
+            json!({"query": query, "format": "sql"}),
+            400,
+            "needs `table`",
+        ),
+        (
+            json!({"query": query, "format": "sql", "table": "x; drop table typed"}),
+            400,
+            "not a plain name",
+        ),
+        (
+            json!({"query": "select v from typed", "format": "elastic-bulk"}),
+            400,
+            "`id` column",
+        ),
+        (
+            json!({"query": query, "format": "xml"}),
+            400,
+            "unknown format",
+        ),
+    ] {
+        let (s, _, body) = send(&app, "POST", "/$dump-sql", Some(admin()), Some(params)).await;
+        let body = String::from_utf8_lossy(&body.unwrap_or_default()).into_owned();
+        assert_eq!(s, status, "{body}");
+        assert!(body.contains(words), "{words}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn dump_sql_refuses_what_is_not_a_read() {
     let (db, app) = app().await;

@@ -6,7 +6,10 @@
 //! so several run at once. The status answers 202 while tasks run and the manifest,
 //! with freshly presigned URLs, once they are all done.
 
+pub mod bucket;
+pub mod layout;
 pub mod request;
+pub mod rows;
 pub mod spec;
 pub mod task;
 
@@ -411,7 +414,7 @@ impl Exports {
                         let entry = json!({"type": if task.kind == TaskKind::Deleted { "Bundle" } else { task.resource_type.as_str() },
                                            "url": url, "count": file.count});
                         match task.kind {
-                            TaskKind::Resources => output.push(entry),
+                            TaskKind::Resources | TaskKind::Query => output.push(entry),
                             TaskKind::Deleted => deleted.push(entry),
                         }
                     }

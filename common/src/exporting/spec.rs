@@ -39,11 +39,71 @@ pub struct ExportSpec {
     /// The key of the error file, when there is one.
     #[serde(rename = "errorFile", default, skip_serializing_if = "Option::is_none")]
     pub error_file: Option<String>,
+    /// dump-to-bucket: the file format (`ndjson` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// dump-to-bucket: the `table` of `sql` / the index of `elastic-bulk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// dump-to-bucket: the key layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+    /// dump-to-bucket: the load id (`{load_id}`) and start (RFC 3339) of the job.
+    #[serde(rename = "loadId", default, skip_serializing_if = "Option::is_none")]
+    pub load_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// dump-to-bucket: the query, when it dumps a query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// dump-to-bucket: `$dump-sql`'s statement timeout, for running the query.
+    #[serde(rename = "timeoutMs", default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 impl ExportSpec {
-    /// The key of file `n` of task `part` of `ty` (`Observation-1-001.ndjson`).
+    /// The key of file `n` of task `part` of `ty`: `Observation-1-001.ndjson` for
+    /// `$export`, the layout's key for dump-to-bucket.
     pub fn file_key(&self, ty: &str, part: i32, n: u32) -> String {
+        if let (Some(layout), Some(load_id), Some(started)) =
+            (&self.layout, &self.load_id, &self.started)
+        {
+            let started = chrono::DateTime::parse_from_rfc3339(started)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .unwrap_or_else(|_| chrono::Utc::now());
+            let format = crate::sinks::formats::Format::parse(
+                self.format.as_deref(),
+                self.table.as_deref(),
+                "x",
+            )
+            .unwrap_or(crate::sinks::formats::Format::Ndjson);
+            let ext = format!("{}{}", format.ext(), if self.gzip { ".gz" } else { "" });
+            let table = if ty == "query" {
+                "query".to_string()
+            } else {
+                ty.to_ascii_lowercase()
+            };
+            let file_id = format!("{part}_{n:05}");
+            // Without {file_id} a table is one file (see `single_file`); a further one
+            // (a Parquet file closed at a hand-over) gets its file id before the
+            // extension rather than overwrite the first.
+            let ext = if self.single_file() && (part, n) != (1, 1) {
+                format!("{file_id}.{ext}")
+            } else {
+                ext
+            };
+            let key = super::layout::render(
+                layout,
+                &super::layout::KeyParts {
+                    table: &table,
+                    load_id,
+                    file_id: &file_id,
+                    ext: &ext,
+                    started,
+                },
+            );
+            return format!("{}{key}", self.prefix);
+        }
         format!(
             "{}{ty}-{part}-{n:03}.ndjson{}",
             self.prefix,
@@ -60,6 +120,14 @@ impl ExportSpec {
         )
     }
 
+    /// True when the layout has no `{file_id}` (`{table_name}.{ext}`): each table is
+    /// written as one file, neither split into id ranges nor by size.
+    pub fn single_file(&self) -> bool {
+        self.layout
+            .as_deref()
+            .is_some_and(|l| !l.contains("{file_id}"))
+    }
+
     /// True for a Patient- or Group-level export (rows limited to Patient compartments).
     pub fn compartment_level(&self) -> bool {
         self.level == "patient" || self.level == "group"
@@ -69,6 +137,30 @@ impl ExportSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layout_without_file_id_never_overwrites() {
+        let s = ExportSpec {
+            prefix: "out/".into(),
+            layout: Some("{table_name}.{ext}".into()),
+            load_id: Some("1.000001".into()),
+            started: Some("2026-11-23T10:00:00Z".into()),
+            format: Some("parquet".into()),
+            ..Default::default()
+        };
+        assert!(s.single_file());
+        assert_eq!(s.file_key("Patient", 1, 1), "out/patient.parquet");
+        assert_eq!(s.file_key("Patient", 1, 2), "out/patient.1_00002.parquet");
+        let dlt = ExportSpec {
+            layout: Some(super::super::layout::DEFAULT_LAYOUT.into()),
+            ..s
+        };
+        assert!(!dlt.single_file());
+        assert_eq!(
+            dlt.file_key("query", 1, 2),
+            "out/query/1.000001.1_00002.parquet"
+        );
+    }
 
     #[test]
     fn keys_name_the_type_part_and_file() {

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::bucket;
+use super::rows::{self, Lines, Output, Reading, RowData, Rows};
 use super::spec::ExportSpec;
 use crate::error::{Error, Result};
 use crate::fhir;
@@ -20,8 +22,11 @@ use crate::model::export::{
     Export, ExportStatus, ExportTask, TaskCheckpoint, TaskKind, TaskStatus,
 };
 use crate::resource_type::ResourceType;
+use crate::sinks::formats::Format;
+use crate::sinks::parquet::{self, ParquetFile};
 use crate::sinks::writer::{FileWriter, WriteOptions};
 use crate::sinks::{ObjectMeta, ObjectSink};
+use crate::storage::dumps;
 use crate::storage::exports::{TaskClaim, TaskCommit};
 use crate::storage::read::{self, Compartment, Patients, Projection, Slice};
 use crate::storage::Db;
@@ -41,12 +46,15 @@ pub struct TaskOptions {
     pub file_max_bytes: u64,
     /// Stop this long before the deadline at the latest (default 30 s).
     pub deadline_margin: Duration,
+    /// Parquet row groups are closed at about this many encoded bytes (default 32 MiB):
+    /// what a Parquet file holds in memory before its bytes go out as parts.
+    pub row_group_bytes: usize,
 }
 
 impl TaskOptions {
     /// `SIPHON_LEASE_SECONDS` (30), `SIPHON_HEARTBEAT_SECONDS` (10),
     /// `SIPHON_EXPORT_PART_MB` (8, at least 5), `SIPHON_EXPORT_FILE_MAX_RESOURCES`
-    /// (1,000,000), `SIPHON_EXPORT_FILE_MAX_MB` (1024).
+    /// (1,000,000), `SIPHON_EXPORT_FILE_MAX_MB` (1024), `SIPHON_EXPORT_ROW_GROUP_MB` (32).
     pub fn from_env(
         env: &crate::config::Env,
     ) -> std::result::Result<Self, crate::config::ConfigError> {
@@ -62,6 +70,7 @@ impl TaskOptions {
             )?,
             file_max_bytes: env.number("SIPHON_EXPORT_FILE_MAX_MB", 1024, 1, 1 << 20)? << 20,
             deadline_margin: Duration::from_secs(30),
+            row_group_bytes: (env.number("SIPHON_EXPORT_ROW_GROUP_MB", 32, 1, 512)? << 20) as usize,
         })
     }
 }
@@ -75,6 +84,7 @@ impl Default for TaskOptions {
             file_max_resources: 1_000_000,
             file_max_bytes: 1 << 30,
             deadline_margin: Duration::from_secs(30),
+            row_group_bytes: parquet::ROW_GROUP_BYTES,
         }
     }
 }
@@ -170,6 +180,7 @@ impl TaskRunner {
         };
         if export.status != ExportStatus::Active {
             self.clean_up(&mut run).await?;
+            self.ended(&export.id, Some(export.status)).await?;
             return Ok(TaskOutcome::Cancelled);
         }
         tracing::info!(
@@ -180,7 +191,8 @@ impl TaskRunner {
         match self.write(&export, &mut run, deadline).await {
             Ok(outcome) => {
                 if matches!(outcome, TaskOutcome::Done { .. }) {
-                    self.db.settle_export(&export.id).await?;
+                    let status = self.db.settle_export(&export.id).await?;
+                    self.ended(&export.id, status).await?;
                 }
                 Ok(outcome)
             }
@@ -202,14 +214,55 @@ impl TaskRunner {
                         Some(&why),
                     )
                     .await?;
-                self.db.settle_export(&export.id).await?;
+                let status = self.db.settle_export(&export.id).await?;
+                self.ended(&export.id, status).await?;
                 Ok(TaskOutcome::Done { count: run.count })
             }
         }
     }
 
-    /// The SELECT of the task's rows after the checkpoint.
-    fn select(&self, export: &Export, run: &Run<'_>) -> Result<String> {
+    /// What follows the end of an export (`status` as settled): a dump-to-bucket that
+    /// is done gets its completion marker, written after every file; a cancelled export
+    /// loses the files its finished tasks wrote (running tasks remove their own); an
+    /// ended one drops the table its query was materialized into. All idempotent, so a
+    /// worker that dies here is replaced by the redelivered message doing it again.
+    pub async fn ended(&self, export_id: &str, status: Option<ExportStatus>) -> Result<()> {
+        match status {
+            None | Some(ExportStatus::Active) => return Ok(()),
+            Some(ExportStatus::Done) => {
+                if let Some(key) = bucket::write_marker(&self.db, &*self.sink, export_id).await? {
+                    tracing::info!(
+                        export = export_id,
+                        marker = key,
+                        "dump complete: marker written"
+                    );
+                }
+            }
+            Some(ExportStatus::Cancelled) => {
+                let mut removed = 0;
+                for task in self.db.export_tasks(export_id).await? {
+                    if task.status == TaskStatus::Done {
+                        for file in &task.checkpoint.files {
+                            self.sink.delete(&file.key).await?;
+                            removed += 1;
+                        }
+                    }
+                }
+                if removed > 0 {
+                    tracing::info!(
+                        export = export_id,
+                        removed,
+                        "export cancelled: finished files removed"
+                    );
+                }
+            }
+            Some(ExportStatus::Error) => {}
+        }
+        self.db.drop_materialized(export_id).await
+    }
+
+    /// Where the task's rows come from, after the checkpoint.
+    async fn reading(&self, export: &Export, run: &Run<'_>) -> Result<Reading> {
         let since = run
             .spec
             .since
@@ -234,11 +287,11 @@ impl TaskRunner {
                 },
             })
         };
+        let bucket = run.spec.level == "bucket";
         match run.task.kind {
             TaskKind::Resources => {
                 let ty = ResourceType::parse(&run.task.resource_type)?;
-                let projection = projection(&ty, &run.spec.elements);
-                read::slice_sql(&Slice {
+                let slice = Slice {
                     after: run
                         .checkpoint
                         .after
@@ -247,9 +300,37 @@ impl TaskRunner {
                     upto: run.task.range_to.clone(),
                     since,
                     compartment: compartment(&ty),
-                    projection,
+                    projection: projection(&ty, &run.spec.elements),
                     resource_type: ty,
-                })
+                };
+                if bucket {
+                    rows::dump_reading(run.spec, Some(slice), None)
+                } else {
+                    Ok(Reading {
+                        select: read::slice_sql(&slice)?,
+                        binary: true,
+                        output: Output::Lines(Lines::Json),
+                    })
+                }
+            }
+            TaskKind::Query => {
+                let query = run.spec.query.as_deref().unwrap_or_default();
+                let timeout = run.spec.timeout_ms.unwrap_or(60_000);
+                let columns = self
+                    .db
+                    .materialize_query(&export.id, query, timeout)
+                    .await?;
+                let after: i64 = match &run.checkpoint.after {
+                    Some(a) => a
+                        .parse()
+                        .map_err(|_| Error::Internal(format!("bad query checkpoint {a:?}")))?,
+                    None => 0,
+                };
+                rows::dump_reading(
+                    run.spec,
+                    None,
+                    Some((&dumps::table_of(&export.id), &columns, after)),
+                )
             }
             TaskKind::Deleted => {
                 let types = run
@@ -265,7 +346,11 @@ impl TaskRunner {
                     .collect::<Result<Vec<_>>>()?;
                 let since =
                     since.ok_or_else(|| Error::Internal("deleted[] without _since".into()))?;
-                read::deleted_sql(&types, since, run.checkpoint.after.as_deref())
+                Ok(Reading {
+                    select: read::deleted_sql(&types, since, run.checkpoint.after.as_deref())?,
+                    binary: true,
+                    output: Output::Lines(Lines::Json),
+                })
             }
         }
     }
@@ -273,14 +358,21 @@ impl TaskRunner {
     fn key(&self, run: &Run<'_>, n: u32) -> String {
         match run.task.kind {
             TaskKind::Resources => run.spec.file_key(&run.task.resource_type, run.task.part, n),
+            TaskKind::Query => run.spec.file_key("query", run.task.part, n),
             TaskKind::Deleted => run.spec.deleted_key(n),
         }
     }
 
     fn write_options(&self, spec: &ExportSpec) -> WriteOptions {
+        let content_type = match spec.level.as_str() {
+            "bucket" => Format::parse(spec.format.as_deref(), spec.table.as_deref(), "x")
+                .map(|f| f.content_type())
+                .unwrap_or("application/x-ndjson"),
+            _ => "application/fhir+ndjson",
+        };
         WriteOptions {
             meta: ObjectMeta {
-                content_type: "application/fhir+ndjson".into(),
+                content_type: content_type.into(),
                 content_encoding: spec.gzip.then(|| "gzip".to_string()),
             },
             gzip: spec.gzip,
@@ -313,9 +405,55 @@ impl TaskRunner {
             }
             TaskCommit::Cancelled => {
                 self.clean_up(run).await?;
+                self.ended(&export.id, Some(ExportStatus::Cancelled))
+                    .await?;
                 Ok(Err(TaskOutcome::Cancelled))
             }
         }
+    }
+
+    /// True when the deadline is nearer than the margin (or three slow steps).
+    fn near(&self, deadline: Option<Instant>, slowest: Duration) -> bool {
+        deadline
+            .is_some_and(|d| Instant::now() + self.options.deadline_margin.max(slowest * 3) >= d)
+    }
+
+    /// Ends the task as done.
+    async fn done(&self, run: &mut Run<'_>) -> Result<TaskOutcome> {
+        if !self
+            .db
+            .end_export_task(
+                &run.task.id,
+                &run.owner,
+                TaskStatus::Done,
+                &run.checkpoint,
+                run.count,
+                None,
+            )
+            .await?
+        {
+            return Ok(TaskOutcome::Busy);
+        }
+        tracing::info!(
+            task = run.task.id,
+            count = run.count,
+            files = run.checkpoint.files.len(),
+            "export task done"
+        );
+        Ok(TaskOutcome::Done { count: run.count })
+    }
+
+    /// Hands over at the checkpoint: the lease goes back, the caller queues the rest.
+    async fn hand_over(&self, run: &Run<'_>) -> Result<TaskOutcome> {
+        self.db
+            .release_export_task(&run.task.id, &run.owner)
+            .await?;
+        tracing::info!(
+            task = run.task.id,
+            after = run.checkpoint.after.as_deref(),
+            "deadline near: handing over at the checkpoint"
+        );
+        Ok(TaskOutcome::Continue)
     }
 
     async fn write(
@@ -324,28 +462,73 @@ impl TaskRunner {
         run: &mut Run<'_>,
         deadline: Option<Instant>,
     ) -> Result<TaskOutcome> {
+        let reading = self.reading(export, run).await?;
+        if run.checkpoint.next == 0 {
+            run.checkpoint.next = 1;
+        }
+        match reading.output {
+            Output::Parquet(columns) => {
+                let rows = Rows::open(
+                    &self.db,
+                    Reading {
+                        output: Output::Parquet(columns.clone()),
+                        ..reading
+                    },
+                )
+                .await?;
+                self.write_parquet(export, run, deadline, rows, &columns)
+                    .await
+            }
+            Output::Lines(lines) => {
+                let header = lines.header();
+                let rows = Rows::open(
+                    &self.db,
+                    Reading {
+                        output: Output::Lines(lines),
+                        ..reading
+                    },
+                )
+                .await?;
+                self.write_lines(export, run, deadline, rows, header).await
+            }
+        }
+    }
+
+    /// Text files: resumable mid-file, a checkpoint after every part.
+    async fn write_lines(
+        &self,
+        export: &Export,
+        run: &mut Run<'_>,
+        deadline: Option<Instant>,
+        mut rows: Rows,
+        header: Option<Vec<u8>>,
+    ) -> Result<TaskOutcome> {
         let options = self.write_options(run.spec);
-        let mut rows = self.db.copy_keyed_rows(&self.select(export, run)?).await?;
         let mut writer = run
             .checkpoint
             .file
             .clone()
             .map(|state| FileWriter::resume(self.sink.clone(), state, options.clone()));
-        if run.checkpoint.next == 0 {
-            run.checkpoint.next = 1;
-        }
         let mut last: Option<Bytes> = None;
         let mut slowest = Duration::ZERO;
-        while let Some(batch) = rows.next_rows().await? {
-            for (key, line) in batch {
+        while let Some(batch) = rows.next().await? {
+            for row in batch {
+                let RowData::Line(line) = row.data else {
+                    return Err(Error::Internal("a typed row in a text file".into()));
+                };
                 let w = writer.get_or_insert_with(|| {
                     let key = self.key(run, run.checkpoint.next);
-                    FileWriter::new(self.sink.clone(), &key, options.clone())
+                    let mut w = FileWriter::new(self.sink.clone(), &key, options.clone());
+                    if let Some(h) = &header {
+                        w.push_uncounted(h);
+                    }
+                    w
                 });
                 w.push(&line);
-                last = Some(key);
-                let file_full = w.count() >= self.options.file_max_resources
-                    || w.bytes() >= self.options.file_max_bytes;
+                last = Some(row.key);
+                let file_full = !run.spec.single_file()
+                    && (w.count() >= self.options.file_max_resources
+                        || w.bytes() >= self.options.file_max_bytes);
                 if !w.part_full() && !file_full {
                     continue;
                 }
@@ -372,20 +555,9 @@ impl TaskRunner {
                     return Ok(stop);
                 }
                 slowest = slowest.max(started.elapsed());
-                if let Some(deadline) = deadline {
-                    let margin = self.options.deadline_margin.max(slowest * 3);
-                    if Instant::now() + margin >= deadline {
-                        drop(rows);
-                        self.db
-                            .release_export_task(&run.task.id, &run.owner)
-                            .await?;
-                        tracing::info!(
-                            task = run.task.id,
-                            after = run.checkpoint.after.as_deref(),
-                            "deadline near: handing over at the checkpoint"
-                        );
-                        return Ok(TaskOutcome::Continue);
-                    }
+                if self.near(deadline, slowest) {
+                    drop(rows);
+                    return self.hand_over(run).await;
                 }
             }
         }
@@ -399,27 +571,102 @@ impl TaskRunner {
             run.checkpoint.after = last.map(|k| String::from_utf8_lossy(&k).into_owned());
             run.count = committed(&run.checkpoint);
         }
-        if !self
-            .db
-            .end_export_task(
-                &run.task.id,
-                &run.owner,
-                TaskStatus::Done,
-                &run.checkpoint,
-                run.count,
-                None,
-            )
-            .await?
-        {
-            return Ok(TaskOutcome::Busy);
+        self.done(run).await
+    }
+
+    /// Parquet files: a file is written within one run (its footer needs all of it), so
+    /// a checkpoint follows each finished file; an upload left by a dead run is aborted.
+    async fn write_parquet(
+        &self,
+        export: &Export,
+        run: &mut Run<'_>,
+        deadline: Option<Instant>,
+        mut rows: Rows,
+        columns: &[crate::model::export::Column],
+    ) -> Result<TaskOutcome> {
+        if let Some(stale) = run.checkpoint.file.take() {
+            if let Some(id) = &stale.upload_id {
+                self.sink.abort_upload(&stale.key, id).await?;
+            }
         }
-        tracing::info!(
-            task = run.task.id,
-            count = run.count,
-            files = run.checkpoint.files.len(),
-            "export task done"
-        );
-        Ok(TaskOutcome::Done { count: run.count })
+        let mut file: Option<ParquetFile> = None;
+        let mut last: Option<Bytes> = None;
+        let mut slowest = Duration::ZERO;
+        let mut ended = false;
+        while !ended {
+            let batch = rows.next().await?;
+            ended = batch.is_none();
+            for row in batch.unwrap_or_default() {
+                let RowData::Values(values) = row.data else {
+                    return Err(Error::Internal("a text row in a Parquet file".into()));
+                };
+                if file.is_none() {
+                    let key = self.key(run, run.checkpoint.next);
+                    file = Some(ParquetFile::new(
+                        self.sink.clone(),
+                        &key,
+                        columns,
+                        self.options.row_group_bytes,
+                        self.options.part_bytes,
+                    )?);
+                }
+                let f = file.as_mut().expect("a file");
+                f.push(&values)?;
+                last = Some(row.key);
+                let mut uploaded = false;
+                if f.part_ready() {
+                    uploaded = true;
+                    let started = Instant::now();
+                    let first = f.upload_id().is_none();
+                    f.upload_part().await?;
+                    slowest = slowest.max(started.elapsed());
+                    if first {
+                        // Record the upload, so a run that dies leaves it to be aborted.
+                        run.checkpoint.file = Some(crate::model::export::FileState {
+                            key: self.key(run, run.checkpoint.next),
+                            upload_id: f.upload_id().map(str::to_string),
+                            ..Default::default()
+                        });
+                        if let Err(stop) = self.commit(export, run).await? {
+                            if let Some(f) = file.take() {
+                                let _ = f.abort().await;
+                            }
+                            return Ok(stop);
+                        }
+                    }
+                }
+                let f = file.as_ref().expect("a file");
+                let full = !run.spec.single_file()
+                    && (f.count() >= self.options.file_max_resources
+                        || f.bytes() >= self.options.file_max_bytes);
+                // Like text files, the deadline is looked at when a part went out.
+                let near = uploaded && self.near(deadline, slowest);
+                if full || near {
+                    let written = file.take().expect("a file").finish().await?;
+                    run.checkpoint.files.push(written);
+                    run.checkpoint.file = None;
+                    run.checkpoint.next += 1;
+                    run.checkpoint.after = last
+                        .as_ref()
+                        .map(|k| String::from_utf8_lossy(k).into_owned());
+                    run.count = committed(&run.checkpoint);
+                    if let Err(stop) = self.commit(export, run).await? {
+                        return Ok(stop);
+                    }
+                    if near {
+                        drop(rows);
+                        return self.hand_over(run).await;
+                    }
+                }
+            }
+        }
+        if let Some(f) = file.take() {
+            run.checkpoint.files.push(f.finish().await?);
+            run.checkpoint.file = None;
+            run.checkpoint.after = last.map(|k| String::from_utf8_lossy(&k).into_owned());
+            run.count = committed(&run.checkpoint);
+        }
+        self.done(run).await
     }
 
     /// The export was cancelled: abort the open upload, delete the finished files.

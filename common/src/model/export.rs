@@ -141,6 +141,8 @@ pub enum TaskKind {
     Resources,
     /// Tombstones of deleted resources (`deleted[]`).
     Deleted,
+    /// The rows of a query (dump-to-bucket `query`).
+    Query,
 }
 
 impl TaskKind {
@@ -148,6 +150,7 @@ impl TaskKind {
         match self {
             TaskKind::Resources => "resources",
             TaskKind::Deleted => "deleted",
+            TaskKind::Query => "query",
         }
     }
 }
@@ -168,4 +171,38 @@ pub struct ExportTask {
     pub error: Option<String>,
     pub lease_until: Option<String>,
     pub receipt: Option<String>,
+}
+
+/// How a column's values are typed in files that type them (Parquet), from the
+/// Postgres type of the column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnKind {
+    /// text, varchar, uuid, json, jsonb (JSON text), numeric beyond 38 digits or
+    /// NaN/Infinity (exact, as its text), and anything else (its text form).
+    Text,
+    Bool,
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    /// timestamptz, in UTC.
+    TimestampUtc,
+    /// timestamp without time zone.
+    Timestamp,
+    Date,
+    /// numeric whose values fit a 128-bit decimal: `precision` digits (at most 38), of
+    /// which `scale` after the point; other numerics are Text (exact).
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
+}
+
+/// A column of a dump: its name and kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    pub kind: ColumnKind,
 }

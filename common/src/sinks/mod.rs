@@ -7,7 +7,9 @@
 //! ETags) lives in the caller's checkpoint, so a writer that dies, or hands over before
 //! its deadline, can be continued by another process: see [`writer`].
 
+pub mod formats;
 pub mod memory;
+pub mod parquet;
 pub mod s3;
 pub mod writer;
 
@@ -104,6 +106,12 @@ pub trait ObjectSink: Send + Sync {
     fn size<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, SinkError>>;
     /// Deletes an object (a missing one is not an error).
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), SinkError>>;
+    /// Checks that the bucket exists and may be reached (S3: `HeadBucket`, which needs
+    /// `s3:ListBucket`); a missing bucket or a denied access is [`SinkError::Refused`]
+    /// with a message that says which.
+    fn check_bucket(&self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// A URL that lets anyone holding it GET the object for `ttl`.
     fn presign_get<'a>(
         &'a self,

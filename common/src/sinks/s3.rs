@@ -59,6 +59,24 @@ where
 }
 
 impl ObjectSink for S3Sink {
+    fn check_bucket(&self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            let bucket = &self.bucket;
+            match self.client.head_bucket().bucket(bucket).send().await {
+                Ok(_) => Ok(()),
+                Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => Err(
+                    SinkError::Refused(format!("bucket s3://{bucket} does not exist (NoSuchBucket)")),
+                ),
+                Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 403 => {
+                    Err(SinkError::Refused(format!(
+                        "access to bucket s3://{bucket} is denied (AccessDenied): the credentials need s3:ListBucket, s3:PutObject, s3:DeleteObject and s3:AbortMultipartUpload on it"
+                    )))
+                }
+                Err(e) => Err(classify(e, &format!("head s3://{bucket}"))),
+            }
+        })
+    }
+
     fn put<'a>(
         &'a self,
         key: &'a str,

@@ -110,6 +110,12 @@ impl FileWriter {
         self.pending_bytes += line.len() as u64 + 1;
     }
 
+    /// Appends a line that is not a row (a CSV header): it is stored but not counted.
+    pub fn push_uncounted(&mut self, line: &[u8]) {
+        self.push(line);
+        self.pending_count -= 1;
+    }
+
     /// True when the pending bytes make a part.
     pub fn part_full(&self) -> bool {
         let stored = match &self.gz {
@@ -130,7 +136,11 @@ impl FileWriter {
     /// Uploads the pending lines as the next part. Afterwards [`Self::state`] is what the
     /// caller commits with its cursor.
     pub async fn flush_part(&mut self) -> Result<(), SinkError> {
-        if self.pending_count == 0 {
+        let empty = match &self.gz {
+            Some(_) => false,
+            None => self.raw.is_empty(),
+        };
+        if empty {
             return Ok(());
         }
         let upload_id = match &self.state.upload_id {

@@ -73,6 +73,7 @@ fn task_row(r: &tokio_postgres::Row) -> Result<ExportTask> {
         export_id: r.get(1),
         kind: match kind.as_str() {
             "deleted" => TaskKind::Deleted,
+            "query" => TaskKind::Query,
             _ => TaskKind::Resources,
         },
         resource_type: r.get(3),

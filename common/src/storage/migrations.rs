@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/0004_exports.sql"),
     ),
     (5, "plans", include_str!("../../migrations/0005_plans.sql")),
+    (
+        6,
+        "dump_schema",
+        include_str!("../../migrations/0006_dump_schema.sql"),
+    ),
 ];
 
 /// Applies the migrations that have not run yet. Returns how many ran now.

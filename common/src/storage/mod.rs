@@ -11,10 +11,12 @@
 //! - [`bulk`]: resource tables whose indexes are dropped for a first load.
 //! - [`exports`]: export jobs, their tasks and checkpoints.
 //! - [`plans`]: objects staged to plan an import (dry runs, S3 Inventories).
+//! - [`dumps`]: query dumps to a bucket, materialized as siphon_reader.
 
 pub mod bulk;
 pub mod clients;
 pub mod copy_in;
+pub mod dumps;
 pub mod exports;
 pub mod imports;
 pub mod loader_files;
@@ -23,6 +25,7 @@ pub mod plans;
 pub mod pool;
 pub mod read;
 pub mod resources;
+pub mod script;
 
 pub use pool::{Db, DbConfig};
 pub use resources::StoredResource;

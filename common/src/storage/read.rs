@@ -211,7 +211,7 @@ impl Db {
 }
 
 /// Maps a query's failure to the caller's fault where it is one.
-fn sql_error(e: tokio_postgres::Error) -> Error {
+pub(crate) fn sql_error(e: tokio_postgres::Error) -> Error {
     let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
     let db = DbError::from(e);
     match code.as_str() {
@@ -392,6 +392,78 @@ pub fn slice_sql(slice: &Slice) -> Result<String> {
     ))
 }
 
+/// What the rows of a dump carry after their key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// One JSON object: the resource as `$dump` writes it, or the query row.
+    Json,
+    /// The columns: `id, resource_type, ts, txid, resource` of a table, the query's own.
+    Columns,
+    /// `_bulk`: the id, then the JSON object.
+    Bulk,
+}
+
+/// The text-COPY SELECT of a resource table's rows in a dump: `slice` (its projection
+/// ignored), then the columns `shape` says, keyed and ordered by id.
+pub fn table_rows_sql(slice: &Slice, shape: Shape) -> Result<String> {
+    let json = Slice {
+        projection: None,
+        ..slice.clone()
+    };
+    let sql = slice_sql(&json)?;
+    let columns = match shape {
+        Shape::Json => RESOURCE_WITH_ID.to_string(),
+        Shape::Columns => format!("id, resource_type, ts, txid, {RESOURCE_WITH_ID}"),
+        Shape::Bulk => format!("id, {RESOURCE_WITH_ID}"),
+    };
+    Ok(sql.replacen(
+        &format!("SELECT id, {RESOURCE_WITH_ID} FROM"),
+        &format!("SELECT id, {columns} FROM"),
+        1,
+    ))
+}
+
+/// The column names of a resource table in a dump (with [`Shape::Columns`]).
+pub const TABLE_COLUMNS: [&str; 5] = ["id", "resource_type", "ts", "txid", "resource"];
+
+/// A read-only query's rows as `(id::text, the row as JSON)`, for `_bulk` actions.
+pub fn keyed_rows_sql(query: &str) -> String {
+    format!("SELECT q.\"id\"::text, row_to_json(q)::text FROM (\n{query}\n) q")
+}
+
+/// The text-COPY SELECT of a materialized query's rows after row `after`, keyed and
+/// ordered by `siphon_rn`; `columns` are the query's, `id_column` the `_bulk` id.
+pub fn query_rows_sql(
+    table: &str,
+    columns: &[String],
+    after: i64,
+    shape: Shape,
+    id_column: Option<&str>,
+) -> String {
+    let quoted: Vec<String> = columns
+        .iter()
+        .map(|c| format!("x.\"{}\"", c.replace('"', "\"\"")))
+        .collect();
+    // The row's alias must not be a column name, or `SELECT alias` picks the column.
+    let mut alias = "siphon_row".to_string();
+    while columns.iter().any(|c| c == &alias) {
+        alias.push('_');
+    }
+    let json = format!(
+        "row_to_json((SELECT {alias} FROM (SELECT {}) {alias}))",
+        quoted.join(", ")
+    );
+    let rest = match shape {
+        Shape::Json => json,
+        Shape::Columns => quoted.join(", "),
+        Shape::Bulk => format!(
+            "x.\"{}\"::text, {json}",
+            id_column.unwrap_or("id").replace('"', "\"\"")
+        ),
+    };
+    format!("SELECT x.siphon_rn, {rest} FROM {table} x WHERE x.siphon_rn > {after} ORDER BY x.siphon_rn")
+}
+
 /// Deleted resources of `types` (each with its compartment condition, if any) since
 /// `since`, for `deleted[]`: each once, as a transaction Bundle with one DELETE entry,
 /// keyed `Type/id`, in key order. Resources that exist again are left out.
@@ -521,7 +593,66 @@ impl KeyedRows {
     }
 }
 
+/// A stream of rows out of a text-format COPY: each row's bytes without its newline
+/// (fields tab-separated, escaped as Postgres' text format does).
+pub struct TextRows {
+    copy: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
+    buf: BytesMut,
+    ended: bool,
+    _client: deadpool_postgres::ClientWrapper,
+}
+
+impl TextRows {
+    /// The next rows (at least one), or `None` at the end.
+    pub async fn next_rows(&mut self) -> Result<Option<Vec<Bytes>>> {
+        loop {
+            let mut rows = Vec::new();
+            while let Some(i) = memchr::memchr(b'\n', &self.buf) {
+                let mut row = self.buf.split_to(i + 1);
+                row.truncate(i);
+                rows.push(row.freeze());
+            }
+            if !rows.is_empty() {
+                return Ok(Some(rows));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.copy.next().await {
+                Some(chunk) => self.buf.extend_from_slice(&chunk.map_err(sql_error)?),
+                None => {
+                    self.ended = true;
+                    if !self.buf.is_empty() {
+                        return Err(Error::Internal("COPY ended inside a row".into()));
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Db {
+    /// Streams `select` with text-format COPY (dates ISO, time zone UTC), on a connection
+    /// taken out of the pool for as long as the stream lives.
+    pub async fn copy_text_rows(&self, select: &str) -> Result<TextRows> {
+        let client = deadpool_postgres::Object::take(self.client().await?);
+        client
+            .batch_execute(
+                "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'",
+            )
+            .await?;
+        let copy = client
+            .copy_out(&format!("COPY ({select}) TO STDOUT"))
+            .await
+            .map_err(sql_error)?;
+        Ok(TextRows {
+            copy: Box::pin(copy),
+            buf: BytesMut::with_capacity(1 << 20),
+            ended: false,
+            _client: client,
+        })
+    }
+
     /// Streams `select` (two columns: a text key, a jsonb line) with binary COPY, on a
     /// connection taken out of the pool for as long as the stream lives.
     pub async fn copy_keyed_rows(&self, select: &str) -> Result<KeyedRows> {

@@ -34,7 +34,10 @@ pub struct ExportWorker {
     pub max_receives: u32,
     /// The export bucket, written with the function's own credentials.
     pub sink: Arc<dyn ObjectSink>,
-    /// Sinks of other stores (dump-to-bucket with `endpoint-url`/`account`), by store.
+    /// The function's own S3 client, for dump-to-bucket targets other than the export
+    /// bucket (see [`ExportWorker::with_own_client`]).
+    own: Option<aws_sdk_s3::Client>,
+    /// Sinks of dump-to-bucket targets, by bucket and store.
     others: Mutex<HashMap<String, Arc<dyn ObjectSink>>>,
 }
 
@@ -52,23 +55,37 @@ impl ExportWorker {
             options,
             max_receives,
             sink,
+            own: None,
             others: Mutex::new(HashMap::new()),
         }
     }
 
-    async fn sink_for(&self, message: &ExportMessage, bucket: Option<&str>) -> Arc<dyn ObjectSink> {
-        let (false, Some(bucket)) = (message.store.is_default(), bucket) else {
+    /// Writes dump-to-bucket targets that name no store of their own with `s3` (the
+    /// function's role); without it, with a client from the SDK's default chain.
+    pub fn with_own_client(mut self, s3: aws_sdk_s3::Client) -> Self {
+        self.own = Some(s3);
+        self
+    }
+
+    /// Where a task writes: the export bucket for `$export`, the job's bucket (reached
+    /// with the message's store, or the function's own client) for dump-to-bucket.
+    async fn sink_for(&self, message: &ExportMessage, target: Option<&str>) -> Arc<dyn ObjectSink> {
+        let Some(bucket) = target else {
             return self.sink.clone();
         };
+        let store = &message.store;
         let key = format!(
             "{bucket}|{:?}|{:?}|{:?}",
-            message.store.endpoint_url, message.store.region, message.store.access_key_id
+            store.endpoint_url, store.region, store.access_key_id
         );
         let mut cache = self.others.lock().await;
         if let Some(s) = cache.get(&key) {
             return s.clone();
         }
-        let client = crate::sources::s3::client(&message.store.s3_options()).await;
+        let client = match (&self.own, store.is_default()) {
+            (Some(own), true) => own.clone(),
+            _ => crate::sources::s3::client(&store.s3_options()).await,
+        };
         let sink: Arc<dyn ObjectSink> = Arc::new(S3Sink::new(client, bucket));
         cache.insert(key, sink.clone());
         sink
@@ -111,8 +128,11 @@ impl ExportWorker {
             return false;
         };
         let task = message.task.clone();
-        let bucket = match self.db.export(task.split('/').next().unwrap_or("")).await {
-            Ok(e) => e.and_then(|e| e.request["bucket"].as_str().map(str::to_string)),
+        // A dump-to-bucket writes its own bucket; `$export` the export bucket.
+        let target = match self.db.export(task.split('/').next().unwrap_or("")).await {
+            Ok(e) => e
+                .filter(|e| e.kind == "bucket")
+                .and_then(|e| e.request["bucket"].as_str().map(str::to_string)),
             Err(e) => {
                 tracing::error!(task, error = %e, "cannot read the export; the message will be redelivered");
                 return false;
@@ -120,7 +140,7 @@ impl ExportWorker {
         };
         let runner = TaskRunner {
             db: self.db.clone(),
-            sink: self.sink_for(&message, bucket.as_deref()).await,
+            sink: self.sink_for(&message, target.as_deref()).await,
             options: self.options.clone(),
         };
         match runner
@@ -131,7 +151,25 @@ impl ExportWorker {
                 tracing::info!(task, count, "export task done");
                 true
             }
-            Ok(TaskOutcome::Cancelled) | Ok(TaskOutcome::Ended(_)) => true,
+            Ok(TaskOutcome::Cancelled) => true,
+            Ok(TaskOutcome::Ended(status)) => {
+                // A redelivered message of an ended task: whoever ended it may have died
+                // before finishing the export's end (the dump's marker), so it is done
+                // again here; it is idempotent.
+                let export = task.split('/').next().unwrap_or("");
+                let settled = match self.db.settle_export(export).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(task, error = %e, "cannot settle the export; the message will be redelivered");
+                        return false;
+                    }
+                };
+                if let Err(e) = runner.ended(export, settled).await {
+                    tracing::error!(task, ?status, error = %e, "cannot finish the export; the message will be redelivered");
+                    return false;
+                }
+                true
+            }
             Ok(TaskOutcome::Continue) => {
                 self.requeue(&message, None, "continue after the checkpoint")
                     .await
@@ -169,7 +207,11 @@ impl ExportWorker {
                     Some(why),
                 )
                 .await?;
-            self.db.settle_export(&e.id).await?;
+            if self.db.settle_export(&e.id).await?
+                != Some(crate::model::export::ExportStatus::Active)
+            {
+                self.db.drop_materialized(&e.id).await?;
+            }
         }
         Ok(())
     }

@@ -39,6 +39,9 @@ pub struct Config {
     /// `SIPHON_PUBLIC_URL`: the base URL clients use, when the `Host` header is not it
     /// (a custom domain behind a proxy). Used for `$export`'s absolute URLs.
     pub public_url: Option<String>,
+    /// `SIPHON_DUMP_SQL_TIMEOUT_MS`: statement timeout of a `dump-to-bucket` query, as
+    /// `$dump-sql` has it (default 60,000).
+    pub dump_sql_timeout_ms: u64,
 }
 
 impl Config {
@@ -59,6 +62,7 @@ impl Config {
             export,
             export_queue_url,
             public_url: env.get("SIPHON_PUBLIC_URL").map(str::to_string),
+            dump_sql_timeout_ms: env.number("SIPHON_DUMP_SQL_TIMEOUT_MS", 60_000, 1, 900_000)?,
             load_dlq_url: env.get("SIPHON_LOAD_DLQ_URL").map(str::to_string),
             export_dlq_url: env.get("SIPHON_EXPORT_DLQ_URL").map(str::to_string),
             db: DbConfig::from_env(env)?,

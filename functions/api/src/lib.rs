@@ -35,6 +35,11 @@ pub struct App {
     pub public_url: Option<String>,
     /// Dead-letter queues (set by [`App::with_dead_letters`]).
     pub dead_letters: Option<DeadLetters>,
+    /// The function's own S3 client: `dump-to-bucket` writes with it when the params
+    /// name no other store.
+    pub s3: aws_sdk_s3::Client,
+    /// `SIPHON_DUMP_SQL_TIMEOUT_MS`.
+    pub dump_sql_timeout_ms: u64,
 }
 
 impl App {
@@ -63,7 +68,7 @@ impl App {
                 db: db.clone(),
                 queue: queue.clone(),
                 source: Arc::new(Routed {
-                    s3: Arc::new(S3Source::new(s3)),
+                    s3: Arc::new(S3Source::new(s3.clone())),
                     http: http.clone(),
                 }),
                 guard: http,
@@ -73,6 +78,8 @@ impl App {
             exports,
             public_url: config.public_url.clone(),
             dead_letters: None,
+            s3,
+            dump_sql_timeout_ms: config.dump_sql_timeout_ms,
             db,
             queue,
         }

@@ -104,7 +104,7 @@ async fn route(app: &App, request: &Request) -> Result<Response<DumpBody>> {
             let query = params["query"]
                 .as_str()
                 .ok_or_else(|| Error::BadRequest("the body needs a string `query`".into()))?;
-            let format = SqlFormat::parse(params["format"].as_str())?;
+            let format = SqlFormat::parse(params["format"].as_str(), params["table"].as_str())?;
             (
                 format.content_type(),
                 dumping::dump_sql(&app.db, query, format, app.sql_timeout_ms).await?,

@@ -23,8 +23,9 @@ pub fn worker(
     ExportWorker::new(
         db,
         queue,
-        Arc::new(S3Sink::new(s3, &config.export_bucket)),
+        Arc::new(S3Sink::new(s3.clone(), &config.export_bucket)),
         config.task.clone(),
         config.max_receives,
     )
+    .with_own_client(s3)
 }

@@ -15,130 +15,18 @@
 //! Rounds alternate (baseline, siphon, ...), best of each kept. Last line:
 //! `export_ratio=.. resources_per_s=.. peak_rss_mb=.. handover_cost_ms=..`.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::Value;
 use siphon::exporting::task::{TaskOptions, TaskOutcome, TaskRunner};
 use siphon::exporting::{ExportConfig, Exports};
-use siphon::loading::{LoadOptions, Loader};
-use siphon::model::{FileOptions, LoaderFile, ObjectLocation};
 use siphon::queue::MemoryQueue;
 use siphon::sinks::s3::S3Sink;
-use siphon::sources::memory::MemorySource;
 use siphon::storage::{Db, DbConfig};
-
-const TYPES: [(&str, u64); 3] = [("Patient", 20), ("Observation", 60), ("Encounter", 20)];
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Loads `count` generated resources of `ty` through the loader, in 50k chunks.
-async fn load(db: &Db, ty: &str, count: u64) {
-    let source = MemorySource::new();
-    let loc = ObjectLocation::new("bench", format!("{ty}.ndjson.gz"));
-    let mut gz = Vec::new();
-    let mut n = 0;
-    while n < count {
-        let part = (count - n).min(50_000);
-        let mut lines = Vec::new();
-        for i in n..n + part {
-            serde_json::to_writer(&mut lines, &siphon_tests::gen::resource(ty, i, 7)).unwrap();
-            lines.push(b'\n');
-        }
-        gz.extend(siphon_tests::gen::gzip(&lines));
-        n += part;
-    }
-    source.put(loc.clone(), gz);
-    let file = LoaderFile::pending(&loc, None, None, FileOptions::default());
-    db.create_loader_file(&file).await.unwrap();
-    Loader::new(db.clone(), Arc::new(source), LoadOptions::default())
-        .load(&file.id, None)
-        .await
-        .unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The baseline: psql \copy of every type to files, then aws s3 cp to LocalStack.
-fn baseline(url: &str, bucket: &str, dir: &std::path::Path) -> f64 {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    let start = Instant::now();
-    for (ty, _) in TYPES {
-        let file = dir.join(format!("{ty}.ndjson"));
-        let status = Command::new("psql")
-            .arg(url)
-            .arg("-qc")
-            .arg(format!(
-                "\\copy (select resource || jsonb_build_object('resourceType', resource_type, 'id', id) from {}) to '{}'",
-                ty.to_ascii_lowercase(),
-                file.display()
-            ))
-            .status()
-            .expect("psql");
-        assert!(status.success());
-    }
-    let aws = siphon_tests::repo_root().join("infra/local/.venv-localstack/bin/aws");
-    let status = Command::new(aws)
-        .args(["s3", "cp", "--recursive", "--quiet"])
-        .arg(dir)
-        .arg(format!("s3://{bucket}/baseline/"))
-        .args(["--endpoint-url", &siphon_tests::var("AWS_ENDPOINT_URL")])
-        .status()
-        .expect("aws s3 cp");
-    assert!(status.success());
-    start.elapsed().as_secs_f64()
-}
-
-/// `make serve`'s binary on the bench database, with its own queues.
-async fn serve(url: &str, port: u16, exporters: u64) -> Child {
-    let sqs = siphon_tests::sqs().await;
-    let load_queue = siphon_tests::fresh_queue(&sqs).await;
-    let export_queue = siphon_tests::fresh_queue(&sqs).await;
-    let bin = siphon_tests::repo_root().join("target/release/siphon-local");
-    let log =
-        std::fs::File::create(siphon_tests::repo_root().join("target/bench-export-serve.log"))
-            .unwrap();
-    Command::new(bin)
-        .envs(siphon_tests::env().iter())
-        .env("DATABASE_URL", url)
-        .env("SIPHON_LOAD_QUEUE_URL", load_queue)
-        .env("SIPHON_EXPORT_QUEUE_URL", export_queue)
-        .env("SIPHON_LOCAL_ADDR", format!("127.0.0.1:{port}"))
-        .env("SIPHON_LOCAL_LOADERS", "1")
-        .env("SIPHON_LOCAL_EXPORTERS", exporters.to_string())
-        .env("SIPHON_EXPORT_MIN_POLL_MS", "0")
-        .env_remove("SIPHON_EVENTS_QUEUE_URL")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("target/release/siphon-local (make bench-export builds it)")
-}
-
-fn admin() -> String {
-    let pair = format!(
-        "{}:{}",
-        siphon_tests::var("SIPHON_ADMIN_CLIENT_ID"),
-        siphon_tests::var("SIPHON_ADMIN_CLIENT_SECRET")
-    );
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(pair)
-    )
-}
+use siphon_tests::bench::{
+    admin, env_number, free_port, load_mix, peak_rss_kb, psql_copy_and_upload, serve,
+};
 
 /// One $export through the HTTP API, until the manifest; returns seconds and the
 /// resources it lists.
@@ -177,17 +65,6 @@ async fn siphon_export(port: u16) -> (f64, u64) {
             other => panic!("status {other}: {}", String::from_utf8_lossy(&got.body)),
         }
     }
-}
-
-fn peak_rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 /// Exports `ty` in-process: straight, or handing over after every part. Returns the
@@ -251,38 +128,14 @@ async fn main() {
     siphon_tests::use_local_aws();
     let url = siphon_tests::fresh_db_url().await;
     let db = Db::new(DbConfig::from_url(&url).unwrap());
-    let started = Instant::now();
-    for (ty, percent) in TYPES {
-        load(&db, ty, count * percent / 100).await;
-    }
-    let c = siphon_tests::connect(&db).await;
-    c.batch_execute("ANALYZE").await.unwrap();
-    let size: i64 = c
-        .query_one("SELECT pg_database_size(current_database())", &[])
-        .await
-        .unwrap()
-        .get(0);
-    println!(
-        "data: {count} resources ({}), {:.0} MB on disk, loaded in {:.0} s",
-        TYPES.map(|(t, p)| format!("{t} {}%", p)).join(", "),
-        size as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
+    load_mix(&db, count).await;
     let bucket = siphon_tests::var("SIPHON_EXPORT_BUCKET");
     let port = free_port();
-    let mut child = serve(&url, port, exporters).await;
-    let up = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            up.elapsed() < Duration::from_secs(30),
-            "siphon-local did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut child = serve(&url, port, exporters, "bench-export-serve.log").await;
     let dir = std::env::temp_dir().join("siphon-bench-export");
     let (mut best_base, mut best_siphon) = (f64::MAX, f64::MAX);
     for round in 1..=rounds {
-        let base = baseline(&url, &bucket, &dir);
+        let base = psql_copy_and_upload(&url, &bucket, &dir);
         let (secs, exported) = siphon_export(port).await;
         assert_eq!(exported, count, "the manifest lists every resource once");
         println!(

@@ -1,14 +1,22 @@
-//! `POST /rpc`: `aidbox.bulk/load-from-bucket` and `aidbox.bulk/load-from-bucket-status`.
+//! `POST /rpc`: `aidbox.bulk/load-from-bucket`, `aidbox.bulk/load-from-bucket-status` and
+//! `aidbox.bulk/dump-to-bucket`; the dump job's view and cancel
+//! (`GET|DELETE /$dump-to-bucket/{id}`).
 
+use lambda_http::http::header::{HeaderName, CONTENT_LOCATION};
 use lambda_http::Request;
 use serde_json::json;
+use siphon::auth::Principal;
+use siphon::exporting::bucket::{self as dump, DumpContext, DumpToBucket};
 use siphon::ingestion::bucket::{self, LoadFromBucket};
-use siphon::web::Reply;
+use siphon::sinks::s3::S3Sink;
+use siphon::web::{self, Reply, StatusCode};
 use siphon::{Error, Result};
 
 use crate::App;
 
-pub async fn call(app: &App, request: &Request) -> Result<Reply> {
+const X_PROGRESS: HeaderName = HeaderName::from_static("x-progress");
+
+pub async fn call(app: &App, request: &Request, who: &Principal) -> Result<Reply> {
     let body = super::body(request)?;
     let method = body
         .get("method")
@@ -31,7 +39,73 @@ pub async fn call(app: &App, request: &Request) -> Result<Reply> {
             json!(started)
         }
         "aidbox.bulk/load-from-bucket-status" => bucket::status(&app.db).await?,
+        "aidbox.bulk/dump-to-bucket" => return dump_to_bucket(app, request, params, who).await,
         other => return Err(Error::BadRequest(format!("unknown method {other:?}"))),
     };
     Ok(Reply::ok(json!({ "result": result })))
+}
+
+/// 202 + `content-location` of the job.
+async fn dump_to_bucket(
+    app: &App,
+    request: &Request,
+    params: serde_json::Value,
+    who: &Principal,
+) -> Result<Reply> {
+    let params: DumpToBucket = serde_json::from_value(params)
+        .map_err(|e| Error::BadRequest(format!("invalid params: {e}")))?;
+    let exports = app.exports.as_ref().ok_or_else(|| {
+        Error::Internal(
+            "dump-to-bucket runs on the export workers: set SIPHON_EXPORT_BUCKET and SIPHON_EXPORT_QUEUE_URL"
+                .into(),
+        )
+    })?;
+    let (bucket, _) = params.bucket_and_prefix()?;
+    let store = params.store();
+    // Building a client sends nothing; the endpoint is checked by the guard first.
+    let client = if store.is_default() {
+        app.s3.clone()
+    } else {
+        siphon::sources::s3::client(&store.s3_options()).await
+    };
+    let sink = S3Sink::new(client, &bucket);
+    let ctx = DumpContext {
+        db: &app.db,
+        queue: exports.queue.as_ref(),
+        sink: &sink,
+        guard: app.imports.guard.as_ref(),
+        timeout_ms: app.dump_sql_timeout_ms,
+        range_rows: exports.config.range_rows,
+        max_ranges: exports.config.max_ranges,
+    };
+    let export = dump::kick_off(ctx, &params, &who.client_id).await?;
+    let base = web::base_url(request.headers(), app.public_url.as_deref());
+    let location = format!("{base}/$dump-to-bucket/{}", export.id);
+    Ok(Reply::value(
+        StatusCode::ACCEPTED,
+        json!({"result": {"id": export.id, "status": export.status.as_str(), "location": location}}),
+    )
+    .header(CONTENT_LOCATION, location))
+}
+
+/// `GET /$dump-to-bucket/{id}`: 202 + `X-Progress` while it runs, 200 once it ended;
+/// the body lists every written object, per-table counts and the marker.
+pub async fn dump_view(app: &App, id: &str, who: &Principal) -> Result<Reply> {
+    let view = dump::view(&app.db, id, who).await?;
+    let progress = view["progress"].as_str().unwrap_or("").to_string();
+    let status = if view["status"] == "active" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok(Reply::value(status, view).header(X_PROGRESS, progress))
+}
+
+/// `DELETE /$dump-to-bucket/{id}`: 202; running tasks stop and delete their files.
+pub async fn dump_cancel(app: &App, id: &str, who: &Principal) -> Result<Reply> {
+    dump::cancel(&app.db, id, who).await?;
+    Ok(Reply::value(
+        StatusCode::ACCEPTED,
+        json!({"message": format!("dump {id} cancelled; its partial files are being deleted")}),
+    ))
 }

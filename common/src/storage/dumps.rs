@@ -1,0 +1,164 @@
+//! Dumps of a query to a bucket: the query runs once, as role `siphon_reader` with the
+//! `$dump-sql` statement timeout, into a table of schema `siphon_dump` numbered by
+//! `siphon_rn`, which the export tasks read in that order (resumably), and which is
+//! dropped when the export ends. Also what a dump's columns are.
+
+use tokio_postgres::types::Type;
+
+use super::read::sql_error;
+use super::Db;
+use crate::error::{DbError, Error, Result};
+use crate::model::export::{Column, ColumnKind};
+
+/// The table a query dump of export `export_id` is materialized in.
+pub fn table_of(export_id: &str) -> String {
+    let safe: String = export_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    format!("siphon_dump.\"q_{safe}\"")
+}
+
+/// The kind of a Postgres type, for typed files.
+pub fn kind_of(ty: &Type) -> ColumnKind {
+    match *ty {
+        Type::BOOL => ColumnKind::Bool,
+        Type::INT2 => ColumnKind::Int16,
+        Type::INT4 | Type::OID => ColumnKind::Int32,
+        Type::INT8 => ColumnKind::Int64,
+        Type::FLOAT4 => ColumnKind::Float32,
+        Type::FLOAT8 => ColumnKind::Float64,
+        Type::TIMESTAMPTZ => ColumnKind::TimestampUtc,
+        Type::TIMESTAMP => ColumnKind::Timestamp,
+        Type::DATE => ColumnKind::Date,
+        _ => ColumnKind::Text,
+    }
+}
+
+/// The decimal a numeric column of a materialized (so unchanging) query table fits:
+/// enough digits for its largest whole part and its longest fraction; Text (exact) when
+/// that is more than 38 digits or the column holds NaN or an infinity.
+async fn decimal_of(
+    client: &tokio_postgres::Client,
+    table: &str,
+    column: &str,
+) -> Result<ColumnKind> {
+    let c = format!("\"{}\"", column.replace('"', "\"\""));
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT coalesce(max(scale({c})), 0)::int,
+                        coalesce(max(length(trunc(abs({c}))::text)), 1)::int,
+                        coalesce(bool_or({c} IN ('NaN', 'Infinity', '-Infinity')), false)
+                 FROM {table}"
+            ),
+            &[],
+        )
+        .await?;
+    let (scale, whole, special): (i32, i32, bool) = (row.get(0), row.get(1), row.get(2));
+    Ok(if special || whole + scale > 38 {
+        ColumnKind::Text
+    } else {
+        ColumnKind::Decimal {
+            precision: (whole + scale).max(1) as u8,
+            scale: scale as i8,
+        }
+    })
+}
+
+async fn reader_session(
+    client: &tokio_postgres::Client,
+    timeout_ms: u64,
+    read_only: bool,
+) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "BEGIN{}; SET LOCAL ROLE siphon_reader; SET LOCAL statement_timeout = {timeout_ms}",
+            if read_only { " READ ONLY" } else { "" }
+        ))
+        .await
+        .map_err(|e| {
+            Error::Internal(format!(
+                "cannot start the siphon_reader session (is role siphon_reader granted?): {}",
+                DbError::from(e)
+            ))
+        })
+}
+
+impl Db {
+    /// The columns a query answers, checked as `$dump-sql` checks it (one statement,
+    /// as siphon_reader, read-only); its errors are the caller's (400/403).
+    pub async fn describe_query(&self, query: &str, timeout_ms: u64) -> Result<Vec<Column>> {
+        let client = deadpool_postgres::Object::take(self.client().await?);
+        reader_session(&client, timeout_ms, true).await?;
+        let described = client.prepare(query).await.map_err(sql_error);
+        let _ = client.batch_execute("ROLLBACK").await;
+        Ok(described?
+            .columns()
+            .iter()
+            .map(|c| Column {
+                name: c.name().to_string(),
+                kind: kind_of(c.type_()),
+            })
+            .collect())
+    }
+
+    /// Runs `query` once into the export's table (if not done yet), as siphon_reader
+    /// with `timeout_ms`; answers its columns (without `siphon_rn`).
+    pub async fn materialize_query(
+        &self,
+        export_id: &str,
+        query: &str,
+        timeout_ms: u64,
+    ) -> Result<Vec<Column>> {
+        let table = table_of(export_id);
+        let client = deadpool_postgres::Object::take(self.client().await?);
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await?
+            .get(0);
+        if !exists {
+            reader_session(&client, timeout_ms, false).await?;
+            let created = client
+                .batch_execute(&format!(
+                    "CREATE TABLE {table} AS SELECT row_number() OVER () AS siphon_rn, q.* FROM (\n{query}\n) q;
+                     CREATE INDEX ON {table} (siphon_rn)"
+                ))
+                .await
+                .map_err(sql_error);
+            match created {
+                Ok(()) => client.batch_execute("COMMIT").await?,
+                Err(e) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    return Err(e);
+                }
+            }
+        }
+        let described = client.prepare(&format!("SELECT * FROM {table}")).await?;
+        let mut columns = Vec::new();
+        for c in described
+            .columns()
+            .iter()
+            .filter(|c| c.name() != "siphon_rn")
+        {
+            let kind = match *c.type_() {
+                Type::NUMERIC => decimal_of(&client, &table, c.name()).await?,
+                ref other => kind_of(other),
+            };
+            columns.push(Column {
+                name: c.name().to_string(),
+                kind,
+            });
+        }
+        Ok(columns)
+    }
+
+    /// Drops an export's query table, if any.
+    pub async fn drop_materialized(&self, export_id: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {}", table_of(export_id)))
+            .await?;
+        Ok(())
+    }
+}

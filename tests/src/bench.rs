@@ -1,0 +1,168 @@
+//! What the export benchmarks share: the data set, the `psql \copy` + `aws s3 cp`
+//! baseline, and `make serve`'s binary started on the bench database.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use siphon::loading::{LoadOptions, Loader};
+use siphon::model::{FileOptions, LoaderFile, ObjectLocation};
+use siphon::sources::memory::MemorySource;
+use siphon::storage::Db;
+
+/// The mix of realistic resources, in percent.
+pub const TYPES: [(&str, u64); 3] = [("Patient", 20), ("Observation", 60), ("Encounter", 20)];
+
+/// A number from the environment, or `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Loads `count` generated resources of `ty` through the loader, in 50k chunks.
+pub async fn load(db: &Db, ty: &str, count: u64) {
+    let source = MemorySource::new();
+    let loc = ObjectLocation::new("bench", format!("{ty}.ndjson.gz"));
+    let mut gz = Vec::new();
+    let mut n = 0;
+    while n < count {
+        let part = (count - n).min(50_000);
+        let mut lines = Vec::new();
+        for i in n..n + part {
+            serde_json::to_writer(&mut lines, &crate::gen::resource(ty, i, 7)).unwrap();
+            lines.push(b'\n');
+        }
+        gz.extend(crate::gen::gzip(&lines));
+        n += part;
+    }
+    source.put(loc.clone(), gz);
+    let file = LoaderFile::pending(&loc, None, None, FileOptions::default());
+    db.create_loader_file(&file).await.unwrap();
+    Loader::new(db.clone(), Arc::new(source), LoadOptions::default())
+        .load(&file.id, None)
+        .await
+        .unwrap();
+}
+
+/// Loads the [`TYPES`] mix of `count` resources and prints what was loaded.
+pub async fn load_mix(db: &Db, count: u64) {
+    let started = Instant::now();
+    for (ty, percent) in TYPES {
+        load(db, ty, count * percent / 100).await;
+    }
+    let c = crate::connect(db).await;
+    c.batch_execute("ANALYZE").await.unwrap();
+    let size: i64 = c
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .await
+        .unwrap()
+        .get(0);
+    println!(
+        "data: {count} resources ({}), {:.0} MB on disk, loaded in {:.0} s",
+        TYPES.map(|(t, p)| format!("{t} {p}%")).join(", "),
+        size as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The baseline a person would script: `psql \copy` of every type (resources as `$dump`
+/// writes them) to files, then `aws s3 cp` of the files to LocalStack. Returns seconds.
+pub fn psql_copy_and_upload(url: &str, bucket: &str, dir: &std::path::Path) -> f64 {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let start = Instant::now();
+    for (ty, _) in TYPES {
+        let file = dir.join(format!("{ty}.ndjson"));
+        let status = Command::new("psql")
+            .arg(url)
+            .arg("-qc")
+            .arg(format!(
+                "\\copy (select resource || jsonb_build_object('resourceType', resource_type, 'id', id) from {}) to '{}'",
+                ty.to_ascii_lowercase(),
+                file.display()
+            ))
+            .status()
+            .expect("psql");
+        assert!(status.success());
+    }
+    let aws = crate::repo_root().join("infra/local/.venv-localstack/bin/aws");
+    let status = Command::new(aws)
+        .args(["s3", "cp", "--recursive", "--quiet"])
+        .arg(dir)
+        .arg(format!("s3://{bucket}/baseline/"))
+        .args(["--endpoint-url", &crate::var("AWS_ENDPOINT_URL")])
+        .status()
+        .expect("aws s3 cp");
+    assert!(status.success());
+    start.elapsed().as_secs_f64()
+}
+
+/// `make serve`'s binary (release siphon-local) on the bench database, with its own
+/// queues and `exporters` export workers; waits until it listens. Logs to
+/// `target/<log>`.
+pub async fn serve(url: &str, port: u16, exporters: u64, log: &str) -> Child {
+    let sqs = crate::sqs().await;
+    let load_queue = crate::fresh_queue(&sqs).await;
+    let export_queue = crate::fresh_queue(&sqs).await;
+    let bin = crate::repo_root().join("target/release/siphon-local");
+    let log = std::fs::File::create(crate::repo_root().join("target").join(log)).unwrap();
+    let child = Command::new(bin)
+        .envs(crate::env().iter())
+        .env("DATABASE_URL", url)
+        .env("SIPHON_LOAD_QUEUE_URL", load_queue)
+        .env("SIPHON_EXPORT_QUEUE_URL", export_queue)
+        .env("SIPHON_LOCAL_ADDR", format!("127.0.0.1:{port}"))
+        .env("SIPHON_LOCAL_LOADERS", "1")
+        .env("SIPHON_LOCAL_EXPORTERS", exporters.to_string())
+        .env("SIPHON_EXPORT_MIN_POLL_MS", "0")
+        .env_remove("SIPHON_EVENTS_QUEUE_URL")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("target/release/siphon-local (the bench's make target builds it)");
+    let up = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            up.elapsed() < Duration::from_secs(30),
+            "siphon-local did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child
+}
+
+/// The admin's `authorization` header.
+pub fn admin() -> String {
+    let pair = format!(
+        "{}:{}",
+        crate::var("SIPHON_ADMIN_CLIENT_ID"),
+        crate::var("SIPHON_ADMIN_CLIENT_SECRET")
+    );
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// The peak resident set of process `pid` (VmHWM), in KiB.
+pub fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
