@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ENV := infra/local/local.env
 
-.PHONY: help up down test demo serve bench-load bench-dump bench-export bench-dump-to-bucket build build-lambdas fmt lint
+.PHONY: help up down test demo serve bench-load bench-dump bench-export bench-dump-to-bucket bench-auth fuzz build build-lambdas fmt lint
 
 help:
 	@echo "make demo        run the main job locally: stack up, sample files into S3, import, dump"
@@ -16,6 +16,9 @@ help:
 	@echo "make bench-dump  dump benchmark against psql \\copy ... to stdout"
 	@echo "make bench-export  \$$export benchmark against psql \\copy + aws s3 cp"
 	@echo "make bench-dump-to-bucket  dump-to-bucket (gzip ndjson, Parquet) against psql \\copy + aws s3 cp"
+	@echo "make bench-inventory  import planning from a 1,000,000-object S3 Inventory"
+	@echo "make bench-auth  HTTP Basic latency of a Client, alone and under 50 wrong-password requests/s"
+	@echo "make fuzz        the property-based fuzz targets with 1,000,000 cases each (make test runs 256)"
 	@echo "make build-lambdas  sam build of every function (release, x86_64) into .aws-sam/build"
 
 up:
@@ -43,6 +46,7 @@ lint:
 # again on the release bootstraps `sam build` made.
 test: up lint
 	@bash infra/check-template.sh
+	@bash infra/check-deps.sh
 	@bash infra/test-env.sh
 	@bash infra/build-lambdas.sh
 	$(CARGO) build --workspace --bins
@@ -84,3 +88,34 @@ bench-export: up
 bench-dump-to-bucket: up
 	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-bench-dump-to-bucket
 	@set -a; source $(ENV); set +a; ./target/release/siphon-bench-dump-to-bucket
+
+# Import planning from an S3 Inventory of 1,000,000 objects (CSV, Parquet) through make
+# serve's binary, against 500,000 LoaderFiles already there.
+bench-inventory: up
+	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-bench-inventory
+	@set -a; source $(ENV); set +a; ./target/release/siphon-bench-inventory
+
+# HTTP Basic through make serve's binary: a Client's requests alone, then under a flood of
+# wrong passwords. SIPHON_BENCH_SERVER=path runs another siphon-local build (before/after).
+bench-auth: up
+	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-bench-auth
+	@set -a; source $(ENV); set +a; ./target/release/siphon-bench-auth
+
+# The parsers that read user bytes, fuzzed with proptest (common/tests/fuzz.rs and the
+# unit tests named fuzz_*): `make test` runs proptest's default 256 cases per target,
+# this a million each (release build; FUZZ_CASES=n to change).
+FUZZ_CASES ?= 1000000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p siphon-common -- fuzz
+
+# Fault injection against siphon-local children: its own Postgres cluster (created and
+# dropped here, run as root), LocalStack, a fault-injecting proxy. Logs in target/faults/.
+# `make faults`: full (default leases, K=20 kills); `make faults-ci`: reduced, a few minutes.
+.PHONY: faults faults-ci
+faults: up
+	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-faults
+	./target/release/siphon-faults
+
+faults-ci: up
+	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-faults
+	./target/release/siphon-faults --ci

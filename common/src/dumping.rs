@@ -116,6 +116,13 @@ pub fn check_query(query: &str) -> Result<()> {
             "{name} is not allowed in $dump-sql"
         )));
     }
+    // A Unicode-escaped identifier (U&"pg\005fsleep") names any function without
+    // spelling it: the list above would not see it.
+    if lower.contains("u&\"") {
+        return Err(Error::Forbidden(
+            "Unicode-escaped identifiers (U&\"...\") are not allowed in $dump-sql".into(),
+        ));
+    }
     Ok(())
 }
 

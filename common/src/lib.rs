@@ -28,6 +28,7 @@
 //! - [`dumping`]: `$dump` and `$dump-sql` streams.
 //! - [`resources`]: reading and writing resources through the API (`PUT /`, lists).
 //! - [`auth`]: HTTP Basic against Clients and AccessPolicies.
+//! - [`validation`]: FHIR R4 checks of loaded lines (structure, references).
 
 pub mod auth;
 pub mod config;
@@ -37,6 +38,7 @@ pub mod error;
 pub mod exporting;
 pub mod fhir;
 pub mod ingestion;
+pub mod inventory;
 pub mod loading;
 pub mod model;
 pub mod queue;
@@ -49,6 +51,7 @@ pub mod sources;
 pub mod storage;
 pub mod sweep;
 pub mod telemetry;
+pub mod validation;
 pub mod web;
 pub mod workers;
 

@@ -188,6 +188,9 @@ impl MessageQueue for SqsQueue {
         delay_seconds: Option<i32>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            // Batches of 10 (SQS's maximum), 8 in flight at once: a planning that queues
+            // half a million files is bound by round trips, not by SQS.
+            let mut requests = Vec::new();
             for group in bodies.chunks(10) {
                 let mut req = self.client.send_message_batch().queue_url(&self.url);
                 for (i, body) in group.iter().enumerate() {
@@ -199,13 +202,21 @@ impl MessageQueue for SqsQueue {
                     }
                     req = req.entries(entry.build().map_err(|e| Error::Internal(e.to_string()))?);
                 }
-                let out = req.send().await.map_err(|e| {
+                requests.push(req);
+            }
+            let mut requests = requests.into_iter();
+            loop {
+                let wave: Vec<_> = requests.by_ref().take(8).map(|r| r.send()).collect();
+                if wave.is_empty() {
+                    return Ok(());
+                }
+                let outs = futures::future::try_join_all(wave).await.map_err(|e| {
                     Error::Internal(format!(
                         "cannot queue messages: {}",
                         aws_sdk_sqs::error::DisplayErrorContext(e)
                     ))
                 })?;
-                if let Some(failed) = out.failed.first() {
+                if let Some(failed) = outs.iter().find_map(|o| o.failed.first()) {
                     return Err(Error::Internal(format!(
                         "cannot queue messages: {} {}",
                         failed.code,
@@ -213,7 +224,6 @@ impl MessageQueue for SqsQueue {
                     )));
                 }
             }
-            Ok(())
         })
     }
 }

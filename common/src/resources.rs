@@ -99,7 +99,14 @@ pub async fn loader_file_errors(db: &Db, id: &str, count: i64, offset: i64) -> R
     let errors = db.loader_file_errors(id, count, offset).await?;
     let items: Vec<Value> = errors
         .iter()
-        .map(|e| json!({"line": e.line, "reason": e.reason, "excerpt": e.excerpt}))
+        .map(|e| {
+            let mut item = json!({"line": e.line, "reason": e.reason, "excerpt": e.excerpt});
+            if e.loaded {
+                // Found by asynchronous validation: the line is in its table all the same.
+                item["loaded"] = json!(true);
+            }
+            item
+        })
         .collect();
     Ok(json!({"file": id, "errors": items}))
 }

@@ -59,6 +59,9 @@ pub struct SweepReport {
     /// Tables in bulk mode whose load had ended (its last file died before rebuilding
     /// them): rebuilt now.
     pub rebuilt: u32,
+    /// Loads with references still to resolve (`validation.checks: refs|all`) that had
+    /// ended (their last file's worker died before resolving them): resolved now.
+    pub refs_resolved: u32,
     /// Export tasks whose worker died, delivered again.
     pub export_tasks: u32,
 }
@@ -93,6 +96,7 @@ impl Sweeper {
             rebuilt: self.rebuild_finished_loads().await?,
             ..SweepReport::default()
         };
+        report.refs_resolved = self.resolve_finished_refs().await?;
         let stalled = self
             .db
             .stalled_loader_files(
@@ -210,6 +214,19 @@ impl Sweeper {
             }
         }
         Ok(rebuilt)
+    }
+
+    /// References of ended loads still unresolved (the worker that ended the load's last
+    /// file died before resolving them). Loads still running are left alone.
+    async fn resolve_finished_refs(&self) -> Result<u32> {
+        let mut resolved = 0;
+        for scope in self.db.ref_scopes().await? {
+            if crate::validation::resolve::finish(&self.db, &scope).await? {
+                tracing::warn!(scope, "resolved the references of an ended load");
+                resolved += 1;
+            }
+        }
+        Ok(resolved)
     }
 
     async fn recover(&self, file: &LoaderFile) -> Result<How> {

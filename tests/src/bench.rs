@@ -1,7 +1,7 @@
 //! What the export benchmarks share: the data set, the `psql \copy` + `aws s3 cp`
 //! baseline, and `make serve`'s binary started on the bench database.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,10 +112,19 @@ pub fn psql_copy_and_upload(url: &str, bucket: &str, dir: &std::path::Path) -> f
 /// queues and `exporters` export workers; waits until it listens. Logs to
 /// `target/<log>`.
 pub async fn serve(url: &str, port: u16, exporters: u64, log: &str) -> Child {
+    serve_with(url, port, 1, exporters, log).await
+}
+
+/// [`serve`] with `loaders` loaders (0: none).
+pub async fn serve_with(url: &str, port: u16, loaders: u64, exporters: u64, log: &str) -> Child {
     let sqs = crate::sqs().await;
     let load_queue = crate::fresh_queue(&sqs).await;
     let export_queue = crate::fresh_queue(&sqs).await;
-    let bin = crate::repo_root().join("target/release/siphon-local");
+    // SIPHON_BENCH_SERVER: another build of siphon-local (e.g. of an older commit, to
+    // measure before and after a change).
+    let bin = std::env::var_os("SIPHON_BENCH_SERVER")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::repo_root().join("target/release/siphon-local"));
     let log = std::fs::File::create(crate::repo_root().join("target").join(log)).unwrap();
     let child = Command::new(bin)
         .envs(crate::env().iter())
@@ -123,11 +132,11 @@ pub async fn serve(url: &str, port: u16, exporters: u64, log: &str) -> Child {
         .env("SIPHON_LOAD_QUEUE_URL", load_queue)
         .env("SIPHON_EXPORT_QUEUE_URL", export_queue)
         .env("SIPHON_LOCAL_ADDR", format!("127.0.0.1:{port}"))
-        .env("SIPHON_LOCAL_LOADERS", "1")
+        .env("SIPHON_LOCAL_LOADERS", loaders.to_string())
         .env("SIPHON_LOCAL_EXPORTERS", exporters.to_string())
         .env("SIPHON_EXPORT_MIN_POLL_MS", "0")
         .env_remove("SIPHON_EVENTS_QUEUE_URL")
-        .stdout(Stdio::null())
+        .stdout(log.try_clone().expect("the log file"))
         .stderr(log)
         .spawn()
         .expect("target/release/siphon-local (the bench's make target builds it)");

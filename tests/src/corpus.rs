@@ -64,3 +64,34 @@ pub fn multi_member(count: u64, members: u64) -> Vec<u8> {
         .flat_map(|part| gzip(&part.concat()))
         .collect()
 }
+
+/// One resource of the invalid FHIR corpus (`tests/corpus/fhir-r4-invalid.ndjson`):
+/// valid R4 but for one defect, and what validation must say about it.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct InvalidCase {
+    /// The resource type.
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    /// The defect, in words.
+    pub defect: String,
+    /// The element path the finding must name (`Observation.valueQuantity.value`).
+    pub path: String,
+    /// How the finding must start after the path and `: `.
+    pub says: String,
+    pub resource: serde_json::Value,
+}
+
+impl InvalidCase {
+    /// The finding validation must report: `path: says...`.
+    pub fn finding(&self) -> String {
+        format!("{}: {}", self.path, self.says)
+    }
+}
+
+/// The invalid FHIR corpus: 20 resource types, one defect each.
+pub fn fhir_invalid() -> Vec<InvalidCase> {
+    include_str!("../corpus/fhir-r4-invalid.ndjson")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("the corpus is valid JSON"))
+        .collect()
+}

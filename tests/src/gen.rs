@@ -132,7 +132,7 @@ pub fn resource(resource_type: &str, n: u64, seed: u64) -> Value {
     let extensions: Vec<Value> = (0..rng.below(4))
         .map(|i| json!({"url": format!("http://example.org/fhir/StructureDefinition/ext-{i}"), "valueString": rng.pick(NOTES).to_string()}))
         .collect();
-    match resource_type {
+    let mut value = match resource_type {
         "Patient" => {
             let names: Vec<Value> = (0..1 + rng.below(3))
                 .map(|i| json!({"use": if i == 0 {"official"} else {"nickname"}, "family": rng.pick(FAMILY), "given": [rng.pick(GIVEN), rng.pick(GIVEN)]}))
@@ -191,7 +191,12 @@ pub fn resource(resource_type: &str, n: u64, seed: u64) -> Value {
                 "extension": extensions
             })
         }
+    };
+    // FHIR allows no empty arrays: a resource without extensions has no `extension`.
+    if value["extension"].as_array().is_some_and(Vec::is_empty) {
+        value.as_object_mut().unwrap().remove("extension");
     }
+    value
 }
 
 /// `count` ndjson lines of `resource_type` (each ends with `\n`).

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod corpus;
 pub mod gen;
+pub mod inventory;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -487,7 +487,7 @@ async fn s3_events_of_both_shapes_queue_once_per_version() {
         "requestParameters": {"sourceIPAddress": "127.0.0.1"}, "responseElements": {},
         "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": env.bucket},
                "object": {"key": "my+dir/Patient%2B1.ndjson.gz", "size": 100, "eTag": etag}}}]});
-    siphon_s3_ingest::handle(&env.db, env.queue.as_ref(), s3_event.clone())
+    siphon_s3_ingest::handle(&env.db, env.queue.as_ref(), None, s3_event.clone())
         .await
         .unwrap();
     // The same event through SQS, plus a test event: nothing new is queued.
@@ -495,7 +495,7 @@ async fn s3_events_of_both_shapes_queue_once_per_version() {
         {"messageId": "1", "eventSource": "aws:sqs", "body": s3_event.to_string()},
         {"messageId": "2", "eventSource": "aws:sqs", "body": json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": env.bucket}).to_string()}
     ]});
-    let out = siphon_s3_ingest::handle(&env.db, env.queue.as_ref(), wrapped)
+    let out = siphon_s3_ingest::handle(&env.db, env.queue.as_ref(), None, wrapped)
         .await
         .unwrap();
     assert_eq!(out["batchItemFailures"], json!([]));
@@ -528,7 +528,7 @@ async fn s3_events_of_both_shapes_queue_once_per_version() {
         .to_string();
     let mut ev2 = s3_event.clone();
     ev2["Records"][0]["s3"]["object"]["eTag"] = json!(etag2);
-    siphon_s3_ingest::handle(&env.db, env.queue.as_ref(), ev2)
+    siphon_s3_ingest::handle(&env.db, env.queue.as_ref(), None, ev2)
         .await
         .unwrap();
     drain(&env).await;
@@ -558,6 +558,7 @@ async fn an_upload_to_the_sample_bucket_is_ingested_through_the_notification() {
         siphon_local::poll_events_queue(
             &env.db,
             env.queue.as_ref(),
+            None,
             env.queue.client(),
             &events_url,
             1,

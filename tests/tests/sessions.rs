@@ -577,7 +577,7 @@ async fn load_small_answers_the_counts() {
         .unwrap()
         .starts_with("/$import/load-"));
     assert_eq!(count(&env.db, "patient").await, 1000);
-    // validation on: an invalid line fails the file and nothing loads.
+    // strict: an invalid line fails the file and nothing loads.
     put(&env.s3, &env.bucket, "in/strict.ndjson", body).await;
     let (s, b, _) = call(
         &env,
@@ -585,7 +585,7 @@ async fn load_small_answers_the_counts() {
         "/$load",
         Some(
             json!({"source": format!("s3://{}/in/strict.ndjson", env.bucket),
-                    "validation": {"enable": "on", "checks": "struct"}}),
+                    "validation": {"enable": "on", "checks": "struct"}, "strict": true}),
         ),
     )
     .await;
@@ -598,8 +598,8 @@ async fn load_small_answers_the_counts() {
     for (bad, why) in [
         (json!({"source": "s3://b/k", "method": "insert"}), "insert"),
         (
-            json!({"source": "s3://b/k", "validation": {"enable": "async"}}),
-            "async",
+            json!({"source": "s3://b/k", "validation": {"enable": "later"}}),
+            "validation.enable",
         ),
         (json!({"method": "copy"}), "source"),
     ] {

@@ -75,6 +75,12 @@ pub fn check(layout: &str) -> Result<Vec<String>> {
     let mut found = Vec::new();
     let mut rest = layout;
     while let Some(open) = rest.find('{') {
+        // A `}` in the text before this placeholder has no `{` of its own.
+        if rest[..open].contains('}') {
+            return Err(Error::BadRequest(format!(
+                "layout {layout:?} has a }} without its {{"
+            )));
+        }
         let after = &rest[open + 1..];
         let close = after.find('}').ok_or_else(|| {
             Error::BadRequest(format!("layout {layout:?} has a {{ without its }}"))

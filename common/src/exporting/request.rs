@@ -119,7 +119,8 @@ fn check_prefer(prefer: &[&str]) -> Result<bool> {
 pub fn parse_instant(raw: &str) -> Result<DateTime<Utc>> {
     let shape_ok = raw.len() >= 20
         && raw.as_bytes()[10] == b'T'
-        && (raw.ends_with('Z') || raw[19..].contains(['+', '-']));
+        // `get`: byte 19 of a caller's text need not be a char boundary.
+        && (raw.ends_with('Z') || raw.get(19..).is_some_and(|t| t.contains(['+', '-'])));
     match (shape_ok, DateTime::parse_from_rfc3339(raw)) {
         (true, Ok(t)) => Ok(t.with_timezone(&Utc)),
         _ => Err(bad(format!(

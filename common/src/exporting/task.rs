@@ -105,10 +105,11 @@ pub enum TaskOutcome {
 }
 
 /// Renews a task's lease while alive; dropping it stops the renewals.
-struct Heartbeat(tokio::task::JoinHandle<()>);
+pub struct Heartbeat(tokio::task::JoinHandle<()>);
 
 impl Heartbeat {
-    fn start(db: Db, task: String, owner: String, options: &TaskOptions) -> Self {
+    /// Renews task `task`'s lease for `owner` every `options.heartbeat`.
+    pub fn start(db: Db, task: String, owner: String, options: &TaskOptions) -> Self {
         let (every, lease) = (options.heartbeat, options.lease.as_secs_f64());
         Heartbeat(tokio::spawn(async move {
             loop {
@@ -332,6 +333,9 @@ impl TaskRunner {
                     Some((&dumps::table_of(&export.id), &columns, after)),
                 )
             }
+            TaskKind::Inventory => Err(Error::Internal(
+                "an inventory planning task reached the export task runner".into(),
+            )),
             TaskKind::Deleted => {
                 let types = run
                     .spec
@@ -359,7 +363,7 @@ impl TaskRunner {
         match run.task.kind {
             TaskKind::Resources => run.spec.file_key(&run.task.resource_type, run.task.part, n),
             TaskKind::Query => run.spec.file_key("query", run.task.part, n),
-            TaskKind::Deleted => run.spec.deleted_key(n),
+            TaskKind::Deleted | TaskKind::Inventory => run.spec.deleted_key(n),
         }
     }
 

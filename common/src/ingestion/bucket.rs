@@ -56,10 +56,17 @@ pub struct LoadFromBucket {
     /// Drop the (empty) tables' primary keys while the files load, add them back after.
     #[serde(rename = "drop-primary-key?", default)]
     pub drop_primary_key: Option<bool>,
+    /// The FHIR checks (`{enable: off|async|on, checks: struct|refs|all}`).
+    #[serde(default)]
+    pub validation: Option<serde_json::Value>,
     /// Answer what an import would do (files, bytes, new/changed/unchanged/gone) and
     /// change nothing.
     #[serde(rename = "dry-run", default)]
     pub dry_run: Option<bool>,
+    /// Read the objects from this S3 Inventory (`s3://` URL of a `manifest.json`, or
+    /// of an inventory's prefix: its newest complete run) instead of listing `bucket`.
+    #[serde(default)]
+    pub inventory: Option<String>,
 }
 
 /// What the call did.
@@ -71,7 +78,8 @@ pub struct Started {
 }
 
 impl LoadFromBucket {
-    fn bucket_and_prefix(&self) -> Result<(String, String)> {
+    /// The bucket's name and the key prefix in it.
+    pub fn bucket_and_prefix(&self) -> Result<(String, String)> {
         let rest = self.bucket.strip_prefix("s3://").ok_or_else(|| {
             Error::BadRequest(format!(
                 "bucket must look like s3://name[/prefix] (got {:?})",
@@ -85,13 +93,50 @@ impl LoadFromBucket {
         Ok((name.to_string(), prefix.to_string()))
     }
 
-    fn matcher(&self) -> Result<GlobMatcher> {
+    /// The glob keys must match (default `**/*.ndjson.gz`).
+    pub fn matcher(&self) -> Result<GlobMatcher> {
         let pattern = self.glob.as_deref().unwrap_or("**/*.ndjson.gz");
         Ok(GlobBuilder::new(pattern)
             .literal_separator(true)
             .build()
             .map_err(|e| Error::BadRequest(format!("invalid glob {pattern:?}: {e}")))?
             .compile_matcher())
+    }
+
+    /// The key prefixes to read: the bucket's prefix joined with each of `prefixes`.
+    pub fn key_prefixes(&self) -> Result<Vec<String>> {
+        let (_, prefix) = self.bucket_and_prefix()?;
+        Ok(match &self.prefixes {
+            Some(list) if !list.is_empty() => list.iter().map(|p| format!("{prefix}{p}")).collect(),
+            _ => vec![prefix],
+        })
+    }
+
+    /// The options the files are loaded with; refuses contradictory ones.
+    pub fn file_options(&self) -> Result<FileOptions> {
+        let options = FileOptions {
+            upsert: self.upsert.unwrap_or(true),
+            strict: self.strict.unwrap_or(false),
+            disable_indexes: self.disable_idx.unwrap_or(false),
+            drop_primary_key: self.drop_primary_key.unwrap_or(false),
+            validation: crate::model::Validation::parse_opt(self.validation.as_ref())?,
+        };
+        if options.drop_primary_key && !options.upsert {
+            return Err(Error::BadRequest(
+                "drop-primary-key? cannot go with upsert?: false: without the primary key an \
+                 existing id cannot be told apart from a new one"
+                    .into(),
+            ));
+        }
+        Ok(options)
+    }
+
+    /// `thread-num` (default 4, at least 1).
+    pub fn threads(&self) -> Result<u32> {
+        match self.thread_num.unwrap_or(4) {
+            0 => Err(Error::BadRequest("thread-num must be at least 1".into())),
+            n => Ok(n),
+        }
     }
 
     /// The store to read from, as queue messages carry it.
@@ -150,10 +195,7 @@ async fn listing_of<'a>(
             .map_err(|e| Error::BadRequest(format!("endpoint-url: {e}")))?;
     }
     let matcher = params.matcher()?;
-    let mut prefixes: Vec<String> = match &params.prefixes {
-        Some(list) if !list.is_empty() => list.iter().map(|p| format!("{prefix}{p}")).collect(),
-        _ => vec![prefix.clone()],
-    };
+    let mut prefixes = params.key_prefixes()?;
     prefixes.reverse();
     Ok((
         Listing {
@@ -222,7 +264,8 @@ async fn dry_run(
     guard: &dyn UrlGuard,
     params: &LoadFromBucket,
 ) -> Result<PlanSummary> {
-    let (mut listing, prefix) = listing_of(s3, guard, params).await?;
+    let (mut listing, _) = listing_of(s3, guard, params).await?;
+    let prefixes: Vec<String> = listing.prefixes.clone();
     let plan = format!("dry-run-{}", uuid::Uuid::new_v4());
     let bucket = listing.bucket.clone();
     let result = async {
@@ -244,7 +287,7 @@ async fn dry_run(
                 .collect();
             db.stage_objects(&plan, &bucket, &staged).await?;
         }
-        db.plan_summary(&plan, &bucket, &prefix).await
+        db.plan_summary(&plan, &bucket, &prefixes).await
     }
     .await;
     db.drop_plan(&plan).await?;
@@ -261,23 +304,8 @@ async fn import(
 ) -> Result<Started> {
     let (mut listing, _) = listing_of(s3, guard, params).await?;
     let bucket = listing.bucket.clone();
-    let threads = params.thread_num.unwrap_or(4);
-    if threads == 0 {
-        return Err(Error::BadRequest("thread-num must be at least 1".into()));
-    }
-    let options = FileOptions {
-        upsert: params.upsert.unwrap_or(true),
-        strict: params.strict.unwrap_or(false),
-        disable_indexes: params.disable_idx.unwrap_or(false),
-        drop_primary_key: params.drop_primary_key.unwrap_or(false),
-    };
-    if options.drop_primary_key && !options.upsert {
-        return Err(Error::BadRequest(
-            "drop-primary-key? cannot go with upsert?: false: without the primary key an \
-             existing id cannot be told apart from a new one"
-                .into(),
-        ));
-    }
+    let threads = params.threads()?;
+    let options = params.file_options()?;
     let group = uuid::Uuid::new_v4().to_string();
     let store = params.store();
     let store_ref = StoreRef {

@@ -90,6 +90,58 @@ pub fn objects_in_body(body: &str) -> Vec<CreatedObject> {
         .unwrap_or_default()
 }
 
+/// The `manifest.checksum` objects an S3 event says were created: S3 writes that file
+/// last, so each means a complete new S3 Inventory run.
+pub fn written_manifests(event: &S3Event) -> Vec<ObjectLocation> {
+    event
+        .records
+        .iter()
+        .filter(|r| {
+            r.event_name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("ObjectCreated:"))
+        })
+        .filter_map(|r| {
+            let bucket = r.s3.bucket.name.as_deref()?;
+            let key = decode_key(r.s3.object.key.as_deref()?);
+            (key == "manifest.checksum" || key.ends_with("/manifest.checksum"))
+                .then(|| ObjectLocation::new(bucket, key))
+        })
+        .collect()
+}
+
+/// What to do when S3 says a new inventory run is complete (the port inventory
+/// imports plug into: `inventory::auto`).
+pub trait ManifestListener: Send + Sync {
+    /// `checksum` is the new run's `manifest.checksum`.
+    fn manifest_written<'a>(
+        &'a self,
+        checksum: &'a ObjectLocation,
+    ) -> futures::future::BoxFuture<'a, Result<()>>;
+}
+
+/// Everything one S3 event asks for.
+async fn handle_event(
+    db: &Db,
+    queue: &dyn MessageQueue,
+    listener: Option<&dyn ManifestListener>,
+    event: &S3Event,
+) -> Result<()> {
+    for object in created_objects(event) {
+        ingest(db, queue, &object).await?;
+    }
+    for checksum in written_manifests(event) {
+        match listener {
+            Some(l) => l.manifest_written(&checksum).await?,
+            None => tracing::warn!(
+                manifest = %checksum,
+                "an inventory manifest was written, but automatic inventory imports are off here (no export queue)"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// Creates (or, for a new version of the object, resets) the LoaderFile and queues it.
 /// A duplicate event for the same version queues nothing. Returns whether it queued.
 pub async fn ingest(db: &Db, queue: &dyn MessageQueue, object: &CreatedObject) -> Result<bool> {
@@ -120,30 +172,34 @@ pub async fn ingest(db: &Db, queue: &dyn MessageQueue, object: &CreatedObject) -
 
 /// Handles one invocation. A direct S3 event fails as a whole (S3 retries it); an SQS
 /// batch reports the messages whose object could not be queued as batch item failures.
+///
+/// `listener` is told about new inventory runs (`manifest.checksum` objects).
 pub async fn handle(
     db: &Db,
     queue: &dyn MessageQueue,
+    listener: Option<&dyn ManifestListener>,
     event: IngestEvent,
 ) -> Result<Option<SqsBatchResponse>> {
     match event {
         IngestEvent::Direct(event) => {
-            for object in created_objects(&event) {
-                ingest(db, queue, &object).await?;
-            }
+            handle_event(db, queue, listener, &event).await?;
             Ok(None)
         }
         IngestEvent::Queued(event) => {
             let mut response = SqsBatchResponse::default();
             for record in event.records {
-                let objects = record.body.as_deref().map(objects_in_body);
-                for object in objects.unwrap_or_default() {
-                    if let Err(e) = ingest(db, queue, &object).await {
-                        tracing::error!(file = %object.location, error = %e, "cannot queue the file");
-                        let mut failure = BatchItemFailure::default();
-                        failure.item_identifier = record.message_id.clone().unwrap_or_default();
-                        response.batch_item_failures.push(failure);
-                        break;
-                    }
+                let Some(event) = record
+                    .body
+                    .as_deref()
+                    .and_then(|b| serde_json::from_str::<S3Event>(b).ok())
+                else {
+                    continue;
+                };
+                if let Err(e) = handle_event(db, queue, listener, &event).await {
+                    tracing::error!(message_id = record.message_id.as_deref(), error = %e, "cannot handle the S3 event; it will be redelivered");
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = record.message_id.clone().unwrap_or_default();
+                    response.batch_item_failures.push(failure);
                 }
             }
             Ok(Some(response))

@@ -9,10 +9,12 @@ use std::io::{self, BufRead, BufReader, Read};
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 
-use super::validate::validate_line;
+use super::validate::{validate_line, validate_line_fhir};
 use crate::model::line_error::LineError;
+use crate::model::validation::{Enable, Validation};
 use crate::resource_type::ResourceType;
 use crate::storage::copy_in::{encode_row, Chunk, Row};
+use crate::validation::{FoundRef, Validator};
 
 /// How to cut the stream.
 #[derive(Clone, Debug)]
@@ -29,6 +31,8 @@ pub struct DecodeConfig {
     pub batch_bytes: usize,
     /// Validate only, encode nothing (strict mode's first pass).
     pub validate_only: bool,
+    /// The FHIR checks (`validation`); off: only the line rules.
+    pub validation: Validation,
 }
 
 /// What the writer receives: rows to write, invalid lines to record, and where the
@@ -37,6 +41,10 @@ pub struct DecodeConfig {
 pub struct Batch {
     pub chunks: Vec<Chunk>,
     pub errors: Vec<LineError>,
+    /// Lines that load although asynchronous validation found them invalid.
+    pub findings: Vec<LineError>,
+    /// The literal references of the rows, by line (`checks: refs|all`).
+    pub refs: Vec<(u64, FoundRef)>,
     /// Number of the last line consumed (1-based; 0 = none).
     pub last_line: u64,
     /// Uncompressed bytes consumed up to and including `last_line`.
@@ -183,6 +191,7 @@ struct State<'a> {
     chunk_index: HashMap<String, usize>,
     batch_rows: usize,
     batch_bytes: usize,
+    validator: Option<Validator>,
 }
 
 impl<'a> State<'a> {
@@ -197,6 +206,8 @@ impl<'a> State<'a> {
             chunk_index: HashMap::new(),
             batch_rows: 0,
             batch_bytes: 0,
+            validator: (!config.validation.is_off())
+                .then(|| Validator::new(config.validation.checks)),
         }
     }
 
@@ -231,12 +242,28 @@ impl<'a> State<'a> {
         if text.iter().all(|b| b.is_ascii_whitespace()) {
             return true;
         }
-        match validate_line(text, self.config.file_type.as_ref()) {
+        let expected = self.config.file_type.as_ref();
+        let checked = match &self.validator {
+            None => validate_line(text, expected).map(|valid| (valid, None, Vec::new())),
+            Some(v) => validate_line_fhir(text, expected, v).map(|c| (c.valid, c.findings, c.refs)),
+        };
+        match checked {
             Err(reason) => self
                 .batch
                 .errors
                 .push(LineError::new(self.line, reason, text)),
-            Ok(valid) if !self.config.validate_only => {
+            Ok((_, Some(findings), _)) if self.config.validation.enable == Enable::On => self
+                .batch
+                .errors
+                .push(LineError::new(self.line, findings, text)),
+            Ok((valid, findings, refs)) if !self.config.validate_only => {
+                if let Some(findings) = findings {
+                    let finding = LineError::finding(self.line, findings, text);
+                    self.batch.findings.push(finding);
+                }
+                self.batch
+                    .refs
+                    .extend(refs.into_iter().map(|r| (self.line, r)));
                 let idx = match self.chunk_index.get(valid.resource_type.as_ref()) {
                     Some(i) => *i,
                     None => {
@@ -338,6 +365,7 @@ mod tests {
             batch_rows: 2,
             batch_bytes: 1 << 20,
             validate_only: false,
+            validation: Validation::default(),
         }
     }
 
@@ -441,6 +469,50 @@ mod tests {
         );
         assert!(errors[0].excerpt.len() <= 200);
         assert!(errors[1].reason.contains("does not match the file's type"));
+    }
+
+    #[test]
+    fn fhir_validation_on_refuses_and_async_flags_invalid_lines() {
+        use crate::model::validation::{Checks, Enable};
+        let text = format!(
+            "{P}\"a\",\"gender\":\"male\"}}\n{P}\"b\",\"birthDate\":\"soon\"}}\n\
+             {P}\"c\",\"generalPractitioner\":[{{\"reference\":\"Practitioner/dr\"}}]}}\n"
+        );
+        let with = |enable, checks| DecodeConfig {
+            batch_rows: 100,
+            validation: Validation { enable, checks },
+            ..config(patient())
+        };
+        let batch = |out: Vec<Result<Batch, (Batch, DecodeError)>>| {
+            out.into_iter().next().unwrap().unwrap()
+        };
+        let on = batch(run(
+            text.clone().into_bytes(),
+            with(Enable::On, Checks::Struct),
+        ));
+        assert_eq!(on.rows(), 2);
+        assert_eq!(on.errors.len(), 1);
+        assert_eq!((on.errors[0].line, on.errors[0].loaded), (2, false));
+        assert_eq!(
+            on.errors[0].reason,
+            r#"Patient.birthDate: "soon" is not a valid date"#
+        );
+        assert!(on.findings.is_empty() && on.refs.is_empty());
+        let later = batch(run(
+            text.clone().into_bytes(),
+            with(Enable::Async, Checks::All),
+        ));
+        assert_eq!(later.rows(), 3, "async loads every line");
+        assert!(later.errors.is_empty());
+        assert_eq!(
+            (later.findings[0].line, later.findings[0].loaded),
+            (2, true)
+        );
+        assert_eq!(later.refs.len(), 1);
+        assert_eq!(later.refs[0].0, 3);
+        assert_eq!(later.refs[0].1.path, "Patient.generalPractitioner[0]");
+        let off = batch(run(text.into_bytes(), with(Enable::Off, Checks::All)));
+        assert_eq!((off.rows(), off.errors.len(), off.refs.len()), (3, 0, 0));
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //! [`Outcome::Continue`] so the caller can queue the rest.
 
 pub mod bulk;
+pub mod checks;
 pub mod decode;
+pub mod feed;
 pub mod validate;
 
 use std::sync::Arc;
@@ -256,6 +258,7 @@ impl Loader {
             batch_rows: self.options.batch_rows,
             batch_bytes: self.options.batch_bytes,
             validate_only: false,
+            validation: file.options.validation,
         };
         let mut rx = match self.open(&file, owner, config).await? {
             Ok(rx) => rx,
@@ -266,6 +269,9 @@ impl Loader {
             line: file.checkpoint.line,
             loaded: file.loaded,
             failed: file.failed,
+            flagged: file.flagged,
+            parked: file.parked,
+            pending_refs: file.pending_refs,
             try_direct: true,
             batches: 0,
             slowest: Duration::ZERO,
@@ -363,6 +369,19 @@ impl Loader {
         let object = match self.source.open(&location, file.etag.as_deref()).await {
             Ok(o) => o,
             Err(SourceError::Transient(reason)) => return Ok(Err(Stop::Transient(reason))),
+            Err(e @ (SourceError::NotFound(_) | SourceError::Changed(_)))
+                if file.inventory.is_some() =>
+            {
+                // Inventories lag the bucket: an object listed may be gone or rewritten.
+                let message = format!(
+                    "missing: {} was listed by the inventory but {}; not loaded (the next inventory tells whether it was deleted or rewritten)",
+                    location,
+                    if matches!(e, SourceError::NotFound(_)) { "no longer exists" } else { "changed since" }
+                );
+                tracing::warn!(file_id = %file.id, file = %location, "listed by the inventory but missing");
+                self.db.miss_loader_file(&file.id, owner, &message).await?;
+                return Ok(Err(Stop::Finished(Outcome::Failed { message })));
+            }
             Err(e) => {
                 let message = e.to_string();
                 tracing::error!(file_id = %file.id, file = %location, error = message, "cannot open the file");
@@ -397,6 +416,7 @@ impl Loader {
             batch_rows: self.options.batch_rows,
             batch_bytes: self.options.batch_bytes,
             validate_only: true,
+            validation: file.options.validation,
         };
         let mut rx = match self.open(file, owner, config).await? {
             Ok(rx) => rx,
@@ -481,6 +501,7 @@ impl Loader {
             Opened::Halted(status) => return Ok(Committed::Halted(status)),
         };
         let txid = tx.next_txid().await?;
+        let kept = checks::keep_refs(&tx, file, &mut batch).await?;
         let mut loaded = 0u64;
         let mut errors = std::mem::take(&mut batch.errors);
         for mut chunk in std::mem::take(&mut batch.chunks) {
@@ -507,15 +528,35 @@ impl Loader {
                 .await?;
             return Err(Error::BadRequest(message));
         }
-        let room = self.options.max_stored_errors.saturating_sub(state.failed);
-        tx.record_errors(&file.id, &errors, room).await?;
+        let flagged = checks::merge_findings(&mut errors, std::mem::take(&mut batch.findings));
         let loaded_total = state.loaded + loaded;
         let failed_total = state.failed + errors.len() as u64;
+        let flagged_total = state.flagged + flagged.len() as u64;
+        let room = self
+            .options
+            .max_stored_errors
+            .saturating_sub(state.failed + state.flagged);
+        errors.extend(flagged);
+        errors.sort_by_key(|e| e.line);
+        tx.record_errors(&file.id, &errors, room).await?;
         let mut patch = json!({
             "loaded": loaded_total,
             "failed": failed_total,
             "checkpoint": {"line": batch.last_line, "bytes": batch.bytes},
         });
+        let (parked, pending_refs) = (
+            state.parked + kept.parked,
+            state.pending_refs + kept.pending,
+        );
+        for (key, n) in [
+            ("flagged", flagged_total),
+            ("parked", parked),
+            ("pendingRefs", pending_refs),
+        ] {
+            if n > 0 {
+                patch[key] = json!(n);
+            }
+        }
         if batch.eof {
             patch["status"] = json!("done");
             patch["end"] = json!(chrono::Utc::now());
@@ -534,6 +575,9 @@ impl Loader {
         state.batches += 1;
         state.loaded = loaded_total;
         state.failed = failed_total;
+        state.flagged = flagged_total;
+        state.parked = parked;
+        state.pending_refs = pending_refs;
         state.line = batch.last_line;
         tracing::debug!(file_id = %file.id, line = batch.last_line, loaded = loaded_total, failed = failed_total, "batch committed");
         Ok(Committed::Yes)
@@ -544,6 +588,11 @@ struct Progress {
     line: u64,
     loaded: u64,
     failed: u64,
+    /// Lines loaded with validation findings (`enable: async`).
+    flagged: u64,
+    /// Lines parked until their references resolve, and references waiting.
+    parked: u64,
+    pending_refs: u64,
     try_direct: bool,
     batches: u64,
     slowest: Duration,

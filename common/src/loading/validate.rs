@@ -2,7 +2,9 @@
 //! the file's type and a string `id` following FHIR's id rule.
 //!
 //! Validation parses the whole line (so malformed JSON never reaches Postgres) but keeps
-//! only the two fields it needs: the line itself is stored byte for byte as sent.
+//! only the two fields it needs: the line itself is stored byte for byte as sent. With
+//! `validation.enable` on or async, [`validate_line_fhir`] makes the same checks in the
+//! one pass of the FHIR validator (`crate::validation`) and returns its findings.
 
 use std::borrow::Cow;
 
@@ -10,6 +12,7 @@ use serde::Deserialize;
 
 use crate::model::ids::check_id;
 use crate::resource_type::{self, ResourceType};
+use crate::validation::{FoundRef, Validator};
 
 /// The two top-level fields validation reads; everything else is checked for syntax only.
 #[derive(Deserialize)]
@@ -50,6 +53,49 @@ pub fn validate_line<'a>(
     line: &'a [u8],
     expected: Option<&ResourceType>,
 ) -> Result<Valid<'a>, String> {
+    let text = json_object(line)?;
+    let head: Head = serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            format!("{e}").replace("expected a borrowed string", "expected a string")
+        } else {
+            format!("invalid JSON: {e}")
+        }
+    })?;
+    check_head(line, head.resource_type, head.id, expected)
+}
+
+/// A line checked with the FHIR checks too: the row, and what the checks found.
+#[derive(Debug)]
+pub struct Checked<'a> {
+    pub valid: Valid<'a>,
+    /// What the checks found (`path: what; ...`), `None` for a valid resource.
+    pub findings: Option<String>,
+    /// Its literal references (`checks: refs` or `all`).
+    pub refs: Vec<FoundRef>,
+}
+
+/// [`validate_line`] plus the FHIR checks of `validator`, in one pass over the line.
+/// `Err` is a line that cannot load at all; findings leave it to the caller.
+pub fn validate_line_fhir<'a>(
+    line: &'a [u8],
+    expected: Option<&ResourceType>,
+    validator: &Validator,
+) -> Result<Checked<'a>, String> {
+    let text = json_object(line)?;
+    let checked = validator.check(text)?;
+    if let Some(hard) = checked.hard {
+        return Err(hard);
+    }
+    let valid = check_head(line, checked.resource_type, checked.id, expected)?;
+    Ok(Checked {
+        valid,
+        findings: checked.findings,
+        refs: checked.refs,
+    })
+}
+
+/// The line as text, when it is UTF-8 and starts like a JSON object.
+fn json_object(line: &[u8]) -> Result<&str, String> {
     let text = std::str::from_utf8(line)
         .map_err(|e| format!("line is not valid UTF-8 (byte {})", e.valid_up_to()))?;
     let first = text.trim_start().as_bytes().first().copied();
@@ -59,16 +105,17 @@ pub fn validate_line<'a>(
             Err(e) => format!("invalid JSON: {e}"),
         });
     }
-    let head: Head = serde_json::from_str(text).map_err(|e| {
-        if e.is_data() {
-            format!("{e}").replace("expected a borrowed string", "expected a string")
-        } else {
-            format!("invalid JSON: {e}")
-        }
-    })?;
-    let rt = head
-        .resource_type
-        .ok_or_else(|| "missing resourceType".to_string())?;
+    Ok(text)
+}
+
+/// The rules on `resourceType` and `id` every line follows.
+fn check_head<'a>(
+    line: &[u8],
+    resource_type: Option<Cow<'a, str>>,
+    id: Option<Cow<'a, str>>,
+    expected: Option<&ResourceType>,
+) -> Result<Valid<'a>, String> {
+    let rt = resource_type.ok_or_else(|| "missing resourceType".to_string())?;
     match expected {
         Some(t) if t.as_str() != rt => {
             return Err(format!(
@@ -83,7 +130,7 @@ pub fn validate_line<'a>(
         }
         _ => {}
     }
-    let id = head.id.ok_or_else(|| "missing id".to_string())?;
+    let id = id.ok_or_else(|| "missing id".to_string())?;
     check_id(&id)?;
     if has_nul_escape(line) {
         return Err("contains a \\u0000 escape, which Postgres jsonb cannot store".into());
@@ -178,6 +225,63 @@ mod tests {
                 .unwrap_err()
                 .contains("not a valid resource type")
         );
+    }
+
+    #[test]
+    fn fhir_checks_keep_the_line_rules_and_add_findings() {
+        use crate::model::validation::Checks;
+        let v = Validator::new(Checks::Struct);
+        let p = patient();
+        let ok = validate_line_fhir(
+            br#"{"resourceType":"Patient","id":"a","gender":"male"}"#,
+            Some(&p),
+            &v,
+        )
+        .unwrap();
+        assert_eq!((ok.valid.id.as_ref(), ok.findings), ("a", None));
+        let found = validate_line_fhir(
+            br#"{"resourceType":"Patient","id":"a","birthDate":"soon"}"#,
+            Some(&p),
+            &v,
+        )
+        .unwrap();
+        assert_eq!(
+            found.findings.as_deref(),
+            Some(r#"Patient.birthDate: "soon" is not a valid date"#)
+        );
+        for (line, want) in [
+            (
+                &br#"{"resourceType":"Observation","id":"o"}"#[..],
+                "does not match the file's type",
+            ),
+            (br#"{"resourceType":"Patient"}"#, "missing id"),
+            (
+                br#"{"resourceType":"Patient","id":"a b"}"#,
+                "not a valid FHIR id",
+            ),
+            (
+                br#"{"resourceType":"Patient","id":"a","id":"b"}"#,
+                "duplicate field",
+            ),
+            (
+                br#"{"resourceType":"Patient","id":1}"#,
+                "id must be a string",
+            ),
+            (br#"{"resourceType":5,"id":"1"}"#, "expected a string"),
+            (b"[1]", "not a JSON object"),
+            (br#"{"resourceType":"Patient","id":"a""#, "invalid JSON"),
+            (
+                br#"{"resourceType":"Patient","id":"a","x":"\u0000"}"#,
+                "\\u0000",
+            ),
+        ] {
+            let err = validate_line_fhir(line, Some(&p), &v).unwrap_err();
+            assert!(
+                err.contains(want),
+                "{:?}: {err}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     #[test]

@@ -50,6 +50,29 @@ pub struct TaskCheckpoint {
     /// The number of the next file (from 1).
     #[serde(default)]
     pub next: u32,
+    /// Where an inventory import's planning stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanCheckpoint>,
+}
+
+/// Where the planning of an inventory import stands. Staging is done a whole inventory
+/// file at a time (a part is cleared and staged again after a crash); queueing walks
+/// the staged objects in `file_id` order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanCheckpoint {
+    /// Inventory files staged so far (in the manifest's order).
+    pub staged_files: u32,
+    /// Objects staged so far.
+    pub staged: u64,
+    /// The last `file_id` queued (or found unchanged); `None` before queueing starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Objects looked at while queueing, and what they were.
+    pub new: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    /// LoaderFiles marked gone (the last step).
+    pub gone: Option<u64>,
 }
 
 /// An export's life cycle.
@@ -143,6 +166,9 @@ pub enum TaskKind {
     Deleted,
     /// The rows of a query (dump-to-bucket `query`).
     Query,
+    /// The planning of an S3 Inventory import: stage the listed objects, queue the new
+    /// and changed ones, mark the gone ones.
+    Inventory,
 }
 
 impl TaskKind {
@@ -151,6 +177,7 @@ impl TaskKind {
             TaskKind::Resources => "resources",
             TaskKind::Deleted => "deleted",
             TaskKind::Query => "query",
+            TaskKind::Inventory => "inventory",
         }
     }
 }

@@ -1,6 +1,7 @@
-//! A line that did not load, and why.
+//! A line that did not load, and why (or that loaded with validation findings).
 
-/// A line that will not load, and why.
+/// A line that will not load, and why; or, with `loaded`, a line that loaded although
+/// asynchronous validation found it invalid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LineError {
     /// 1-based line number in the file.
@@ -8,6 +9,8 @@ pub struct LineError {
     pub reason: String,
     /// The first 200 bytes of the line, lossily decoded, without NUL characters.
     pub excerpt: String,
+    /// The line is in its table all the same (`validation.enable: async`).
+    pub loaded: bool,
 }
 
 impl LineError {
@@ -16,6 +19,15 @@ impl LineError {
             line,
             reason: reason.into(),
             excerpt: excerpt(raw),
+            loaded: false,
+        }
+    }
+
+    /// A finding on a line that loaded anyway.
+    pub fn finding(line: u64, reason: impl Into<String>, raw: &[u8]) -> Self {
+        LineError {
+            loaded: true,
+            ..LineError::new(line, reason, raw)
         }
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::location::{Location, ObjectLocation};
+use super::validation::Validation;
 use crate::error::{Error, Result};
 use crate::resource_type::ResourceType;
 
@@ -25,6 +26,9 @@ pub enum FileStatus {
     Error,
     Paused,
     Aborted,
+    /// Listed by an S3 Inventory but gone (or changed) when its turn came: inventories
+    /// lag the bucket. Ended, not failed; the next inventory decides what it is.
+    Missing,
 }
 
 impl FileStatus {
@@ -36,8 +40,19 @@ impl FileStatus {
             FileStatus::Error => "error",
             FileStatus::Paused => "paused",
             FileStatus::Aborted => "aborted",
+            FileStatus::Missing => "missing",
         }
     }
+}
+
+/// A LoaderFile whose object the newest inventory of its bucket no longer lists: the
+/// object was deleted (or moved). Its rows stay loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gone {
+    /// The inventory manifest (`s3://...manifest.json`) that no longer lists it.
+    pub inventory: String,
+    /// When that was noticed (RFC 3339).
+    pub at: String,
 }
 
 /// Where a load stands: lines (and uncompressed bytes) already committed.
@@ -72,6 +87,9 @@ pub struct FileOptions {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub drop_primary_key: bool,
+    /// The FHIR checks (`validation: {enable, checks}`); absent: off.
+    #[serde(default, skip_serializing_if = "Validation::is_off")]
+    pub validation: Validation,
 }
 
 impl FileOptions {
@@ -85,6 +103,10 @@ fn yes() -> bool {
     true
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Default for FileOptions {
     fn default() -> Self {
         FileOptions {
@@ -92,6 +114,7 @@ impl Default for FileOptions {
             strict: false,
             disable_indexes: false,
             drop_primary_key: false,
+            validation: Validation::default(),
         }
     }
 }
@@ -100,6 +123,10 @@ impl Default for FileOptions {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub owner: String,
+    /// When this owner claimed the file (the sweep tells a new stall from one it has
+    /// already acted on by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
     /// When the claim expires unless renewed (the loader's heartbeat renews it).
     pub until: String,
     /// The SQS receipt handle of the message being worked on, so a sweep can make that
@@ -159,6 +186,17 @@ pub struct LoaderFile {
     pub loaded: u64,
     #[serde(default)]
     pub failed: u64,
+    /// Lines that loaded although `validation.enable: async` found them invalid (listed
+    /// with the invalid lines, marked `loaded`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flagged: u64,
+    /// Lines held back because a reference did not resolve yet (`enable: on` with
+    /// `checks: refs|all`): when the whole load has ended they load or become invalid.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parked: u64,
+    /// References not resolved yet: resolved once the whole load has ended.
+    #[serde(rename = "pendingRefs", default, skip_serializing_if = "is_zero")]
+    pub pending_refs: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,6 +233,12 @@ pub struct LoaderFile {
     /// What the sweep did when the file's worker died.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<Recovery>,
+    /// The S3 Inventory manifest (`s3://...manifest.json`) this file was queued from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<String>,
+    /// Set when a newer inventory no longer lists the object (its rows stay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone: Option<Gone>,
 }
 
 impl LoaderFile {
@@ -216,6 +260,9 @@ impl LoaderFile {
             status: FileStatus::Pending,
             loaded: 0,
             failed: 0,
+            flagged: 0,
+            parked: 0,
+            pending_refs: 0,
             start: None,
             end: None,
             error: None,
@@ -230,6 +277,8 @@ impl LoaderFile {
             input: None,
             store: StoreRef::default(),
             recovery: None,
+            inventory: None,
+            gone: None,
         }
     }
 

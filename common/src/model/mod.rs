@@ -8,8 +8,10 @@ pub mod line_error;
 pub mod loader_file;
 pub mod location;
 pub mod session;
+pub mod validation;
 
 pub use line_error::LineError;
 pub use loader_file::{Checkpoint, FileOptions, FileStatus, Lease, LoaderFile, Recovery, StoreRef};
 pub use location::{Location, ObjectLocation};
 pub use session::SessionStatus;
+pub use validation::Validation;

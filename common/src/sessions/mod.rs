@@ -45,6 +45,10 @@ pub struct InputView {
     pub status: FileStatus,
     pub loaded: u64,
     pub failed: u64,
+    /// Lines loaded with findings of asynchronous validation (listed with the invalid
+    /// lines at `GET /LoaderFile/{id}/$errors`, marked `loaded`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub flagged: u64,
     /// Lines committed so far (the checkpoint a resume continues from).
     pub line: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,8 +76,76 @@ pub struct SessionView {
     /// One line for people and the `X-Progress` header.
     pub progress: String,
     pub inputs: Vec<InputView>,
+    /// An inventory import's files by status (its `inputs` then list only the failed
+    /// and missing ones, at most 100 of each: such a session may have millions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<std::collections::BTreeMap<String, i64>>,
+    /// An inventory import: the manifest, and what the planning found so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<Value>,
     pub created: String,
     pub updated: String,
+}
+
+fn input_view(f: LoaderFile) -> InputView {
+    InputView {
+        resource_type: f.resource_type.clone(),
+        url: f.origin().to_string(),
+        status: f.status,
+        loaded: f.loaded,
+        failed: f.failed,
+        flagged: f.flagged,
+        line: f.checkpoint.line,
+        error: f.error.clone(),
+        stalled_since: f.stalled_since(chrono::Utc::now()),
+        loader_file: f.id,
+    }
+}
+
+/// An inventory import's view: counts by status, the planning's progress, and the
+/// failed and missing files.
+fn inventory_view(
+    id: &str,
+    row: store::ImportRow,
+    counts: Vec<(String, i64, i64, i64)>,
+    listed: Vec<LoaderFile>,
+) -> SessionView {
+    let files: std::collections::BTreeMap<String, i64> =
+        counts.iter().map(|(s, n, ..)| (s.clone(), *n)).collect();
+    let total: i64 = files.values().sum();
+    let done = files.get("done").copied().unwrap_or(0);
+    let loaded = counts.iter().map(|c| c.2 as u64).sum();
+    let failed = counts.iter().map(|c| c.3 as u64).sum();
+    let plan = &row.request["plan"];
+    let planning = if plan["done"] == true {
+        String::new()
+    } else {
+        format!(
+            "planning ({} objects staged, {} queued), ",
+            plan["staged"].as_u64().unwrap_or(0),
+            plan["new"].as_u64().unwrap_or(0) + plan["changed"].as_u64().unwrap_or(0)
+        )
+    };
+    let progress = format!(
+        "{}: {planning}{done}/{total} files done, {loaded} resources loaded, {failed} invalid lines",
+        row.status.as_str()
+    );
+    let mut inventory = row.request["inventory"].clone();
+    inventory["plan"] = plan.clone();
+    SessionView {
+        resource_type: "BulkImportSession",
+        id: id.to_string(),
+        status: row.status,
+        error: row.error,
+        loaded,
+        failed,
+        progress,
+        inputs: listed.into_iter().map(input_view).collect(),
+        files: Some(files),
+        inventory: Some(inventory),
+        created: row.created,
+        updated: row.updated,
+    }
 }
 
 fn view(id: &str, row: store::ImportRow, files: Vec<LoaderFile>) -> SessionView {
@@ -96,20 +168,9 @@ fn view(id: &str, row: store::ImportRow, files: Vec<LoaderFile>) -> SessionView 
         loaded,
         failed,
         progress,
-        inputs: files
-            .into_iter()
-            .map(|f| InputView {
-                resource_type: f.resource_type.clone(),
-                url: f.origin().to_string(),
-                status: f.status,
-                loaded: f.loaded,
-                failed: f.failed,
-                line: f.checkpoint.line,
-                error: f.error.clone(),
-                stalled_since: f.stalled_since(chrono::Utc::now()),
-                loader_file: f.id,
-            })
-            .collect(),
+        inputs: files.into_iter().map(input_view).collect(),
+        files: None,
+        inventory: None,
         created: row.created,
         updated: row.updated,
     }
@@ -128,6 +189,8 @@ pub enum Loaded {
         session: String,
         loaded: u64,
         failed: u64,
+        /// Lines loaded with findings of asynchronous validation.
+        flagged: u64,
     },
     /// Still loading: the session finishes the work.
     Continuing(SessionView),
@@ -175,14 +238,29 @@ impl Imports {
 
     /// `GET /$import/{id}`.
     pub async fn view(&self, id: &str) -> Result<SessionView> {
-        let client = self.db.client().await?;
+        view_session(&self.db, id).await
+    }
+}
+
+/// A session as `GET /$import/{id}` shows it.
+pub async fn view_session(db: &Db, id: &str) -> Result<SessionView> {
+    {
+        let client = db.client().await?;
         let row = store::read(&**client, id, false)
             .await?
             .ok_or_else(|| not_found(id))?;
+        if row.request.get("inventory").is_some() {
+            let counts = store::file_counts(&**client, id).await?;
+            let mut listed = store::files_with_status(&**client, id, "error", 100).await?;
+            listed.extend(store::files_with_status(&**client, id, "missing", 100).await?);
+            return Ok(inventory_view(id, row, counts, listed));
+        }
         let files = store::files(&**client, id).await?;
         Ok(view(id, row, files))
     }
+}
 
+impl Imports {
     /// `GET /$import`: sessions, newest first.
     pub async fn list(&self, limit: i64, offset: i64) -> Result<Vec<SessionView>> {
         let ids = {
@@ -309,6 +387,13 @@ impl Imports {
             Action::ForceResume => (&[S::Active, S::Paused, S::Error], S::Active),
             Action::Start => unreachable!("start creates"),
         };
+        // An inventory import read with `account` keys: the keys travel only in its
+        // queue messages, so once its files stop nothing could queue them again.
+        if action == Action::Pause && row.request["inventory"]["credentials"] == true {
+            return Err(Error::NotAcceptable(format!(
+                "cannot pause import session {id}: it reads with `account` keys, which siphon never stores; abort it and start again"
+            )));
+        }
         if !allowed.contains(&row.status) {
             return Err(Error::NotAcceptable(format!(
                 "cannot {} import session {id}: it is {}",
@@ -343,12 +428,19 @@ impl Imports {
                 .await?;
             }
         }
-        let requeue: Vec<LoaderFile> = store::files(&tx, id)
-            .await?
-            .into_iter()
-            .filter(|f| f.status == FileStatus::Pending)
-            .collect();
+        let fed = row.request.get("inventory").is_some();
+        let requeue: Vec<LoaderFile> = if fed {
+            Vec::new()
+        } else {
+            store::files_with_status(&tx, id, FileStatus::Pending.as_str(), i64::MAX).await?
+        };
         tx.commit().await?;
+        if fed && to == S::Active {
+            // An inventory import's files are fed, `thread-num` at a time.
+            let threads = row.request["inventory"]["threads"].as_u64().unwrap_or(4) as u32;
+            crate::loading::feed::feed(&self.db, &*self.queue, id, threads, &Default::default())
+                .await?;
+        }
         tracing::info!(session = id, action = ?action, from = row.status.as_str(), to = to.as_str(), "import session changed");
         if to == S::Active {
             if !requeue.is_empty() {
@@ -377,6 +469,7 @@ impl Imports {
         };
         let options = FileOptions {
             strict: load.strict,
+            validation: load.validation,
             ..FileOptions::default()
         };
         let started = Instant::now();
@@ -393,14 +486,27 @@ impl Imports {
         let deadline = started + self.sync_budget;
         let outcome = loader.load(&file.id, Some(deadline)).await;
         if let Ok(Outcome::Done { .. } | Outcome::Failed { .. }) = &outcome {
+            if options.validation.refs() {
+                // The load has ended: its references resolve now, which may load parked
+                // lines or fail them.
+                crate::validation::resolve::finish(&self.db, &id).await?;
+            }
             settle(&self.db, &id).await?;
         }
         match outcome {
-            Ok(Outcome::Done { loaded, failed }) => Ok(Loaded::Finished {
-                session: id,
-                loaded,
-                failed,
-            }),
+            Ok(Outcome::Done { .. }) => {
+                // The file's counts, with what resolving references made of them.
+                let f =
+                    self.db.loader_file(&file.id).await?.ok_or_else(|| {
+                        Error::Internal(format!("LoaderFile {} vanished", file.id))
+                    })?;
+                Ok(Loaded::Finished {
+                    session: id,
+                    loaded: f.loaded,
+                    failed: f.failed,
+                    flagged: f.flagged,
+                })
+            }
             Ok(Outcome::Failed { message }) => Err(Error::BadRequest(format!(
                 "{message} (import session {id})"
             ))),
@@ -418,12 +524,18 @@ impl Imports {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn not_found(id: &str) -> Error {
     Error::NotFound(format!("import session {id} not found"))
 }
 
-/// Called by the loader when one of a session's files has finished (done or error):
-/// ends the session `done` when every input is done, `error` when one failed.
+/// Called by the loader when one of a session's files has finished (done or error),
+/// and by an inventory import's planning when it ends: ends the session `done` when
+/// every input is done (or, for an inventory, missing) and no planning is left, `error`
+/// when one failed. Counts in SQL, so a session of a million files settles as fast.
 pub async fn settle(db: &Db, import: &str) -> Result<()> {
     let mut client = db.client().await?;
     let client: &mut tokio_postgres::Client = &mut client;
@@ -434,26 +546,38 @@ pub async fn settle(db: &Db, import: &str) -> Result<()> {
     if row.status != SessionStatus::Active {
         return Ok(());
     }
-    let files = store::files(&tx, import).await?;
-    if let Some(f) = files.iter().find(|f| f.status == FileStatus::Error) {
-        let why = format!(
-            "input {} ({}{}) failed: {}",
-            f.input.unwrap_or(0),
-            f.resource_type
-                .as_deref()
-                .map(|t| format!("{t} "))
-                .unwrap_or_default(),
-            f.origin(),
-            f.error.as_deref().unwrap_or("unknown error")
-        );
+    let counts = store::file_counts(&tx, import).await?;
+    let planning = row.request.get("inventory").is_some() && row.request["plan"]["done"] != true;
+    let failed = counts.iter().any(|(s, ..)| s == "error");
+    if failed {
+        let f = store::files_with_status(&tx, import, "error", 1)
+            .await?
+            .into_iter()
+            .next();
+        let why = match f {
+            Some(f) => format!(
+                "{} ({}{}) failed: {}",
+                f.input
+                    .map(|n| format!("input {n}"))
+                    .unwrap_or_else(|| "file".into()),
+                f.resource_type
+                    .as_deref()
+                    .map(|t| format!("{t} "))
+                    .unwrap_or_default(),
+                f.origin(),
+                f.error.as_deref().unwrap_or("unknown error")
+            ),
+            None => "a file failed".into(),
+        };
         tracing::error!(session = import, error = why, "import session failed");
         store::set_status(&tx, import, SessionStatus::Error, Some(&why)).await?;
-    } else if files.iter().all(|f| f.status == FileStatus::Done) {
-        tracing::info!(
-            session = import,
-            inputs = files.len(),
-            "import session done"
-        );
+    } else if !planning
+        && counts
+            .iter()
+            .all(|(s, ..)| s == FileStatus::Done.as_str() || s == FileStatus::Missing.as_str())
+    {
+        let files: i64 = counts.iter().map(|(_, n, ..)| n).sum();
+        tracing::info!(session = import, inputs = files, "import session done");
         store::set_status(&tx, import, SessionStatus::Done, None).await?;
     }
     tx.commit().await?;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::config::Env;
 use crate::error::{Error, Result};
 use crate::model::ids::is_valid_id;
-use crate::model::FileOptions;
+use crate::model::{FileOptions, Validation};
 use crate::resource_type::ResourceType;
 use crate::sources::ObjectLocation;
 
@@ -135,6 +135,8 @@ struct RawImport {
     disable_idx: Option<bool>,
     #[serde(rename = "drop-primary-key?")]
     drop_primary_key: Option<bool>,
+    /// The FHIR checks of every input (`{enable, checks}`).
+    validation: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +187,7 @@ pub fn parse_import(body: &Value, config: &ImportConfig) -> Result<ImportRequest
     let raw: RawImport = serde_json::from_value(resource.clone())
         .map_err(|e| Error::BadRequest(format!("invalid $import resource: {e}")))?;
     let action = Action::parse(raw.action.as_deref().unwrap_or("start"))?;
+    let validation = Validation::parse_opt(raw.validation.as_ref())?;
     if let Some(id) = &raw.id {
         check_id(id)?;
     } else if action != Action::Start {
@@ -229,6 +232,7 @@ pub fn parse_import(body: &Value, config: &ImportConfig) -> Result<ImportRequest
         options: FileOptions {
             disable_indexes: raw.disable_idx.unwrap_or(false),
             drop_primary_key: raw.drop_primary_key.unwrap_or(false),
+            validation,
             ..FileOptions::default()
         },
         stored,
@@ -282,8 +286,10 @@ pub fn parse_url(url: &str) -> Result<InputUrl> {
 #[derive(Clone, Debug)]
 pub struct LoadRequest {
     pub url: InputUrl,
-    /// Any invalid line fails the file and nothing loads (`validation.enable: on`).
+    /// Any invalid line fails the file and nothing loads (`strict: true`).
     pub strict: bool,
+    /// The FHIR checks (`validation: {enable, checks}`).
+    pub validation: Validation,
 }
 
 #[derive(Deserialize)]
@@ -293,18 +299,12 @@ struct RawLoad {
     /// Accepted and ignored: siphon loads into the resource table directly.
     #[allow(dead_code)]
     temp_table: Option<Value>,
-    validation: Option<RawValidation>,
+    validation: Option<Value>,
     method: Option<String>,
+    strict: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawValidation {
-    enable: Option<Value>,
-    checks: Option<String>,
-}
-
-/// Parses a `$load` body (`source`, `method`, `validation`, `temp_table`).
+/// Parses a `$load` body (`source`, `method`, `validation`, `strict`, `temp_table`).
 pub fn parse_load(body: &Value) -> Result<LoadRequest> {
     let raw: RawLoad = serde_json::from_value(body.clone())
         .map_err(|e| Error::BadRequest(format!("invalid $load request: {e}")))?;
@@ -326,44 +326,10 @@ pub fn parse_load(body: &Value) -> Result<LoadRequest> {
             )))
         }
     }
-    let mut strict = false;
-    if let Some(v) = raw.validation {
-        // YAML reads `off`/`on` as strings; JSON users may send booleans.
-        let enable = match &v.enable {
-            None => "off".to_string(),
-            Some(Value::Bool(b)) => if *b { "on" } else { "off" }.to_string(),
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-        };
-        match enable.as_str() {
-            "off" => {}
-            "on" => strict = true,
-            "async" => {
-                return Err(Error::BadRequest(
-                    "validation.enable async is not supported: use on (invalid lines fail the \
-                     file, nothing loads) or off (invalid lines are skipped and listed)"
-                        .into(),
-                ))
-            }
-            other => {
-                return Err(Error::BadRequest(format!(
-                    "validation.enable {other:?} is unknown: use on or off"
-                )))
-            }
-        }
-        match v.checks.as_deref() {
-            None | Some("struct") => {}
-            Some(other) => {
-                return Err(Error::BadRequest(format!(
-                    "validation.checks {other:?} is not supported: siphon checks structure \
-                     (struct: a JSON object with resourceType and id), not references or profiles"
-                )))
-            }
-        }
-    }
     Ok(LoadRequest {
         url: parse_url(&source)?,
-        strict,
+        strict: raw.strict.unwrap_or(false),
+        validation: Validation::parse_opt(raw.validation.as_ref())?,
     })
 }
 
@@ -408,6 +374,11 @@ mod tests {
             {"type": "Patient", "url": "s3://b/Patient.ndjson.gz", "storageDetail": {"type": "url"}}]}});
         let r = parse_import(&ok, &c).unwrap();
         assert_eq!(r.action, Action::Start);
+        assert!(r.options.validation.is_off());
+        let mut checked = ok.clone();
+        checked["resource"]["validation"] = json!({"enable": "async", "checks": "all"});
+        let r = parse_import(&checked, &c).unwrap();
+        assert!(r.options.validation.refs());
         assert!(r.stored.get("secret").is_none());
         for (bad, why) in [
             (json!({}), "resource"),
@@ -442,6 +413,10 @@ mod tests {
                 "..",
             ),
             (json!({"resource": {"bogus": 1}}), "unknown field"),
+            (
+                json!({"resource": {"validation": {"enable": "later"}, "inputs": [{"url": "s3://b/k"}]}}),
+                "validation.enable",
+            ),
         ] {
             let e = parse_import(&bad, &c).unwrap_err();
             assert!(matches!(e, Error::BadRequest(_)), "{e:?}");
@@ -451,21 +426,49 @@ mod tests {
 
     #[test]
     fn load_options_do_what_they_say_or_are_refused() {
+        use crate::model::validation::{Checks, Enable};
         let r = parse_load(&json!({"source": "s3://b/k.ndjson", "temp_table": "_x",
-            "validation": {"enable": "on", "checks": "struct"}, "method": "copy"}))
+            "validation": {"enable": "on", "checks": "struct"}, "method": "copy", "strict": true}))
         .unwrap();
         assert!(r.strict);
-        assert!(!parse_load(&json!({"source": "s3://b/k"})).unwrap().strict);
+        assert_eq!(
+            (r.validation.enable, r.validation.checks),
+            (Enable::On, Checks::Struct)
+        );
+        let plain = parse_load(&json!({"source": "s3://b/k"})).unwrap();
+        assert!(!plain.strict && plain.validation.is_off());
+        for (validation, enable, checks) in [
+            (json!({"enable": "async"}), Enable::Async, Checks::Struct),
+            (
+                json!({"enable": "async", "checks": "refs"}),
+                Enable::Async,
+                Checks::Refs,
+            ),
+            (
+                json!({"enable": true, "checks": "all"}),
+                Enable::On,
+                Checks::All,
+            ),
+            (
+                json!({"enable": "off", "checks": "all"}),
+                Enable::Off,
+                Checks::All,
+            ),
+        ] {
+            let r = parse_load(&json!({"source": "s3://b/k", "validation": validation})).unwrap();
+            assert_eq!((r.validation.enable, r.validation.checks), (enable, checks));
+            assert!(!r.strict, "validation alone never fails the whole file");
+        }
         for (bad, why) in [
             (json!({}), "source"),
             (json!({"source": "s3://b/k", "method": "insert"}), "insert"),
             (
-                json!({"source": "s3://b/k", "validation": {"enable": "async"}}),
-                "async",
+                json!({"source": "s3://b/k", "validation": {"enable": "sometimes"}}),
+                "validation.enable",
             ),
             (
-                json!({"source": "s3://b/k", "validation": {"checks": "refs"}}),
-                "refs",
+                json!({"source": "s3://b/k", "validation": {"checks": "profiles"}}),
+                "validation.checks",
             ),
             (json!({"source": "s3://nokey"}), "s3://bucket/key"),
         ] {

@@ -213,14 +213,22 @@ async fn write_staged(
                     row.id, ty
                 ),
                 excerpt: excerpt(&data[row_json(data, row)]),
+                loaded: false,
             });
         }
     }
     Ok(())
 }
 
+impl Chunk {
+    /// The JSON of one of the chunk's rows, as the line had it.
+    pub fn json(&self, row: &Row) -> &[u8] {
+        &self.buf[row_json(&self.buf, row)]
+    }
+}
+
 /// The JSON bytes of an encoded row (for excerpts).
-fn row_json(data: &Bytes, row: &Row) -> std::ops::Range<usize> {
+fn row_json(data: &[u8], row: &Row) -> std::ops::Range<usize> {
     // The resource is the last field: skip 4 fields, then its length and version byte.
     let mut at = row.start + 2;
     for _ in 0..4 {
@@ -256,6 +264,7 @@ async fn copy_bisect(
                         line: row.line,
                         reason: format!("Postgres refused the line: {db}"),
                         excerpt: excerpt(&data[row_json(data, row)]),
+                        loaded: false,
                     });
                 } else {
                     let mid = part.len() / 2;

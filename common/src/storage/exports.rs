@@ -74,6 +74,7 @@ fn task_row(r: &tokio_postgres::Row) -> Result<ExportTask> {
         kind: match kind.as_str() {
             "deleted" => TaskKind::Deleted,
             "query" => TaskKind::Query,
+            "inventory" => TaskKind::Inventory,
             _ => TaskKind::Resources,
         },
         resource_type: r.get(3),
@@ -444,7 +445,8 @@ impl Db {
     }
 
     /// Running tasks whose lease ran out more than `grace_secs` ago and that the sweep has
-    /// not acted on in the last `again_secs`.
+    /// not acted on in the last `again_secs`, unless a worker has claimed or checkpointed
+    /// the task since (then that worker died too: a new stall).
     pub async fn stalled_export_tasks(
         &self,
         grace_secs: f64,
@@ -458,7 +460,8 @@ impl Db {
                     "SELECT {TASK_COLUMNS} FROM siphon_export_task
                      WHERE status = 'running' AND lease_until < now() - make_interval(secs => $1::float8)
                        AND (recovery->>'at' IS NULL
-                            OR (recovery->>'at')::timestamptz < now() - make_interval(secs => $2::float8))
+                            OR (recovery->>'at')::timestamptz < now() - make_interval(secs => $2::float8)
+                            OR updated_at > (recovery->>'at')::timestamptz)
                      ORDER BY lease_until LIMIT $3"
                 ),
                 &[&grace_secs, &again_secs, &limit],

@@ -18,6 +18,8 @@ pub struct ImportRow {
     pub error: Option<String>,
     pub created: String,
     pub updated: String,
+    /// The request as stored (an inventory import's manifest and planning progress).
+    pub request: Value,
 }
 
 fn parse_status(s: &str) -> Result<SessionStatus> {
@@ -25,7 +27,7 @@ fn parse_status(s: &str) -> Result<SessionStatus> {
 }
 
 const COLUMNS: &str =
-    "status, secret_hash, error, to_json(created_at)#>>'{}', to_json(updated_at)#>>'{}'";
+    "status, secret_hash, error, to_json(created_at)#>>'{}', to_json(updated_at)#>>'{}', request";
 
 fn row(r: &tokio_postgres::Row) -> Result<ImportRow> {
     Ok(ImportRow {
@@ -34,6 +36,7 @@ fn row(r: &tokio_postgres::Row) -> Result<ImportRow> {
         error: r.get(2),
         created: r.get(3),
         updated: r.get(4),
+        request: r.get(5),
     })
 }
 
@@ -117,14 +120,86 @@ pub async fn move_files<C: GenericClient + Sync>(
             &format!(
                 "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
                     resource = CASE WHEN $3 = 'pending'
-                        THEN (resource || jsonb_build_object('status', $3::text)) - 'lease' - 'error' - 'end'
-                        ELSE (resource || jsonb_build_object('status', $3::text)) - 'lease' END
+                        THEN (resource || jsonb_build_object('status', $3::text)) - 'lease' - 'error' - 'end' - 'queued'
+                        ELSE (resource || jsonb_build_object('status', $3::text)) - 'lease' - 'queued' END
                  WHERE resource->>'import' = $1 AND resource->>'status' = ANY($2)"
             ),
             &[&import, &from, &to],
         )
         .await?;
     Ok(n)
+}
+
+/// The session's files by status: `(status, files, resources loaded, lines failed)`
+/// (none when no LoaderFile exists yet).
+pub async fn file_counts<C: GenericClient + Sync>(
+    client: &C,
+    import: &str,
+) -> Result<Vec<(String, i64, i64, i64)>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT resource->>'status', count(*),
+                        coalesce(sum((resource->>'loaded')::bigint), 0)::bigint,
+                        coalesce(sum((resource->>'failed')::bigint), 0)::bigint
+                 FROM {TABLE} WHERE resource->>'import' = $1 GROUP BY 1 ORDER BY 1"
+            ),
+            &[&import],
+        )
+        .await
+        .map_err(Error::from);
+    match rows {
+        Ok(rows) => Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()),
+        Err(e) if super::is_undefined_table(&e) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The session's files with status `status`, in input (then id) order, at most `limit`.
+pub async fn files_with_status<C: GenericClient + Sync>(
+    client: &C,
+    import: &str,
+    status: &str,
+    limit: i64,
+) -> Result<Vec<LoaderFile>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {RESOURCE_WITH_ID} FROM {TABLE}
+                 WHERE resource->>'import' = $1 AND resource->>'status' = $2
+                 ORDER BY (resource->>'input')::int, id LIMIT $3"
+            ),
+            &[&import, &status, &limit],
+        )
+        .await
+        .map_err(Error::from);
+    match rows {
+        Ok(rows) => rows
+            .iter()
+            .map(|r| LoaderFile::from_value(r.get(0)))
+            .collect(),
+        Err(e) if super::is_undefined_table(&e) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Merges `patch` into the session's stored request (an inventory import's planning
+/// progress: `{"plan": {...}}`).
+pub async fn patch_request<C: GenericClient + Sync>(
+    client: &C,
+    id: &str,
+    patch: &Value,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE siphon_import SET request = request || $2::jsonb, updated_at = now() WHERE id = $1",
+            &[&id, patch],
+        )
+        .await?;
+    Ok(())
 }
 
 /// The session's files, in input order.

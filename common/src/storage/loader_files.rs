@@ -124,9 +124,116 @@ impl Db {
                 &[&file.id],
             )
             .await?;
+            super::refs::forget(&tx, std::slice::from_ref(&file.id)).await?;
         }
         tx.commit().await?;
         Ok(n == 1)
+    }
+
+    /// Resets LoaderFiles to the given fresh versions (another ETag: the object was
+    /// rewritten) unless they are loading right now; their old line errors go. Returns
+    /// the files reset.
+    pub async fn reset_loader_files(&self, files: &[LoaderFile]) -> Result<Vec<LoaderFile>> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = files.iter().map(|f| f.id.as_str()).collect();
+        let values = files
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<std::result::Result<Vec<Value>, _>>()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut client = self.client().await?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(
+                &format!(
+                    "UPDATE {TABLE} f SET ts = now(), txid = nextval('transaction_id_seq'), status = 'updated',
+                        resource = v.resource
+                     FROM unnest($1::text[], $2::jsonb[]) AS v(id, resource)
+                     WHERE f.id = v.id AND f.resource->>'status' <> 'in-progress'
+                       AND f.resource->>'etag' IS DISTINCT FROM v.resource->>'etag'
+                     RETURNING f.id"
+                ),
+                &[&ids, &values],
+            )
+            .await?;
+        let reset: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        tx.execute(
+            "DELETE FROM siphon_loader_error WHERE file_id = ANY($1)",
+            &[&reset],
+        )
+        .await?;
+        super::refs::forget(&tx, &reset).await?;
+        tx.commit().await?;
+        Ok(files
+            .iter()
+            .filter(|f| reset.contains(&f.id))
+            .cloned()
+            .collect())
+    }
+
+    /// The next files of `group` to queue so that at most `threads` are in flight
+    /// (loading, or queued and not yet claimed): its waiting `pending` files, in id
+    /// order. Two feeders racing may pick the same files: a duplicate message is
+    /// harmless (a file loads under a lease), and the claim enforces the cap.
+    pub async fn files_to_feed(&self, group: &str, threads: i64) -> Result<Vec<LoaderFile>> {
+        let client = self.client().await?;
+        self.ensure_table(&**client, &loader_file_type()).await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {RESOURCE_WITH_ID} FROM {TABLE}
+                     WHERE resource->>'group' = $1 AND resource->>'status' = 'pending'
+                       AND NOT resource ? 'queued'
+                     ORDER BY id
+                     LIMIT greatest($2 - (SELECT count(*) FROM {TABLE}
+                        WHERE resource->>'group' = $1 AND (resource->>'status' = 'in-progress'
+                           OR (resource->>'status' = 'pending' AND resource ? 'queued'))), 0)"
+                ),
+                &[&group, &threads],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| LoaderFile::from_value(r.get(0)))
+            .collect()
+    }
+
+    /// Marks pending files as queued (their message is sent).
+    pub async fn mark_queued(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "UPDATE {TABLE} SET resource = resource || jsonb_build_object('queued', now())
+                     WHERE id = ANY($1) AND resource->>'status' = 'pending'"
+                ),
+                &[&ids],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the `gone` mark off LoaderFiles whose objects an inventory lists again.
+    pub async fn clear_gone(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'), resource = resource - 'gone'
+                     WHERE id = ANY($1) AND resource ? 'gone'"
+                ),
+                &[&ids],
+            )
+            .await?;
+        Ok(())
     }
 
     /// Reads one LoaderFile.
@@ -175,9 +282,10 @@ impl Db {
             .query_opt(
                 &format!(
                     "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
-                        resource = resource
+                        resource = (resource - 'queued')
                           || jsonb_build_object('status', 'in-progress',
                                'lease', jsonb_strip_nulls(jsonb_build_object('owner', $2::text,
+                                   'since', now(),
                                    'until', now() + make_interval(secs => $3::float8),
                                    'receipt', $6::text)))
                           || CASE WHEN resource ? 'start' THEN '{{}}'::jsonb
@@ -298,7 +406,8 @@ impl Db {
 
     /// Files whose worker stopped renewing the lease more than `grace_secs` ago, and that
     /// the sweep has not acted on in the last `again_secs` (the redelivered message may
-    /// still be on its way). Oldest first, at most `limit`.
+    /// still be on its way) unless a worker has claimed the file since (then that worker
+    /// died too: a new stall). Oldest first, at most `limit`.
     pub async fn stalled_loader_files(
         &self,
         grace_secs: f64,
@@ -315,7 +424,9 @@ impl Db {
                            < now() - make_interval(secs => $1::float8)
                        AND (resource->'recovery'->>'at' IS NULL
                             OR (resource->'recovery'->>'at')::timestamptz
-                               < now() - make_interval(secs => $2::float8))
+                               < now() - make_interval(secs => $2::float8)
+                            OR (resource->'lease'->>'since')::timestamptz
+                               > (resource->'recovery'->>'at')::timestamptz)
                      ORDER BY (resource->'lease'->>'until')::timestamptz LIMIT $3"
                 ),
                 &[&grace_secs, &again_secs, &limit],
@@ -349,6 +460,14 @@ impl Db {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    /// Ends an inventory file in `missing`: its object was gone (or changed) when its
+    /// turn came. As its owner.
+    pub async fn miss_loader_file(&self, id: &str, owner: &str, message: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let patch = json!({"status": "missing", "error": message, "end": chrono::Utc::now()});
+        Self::patch_loader_file_as(&**client, id, owner, &patch, true).await
     }
 
     /// Ends the file in `error` with a message (as its owner, if `owner` is given).
@@ -404,7 +523,7 @@ impl Db {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT line, reason, excerpt FROM siphon_loader_error WHERE file_id = $1
+                "SELECT line, reason, excerpt, loaded FROM siphon_loader_error WHERE file_id = $1
                  ORDER BY line LIMIT $2 OFFSET $3",
                 &[&id, &limit, &offset],
             )
@@ -415,6 +534,7 @@ impl Db {
                 line: r.get::<_, i64>(0) as u64,
                 reason: r.get(1),
                 excerpt: r.get(2),
+                loaded: r.get(3),
             })
             .collect())
     }
@@ -442,6 +562,7 @@ impl Db {
         client
             .execute("DELETE FROM siphon_loader_error WHERE file_id = $1", &[&id])
             .await?;
+        super::refs::forget(&**client, &[id.to_string()]).await?;
         self.delete(&loader_file_type(), id).await
     }
 }
@@ -461,12 +582,14 @@ pub async fn record_line_errors<C: GenericClient + Sync>(
     let lines: Vec<i64> = errors.iter().map(|e| e.line as i64).collect();
     let reasons: Vec<&str> = errors.iter().map(|e| e.reason.as_str()).collect();
     let excerpts: Vec<&str> = errors.iter().map(|e| e.excerpt.as_str()).collect();
+    let loaded: Vec<bool> = errors.iter().map(|e| e.loaded).collect();
     client
         .execute(
-            "INSERT INTO siphon_loader_error (file_id, line, reason, excerpt)
-             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[])
-             ON CONFLICT (file_id, line) DO UPDATE SET reason = excluded.reason, excerpt = excluded.excerpt",
-            &[&id, &lines, &reasons, &excerpts],
+            "INSERT INTO siphon_loader_error (file_id, line, reason, excerpt, loaded)
+             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bool[])
+             ON CONFLICT (file_id, line) DO UPDATE
+                SET reason = excluded.reason, excerpt = excluded.excerpt, loaded = excluded.loaded",
+            &[&id, &lines, &reasons, &excerpts, &loaded],
         )
         .await?;
     Ok(())
@@ -484,7 +607,7 @@ pub enum Opened<'a> {
 /// One batch's transaction: the rows, the invalid lines, the file's new counts and
 /// checkpoint commit together or not at all.
 pub struct BatchTx<'a> {
-    tx: Transaction<'a>,
+    pub(super) tx: Transaction<'a>,
 }
 
 impl Db {

@@ -33,6 +33,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "dump_schema",
         include_str!("../../migrations/0006_dump_schema.sql"),
     ),
+    (
+        7,
+        "inventory",
+        include_str!("../../migrations/0007_inventory.sql"),
+    ),
+    (
+        8,
+        "validation",
+        include_str!("../../migrations/0008_validation.sql"),
+    ),
 ];
 
 /// Applies the migrations that have not run yet. Returns how many ran now.

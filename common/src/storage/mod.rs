@@ -12,6 +12,7 @@
 //! - [`exports`]: export jobs, their tasks and checkpoints.
 //! - [`plans`]: objects staged to plan an import (dry runs, S3 Inventories).
 //! - [`dumps`]: query dumps to a bucket, materialized as siphon_reader.
+//! - [`refs`]: references awaiting resolution and lines parked until theirs resolve.
 
 pub mod bulk;
 pub mod clients;
@@ -24,6 +25,7 @@ pub mod migrations;
 pub mod plans;
 pub mod pool;
 pub mod read;
+pub mod refs;
 pub mod resources;
 pub mod script;
 

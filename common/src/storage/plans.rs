@@ -77,12 +77,12 @@ impl Db {
     }
 
     /// The summary of plan `plan` against the LoaderFiles; `gone` counts LoaderFiles of
-    /// `bucket` under `prefix` (not of `$import` sessions) the plan does not name.
+    /// `bucket` under one of `prefixes` (not `$import` inputs) the plan does not name.
     pub async fn plan_summary(
         &self,
         plan: &str,
         bucket: &str,
-        prefix: &str,
+        prefixes: &[String],
     ) -> Result<PlanSummary> {
         let client = self.client().await?;
         self.ensure_table(&**client, &loader_file_type()).await?;
@@ -122,11 +122,12 @@ impl Db {
                 &format!(
                     "SELECT count(*), coalesce(sum((f.resource->>'size')::bigint), 0)::bigint
                      FROM {LOADER_FILES} f
-                     WHERE f.resource->>'bucket' = $2 AND starts_with(f.resource->>'file', $3)
-                       AND f.resource->>'import' IS NULL AND f.resource->>'url' IS NULL
+                     WHERE f.resource->>'bucket' = $2
+                       AND EXISTS (SELECT 1 FROM unnest($3::text[]) p WHERE starts_with(f.resource->>'file', p))
+                       AND f.resource->>'input' IS NULL AND f.resource->>'url' IS NULL
                        AND NOT EXISTS (SELECT 1 FROM siphon_plan_object o WHERE o.plan = $1 AND o.file_id = f.id)"
                 ),
-                &[&plan, &bucket, &prefix],
+                &[&plan, &bucket, &prefixes],
             )
             .await?;
         summary.gone = Tally {
@@ -148,5 +149,197 @@ impl Db {
             Err(e) if is_undefined_table(&e) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// What siphon knows of a staged object: the LoaderFile with the same id, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Existing {
+    pub etag: Option<String>,
+    pub status: String,
+    /// The `$import` session that last queued it.
+    pub import: Option<String>,
+    /// Marked gone by an earlier inventory.
+    pub gone: bool,
+}
+
+/// A staged object beside its LoaderFile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedObject {
+    pub object: StagedObject,
+    pub existing: Option<Existing>,
+}
+
+impl Db {
+    /// Stages inventory file `part` of plan `plan` with binary COPY (one round trip per
+    /// call). A key listed twice is an error naming it.
+    pub async fn stage_part(
+        &self,
+        plan: &str,
+        bucket: &str,
+        part: i32,
+        objects: &[StagedObject],
+    ) -> Result<()> {
+        use tokio_postgres::binary_copy::BinaryCopyInWriter;
+        use tokio_postgres::types::{ToSql, Type};
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let sink = client
+            .copy_in(
+                "COPY siphon_plan_object (plan, file_id, bucket, key, size, etag, modified, resource_type, part)
+                 FROM STDIN (FORMAT binary)",
+            )
+            .await?;
+        let types = [
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::INT4,
+        ];
+        let writer = BinaryCopyInWriter::new(sink, &types);
+        futures::pin_mut!(writer);
+        for o in objects {
+            let modified = o
+                .modified
+                .as_deref()
+                .and_then(|m| chrono::DateTime::parse_from_rfc3339(m).ok())
+                .map(|t| t.with_timezone(&chrono::Utc));
+            let row: [&(dyn ToSql + Sync); 9] = [
+                &plan,
+                &o.file_id,
+                &bucket,
+                &o.key,
+                &o.size,
+                &o.etag,
+                &modified,
+                &o.resource_type,
+                &part,
+            ];
+            writer.as_mut().write(&row).await.map_err(|e| {
+                Error::Internal(format!(
+                    "cannot stage inventory objects: {}",
+                    crate::error::DbError::from(e)
+                ))
+            })?;
+        }
+        match writer.finish().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                Err(Error::BadRequest(format!(
+                    "the inventory lists an object twice: {}",
+                    crate::error::DbError::from(e)
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Forgets what part `part` of plan `plan` staged (before staging it again).
+    pub async fn clear_part(&self, plan: &str, part: i32) -> Result<u64> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "DELETE FROM siphon_plan_object WHERE plan = $1 AND part = $2",
+                &[&plan, &part],
+            )
+            .await?)
+    }
+
+    /// Objects staged for plan `plan`.
+    pub async fn plan_count(&self, plan: &str) -> Result<i64> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one(
+                "SELECT count(*) FROM siphon_plan_object WHERE plan = $1",
+                &[&plan],
+            )
+            .await?
+            .get(0))
+    }
+
+    /// The next `limit` staged objects after `after` (in `file_id` order), each with
+    /// its LoaderFile.
+    pub async fn plan_page(
+        &self,
+        plan: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<PlannedObject>> {
+        let client = self.client().await?;
+        self.ensure_table(&**client, &loader_file_type()).await?;
+        let rows = client
+            .query(
+                &format!(
+                    // The page first, then one index lookup per object (LATERAL): a
+                    // join the planner turns into a scan of every LoaderFile costs a
+                    // whole table per page.
+                    "SELECT o.file_id, o.key, o.size, o.etag, to_json(o.modified)#>>'{{}}', o.resource_type,
+                            f.id IS NOT NULL, f.etag, f.status, f.import, f.gone
+                     FROM (SELECT * FROM siphon_plan_object WHERE plan = $1 AND file_id > $2
+                           ORDER BY file_id LIMIT $3) o
+                     LEFT JOIN LATERAL (
+                        SELECT l.id, l.resource->>'etag' AS etag, l.resource->>'status' AS status,
+                               l.resource->>'import' AS import, l.resource ? 'gone' AS gone
+                        FROM {LOADER_FILES} l WHERE l.id = o.file_id) f ON true
+                     ORDER BY o.file_id"
+                ),
+                &[&plan, &after.unwrap_or(""), &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| PlannedObject {
+                object: StagedObject {
+                    file_id: r.get(0),
+                    key: r.get(1),
+                    size: r.get(2),
+                    etag: r.get(3),
+                    modified: r.get(4),
+                    resource_type: r.get(5),
+                },
+                existing: r.get::<_, bool>(6).then(|| Existing {
+                    etag: r.get(7),
+                    status: r.get::<_, Option<String>>(8).unwrap_or_default(),
+                    import: r.get(9),
+                    gone: r.get::<_, Option<bool>>(10).unwrap_or(false),
+                }),
+            })
+            .collect())
+    }
+
+    /// Marks `gone` the LoaderFiles of `bucket` under one of `prefixes` (bucket-listed
+    /// or inventory files, not `$import` inputs) that plan `plan` does not name and that
+    /// are not marked yet. Their rows stay. Returns how many were marked.
+    pub async fn mark_gone(
+        &self,
+        plan: &str,
+        bucket: &str,
+        prefixes: &[String],
+        inventory: &str,
+    ) -> Result<u64> {
+        let client = self.client().await?;
+        self.ensure_table(&**client, &loader_file_type()).await?;
+        Ok(client
+            .execute(
+                &format!(
+                    "UPDATE {LOADER_FILES} f SET ts = now(), txid = nextval('transaction_id_seq'),
+                        resource = f.resource || jsonb_build_object('gone',
+                            jsonb_build_object('inventory', $4::text, 'at', now()))
+                     WHERE f.resource->>'bucket' = $2
+                       AND EXISTS (SELECT 1 FROM unnest($3::text[]) p WHERE starts_with(f.resource->>'file', p))
+                       AND f.resource->>'url' IS NULL AND f.resource->>'input' IS NULL
+                       AND NOT f.resource ? 'gone'
+                       AND NOT EXISTS (SELECT 1 FROM siphon_plan_object o WHERE o.plan = $1 AND o.file_id = f.id)"
+                ),
+                &[&plan, &bucket, &prefixes, &inventory],
+            )
+            .await?)
     }
 }

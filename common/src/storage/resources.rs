@@ -59,11 +59,17 @@ impl Db {
                 ty.table_sql()
             )
         };
-        // LoaderFiles are looked up by their object when imports are planned.
+        // LoaderFiles are looked up by their object when imports are planned, by their
+        // session, and by their group's busy and waiting files when files are fed.
         let lookups = if ty.as_str() == "LoaderFile" {
             format!(
-                "CREATE INDEX IF NOT EXISTS loaderfile_object ON {} ((resource->>'bucket'), (resource->>'file'));",
-                ty.table_sql()
+                "CREATE INDEX IF NOT EXISTS loaderfile_object ON {t} ((resource->>'bucket'), (resource->>'file'));
+                 CREATE INDEX IF NOT EXISTS loaderfile_import ON {t} ((resource->>'import'));
+                 CREATE INDEX IF NOT EXISTS loaderfile_group_busy ON {t} ((resource->>'group'))
+                    WHERE resource->>'status' = 'in-progress' OR (resource->>'status' = 'pending' AND resource ? 'queued');
+                 CREATE INDEX IF NOT EXISTS loaderfile_group_waiting ON {t} ((resource->>'group'), id)
+                    WHERE resource->>'status' = 'pending' AND NOT resource ? 'queued';",
+                t = ty.table_sql()
             )
         } else {
             String::new()

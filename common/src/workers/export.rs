@@ -39,6 +39,9 @@ pub struct ExportWorker {
     own: Option<aws_sdk_s3::Client>,
     /// Sinks of dump-to-bucket targets, by bucket and store.
     others: Mutex<HashMap<String, Arc<dyn ObjectSink>>>,
+    /// The load queue, where inventory imports queue their files (see
+    /// [`ExportWorker::with_load_queue`]).
+    load_queue: Option<Arc<dyn MessageQueue>>,
 }
 
 impl ExportWorker {
@@ -57,7 +60,14 @@ impl ExportWorker {
             sink,
             own: None,
             others: Mutex::new(HashMap::new()),
+            load_queue: None,
         }
+    }
+
+    /// Lets the worker plan inventory imports, queueing their files on `queue`.
+    pub fn with_load_queue(mut self, queue: Arc<dyn MessageQueue>) -> Self {
+        self.load_queue = Some(queue);
+        self
     }
 
     /// Writes dump-to-bucket targets that name no store of their own with `s3` (the
@@ -128,25 +138,31 @@ impl ExportWorker {
             return false;
         };
         let task = message.task.clone();
-        // A dump-to-bucket writes its own bucket; `$export` the export bucket.
-        let target = match self.db.export(task.split('/').next().unwrap_or("")).await {
-            Ok(e) => e
-                .filter(|e| e.kind == "bucket")
-                .and_then(|e| e.request["bucket"].as_str().map(str::to_string)),
+        let export = match self.db.export(task.split('/').next().unwrap_or("")).await {
+            Ok(e) => e,
             Err(e) => {
                 tracing::error!(task, error = %e, "cannot read the export; the message will be redelivered");
                 return false;
             }
         };
+        let kind = export.as_ref().map(|e| e.kind.as_str()).unwrap_or("");
+        // A dump-to-bucket writes its own bucket; `$export` the export bucket.
+        let target = export
+            .as_ref()
+            .filter(|e| e.kind == "bucket")
+            .and_then(|e| e.request["bucket"].as_str().map(str::to_string));
         let runner = TaskRunner {
             db: self.db.clone(),
             sink: self.sink_for(&message, target.as_deref()).await,
             options: self.options.clone(),
         };
-        match runner
-            .run(&task, record.receipt_handle.as_deref(), Some(deadline))
-            .await
-        {
+        let receipt = record.receipt_handle.as_deref();
+        let outcome = if kind == "inventory" {
+            self.plan(&message, receipt, deadline).await
+        } else {
+            runner.run(&task, receipt, Some(deadline)).await
+        };
+        match outcome {
             Ok(TaskOutcome::Done { count }) => {
                 tracing::info!(task, count, "export task done");
                 true
@@ -189,6 +205,32 @@ impl ExportWorker {
                 false
             }
         }
+    }
+
+    /// Runs an inventory import's planning task.
+    async fn plan(
+        &self,
+        message: &ExportMessage,
+        receipt: Option<&str>,
+        deadline: Instant,
+    ) -> crate::error::Result<TaskOutcome> {
+        let load_queue = self.load_queue.clone().ok_or_else(|| {
+            crate::error::Error::Internal(
+                "inventory imports need the load queue: set SIPHON_LOAD_QUEUE_URL for the export function".into(),
+            )
+        })?;
+        let s3 = match (&self.own, message.store.is_default()) {
+            (Some(own), true) => own.clone(),
+            _ => crate::sources::s3::client(&message.store.s3_options()).await,
+        };
+        let planner = crate::inventory::plan::Planner {
+            db: self.db.clone(),
+            load_queue,
+            s3,
+            store: message.store.clone(),
+            options: self.options.clone(),
+        };
+        planner.run(&message.task, receipt, Some(deadline)).await
     }
 
     /// Fails a task from outside a run (the queue gives up on it) and settles its export.

@@ -126,7 +126,7 @@ impl LoadWorker {
             .with_receipt(record.receipt_handle.clone());
         let outcome = loader.load(&file_id, Some(deadline)).await;
         if let Ok(Outcome::Done { .. } | Outcome::Failed { .. }) = &outcome {
-            if let Err(e) = self.settle(&file_id).await {
+            if let Err(e) = self.settle(&file_id, &message.store).await {
                 // The file is finished; only its session's summary is behind. Redeliver:
                 // the file answers NotLoadable and the session is settled then.
                 tracing::error!(file_id, error = %e, "cannot settle the file's import session");
@@ -146,7 +146,7 @@ impl LoadWorker {
                 tracing::info!(file_id, status = status.as_str(), "nothing to do");
                 // A delivery after a crash between the file's end and its session's
                 // settling: settle now (idempotent).
-                self.settle(&file_id).await.is_ok()
+                self.settle(&file_id, &message.store).await.is_ok()
             }
             Ok(Outcome::Halted { status }) => {
                 // The session was paused or aborted: the state lives in Postgres, and
@@ -180,12 +180,27 @@ impl LoadWorker {
         }
     }
 
-    /// After a file ended: settles its `$import` session, if it has one, and rebuilds
-    /// the tables its load holds in bulk mode once the whole load has ended.
-    async fn settle(&self, file_id: &str) -> Result<()> {
+    /// After a file ended: resolves its load's references once the whole load has ended
+    /// (`validation.checks: refs|all`), settles its `$import` session, if it has one, and
+    /// rebuilds the tables its load holds in bulk mode once the whole load has ended.
+    async fn settle(&self, file_id: &str, store: &crate::queue::StoreSpec) -> Result<()> {
         let Some(file) = self.db.loader_file(file_id).await? else {
             return Ok(());
         };
+        // An inventory import's files wait in Postgres: queue the next ones (with the
+        // credentials this message carried) before this message is deleted.
+        if let (Some(_), Some(group), Some(threads)) = (&file.inventory, &file.group, file.threads)
+        {
+            crate::loading::feed::feed(&self.db, &*self.queue, group, threads, store).await?;
+        }
+        if file.options.validation.refs() {
+            // References resolve once the whole load has ended, before its session says
+            // done; tables in bulk mode are whole again first (parked lines need them).
+            if file.options.bulk() {
+                crate::loading::bulk::finish(&self.db, &file.load_owner()).await?;
+            }
+            crate::validation::resolve::finish(&self.db, &file.load_owner()).await?;
+        }
         if let Some(import) = &file.import {
             sessions::settle(&self.db, import).await?;
         }
@@ -199,7 +214,7 @@ impl LoadWorker {
     /// repeated failures) and settles its `$import` session, if any.
     pub async fn give_up(&self, file_id: &str, why: &str) -> Result<()> {
         self.db.fail_loader_file(file_id, None, why).await?;
-        self.settle(file_id).await
+        self.settle(file_id, &Default::default()).await
     }
 
     async fn requeue(&self, message: &LoadMessage, delay: Option<i32>, why: &str) -> bool {

@@ -40,6 +40,9 @@ pub struct App {
     pub s3: aws_sdk_s3::Client,
     /// `SIPHON_DUMP_SQL_TIMEOUT_MS`.
     pub dump_sql_timeout_ms: u64,
+    /// The export queue, where background tasks go (`$export`, dump-to-bucket, the
+    /// planning of inventory imports).
+    pub task_queue: Option<Arc<dyn MessageQueue>>,
 }
 
 impl App {
@@ -53,6 +56,7 @@ impl App {
         s3: aws_sdk_s3::Client,
     ) -> Self {
         let http = Arc::new(HttpSource::new(config.url_policy.clone()));
+        let task_queue = export_queue.clone();
         let exports = match (&config.export, export_queue) {
             (Some(export), Some(queue)) => Some(Exports {
                 db: db.clone(),
@@ -80,6 +84,7 @@ impl App {
             dead_letters: None,
             s3,
             dump_sql_timeout_ms: config.dump_sql_timeout_ms,
+            task_queue,
             db,
             queue,
         }
@@ -101,7 +106,11 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
     let reply = if let Some(public) = routes::public(&request) {
         public
     } else {
-        match app.auth.check(web::authorization(request.headers())).await {
+        match app
+            .auth
+            .check(web::authorization(request.headers()), source_ip(&request))
+            .await
+        {
             Ok(principal) => routes::route(app, &request, &principal)
                 .await
                 .unwrap_or_else(|e| web::error_reply(&e, style)),
@@ -119,6 +128,19 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
         Err(e) => Body::Binary(e.into_bytes()),
     };
     Response::from_parts(parts, body)
+}
+
+/// The caller's address as API Gateway saw it (`requestContext.http.sourceIp`; `make
+/// serve` sets the TCP peer there): what the failure budget of authentication is kept
+/// per. Never a header such as `X-Forwarded-For`, which the caller writes.
+pub fn source_ip(request: &Request) -> Option<&str> {
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt;
+    if let Some(RequestContext::ApiGatewayV2(ctx)) = request.request_context_ref() {
+        ctx.http.source_ip.as_deref()
+    } else {
+        None
+    }
 }
 
 /// The error body style of a path, for callers that answer before routing.

@@ -75,6 +75,19 @@ fn parse_since(raw: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     )))
 }
 
+/// The caller's address as the function URL saw it (`requestContext.http.sourceIp`;
+/// `make serve` sets the TCP peer there), for the failure budget of authentication.
+/// Never a header such as `X-Forwarded-For`, which the caller writes.
+pub fn source_ip(request: &Request) -> Option<&str> {
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt;
+    if let Some(RequestContext::ApiGatewayV2(ctx)) = request.request_context_ref() {
+        ctx.http.source_ip.as_deref()
+    } else {
+        None
+    }
+}
+
 /// Handles one request.
 pub async fn handle(app: &App, request: Request) -> Response<DumpBody> {
     match route(app, &request).await {
@@ -85,7 +98,7 @@ pub async fn handle(app: &App, request: Request) -> Response<DumpBody> {
 
 async fn route(app: &App, request: &Request) -> Result<Response<DumpBody>> {
     app.auth
-        .check(web::authorization(request.headers()))
+        .check(web::authorization(request.headers()), source_ip(request))
         .await?;
     let path = request.uri().path();
     let (content_type, stream) = match (request.method(), web::segments(path).as_slice()) {

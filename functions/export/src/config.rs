@@ -19,6 +19,9 @@ pub struct Config {
     pub task: TaskOptions,
     /// The function's own S3 client (`SIPHON_S3_FORCE_PATH_STYLE`).
     pub s3: S3Options,
+    /// `SIPHON_LOAD_QUEUE_URL` (optional): where inventory imports queue their files;
+    /// without it, inventory planning tasks fail saying so.
+    pub load_queue_url: Option<String>,
 }
 
 impl Config {
@@ -30,6 +33,7 @@ impl Config {
             max_receives: env.number("SIPHON_MAX_RECEIVES", 5, 1, 1000)? as u32,
             task: TaskOptions::from_env(env)?,
             s3: S3Options::from_env(env)?,
+            load_queue_url: env.get("SIPHON_LOAD_QUEUE_URL").map(str::to_string),
         })
     }
 }

@@ -19,12 +19,11 @@ async fn main() -> Result<(), Error> {
         Config::from_env(&env).inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
     let s3 = siphon::sources::s3::client(&config.s3).await;
     let queue = Arc::new(SqsQueue::connect(&config.export_queue_url).await);
-    let worker = Arc::new(siphon_export::worker(
-        &config,
-        Db::new(config.db.clone()),
-        queue,
-        s3,
-    ));
+    let mut worker = siphon_export::worker(&config, Db::new(config.db.clone()), queue, s3);
+    if let Some(url) = &config.load_queue_url {
+        worker = worker.with_load_queue(Arc::new(SqsQueue::connect(url).await));
+    }
+    let worker = Arc::new(worker);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = worker.clone();
         async move {

@@ -14,7 +14,7 @@ pub struct Config {
     pub events_queue_url: Option<String>,
     /// `SIPHON_LOCAL_ADDR` (default 127.0.0.1:8080).
     pub addr: SocketAddr,
-    /// `SIPHON_LOCAL_LOADERS` (default 4): loader workers polling the load queue at once,
+    /// `SIPHON_LOCAL_LOADERS` (default 4, 0 to 64): loader workers polling the load queue at once,
     /// each taking one message at a time as a Lambda instance with batch size 1 does.
     pub loaders: usize,
     /// The sweep's settings (`SIPHON_SWEEP_*`; passes here run every `interval`).
@@ -27,7 +27,8 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let loaders = env.number("SIPHON_LOCAL_LOADERS", 4, 1, 64)? as usize;
+        // 0: no loader (the API and export workers only; what bench-inventory measures).
+        let loaders = env.number("SIPHON_LOCAL_LOADERS", 4, 0, 64)? as usize;
         let mut api = siphon_api::Config::from_env(env)?;
         if env.get("SIPHON_DB_POOL_SIZE").is_none() {
             // One process stands in for many Lambda instances: each loader and exporter
@@ -67,7 +68,9 @@ mod tests {
         assert_eq!(Config::from_env(&env).unwrap().loaders, 4);
         let e = Config::from_env(&env.clone().with("SIPHON_LOCAL_ADDR", "localhost")).unwrap_err();
         assert_eq!(e.variable, "SIPHON_LOCAL_ADDR");
-        let e = Config::from_env(&env.with("SIPHON_LOCAL_LOADERS", "0")).unwrap_err();
+        let none = env.clone().with("SIPHON_LOCAL_LOADERS", "0");
+        assert_eq!(Config::from_env(&none).unwrap().loaders, 0);
+        let e = Config::from_env(&env.with("SIPHON_LOCAL_LOADERS", "65")).unwrap_err();
         assert_eq!(e.variable, "SIPHON_LOCAL_LOADERS");
     }
 }

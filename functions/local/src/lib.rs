@@ -152,6 +152,7 @@ async fn settle(
 pub async fn poll_events_queue(
     db: &siphon::storage::Db,
     queue: &dyn siphon::queue::MessageQueue,
+    listener: Option<&dyn siphon::ingestion::events::ManifestListener>,
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     wait_seconds: i32,
@@ -172,7 +173,7 @@ pub async fn poll_events_queue(
         return 0;
     }
     let event = serde_json::json!({"Records": to_records(&messages)});
-    let failed: Vec<String> = match siphon_s3_ingest::handle(db, queue, event).await {
+    let failed: Vec<String> = match siphon_s3_ingest::handle(db, queue, listener, event).await {
         Ok(v) => v["batchItemFailures"]
             .as_array()
             .map(|a| {
@@ -209,4 +210,36 @@ pub async fn to_lambda_request(
         }
     };
     Ok(lambda_http::Request::from_parts(parts, body))
+}
+
+/// Records the TCP peer as the caller's address, where API Gateway puts it
+/// (`requestContext.http.sourceIp`), so authentication keeps its failure budget per
+/// source locally as in AWS.
+pub fn with_source(
+    request: lambda_http::Request,
+    peer: std::net::SocketAddr,
+) -> lambda_http::Request {
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt;
+    let mut context = ApiGatewayV2httpRequestContext::default();
+    context.http.source_ip = Some(peer.ip().to_string());
+    request.with_request_context(RequestContext::ApiGatewayV2(context))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The address authentication keeps its failure budget by: the TCP peer locally, read
+    /// back by the API and the dumps from where API Gateway puts `sourceIp` in AWS.
+    #[test]
+    fn the_peer_is_the_source_the_functions_read() {
+        let request = || lambda_http::Request::new(lambda_http::Body::Empty);
+        assert_eq!(siphon_api::source_ip(&request()), None);
+        let peer: std::net::SocketAddr = "127.0.0.7:51234".parse().unwrap();
+        let request = with_source(request(), peer);
+        assert_eq!(siphon_api::source_ip(&request), Some("127.0.0.7"));
+        assert_eq!(siphon_dump::source_ip(&request), Some("127.0.0.7"));
+    }
 }

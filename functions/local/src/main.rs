@@ -65,12 +65,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Export workers, when exports are configured.
     if let (Some(export), Some(export_queue)) = (&config.export, &export_queue) {
-        let worker = Arc::new(siphon_export::worker(
-            export,
-            db.clone(),
-            export_queue.clone(),
-            s3.clone(),
-        ));
+        let worker = Arc::new(
+            siphon_export::worker(export, db.clone(), export_queue.clone(), s3.clone())
+                .with_load_queue(queue.clone()),
+        );
         for _ in 0..config.exporters {
             let (worker, sqs, url) = (worker.clone(), sqs.clone(), export_queue.url().to_string());
             tokio::spawn(async move {
@@ -106,9 +104,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(events_url) = config.events_queue_url.clone() {
         let (db, queue, sqs) = (db.clone(), queue.clone(), sqs.clone());
+        // New S3 Inventory runs are imported when a configured Inventory covers them.
+        let auto = export_queue
+            .clone()
+            .map(|q| siphon::inventory::auto::AutoImport {
+                db: db.clone(),
+                task_queue: q,
+                s3: s3.clone(),
+                guard: Arc::new(siphon::sources::http::HttpSource::new(
+                    config.api.url_policy.clone(),
+                )),
+            });
         tokio::spawn(async move {
             loop {
-                siphon_local::poll_events_queue(&db, queue.as_ref(), &sqs, &events_url, 10).await;
+                let listener = auto
+                    .as_ref()
+                    .map(|a| a as &dyn siphon::ingestion::events::ManifestListener);
+                siphon_local::poll_events_queue(
+                    &db,
+                    queue.as_ref(),
+                    listener,
+                    &sqs,
+                    &events_url,
+                    10,
+                )
+                .await;
             }
         });
     }
@@ -121,7 +141,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.sweep.interval.as_secs()
     );
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, peer) = listener.accept().await?;
         let (api, dump) = (api.clone(), dump.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -130,7 +150,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     // The same split as in AWS: dumps go to the streaming function URL.
                     let path = req.uri().path();
                     let is_dump = path.ends_with("/$dump") || path == "/$dump-sql";
-                    let request = siphon_local::to_lambda_request(req).await?;
+                    let request = siphon_local::with_source(
+                        siphon_local::to_lambda_request(req).await?,
+                        peer,
+                    );
                     let response: hyper::Response<siphon_local::LocalBody> = if is_dump {
                         let (parts, body) = siphon_dump::handle(&dump, request).await.into_parts();
                         hyper::Response::from_parts(parts, body.boxed_unsync())

@@ -4,25 +4,47 @@
 
 mod config;
 
+use std::sync::Arc;
+
 use serde_json::Value;
-use siphon::ingestion::events::{self, IngestEvent};
+use siphon::ingestion::events::{self, IngestEvent, ManifestListener};
+use siphon::inventory::auto::AutoImport;
 use siphon::queue::MessageQueue;
+use siphon::sources::http::HttpSource;
 use siphon::storage::Db;
 
 pub use config::Config;
 
 /// Handles an event of either shape: `{"status": "ok"}` for a direct S3 event (a failure
 /// fails the invocation, S3 retries it), the `batchItemFailures` answer for an SQS batch.
+/// `listener` starts the imports of new S3 Inventory runs (`manifest.checksum` events).
 pub async fn handle(
     db: &Db,
     queue: &dyn MessageQueue,
+    listener: Option<&dyn ManifestListener>,
     event: Value,
 ) -> Result<Value, siphon::Error> {
-    let answer = events::handle(db, queue, IngestEvent::from_value(event)?).await?;
+    let answer = events::handle(db, queue, listener, IngestEvent::from_value(event)?).await?;
     Ok(match answer {
         None => serde_json::json!({"status": "ok"}),
         Some(batch) => {
             serde_json::to_value(batch).map_err(|e| siphon::Error::Internal(e.to_string()))?
         }
     })
+}
+
+/// Automatic inventory imports, when an export queue is configured: `task_queue` takes
+/// the planning tasks, `s3` (the function's own client) reads the inventories.
+pub fn auto_import(
+    config: &Config,
+    db: &Db,
+    task_queue: Arc<dyn MessageQueue>,
+    s3: aws_sdk_s3::Client,
+) -> AutoImport {
+    AutoImport {
+        db: db.clone(),
+        task_queue,
+        s3,
+        guard: Arc::new(HttpSource::new(config.url_policy.clone())),
+    }
 }

@@ -9,15 +9,54 @@
 //!    COPY, checkpoints) until the rows are committed; it reports its own peak RSS.
 //!
 //! Rounds alternate (baseline, siphon, baseline, siphon, ...) and the best of each is kept.
-//! The last line is `load_ratio=.. resources_per_s=.. mb_per_s=.. peak_rss_mb=..`.
+//! That part ends with `load_ratio=.. resources_per_s=.. mb_per_s=.. peak_rss_mb=..`.
+//! Then FHIR validation's cost (see [`validation`]): `struct_validation_ratio=..` (the
+//! same Patients with and without `checks: struct`) and `refs_extra_s=.. refs_ratio=..`
+//! (100,000 Observations referencing 10,000 Patients, with and without `checks: refs`).
+//!
+//! Then the multi-file benchmark, through the real path (see [`multi`]): 8 files (2 of
+//! each generator type, 25,000 resources each: 200,000 resources, about 175 MB
+//! uncompressed; `SIPHON_BENCH_MULTI_RESOURCES` changes the per-file count) in a
+//! LocalStack bucket.
+//! - Baseline: the same rows pre-extracted to COPY text, loaded by two parallel
+//!   `psql \copy` streams (half the files each) into freshly created tables of the same
+//!   schema (primary key included).
+//! - siphon: a `siphon-local` child (release build; `SIPHON_LOCAL_BIN`, else built with
+//!   cargo) on a fresh database and queue; `load-from-bucket` with thread-num 8, timed
+//!   from the RPC call until `load-from-bucket-status` counts every file done.
+//! - siphon first load: the same with `disable-idx?` and `drop-primary-key?` into a fresh
+//!   empty database, until every file is done and `indexes-dropped` is empty (primary
+//!   keys rebuilt).
+//!
+//! The child runs `SIPHON_LOCAL_LOADERS` loaders (default 8, one per file: the fastest of
+//! 2/4/8 on the 2-core development machine, 2-5% ahead of 4 and 10-20% ahead of 2, at
+//! about 175 MB peak RSS against 110 MB with 4). Best of `SIPHON_BENCH_MULTI_ROUNDS`
+//! (default 2) alternating rounds; row counts are checked exactly after every siphon run.
+//! The two last lines:
+//! `multi_load_ratio=<siphon/baseline> resources_per_s=<n>` and
+//! `multi_load_ratio_first_load=<n> resources_per_s=<n>`. `SIPHON_BENCH_ONLY=single` or
+//! `multi` runs one part.
 
 use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+#[allow(dead_code)]
+#[path = "../faults/data.rs"]
+mod data;
+#[allow(dead_code)]
+#[path = "../faults/http.rs"]
+mod http;
+#[allow(dead_code)]
+#[path = "../faults/local.rs"]
+mod local;
 
 use siphon::loading::{LoadOptions, Loader, Outcome};
 use siphon::model::loader_file::{FileOptions, LoaderFile};
+use siphon::model::Validation;
 use siphon::sources::s3::S3Source;
 use siphon::sources::ObjectLocation;
 use siphon::storage::{Db, DbConfig};
@@ -37,13 +76,19 @@ fn peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-/// Child mode: `siphon-bench-load --load <db-url> <bucket> <key>`: load once, print
-/// `seconds rss_kb`.
-async fn child(url: &str, bucket: &str, key: &str) {
+/// Child mode: `siphon-bench-load --load <db-url> <bucket> <key> [<validation JSON>]`:
+/// load once (and resolve references, with `checks: refs`), print `seconds rss_kb`.
+async fn child(url: &str, bucket: &str, key: &str, validation: Option<&str>) {
     let db = Db::new(DbConfig::from_url(url).unwrap());
     let s3 = siphon_tests::s3().await;
     let loc = ObjectLocation::new(bucket, key);
-    let pending = LoaderFile::pending(&loc, None, None, FileOptions::default());
+    let options = FileOptions {
+        validation: validation
+            .map(|v| Validation::parse(&serde_json::from_str(v).unwrap()).unwrap())
+            .unwrap_or_default(),
+        ..FileOptions::default()
+    };
+    let pending = LoaderFile::pending(&loc, None, None, options);
     db.delete_loader_file(&pending.id).await.unwrap();
     db.create_loader_file(&pending).await.unwrap();
     let loader = Loader::new(
@@ -53,11 +98,18 @@ async fn child(url: &str, bucket: &str, key: &str) {
     );
     let start = Instant::now();
     let outcome = loader.load(&pending.id, None).await.unwrap();
+    if options.validation.refs() {
+        siphon::validation::resolve::finish(&db, &pending.id)
+            .await
+            .unwrap();
+    }
     let secs = start.elapsed().as_secs_f64();
     assert!(
         matches!(outcome, Outcome::Done { failed: 0, .. }),
         "{outcome:?}"
     );
+    let file = db.loader_file(&pending.id).await.unwrap().unwrap();
+    assert_eq!((file.failed, file.flagged), (0, 0), "no finding expected");
     println!("{secs} {}", peak_rss_kb());
 }
 
@@ -65,8 +117,26 @@ async fn child(url: &str, bucket: &str, key: &str) {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--load") {
-        return child(&args[2], &args[3], &args[4]).await;
+        return child(
+            &args[2],
+            &args[3],
+            &args[4],
+            args.get(5).map(String::as_str),
+        )
+        .await;
     }
+    let only = std::env::var("SIPHON_BENCH_ONLY").unwrap_or_default();
+    if only != "multi" {
+        single(&args).await;
+        validation(&args).await;
+    }
+    if only != "single" {
+        multi().await;
+    }
+}
+
+/// The single-file benchmark (siphon's loader in a child against one `psql \copy`).
+async fn single(args: &[String]) {
     let count: u64 = std::env::var("SIPHON_BENCH_RESOURCES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -188,4 +258,430 @@ async fn main() {
         raw_bytes as f64 / 1e6 / best_siphon,
         peak_kb as f64 / 1024.0
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Multi-file: load-from-bucket through a siphon-local child against two psql streams.
+
+/// A fresh database on the local cluster (`siphon_test_*`) and a client to it.
+async fn fresh_database() -> (String, tokio_postgres::Client) {
+    let url = siphon_tests::fresh_db_url().await;
+    let db = Db::new(DbConfig::from_url(&url).unwrap());
+    let client = siphon_tests::connect(&db).await;
+    (url, client)
+}
+
+async fn drop_database(url: &str) {
+    let name = url::Url::parse(url)
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_string();
+    let admin = Db::new(DbConfig::from_url(&siphon_tests::var("DATABASE_URL")).unwrap());
+    let client = siphon_tests::connect(&admin).await;
+    let _ = client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+}
+
+/// A load queue as provisioned for real (visibility timeout 960 s).
+async fn fresh_load_queue(sqs: &aws_sdk_sqs::Client) -> String {
+    let name = format!(
+        "siphon-bench-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    sqs.create_queue()
+        .queue_name(&name)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "960",
+        )
+        .send()
+        .await
+        .expect("create a LocalStack queue")
+        .queue_url
+        .expect("queue URL")
+}
+
+/// The child's peak RSS (kB), read before it is killed.
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One siphon run: a child on a fresh database and queue, load-from-bucket of the
+/// bucket's `multi/` files; returns (seconds, peak RSS kB) after checking every row.
+async fn siphon_run(
+    bin: &std::path::Path,
+    sqs: &aws_sdk_sqs::Client,
+    bucket: &str,
+    files: &[data::FileSpec],
+    loaders: usize,
+    first_load: bool,
+    log: &std::path::Path,
+) -> (f64, u64) {
+    let (url, client) = fresh_database().await;
+    let queue = fresh_load_queue(sqs).await;
+    let env = local::base_env(&url, &queue, loaders);
+    let mut child = local::Local::start(bin, &env, log)
+        .await
+        .unwrap_or_else(|e| panic!("siphon-local: {e}"));
+    let status = json!({"method": "aidbox.bulk/load-from-bucket-status"});
+    child.rpc(&status).await.expect("status (warm-up)");
+    let mut params = json!({"bucket": format!("s3://{bucket}/multi/"), "thread-num": 8});
+    if first_load {
+        params["disable-idx?"] = json!(true);
+        params["drop-primary-key?"] = json!(true);
+    }
+    let start = Instant::now();
+    let started = child
+        .rpc(&json!({"method": "aidbox.bulk/load-from-bucket", "params": params}))
+        .await
+        .expect("load-from-bucket");
+    assert_eq!(
+        started["queued"].as_u64(),
+        Some(files.len() as u64),
+        "{started}"
+    );
+    let secs = loop {
+        let s = child.rpc(&status).await.expect("status");
+        let done = s["files"]["done"].as_u64().unwrap_or(0);
+        let error = s["files"]["error"].as_u64().unwrap_or(0);
+        assert_eq!(error, 0, "a file failed: {s}; log {}", log.display());
+        let rebuilt = s["indexes-dropped"]
+            .as_array()
+            .map(|a| a.is_empty())
+            .unwrap_or(false);
+        if done == files.len() as u64 && (!first_load || rebuilt) {
+            break start.elapsed().as_secs_f64();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1800),
+            "not done after 30 min: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let kb = rss_of(child.pgid);
+    child.kill().await;
+    for (ty, expected) in data::expected_by_type(files) {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT count(*), count(DISTINCT id) FROM {}",
+                    ty.to_lowercase()
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let (n, distinct): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(
+            (n as u64, distinct as u64),
+            (expected, expected),
+            "{ty}: rows, distinct ids"
+        );
+        if first_load {
+            let pk: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype = 'p')",
+                    &[&ty.to_lowercase()],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(pk, "{ty}: primary key not rebuilt");
+        }
+    }
+    drop(client);
+    drop_database(&url).await;
+    let _ = sqs.delete_queue().queue_url(&queue).send().await;
+    (secs, kb)
+}
+
+/// The multi-file benchmark (module docs).
+async fn multi() {
+    let per_file: u64 = std::env::var("SIPHON_BENCH_MULTI_RESOURCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25_000);
+    let rounds: usize = std::env::var("SIPHON_BENCH_MULTI_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let loaders: usize = std::env::var("SIPHON_LOCAL_LOADERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let types = siphon_tests::gen::TYPES;
+    let files = data::plan("multi/", 8, per_file, types);
+    let total: u64 = files.iter().map(|f| f.count).sum();
+    let bin = match std::env::var_os("SIPHON_LOCAL_BIN") {
+        Some(b) => std::path::PathBuf::from(b),
+        None => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "siphon-local",
+                    "--bin",
+                    "siphon-local",
+                ])
+                .current_dir(siphon_tests::repo_root())
+                .status()
+                .expect("cargo build of siphon-local");
+            assert!(
+                status.success(),
+                "cargo build --release -p siphon-local failed"
+            );
+            local::binary()
+        }
+    };
+    let work = std::env::temp_dir().join(format!("siphon-bench-multi-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let logs = siphon_tests::repo_root().join("target/bench-load");
+    std::fs::create_dir_all(&logs).unwrap();
+
+    // The files, in the bucket, and their COPY text (split over two streams).
+    let built = data::build(&files, 42);
+    let raw: u64 = built.iter().map(|b| b.2).sum();
+    let gz: u64 = built.iter().map(|b| b.1.len() as u64).sum();
+    let s3 = siphon_tests::s3().await;
+    let sqs = siphon_tests::sqs().await;
+    let bucket = siphon_tests::fresh_bucket(&s3).await;
+    for (spec, bytes, _) in built {
+        siphon_tests::put(&s3, &bucket, &spec.key, bytes).await;
+    }
+    let mut copies = Vec::new();
+    for (i, spec) in files.iter().enumerate() {
+        let path = work.join(format!("{i}.copy"));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        data::each_line(spec, 42, |id, line| {
+            write!(out, "{id}\t1\t{}\tcreated\t", spec.resource_type).unwrap();
+            for &b in line {
+                match b {
+                    b'\\' => out.write_all(b"\\\\").unwrap(),
+                    b'\t' => out.write_all(b"\\t").unwrap(),
+                    b'\n' => out.write_all(b"\\n").unwrap(),
+                    b'\r' => out.write_all(b"\\r").unwrap(),
+                    _ => out.write_all(&[b]).unwrap(),
+                }
+            }
+            out.write_all(b"\n").unwrap();
+        });
+        out.flush().unwrap();
+        copies.push((spec.resource_type.to_lowercase(), path));
+    }
+    println!(
+        "multi: {} files ({} types), {total} resources, {:.1} MB uncompressed, {:.1} MB gzipped; siphon-local with {loaders} loaders, thread-num 8",
+        files.len(),
+        types.len(),
+        raw as f64 / 1e6,
+        gz as f64 / 1e6
+    );
+    assert!(
+        raw >= 150_000_000,
+        "the multi-file set must be 150 MB+ uncompressed"
+    );
+
+    // Baseline tables: the same schema as siphon's (primary key included).
+    let (base_url, base) = fresh_database().await;
+    for ty in types {
+        base.batch_execute(&siphon::storage::resources::table_ddl(
+            &siphon::ResourceType::parse(ty).unwrap(),
+        ))
+        .await
+        .unwrap();
+    }
+    let half = copies.len() / 2;
+    let (mut best_base, mut best_siphon, mut best_first) = (f64::MAX, f64::MAX, f64::MAX);
+    for round in 1..=rounds {
+        for ty in types {
+            let t = ty.to_lowercase();
+            base.batch_execute(&format!(
+                "DROP TABLE IF EXISTS b_{t}; CREATE TABLE b_{t} (LIKE {t} INCLUDING ALL)"
+            ))
+            .await
+            .unwrap();
+        }
+        let start = Instant::now();
+        let streams: Vec<std::process::Child> = [&copies[..half], &copies[half..]]
+            .iter()
+            .map(|part| {
+                let mut cmd = Command::new("psql");
+                cmd.arg(&base_url).arg("-q");
+                for (t, path) in part.iter() {
+                    cmd.arg("-c").arg(format!(
+                        "\\copy b_{t} (id, txid, resource_type, status, resource) from '{}'",
+                        path.display()
+                    ));
+                }
+                cmd.spawn().expect("psql")
+            })
+            .collect();
+        for mut s in streams {
+            assert!(s.wait().unwrap().success(), "psql \\copy failed");
+        }
+        let base_secs = start.elapsed().as_secs_f64();
+        let sum = types
+            .iter()
+            .map(|t| format!("(SELECT count(*) FROM b_{})", t.to_lowercase()))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let n: i64 = base
+            .query_one(&format!("SELECT {sum}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n as u64, total);
+        let (s_secs, s_kb) = siphon_run(
+            &bin,
+            &sqs,
+            &bucket,
+            &files,
+            loaders,
+            false,
+            &logs.join(format!("multi-{round}.log")),
+        )
+        .await;
+        let (f_secs, f_kb) = siphon_run(
+            &bin,
+            &sqs,
+            &bucket,
+            &files,
+            loaders,
+            true,
+            &logs.join(format!("multi-first-{round}.log")),
+        )
+        .await;
+        println!(
+            "multi round {round}: 2x psql \\copy {base_secs:.3}s, siphon {s_secs:.3}s (ratio {:.3}, peak RSS {:.1} MB), siphon first load {f_secs:.3}s (ratio {:.3}, peak RSS {:.1} MB)",
+            s_secs / base_secs,
+            s_kb as f64 / 1024.0,
+            f_secs / base_secs,
+            f_kb as f64 / 1024.0
+        );
+        best_base = best_base.min(base_secs);
+        best_siphon = best_siphon.min(s_secs);
+        best_first = best_first.min(f_secs);
+    }
+    drop(base);
+    drop_database(&base_url).await;
+    for spec in &files {
+        let _ = s3
+            .delete_object()
+            .bucket(&bucket)
+            .key(&spec.key)
+            .send()
+            .await;
+    }
+    let _ = s3.delete_bucket().bucket(&bucket).send().await;
+    let _ = std::fs::remove_dir_all(&work);
+    println!(
+        "multi_load_ratio={:.3} resources_per_s={:.0}",
+        best_siphon / best_base,
+        total as f64 / best_siphon
+    );
+    println!(
+        "multi_load_ratio_first_load={:.3} resources_per_s={:.0}",
+        best_first / best_base,
+        total as f64 / best_first
+    );
+}
+
+/// FHIR validation's cost, each part in child loaders alternating rounds, best of each
+/// (`SIPHON_BENCH_RESOURCES`, `SIPHON_BENCH_ROUNDS` as for the single file):
+/// - the same 100,000 Patients without and with `validation: {enable: on, checks:
+///   struct}`: `struct_validation_ratio=<with/without>`;
+/// - 100,000 Observations whose subjects are 10,000 Patients already loaded, without and
+///   with `{enable: async, checks: refs}` (resolving included):
+///   `refs_extra_s=<with - without> refs_ratio=<with/without>`.
+async fn validation(args: &[String]) {
+    let var = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (count, rounds) = (
+        var("SIPHON_BENCH_RESOURCES", 100_000),
+        var("SIPHON_BENCH_ROUNDS", 3),
+    );
+    let s3 = siphon_tests::s3().await;
+    let bucket = siphon_tests::fresh_bucket(&s3).await;
+    let mut patients = Vec::new();
+    siphon_tests::gen::write_gz(&mut patients, "Patient", count, 42).unwrap();
+    siphon_tests::put(&s3, &bucket, "bench/Patient.ndjson.gz", patients).await;
+    let mut lines = Vec::new();
+    for n in 0..count {
+        let mut o = siphon_tests::gen::resource("Observation", n, 42);
+        let subject = siphon_tests::gen::id_of("Patient", n % 10_000);
+        o["subject"] = json!({ "reference": format!("Patient/{subject}") });
+        serde_json::to_writer(&mut lines, &o).unwrap();
+        lines.push(b'\n');
+    }
+    let observations = siphon_tests::gen::gzip(&lines);
+    siphon_tests::put(&s3, &bucket, "bench/Observation.ndjson.gz", observations).await;
+    let (url, admin) = fresh_database().await;
+    for ty in ["Patient", "Observation"] {
+        let ty = siphon::ResourceType::parse(ty).unwrap();
+        let ddl = siphon::storage::resources::table_ddl(&ty);
+        admin.batch_execute(&ddl).await.unwrap();
+    }
+    let run = |key: &str, validation: Option<&str>| {
+        let mut child = Command::new(&args[0]);
+        child.args(["--load", &url, &bucket, key]).args(validation);
+        let out = child.output().expect("loader child");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let structure = r#"{"enable": "on", "checks": "struct"}"#;
+    let refs = r#"{"enable": "async", "checks": "refs"}"#;
+    let (mut plain, mut checked) = (f64::MAX, f64::MAX);
+    for round in 1..=rounds {
+        admin.batch_execute("TRUNCATE patient").await.unwrap();
+        let without = run("bench/Patient.ndjson.gz", None);
+        admin.batch_execute("TRUNCATE patient").await.unwrap();
+        let with = run("bench/Patient.ndjson.gz", Some(structure));
+        println!("round {round}: {count} Patients without validation {without:.3}s, with struct {with:.3}s");
+        (plain, checked) = (plain.min(without), checked.min(with));
+    }
+    println!("struct_validation_ratio={:.3}", checked / plain);
+    // The 10,000 Patients the Observations reference.
+    admin
+        .batch_execute("DELETE FROM patient WHERE id > 'pat-00009999'")
+        .await
+        .unwrap();
+    let (mut plain, mut checked) = (f64::MAX, f64::MAX);
+    for round in 1..=rounds {
+        admin.batch_execute("TRUNCATE observation").await.unwrap();
+        let without = run("bench/Observation.ndjson.gz", None);
+        admin.batch_execute("TRUNCATE observation").await.unwrap();
+        let with = run("bench/Observation.ndjson.gz", Some(refs));
+        println!("round {round}: {count} Observations without validation {without:.3}s, with refs {with:.3}s");
+        (plain, checked) = (plain.min(without), checked.min(with));
+    }
+    println!(
+        "refs_extra_s={:.3} refs_ratio={:.3}",
+        checked - plain,
+        checked / plain
+    );
+    drop(admin);
+    drop_database(&url).await;
 }

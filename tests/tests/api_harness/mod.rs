@@ -63,12 +63,10 @@ pub async fn setup_with(
     let env = settings(siphon_tests::config_env().with("SIPHON_EXPORT_MIN_POLL_MS", "0"));
     let config = siphon_api::Config::from_env(&env).unwrap();
     let export_config = siphon_export::Config::from_env(&env).unwrap();
-    let exporter = Arc::new(siphon_export::worker(
-        &export_config,
-        db.clone(),
-        export_queue.clone(),
-        s3.clone(),
-    ));
+    let exporter = Arc::new(
+        siphon_export::worker(&export_config, db.clone(), export_queue.clone(), s3.clone())
+            .with_load_queue(queue.clone()),
+    );
     Env {
         app: siphon_api::App::new(
             &config,

@@ -608,3 +608,176 @@ mod tests {
         }
     }
 }
+
+/// Property-based fuzzing of the guard (proptest): any URL, any policy, any answer from
+/// a stub resolver (no lookup, no connection). `make test` runs 256 cases per target,
+/// `make fuzz` a million (`PROPTEST_CASES`).
+#[cfg(test)]
+mod fuzz {
+    use std::io;
+
+    use futures::future::BoxFuture;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Resolves every name to the same addresses.
+    struct Stub(Vec<IpAddr>);
+
+    impl Resolve for Stub {
+        fn resolve<'a>(&'a self, _: &'a str, _: u16) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
+            let ips = self.0.clone();
+            Box::pin(async move { Ok(ips) })
+        }
+    }
+
+    /// Addresses, special-purpose ones well represented (private, loopback, metadata,
+    /// CGNAT, unique-local, IPv4 inside IPv6 forms).
+    fn ip() -> impl Strategy<Value = IpAddr> {
+        let private_v4 = prop_oneof![
+            any::<[u8; 3]>().prop_map(|[b, c, d]| Ipv4Addr::new(10, b, c, d)),
+            any::<[u8; 3]>().prop_map(|[b, c, d]| Ipv4Addr::new(127, b, c, d)),
+            any::<[u8; 2]>().prop_map(|[c, d]| Ipv4Addr::new(169, 254, c, d)),
+            (16u8..32, any::<[u8; 2]>()).prop_map(|(b, [c, d])| Ipv4Addr::new(172, b, c, d)),
+            any::<[u8; 2]>().prop_map(|[c, d]| Ipv4Addr::new(192, 168, c, d)),
+            (64u8..128, any::<[u8; 2]>()).prop_map(|(b, [c, d])| Ipv4Addr::new(100, b, c, d)),
+            Just(Ipv4Addr::new(0, 0, 0, 0)),
+        ];
+        prop_oneof![
+            3 => any::<[u8; 4]>().prop_map(|o| IpAddr::V4(Ipv4Addr::from(o))),
+            1 => any::<u128>().prop_map(|n| IpAddr::V6(Ipv6Addr::from(n))),
+            1 => private_v4.clone().prop_map(IpAddr::V4),
+            1 => private_v4
+                .clone()
+                .prop_map(|v4| IpAddr::V6(v4.to_ipv6_mapped())),
+            1 => private_v4.clone().prop_map(|v4| {
+                IpAddr::V6(Ipv6Addr::from(
+                    (0x0064_ff9b_u128 << 96) | u128::from(u32::from(v4)),
+                ))
+            }),
+            1 => private_v4.prop_map(|v4| {
+                IpAddr::V6(Ipv6Addr::from(
+                    (0x2002_u128 << 112) | (u128::from(u32::from(v4)) << 80),
+                ))
+            }),
+            1 => prop::sample::select(vec![
+                "::1",
+                "::",
+                "fc00::1",
+                "fd12:3456::1",
+                "fe80::1",
+                "ff02::1"
+            ])
+            .prop_map(|s| s.parse().unwrap()),
+        ]
+    }
+
+    /// URLs as a caller might write them to get inside: odd schemes, user info, IP
+    /// literals in decimal, hex and octal, IPv6 literals, ports.
+    fn url() -> impl Strategy<Value = String> {
+        let host = prop_oneof![
+            "[a-z]{1,8}\\.test",
+            Just("allowed.test".to_string()),
+            ip().prop_map(|ip| match ip {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("[{v6}]"),
+            }),
+            any::<u32>().prop_map(|n| n.to_string()),
+            any::<u32>().prop_map(|n| format!("0x{n:x}")),
+            any::<[u8; 4]>().prop_map(|[a, b, c, d]| format!("0{a:o}.0{b:o}.{c}.{d}")),
+            Just("[::ffff:127.0.0.1]".to_string()),
+        ];
+        (
+            prop_oneof![
+                3 => Just("https"),
+                2 => prop::sample::select(vec!["http", "HTTPS", "ftp", "file", "s3", "gopher"]),
+            ],
+            prop::option::of("[a-z]{1,5}(:[a-z]{0,5})?@"),
+            host,
+            prop::option::of(prop::sample::select(vec![443u16, 80, 4566, 9000, 9001, 0])),
+            "(/[a-zA-Z0-9.%-]{0,8}){0,3}",
+        )
+            .prop_map(|(scheme, user, host, port, path)| {
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                format!("{scheme}://{}{host}{port}{path}", user.unwrap_or_default())
+            })
+    }
+
+    fn policy() -> impl Strategy<Value = UrlPolicy> {
+        (
+            prop::sample::subsequence(
+                vec![
+                    "allowed.test:443",
+                    "allowed.test:4566",
+                    "127.0.0.1:4566",
+                    "[::1]:9000",
+                ],
+                0..=4,
+            ),
+            any::<bool>(),
+        )
+            .prop_map(|(allow, runtime)| {
+                UrlPolicy::allowing(&allow).with_runtime_api(runtime.then_some("127.0.0.1:9001"))
+            })
+    }
+
+    proptest! {
+        /// Whatever the URL, the policy and the resolver's answer: a URL that passes is
+        /// https (or http for an allow-listed host:port), carries no user info, is not
+        /// the runtime API, is fetched from exactly the resolved addresses, and every one
+        /// of them is public unless its host:port is allow-listed.
+        #[test]
+        fn fuzz_the_guard_never_lets_a_private_address_through(
+            raw in prop_oneof![url(), any::<String>()],
+            policy in policy(),
+            answer in prop::collection::vec(ip(), 0..4),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let Ok(url) = parse(&raw) else { return Ok(()) };
+            let stub = Stub(answer.clone());
+            let Ok(vetted) = rt.block_on(vet(&policy, &stub, &url)) else { return Ok(()) };
+            let port = url.port_or_known_default().unwrap();
+            let host_port = format!("{}:{port}", url.host_str().unwrap());
+            let allowed = policy.is_allowed(&host_port);
+            prop_assert!(url.scheme() == "https" || (url.scheme() == "http" && allowed), "{}", raw);
+            prop_assert!(url.username().is_empty() && url.password().is_none(), "{}", raw);
+            if matches!(url.host(), Some(Host::Domain(_))) {
+                let resolved: Vec<SocketAddr> = answer.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+                prop_assert_eq!(&vetted.addrs, &resolved);
+            }
+            for addr in &vetted.addrs {
+                let canonical = SocketAddr::new(addr.ip().to_canonical(), port);
+                prop_assert!(canonical.to_string() != "127.0.0.1:9001" || policy.runtime_api.is_none(),
+                    "{} reached the runtime API", raw);
+                prop_assert!(allowed || special_purpose(addr.ip()).is_none(),
+                    "{} was let through to {}", raw, addr);
+            }
+        }
+
+        /// Every private, loopback, link-local or CGNAT IPv4 address is special, bare or
+        /// inside an IPv6 form (mapped, NAT64, 6to4).
+        #[test]
+        fn fuzz_private_addresses_are_special_in_every_form(ip in ip()) {
+            let v4 = match ip {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(v6) => {
+                    let n = u128::from(v6);
+                    if n >> 32 == 0xffff || n >> 32 == 0x0064_ff9b << 64 {
+                        Some(Ipv4Addr::from(n as u32))
+                    } else if n >> 112 == 0x2002 {
+                        Some(Ipv4Addr::from((n >> 80) as u32))
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(v4) = v4 {
+                if v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified()
+                    || (v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
+                {
+                    prop_assert!(special_purpose(ip).is_some(), "{} passed as public", ip);
+                }
+            }
+        }
+    }
+}

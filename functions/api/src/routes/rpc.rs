@@ -8,6 +8,7 @@ use serde_json::json;
 use siphon::auth::Principal;
 use siphon::exporting::bucket::{self as dump, DumpContext, DumpToBucket};
 use siphon::ingestion::bucket::{self, LoadFromBucket};
+use siphon::inventory;
 use siphon::sinks::s3::S3Sink;
 use siphon::web::{self, Reply, StatusCode};
 use siphon::{Error, Result};
@@ -27,6 +28,9 @@ pub async fn call(app: &App, request: &Request, who: &Principal) -> Result<Reply
         "aidbox.bulk/load-from-bucket" => {
             let params: LoadFromBucket = serde_json::from_value(params)
                 .map_err(|e| Error::BadRequest(format!("invalid params: {e}")))?;
+            if params.inventory.is_some() {
+                return from_inventory(app, request, &params, who).await;
+            }
             let s3 = siphon::sources::s3::client(&params.store().s3_options()).await;
             let started = bucket::load_from_bucket(
                 &app.db,
@@ -43,6 +47,43 @@ pub async fn call(app: &App, request: &Request, who: &Principal) -> Result<Reply
         other => return Err(Error::BadRequest(format!("unknown method {other:?}"))),
     };
     Ok(Reply::ok(json!({ "result": result })))
+}
+
+/// load-from-bucket with `inventory`: the dry run's answer (200), or an `$import`
+/// session planning the import (202 + `content-location`).
+async fn from_inventory(
+    app: &App,
+    request: &Request,
+    params: &LoadFromBucket,
+    who: &Principal,
+) -> Result<Reply> {
+    let store = params.store();
+    let s3 = if store.is_default() {
+        app.s3.clone()
+    } else {
+        siphon::sources::s3::client(&store.s3_options()).await
+    };
+    let guard = app.imports.guard.as_ref();
+    if params.dry_run.unwrap_or(false) {
+        let answer = inventory::dry_run(&app.db, &s3, guard, params).await?;
+        return Ok(Reply::ok(json!({ "result": answer })));
+    }
+    let queue = app.task_queue.as_ref().ok_or_else(|| {
+        Error::Internal(
+            "inventory imports are planned on the export workers: set SIPHON_EXPORT_QUEUE_URL"
+                .into(),
+        )
+    })?;
+    let session =
+        inventory::start(&app.db, queue.as_ref(), &s3, guard, params, &who.client_id).await?;
+    let base = web::base_url(request.headers(), app.public_url.as_deref());
+    let location = format!("{base}/$import/{}", session.id);
+    Ok(Reply::value(
+        StatusCode::ACCEPTED,
+        json!({"result": {"message": "Inventory import started", "session": session, "location": location}}),
+    )
+    .header(X_PROGRESS, session.progress.clone())
+    .header(CONTENT_LOCATION, location))
 }
 
 /// 202 + `content-location` of the job.

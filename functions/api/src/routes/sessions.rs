@@ -55,10 +55,14 @@ pub async fn load(app: &App, request: &Request, ty: Option<&str>) -> Result<Repl
             session,
             loaded,
             failed,
-        } => Ok(
-            Reply::ok(json!({"total": loaded, "failed": failed, "session": session}))
-                .header(CONTENT_LOCATION, format!("/$import/{session}")),
-        ),
+            flagged,
+        } => {
+            let mut answer = json!({"total": loaded, "failed": failed, "session": session});
+            if flagged > 0 {
+                answer["flagged"] = json!(flagged);
+            }
+            Ok(Reply::ok(answer).header(CONTENT_LOCATION, format!("/$import/{session}")))
+        }
         Loaded::Continuing(session) => {
             Ok(Reply::value(StatusCode::ACCEPTED, session_value(&session))
                 .header(CONTENT_LOCATION, format!("/$import/{}", session.id))

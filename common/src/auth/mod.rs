@@ -6,6 +6,18 @@
 //! configuration ([`AdminConfig`]: `SIPHON_ADMIN_CLIENT_ID` / `SIPHON_ADMIN_CLIENT_SECRET`,
 //! or in AWS the secret `SIPHON_ADMIN_SECRET_ARN`), never from the repository. Clients
 //! and policies are read through the [`ClientStore`] port.
+//!
+//! Under attack: a verified secret is remembered for a short while by the instance
+//! ([`cache`]: keyed by an HMAC, never the secret, dropped when the Client changes), so
+//! a Client's repeated requests skip Argon2id; wrong secrets spend a failure budget per
+//! client id and source ([`budget`]) after which the caller gets 429 with `Retry-After`
+//! and nothing is hashed; an unknown client id is verified against a dummy hash, so it
+//! costs and answers what a wrong secret does. Argon2id runs on the blocking pool, at
+//! most one verification per core at a time, so a flood of guesses cannot stall the
+//! requests that are already verified.
+
+pub mod budget;
+pub mod cache;
 
 use std::sync::Arc;
 
@@ -15,7 +27,10 @@ use argon2::Argon2;
 use base64::Engine;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
+
+use self::budget::{BudgetLimits, FailureBudget};
+use self::cache::{CacheLimits, VerifiedCache};
 
 use crate::config::{ConfigError, Env, Secret};
 use crate::error::{Error, Result};
@@ -134,14 +149,49 @@ pub struct Authenticator {
     clients: Arc<dyn ClientStore>,
     config: AdminConfig,
     admin: OnceCell<Option<(String, Secret)>>,
+    cache: VerifiedCache,
+    budget: FailureBudget,
+    /// One Argon2id verification per core at a time.
+    hashing: Semaphore,
+}
+
+/// What stands for the stored hash in the cache entries of the configured admin (its
+/// secret does not change within an instance).
+const ADMIN_VERSION: &str = "configured admin client";
+
+/// The hash an unknown client's secret is verified against (same parameters as real
+/// ones), so that an unknown id takes as long as a wrong secret.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_secret("not-a-client").unwrap_or_default())
 }
 
 impl Authenticator {
+    /// An authenticator with the default cache and failure budget.
     pub fn new(clients: Arc<dyn ClientStore>, config: AdminConfig) -> Self {
+        Self::with_limits(
+            clients,
+            config,
+            CacheLimits::default(),
+            BudgetLimits::default(),
+        )
+    }
+
+    /// An authenticator with its own cache and budget limits.
+    pub fn with_limits(
+        clients: Arc<dyn ClientStore>,
+        config: AdminConfig,
+        cache: CacheLimits,
+        budget: BudgetLimits,
+    ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Authenticator {
             clients,
             config,
             admin: OnceCell::new(),
+            cache: VerifiedCache::new(cache),
+            budget: FailureBudget::new(budget),
+            hashing: Semaphore::new(cores),
         }
     }
 
@@ -169,35 +219,55 @@ impl Authenticator {
             .await
     }
 
-    /// Authenticates and authorises one request from its `Authorization` header.
-    /// 401 without or with wrong credentials, 403 when no AccessPolicy allows.
-    pub async fn check(&self, authorization: Option<&str>) -> Result<Principal> {
+    /// Authenticates and authorises one request from its `Authorization` header;
+    /// `source` is the caller's address when known (API Gateway's `sourceIp`, the peer
+    /// of `make serve`). 401 without or with wrong credentials, 429 once the failure
+    /// budget of this client id (and source) is spent, 403 when no AccessPolicy allows.
+    pub async fn check(
+        &self,
+        authorization: Option<&str>,
+        source: Option<&str>,
+    ) -> Result<Principal> {
         let (id, secret) = parse_basic(authorization)?;
         if let Some((admin_id, admin_secret)) = self.admin().await? {
             if id == *admin_id {
-                return if bool::from(secret.as_bytes().ct_eq(admin_secret.expose().as_bytes())) {
-                    Ok(Principal {
-                        client_id: id,
-                        admin: true,
-                    })
-                } else {
-                    Err(unauthorized())
-                };
+                // Remembered like a Client's, so guesses do not lock out an active admin.
+                if !self.cache.contains(&id, ADMIN_VERSION, &secret) {
+                    let last = self.take_attempt(&id, source)?;
+                    if !bool::from(secret.as_bytes().ct_eq(admin_secret.expose().as_bytes())) {
+                        self.failed(&id, source, last);
+                        return Err(unauthorized());
+                    }
+                    self.budget.give_back(&id, source);
+                    self.cache.insert(&id, ADMIN_VERSION, &secret);
+                }
+                return Ok(Principal {
+                    client_id: id,
+                    admin: true,
+                });
             }
         }
         let hash = self.clients.secret_hash(&id).await?;
-        // Verify against a dummy hash when the client is unknown, so timing tells nothing.
-        let ok = match &hash {
-            Some(h) => verify_secret(&secret, h),
-            None => {
-                static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-                let dummy = DUMMY.get_or_init(|| hash_secret("not-a-client").unwrap_or_default());
-                let _ = verify_secret(&secret, dummy);
-                false
+        let cached = hash
+            .as_deref()
+            .is_some_and(|h| self.cache.contains(&id, h, &secret));
+        if !cached {
+            let last = self.take_attempt(&id, source)?;
+            // An unknown client is verified against a dummy hash: same cost, same answer.
+            let ok = self
+                .verify(&secret, hash.as_deref().unwrap_or_else(|| dummy_hash()))
+                .await?
+                && hash.is_some();
+            match &hash {
+                Some(h) if ok => {
+                    self.budget.give_back(&id, source);
+                    self.cache.insert(&id, h, &secret);
+                }
+                _ => {
+                    self.failed(&id, source, last);
+                    return Err(unauthorized());
+                }
             }
-        };
-        if !ok {
-            return Err(unauthorized());
         }
         if !self.clients.is_allowed(&id).await? {
             return Err(Error::Forbidden(format!(
@@ -208,6 +278,47 @@ impl Authenticator {
             client_id: id,
             admin: false,
         })
+    }
+}
+
+impl Authenticator {
+    /// A wrong secret (its attempt stays counted); says so in the log when it was the
+    /// last one a budget allowed (once per window: the 429s that follow are not logged).
+    fn failed(&self, id: &str, source: Option<&str>, last: bool) {
+        if last {
+            tracing::warn!(
+                client_id = id,
+                source = source.unwrap_or("unknown"),
+                "wrong secrets: failure budget spent, answering 429 until the window closes"
+            );
+        }
+    }
+
+    /// Takes an attempt out of the failure budget, or answers 429 (nothing hashed).
+    fn take_attempt(&self, id: &str, source: Option<&str>) -> Result<bool> {
+        match self.budget.take(id, source) {
+            Ok(last) => Ok(last),
+            Err(wait) => Err(Error::Throttled {
+                message: format!(
+                    "too many wrong secrets for client {id:?}; retry after {} s",
+                    wait.as_secs()
+                ),
+                retry_after_secs: wait.as_secs(),
+            }),
+        }
+    }
+
+    /// Argon2id on the blocking pool, one verification per core at a time.
+    async fn verify(&self, secret: &str, phc: &str) -> Result<bool> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("the verifier is closed".into()))?;
+        let (secret, phc) = (secret.to_string(), phc.to_string());
+        tokio::task::spawn_blocking(move || verify_secret(&secret, &phc))
+            .await
+            .map_err(|e| Error::Internal(format!("secret verification failed: {e}")))
     }
 }
 
@@ -322,21 +433,139 @@ mod tests {
             )
         };
         assert!(
-            auth.check(Some(&basic("admin", "adm")))
+            auth.check(Some(&basic("admin", "adm")), None)
                 .await
                 .unwrap()
                 .admin
         );
-        assert!(!auth.check(Some(&basic("ok", "pw"))).await.unwrap().admin);
+        assert!(
+            !auth
+                .check(Some(&basic("ok", "pw")), None)
+                .await
+                .unwrap()
+                .admin
+        );
         for (id, s) in [("admin", "x"), ("ok", "x"), ("ghost", "pw")] {
             assert!(matches!(
-                auth.check(Some(&basic(id, s))).await,
+                auth.check(Some(&basic(id, s)), None).await,
                 Err(Error::Unauthorized(_))
             ));
         }
         assert!(matches!(
-            auth.check(Some(&basic("nopolicy", "pw"))).await,
+            auth.check(Some(&basic("nopolicy", "pw")), None).await,
             Err(Error::Forbidden(_))
+        ));
+    }
+
+    fn basic(id: &str, secret: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_verified_secret_is_remembered_until_the_client_changes() {
+        let clients = Arc::new(crate::storage::clients::MemoryClients::default());
+        clients.put("c", Some(hash_secret("old").unwrap()), true);
+        let auth = Authenticator::new(clients.clone(), AdminConfig::None);
+        let header = basic("c", "old");
+        auth.check(Some(&header), None).await.unwrap();
+        assert_eq!(auth.cache.len(), 1);
+        auth.check(Some(&header), None).await.unwrap();
+        assert_eq!(auth.cache.len(), 1, "a hit adds nothing");
+        // The secret changes: the old one is refused at once, the new one works.
+        clients.put("c", Some(hash_secret("new").unwrap()), true);
+        assert!(matches!(
+            auth.check(Some(&header), None).await,
+            Err(Error::Unauthorized(_))
+        ));
+        auth.check(Some(&basic("c", "new")), None).await.unwrap();
+        // The client is deleted: nothing cached lets its secret in.
+        clients.put("c", None, true);
+        assert!(matches!(
+            auth.check(Some(&basic("c", "new")), None).await,
+            Err(Error::Unauthorized(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_active_admin_is_not_locked_out_by_guesses() {
+        let auth = Authenticator::new(
+            Arc::new(crate::storage::clients::MemoryClients::default()),
+            AdminConfig::Static {
+                client_id: "admin".into(),
+                secret: Secret::new("adm"),
+            },
+        );
+        let src = Some("203.0.113.9");
+        assert!(
+            auth.check(Some(&basic("admin", "adm")), src)
+                .await
+                .unwrap()
+                .admin
+        );
+        for _ in 0..20 {
+            let _ = auth.check(Some(&basic("admin", "guess")), src).await;
+        }
+        assert!(matches!(
+            auth.check(Some(&basic("admin", "guess")), src).await,
+            Err(Error::Throttled { .. })
+        ));
+        assert!(
+            auth.check(Some(&basic("admin", "adm")), src)
+                .await
+                .unwrap()
+                .admin
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_secrets_spend_a_budget_then_429_without_locking_out_a_cached_client() {
+        let clients = Arc::new(crate::storage::clients::MemoryClients::default());
+        clients.put("c", Some(hash_secret("pw").unwrap()), true);
+        let auth = Authenticator::with_limits(
+            clients,
+            AdminConfig::Static {
+                client_id: "admin".into(),
+                secret: Secret::new("adm"),
+            },
+            CacheLimits::default(),
+            BudgetLimits {
+                per_client: 3,
+                per_source: 100,
+                window: std::time::Duration::from_secs(60),
+                max_keys: 100,
+            },
+        );
+        let src = Some("203.0.113.9");
+        auth.check(Some(&basic("c", "pw")), src).await.unwrap();
+        for id in ["c", "ghost", "admin"] {
+            for _ in 0..3 {
+                assert!(matches!(
+                    auth.check(Some(&basic(id, "guess")), src).await,
+                    Err(Error::Unauthorized(_))
+                ));
+            }
+            match auth.check(Some(&basic(id, "guess")), src).await {
+                Err(Error::Throttled {
+                    retry_after_secs, ..
+                }) => assert!((1..=60).contains(&retry_after_secs)),
+                other => panic!("{id}: expected 429, got {other:?}"),
+            }
+        }
+        // The right secret of an uncached client is refused too while the budget is
+        // spent (nothing is hashed), but the cached client keeps working, and another
+        // source still has its own budget.
+        assert!(matches!(
+            auth.check(Some(&basic("admin", "adm")), src).await,
+            Err(Error::Throttled { .. })
+        ));
+        auth.check(Some(&basic("c", "pw")), src).await.unwrap();
+        assert!(matches!(
+            auth.check(Some(&basic("c", "guess")), Some("198.51.100.7"))
+                .await,
+            Err(Error::Unauthorized(_))
         ));
     }
 }
