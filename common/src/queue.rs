@@ -99,7 +99,13 @@ pub trait MessageQueue: Send + Sync {
     /// Makes the in-flight message with this receipt handle visible again now, so it is
     /// delivered anew (its worker died). `false` when the handle no longer names an
     /// in-flight message (deleted, or already delivered again).
-    fn make_visible<'a>(&'a self, receipt: &'a str) -> BoxFuture<'a, Result<bool>>;
+    fn make_visible<'a>(&'a self, receipt: &'a str) -> BoxFuture<'a, Result<bool>> {
+        self.hold(receipt, 0)
+    }
+
+    /// Keeps the in-flight message with this receipt handle invisible for `seconds` from
+    /// now (0: visible now). `false` when the handle no longer names an in-flight message.
+    fn hold<'a>(&'a self, receipt: &'a str, seconds: i32) -> BoxFuture<'a, Result<bool>>;
 }
 
 /// Sends `messages` as JSON bodies.
@@ -150,14 +156,14 @@ impl SqsQueue {
 }
 
 impl MessageQueue for SqsQueue {
-    fn make_visible<'a>(&'a self, receipt: &'a str) -> BoxFuture<'a, Result<bool>> {
+    fn hold<'a>(&'a self, receipt: &'a str, seconds: i32) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             match self
                 .client
                 .change_message_visibility()
                 .queue_url(&self.url)
                 .receipt_handle(receipt)
-                .visibility_timeout(0)
+                .visibility_timeout(seconds.clamp(0, 43_200))
                 .send()
                 .await
             {
@@ -173,7 +179,7 @@ impl MessageQueue for SqsQueue {
                         Ok(false)
                     } else {
                         Err(Error::Internal(format!(
-                            "cannot make a message visible again: {}",
+                            "cannot change a message's visibility: {}",
                             aws_sdk_sqs::error::DisplayErrorContext(e)
                         )))
                     }
@@ -247,10 +253,11 @@ impl MemoryQueue {
 }
 
 impl MessageQueue for MemoryQueue {
-    fn make_visible<'a>(&'a self, receipt: &'a str) -> BoxFuture<'a, Result<bool>> {
+    fn hold<'a>(&'a self, receipt: &'a str, seconds: i32) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let mut in_flight = self.in_flight.lock().unwrap();
             match in_flight.iter().position(|r| r == receipt) {
+                Some(_) if seconds > 0 => Ok(true),
                 Some(at) => {
                     in_flight.remove(at);
                     self.visible.lock().unwrap().push(receipt.to_string());

@@ -3,8 +3,9 @@
 //! message the dead worker held visible again (or queues a new one when there is none),
 //! and the next worker finishes the file from its checkpoint, exactly.
 //!
-//! The queue's visibility timeout is 900 s here, so only the sweep can explain a
-//! recovery within the test's bounds. "Killed" is a tokio task aborted mid-load: its
+//! The queue's visibility timeout is 900 s here, so only the worker's own hold on its
+//! message (renewed while it lives, one lease long) or the sweep can explain a recovery
+//! within the test's bounds. "Killed" is a tokio task aborted mid-load: its
 //! futures are dropped at an await point, as a process dies between two instructions
 //! (the decoder thread sees its channel close and stops; the heartbeat stops).
 
@@ -27,6 +28,38 @@ fn short_leases() -> LoadOptions {
         lease: Duration::from_millis(1500),
         heartbeat: Duration::from_millis(300),
         ..LoadOptions::default()
+    }
+}
+
+/// The load queue, except that changing a message's visibility to anything but "now"
+/// fails, as it does when SQS refuses ChangeMessageVisibility (throttled, or the call
+/// cannot get through): the worker cannot hold its message short, it stays invisible for
+/// the queue's 900 s, and only the sweep can bring it back. A stand-in for an SQS failure
+/// LocalStack cannot be asked to produce for one call kind.
+struct CannotHold(Arc<siphon::queue::SqsQueue>);
+
+impl siphon::queue::MessageQueue for CannotHold {
+    fn send_bodies<'a>(
+        &'a self,
+        bodies: Vec<String>,
+        delay_seconds: Option<i32>,
+    ) -> futures::future::BoxFuture<'a, siphon::error::Result<()>> {
+        self.0.send_bodies(bodies, delay_seconds)
+    }
+
+    fn hold<'a>(
+        &'a self,
+        receipt: &'a str,
+        seconds: i32,
+    ) -> futures::future::BoxFuture<'a, siphon::error::Result<bool>> {
+        if seconds > 0 {
+            return Box::pin(async {
+                Err(siphon::error::Error::Internal(
+                    "ChangeMessageVisibility refused (test)".into(),
+                ))
+            });
+        }
+        self.0.hold(receipt, seconds)
     }
 }
 
@@ -114,8 +147,13 @@ async fn a_worker_killed_mid_file_is_redelivered_by_the_sweep_and_ends_exact() {
         "crash/Patient.ndjson.gz",
     ));
 
-    // One worker receives the message and dies mid-file.
-    let worker = env.worker.clone();
+    // One worker receives the message and dies mid-file; it could not hold its message.
+    let worker = Arc::new(siphon_tests::load_worker(
+        env.db.clone(),
+        Arc::new(CannotHold(env.queue.clone())),
+        env.s3.clone(),
+        short_leases(),
+    ));
     let (sqs, url) = (env.queue.client().clone(), env.queue.url().to_string());
     let doomed = tokio::spawn(async move {
         siphon_local::poll_load_queue(&worker, &sqs, &url, 1, 5).await;
@@ -157,6 +195,68 @@ async fn a_worker_killed_mid_file_is_redelivered_by_the_sweep_and_ends_exact() {
     );
     // Nothing left to sweep.
     assert_eq!(sweeper(&env).pass().await.unwrap(), Default::default());
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_file_lets_its_message_come_back_within_a_lease() {
+    // No sweep here: the dead worker stopped extending its message's visibility, so SQS
+    // delivers it again one lease after the last extension, not after the queue's 900 s.
+    const N: u64 = 20_000;
+    let env = setup(short_leases()).await;
+    long_visibility(&env).await;
+    put(
+        &env.s3,
+        &env.bucket,
+        "held/Patient.ndjson.gz",
+        gen::gzip(&gen::ndjson("Patient", N, 13)),
+    )
+    .await;
+    let (s, b, _) = call(
+        &env,
+        "POST",
+        "/rpc",
+        Some(json!({"method": "aidbox.bulk/load-from-bucket",
+                    "params": {"bucket": format!("s3://{}/held/", env.bucket)}})),
+    )
+    .await;
+    assert_eq!((s, b["result"]["queued"].as_u64()), (200, Some(1)), "{b}");
+    let id = siphon::model::loader_file::file_id(&ObjectLocation::new(
+        &env.bucket,
+        "held/Patient.ndjson.gz",
+    ));
+    let worker = env.worker.clone();
+    let (sqs, url) = (env.queue.client().clone(), env.queue.url().to_string());
+    let doomed = tokio::spawn(async move {
+        siphon_local::poll_load_queue(&worker, &sqs, &url, 1, 5).await;
+    });
+    wait_rows(&env, "patient", 2_000).await;
+    doomed.abort();
+    let killed_at = Instant::now();
+    let rows_at_kill = count(&env.db, "patient").await;
+    assert!(rows_at_kill < N as i64, "the file finished before the kill");
+
+    // Poll as a worker does until the message comes back (bounded: 20 s, 13 leases).
+    let mut got = 0;
+    while got == 0 {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(20),
+            "the message did not come back by itself"
+        );
+        got = siphon_local::poll_load_queue(&env.worker, env.queue.client(), env.queue.url(), 1, 1)
+            .await;
+    }
+    let came_back = killed_at.elapsed();
+    drain(&env.worker, &env.queue).await;
+    let f = loader_file(&env, &id).await;
+    assert_eq!(f["status"], "done", "{f}");
+    assert_eq!(f["loaded"], N, "{f}");
+    assert!(f.get("recovery").is_none(), "no sweep ran: {f}");
+    assert_eq!(count(&env.db, "patient").await, N as i64);
+    assert_eq!(distinct_ids(&env.db, "patient").await, N as i64);
+    println!(
+        "killed at {rows_at_kill} rows; message back after {:.1} s",
+        came_back.as_secs_f64()
+    );
 }
 
 #[tokio::test]

@@ -27,6 +27,38 @@ use crate::sources::s3::S3Source;
 use crate::sources::{Routed, Source};
 use crate::storage::Db;
 
+/// Keeps the message being handled invisible for one lease from now, renewed every
+/// heartbeat while its worker lives (dropping it stops the renewals). A worker that dies
+/// anywhere, before its claim on the file included, lets its message come back within a
+/// lease, whatever the queue's visibility timeout; the sweep covers the rest.
+struct Holding(tokio::task::JoinHandle<()>);
+
+impl Holding {
+    fn start(queue: Arc<dyn MessageQueue>, receipt: String, options: &LoadOptions) -> Self {
+        // A second beyond the lease: the message comes back once the file's lease (renewed
+        // at the same beat) has run out too, so its next worker can claim it.
+        let seconds = (options.lease.as_secs_f64().ceil() as i32 + 1).clamp(1, 43_200);
+        let every = options.heartbeat;
+        Holding(tokio::spawn(async move {
+            loop {
+                match queue.hold(&receipt, seconds).await {
+                    Ok(true) => {}
+                    // Deleted, or delivered again: nothing of ours to hold.
+                    Ok(false) => break,
+                    Err(e) => tracing::warn!(error = %e, "cannot extend the message's visibility"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Shared across invocations of one sandbox.
 pub struct LoadWorker {
     pub db: Db,
@@ -118,6 +150,10 @@ impl LoadWorker {
             }
         };
         let file_id = message.loader_file_id.clone();
+        let _holding = record
+            .receipt_handle
+            .clone()
+            .map(|r| Holding::start(self.queue.clone(), r, &self.options));
         let source = Arc::new(Routed {
             s3: self.source_for(&message).await,
             http: self.http.clone(),
@@ -158,8 +194,11 @@ impl LoadWorker {
                 self.requeue(&message, None, &format!("continue from line {line}"))
                     .await
             }
-            Ok(Outcome::Busy { .. }) => {
-                self.requeue(&message, Some(60), "busy: another loader holds the file")
+            Ok(Outcome::Busy { until }) => {
+                // Try again just after the holder's lease runs out (a dead holder's file
+                // is then ours), at most a minute on (a live holder renews it).
+                let delay = busy_delay(&until, chrono::Utc::now());
+                self.requeue(&message, Some(delay), "busy: another loader holds the file")
                     .await
             }
             Ok(Outcome::Throttled) => self.requeue(&message, Some(10), "thread-num reached").await,
@@ -231,10 +270,38 @@ impl LoadWorker {
     }
 }
 
+/// Seconds to delay a busy file's message: until a second after the holder's lease ends
+/// (`until`, as the LoaderFile shows it), between 1 and 60.
+fn busy_delay(until: &str, now: chrono::DateTime<chrono::Utc>) -> i32 {
+    match chrono::DateTime::parse_from_rfc3339(until) {
+        Ok(t) => {
+            let left = (t.with_timezone(&chrono::Utc) - now).num_milliseconds();
+            ((left.max(0) + 999) / 1000 + 1).clamp(1, 60) as i32
+        }
+        Err(_) => 60,
+    }
+}
+
 fn instant_from_epoch_ms(deadline_ms: u64) -> Instant {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::busy_delay;
+
+    #[test]
+    fn a_busy_file_is_tried_again_just_after_its_lease() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-24T01:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(busy_delay("2026-11-24T01:00:10.2+00:00", now), 12);
+        assert_eq!(busy_delay("2026-11-24T00:59:00+00:00", now), 1);
+        assert_eq!(busy_delay("2026-11-24T01:30:00+00:00", now), 60);
+        assert_eq!(busy_delay("not a time", now), 60);
+    }
 }
