@@ -59,6 +59,7 @@ test: up lint
 	  $(CARGO) test --workspace --no-fail-fast && \
 	  SIPHON_BOOTSTRAPS=sam $(CARGO) test -p siphon-tests --test lambda_rie --no-fail-fast; \
 	fi
+	@$(MAKE) --no-print-directory faults-ci
 
 # The main job, locally: stack up, generated sample files into the bucket, import, dump.
 demo: up
@@ -110,12 +111,15 @@ fuzz:
 
 # Fault injection against siphon-local children: its own Postgres cluster (created and
 # dropped here, run as root), LocalStack, a fault-injecting proxy. Logs in target/faults/.
-# `make faults`: full (default leases, K=20 kills); `make faults-ci`: reduced, a few minutes.
+# `make faults`: full (release build, default leases, K=20 kills); `make faults-ci`:
+# reduced (short leases, K=3, smaller files), a few minutes on the debug build `make test`
+# has just built (recovery times are set by leases and the sweep, not by build speed).
 .PHONY: faults faults-ci
 faults: up
 	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-faults
 	./target/release/siphon-faults
 
 faults-ci: up
-	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-faults
-	./target/release/siphon-faults --ci
+	$(CARGO) build -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-faults
+	@set -a; source $(ENV); set +a; \
+	  SIPHON_LOCAL_BIN=$(CURDIR)/target/debug/siphon-local ./target/debug/siphon-faults --ci
