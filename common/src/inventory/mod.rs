@@ -40,7 +40,7 @@ use crate::queue::{self, MessageQueue};
 use crate::sessions::SessionView;
 use crate::sources::UrlGuard;
 use crate::storage::exports::NewTask;
-use crate::storage::plans::{PlanSummary, StagedObject};
+use crate::storage::plans::{DryStage, StagedObject};
 use crate::storage::{imports, Db};
 
 /// Rows handed to Postgres per COPY.
@@ -186,10 +186,18 @@ fn staged(
     out
 }
 
+/// Where staged objects go.
+pub enum Stage<'a> {
+    /// The shared staging table: an import's planning, resumable part by part.
+    Plan(&'a Db),
+    /// A dry run's own temporary table.
+    Dry(&'a DryStage),
+}
+
 /// Stages data file `part` of `job` into `plan` (what an earlier attempt staged of it is
 /// cleared first). Returns the objects staged.
 pub async fn stage_part(
-    db: &Db,
+    stage: Stage<'_>,
     s3: &aws_sdk_s3::Client,
     job: &InventoryJob,
     plan: &str,
@@ -197,7 +205,9 @@ pub async fn stage_part(
     skipped: &mut Skipped,
 ) -> Result<u64> {
     let file = &job.files[part];
-    db.clear_part(plan, part as i32).await?;
+    if let Stage::Plan(db) = stage {
+        db.clear_part(plan, part as i32).await?;
+    }
     let local = fetch::download(s3, &job.inventory_bucket, file).await?;
     let matcher = globset::GlobBuilder::new(&job.glob)
         .literal_separator(true)
@@ -219,10 +229,14 @@ pub async fn stage_part(
     let mut failed = None;
     while let Some(batch) = rx.recv().await {
         let objects = staged(job, &matcher, batch, skipped);
-        if let Err(e) = db
-            .stage_part(plan, &job.bucket, part as i32, &objects)
-            .await
-        {
+        let done = match stage {
+            Stage::Plan(db) => {
+                db.stage_part(plan, &job.bucket, part as i32, &objects)
+                    .await
+            }
+            Stage::Dry(dry) => dry.stage(plan, &job.bucket, &objects).await,
+        };
+        if let Err(e) = done {
             failed = Some(e);
             break;
         }
@@ -259,23 +273,19 @@ pub async fn dry_run(
     let plan = job.plan();
     let started = std::time::Instant::now();
     let mut skipped = Skipped::default();
-    let result: Result<PlanSummary> = async {
-        for part in 0..job.files.len() {
-            stage_part(db, s3, &job, &plan, part, &mut skipped).await?;
-        }
-        let staged = started.elapsed();
-        let summary = db.plan_summary(&plan, &job.bucket, &job.prefixes).await;
-        tracing::debug!(
-            manifest = job.manifest,
-            stage_ms = staged.as_millis() as u64,
-            compare_ms = (started.elapsed() - staged).as_millis() as u64,
-            "inventory dry run timings"
-        );
-        summary
+    let dry = db.dry_stage().await?;
+    for part in 0..job.files.len() {
+        stage_part(Stage::Dry(&dry), s3, &job, &plan, part, &mut skipped).await?;
     }
-    .await;
-    db.drop_plan(&plan).await?;
-    let summary = result?;
+    let staged = started.elapsed();
+    let summary = dry.summary(&plan, &job.bucket, &job.prefixes).await?;
+    dry.close().await?;
+    tracing::debug!(
+        manifest = job.manifest,
+        stage_ms = staged.as_millis() as u64,
+        compare_ms = (started.elapsed() - staged).as_millis() as u64,
+        "inventory dry run timings"
+    );
     tracing::info!(
         manifest = job.manifest,
         objects = summary.files,

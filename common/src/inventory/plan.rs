@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::{stage_part, InventoryJob, Skipped};
+use super::{stage_part, InventoryJob, Skipped, Stage};
 use crate::error::{Error, Result};
 use crate::exporting::task::{Heartbeat, TaskOptions, TaskOutcome};
 use crate::model::export::{ExportStatus, PlanCheckpoint, TaskCheckpoint, TaskStatus};
@@ -30,7 +30,7 @@ use crate::storage::exports::{TaskClaim, TaskCommit};
 use crate::storage::{imports, Db};
 
 /// Staged objects looked at per queueing checkpoint.
-const PAGE: i64 = 2_000;
+const PAGE: i64 = 10_000;
 
 /// Runs planning tasks.
 pub struct Planner {
@@ -211,7 +211,7 @@ impl Planner {
                 return self.stop(job, run).await;
             }
             let n = stage_part(
-                &self.db,
+                Stage::Plan(&self.db),
                 &self.s3,
                 job,
                 &plan_name,
@@ -379,7 +379,7 @@ impl Planner {
                 }
             }
         }
-        self.db.create_loader_files(&new).await?;
+        self.db.insert_loader_files(&new).await?;
         self.db.reset_loader_files(&changed).await?;
         self.db.clear_gone(&back).await?;
         p.new += new.len() as u64;

@@ -89,6 +89,34 @@ impl Db {
             .collect()
     }
 
+    /// Inserts LoaderFiles that do not exist yet (an id that exists is left alone);
+    /// returns how many were inserted. [`Db::create_loader_files`] without reading them
+    /// back, for a planning that creates them by the thousand.
+    pub async fn insert_loader_files(&self, files: &[LoaderFile]) -> Result<u64> {
+        if files.is_empty() {
+            return Ok(0);
+        }
+        let client = self.client().await?;
+        self.ensure_table(&**client, &loader_file_type()).await?;
+        let ids: Vec<&str> = files.iter().map(|f| f.id.as_str()).collect();
+        let values = files
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<std::result::Result<Vec<Value>, _>>()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(client
+            .execute(
+                &format!(
+                    "INSERT INTO {TABLE} (id, txid, resource_type, status, resource)
+                     SELECT f.id, nextval('transaction_id_seq'), 'LoaderFile', 'created', f.resource
+                     FROM unnest($1::text[], $2::jsonb[]) AS f(id, resource)
+                     ON CONFLICT (id) DO NOTHING"
+                ),
+                &[&ids, &values],
+            )
+            .await?)
+    }
+
     /// For an S3 event about `file`'s object: when `etag` names a new version, resets
     /// the file to `pending` (counts, checkpoint, errors and any lease cleared) and
     /// returns true; the same version returns false.

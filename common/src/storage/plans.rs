@@ -86,55 +86,22 @@ impl Db {
     ) -> Result<PlanSummary> {
         let client = self.client().await?;
         self.ensure_table(&**client, &loader_file_type()).await?;
-        let mut summary = PlanSummary::default();
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT coalesce(o.resource_type, '(none)'),
-                        CASE WHEN f.id IS NULL THEN 'new'
-                             WHEN f.resource->>'etag' IS DISTINCT FROM o.etag THEN 'changed'
-                             ELSE 'unchanged' END,
-                        count(*), coalesce(sum(o.size), 0)::bigint
-                     FROM siphon_plan_object o LEFT JOIN {LOADER_FILES} f ON f.id = o.file_id
-                     WHERE o.plan = $1 GROUP BY 1, 2"
-                ),
-                &[&plan],
-            )
+        summarize(&client, SHARED, plan, bucket, prefixes).await
+    }
+
+    /// A dry run's own staging table (see [`DryStage`]).
+    pub async fn dry_stage(&self) -> Result<DryStage> {
+        let client = self.client().await?;
+        self.ensure_table(&**client, &loader_file_type()).await?;
+        client
+            .batch_execute(&format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {SCRATCH} (LIKE {SHARED});
+                 TRUNCATE {SCRATCH}"
+            ))
             .await?;
-        for r in rows {
-            let (ty, state, n, bytes): (String, String, i64, i64) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
-            summary.files += n;
-            summary.bytes += bytes;
-            let t = summary.types.entry(ty).or_default();
-            t.files += n;
-            t.bytes += bytes;
-            let tally = match state.as_str() {
-                "new" => &mut summary.new,
-                "changed" => &mut summary.changed,
-                _ => &mut summary.unchanged,
-            };
-            tally.files += n;
-            tally.bytes += bytes;
-        }
-        let gone = client
-            .query_one(
-                &format!(
-                    "SELECT count(*), coalesce(sum((f.resource->>'size')::bigint), 0)::bigint
-                     FROM {LOADER_FILES} f
-                     WHERE f.resource->>'bucket' = $2
-                       AND EXISTS (SELECT 1 FROM unnest($3::text[]) p WHERE starts_with(f.resource->>'file', p))
-                       AND f.resource->>'input' IS NULL AND f.resource->>'url' IS NULL
-                       AND NOT EXISTS (SELECT 1 FROM siphon_plan_object o WHERE o.plan = $1 AND o.file_id = f.id)"
-                ),
-                &[&plan, &bucket, &prefixes],
-            )
-            .await?;
-        summary.gone = Tally {
-            files: gone.get(0),
-            bytes: gone.get(1),
-        };
-        Ok(summary)
+        Ok(DryStage {
+            client: Some(client),
+        })
     }
 
     /// Forgets a plan's staged objects.
@@ -180,65 +147,11 @@ impl Db {
         part: i32,
         objects: &[StagedObject],
     ) -> Result<()> {
-        use tokio_postgres::binary_copy::BinaryCopyInWriter;
-        use tokio_postgres::types::{ToSql, Type};
         if objects.is_empty() {
             return Ok(());
         }
         let client = self.client().await?;
-        let sink = client
-            .copy_in(
-                "COPY siphon_plan_object (plan, file_id, bucket, key, size, etag, modified, resource_type, part)
-                 FROM STDIN (FORMAT binary)",
-            )
-            .await?;
-        let types = [
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::TIMESTAMPTZ,
-            Type::TEXT,
-            Type::INT4,
-        ];
-        let writer = BinaryCopyInWriter::new(sink, &types);
-        futures::pin_mut!(writer);
-        for o in objects {
-            let modified = o
-                .modified
-                .as_deref()
-                .and_then(|m| chrono::DateTime::parse_from_rfc3339(m).ok())
-                .map(|t| t.with_timezone(&chrono::Utc));
-            let row: [&(dyn ToSql + Sync); 9] = [
-                &plan,
-                &o.file_id,
-                &bucket,
-                &o.key,
-                &o.size,
-                &o.etag,
-                &modified,
-                &o.resource_type,
-                &part,
-            ];
-            writer.as_mut().write(&row).await.map_err(|e| {
-                Error::Internal(format!(
-                    "cannot stage inventory objects: {}",
-                    crate::error::DbError::from(e)
-                ))
-            })?;
-        }
-        match writer.finish().await {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                Err(Error::BadRequest(format!(
-                    "the inventory lists an object twice: {}",
-                    crate::error::DbError::from(e)
-                )))
-            }
-            Err(e) => Err(e.into()),
-        }
+        copy_objects(&client, SHARED, plan, bucket, part, objects).await
     }
 
     /// Forgets what part `part` of plan `plan` staged (before staging it again).
@@ -341,5 +254,193 @@ impl Db {
                 &[&plan, &bucket, &prefixes, &inventory],
             )
             .await?)
+    }
+}
+
+/// The summary of plan `plan` staged in `table` against the LoaderFiles.
+async fn summarize(
+    client: &tokio_postgres::Client,
+    table: &str,
+    plan: &str,
+    bucket: &str,
+    prefixes: &[String],
+) -> Result<PlanSummary> {
+    let mut summary = PlanSummary::default();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT coalesce(o.resource_type, '(none)'),
+                    CASE WHEN f.id IS NULL THEN 'new'
+                         WHEN f.resource->>'etag' IS DISTINCT FROM o.etag THEN 'changed'
+                         ELSE 'unchanged' END,
+                    count(*), coalesce(sum(o.size), 0)::bigint
+                 FROM {table} o LEFT JOIN {LOADER_FILES} f ON f.id = o.file_id
+                 WHERE o.plan = $1 GROUP BY 1, 2"
+            ),
+            &[&plan],
+        )
+        .await?;
+    for r in rows {
+        let (ty, state, n, bytes): (String, String, i64, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        summary.files += n;
+        summary.bytes += bytes;
+        let t = summary.types.entry(ty).or_default();
+        t.files += n;
+        t.bytes += bytes;
+        let tally = match state.as_str() {
+            "new" => &mut summary.new,
+            "changed" => &mut summary.changed,
+            _ => &mut summary.unchanged,
+        };
+        tally.files += n;
+        tally.bytes += bytes;
+    }
+    let gone = client
+        .query_one(
+            &format!(
+                "SELECT count(*), coalesce(sum((f.resource->>'size')::bigint), 0)::bigint
+                 FROM {LOADER_FILES} f
+                 WHERE f.resource->>'bucket' = $2
+                   AND EXISTS (SELECT 1 FROM unnest($3::text[]) p WHERE starts_with(f.resource->>'file', p))
+                   AND f.resource->>'input' IS NULL AND f.resource->>'url' IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM {table} o WHERE o.plan = $1 AND o.file_id = f.id)"
+            ),
+            &[&plan, &bucket, &prefixes],
+        )
+        .await?;
+    summary.gone = Tally {
+        files: gone.get(0),
+        bytes: gone.get(1),
+    };
+    Ok(summary)
+}
+
+/// Binary COPY of `objects` into `table` (the shared staging table or a dry run's own).
+async fn copy_objects(
+    client: &tokio_postgres::Client,
+    table: &str,
+    plan: &str,
+    bucket: &str,
+    part: i32,
+    objects: &[StagedObject],
+) -> Result<()> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::{ToSql, Type};
+    let sink = client
+        .copy_in(&format!(
+            "COPY {table} (plan, file_id, bucket, key, size, etag, modified, resource_type, part)
+             FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::INT4,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    futures::pin_mut!(writer);
+    for o in objects {
+        let modified = o
+            .modified
+            .as_deref()
+            .and_then(|m| chrono::DateTime::parse_from_rfc3339(m).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
+        let row: [&(dyn ToSql + Sync); 9] = [
+            &plan,
+            &o.file_id,
+            &bucket,
+            &o.key,
+            &o.size,
+            &o.etag,
+            &modified,
+            &o.resource_type,
+            &part,
+        ];
+        writer.as_mut().write(&row).await.map_err(|e| {
+            Error::Internal(format!(
+                "cannot stage inventory objects: {}",
+                crate::error::DbError::from(e)
+            ))
+        })?;
+    }
+    match writer.finish().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            Err(Error::BadRequest(format!(
+                "the inventory lists an object twice: {}",
+                crate::error::DbError::from(e)
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The staging table plans share (crash-safe: a planning resumes from what it staged).
+const SHARED: &str = "siphon_plan_object";
+/// A dry run's staging table: temporary, on one connection.
+const SCRATCH: &str = "pg_temp.siphon_dry_object";
+
+/// A dry run's own staging table: a temporary table on one connection, without indexes
+/// or write-ahead log, so staging a million objects costs neither, and nothing is left
+/// to delete. [`DryStage::close`] drops it; a stage dropped without `close` (an error on
+/// the way) takes its connection out of the pool instead of handing the table on.
+pub struct DryStage {
+    client: Option<deadpool_postgres::Object>,
+}
+
+impl DryStage {
+    fn client(&self) -> &tokio_postgres::Client {
+        self.client
+            .as_ref()
+            .expect("a dry stage is used until closed")
+    }
+
+    /// Stages `objects` (binary COPY). Keys listed twice are not looked for here (the
+    /// import's planning refuses them).
+    pub async fn stage(&self, plan: &str, bucket: &str, objects: &[StagedObject]) -> Result<()> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        copy_objects(self.client(), SCRATCH, plan, bucket, 0, objects).await
+    }
+
+    /// What an import of the staged objects would do (as [`Db::plan_summary`]).
+    pub async fn summary(
+        &self,
+        plan: &str,
+        bucket: &str,
+        prefixes: &[String],
+    ) -> Result<PlanSummary> {
+        summarize(self.client(), SCRATCH, plan, bucket, prefixes).await
+    }
+
+    /// Drops the table and gives the connection back to the pool.
+    pub async fn close(mut self) -> Result<()> {
+        if let Some(client) = self.client.take() {
+            if let Err(e) = client
+                .batch_execute(&format!("DROP TABLE IF EXISTS {SCRATCH}"))
+                .await
+            {
+                let _ = deadpool_postgres::Object::take(client);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DryStage {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Not closed: the connection still holds the table; it is not reused.
+            let _ = deadpool_postgres::Object::take(client);
+        }
     }
 }
