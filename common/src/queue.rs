@@ -108,6 +108,42 @@ pub trait MessageQueue: Send + Sync {
     fn hold<'a>(&'a self, receipt: &'a str, seconds: i32) -> BoxFuture<'a, Result<bool>>;
 }
 
+/// Keeps the message a worker handles invisible for one lease (+1 s) from now, renewed
+/// every heartbeat while the worker lives (dropping it stops the renewals). A worker that
+/// dies anywhere, before its claim on the work included, lets its message come back
+/// within about a lease, whatever the queue's visibility timeout; the sweep covers the
+/// rest. The extra second: the message comes back once the work's lease (renewed at the
+/// same beat) has run out too, so the next worker can claim it.
+pub struct Holding(tokio::task::JoinHandle<()>);
+
+impl Holding {
+    pub fn start(
+        queue: std::sync::Arc<dyn MessageQueue>,
+        receipt: String,
+        lease: std::time::Duration,
+        every: std::time::Duration,
+    ) -> Self {
+        let seconds = (lease.as_secs_f64().ceil() as i32 + 1).clamp(1, 43_200);
+        Holding(tokio::spawn(async move {
+            loop {
+                match queue.hold(&receipt, seconds).await {
+                    Ok(true) => {}
+                    // Deleted, or delivered again: nothing of ours to hold.
+                    Ok(false) => break,
+                    Err(e) => tracing::warn!(error = %e, "cannot extend the message's visibility"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Sends `messages` as JSON bodies.
 pub async fn send<T: Serialize>(
     queue: &dyn MessageQueue,

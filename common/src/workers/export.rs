@@ -138,6 +138,14 @@ impl ExportWorker {
             return false;
         };
         let task = message.task.clone();
+        let _holding = record.receipt_handle.clone().map(|r| {
+            queue::Holding::start(
+                self.queue.clone(),
+                r,
+                self.options.lease,
+                self.options.heartbeat,
+            )
+        });
         let export = match self.db.export(task.split('/').next().unwrap_or("")).await {
             Ok(e) => e,
             Err(e) => {

@@ -20,44 +20,12 @@ use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::loading::{LoadOptions, Loader, Outcome};
-use crate::queue::{self, LoadMessage, MessageQueue};
+use crate::queue::{self, Holding, LoadMessage, MessageQueue};
 use crate::sessions;
 use crate::sources::http::{HttpSource, UrlPolicy};
 use crate::sources::s3::S3Source;
 use crate::sources::{Routed, Source};
 use crate::storage::Db;
-
-/// Keeps the message being handled invisible for one lease from now, renewed every
-/// heartbeat while its worker lives (dropping it stops the renewals). A worker that dies
-/// anywhere, before its claim on the file included, lets its message come back within a
-/// lease, whatever the queue's visibility timeout; the sweep covers the rest.
-struct Holding(tokio::task::JoinHandle<()>);
-
-impl Holding {
-    fn start(queue: Arc<dyn MessageQueue>, receipt: String, options: &LoadOptions) -> Self {
-        // A second beyond the lease: the message comes back once the file's lease (renewed
-        // at the same beat) has run out too, so its next worker can claim it.
-        let seconds = (options.lease.as_secs_f64().ceil() as i32 + 1).clamp(1, 43_200);
-        let every = options.heartbeat;
-        Holding(tokio::spawn(async move {
-            loop {
-                match queue.hold(&receipt, seconds).await {
-                    Ok(true) => {}
-                    // Deleted, or delivered again: nothing of ours to hold.
-                    Ok(false) => break,
-                    Err(e) => tracing::warn!(error = %e, "cannot extend the message's visibility"),
-                }
-                tokio::time::sleep(every).await;
-            }
-        }))
-    }
-}
-
-impl Drop for Holding {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Shared across invocations of one sandbox.
 pub struct LoadWorker {
@@ -150,10 +118,14 @@ impl LoadWorker {
             }
         };
         let file_id = message.loader_file_id.clone();
-        let _holding = record
-            .receipt_handle
-            .clone()
-            .map(|r| Holding::start(self.queue.clone(), r, &self.options));
+        let _holding = record.receipt_handle.clone().map(|r| {
+            Holding::start(
+                self.queue.clone(),
+                r,
+                self.options.lease,
+                self.options.heartbeat,
+            )
+        });
         let source = Arc::new(Routed {
             s3: self.source_for(&message).await,
             http: self.http.clone(),
