@@ -326,6 +326,86 @@ fn user() -> String {
 }
 
 /// load-from-bucket of `prefix` through the API (as the console's client).
+#[tokio::test]
+async fn an_inventory_import_is_tested_then_followed_as_its_session() {
+    use siphon_tests::inventory::{self, Format, Listed, Run};
+    const PATIENTS: u64 = 500;
+    let stack = Stack::start("inventory", Options::default()).await;
+    stack
+        .put(
+            "src/Patient-1.ndjson.gz",
+            gen::gzip(&gen::ndjson("Patient", PATIENTS, 4)),
+        )
+        .await;
+    let head = stack
+        .s3
+        .head_object()
+        .bucket(&stack.bucket)
+        .key("src/Patient-1.ndjson.gz")
+        .send()
+        .await
+        .unwrap();
+    let rows = vec![Listed::object(
+        "src/Patient-1.ndjson.gz",
+        head.content_length().unwrap(),
+        head.e_tag().unwrap(),
+    )];
+    // The bucket is its own inventory's destination, as S3 allows.
+    let run = Run {
+        inventory_bucket: &stack.bucket,
+        dest: "inventories",
+        source: &stack.bucket,
+        config: "daily",
+        when: "2026-11-23T01-00Z",
+        format: Format::Csv,
+        versioned: false,
+        files: 1,
+        without: &[],
+    };
+    let manifest = inventory::write(&stack.s3, &run, &rows, 1_795_400_000_000).await;
+
+    let browser = Browser::start("inventory", DESKTOP.0, DESKTOP.1);
+    browser.sign_in(&stack.base, CLIENT_ID, CLIENT_SECRET);
+    browser.click("#nav [data-view=import]");
+    browser.type_into("#import-bucket", &format!("s3://{}", stack.bucket), true);
+    browser.type_into("#import-inventory", &manifest, true);
+    browser.click("#import-test");
+    browser.wait_text("#import-plan", "By type", 15);
+    assert_eq!(browser.text("[data-stat=plan-files] .value"), "1");
+    assert_eq!(
+        browser.text("#import-plan tr[data-plan='new'] td:nth-of-type(1)"),
+        "1"
+    );
+    assert!(
+        stack.loader_files().await.is_empty(),
+        "a test changes nothing"
+    );
+    browser.screenshot("inventory-test");
+
+    // Import: the inventory is planned by a session; the page opens it and follows it.
+    browser.click("#import-go");
+    browser.wait(
+        "the sessions view with the import's session open",
+        10,
+        "return !document.getElementById('view-sessions').hidden && \
+         !document.getElementById('session-detail').hidden && \
+         document.getElementById('session-title').innerText.startsWith('Session ')",
+        json!([]),
+    );
+    browser.wait(
+        "the session done",
+        60,
+        "return document.getElementById('session-detail').dataset.status === 'done'",
+        json!([]),
+    );
+    browser.screenshot("inventory-session-done");
+    let files = stack.loader_files().await;
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0]["status"], "done", "{files:?}");
+    assert_eq!(files[0]["loaded"], PATIENTS, "{files:?}");
+    assert_eq!(files[0]["inventory"], json!(manifest), "{files:?}");
+}
+
 async fn import_prefix(stack: &Stack, prefix: &str) {
     let got = stack
         .call(

@@ -620,6 +620,13 @@
       return;
     }
     const res = r.data.result || {};
+    if (res.session && res.session.id) {
+      // An inventory import: a session plans it; follow that session.
+      notice((res.message || 'Inventory import started') + ': session ' + res.session.id + '.');
+      show('sessions', true);
+      await openSession(res.session.id);
+      return;
+    }
     notice((res.message || 'Upload started') + ': ' + num(res.queued) + ' queued, ' + num(res.skipped) + ' skipped (already known).');
     const name = params.bucket.replace(/^s3:\/\//, '').split('/')[0];
     setFilters({ bucket: name });
