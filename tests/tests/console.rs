@@ -399,6 +399,16 @@ async fn an_inventory_import_is_tested_then_followed_as_its_session() {
         json!([]),
     );
     browser.screenshot("inventory-session-done");
+    // Its files are a click away: LoaderFiles filtered to the session.
+    browser.click("#inputs-body [data-key=inventory-files]");
+    browser.wait(
+        "the LoaderFiles view filtered to the session",
+        10,
+        "return !document.getElementById('view-files').hidden && \
+         document.getElementById('filter-import').value.length > 0 && \
+         document.querySelectorAll('#files-body tr[data-id]').length === 1",
+        json!([]),
+    );
     let files = stack.loader_files().await;
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(files[0]["status"], "done", "{files:?}");

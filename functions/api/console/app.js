@@ -702,6 +702,12 @@
     const tbody = $('inputs-body');
     const inputs = s.inputs || [];
     keepFocus(tbody, () => {
+      if (!inputs.length && s.inventory) {
+        // An S3 Inventory import: its files are LoaderFiles of the session, not inputs.
+        return tbody.replaceChildren(el('tr', { class: 'empty' }, el('td', { colspan: '8' },
+          'Files of the S3 Inventory ' + (s.inventory.manifest || '') + ': ',
+          el('button', { type: 'button', class: 'small', 'data-key': 'inventory-files', on: { click: () => { setFilters({ import: s.id }); show('files', true); } } }, 'LoaderFiles of this session'))));
+      }
       if (!inputs.length) return emptyRow(tbody, 8, 'No inputs.');
       tbody.replaceChildren(...inputs.map((i, n) => el('tr', { 'data-input': String(n), 'data-status': i.status },
         td('Type', {}, i.type || '(per line)'),
