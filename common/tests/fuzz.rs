@@ -1,7 +1,8 @@
 //! Property-based fuzzing (proptest, stable Rust) of the parsers that read user bytes:
 //! the ndjson decoder (gzip members cut anywhere, resuming), request bodies (JSON and
 //! YAML), load-from-bucket and dump-to-bucket params, `$import` / `$load` bodies, the
-//! `$export` kick-off, the `$dump-sql` gate and the dump-to-bucket key layout. (The URL
+//! `$export` kick-off, the `$dump-sql` gate, the dump-to-bucket key layout and the S3
+//! Inventory readers (manifest, CSV and Parquet data files). (The URL
 //! guard's targets live beside it, in `sources/http/guard.rs`, since they need its
 //! crate-private resolver hook; the line validator's are at the end of this file.)
 //!
@@ -701,6 +702,191 @@ proptest! {
         let patient = ResourceType::parse("Patient").unwrap();
         let valid = validate_line(line.as_bytes(), Some(&patient)).unwrap();
         prop_assert_eq!(valid.id.as_ref(), id.as_str());
+    }
+}
+
+// ------------------------------------------------------------------ S3 Inventory readers
+
+use siphon::inventory::manifest::{decode_key, md5_hex, CsvColumns, FileFormat, Manifest};
+use siphon::inventory::rows::{self as inventory_rows, InventoryRow};
+
+/// The columns of a CSV inventory without versions: Bucket, Key, Size,
+/// LastModifiedDate, ETag.
+fn csv_columns() -> CsvColumns {
+    CsvColumns {
+        count: 5,
+        key: 1,
+        size: 2,
+        modified: 3,
+        etag: 4,
+        latest: None,
+        delete_marker: None,
+    }
+}
+
+/// Reads `bytes` as an inventory data file of `format`; every row, or the error.
+fn read_inventory(bytes: &[u8], format: FileFormat) -> siphon::Result<Vec<InventoryRow>> {
+    let path = std::env::temp_dir().join(format!("siphon-fuzz-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&path, bytes).unwrap();
+    let mut rows = Vec::new();
+    let read = inventory_rows::read(&path, "data/x", format, &csv_columns(), 7, &mut |b| {
+        rows.extend(b);
+        Ok(())
+    });
+    std::fs::remove_file(&path).unwrap();
+    read.map(|_| rows)
+}
+
+/// URL-encodes a key as S3 Inventory's CSV does (form encoding: a space is `+`).
+fn url_encoded(key: &str) -> String {
+    let mut out = String::new();
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A small valid Parquet inventory file (the columns S3 writes, as it types them).
+fn parquet_inventory(keys: &[String]) -> Vec<u8> {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+    use std::sync::Arc;
+    let n = keys.len();
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "bucket",
+            Arc::new(StringArray::from(vec!["b"; n])) as ArrayRef,
+        ),
+        (
+            "key",
+            Arc::new(StringArray::from(keys.to_vec())) as ArrayRef,
+        ),
+        (
+            "size",
+            Arc::new(Int64Array::from(vec![10i64; n])) as ArrayRef,
+        ),
+        (
+            "last_modified_date",
+            Arc::new(TimestampMillisecondArray::from(vec![
+                1_795_400_000_000i64;
+                n
+            ])) as ArrayRef,
+        ),
+        (
+            "e_tag",
+            Arc::new(StringArray::from(vec!["0123abcd"; n])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    out
+}
+
+proptest! {
+    /// Any manifest bytes whose checksum matches: a manifest or a 400, never a panic;
+    /// what parses answers its format and columns (or a 400) without panicking either.
+    #[test]
+    fn fuzz_inventory_manifests_take_any_bytes(
+        bytes in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..512),
+            json_value().prop_map(|v| v.to_string().into_bytes()),
+            (any::<String>(), any::<String>(), "(CSV|Parquet|ORC|csv|[a-z]{0,6})")
+                .prop_map(|(schema, key, format)| json!({
+                    "sourceBucket": "src", "destinationBucket": "arn:aws:s3:::inv",
+                    "creationTimestamp": "1795400000000", "fileFormat": format,
+                    "fileSchema": schema, "files": [{"key": key, "size": 1, "MD5checksum": "00"}]
+                }).to_string().into_bytes()),
+        ],
+        wrong in any::<bool>(),
+    ) {
+        let checksum = if wrong { "0".repeat(32) } else { md5_hex(&bytes) };
+        match Manifest::parse(&bytes, checksum.as_bytes(), "manifest.json") {
+            Ok(m) => {
+                prop_assert!(!wrong || md5_hex(&bytes) == checksum);
+                let _ = m.format();
+                let _ = m.csv_columns();
+                let _ = m.column_names();
+            }
+            Err(e) => prop_assert!(matches!(e, siphon::Error::BadRequest(_)), "{e:?}"),
+        }
+    }
+
+    /// Any bytes gzipped as a CSV data file: rows or a 400, never a panic.
+    #[test]
+    fn fuzz_inventory_csv_takes_any_rows(text in prop_oneof![
+        any::<String>(),
+        "([a-z\"+%,0-9\\-:TZ.\n]{0,20}){0,20}",
+    ]) {
+        match read_inventory(&gzip(text.as_bytes()), FileFormat::Csv) {
+            Ok(_) => {}
+            Err(e) => prop_assert!(matches!(e, siphon::Error::BadRequest(_)), "{e:?}"),
+        }
+    }
+
+    /// Keys of any characters, URL-encoded as S3 writes them, read back exactly, with
+    /// their size and quoted ETag; a non-gzip file is a 400.
+    #[test]
+    fn fuzz_inventory_csv_keys_round_trip(keys in prop::collection::vec("\\PC{1,24}", 1..20), raw in any::<bool>()) {
+        let mut csv = String::new();
+        for k in &keys {
+            csv.push_str(&format!("\"b\",\"{}\",\"42\",\"2026-11-22T01:00:00.000Z\",\"abc123\"\n", url_encoded(k)));
+        }
+        if raw {
+            let e = read_inventory(csv.as_bytes(), FileFormat::Csv).unwrap_err();
+            prop_assert!(matches!(e, siphon::Error::BadRequest(_)), "{e:?}");
+            return Ok(());
+        }
+        let rows = read_inventory(&gzip(csv.as_bytes()), FileFormat::Csv).unwrap();
+        let got: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+        let want: Vec<&str> = keys.iter().map(String::as_str).collect();
+        prop_assert_eq!(got, want);
+        for r in &rows {
+            prop_assert_eq!(r.size, Some(42));
+            prop_assert_eq!(r.etag.as_deref(), Some("\"abc123\""));
+            prop_assert!(r.current());
+        }
+        for k in &keys {
+            prop_assert_eq!(decode_key(&url_encoded(k)).unwrap(), k.clone());
+        }
+    }
+
+    /// A Parquet inventory with bytes flipped, cut or appended: its rows or a 400, never
+    /// a panic (a panic would abort the worker: release builds abort on panic).
+    #[test]
+    fn fuzz_inventory_parquet_takes_damaged_files(
+        keys in prop::collection::vec("[a-zA-Z0-9/._ -]{1,16}", 1..12),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        cut in prop::option::of(any::<prop::sample::Index>()),
+        junk in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut bytes = parquet_inventory(&keys);
+        let whole = bytes.clone();
+        for (at, b) in &flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= b;
+        }
+        if let Some(c) = cut {
+            bytes.truncate(c.index(bytes.len()));
+        }
+        bytes.extend_from_slice(&junk);
+        match read_inventory(&bytes, FileFormat::Parquet) {
+            Ok(rows) => {
+                if bytes == whole {
+                    let got: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+                    let want: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    prop_assert_eq!(got, want);
+                }
+            }
+            Err(e) => prop_assert!(matches!(e, siphon::Error::BadRequest(_)), "{e:?}"),
+        }
     }
 }
 

@@ -214,21 +214,33 @@ pub async fn stage_part(
         .build()
         .map_err(|e| Error::BadRequest(format!("invalid glob {:?}: {e}", job.glob)))?
         .compile_matcher();
-    // The reader is blocking (gzip, CSV, Parquet): it runs on its own thread and hands
-    // batches over a short channel, so memory holds two batches at most.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<InventoryRow>>(2);
+    // Reading is blocking (gzip, CSV, Parquet) and so is choosing what to stage (ids are
+    // SHA-1 based): both run on their own thread and hand batches over a short channel,
+    // so memory holds two batches at most while this task feeds COPY.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<StagedObject>>(2);
     let path = local.path.clone();
-    let (name, format, columns) = (file.key.clone(), job.format, job.columns.clone());
+    let reading = job.clone();
     let reader = tokio::task::spawn_blocking(move || {
-        rows::read(&path, &name, format, &columns, STAGE_BATCH, &mut |batch| {
-            tx.blocking_send(batch)
-                .map_err(|_| Error::Internal("the stager stopped".into()))
-        })
+        let mut skipped = Skipped::default();
+        let job = &reading;
+        let name = &job.files[part].key;
+        rows::read(
+            &path,
+            name,
+            job.format,
+            &job.columns,
+            STAGE_BATCH,
+            &mut |batch| {
+                let objects = staged(job, &matcher, batch, &mut skipped);
+                tx.blocking_send(objects)
+                    .map_err(|_| Error::Internal("the stager stopped".into()))
+            },
+        )
+        .map(|_| skipped)
     });
     let mut count = 0u64;
     let mut failed = None;
-    while let Some(batch) = rx.recv().await {
-        let objects = staged(job, &matcher, batch, skipped);
+    while let Some(objects) = rx.recv().await {
         let done = match stage {
             Stage::Plan(db) => {
                 db.stage_part(plan, &job.bucket, part as i32, &objects)
@@ -249,7 +261,9 @@ pub async fn stage_part(
     if let Some(e) = failed {
         return Err(e);
     }
-    read?;
+    let more = read?;
+    skipped.versions += more.versions;
+    skipped.filtered += more.filtered;
     drop(local);
     Ok(count)
 }
