@@ -418,6 +418,11 @@ impl DryStage {
         bucket: &str,
         prefixes: &[String],
     ) -> Result<PlanSummary> {
+        // Autovacuum never analyzes a temporary table: without statistics the planner
+        // takes it for a few rows and anti-joins a million of them row by row.
+        self.client()
+            .batch_execute(&format!("ANALYZE {SCRATCH}"))
+            .await?;
         summarize(self.client(), SCRATCH, plan, bucket, prefixes).await
     }
 
