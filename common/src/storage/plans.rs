@@ -418,12 +418,19 @@ impl DryStage {
         bucket: &str,
         prefixes: &[String],
     ) -> Result<PlanSummary> {
-        // Autovacuum never analyzes a temporary table: without statistics the planner
-        // takes it for a few rows and anti-joins a million of them row by row.
-        self.client()
-            .batch_execute(&format!("ANALYZE {SCRATCH}"))
+        // Autovacuum never analyzes a temporary table, and the LoaderFiles a bulk import
+        // has just written may not be analyzed yet either: with a side taken for one row,
+        // the planner anti-joins a million staged objects row by row (minutes). Both
+        // comparisons are joins of whole sets: hash them.
+        let client = self.client();
+        client
+            .batch_execute(&format!(
+                "ANALYZE {SCRATCH}; BEGIN; SET LOCAL enable_nestloop = off"
+            ))
             .await?;
-        summarize(self.client(), SCRATCH, plan, bucket, prefixes).await
+        let summary = summarize(client, SCRATCH, plan, bucket, prefixes).await?;
+        client.batch_execute("COMMIT").await?;
+        Ok(summary)
     }
 
     /// Drops the table and gives the connection back to the pool.
