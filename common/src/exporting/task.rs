@@ -46,7 +46,7 @@ pub struct TaskOptions {
     pub file_max_bytes: u64,
     /// Stop this long before the deadline at the latest (default 30 s).
     pub deadline_margin: Duration,
-    /// Parquet row groups are closed at about this many encoded bytes (default 32 MiB):
+    /// Parquet row groups are closed at about this many encoded bytes (default 8 MiB):
     /// what a Parquet file holds in memory before its bytes go out as parts.
     pub row_group_bytes: usize,
 }
@@ -54,7 +54,7 @@ pub struct TaskOptions {
 impl TaskOptions {
     /// `SIPHON_LEASE_SECONDS` (30), `SIPHON_HEARTBEAT_SECONDS` (10),
     /// `SIPHON_EXPORT_PART_MB` (8, at least 5), `SIPHON_EXPORT_FILE_MAX_RESOURCES`
-    /// (1,000,000), `SIPHON_EXPORT_FILE_MAX_MB` (1024), `SIPHON_EXPORT_ROW_GROUP_MB` (32).
+    /// (1,000,000), `SIPHON_EXPORT_FILE_MAX_MB` (1024), `SIPHON_EXPORT_ROW_GROUP_MB` (8).
     pub fn from_env(
         env: &crate::config::Env,
     ) -> std::result::Result<Self, crate::config::ConfigError> {
@@ -70,7 +70,7 @@ impl TaskOptions {
             )?,
             file_max_bytes: env.number("SIPHON_EXPORT_FILE_MAX_MB", 1024, 1, 1 << 20)? << 20,
             deadline_margin: Duration::from_secs(30),
-            row_group_bytes: (env.number("SIPHON_EXPORT_ROW_GROUP_MB", 32, 1, 512)? << 20) as usize,
+            row_group_bytes: (env.number("SIPHON_EXPORT_ROW_GROUP_MB", 8, 1, 512)? << 20) as usize,
         })
     }
 }

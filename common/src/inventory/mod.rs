@@ -44,7 +44,7 @@ use crate::storage::plans::{DryStage, StagedObject};
 use crate::storage::{imports, Db};
 
 /// Rows handed to Postgres per COPY.
-const STAGE_BATCH: usize = 50_000;
+const STAGE_BATCH: usize = 10_000;
 
 /// Everything the planning of one inventory import needs, as stored with its job (never
 /// a secret: `account` keys travel in the queue message only).

@@ -25,7 +25,7 @@ use crate::model::export::{Column, ColumnKind, WrittenFile};
 /// Rows per Arrow batch handed to the writer.
 const BATCH_ROWS: usize = 8192;
 /// A row group is flushed once its encoded size passes this (default).
-pub const ROW_GROUP_BYTES: usize = 32 << 20;
+pub const ROW_GROUP_BYTES: usize = 8 << 20;
 
 /// The bytes the Parquet writer has produced and not yet uploaded.
 #[derive(Clone, Default)]
