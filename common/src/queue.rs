@@ -116,6 +116,11 @@ pub trait MessageQueue: Send + Sync {
 /// same beat) has run out too, so the next worker can claim it.
 pub struct Holding(tokio::task::JoinHandle<()>);
 
+/// How long a [`Holding`] keeps a message invisible: one lease and a second.
+pub fn hold_seconds(lease: std::time::Duration) -> i32 {
+    (lease.as_secs_f64().ceil() as i32 + 1).clamp(1, 43_200)
+}
+
 impl Holding {
     pub fn start(
         queue: std::sync::Arc<dyn MessageQueue>,
@@ -123,7 +128,7 @@ impl Holding {
         lease: std::time::Duration,
         every: std::time::Duration,
     ) -> Self {
-        let seconds = (lease.as_secs_f64().ceil() as i32 + 1).clamp(1, 43_200);
+        let seconds = hold_seconds(lease);
         Holding(tokio::spawn(async move {
             loop {
                 match queue.hold(&receipt, seconds).await {

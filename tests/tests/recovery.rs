@@ -147,7 +147,8 @@ async fn a_worker_killed_mid_file_is_redelivered_by_the_sweep_and_ends_exact() {
         "crash/Patient.ndjson.gz",
     ));
 
-    // One worker receives the message and dies mid-file; it could not hold its message.
+    // One worker receives the message as Lambda's poller does (invisible for the
+    // queue's timeout) and dies mid-file; it could not hold its message.
     let worker = Arc::new(siphon_tests::load_worker(
         env.db.clone(),
         Arc::new(CannotHold(env.queue.clone())),
@@ -156,7 +157,10 @@ async fn a_worker_killed_mid_file_is_redelivered_by_the_sweep_and_ends_exact() {
     ));
     let (sqs, url) = (env.queue.client().clone(), env.queue.url().to_string());
     let doomed = tokio::spawn(async move {
-        siphon_local::poll_load_queue(&worker, &sqs, &url, 1, 5).await;
+        siphon_local::poll_queue(&sqs, &url, 1, 5, None, Duration::from_secs(900), |r, d| {
+            worker.handle(r, d)
+        })
+        .await;
     });
     wait_rows(&env, "patient", 2_000).await;
     doomed.abort();
@@ -257,6 +261,169 @@ async fn a_worker_killed_mid_file_lets_its_message_come_back_within_a_lease() {
         "killed at {rows_at_kill} rows; message back after {:.1} s",
         came_back.as_secs_f64()
     );
+}
+
+#[tokio::test]
+async fn a_local_worker_killed_before_holding_its_message_gets_it_back_within_a_lease() {
+    // `make serve`'s pollers live in the process they feed and die with it, even in the
+    // middle of a receive. They take messages for one hold (lease + 1 s), not for the
+    // queue's 900 s: a message received by a process that died before its worker could
+    // hold it (here: every hold refused) comes back by itself, no sweep needed.
+    const N: u64 = 20_000;
+    let env = setup(short_leases()).await;
+    long_visibility(&env).await;
+    put(
+        &env.s3,
+        &env.bucket,
+        "unheld/Patient.ndjson.gz",
+        gen::gzip(&gen::ndjson("Patient", N, 17)),
+    )
+    .await;
+    let (s, b, _) = call(
+        &env,
+        "POST",
+        "/rpc",
+        Some(json!({"method": "aidbox.bulk/load-from-bucket",
+                    "params": {"bucket": format!("s3://{}/unheld/", env.bucket)}})),
+    )
+    .await;
+    assert_eq!((s, b["result"]["queued"].as_u64()), (200, Some(1)), "{b}");
+    let worker = Arc::new(siphon_tests::load_worker(
+        env.db.clone(),
+        Arc::new(CannotHold(env.queue.clone())),
+        env.s3.clone(),
+        short_leases(),
+    ));
+    let (sqs, url) = (env.queue.client().clone(), env.queue.url().to_string());
+    let doomed = tokio::spawn(async move {
+        siphon_local::poll_load_queue(&worker, &sqs, &url, 1, 5).await;
+    });
+    wait_rows(&env, "patient", 2_000).await;
+    doomed.abort();
+    let killed_at = Instant::now();
+    let rows_at_kill = count(&env.db, "patient").await;
+    assert!(rows_at_kill < N as i64, "the file finished before the kill");
+
+    // Bounded: 20 s (the hold is 3 s here).
+    let mut got = 0;
+    while got == 0 {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(20),
+            "the message did not come back by itself"
+        );
+        got = siphon_local::poll_load_queue(&env.worker, env.queue.client(), env.queue.url(), 1, 1)
+            .await;
+    }
+    let came_back = killed_at.elapsed();
+    drain(&env.worker, &env.queue).await;
+    let id = siphon::model::loader_file::file_id(&ObjectLocation::new(
+        &env.bucket,
+        "unheld/Patient.ndjson.gz",
+    ));
+    let f = loader_file(&env, &id).await;
+    assert_eq!(f["status"], "done", "{f}");
+    assert_eq!(f["loaded"], N, "{f}");
+    assert!(f.get("recovery").is_none(), "no sweep ran: {f}");
+    assert_eq!(count(&env.db, "patient").await, N as i64);
+    assert_eq!(distinct_ids(&env.db, "patient").await, N as i64);
+    println!(
+        "killed at {rows_at_kill} rows; message back after {:.1} s",
+        came_back.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn workers_killed_one_after_another_each_past_the_last_never_send_the_file_to_the_dead_letter_queue(
+) {
+    // The queue gives up on a message received twice (maxReceiveCount 2 here, 5 in the
+    // template) and moves it to its dead-letter queue. Three workers in a row die on the
+    // same file, each after moving its checkpoint on: that is not a file that kills its
+    // worker, and it must end, exactly, with nothing dead-lettered.
+    const N: u64 = 30_000;
+    let env = setup(short_leases()).await;
+    long_visibility(&env).await;
+    let sqs = env.queue.client().clone();
+    let dlq_url = siphon_tests::fresh_queue(&sqs).await;
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    sqs.set_queue_attributes()
+        .queue_url(env.queue.url())
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    put(
+        &env.s3,
+        &env.bucket,
+        "again/Patient.ndjson.gz",
+        gen::gzip(&gen::ndjson("Patient", N, 19)),
+    )
+    .await;
+    let (s, b, _) = call(
+        &env,
+        "POST",
+        "/rpc",
+        Some(json!({"method": "aidbox.bulk/load-from-bucket",
+                    "params": {"bucket": format!("s3://{}/again/", env.bucket)}})),
+    )
+    .await;
+    assert_eq!((s, b["result"]["queued"].as_u64()), (200, Some(1)), "{b}");
+    let id = siphon::model::loader_file::file_id(&ObjectLocation::new(
+        &env.bucket,
+        "again/Patient.ndjson.gz",
+    ));
+
+    let mut rows = 0;
+    for kill in 1..=3 {
+        let worker = env.worker.clone();
+        let (sqs, url) = (sqs.clone(), env.queue.url().to_string());
+        let doomed = tokio::spawn(async move {
+            loop {
+                siphon_local::poll_load_queue(&worker, &sqs, &url, 1, 1).await;
+            }
+        });
+        wait_rows(&env, "patient", rows + 1_500).await;
+        doomed.abort();
+        rows = count(&env.db, "patient").await;
+        assert!(rows < N as i64, "the file finished before kill {kill}");
+    }
+    // Bounded: 20 s (the hold is 3 s here).
+    let killed_at = Instant::now();
+    let mut got = 0;
+    while got == 0 {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(20),
+            "the message did not come back"
+        );
+        got = siphon_local::poll_load_queue(&env.worker, &sqs, env.queue.url(), 1, 1).await;
+    }
+    drain(&env.worker, &env.queue).await;
+    let f = loader_file(&env, &id).await;
+    assert_eq!(f["status"], "done", "{f}");
+    assert_eq!(f["loaded"], N, "{f}");
+    assert_eq!(count(&env.db, "patient").await, N as i64);
+    assert_eq!(distinct_ids(&env.db, "patient").await, N as i64);
+    let dead = sqs
+        .receive_message()
+        .queue_url(&dlq_url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert!(dead.is_empty(), "dead-lettered: {dead:?}");
 }
 
 #[tokio::test]

@@ -115,6 +115,8 @@ pub struct Loader {
     options: LoadOptions,
     /// The SQS receipt handle of the message this load serves, kept with the lease.
     receipt: Option<String>,
+    /// How many times that message has been received (SQS `ApproximateReceiveCount`).
+    receives: u32,
 }
 
 /// Renews a lease every `heartbeat` while alive; dropping it stops the renewals.
@@ -159,6 +161,7 @@ impl Loader {
             source,
             options,
             receipt: None,
+            receives: 1,
         }
     }
 
@@ -166,6 +169,17 @@ impl Loader {
     /// sweep makes that message visible again instead of waiting for its timeout.
     pub fn with_receipt(mut self, receipt: Option<String>) -> Self {
         self.receipt = receipt;
+        self
+    }
+
+    /// The message this load serves was received `receives` times. A redelivered message
+    /// whose previous worker died after moving the checkpoint on is swapped for a fresh
+    /// one ([`Outcome::Continue`] at once): the queue sends a message received
+    /// `maxReceiveCount` times to its dead-letter queue, and that count is meant for a
+    /// file that kills its worker at the same line every time, not for crashes that
+    /// each got somewhere.
+    pub fn with_receives(mut self, receives: u32) -> Self {
+        self.receives = receives;
         self
     }
 
@@ -221,7 +235,20 @@ impl Loader {
             )
             .await?
         {
-            Claim::Claimed(f) => *f,
+            Claim::Claimed { file, progressed } if progressed && self.receives >= 2 => {
+                self.db.release_loader_file(file_id, owner).await?;
+                tracing::info!(
+                    file_id,
+                    file = %file.origin(),
+                    line = file.checkpoint.line,
+                    receives = self.receives,
+                    "redelivered after a worker that got somewhere died: continuing on a fresh message"
+                );
+                return Ok(Stop::Finished(Outcome::Continue {
+                    line: file.checkpoint.line,
+                }));
+            }
+            Claim::Claimed { file, .. } => *file,
             Claim::Busy { until } => return Ok(Stop::Finished(Outcome::Busy { until })),
             Claim::NotLoadable(status) => {
                 return Ok(Stop::Finished(Outcome::NotLoadable { status }))

@@ -129,6 +129,10 @@ pub struct Lease {
     pub since: Option<String>,
     /// When the claim expires unless renewed (the loader's heartbeat renews it).
     pub until: String,
+    /// The checkpoint line when this owner claimed the file (it made progress if the
+    /// checkpoint is past it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
     /// The SQS receipt handle of the message being worked on, so a sweep can make that
     /// very message visible again if the worker dies. Never shown by the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]

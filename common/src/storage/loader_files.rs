@@ -19,8 +19,13 @@ pub(crate) const TABLE: &str = "public.\"loaderfile\"";
 /// Result of trying to claim a file.
 #[derive(Debug)]
 pub enum Claim {
-    /// This loader owns the file until the lease expires.
-    Claimed(Box<LoaderFile>),
+    /// This loader owns the file until the lease expires. `progressed`: the file was
+    /// taken from another owner whose lease ran out after it had moved the checkpoint on
+    /// (a worker that died having done some of the work).
+    Claimed {
+        file: Box<LoaderFile>,
+        progressed: bool,
+    },
     /// Another loader holds a live lease.
     Busy { until: String },
     /// The file is finished (or paused/aborted): nothing to do.
@@ -315,9 +320,13 @@ impl Db {
                                'lease', jsonb_strip_nulls(jsonb_build_object('owner', $2::text,
                                    'since', now(),
                                    'until', now() + make_interval(secs => $3::float8),
+                                   'from', coalesce((resource->'checkpoint'->>'line')::bigint, 0),
                                    'receipt', $6::text)))
                           || CASE WHEN resource ? 'start' THEN '{{}}'::jsonb
                                   ELSE jsonb_build_object('start', now()) END
+                      FROM (SELECT resource->'lease' AS prev_lease,
+                                   coalesce((resource->'checkpoint'->>'line')::bigint, 0) AS prev_line
+                              FROM {TABLE} WHERE id = $1) prev
                      WHERE id = $1 AND (
                         resource->>'status' = 'pending'
                         OR (resource->>'status' = 'in-progress' AND (
@@ -329,16 +338,19 @@ impl Db {
                             WHERE o.resource->>'group' = $4::text AND o.id <> $1
                               AND o.resource->>'status' = 'in-progress'
                               AND (o.resource->'lease'->>'until')::timestamptz > now()) < $5::bigint)
-                     RETURNING {RESOURCE_WITH_ID}"
+                     RETURNING {RESOURCE_WITH_ID},
+                               coalesce(prev.prev_lease->>'owner' <> $2::text
+                                        AND (prev.prev_lease->>'from')::bigint < prev.prev_line, false)"
                 ),
                 &[&id, &owner, &lease_secs, &group_name, &threads, &receipt],
             )
             .await?;
         tx.commit().await?;
         if let Some(row) = row {
-            return Ok(Claim::Claimed(Box::new(LoaderFile::from_value(
-                row.get(0),
-            )?)));
+            return Ok(Claim::Claimed {
+                file: Box::new(LoaderFile::from_value(row.get(0))?),
+                progressed: row.get(1),
+            });
         }
         Ok(match self.loader_file(id).await? {
             None => Claim::Missing,

@@ -108,6 +108,19 @@ impl ExportWorker {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let deadline = Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+        // Every message of the batch is held from the start (see [`queue::Holding`]).
+        let _holding: Vec<queue::Holding> = records
+            .iter()
+            .filter_map(|r| r.receipt_handle.clone())
+            .map(|r| {
+                queue::Holding::start(
+                    self.queue.clone(),
+                    r,
+                    self.options.lease,
+                    self.options.heartbeat,
+                )
+            })
+            .collect();
         let mut response = SqsBatchResponse::default();
         for record in records {
             if !self.handle_one(&record, deadline).await {
@@ -138,14 +151,6 @@ impl ExportWorker {
             return false;
         };
         let task = message.task.clone();
-        let _holding = record.receipt_handle.clone().map(|r| {
-            queue::Holding::start(
-                self.queue.clone(),
-                r,
-                self.options.lease,
-                self.options.heartbeat,
-            )
-        });
         let export = match self.db.export(task.split('/').next().unwrap_or("")).await {
             Ok(e) => e,
             Err(e) => {

@@ -87,6 +87,20 @@ impl LoadWorker {
     /// Handles a batch; `deadline_ms` is the invocation deadline (ms since the epoch).
     pub async fn handle(&self, records: Vec<SqsMessage>, deadline_ms: u64) -> SqsBatchResponse {
         let deadline = instant_from_epoch_ms(deadline_ms);
+        // Every message of the batch is held from the start, the ones still waiting
+        // their turn included (see [`Holding`]).
+        let _holding: Vec<Holding> = records
+            .iter()
+            .filter_map(|r| r.receipt_handle.clone())
+            .map(|r| {
+                Holding::start(
+                    self.queue.clone(),
+                    r,
+                    self.options.lease,
+                    self.options.heartbeat,
+                )
+            })
+            .collect();
         let mut response = SqsBatchResponse::default();
         for record in records {
             let id = record.message_id.clone().unwrap_or_default();
@@ -118,20 +132,13 @@ impl LoadWorker {
             }
         };
         let file_id = message.loader_file_id.clone();
-        let _holding = record.receipt_handle.clone().map(|r| {
-            Holding::start(
-                self.queue.clone(),
-                r,
-                self.options.lease,
-                self.options.heartbeat,
-            )
-        });
         let source = Arc::new(Routed {
             s3: self.source_for(&message).await,
             http: self.http.clone(),
         });
         let loader = Loader::new(self.db.clone(), source, self.options.clone())
-            .with_receipt(record.receipt_handle.clone());
+            .with_receipt(record.receipt_handle.clone())
+            .with_receives(receives);
         let outcome = loader.load(&file_id, Some(deadline)).await;
         if let Ok(Outcome::Done { .. } | Outcome::Failed { .. }) = &outcome {
             if let Err(e) = self.settle(&file_id, &message.store).await {

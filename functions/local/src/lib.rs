@@ -37,11 +37,19 @@ pub fn to_records(messages: &[aws_sdk_sqs::types::Message]) -> Vec<SqsMessage> {
 /// One poll of a worker's queue, as Lambda's SQS event source mapping does it: receive
 /// up to `max` messages, hand them to `handle` with a deadline `budget` away, delete the
 /// ones it did not report as failed. Returns how many messages were received.
+///
+/// Unlike Lambda's poller, this one lives in the process that handles the messages and
+/// dies with it, even in the middle of a long poll (the queue may then hand a message to
+/// a receiver that is gone). So the local pollers receive with `visibility` set to the
+/// worker's own hold (one lease and a second), not the queue's timeout: a message
+/// received by a process killed before its worker began holding it comes back within
+/// a lease. `None` receives as Lambda does, with the queue's timeout.
 pub async fn poll_queue<F, Fut>(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     max: i32,
     wait_seconds: i32,
+    visibility: Option<i32>,
     budget: Duration,
     handle: F,
 ) -> usize
@@ -54,6 +62,7 @@ where
         .queue_url(url)
         .max_number_of_messages(max)
         .wait_time_seconds(wait_seconds)
+        .set_visibility_timeout(visibility)
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
         .send()
         .await
@@ -97,6 +106,7 @@ pub async fn poll_load_queue(
         url,
         max,
         wait_seconds,
+        Some(siphon::queue::hold_seconds(worker.options.lease)),
         Duration::from_secs(900),
         |r, d| worker.handle(r, d),
     )
@@ -112,7 +122,8 @@ pub async fn poll_export_queue(
     wait_seconds: i32,
     budget: Duration,
 ) -> usize {
-    poll_queue(sqs, url, 1, wait_seconds, budget, |r, d| {
+    let visibility = Some(siphon::queue::hold_seconds(worker.options.lease));
+    poll_queue(sqs, url, 1, wait_seconds, visibility, budget, |r, d| {
         worker.handle(r, d)
     })
     .await
@@ -162,6 +173,9 @@ pub async fn poll_events_queue(
         .queue_url(url)
         .max_number_of_messages(10)
         .wait_time_seconds(wait_seconds)
+        // A minute, not the queue's timeout: this poller dies with its process (see
+        // `poll_queue`); s3-ingest takes milliseconds per batch.
+        .visibility_timeout(60)
         .send()
         .await
     else {
