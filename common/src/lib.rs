@@ -5,7 +5,8 @@
 //!
 //! Foundations (import nothing above them):
 //! - [`error`], [`config`] (typed settings from the environment), [`resource_type`] (the
-//!   one gate every identifier passes before it reaches SQL), [`telemetry`].
+//!   one gate every identifier passes before it reaches SQL), [`telemetry`], [`memory`]
+//!   (how the process allocates).
 //! - [`model`]: plain data (LoaderFile, line errors, session states, locations).
 //! - [`fhir`]: the FHIR R4 definitions (resource types, the Patient compartment).
 //!
@@ -40,6 +41,7 @@ pub mod fhir;
 pub mod ingestion;
 pub mod inventory;
 pub mod loading;
+pub mod memory;
 pub mod model;
 pub mod queue;
 pub mod resource_type;

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 0),
     ("resource_type", 0),
     ("telemetry", 0),
+    ("memory", 0),
     ("model", 1),
     ("fhir", 1),
     ("secrets", 2),

@@ -13,6 +13,7 @@ use siphon_dump::{App, Config};
 async fn main() -> Result<(), Error> {
     let env = Env::from_process();
     siphon::telemetry::init(&env);
+    siphon::memory::tune();
     let config =
         Config::from_env(&env).inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
     let app = Arc::new(App::new(&config, Db::new(config.db.clone())));

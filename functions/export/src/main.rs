@@ -15,6 +15,7 @@ use siphon_export::Config;
 async fn main() -> Result<(), Error> {
     let env = Env::from_process();
     siphon::telemetry::init(&env);
+    siphon::memory::tune();
     let config =
         Config::from_env(&env).inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
     let s3 = siphon::sources::s3::client(&config.s3).await;

@@ -21,6 +21,7 @@ use siphon_local::Config;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let env = Env::from_process();
     siphon::telemetry::init(&env);
+    siphon::memory::tune();
     let config = Config::from_env(&env)?;
     let db = Db::new(config.api.db.clone());
     let queue = Arc::new(SqsQueue::connect(&config.api.load_queue_url).await);

@@ -16,6 +16,7 @@ use siphon_s3_ingest::Config;
 async fn main() -> Result<(), Error> {
     let env = Env::from_process();
     siphon::telemetry::init(&env);
+    siphon::memory::tune();
     let config =
         Config::from_env(&env).inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
     let db = Db::new(config.db.clone());
