@@ -22,8 +22,11 @@ use parquet::file::properties::WriterProperties;
 use super::{ObjectMeta, ObjectSink, Part, SinkError};
 use crate::model::export::{Column, ColumnKind, WrittenFile};
 
-/// Rows per Arrow batch handed to the writer.
+/// Rows per Arrow batch handed to the writer, at most.
 const BATCH_ROWS: usize = 8192;
+/// Bytes of values per Arrow batch, at most (8,192 resources of a few KiB each would hold
+/// tens of MiB in the builders).
+const BATCH_BYTES: u64 = 2 << 20;
 /// A row group is flushed once its encoded size passes this (default).
 pub const ROW_GROUP_BYTES: usize = 8 << 20;
 
@@ -193,6 +196,7 @@ pub struct ParquetFile {
     out: Shared,
     builders: Vec<Builder>,
     rows_in_batch: usize,
+    batch_bytes: u64,
     part_bytes: usize,
     row_group_bytes: usize,
     upload_id: Option<String>,
@@ -241,6 +245,7 @@ impl ParquetFile {
             writer: Some(writer),
             out,
             rows_in_batch: 0,
+            batch_bytes: 0,
             part_bytes,
             row_group_bytes,
             upload_id: None,
@@ -261,7 +266,7 @@ impl ParquetFile {
 
     /// Bytes of the rows' text so far (the size cap counts these).
     pub fn bytes(&self) -> u64 {
-        self.text_bytes
+        self.text_bytes + self.batch_bytes
     }
 
     /// Appends one row. A value that does not fit its column is an error naming it.
@@ -270,11 +275,11 @@ impl ParquetFile {
             b.append(v.as_deref()).map_err(|e| {
                 SinkError::Refused(format!("column {}: {e}", self.schema.field(i).name()))
             })?;
-            self.text_bytes += v.as_ref().map_or(0, |s| s.len() as u64 + 1);
+            self.batch_bytes += v.as_ref().map_or(0, |s| s.len() as u64 + 1);
         }
         self.count += 1;
         self.rows_in_batch += 1;
-        if self.rows_in_batch >= BATCH_ROWS {
+        if self.rows_in_batch >= BATCH_ROWS || self.batch_bytes >= BATCH_BYTES {
             self.write_batch()?;
         }
         Ok(())
@@ -291,7 +296,9 @@ impl ParquetFile {
         if writer.in_progress_size() >= self.row_group_bytes {
             writer.flush().map_err(parquet_error)?;
         }
+        self.text_bytes += self.batch_bytes;
         self.rows_in_batch = 0;
+        self.batch_bytes = 0;
         Ok(())
     }
 
