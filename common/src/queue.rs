@@ -143,6 +143,22 @@ impl Holding {
     }
 }
 
+impl Holding {
+    /// Holds every message of a batch from the start, the ones still waiting their
+    /// turn included; `receipts` are their receipt handles.
+    pub fn all(
+        queue: &std::sync::Arc<dyn MessageQueue>,
+        receipts: impl IntoIterator<Item = String>,
+        lease: std::time::Duration,
+        every: std::time::Duration,
+    ) -> Vec<Holding> {
+        receipts
+            .into_iter()
+            .map(|r| Holding::start(queue.clone(), r, lease, every))
+            .collect()
+    }
+}
+
 impl Drop for Holding {
     fn drop(&mut self) {
         self.0.abort();

@@ -99,6 +99,43 @@ async fn wait_rows(env: &Env, table: &str, at_least: i64) {
     }
 }
 
+/// Puts a file of `n` Patients at `{prefix}/Patient.ndjson.gz` and queues it with
+/// load-from-bucket; returns its LoaderFile id.
+async fn queue_patients(env: &Env, prefix: &str, n: u64, seed: u64) -> String {
+    let key = format!("{prefix}/Patient.ndjson.gz");
+    put(
+        &env.s3,
+        &env.bucket,
+        &key,
+        gen::gzip(&gen::ndjson("Patient", n, seed)),
+    )
+    .await;
+    let (s, b, _) = call(
+        env,
+        "POST",
+        "/rpc",
+        Some(json!({"method": "aidbox.bulk/load-from-bucket",
+                    "params": {"bucket": format!("s3://{}/{prefix}/", env.bucket)}})),
+    )
+    .await;
+    assert_eq!((s, b["result"]["queued"].as_u64()), (200, Some(1)), "{b}");
+    siphon::model::loader_file::file_id(&ObjectLocation::new(&env.bucket, &key))
+}
+
+/// Polls as a worker does until the dead worker's message is delivered again, by
+/// itself (bounded: 20 s after the kill).
+async fn until_delivered_again(env: &Env, killed_at: Instant) {
+    let mut got = 0;
+    while got == 0 {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(20),
+            "the message did not come back by itself"
+        );
+        got = siphon_local::poll_load_queue(&env.worker, env.queue.client(), env.queue.url(), 1, 1)
+            .await;
+    }
+}
+
 async fn loader_file(env: &Env, id: &str) -> Value {
     let (s, b, _) = call(env, "GET", &format!("/LoaderFile/{id}"), None).await;
     assert_eq!(s, 200, "{b}");
@@ -126,26 +163,7 @@ async fn a_worker_killed_mid_file_is_redelivered_by_the_sweep_and_ends_exact() {
     const N: u64 = 20_000;
     let env = setup(short_leases()).await;
     long_visibility(&env).await;
-    put(
-        &env.s3,
-        &env.bucket,
-        "crash/Patient.ndjson.gz",
-        gen::gzip(&gen::ndjson("Patient", N, 11)),
-    )
-    .await;
-    let (s, b, _) = call(
-        &env,
-        "POST",
-        "/rpc",
-        Some(json!({"method": "aidbox.bulk/load-from-bucket",
-                    "params": {"bucket": format!("s3://{}/crash/", env.bucket)}})),
-    )
-    .await;
-    assert_eq!((s, b["result"]["queued"].as_u64()), (200, Some(1)), "{b}");
-    let id = siphon::model::loader_file::file_id(&ObjectLocation::new(
-        &env.bucket,
-        "crash/Patient.ndjson.gz",
-    ));
+    let id = queue_patients(&env, "crash", N, 11).await;
 
     // One worker receives the message as Lambda's poller does (invisible for the
     // queue's timeout) and dies mid-file; it could not hold its message.
@@ -208,26 +226,7 @@ async fn a_worker_killed_mid_file_lets_its_message_come_back_within_a_lease() {
     const N: u64 = 20_000;
     let env = setup(short_leases()).await;
     long_visibility(&env).await;
-    put(
-        &env.s3,
-        &env.bucket,
-        "held/Patient.ndjson.gz",
-        gen::gzip(&gen::ndjson("Patient", N, 13)),
-    )
-    .await;
-    let (s, b, _) = call(
-        &env,
-        "POST",
-        "/rpc",
-        Some(json!({"method": "aidbox.bulk/load-from-bucket",
-                    "params": {"bucket": format!("s3://{}/held/", env.bucket)}})),
-    )
-    .await;
-    assert_eq!((s, b["result"]["queued"].as_u64()), (200, Some(1)), "{b}");
-    let id = siphon::model::loader_file::file_id(&ObjectLocation::new(
-        &env.bucket,
-        "held/Patient.ndjson.gz",
-    ));
+    let id = queue_patients(&env, "held", N, 13).await;
     let worker = env.worker.clone();
     let (sqs, url) = (env.queue.client().clone(), env.queue.url().to_string());
     let doomed = tokio::spawn(async move {
@@ -239,16 +238,7 @@ async fn a_worker_killed_mid_file_lets_its_message_come_back_within_a_lease() {
     let rows_at_kill = count(&env.db, "patient").await;
     assert!(rows_at_kill < N as i64, "the file finished before the kill");
 
-    // Poll as a worker does until the message comes back (bounded: 20 s, 13 leases).
-    let mut got = 0;
-    while got == 0 {
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(20),
-            "the message did not come back by itself"
-        );
-        got = siphon_local::poll_load_queue(&env.worker, env.queue.client(), env.queue.url(), 1, 1)
-            .await;
-    }
+    until_delivered_again(&env, killed_at).await;
     let came_back = killed_at.elapsed();
     drain(&env.worker, &env.queue).await;
     let f = loader_file(&env, &id).await;
@@ -272,22 +262,7 @@ async fn a_local_worker_killed_before_holding_its_message_gets_it_back_within_a_
     const N: u64 = 20_000;
     let env = setup(short_leases()).await;
     long_visibility(&env).await;
-    put(
-        &env.s3,
-        &env.bucket,
-        "unheld/Patient.ndjson.gz",
-        gen::gzip(&gen::ndjson("Patient", N, 17)),
-    )
-    .await;
-    let (s, b, _) = call(
-        &env,
-        "POST",
-        "/rpc",
-        Some(json!({"method": "aidbox.bulk/load-from-bucket",
-                    "params": {"bucket": format!("s3://{}/unheld/", env.bucket)}})),
-    )
-    .await;
-    assert_eq!((s, b["result"]["queued"].as_u64()), (200, Some(1)), "{b}");
+    let id = queue_patients(&env, "unheld", N, 17).await;
     let worker = Arc::new(siphon_tests::load_worker(
         env.db.clone(),
         Arc::new(CannotHold(env.queue.clone())),
@@ -304,22 +279,9 @@ async fn a_local_worker_killed_before_holding_its_message_gets_it_back_within_a_
     let rows_at_kill = count(&env.db, "patient").await;
     assert!(rows_at_kill < N as i64, "the file finished before the kill");
 
-    // Bounded: 20 s (the hold is 3 s here).
-    let mut got = 0;
-    while got == 0 {
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(20),
-            "the message did not come back by itself"
-        );
-        got = siphon_local::poll_load_queue(&env.worker, env.queue.client(), env.queue.url(), 1, 1)
-            .await;
-    }
+    until_delivered_again(&env, killed_at).await;
     let came_back = killed_at.elapsed();
     drain(&env.worker, &env.queue).await;
-    let id = siphon::model::loader_file::file_id(&ObjectLocation::new(
-        &env.bucket,
-        "unheld/Patient.ndjson.gz",
-    ));
     let f = loader_file(&env, &id).await;
     assert_eq!(f["status"], "done", "{f}");
     assert_eq!(f["loaded"], N, "{f}");
@@ -363,26 +325,7 @@ async fn workers_killed_one_after_another_each_past_the_last_never_send_the_file
         .send()
         .await
         .unwrap();
-    put(
-        &env.s3,
-        &env.bucket,
-        "again/Patient.ndjson.gz",
-        gen::gzip(&gen::ndjson("Patient", N, 19)),
-    )
-    .await;
-    let (s, b, _) = call(
-        &env,
-        "POST",
-        "/rpc",
-        Some(json!({"method": "aidbox.bulk/load-from-bucket",
-                    "params": {"bucket": format!("s3://{}/again/", env.bucket)}})),
-    )
-    .await;
-    assert_eq!((s, b["result"]["queued"].as_u64()), (200, Some(1)), "{b}");
-    let id = siphon::model::loader_file::file_id(&ObjectLocation::new(
-        &env.bucket,
-        "again/Patient.ndjson.gz",
-    ));
+    let id = queue_patients(&env, "again", N, 19).await;
 
     let mut rows = 0;
     for kill in 1..=3 {
@@ -400,14 +343,7 @@ async fn workers_killed_one_after_another_each_past_the_last_never_send_the_file
     }
     // Bounded: 20 s (the hold is 3 s here).
     let killed_at = Instant::now();
-    let mut got = 0;
-    while got == 0 {
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(20),
-            "the message did not come back"
-        );
-        got = siphon_local::poll_load_queue(&env.worker, &sqs, env.queue.url(), 1, 1).await;
-    }
+    until_delivered_again(&env, killed_at).await;
     drain(&env.worker, &env.queue).await;
     let f = loader_file(&env, &id).await;
     assert_eq!(f["status"], "done", "{f}");

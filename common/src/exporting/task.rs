@@ -105,11 +105,11 @@ pub enum TaskOutcome {
 }
 
 /// Renews a task's lease while alive; dropping it stops the renewals.
-pub struct Heartbeat(tokio::task::JoinHandle<()>);
+struct Heartbeat(tokio::task::JoinHandle<()>);
 
 impl Heartbeat {
     /// Renews task `task`'s lease for `owner` every `options.heartbeat`.
-    pub fn start(db: Db, task: String, owner: String, options: &TaskOptions) -> Self {
+    fn start(db: Db, task: String, owner: String, options: &TaskOptions) -> Self {
         let (every, lease) = (options.heartbeat, options.lease.as_secs_f64());
         Heartbeat(tokio::spawn(async move {
             loop {
@@ -126,6 +126,41 @@ impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// A task this worker holds: its lease renewed until this is dropped.
+pub struct Claimed {
+    pub task: ExportTask,
+    pub export: Export,
+    pub owner: String,
+    _heartbeat: Heartbeat,
+}
+
+/// Claims task `task_id` for a new owner (keeping `receipt` with the lease, for the
+/// sweep) and starts renewing its lease; `Err` is what to answer when it cannot be had.
+pub async fn claim(
+    db: &Db,
+    options: &TaskOptions,
+    task_id: &str,
+    receipt: Option<&str>,
+) -> Result<std::result::Result<Claimed, TaskOutcome>> {
+    let owner = uuid::Uuid::new_v4().to_string();
+    let (task, export) = match db
+        .claim_export_task(task_id, &owner, options.lease.as_secs_f64(), receipt)
+        .await?
+    {
+        TaskClaim::Claimed(t, e) => (*t, *e),
+        TaskClaim::Busy => return Ok(Err(TaskOutcome::Busy)),
+        TaskClaim::Ended(s) => return Ok(Err(TaskOutcome::Ended(s))),
+        TaskClaim::Missing => return Ok(Err(TaskOutcome::Ended(TaskStatus::Cancelled))),
+    };
+    let heartbeat = Heartbeat::start(db.clone(), task.id.clone(), owner.clone(), options);
+    Ok(Ok(Claimed {
+        task,
+        export,
+        owner,
+        _heartbeat: heartbeat,
+    }))
 }
 
 /// Runs export tasks into one sink.
@@ -153,23 +188,15 @@ impl TaskRunner {
         receipt: Option<&str>,
         deadline: Option<Instant>,
     ) -> Result<TaskOutcome> {
-        let owner = uuid::Uuid::new_v4().to_string();
-        let (task, export) = match self
-            .db
-            .claim_export_task(task_id, &owner, self.options.lease.as_secs_f64(), receipt)
-            .await?
-        {
-            TaskClaim::Claimed(t, e) => (*t, *e),
-            TaskClaim::Busy => return Ok(TaskOutcome::Busy),
-            TaskClaim::Ended(s) => return Ok(TaskOutcome::Ended(s)),
-            TaskClaim::Missing => return Ok(TaskOutcome::Ended(TaskStatus::Cancelled)),
+        let Claimed {
+            task,
+            export,
+            owner,
+            _heartbeat,
+        } = match claim(&self.db, &self.options, task_id, receipt).await? {
+            Ok(c) => c,
+            Err(outcome) => return Ok(outcome),
         };
-        let _heartbeat = Heartbeat::start(
-            self.db.clone(),
-            task.id.clone(),
-            owner.clone(),
-            &self.options,
-        );
         let spec: ExportSpec = serde_json::from_value(export.request.clone())
             .map_err(|e| Error::Internal(format!("unreadable export {}: {e}", export.id)))?;
         let mut run = Run {

@@ -22,11 +22,11 @@ use serde_json::json;
 
 use super::{stage_part, InventoryJob, Skipped, Stage};
 use crate::error::{Error, Result};
-use crate::exporting::task::{Heartbeat, TaskOptions, TaskOutcome};
+use crate::exporting::task::{claim, Claimed, TaskOptions, TaskOutcome};
 use crate::model::export::{ExportStatus, PlanCheckpoint, TaskCheckpoint, TaskStatus};
 use crate::model::{FileStatus, LoaderFile, ObjectLocation, SessionStatus};
 use crate::queue::{MessageQueue, StoreSpec};
-use crate::storage::exports::{TaskClaim, TaskCommit};
+use crate::storage::exports::TaskCommit;
 use crate::storage::{imports, Db};
 
 /// Staged objects looked at per queueing checkpoint.
@@ -59,23 +59,12 @@ impl Planner {
         receipt: Option<&str>,
         deadline: Option<Instant>,
     ) -> Result<TaskOutcome> {
-        let owner = uuid::Uuid::new_v4().to_string();
-        let (task, export) = match self
-            .db
-            .claim_export_task(task_id, &owner, self.options.lease.as_secs_f64(), receipt)
-            .await?
-        {
-            TaskClaim::Claimed(t, e) => (*t, *e),
-            TaskClaim::Busy => return Ok(TaskOutcome::Busy),
-            TaskClaim::Ended(s) => return Ok(TaskOutcome::Ended(s)),
-            TaskClaim::Missing => return Ok(TaskOutcome::Ended(TaskStatus::Cancelled)),
+        // Holds the lease (renewed) until the end of this call.
+        let claimed: Claimed = match claim(&self.db, &self.options, task_id, receipt).await? {
+            Ok(c) => c,
+            Err(outcome) => return Ok(outcome),
         };
-        let _heartbeat = Heartbeat::start(
-            self.db.clone(),
-            task.id.clone(),
-            owner.clone(),
-            &self.options,
-        );
+        let (task, export, owner) = (&claimed.task, &claimed.export, claimed.owner.clone());
         let job: InventoryJob = serde_json::from_value(export.request.clone())
             .map_err(|e| Error::Internal(format!("unreadable inventory job {}: {e}", export.id)))?;
         let mut run = Run {

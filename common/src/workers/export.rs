@@ -109,18 +109,12 @@ impl ExportWorker {
             .unwrap_or(0);
         let deadline = Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms));
         // Every message of the batch is held from the start (see [`queue::Holding`]).
-        let _holding: Vec<queue::Holding> = records
-            .iter()
-            .filter_map(|r| r.receipt_handle.clone())
-            .map(|r| {
-                queue::Holding::start(
-                    self.queue.clone(),
-                    r,
-                    self.options.lease,
-                    self.options.heartbeat,
-                )
-            })
-            .collect();
+        let _holding = queue::Holding::all(
+            &self.queue,
+            records.iter().filter_map(|r| r.receipt_handle.clone()),
+            self.options.lease,
+            self.options.heartbeat,
+        );
         let mut response = SqsBatchResponse::default();
         for record in records {
             if !self.handle_one(&record, deadline).await {

@@ -89,18 +89,12 @@ impl LoadWorker {
         let deadline = instant_from_epoch_ms(deadline_ms);
         // Every message of the batch is held from the start, the ones still waiting
         // their turn included (see [`Holding`]).
-        let _holding: Vec<Holding> = records
-            .iter()
-            .filter_map(|r| r.receipt_handle.clone())
-            .map(|r| {
-                Holding::start(
-                    self.queue.clone(),
-                    r,
-                    self.options.lease,
-                    self.options.heartbeat,
-                )
-            })
-            .collect();
+        let _holding = Holding::all(
+            &self.queue,
+            records.iter().filter_map(|r| r.receipt_handle.clone()),
+            self.options.lease,
+            self.options.heartbeat,
+        );
         let mut response = SqsBatchResponse::default();
         for record in records {
             let id = record.message_id.clone().unwrap_or_default();
