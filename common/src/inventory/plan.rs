@@ -233,7 +233,23 @@ impl Planner {
             }
             return self.hand_over(run).await;
         }
-        // 2. Queue, a page per checkpoint.
+        // 2. Compare with the LoaderFiles, all at once.
+        if !p.compared {
+            let t = Instant::now();
+            let existing = self.db.compare_plan(&plan_name).await?;
+            p.compared = true;
+            run.checkpoint.plan = Some(p.clone());
+            if let Err(stop) = self.commit(job, run).await? {
+                return Ok(stop);
+            }
+            tracing::debug!(
+                session = job.session,
+                existing,
+                ms = t.elapsed().as_millis() as u64,
+                "compared the staged objects with the LoaderFiles"
+            );
+        }
+        // 3. Queue, a page per checkpoint.
         if p.gone.is_none() {
             loop {
                 let status = self.session_status(&job.session).await?;
@@ -269,7 +285,7 @@ impl Planner {
                     return self.hand_over(run).await;
                 }
             }
-            // 3. Gone: what the inventory no longer lists.
+            // 4. Gone: what the inventory no longer lists.
             let gone = self
                 .db
                 .mark_gone(&plan_name, &job.bucket, &job.prefixes, &job.manifest)

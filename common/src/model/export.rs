@@ -64,6 +64,9 @@ pub struct PlanCheckpoint {
     pub staged_files: u32,
     /// Objects staged so far.
     pub staged: u64,
+    /// The staged objects have been compared with the LoaderFiles (one bulk join).
+    #[serde(default)]
+    pub compared: bool,
     /// The last `file_id` queued (or found unchanged); `None` before queueing starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,

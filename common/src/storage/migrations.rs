@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "validation",
         include_str!("../../migrations/0008_validation.sql"),
     ),
+    (
+        9,
+        "plan_compare",
+        include_str!("../../migrations/0009_plan_compare.sql"),
+    ),
 ];
 
 /// Applies the migrations that have not run yet. Returns how many ran now.
