@@ -56,8 +56,8 @@ pub struct SweepReport {
     pub requeued: u32,
     /// Stalled files that must wait for their own message (credentials).
     pub waiting: u32,
-    /// Tables in bulk mode whose load had ended (its last file died before rebuilding
-    /// them): rebuilt now.
+    /// Tables in bulk mode whose files had all ended (the last one's worker died before
+    /// rebuilding them): rebuilt now.
     pub rebuilt: u32,
     /// Loads with references still to resolve (`validation.checks: refs|all`) that had
     /// ended (their last file's worker died before resolving them): resolved now.
@@ -204,13 +204,14 @@ impl Sweeper {
         owners.dedup();
         let mut rebuilt = 0;
         for owner in owners {
-            if self.db.load_finished(&owner).await? {
+            let n = crate::loading::bulk::finish(&self.db, &owner).await?;
+            if n > 0 {
                 tracing::warn!(
                     owner,
-                    "rebuilding tables left in bulk mode by an ended load"
+                    tables = n,
+                    "rebuilt tables left in bulk mode after their files had ended"
                 );
-                crate::loading::bulk::finish(&self.db, &owner).await?;
-                rebuilt += 1;
+                rebuilt += n as u32;
             }
         }
         Ok(rebuilt)

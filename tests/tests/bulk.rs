@@ -7,7 +7,12 @@ mod api_harness;
 
 use api_harness::{call, count, distinct_ids, drain, setup, Env};
 use serde_json::{json, Value};
-use siphon::loading::LoadOptions;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use siphon::loading::{LoadOptions, Loader, Outcome};
+use siphon::model::ObjectLocation;
+use siphon::sources::s3::S3Source;
 use siphon::sweep::{SweepOptions, Sweeper};
 use siphon::ResourceType;
 use siphon_tests::{connect, gen, put};
@@ -232,4 +237,100 @@ async fn a_table_left_in_bulk_mode_by_a_dead_worker_is_rebuilt_by_the_sweep() {
         .get(0);
     assert_eq!(v, "2");
     assert_eq!(sweeper.pass().await.unwrap().rebuilt, 0);
+}
+
+#[tokio::test]
+async fn each_table_is_rebuilt_as_soon_as_the_files_that_write_it_have_ended() {
+    let options = LoadOptions {
+        batch_rows: 300,
+        lease: Duration::from_millis(1500),
+        heartbeat: Duration::from_millis(300),
+        ..LoadOptions::default()
+    };
+    let env = setup(options.clone()).await;
+    for (ty, n) in [("Patient", 1_000), ("Observation", 30_000)] {
+        put(
+            &env.s3,
+            &env.bucket,
+            &format!("early/{ty}.ndjson.gz"),
+            gen::gzip(&gen::ndjson(ty, n, 5)),
+        )
+        .await;
+    }
+    let (s, b) = rpc(
+        &env,
+        json!({"bucket": format!("s3://{}/early/", env.bucket), "thread-num": 2,
+               "disable-idx?": true, "drop-primary-key?": true}),
+    )
+    .await;
+    assert_eq!((s, b["result"]["queued"].as_u64()), (200, Some(2)), "{b}");
+    let id = |ty: &str| {
+        siphon::model::loader_file::file_id(&ObjectLocation::new(
+            &env.bucket,
+            &format!("early/{ty}.ndjson.gz"),
+        ))
+    };
+    let loader = Loader::new(
+        env.db.clone(),
+        Arc::new(S3Source::new(env.s3.clone())),
+        options,
+    );
+
+    // The Observations are loading (their table in bulk mode) when the Patients end.
+    let observations = {
+        let (loader, id) = (loader.clone(), id("Observation"));
+        tokio::spawn(async move { loader.load(&id, None).await })
+    };
+    let start = Instant::now();
+    while count(&env.db, "observation").await < 600 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no Observations");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    observations.abort();
+    let outcome = loader.load(&id("Patient"), None).await.unwrap();
+    assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+    let (_, file, _) = call(&env, "GET", &format!("/LoaderFile/{}", id("Patient")), None).await;
+    let owner = file["group"].as_str().unwrap().to_string();
+    assert_eq!(
+        siphon::loading::bulk::finish(&env.db, &owner)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        indexes(&env, "patient").await.1,
+        "the Patients' table is whole"
+    );
+    assert!(
+        !indexes(&env, "observation").await.1,
+        "the Observations still load"
+    );
+    let st = status(&env).await;
+    let dropped = st["indexes-dropped"].as_array().unwrap();
+    assert_eq!(dropped.len(), 1, "{st}");
+    assert_eq!(dropped[0]["type"], "Observation", "{st}");
+
+    // The rest through the queue (the dead Observation loader's lease runs out): both
+    // tables whole, and every file says what was rebuilt, for both.
+    let start = Instant::now();
+    while count(&env.db, "observation").await < 30_000 {
+        assert!(start.elapsed() < Duration::from_secs(120), "not finished");
+        drain(&env.worker, &env.queue).await;
+    }
+    for (table, n) in [("patient", 1_000), ("observation", 30_000)] {
+        assert!(indexes(&env, table).await.1, "{table}: no primary key");
+        assert_eq!(count(&env.db, table).await, n);
+    }
+    let st = status(&env).await;
+    assert_eq!(st["indexes-dropped"], json!([]), "{st}");
+    let (_, files, _) = call(&env, "GET", "/LoaderFile", None).await;
+    for entry in files["entry"].as_array().unwrap() {
+        let types: Vec<&str> = entry["resource"]["bulk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["Patient", "Observation"], "{entry}");
+    }
 }

@@ -205,24 +205,24 @@ impl Db {
             .collect()
     }
 
-    /// True when no file of load `owner` (a load-from-bucket group or an `$import`
-    /// session) is still to be loaded: every one is done, failed or aborted.
-    pub async fn load_finished(&self, owner: &str) -> Result<bool> {
+    /// Whether no file of load `owner` can write table `resource_type` any more: none
+    /// of its files of that type, or of mixed types, is pending, in progress or paused.
+    pub async fn writers_ended(&self, owner: &str, resource_type: &str) -> Result<bool> {
         let client = self.client().await?;
         let unfinished = client
             .query_one(
                 &format!(
                     "SELECT EXISTS (SELECT 1 FROM {LOADER_FILES}
                      WHERE (resource->>'group' = $1 OR resource->>'import' = $1)
+                       AND (resource->>'type' IS NULL OR resource->>'type' = $2)
                        AND resource->>'status' IN ('pending', 'in-progress', 'paused'))"
                 ),
-                &[&owner],
+                &[&owner, &resource_type],
             )
             .await
             .map_err(Error::from);
         match unfinished {
             Ok(row) => Ok(!row.get::<_, bool>(0)),
-            // No LoaderFile was ever stored: nothing of the load is left.
             Err(e) if is_undefined_table(&e) => Ok(true),
             Err(e) => Err(e),
         }
@@ -253,24 +253,37 @@ impl Db {
             ..Rebuilt::default()
         };
         if let Some(name) = &state.primary_key {
-            let dups = duplicate_ids(&tx, &regclass).await?;
-            rebuilt.duplicates = dups.0;
-            rebuilt.duplicate_ids = dups.1;
-            if rebuilt.duplicates > 0 {
-                tx.execute(
-                    &format!(
-                        "DELETE FROM {regclass} a USING {regclass} b
-                         WHERE a.id = b.id AND (a.txid, a.ctid) < (b.txid, b.ctid)"
-                    ),
-                    &[],
-                )
-                .await?;
-            }
-            tx.batch_execute(&format!(
+            let add = format!(
                 "ALTER TABLE {regclass} ADD CONSTRAINT {} PRIMARY KEY (id)",
                 ident(name)
-            ))
-            .await?;
+            );
+            // Usually no id repeats: build the key at once (one sort of the table), and
+            // only when that finds a repeat, count and remove them (the newest row of
+            // each id stays), then build it again.
+            tx.batch_execute("SAVEPOINT siphon_primary_key").await?;
+            match tx.batch_execute(&add).await {
+                Ok(()) => {
+                    tx.batch_execute("RELEASE SAVEPOINT siphon_primary_key")
+                        .await?
+                }
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT siphon_primary_key")
+                        .await?;
+                    let dups = duplicate_ids(&tx, &regclass).await?;
+                    rebuilt.duplicates = dups.0;
+                    rebuilt.duplicate_ids = dups.1;
+                    tx.execute(
+                        &format!(
+                            "DELETE FROM {regclass} a USING {regclass} b
+                             WHERE a.id = b.id AND (a.txid, a.ctid) < (b.txid, b.ctid)"
+                        ),
+                        &[],
+                    )
+                    .await?;
+                    tx.batch_execute(&add).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
             rebuilt.primary_key = true;
         }
         for index in &state.indexes {
@@ -302,7 +315,8 @@ impl Db {
         client
             .execute(
                 &format!(
-                    "UPDATE {LOADER_FILES} SET resource = resource || jsonb_build_object('bulk', $2::jsonb)
+                    "UPDATE {LOADER_FILES} SET resource = resource || jsonb_build_object('bulk',
+                        coalesce(resource->'bulk', '[]'::jsonb) || $2::jsonb)
                      WHERE resource->>'group' = $1 OR resource->>'import' = $1"
                 ),
                 &[&owner, &json!(rebuilt)],
