@@ -3,6 +3,7 @@
 //! lines recorded per file.
 
 use serde_json::{json, Value};
+use tokio_postgres::types::Json;
 use tokio_postgres::{GenericClient, Transaction};
 
 use super::copy_in::{self, Chunk, ChunkResult};
@@ -104,11 +105,8 @@ impl Db {
         let client = self.client().await?;
         self.ensure_table(&**client, &loader_file_type()).await?;
         let ids: Vec<&str> = files.iter().map(|f| f.id.as_str()).collect();
-        let values = files
-            .iter()
-            .map(serde_json::to_value)
-            .collect::<std::result::Result<Vec<Value>, _>>()
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        // Serialized straight into the statement's buffer (no JSON tree per file).
+        let values: Vec<Json<&LoaderFile>> = files.iter().map(Json).collect();
         Ok(client
             .execute(
                 &format!(
@@ -171,11 +169,7 @@ impl Db {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = files.iter().map(|f| f.id.as_str()).collect();
-        let values = files
-            .iter()
-            .map(serde_json::to_value)
-            .collect::<std::result::Result<Vec<Value>, _>>()
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let values: Vec<Json<&LoaderFile>> = files.iter().map(Json).collect();
         let mut client = self.client().await?;
         let client: &mut tokio_postgres::Client = &mut client;
         let tx = client.transaction().await?;
