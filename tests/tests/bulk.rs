@@ -267,7 +267,7 @@ async fn each_table_is_rebuilt_as_soon_as_the_files_that_write_it_have_ended() {
     let id = |ty: &str| {
         siphon::model::loader_file::file_id(&ObjectLocation::new(
             &env.bucket,
-            &format!("early/{ty}.ndjson.gz"),
+            format!("early/{ty}.ndjson.gz"),
         ))
     };
     let loader = Loader::new(
