@@ -37,6 +37,17 @@ pub enum Claim {
     Throttled,
 }
 
+/// The INSERT that creates LoaderFiles from arrays of ids and resources (`$1`, `$2`),
+/// leaving an id that exists alone; `returning` ends it.
+fn insert_new(returning: &str) -> String {
+    format!(
+        "INSERT INTO {TABLE} (id, txid, resource_type, status, resource)
+         SELECT f.id, nextval('transaction_id_seq'), 'LoaderFile', 'created', f.resource
+         FROM unnest($1::text[], $2::jsonb[]) AS f(id, resource)
+         ON CONFLICT (id) DO NOTHING {returning}"
+    )
+}
+
 impl Db {
     /// Creates a pending LoaderFile unless one exists. Returns the stored file and
     /// whether it was created now.
@@ -74,19 +85,10 @@ impl Db {
         let client = self.client().await?;
         self.ensure_table(&**client, &loader_file_type()).await?;
         let ids: Vec<&str> = files.iter().map(|f| f.id.as_str()).collect();
-        let values = files
-            .iter()
-            .map(serde_json::to_value)
-            .collect::<std::result::Result<Vec<Value>, _>>()
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let values: Vec<Json<&LoaderFile>> = files.iter().map(Json).collect();
         let rows = client
             .query(
-                &format!(
-                    "INSERT INTO {TABLE} (id, txid, resource_type, status, resource)
-                     SELECT f.id, nextval('transaction_id_seq'), 'LoaderFile', 'created', f.resource
-                     FROM unnest($1::text[], $2::jsonb[]) AS f(id, resource)
-                     ON CONFLICT (id) DO NOTHING RETURNING {RESOURCE_WITH_ID}"
-                ),
+                &insert_new(&format!("RETURNING {RESOURCE_WITH_ID}")),
                 &[&ids, &values],
             )
             .await?;
@@ -107,17 +109,7 @@ impl Db {
         let ids: Vec<&str> = files.iter().map(|f| f.id.as_str()).collect();
         // Serialized straight into the statement's buffer (no JSON tree per file).
         let values: Vec<Json<&LoaderFile>> = files.iter().map(Json).collect();
-        Ok(client
-            .execute(
-                &format!(
-                    "INSERT INTO {TABLE} (id, txid, resource_type, status, resource)
-                     SELECT f.id, nextval('transaction_id_seq'), 'LoaderFile', 'created', f.resource
-                     FROM unnest($1::text[], $2::jsonb[]) AS f(id, resource)
-                     ON CONFLICT (id) DO NOTHING"
-                ),
-                &[&ids, &values],
-            )
-            .await?)
+        Ok(client.execute(&insert_new(""), &[&ids, &values]).await?)
     }
 
     /// For an S3 event about `file`'s object: when `etag` names a new version, resets
