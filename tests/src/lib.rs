@@ -198,6 +198,38 @@ pub async fn fresh_queue(sqs: &aws_sdk_sqs::Client) -> String {
         .expect("queue URL")
 }
 
+/// A new dead-letter queue behind queue `url`: a message received `max_receives` times
+/// moves there. Returns the dead-letter queue's URL.
+pub async fn fresh_dead_letter_queue(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    max_receives: u32,
+) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let dlq = fresh_queue(sqs).await;
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("the dead-letter queue's ARN")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("QueueArn");
+    sqs.set_queue_attributes()
+        .queue_url(url)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max_receives})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("set the redrive policy");
+    dlq
+}
+
 /// Puts `bytes` at `key`.
 pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, bytes: Vec<u8>) {
     s3.put_object()

@@ -664,37 +664,7 @@ async fn near_the_deadline_the_worker_requeues_the_rest_and_the_next_message_fin
 async fn a_message_that_keeps_failing_lands_in_the_dead_letter_queue_and_the_file_says_why() {
     let mut env = setup().await;
     let sqs = env.queue.client().clone();
-    let dlq_name = format!(
-        "siphon-test-dlq-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    let dlq = sqs
-        .create_queue()
-        .queue_name(&dlq_name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    sqs.set_queue_attributes()
-        .queue_url(env.queue.url())
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let dlq = siphon_tests::fresh_dead_letter_queue(&sqs, env.queue.url(), 2).await;
     worker(&mut env).max_receives = 2;
     worker(&mut env).options = LoadOptions {
         retries: 0,

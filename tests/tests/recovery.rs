@@ -63,6 +63,16 @@ impl siphon::queue::MessageQueue for CannotHold {
     }
 }
 
+/// A load worker whose every hold on its message SQS refuses.
+fn unheld_worker(env: &Env) -> siphon::workers::LoadWorker {
+    siphon_tests::load_worker(
+        env.db.clone(),
+        Arc::new(CannotHold(env.queue.clone())),
+        env.s3.clone(),
+        short_leases(),
+    )
+}
+
 fn sweeper(env: &Env) -> Sweeper {
     Sweeper::new(
         env.db.clone(),
@@ -167,12 +177,7 @@ async fn a_worker_killed_mid_file_is_redelivered_by_the_sweep_and_ends_exact() {
 
     // One worker receives the message as Lambda's poller does (invisible for the
     // queue's timeout) and dies mid-file; it could not hold its message.
-    let worker = Arc::new(siphon_tests::load_worker(
-        env.db.clone(),
-        Arc::new(CannotHold(env.queue.clone())),
-        env.s3.clone(),
-        short_leases(),
-    ));
+    let worker = Arc::new(unheld_worker(&env));
     let (sqs, url) = (env.queue.client().clone(), env.queue.url().to_string());
     let doomed = tokio::spawn(async move {
         siphon_local::poll_queue(&sqs, &url, 1, 5, None, Duration::from_secs(900), |r, d| {
@@ -263,12 +268,7 @@ async fn a_local_worker_killed_before_holding_its_message_gets_it_back_within_a_
     let env = setup(short_leases()).await;
     long_visibility(&env).await;
     let id = queue_patients(&env, "unheld", N, 17).await;
-    let worker = Arc::new(siphon_tests::load_worker(
-        env.db.clone(),
-        Arc::new(CannotHold(env.queue.clone())),
-        env.s3.clone(),
-        short_leases(),
-    ));
+    let worker = Arc::new(unheld_worker(&env));
     let (sqs, url) = (env.queue.client().clone(), env.queue.url().to_string());
     let doomed = tokio::spawn(async move {
         siphon_local::poll_load_queue(&worker, &sqs, &url, 1, 5).await;
@@ -305,26 +305,7 @@ async fn workers_killed_one_after_another_each_past_the_last_never_send_the_file
     let env = setup(short_leases()).await;
     long_visibility(&env).await;
     let sqs = env.queue.client().clone();
-    let dlq_url = siphon_tests::fresh_queue(&sqs).await;
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    sqs.set_queue_attributes()
-        .queue_url(env.queue.url())
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let dlq_url = siphon_tests::fresh_dead_letter_queue(&sqs, env.queue.url(), 2).await;
     let id = queue_patients(&env, "again", N, 19).await;
 
     let mut rows = 0;
