@@ -8,7 +8,10 @@
 //!   credentials included;
 //! - or, when that message is gone, queues a new one built from the LoaderFile (possible
 //!   unless the file needs `account` credentials, which only ever travel in messages);
-//! - and records what it did on the file (`recovery`).
+//! - and records what it did on the file (`recovery`);
+//! - unless `give_up_after` workers in a row died on it without moving its checkpoint on
+//!   (a line that crashes every worker): the file then ends in `error`, saying so, and
+//!   its session settles, instead of being tried forever.
 //!
 //! Duplicate deliveries this may cause are harmless: claims are atomic and every batch
 //! commit is fenced by the lease. In AWS an EventBridge schedule runs the sweep function
@@ -35,6 +38,10 @@ pub struct SweepOptions {
     pub again: Duration,
     /// Files handled per pass.
     pub limit: i64,
+    /// Workers in a row dead without progress on a file before the sweep ends it in
+    /// `error` (`SIPHON_SWEEP_GIVE_UP_AFTER`, default 5: the load queue's
+    /// maxReceiveCount).
+    pub give_up_after: u32,
 }
 
 impl Default for SweepOptions {
@@ -43,6 +50,7 @@ impl Default for SweepOptions {
             grace: Duration::from_secs(5),
             again: Duration::from_secs(120),
             limit: 500,
+            give_up_after: 5,
         }
     }
 }
@@ -56,6 +64,9 @@ pub struct SweepReport {
     pub requeued: u32,
     /// Stalled files that must wait for their own message (credentials).
     pub waiting: u32,
+    /// Stalled files ended in `error`: too many workers in a row died on them without
+    /// progress.
+    pub given_up: u32,
     /// Tables in bulk mode whose files had all ended (the last one's worker died before
     /// rebuilding them): rebuilt now.
     pub rebuilt: u32,
@@ -107,7 +118,18 @@ impl Sweeper {
             .await?;
         report.export_tasks = self.export_tasks().await?;
         for file in stalled {
-            match self.recover(&file).await {
+            let barren = file.barren_after_stall();
+            if barren >= self.options.give_up_after {
+                match self.give_up(&file, barren).await {
+                    Ok(true) => report.given_up += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(file_id = file.id, error = %e, "cannot end a stalled file")
+                    }
+                }
+                continue;
+            }
+            match self.recover(&file, barren).await {
                 Ok(how) => {
                     match how {
                         How::Redelivered => report.redelivered += 1,
@@ -119,6 +141,7 @@ impl Sweeper {
                         file = %file.origin(),
                         stalled_since = file.lease.as_ref().map(|l| l.until.as_str()),
                         line = file.checkpoint.line,
+                        barren,
                         how = how.as_str(),
                         "stalled file: its worker stopped renewing the lease"
                     );
@@ -230,7 +253,38 @@ impl Sweeper {
         Ok(resolved)
     }
 
-    async fn recover(&self, file: &LoaderFile) -> Result<How> {
+    /// Ends a file whose workers keep dying at the same place in `error`, then does what
+    /// follows a file's end (its session, its load's tables). `false` when a worker
+    /// claimed it meanwhile.
+    async fn give_up(&self, file: &LoaderFile, barren: u32) -> Result<bool> {
+        let line = file.checkpoint.line;
+        let why = format!(
+            "gave up: {barren} workers in a row died loading this file without committing \
+             a line past line {line} (each stopped renewing its lease: out of memory, a \
+             crash or a timeout); the lines before it are loaded, and the file can be \
+             loaded again once the cause is fixed"
+        );
+        if !self.db.abandon_loader_file(&file.id, &why, barren).await? {
+            return Ok(false);
+        }
+        tracing::error!(
+            file_id = file.id,
+            file = %file.origin(),
+            line,
+            barren,
+            "gave up on a file: its workers keep dying without progress"
+        );
+        crate::sessions::ended::file_ended(
+            &self.db,
+            &*self.load_queue,
+            &file.id,
+            &StoreSpec::default(),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn recover(&self, file: &LoaderFile, barren: u32) -> Result<How> {
         let receipt = file.lease.as_ref().and_then(|l| l.receipt.as_deref());
         let how = match receipt {
             Some(r) if self.load_queue.make_visible(r).await? => How::Redelivered,
@@ -246,7 +300,9 @@ impl Sweeper {
                 How::Requeued
             }
         };
-        self.db.note_recovery(&file.id, how.as_str()).await?;
+        self.db
+            .note_recovery(&file.id, how.as_str(), barren)
+            .await?;
         Ok(how)
     }
 }

@@ -462,3 +462,109 @@ async fn a_live_worker_keeps_its_lease_beyond_the_lease_length() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn a_file_whose_workers_keep_dying_where_they_started_ends_in_error_not_in_a_loop() {
+    // A line that kills every worker (out of memory, say) must not be retried forever:
+    // the sweep counts workers in a row that died without moving the checkpoint on and,
+    // at `give_up_after`, ends the file in `error`, saying where and why.
+    const N: u64 = 3_000;
+    let env = setup(short_leases()).await;
+    put(
+        &env.s3,
+        &env.bucket,
+        "poison/Patient.ndjson.gz",
+        gen::gzip(&gen::ndjson("Patient", N, 21)),
+    )
+    .await;
+    let location = ObjectLocation::new(&env.bucket, "poison/Patient.ndjson.gz");
+    let (file, _) = env
+        .db
+        .create_loader_file(&LoaderFile::pending(
+            &location,
+            None,
+            None,
+            FileOptions::default(),
+        ))
+        .await
+        .unwrap();
+    let sweeper = Sweeper::new(
+        env.db.clone(),
+        env.queue.clone(),
+        SweepOptions {
+            grace: Duration::from_millis(200),
+            give_up_after: 3,
+            ..SweepOptions::default()
+        },
+    );
+    // A worker that dies before committing its (n+1)-th batch, its lease left to run out.
+    let die = |crash: u64| {
+        let loader = Loader::new(
+            env.db.clone(),
+            Arc::new(S3Source::new(env.s3.clone())),
+            LoadOptions {
+                crash_before_commit: Some(crash),
+                retries: 0,
+                ..short_leases()
+            },
+        );
+        let id = file.id.clone();
+        async move {
+            let e = loader.load(&id, None).await.unwrap_err();
+            assert!(e.to_string().contains("injected crash"), "{e}");
+        }
+    };
+    let stalled_then_swept = || async {
+        wait_stalled(&env, &file.id).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sweeper.pass().await.unwrap()
+    };
+
+    // The first worker commits one batch (500 lines) before dying: progress.
+    die(1).await;
+    let report = stalled_then_swept().await;
+    assert_eq!((report.requeued, report.given_up), (1, 0), "{report:?}");
+    assert_eq!(loader_file(&env, &file.id).await["recovery"]["barren"], 0);
+    // Then each worker dies where it started, at line 500.
+    for barren in 1..=2 {
+        die(0).await;
+        let report = stalled_then_swept().await;
+        assert_eq!((report.requeued, report.given_up), (1, 0), "{report:?}");
+        let f = loader_file(&env, &file.id).await;
+        assert_eq!(
+            (f["status"].as_str(), f["recovery"]["barren"].as_u64()),
+            (Some("in-progress"), Some(barren)),
+            "{f}"
+        );
+    }
+    die(0).await;
+    let report = stalled_then_swept().await;
+    assert_eq!((report.requeued, report.given_up), (0, 1), "{report:?}");
+    let f = loader_file(&env, &file.id).await;
+    assert_eq!(f["status"], "error", "{f}");
+    assert_eq!(f["loaded"], 500, "{f}");
+    let why = f["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("3 workers in a row") && why.contains("line 500"),
+        "{why}"
+    );
+    assert_eq!(
+        (
+            f["recovery"]["how"].as_str(),
+            f["recovery"]["count"].as_u64()
+        ),
+        (Some("gave up"), Some(4)),
+        "{f}"
+    );
+    assert!(
+        f.get("lease").is_none() && f.get("stalled").is_none(),
+        "{f}"
+    );
+    assert_eq!(count(&env.db, "patient").await, 500);
+    // Nothing left to sweep, and the messages the sweep queued end without loading.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sweeper.pass().await.unwrap(), Default::default());
+    drain(&env.worker, &env.queue).await;
+    assert_eq!(loader_file(&env, &file.id).await["status"], "error");
+    assert_eq!(count(&env.db, "patient").await, 500);
+}

@@ -168,6 +168,11 @@ pub struct Recovery {
     /// `redelivered` (the message made visible again), `requeued` (a new message), or
     /// why neither was possible.
     pub how: String,
+    /// Workers in a row that died without moving the checkpoint on (a line that kills
+    /// every worker, say): the sweep ends the file in `error` when this reaches
+    /// `SIPHON_SWEEP_GIVE_UP_AFTER`.
+    #[serde(default)]
+    pub barren: u32,
 }
 
 /// A LoaderFile resource (fields as in the Aidbox seed, plus siphon's).
@@ -246,6 +251,34 @@ pub struct LoaderFile {
 }
 
 impl LoaderFile {
+    /// What `recovery.barren` becomes when the sweep acts on this stalled file now: one
+    /// more if its last worker died where it started (and claimed it after the sweep's
+    /// last act: a stall not yet counted), the same if no worker has claimed it since,
+    /// 0 when that worker moved the checkpoint on.
+    pub fn barren_after_stall(&self) -> u32 {
+        let before = self.recovery.as_ref().map_or(0, |r| r.barren);
+        let Some(lease) = &self.lease else {
+            return before;
+        };
+        let claimed_since = match (&self.recovery, lease.since.as_deref()) {
+            (None, _) => true,
+            (Some(r), Some(since)) => match (
+                chrono::DateTime::parse_from_rfc3339(since),
+                chrono::DateTime::parse_from_rfc3339(&r.at),
+            ) {
+                (Ok(since), Ok(at)) => since > at,
+                _ => true,
+            },
+            (Some(_), None) => true,
+        };
+        if !claimed_since {
+            return before;
+        }
+        match lease.from {
+            Some(from) if from == self.checkpoint.line => before + 1,
+            _ => 0,
+        }
+    }
     /// A new pending file.
     pub fn pending(
         location: &ObjectLocation,
@@ -364,6 +397,44 @@ pub fn loader_file_type() -> ResourceType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn barren_counts_workers_in_a_row_that_died_where_they_started() {
+        let mut f = LoaderFile::pending(
+            &ObjectLocation::new("b", "Patient.ndjson.gz"),
+            None,
+            None,
+            FileOptions::default(),
+        );
+        let lease = |since: &str, from: u64| Lease {
+            owner: "w".into(),
+            since: Some(since.into()),
+            until: since.into(),
+            from: Some(from),
+            receipt: None,
+        };
+        let recovery = |at: &str, barren: u32| Recovery {
+            at: at.into(),
+            count: 1,
+            how: "redelivered".into(),
+            barren,
+        };
+        // First stall, died at its starting line: 1.
+        f.checkpoint.line = 40;
+        f.lease = Some(lease("2026-11-24T10:00:00Z", 40));
+        assert_eq!(f.barren_after_stall(), 1);
+        // Claimed again after the sweep acted, died at the same line: one more.
+        f.recovery = Some(recovery("2026-11-24T10:01:00Z", 1));
+        f.lease = Some(lease("2026-11-24T10:01:10.5+00:00", 40));
+        assert_eq!(f.barren_after_stall(), 2);
+        // Nobody claimed it since the sweep's last act: the same stall, not counted twice.
+        f.recovery = Some(recovery("2026-11-24T10:02:00Z", 2));
+        assert_eq!(f.barren_after_stall(), 2);
+        // A worker that moved the checkpoint on before dying: back to 0.
+        f.lease = Some(lease("2026-11-24T10:03:00Z", 40));
+        f.checkpoint.line = 20_040;
+        assert_eq!(f.barren_after_stall(), 0);
+    }
 
     #[test]
     fn file_names_name_types_as_aidbox_reads_them() {

@@ -15,6 +15,7 @@
 //! Any other (action, state) pair is 406; an unknown id 404; a wrong `secret` 403.
 //! Workers end the session `done` when every input is done, `error` when one fails.
 
+pub mod ended;
 pub mod request;
 
 use std::sync::Arc;

@@ -192,34 +192,8 @@ impl LoadWorker {
         }
     }
 
-    /// After a file ended: resolves its load's references once the whole load has ended
-    /// (`validation.checks: refs|all`), settles its `$import` session, if it has one, and
-    /// rebuilds the tables its load holds in bulk mode once the whole load has ended.
     async fn settle(&self, file_id: &str, store: &crate::queue::StoreSpec) -> Result<()> {
-        let Some(file) = self.db.loader_file(file_id).await? else {
-            return Ok(());
-        };
-        // An inventory import's files wait in Postgres: queue the next ones (with the
-        // credentials this message carried) before this message is deleted.
-        if let (Some(_), Some(group), Some(threads)) = (&file.inventory, &file.group, file.threads)
-        {
-            crate::loading::feed::feed(&self.db, &*self.queue, group, threads, store).await?;
-        }
-        if file.options.validation.refs() {
-            // References resolve once the whole load has ended, before its session says
-            // done; tables in bulk mode are whole again first (parked lines need them).
-            if file.options.bulk() {
-                crate::loading::bulk::finish(&self.db, &file.load_owner()).await?;
-            }
-            crate::validation::resolve::finish(&self.db, &file.load_owner()).await?;
-        }
-        if let Some(import) = &file.import {
-            sessions::settle(&self.db, import).await?;
-        }
-        if file.options.bulk() {
-            crate::loading::bulk::finish(&self.db, &file.load_owner()).await?;
-        }
-        Ok(())
+        sessions::ended::file_ended(&self.db, &*self.queue, file_id, store).await
     }
 
     /// Ends a file in `error` from outside a load (the queue gives up on it after

@@ -20,7 +20,8 @@ pub struct Config {
     /// stalled file waits at most about 30 s for a pass.
     pub interval: Duration,
     /// `SIPHON_SWEEP_GRACE_SECONDS` (default 5): how long after its lease ran out a file
-    /// counts as stalled.
+    /// counts as stalled; `SIPHON_SWEEP_GIVE_UP_AFTER` (default 5): workers in a row dead
+    /// on a file without progress before it ends in `error`.
     pub options: SweepOptions,
 }
 
@@ -34,6 +35,7 @@ impl Config {
             interval: env.seconds("SIPHON_SWEEP_INTERVAL_SECONDS", 30.0)?,
             options: SweepOptions {
                 grace: env.seconds("SIPHON_SWEEP_GRACE_SECONDS", 5.0)?,
+                give_up_after: env.number("SIPHON_SWEEP_GIVE_UP_AFTER", 5, 1, 1000)? as u32,
                 ..SweepOptions::default()
             },
         })
@@ -50,10 +52,12 @@ mod tests {
         let c = Config::from_env(&env).unwrap();
         assert_eq!((c.passes, c.interval.as_secs()), (2, 30));
         assert_eq!(c.options.grace.as_secs(), 5);
+        assert_eq!(c.options.give_up_after, 5);
         for (var, bad) in [
             ("SIPHON_SWEEP_PASSES", "0"),
             ("SIPHON_SWEEP_INTERVAL_SECONDS", "-1"),
             ("SIPHON_SWEEP_GRACE_SECONDS", "soon"),
+            ("SIPHON_SWEEP_GIVE_UP_AFTER", "0"),
         ] {
             let e = Config::from_env(&env.clone().with(var, bad)).unwrap_err();
             assert_eq!(e.variable, var);
