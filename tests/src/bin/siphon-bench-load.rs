@@ -34,8 +34,12 @@
 //! (default 2) alternating rounds; row counts are checked exactly after every siphon run.
 //! The two last lines:
 //! `multi_load_ratio=<siphon/baseline> resources_per_s=<n>` and
-//! `multi_load_ratio_first_load=<n> resources_per_s=<n>`. `SIPHON_BENCH_ONLY=single` or
-//! `multi` runs one part.
+//! `multi_load_ratio_first_load=<n> resources_per_s=<n>`, after a line with the CPU
+//! seconds each spent (mean per round): Postgres's for the baseline, Postgres's and
+//! siphon-local's for each siphon run (`multi_cpu_s ...`), read from `/proc` once each
+//! run's backends have ended. On a machine where the loader shares the cores with
+//! Postgres they bound the ratio from below: (Postgres + siphon-local) / (cores x
+//! baseline seconds). `SIPHON_BENCH_ONLY=single` or `multi` runs one part.
 
 use std::io::Write;
 use std::process::Command;
@@ -315,8 +319,59 @@ fn rss_of(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// `/proc/<pid>/stat` fields after the command name: (ppid, utime + stime, cutime +
+/// cstime) in clock ticks (USER_HZ, 100 on Linux whatever the kernel's HZ).
+fn proc_times(pid: &str) -> Option<(String, u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // after ")": state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    Some((f.get(1)?.to_string(), n(11) + n(12), n(13) + n(14)))
+}
+
+fn comm_of(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// CPU seconds (user + system) the local Postgres has used so far: every `postgres`
+/// process's own, plus the postmaster's ended children (backends that have exited).
+/// Read once the phase's backends have gone, it measures what the server spent on it.
+fn postgres_cpu() -> f64 {
+    let mut ticks = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || comm_of(&pid) != "postgres" {
+            continue;
+        }
+        let Some((ppid, own, children)) = proc_times(&pid) else {
+            continue;
+        };
+        ticks += own;
+        if comm_of(&ppid) != "postgres" {
+            ticks += children; // the postmaster: its reaped backends
+        }
+    }
+    ticks as f64 / 100.0
+}
+
+/// CPU seconds one live process has used (all its threads).
+fn process_cpu(pid: u32) -> f64 {
+    proc_times(&pid.to_string()).map_or(0.0, |(_, own, _)| own as f64 / 100.0)
+}
+
+/// What one multi-file run cost: (wall seconds, peak RSS kB, Postgres CPU s, loader CPU s).
+struct RunCost {
+    secs: f64,
+    kb: u64,
+    postgres_cpu: f64,
+    local_cpu: f64,
+}
+
 /// One siphon run: a child on a fresh database and queue, load-from-bucket of the
-/// bucket's `multi/` files; returns (seconds, peak RSS kB) after checking every row.
+/// bucket's `multi/` files; returns its cost after checking every row.
 async fn siphon_run(
     bin: &std::path::Path,
     sqs: &aws_sdk_sqs::Client,
@@ -325,7 +380,7 @@ async fn siphon_run(
     loaders: usize,
     first_load: bool,
     log: &std::path::Path,
-) -> (f64, u64) {
+) -> RunCost {
     let (url, client) = fresh_database().await;
     let queue = fresh_load_queue(sqs).await;
     let env = local::base_env(&url, &queue, loaders);
@@ -339,6 +394,7 @@ async fn siphon_run(
         params["disable-idx?"] = json!(true);
         params["drop-primary-key?"] = json!(true);
     }
+    let pg_before = postgres_cpu();
     let start = Instant::now();
     let started = child
         .rpc(&json!({"method": "aidbox.bulk/load-from-bucket", "params": params}))
@@ -368,7 +424,11 @@ async fn siphon_run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let kb = rss_of(child.pgid);
+    let local_cpu = process_cpu(child.pgid);
     child.kill().await;
+    // The killed child's backends end; the postmaster reaps them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let postgres_cpu = postgres_cpu() - pg_before;
     for (ty, expected) in data::expected_by_type(files) {
         let row = client
             .query_one(
@@ -401,7 +461,12 @@ async fn siphon_run(
     drop(client);
     drop_database(&url).await;
     let _ = sqs.delete_queue().queue_url(&queue).send().await;
-    (secs, kb)
+    RunCost {
+        secs,
+        kb,
+        postgres_cpu,
+        local_cpu,
+    }
 }
 
 /// The multi-file benchmark (module docs).
@@ -502,6 +567,8 @@ async fn multi() {
     }
     let half = copies.len() / 2;
     let (mut best_base, mut best_siphon, mut best_first) = (f64::MAX, f64::MAX, f64::MAX);
+    // Summed over rounds: baseline Postgres; siphon Postgres, loader; first load Postgres, loader.
+    let mut cpu = [0.0f64; 5];
     for round in 1..=rounds {
         for ty in types {
             let t = ty.to_lowercase();
@@ -511,6 +578,7 @@ async fn multi() {
             .await
             .unwrap();
         }
+        let pg_before = postgres_cpu();
         let start = Instant::now();
         let streams: Vec<std::process::Child> = [&copies[..half], &copies[half..]]
             .iter()
@@ -530,6 +598,8 @@ async fn multi() {
             assert!(s.wait().unwrap().success(), "psql \\copy failed");
         }
         let base_secs = start.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let base_pg = postgres_cpu() - pg_before;
         let sum = types
             .iter()
             .map(|t| format!("(SELECT count(*) FROM b_{})", t.to_lowercase()))
@@ -541,7 +611,7 @@ async fn multi() {
             .unwrap()
             .get(0);
         assert_eq!(n as u64, total);
-        let (s_secs, s_kb) = siphon_run(
+        let plain = siphon_run(
             &bin,
             &sqs,
             &bucket,
@@ -551,7 +621,7 @@ async fn multi() {
             &logs.join(format!("multi-{round}.log")),
         )
         .await;
-        let (f_secs, f_kb) = siphon_run(
+        let first = siphon_run(
             &bin,
             &sqs,
             &bucket,
@@ -561,13 +631,23 @@ async fn multi() {
             &logs.join(format!("multi-first-{round}.log")),
         )
         .await;
+        let (s_secs, f_secs) = (plain.secs, first.secs);
         println!(
             "multi round {round}: 2x psql \\copy {base_secs:.3}s, siphon {s_secs:.3}s (ratio {:.3}, peak RSS {:.1} MB), siphon first load {f_secs:.3}s (ratio {:.3}, peak RSS {:.1} MB)",
             s_secs / base_secs,
-            s_kb as f64 / 1024.0,
+            plain.kb as f64 / 1024.0,
             f_secs / base_secs,
-            f_kb as f64 / 1024.0
+            first.kb as f64 / 1024.0
         );
+        println!(
+            "multi round {round} CPU seconds: psql \\copy: Postgres {base_pg:.2}; siphon: Postgres {:.2} + siphon-local {:.2}; first load: Postgres {:.2} + siphon-local {:.2}",
+            plain.postgres_cpu, plain.local_cpu, first.postgres_cpu, first.local_cpu
+        );
+        cpu[0] += base_pg;
+        cpu[1] += plain.postgres_cpu;
+        cpu[2] += plain.local_cpu;
+        cpu[3] += first.postgres_cpu;
+        cpu[4] += first.local_cpu;
         best_base = best_base.min(base_secs);
         best_siphon = best_siphon.min(s_secs);
         best_first = best_first.min(f_secs);
@@ -588,6 +668,15 @@ async fn multi() {
         "multi_load_ratio={:.3} resources_per_s={:.0}",
         best_siphon / best_base,
         total as f64 / best_siphon
+    );
+    let r = rounds as f64;
+    println!(
+        "multi_cpu_s (mean per round) baseline_postgres={:.2} siphon_postgres={:.2} siphon_local={:.2} first_postgres={:.2} first_local={:.2}",
+        cpu[0] / r,
+        cpu[1] / r,
+        cpu[2] / r,
+        cpu[3] / r,
+        cpu[4] / r
     );
     println!(
         "multi_load_ratio_first_load={:.3} resources_per_s={:.0}",
