@@ -11,7 +11,8 @@
 //! - and records what it did on the file (`recovery`);
 //! - unless `give_up_after` workers in a row died on it without moving its checkpoint on
 //!   (a line that crashes every worker): the file then ends in `error`, saying so, and
-//!   its session settles, instead of being tried forever.
+//!   its session settles, instead of being tried forever. Export tasks alike (their
+//!   export ends in `error`).
 //!
 //! Duplicate deliveries this may cause are harmless: claims are atomic and every batch
 //! commit is fenced by the lease. In AWS an EventBridge schedule runs the sweep function
@@ -75,6 +76,9 @@ pub struct SweepReport {
     pub refs_resolved: u32,
     /// Export tasks whose worker died, delivered again.
     pub export_tasks: u32,
+    /// Export tasks ended in `error`: too many workers in a row died on them without
+    /// progress (their export ends in `error` too).
+    pub export_tasks_given_up: u32,
 }
 
 /// Runs sweep passes.
@@ -116,7 +120,7 @@ impl Sweeper {
                 self.options.limit,
             )
             .await?;
-        report.export_tasks = self.export_tasks().await?;
+        (report.export_tasks, report.export_tasks_given_up) = self.export_tasks().await?;
         for file in stalled {
             let barren = file.barren_after_stall();
             if barren >= self.options.give_up_after {
@@ -154,10 +158,12 @@ impl Sweeper {
         Ok(report)
     }
 
-    /// Export tasks whose lease ran out: their message made visible again, or a new one.
-    async fn export_tasks(&self) -> Result<u32> {
+    /// Export tasks whose lease ran out: their message made visible again, or a new one,
+    /// or (after `give_up_after` workers in a row died without progress) ended in
+    /// `error`. Returns (delivered again, given up).
+    async fn export_tasks(&self) -> Result<(u32, u32)> {
         let Some(queue) = &self.export_queue else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         let stalled = self
             .db
@@ -167,8 +173,26 @@ impl Sweeper {
                 self.options.limit,
             )
             .await?;
-        let mut n = 0;
+        let (mut n, mut given_up) = (0, 0);
         for task in stalled {
+            let barren = self.db.export_task_barren(&task.id).await?;
+            if barren >= self.options.give_up_after {
+                let why = format!(
+                    "gave up: {barren} workers in a row died running this task without \
+                     committing a part (each stopped renewing its lease: out of memory, a \
+                     crash or a timeout)"
+                );
+                if crate::exporting::task::give_up(&self.db, &task.id, &why).await? {
+                    tracing::error!(
+                        task = task.id,
+                        export = task.export_id,
+                        barren,
+                        "gave up on an export task: its workers keep dying without progress"
+                    );
+                    given_up += 1;
+                }
+                continue;
+            }
             let redelivered = match &task.receipt {
                 Some(r) => queue.make_visible(r).await?,
                 None => false,
@@ -203,15 +227,16 @@ impl Sweeper {
             tracing::warn!(
                 task = task.id,
                 stalled_since = task.lease_until.as_deref(),
+                barren,
                 how = how.as_str(),
                 "stalled export task: its worker stopped renewing the lease"
             );
             self.db
-                .note_export_task_recovery(&task.id, how.as_str())
+                .note_export_task_recovery(&task.id, how.as_str(), barren)
                 .await?;
             n += 1;
         }
-        Ok(n)
+        Ok((n, given_up))
     }
 
     /// Tables still in bulk mode although their load has ended (its last file's worker

@@ -801,6 +801,59 @@ async fn a_worker_killed_mid_upload_is_redelivered_by_the_sweep_and_a_duplicate_
 }
 
 #[tokio::test]
+async fn a_task_whose_workers_keep_dying_before_a_part_ends_the_export_in_error_not_in_a_loop() {
+    // Workers that die right after claiming the task (out of memory on its first rows,
+    // say), one after another: the sweep delivers it again twice, then gives up.
+    let env = setup(LoadOptions::default()).await;
+    load(&env, "Observation", 2_000, 14).await;
+    let status = kick_off(&env, "/$export?_type=Observation").await;
+    let task_id = format!("{}/0", status.rsplit('/').next().unwrap());
+    let sweeper = siphon::sweep::Sweeper::new(
+        env.db.clone(),
+        env.queue.clone(),
+        siphon::sweep::SweepOptions {
+            grace: Duration::from_millis(100),
+            give_up_after: 3,
+            ..Default::default()
+        },
+    )
+    .with_export_queue(env.export_queue.clone());
+    for death in 1..=3u32 {
+        // A worker claims the task, as a run does, and dies: its lease is never renewed.
+        let claim = env
+            .db
+            .claim_export_task(&task_id, &format!("doomed-{death}"), 0.3, None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(claim, siphon::storage::exports::TaskClaim::Claimed(..)),
+            "death {death}"
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let report = sweeper.pass().await.unwrap();
+        let expected = if death < 3 { (1, 0) } else { (0, 1) };
+        assert_eq!(
+            (report.export_tasks, report.export_tasks_given_up),
+            expected,
+            "death {death}: {report:?}"
+        );
+    }
+    let a = request(&env, "GET", &status, &[], None, &admin()).await;
+    assert_eq!(a.status, 500, "{}", a.body);
+    assert!(
+        a.body.to_string().contains("3 workers in a row"),
+        "{}",
+        a.body
+    );
+    // Nothing left to sweep; the messages the sweep queued find the task ended.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sweeper.pass().await.unwrap(), Default::default());
+    drain_exports(&env).await;
+    let a = request(&env, "GET", &status, &[], None, &admin()).await;
+    assert_eq!(a.status, 500, "{}", a.body);
+}
+
+#[tokio::test]
 async fn rows_updated_during_an_export_appear_exactly_once() {
     let env = setup(LoadOptions::default()).await;
     load(&env, "Observation", 6_000, 13).await;

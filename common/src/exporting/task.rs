@@ -163,6 +163,29 @@ pub async fn claim(
     }))
 }
 
+/// Ends task `task_id` in `error` from outside a run (the queue gives up on its message,
+/// or the sweep on a task whose workers keep dying) and settles its export. `false` when
+/// it could not be had (a live worker holds it, or it has ended).
+pub async fn give_up(db: &Db, task_id: &str, why: &str) -> Result<bool> {
+    let owner = format!("give-up-{}", uuid::Uuid::new_v4());
+    let TaskClaim::Claimed(t, e) = db.claim_export_task(task_id, &owner, 60.0, None).await? else {
+        return Ok(false);
+    };
+    db.end_export_task(
+        &t.id,
+        &owner,
+        TaskStatus::Error,
+        &t.checkpoint,
+        t.count,
+        Some(why),
+    )
+    .await?;
+    if db.settle_export(&e.id).await? != Some(ExportStatus::Active) {
+        db.drop_materialized(&e.id).await?;
+    }
+    Ok(true)
+}
+
 /// Runs export tasks into one sink.
 pub struct TaskRunner {
     pub db: Db,

@@ -260,7 +260,9 @@ impl Db {
                 &format!(
                     "UPDATE siphon_export_task SET status = 'running', lease_owner = $2,
                         lease_until = now() + make_interval(secs => $3::float8), receipt = $4,
-                        updated_at = now()
+                        updated_at = now(),
+                        recovery = coalesce(recovery, '{{}}'::jsonb)
+                            || jsonb_build_object('from', checkpoint, 'claimed', now())
                      WHERE id = $1 AND (status = 'pending' OR (status = 'running'
                         AND (lease_until IS NULL OR lease_until < now() OR lease_owner = $2)))
                      RETURNING {TASK_COLUMNS}"
@@ -475,18 +477,47 @@ impl Db {
         }
     }
 
-    /// Records what the sweep did for a stalled task.
-    pub async fn note_export_task_recovery(&self, task_id: &str, how: &str) -> Result<()> {
+    /// Records what the sweep did for a stalled task, with `barren` workers in a row
+    /// dead on it without progress (see [`Db::export_task_barren`]).
+    pub async fn note_export_task_recovery(
+        &self,
+        task_id: &str,
+        how: &str,
+        barren: u32,
+    ) -> Result<()> {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE siphon_export_task SET recovery = jsonb_build_object('at', now(), 'how', $2::text,
-                    'count', coalesce((recovery->>'count')::int, 0) + 1)
+                "UPDATE siphon_export_task SET recovery = coalesce(recovery, '{}'::jsonb)
+                    || jsonb_build_object('at', now(), 'how', $2::text, 'barren', $3::int,
+                        'count', coalesce((recovery->>'count')::int, 0) + 1)
                  WHERE id = $1",
-                &[&task_id, &how],
+                &[&task_id, &how, &(barren as i32)],
             )
             .await?;
         Ok(())
+    }
+
+    /// What `recovery.barren` becomes when the sweep acts on this stalled task now: one
+    /// more if its last worker died with the checkpoint where it found it at its claim
+    /// (and claimed it after the sweep's last act), the same if nobody claimed it since,
+    /// 0 when that worker got further.
+    pub async fn export_task_barren(&self, task_id: &str) -> Result<u32> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT CASE
+                    WHEN recovery->'from' IS NULL THEN coalesce((recovery->>'barren')::int, 0)
+                    WHEN recovery->'from' IS DISTINCT FROM checkpoint THEN 0
+                    WHEN recovery->>'at' IS NULL
+                         OR (recovery->>'claimed')::timestamptz > (recovery->>'at')::timestamptz
+                        THEN coalesce((recovery->>'barren')::int, 0) + 1
+                    ELSE coalesce((recovery->>'barren')::int, 0) END
+                 FROM siphon_export_task WHERE id = $1",
+                &[&task_id],
+            )
+            .await?;
+        Ok(row.map_or(0, |r| r.get::<_, i32>(0).max(0) as u32))
     }
 
     /// The resource tables that exist (table names, lower case).

@@ -18,7 +18,6 @@ use tokio::sync::Mutex;
 
 use crate::exporting::task::{TaskOptions, TaskOutcome, TaskRunner};
 use crate::exporting::ExportMessage;
-use crate::model::export::TaskStatus;
 use crate::queue::{self, MessageQueue};
 use crate::sinks::s3::S3Sink;
 use crate::sinks::ObjectSink;
@@ -242,26 +241,7 @@ impl ExportWorker {
 
     /// Fails a task from outside a run (the queue gives up on it) and settles its export.
     pub async fn give_up(&self, task: &str, why: &str) -> crate::error::Result<()> {
-        let owner = format!("give-up-{}", uuid::Uuid::new_v4());
-        if let crate::storage::exports::TaskClaim::Claimed(t, e) =
-            self.db.claim_export_task(task, &owner, 60.0, None).await?
-        {
-            self.db
-                .end_export_task(
-                    &t.id,
-                    &owner,
-                    TaskStatus::Error,
-                    &t.checkpoint,
-                    t.count,
-                    Some(why),
-                )
-                .await?;
-            if self.db.settle_export(&e.id).await?
-                != Some(crate::model::export::ExportStatus::Active)
-            {
-                self.db.drop_materialized(&e.id).await?;
-            }
-        }
+        crate::exporting::task::give_up(&self.db, task, why).await?;
         Ok(())
     }
 
