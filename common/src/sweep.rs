@@ -10,9 +10,12 @@
 //!   unless the file needs `account` credentials, which only ever travel in messages);
 //! - and records what it did on the file (`recovery`);
 //! - unless `give_up_after` workers in a row died on it without moving its checkpoint on
-//!   (a line that crashes every worker): the file then ends in `error`, saying so, and
-//!   its session settles, instead of being tried forever. Export tasks alike (their
-//!   export ends in `error`).
+//!   and it has not moved for `give_up_stuck` (a line that crashes every worker): the
+//!   file then ends in `error`, saying so, and its session settles, instead of being
+//!   tried forever. Export tasks alike (their export ends in `error`). Both conditions,
+//!   because workers that share a process (`make serve`) die together: a file killed by
+//!   its neighbour's crashes, again and again before its first commit, is not poison,
+//!   and a restart storm must not end files that would load.
 //!
 //! Duplicate deliveries this may cause are harmless: claims are atomic and every batch
 //! commit is fenced by the lease. In AWS an EventBridge schedule runs the sweep function
@@ -25,7 +28,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::exporting::ExportMessage;
-use crate::model::LoaderFile;
+use crate::model::{LoaderFile, Stuck};
 use crate::queue::{self, LoadMessage, MessageQueue, StoreSpec};
 use crate::storage::Db;
 
@@ -41,8 +44,11 @@ pub struct SweepOptions {
     pub limit: i64,
     /// Workers in a row dead without progress on a file before the sweep ends it in
     /// `error` (`SIPHON_SWEEP_GIVE_UP_AFTER`, default 5: the load queue's
-    /// maxReceiveCount).
+    /// maxReceiveCount),
     pub give_up_after: u32,
+    /// provided its checkpoint has not moved for this long either
+    /// (`SIPHON_SWEEP_GIVE_UP_STUCK_SECONDS`, default 900).
+    pub give_up_stuck: Duration,
 }
 
 impl Default for SweepOptions {
@@ -52,6 +58,7 @@ impl Default for SweepOptions {
             again: Duration::from_secs(120),
             limit: 500,
             give_up_after: 5,
+            give_up_stuck: Duration::from_secs(900),
         }
     }
 }
@@ -122,9 +129,9 @@ impl Sweeper {
             .await?;
         (report.export_tasks, report.export_tasks_given_up) = self.export_tasks().await?;
         for file in stalled {
-            let barren = file.barren_after_stall();
-            if barren >= self.options.give_up_after {
-                match self.give_up(&file, barren).await {
+            let stuck = file.stuck_after_stall();
+            if self.hopeless(&stuck) {
+                match self.give_up(&file, &stuck).await {
                     Ok(true) => report.given_up += 1,
                     Ok(false) => {}
                     Err(e) => {
@@ -133,7 +140,7 @@ impl Sweeper {
                 }
                 continue;
             }
-            match self.recover(&file, barren).await {
+            match self.recover(&file, &stuck).await {
                 Ok(how) => {
                     match how {
                         How::Redelivered => report.redelivered += 1,
@@ -145,7 +152,7 @@ impl Sweeper {
                         file = %file.origin(),
                         stalled_since = file.lease.as_ref().map(|l| l.until.as_str()),
                         line = file.checkpoint.line,
-                        barren,
+                        barren = stuck.barren,
                         how = how.as_str(),
                         "stalled file: its worker stopped renewing the lease"
                     );
@@ -175,18 +182,20 @@ impl Sweeper {
             .await?;
         let (mut n, mut given_up) = (0, 0);
         for task in stalled {
-            let barren = self.db.export_task_barren(&task.id).await?;
-            if barren >= self.options.give_up_after {
+            let stuck = self.db.export_task_stuck(&task.id).await?;
+            if self.hopeless(&stuck) {
                 let why = format!(
-                    "gave up: {barren} workers in a row died running this task without \
-                     committing a part (each stopped renewing its lease: out of memory, a \
-                     crash or a timeout)"
+                    "gave up: {} workers in a row died running this task without \
+                     committing a part, over {:.0} s (each stopped renewing its lease: out \
+                     of memory, a crash or a timeout)",
+                    stuck.barren,
+                    stuck.seconds(chrono::Utc::now())
                 );
                 if crate::exporting::task::give_up(&self.db, &task.id, &why).await? {
                     tracing::error!(
                         task = task.id,
                         export = task.export_id,
-                        barren,
+                        barren = stuck.barren,
                         "gave up on an export task: its workers keep dying without progress"
                     );
                     given_up += 1;
@@ -227,12 +236,12 @@ impl Sweeper {
             tracing::warn!(
                 task = task.id,
                 stalled_since = task.lease_until.as_deref(),
-                barren,
+                barren = stuck.barren,
                 how = how.as_str(),
                 "stalled export task: its worker stopped renewing the lease"
             );
             self.db
-                .note_export_task_recovery(&task.id, how.as_str(), barren)
+                .note_export_task_recovery(&task.id, how.as_str(), &stuck)
                 .await?;
             n += 1;
         }
@@ -281,15 +290,17 @@ impl Sweeper {
     /// Ends a file whose workers keep dying at the same place in `error`, then does what
     /// follows a file's end (its session, its load's tables). `false` when a worker
     /// claimed it meanwhile.
-    async fn give_up(&self, file: &LoaderFile, barren: u32) -> Result<bool> {
+    async fn give_up(&self, file: &LoaderFile, stuck: &Stuck) -> Result<bool> {
         let line = file.checkpoint.line;
+        let barren = stuck.barren;
         let why = format!(
             "gave up: {barren} workers in a row died loading this file without committing \
-             a line past line {line} (each stopped renewing its lease: out of memory, a \
-             crash or a timeout); the lines before it are loaded, and the file can be \
-             loaded again once the cause is fixed"
+             a line past line {line}, over {:.0} s (each stopped renewing its lease: out of \
+             memory, a crash or a timeout); the lines before it are loaded, and the file \
+             can be loaded again once the cause is fixed",
+            stuck.seconds(chrono::Utc::now())
         );
-        if !self.db.abandon_loader_file(&file.id, &why, barren).await? {
+        if !self.db.abandon_loader_file(&file.id, &why, stuck).await? {
             return Ok(false);
         }
         tracing::error!(
@@ -309,7 +320,13 @@ impl Sweeper {
         Ok(true)
     }
 
-    async fn recover(&self, file: &LoaderFile, barren: u32) -> Result<How> {
+    /// Whether to give up on a stalled file or task rather than deliver it again.
+    fn hopeless(&self, stuck: &Stuck) -> bool {
+        stuck.barren >= self.options.give_up_after
+            && stuck.seconds(chrono::Utc::now()) >= self.options.give_up_stuck.as_secs_f64()
+    }
+
+    async fn recover(&self, file: &LoaderFile, stuck: &Stuck) -> Result<How> {
         let receipt = file.lease.as_ref().and_then(|l| l.receipt.as_deref());
         let how = match receipt {
             Some(r) if self.load_queue.make_visible(r).await? => How::Redelivered,
@@ -325,9 +342,7 @@ impl Sweeper {
                 How::Requeued
             }
         };
-        self.db
-            .note_recovery(&file.id, how.as_str(), barren)
-            .await?;
+        self.db.note_recovery(&file.id, how.as_str(), stuck).await?;
         Ok(how)
     }
 }

@@ -814,10 +814,12 @@ async fn a_task_whose_workers_keep_dying_before_a_part_ends_the_export_in_error_
         siphon::sweep::SweepOptions {
             grace: Duration::from_millis(100),
             give_up_after: 3,
+            give_up_stuck: Duration::ZERO,
             ..Default::default()
         },
     )
     .with_export_queue(env.export_queue.clone());
+    let mut first_since = None;
     for death in 1..=3u32 {
         // A worker claims the task, as a run does, and dies: its lease is never renewed.
         let claim = env
@@ -837,6 +839,27 @@ async fn a_task_whose_workers_keep_dying_before_a_part_ends_the_export_in_error_
             expected,
             "death {death}: {report:?}"
         );
+        // Stuck since the first dead worker's claim, however many follow.
+        let (barren, since): (Option<i32>, Option<String>) = {
+            let c = connect(&env.db).await;
+            let r = c
+                .query_one(
+                    "SELECT (recovery->>'barren')::int, recovery->>'stuck_since' FROM siphon_export_task WHERE id = $1",
+                    &[&task_id],
+                )
+                .await
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        if death < 3 {
+            assert_eq!(barren, Some(death as i32));
+            assert!(since.is_some());
+            if death == 1 {
+                first_since = since;
+            } else {
+                assert_eq!(since, first_since);
+            }
+        }
     }
     let a = request(&env, "GET", &status, &[], None, &admin()).await;
     assert_eq!(a.status, 500, "{}", a.body);

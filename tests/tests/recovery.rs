@@ -467,7 +467,8 @@ async fn a_live_worker_keeps_its_lease_beyond_the_lease_length() {
 async fn a_file_whose_workers_keep_dying_where_they_started_ends_in_error_not_in_a_loop() {
     // A line that kills every worker (out of memory, say) must not be retried forever:
     // the sweep counts workers in a row that died without moving the checkpoint on and,
-    // at `give_up_after`, ends the file in `error`, saying where and why.
+    // at `give_up_after` once the file has been stuck for `give_up_stuck`, ends it in
+    // `error`, saying where and why.
     const N: u64 = 3_000;
     let env = setup(short_leases()).await;
     put(
@@ -488,14 +489,22 @@ async fn a_file_whose_workers_keep_dying_where_they_started_ends_in_error_not_in
         ))
         .await
         .unwrap();
-    let sweeper = Sweeper::new(
-        env.db.clone(),
-        env.queue.clone(),
-        SweepOptions {
-            grace: Duration::from_millis(200),
-            give_up_after: 3,
-            ..SweepOptions::default()
-        },
+    let sweeper_with = |stuck: Duration| {
+        Sweeper::new(
+            env.db.clone(),
+            env.queue.clone(),
+            SweepOptions {
+                grace: Duration::from_millis(200),
+                give_up_after: 3,
+                give_up_stuck: stuck,
+                ..SweepOptions::default()
+            },
+        )
+    };
+    // Stuck for 15 minutes at least before giving up; then for no time at all.
+    let (patient, impatient) = (
+        sweeper_with(Duration::from_secs(900)),
+        sweeper_with(Duration::ZERO),
     );
     // A worker that dies before committing its (n+1)-th batch, its lease left to run out.
     let die = |crash: u64| {
@@ -514,21 +523,31 @@ async fn a_file_whose_workers_keep_dying_where_they_started_ends_in_error_not_in
             assert!(e.to_string().contains("injected crash"), "{e}");
         }
     };
-    let stalled_then_swept = || async {
-        wait_stalled(&env, &file.id).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        sweeper.pass().await.unwrap()
+    let stalled_then_swept = |sweeper: &'static str| {
+        let sweeper = if sweeper == "patient" {
+            &patient
+        } else {
+            &impatient
+        };
+        async {
+            wait_stalled(&env, &file.id).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sweeper.pass().await.unwrap()
+        }
     };
 
     // The first worker commits one batch (500 lines) before dying: progress.
     die(1).await;
-    let report = stalled_then_swept().await;
+    let report = stalled_then_swept("impatient").await;
     assert_eq!((report.requeued, report.given_up), (1, 0), "{report:?}");
-    assert_eq!(loader_file(&env, &file.id).await["recovery"]["barren"], 0);
-    // Then each worker dies where it started, at line 500.
-    for barren in 1..=2 {
+    let f = loader_file(&env, &file.id).await;
+    assert_eq!(f["recovery"]["barren"], 0, "{f}");
+    assert!(f["recovery"].get("stuck_since").is_none(), "{f}");
+    // Then each worker dies where it started, at line 500: stuck since the first's claim.
+    let mut since = Value::Null;
+    for barren in 1..=3 {
         die(0).await;
-        let report = stalled_then_swept().await;
+        let report = stalled_then_swept("patient").await;
         assert_eq!((report.requeued, report.given_up), (1, 0), "{report:?}");
         let f = loader_file(&env, &file.id).await;
         assert_eq!(
@@ -536,26 +555,27 @@ async fn a_file_whose_workers_keep_dying_where_they_started_ends_in_error_not_in
             (Some("in-progress"), Some(barren)),
             "{f}"
         );
+        if barren == 1 {
+            since = f["recovery"]["stuck_since"].clone();
+            assert!(since.is_string(), "{f}");
+        }
+        assert_eq!(f["recovery"]["stuck_since"], since, "{f}");
     }
+    // 3 barren deaths, but stuck for seconds, not 15 minutes: delivered again (above).
+    // With no time required, the next barren death ends it.
     die(0).await;
-    let report = stalled_then_swept().await;
+    let report = stalled_then_swept("impatient").await;
     assert_eq!((report.requeued, report.given_up), (0, 1), "{report:?}");
     let f = loader_file(&env, &file.id).await;
     assert_eq!(f["status"], "error", "{f}");
     assert_eq!(f["loaded"], 500, "{f}");
     let why = f["error"].as_str().unwrap_or_default();
     assert!(
-        why.contains("3 workers in a row") && why.contains("line 500"),
+        why.contains("4 workers in a row") && why.contains("line 500"),
         "{why}"
     );
-    assert_eq!(
-        (
-            f["recovery"]["how"].as_str(),
-            f["recovery"]["count"].as_u64()
-        ),
-        (Some("gave up"), Some(4)),
-        "{f}"
-    );
+    assert_eq!(f["recovery"]["how"], "gave up", "{f}");
+    assert_eq!(f["recovery"]["count"], 5, "{f}");
     assert!(
         f.get("lease").is_none() && f.get("stalled").is_none(),
         "{f}"
@@ -563,7 +583,7 @@ async fn a_file_whose_workers_keep_dying_where_they_started_ends_in_error_not_in
     assert_eq!(count(&env.db, "patient").await, 500);
     // Nothing left to sweep, and the messages the sweep queued end without loading.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(sweeper.pass().await.unwrap(), Default::default());
+    assert_eq!(impatient.pass().await.unwrap(), Default::default());
     drain(&env.worker, &env.queue).await;
     assert_eq!(loader_file(&env, &file.id).await["status"], "error");
     assert_eq!(count(&env.db, "patient").await, 500);

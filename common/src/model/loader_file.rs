@@ -170,9 +170,34 @@ pub struct Recovery {
     pub how: String,
     /// Workers in a row that died without moving the checkpoint on (a line that kills
     /// every worker, say): the sweep ends the file in `error` when this reaches
-    /// `SIPHON_SWEEP_GIVE_UP_AFTER`.
+    /// `SIPHON_SWEEP_GIVE_UP_AFTER` and the checkpoint has not moved for
+    /// `SIPHON_SWEEP_GIVE_UP_STUCK_SECONDS`.
     #[serde(default)]
     pub barren: u32,
+    /// Since when the checkpoint has not moved: the claim of the first of those workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck_since: Option<String>,
+}
+
+/// How stuck a stalled file or export task is, as the sweep is about to act on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stuck {
+    /// Workers in a row that died on it without progress, this stall included.
+    pub barren: u32,
+    /// When the first of them claimed it (none while `barren` is 0).
+    pub since: Option<String>,
+}
+
+impl Stuck {
+    /// Seconds from `since` to `now` (0 without `since`, or when it does not parse).
+    pub fn seconds(&self, now: chrono::DateTime<chrono::Utc>) -> f64 {
+        self.since
+            .as_deref()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map_or(0.0, |s| {
+                (now - s.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0
+            })
+    }
 }
 
 /// A LoaderFile resource (fields as in the Aidbox seed, plus siphon's).
@@ -251,12 +276,15 @@ pub struct LoaderFile {
 }
 
 impl LoaderFile {
-    /// What `recovery.barren` becomes when the sweep acts on this stalled file now: one
-    /// more if its last worker died where it started (and claimed it after the sweep's
-    /// last act: a stall not yet counted), the same if no worker has claimed it since,
-    /// 0 when that worker moved the checkpoint on.
-    pub fn barren_after_stall(&self) -> u32 {
-        let before = self.recovery.as_ref().map_or(0, |r| r.barren);
+    /// What `recovery.barren` (and `stuck_since`) become when the sweep acts on this
+    /// stalled file now: one more if its last worker died where it started (and claimed
+    /// it after the sweep's last act: a stall not yet counted), the same if no worker has
+    /// claimed it since, 0 when that worker moved the checkpoint on.
+    pub fn stuck_after_stall(&self) -> Stuck {
+        let before = Stuck {
+            barren: self.recovery.as_ref().map_or(0, |r| r.barren),
+            since: self.recovery.as_ref().and_then(|r| r.stuck_since.clone()),
+        };
         let Some(lease) = &self.lease else {
             return before;
         };
@@ -275,8 +303,11 @@ impl LoaderFile {
             return before;
         }
         match lease.from {
-            Some(from) if from == self.checkpoint.line => before + 1,
-            _ => 0,
+            Some(from) if from == self.checkpoint.line => Stuck {
+                barren: before.barren + 1,
+                since: before.since.or_else(|| lease.since.clone()),
+            },
+            _ => Stuck::default(),
         }
     }
     /// A new pending file.
@@ -413,27 +444,35 @@ mod tests {
             from: Some(from),
             receipt: None,
         };
+        let first = "2026-11-24T10:00:00Z";
         let recovery = |at: &str, barren: u32| Recovery {
             at: at.into(),
             count: 1,
             how: "redelivered".into(),
             barren,
+            stuck_since: Some(first.into()),
         };
-        // First stall, died at its starting line: 1.
+        let stuck = |barren: u32| Stuck {
+            barren,
+            since: Some(first.into()),
+        };
+        // First stall, died at its starting line: 1, stuck since that worker's claim.
         f.checkpoint.line = 40;
-        f.lease = Some(lease("2026-11-24T10:00:00Z", 40));
-        assert_eq!(f.barren_after_stall(), 1);
+        f.lease = Some(lease(first, 40));
+        assert_eq!(f.stuck_after_stall(), stuck(1));
         // Claimed again after the sweep acted, died at the same line: one more.
         f.recovery = Some(recovery("2026-11-24T10:01:00Z", 1));
         f.lease = Some(lease("2026-11-24T10:01:10.5+00:00", 40));
-        assert_eq!(f.barren_after_stall(), 2);
+        assert_eq!(f.stuck_after_stall(), stuck(2));
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-24T10:15:00Z").unwrap();
+        assert_eq!(stuck(2).seconds(now.with_timezone(&chrono::Utc)), 900.0);
         // Nobody claimed it since the sweep's last act: the same stall, not counted twice.
         f.recovery = Some(recovery("2026-11-24T10:02:00Z", 2));
-        assert_eq!(f.barren_after_stall(), 2);
+        assert_eq!(f.stuck_after_stall(), stuck(2));
         // A worker that moved the checkpoint on before dying: back to 0.
         f.lease = Some(lease("2026-11-24T10:03:00Z", 40));
         f.checkpoint.line = 20_040;
-        assert_eq!(f.barren_after_stall(), 0);
+        assert_eq!(f.stuck_after_stall(), Stuck::default());
     }
 
     #[test]

@@ -11,7 +11,9 @@ pub mod session;
 pub mod validation;
 
 pub use line_error::LineError;
-pub use loader_file::{Checkpoint, FileOptions, FileStatus, Lease, LoaderFile, Recovery, StoreRef};
+pub use loader_file::{
+    Checkpoint, FileOptions, FileStatus, Lease, LoaderFile, Recovery, StoreRef, Stuck,
+};
 pub use location::{Location, ObjectLocation};
 pub use session::SessionStatus;
 pub use validation::Validation;

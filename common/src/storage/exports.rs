@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::model::export::{
     Export, ExportStatus, ExportTask, TaskCheckpoint, TaskKind, TaskStatus,
 };
+use crate::model::Stuck;
 use crate::resource_type::ResourceType;
 
 /// A task to create with its export.
@@ -477,47 +478,56 @@ impl Db {
         }
     }
 
-    /// Records what the sweep did for a stalled task, with `barren` workers in a row
-    /// dead on it without progress (see [`Db::export_task_barren`]).
+    /// Records what the sweep did for a stalled task, and how stuck it is (see
+    /// [`Db::export_task_stuck`]).
     pub async fn note_export_task_recovery(
         &self,
         task_id: &str,
         how: &str,
-        barren: u32,
+        stuck: &Stuck,
     ) -> Result<()> {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE siphon_export_task SET recovery = coalesce(recovery, '{}'::jsonb)
-                    || jsonb_build_object('at', now(), 'how', $2::text, 'barren', $3::int,
-                        'count', coalesce((recovery->>'count')::int, 0) + 1)
+                "UPDATE siphon_export_task SET recovery = (coalesce(recovery, '{}'::jsonb)
+                    - 'stuck_since') || jsonb_strip_nulls(jsonb_build_object('at', now(),
+                        'how', $2::text, 'barren', $3::int, 'stuck_since', $4::text,
+                        'count', coalesce((recovery->>'count')::int, 0) + 1))
                  WHERE id = $1",
-                &[&task_id, &how, &(barren as i32)],
+                &[&task_id, &how, &(stuck.barren as i32), &stuck.since],
             )
             .await?;
         Ok(())
     }
 
-    /// What `recovery.barren` becomes when the sweep acts on this stalled task now: one
-    /// more if its last worker died with the checkpoint where it found it at its claim
-    /// (and claimed it after the sweep's last act), the same if nobody claimed it since,
-    /// 0 when that worker got further.
-    pub async fn export_task_barren(&self, task_id: &str) -> Result<u32> {
+    /// How stuck a stalled task is as the sweep acts on it now: `barren` one more if its
+    /// last worker died with the checkpoint where it found it at its claim (and claimed
+    /// it after the sweep's last act), the same if nobody claimed it since, 0 when that
+    /// worker got further; `since` the claim of the first of those workers.
+    pub async fn export_task_stuck(&self, task_id: &str) -> Result<Stuck> {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT CASE
-                    WHEN recovery->'from' IS NULL THEN coalesce((recovery->>'barren')::int, 0)
-                    WHEN recovery->'from' IS DISTINCT FROM checkpoint THEN 0
-                    WHEN recovery->>'at' IS NULL
-                         OR (recovery->>'claimed')::timestamptz > (recovery->>'at')::timestamptz
-                        THEN coalesce((recovery->>'barren')::int, 0) + 1
-                    ELSE coalesce((recovery->>'barren')::int, 0) END
-                 FROM siphon_export_task WHERE id = $1",
+                "SELECT s.barren,
+                        CASE WHEN s.barren = 0 THEN NULL
+                             ELSE coalesce(t.recovery->>'stuck_since', t.recovery->>'claimed') END
+                 FROM siphon_export_task t,
+                 LATERAL (SELECT t.recovery->>'at' IS NULL
+                          OR (t.recovery->>'claimed')::timestamptz
+                             > (t.recovery->>'at')::timestamptz AS fresh) f,
+                 LATERAL (SELECT CASE
+                    WHEN t.recovery->'from' IS NULL THEN coalesce((t.recovery->>'barren')::int, 0)
+                    WHEN t.recovery->'from' IS DISTINCT FROM t.checkpoint THEN 0
+                    WHEN f.fresh THEN coalesce((t.recovery->>'barren')::int, 0) + 1
+                    ELSE coalesce((t.recovery->>'barren')::int, 0) END AS barren) s
+                 WHERE t.id = $1",
                 &[&task_id],
             )
             .await?;
-        Ok(row.map_or(0, |r| r.get::<_, i32>(0).max(0) as u32))
+        Ok(row.map_or_else(Stuck::default, |r| Stuck {
+            barren: r.get::<_, i32>(0).max(0) as u32,
+            since: r.get(1),
+        }))
     }
 
     /// The resource tables that exist (table names, lower case).

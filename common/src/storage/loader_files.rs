@@ -12,7 +12,7 @@ use super::is_undefined_table;
 use super::resources::RESOURCE_WITH_ID;
 use super::Db;
 use crate::error::{Error, Result};
-use crate::model::loader_file::{loader_file_type, FileStatus, LoaderFile};
+use crate::model::loader_file::{loader_file_type, FileStatus, LoaderFile, Stuck};
 use crate::model::{LineError, SessionStatus};
 
 pub(crate) const TABLE: &str = "public.\"loaderfile\"";
@@ -469,30 +469,36 @@ impl Db {
             .collect()
     }
 
-    /// Records what the sweep did for a stalled file, with `barren` workers in a row
-    /// dead without progress (only while it is still stalled: a worker that claimed it
-    /// meanwhile wins). `false` when it was no longer stalled.
-    pub async fn note_recovery(&self, id: &str, how: &str, barren: u32) -> Result<bool> {
+    /// Records what the sweep did for a stalled file, and how stuck it is (only while it
+    /// is still stalled: a worker that claimed it meanwhile wins). `false` when it was no
+    /// longer stalled.
+    pub async fn note_recovery(&self, id: &str, how: &str, stuck: &Stuck) -> Result<bool> {
         let client = self.client().await?;
         let n = client
             .execute(
                 &format!(
                     "UPDATE {TABLE} SET resource = resource || jsonb_build_object('recovery',
-                        jsonb_build_object('at', now(), 'how', $2::text, 'barren', $3::int,
-                            'count', coalesce((resource->'recovery'->>'count')::int, 0) + 1))
+                        jsonb_strip_nulls(jsonb_build_object('at', now(), 'how', $2::text,
+                            'barren', $3::int, 'stuck_since', $4::text,
+                            'count', coalesce((resource->'recovery'->>'count')::int, 0) + 1)))
                      WHERE id = $1 AND resource->>'status' = 'in-progress'
                        AND (resource->'lease'->>'until')::timestamptz < now()"
                 ),
-                &[&id, &how, &(barren as i32)],
+                &[&id, &how, &(stuck.barren as i32), &stuck.since],
             )
             .await?;
         Ok(n == 1)
     }
 
-    /// Ends a stalled file in `error` (the sweep gives up on it after `barren` workers in
-    /// a row died without progress), only while it is still stalled. `false` when a
-    /// worker claimed it meanwhile.
-    pub async fn abandon_loader_file(&self, id: &str, message: &str, barren: u32) -> Result<bool> {
+    /// Ends a stalled file in `error` (the sweep gives up on it: workers in a row died
+    /// without progress), only while it is still stalled. `false` when a worker claimed
+    /// it meanwhile.
+    pub async fn abandon_loader_file(
+        &self,
+        id: &str,
+        message: &str,
+        stuck: &Stuck,
+    ) -> Result<bool> {
         let client = self.client().await?;
         let patch = json!({"status": "error", "error": message, "end": chrono::Utc::now()});
         let n = client
@@ -500,14 +506,15 @@ impl Db {
                 &format!(
                     "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
                         resource = (resource || $2::jsonb
-                            || jsonb_build_object('recovery', jsonb_build_object(
+                            || jsonb_build_object('recovery', jsonb_strip_nulls(jsonb_build_object(
                                 'at', now(), 'how', 'gave up', 'barren', $3::int,
-                                'count', coalesce((resource->'recovery'->>'count')::int, 0) + 1)))
+                                'stuck_since', $4::text,
+                                'count', coalesce((resource->'recovery'->>'count')::int, 0) + 1))))
                             - 'lease'
                      WHERE id = $1 AND resource->>'status' = 'in-progress'
                        AND (resource->'lease'->>'until')::timestamptz < now()"
                 ),
-                &[&id, &patch, &(barren as i32)],
+                &[&id, &patch, &(stuck.barren as i32), &stuck.since],
             )
             .await?;
         Ok(n == 1)

@@ -21,7 +21,8 @@ pub struct Config {
     pub interval: Duration,
     /// `SIPHON_SWEEP_GRACE_SECONDS` (default 5): how long after its lease ran out a file
     /// counts as stalled; `SIPHON_SWEEP_GIVE_UP_AFTER` (default 5): workers in a row dead
-    /// on a file without progress before it ends in `error`.
+    /// on a file without progress before it ends in `error`, provided it has not moved
+    /// for `SIPHON_SWEEP_GIVE_UP_STUCK_SECONDS` (default 900) either.
     pub options: SweepOptions,
 }
 
@@ -36,6 +37,7 @@ impl Config {
             options: SweepOptions {
                 grace: env.seconds("SIPHON_SWEEP_GRACE_SECONDS", 5.0)?,
                 give_up_after: env.number("SIPHON_SWEEP_GIVE_UP_AFTER", 5, 1, 1000)? as u32,
+                give_up_stuck: env.seconds("SIPHON_SWEEP_GIVE_UP_STUCK_SECONDS", 900.0)?,
                 ..SweepOptions::default()
             },
         })
@@ -53,11 +55,13 @@ mod tests {
         assert_eq!((c.passes, c.interval.as_secs()), (2, 30));
         assert_eq!(c.options.grace.as_secs(), 5);
         assert_eq!(c.options.give_up_after, 5);
+        assert_eq!(c.options.give_up_stuck.as_secs(), 900);
         for (var, bad) in [
             ("SIPHON_SWEEP_PASSES", "0"),
             ("SIPHON_SWEEP_INTERVAL_SECONDS", "-1"),
             ("SIPHON_SWEEP_GRACE_SECONDS", "soon"),
             ("SIPHON_SWEEP_GIVE_UP_AFTER", "0"),
+            ("SIPHON_SWEEP_GIVE_UP_STUCK_SECONDS", "never"),
         ] {
             let e = Config::from_env(&env.clone().with(var, bad)).unwrap_err();
             assert_eq!(e.variable, var);
