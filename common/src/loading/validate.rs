@@ -33,8 +33,10 @@ pub struct Valid<'a> {
 /// True when `text` holds a `\u0000` escape (not an escaped backslash followed by
 /// `u0000`): Postgres jsonb cannot store it.
 pub fn has_nul_escape(text: &[u8]) -> bool {
-    let finder = memchr::memmem::Finder::new(b"\\u0000");
-    for pos in finder.find_iter(text) {
+    // Built once: building a searcher per line showed in the loader's profile.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u0000"));
+    for pos in FINDER.find_iter(text) {
         let backslashes = text[..pos]
             .iter()
             .rev()

@@ -28,9 +28,10 @@
 //!   empty database, until every file is done and `indexes-dropped` is empty (primary
 //!   keys rebuilt).
 //!
-//! The child runs `SIPHON_LOCAL_LOADERS` loaders (default 8, one per file: the fastest of
-//! 2/4/8 on the 2-core development machine, 2-5% ahead of 4 and 10-20% ahead of 2, at
-//! about 175 MB peak RSS against 110 MB with 4). Best of `SIPHON_BENCH_MULTI_ROUNDS`
+//! The child runs `SIPHON_LOCAL_LOADERS` loaders (default 4, `make serve`'s own default:
+//! on the 2-core development machine as fast as 8 at 200,000 resources, ratios within
+//! run-to-run noise, with 3-7% less Postgres CPU and about 110 MB peak RSS against 175 MB;
+//! faster than 8 at 800,000). Best of `SIPHON_BENCH_MULTI_ROUNDS`
 //! (default 2) alternating rounds; row counts are checked exactly after every siphon run.
 //! The two last lines:
 //! `multi_load_ratio=<siphon/baseline> resources_per_s=<n>` and
@@ -39,7 +40,14 @@
 //! siphon-local's for each siphon run (`multi_cpu_s ...`), read from `/proc` once each
 //! run's backends have ended. On a machine where the loader shares the cores with
 //! Postgres they bound the ratio from below: (Postgres + siphon-local) / (cores x
-//! baseline seconds). `SIPHON_BENCH_ONLY=single` or `multi` runs one part.
+//! baseline seconds).
+//!
+//! Then the same three again into empty tables made beforehand with one secondary index
+//! each, a GIN index over the resource (`jsonb_path_ops`, what containment searches
+//! use; the baseline's tables have it too): what `disable-idx?` exists for, since
+//! siphon's own tables have no index but the primary key. Its lines end in `_indexed`;
+//! `SIPHON_BENCH_MULTI_INDEX=none` skips it. `SIPHON_BENCH_ONLY=single` or `multi` runs
+//! one part.
 
 use std::io::Write;
 use std::process::Command;
@@ -379,9 +387,16 @@ async fn siphon_run(
     files: &[data::FileSpec],
     loaders: usize,
     first_load: bool,
+    index: Option<&str>,
     log: &std::path::Path,
 ) -> RunCost {
     let (url, client) = fresh_database().await;
+    if let Some(index) = index {
+        // Empty tables made beforehand, with the secondary index users would have.
+        for (ty, _) in data::expected_by_type(files) {
+            create_table(&client, &ty, Some(index)).await;
+        }
+    }
     let queue = fresh_load_queue(sqs).await;
     let env = local::base_env(&url, &queue, loaders);
     let mut child = local::Local::start(bin, &env, log)
@@ -482,7 +497,7 @@ async fn multi() {
     let loaders: usize = std::env::var("SIPHON_LOCAL_LOADERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(4);
     let types = siphon_tests::gen::TYPES;
     let files = data::plan("multi/", 8, per_file, types);
     let total: u64 = files.iter().map(|f| f.count).sum();
@@ -556,104 +571,22 @@ async fn multi() {
         "the multi-file set must be 150 MB+ uncompressed"
     );
 
-    // Baseline tables: the same schema as siphon's (primary key included).
-    let (base_url, base) = fresh_database().await;
-    for ty in types {
-        base.batch_execute(&siphon::storage::resources::table_ddl(
-            &siphon::ResourceType::parse(ty).unwrap(),
-        ))
-        .await
-        .unwrap();
-    }
-    let half = copies.len() / 2;
-    let (mut best_base, mut best_siphon, mut best_first) = (f64::MAX, f64::MAX, f64::MAX);
-    // Summed over rounds: baseline Postgres; siphon Postgres, loader; first load Postgres, loader.
-    let mut cpu = [0.0f64; 5];
-    for round in 1..=rounds {
-        for ty in types {
-            let t = ty.to_lowercase();
-            base.batch_execute(&format!(
-                "DROP TABLE IF EXISTS b_{t}; CREATE TABLE b_{t} (LIKE {t} INCLUDING ALL)"
-            ))
-            .await
-            .unwrap();
-        }
-        let pg_before = postgres_cpu();
-        let start = Instant::now();
-        let streams: Vec<std::process::Child> = [&copies[..half], &copies[half..]]
-            .iter()
-            .map(|part| {
-                let mut cmd = Command::new("psql");
-                cmd.arg(&base_url).arg("-q");
-                for (t, path) in part.iter() {
-                    cmd.arg("-c").arg(format!(
-                        "\\copy b_{t} (id, txid, resource_type, status, resource) from '{}'",
-                        path.display()
-                    ));
-                }
-                cmd.spawn().expect("psql")
-            })
-            .collect();
-        for mut s in streams {
-            assert!(s.wait().unwrap().success(), "psql \\copy failed");
-        }
-        let base_secs = start.elapsed().as_secs_f64();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let base_pg = postgres_cpu() - pg_before;
-        let sum = types
-            .iter()
-            .map(|t| format!("(SELECT count(*) FROM b_{})", t.to_lowercase()))
-            .collect::<Vec<_>>()
-            .join(" + ");
-        let n: i64 = base
-            .query_one(&format!("SELECT {sum}"), &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(n as u64, total);
-        let plain = siphon_run(
-            &bin,
-            &sqs,
-            &bucket,
-            &files,
-            loaders,
-            false,
-            &logs.join(format!("multi-{round}.log")),
-        )
-        .await;
-        let first = siphon_run(
-            &bin,
-            &sqs,
-            &bucket,
-            &files,
-            loaders,
-            true,
-            &logs.join(format!("multi-first-{round}.log")),
-        )
-        .await;
-        let (s_secs, f_secs) = (plain.secs, first.secs);
-        println!(
-            "multi round {round}: 2x psql \\copy {base_secs:.3}s, siphon {s_secs:.3}s (ratio {:.3}, peak RSS {:.1} MB), siphon first load {f_secs:.3}s (ratio {:.3}, peak RSS {:.1} MB)",
-            s_secs / base_secs,
-            plain.kb as f64 / 1024.0,
-            f_secs / base_secs,
-            first.kb as f64 / 1024.0
-        );
-        println!(
-            "multi round {round} CPU seconds: psql \\copy: Postgres {base_pg:.2}; siphon: Postgres {:.2} + siphon-local {:.2}; first load: Postgres {:.2} + siphon-local {:.2}",
-            plain.postgres_cpu, plain.local_cpu, first.postgres_cpu, first.local_cpu
-        );
-        cpu[0] += base_pg;
-        cpu[1] += plain.postgres_cpu;
-        cpu[2] += plain.local_cpu;
-        cpu[3] += first.postgres_cpu;
-        cpu[4] += first.local_cpu;
-        best_base = best_base.min(base_secs);
-        best_siphon = best_siphon.min(s_secs);
-        best_first = best_first.min(f_secs);
-    }
-    drop(base);
-    drop_database(&base_url).await;
+    let set = MultiSet {
+        bin: &bin,
+        sqs: &sqs,
+        bucket: &bucket,
+        files: &files,
+        loaders,
+        copies: &copies,
+        logs: &logs,
+        total,
+    };
+    let plain = set.rounds(rounds, None).await;
+    let index = std::env::var("SIPHON_BENCH_MULTI_INDEX").unwrap_or_else(|_| "gin".into());
+    let indexed = match index.as_str() {
+        "none" => None,
+        _ => Some(set.rounds(rounds, Some(GIN_INDEX)).await),
+    };
     for spec in &files {
         let _ = s3
             .delete_object()
@@ -664,25 +597,197 @@ async fn multi() {
     }
     let _ = s3.delete_bucket().bucket(&bucket).send().await;
     let _ = std::fs::remove_dir_all(&work);
-    println!(
-        "multi_load_ratio={:.3} resources_per_s={:.0}",
-        best_siphon / best_base,
-        total as f64 / best_siphon
-    );
-    let r = rounds as f64;
-    println!(
-        "multi_cpu_s (mean per round) baseline_postgres={:.2} siphon_postgres={:.2} siphon_local={:.2} first_postgres={:.2} first_local={:.2}",
-        cpu[0] / r,
-        cpu[1] / r,
-        cpu[2] / r,
-        cpu[3] / r,
-        cpu[4] / r
-    );
-    println!(
-        "multi_load_ratio_first_load={:.3} resources_per_s={:.0}",
-        best_first / best_base,
-        total as f64 / best_first
-    );
+    plain.print("", total);
+    if let Some(indexed) = indexed {
+        indexed.print("_indexed", total);
+    }
+}
+
+/// The secondary index of the indexed multi-file runs (`{t}`: the table): a GIN index
+/// over the whole resource, as containment (`@>`) searches use.
+const GIN_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS {t}_resource_gin ON {t} USING gin (resource jsonb_path_ops)";
+
+/// Creates `ty`'s table as siphon does, with `index` (see [`GIN_INDEX`]) if given.
+async fn create_table(client: &tokio_postgres::Client, ty: &str, index: Option<&str>) {
+    let ty = siphon::ResourceType::parse(ty).unwrap();
+    client
+        .batch_execute(&siphon::storage::resources::table_ddl(&ty))
+        .await
+        .unwrap();
+    if let Some(index) = index {
+        client
+            .batch_execute(&index.replace("{t}", &ty.table_name()))
+            .await
+            .unwrap();
+    }
+}
+
+/// The multi-file set, in the bucket and as COPY text.
+struct MultiSet<'a> {
+    bin: &'a std::path::Path,
+    sqs: &'a aws_sdk_sqs::Client,
+    bucket: &'a str,
+    files: &'a [data::FileSpec],
+    loaders: usize,
+    /// (table, COPY text file) per file.
+    copies: &'a [(String, std::path::PathBuf)],
+    logs: &'a std::path::Path,
+    total: u64,
+}
+
+/// Best seconds of each contender over the rounds, and CPU seconds summed over them.
+struct MultiResult {
+    rounds: usize,
+    base: f64,
+    siphon: f64,
+    first: f64,
+    /// Baseline Postgres; siphon Postgres, loader; first load Postgres, loader.
+    cpu: [f64; 5],
+}
+
+impl MultiResult {
+    /// The summary lines; `suffix` names the variant (`""` or `"_indexed"`).
+    fn print(&self, suffix: &str, total: u64) {
+        println!(
+            "multi_load_ratio{suffix}={:.3} resources_per_s={:.0}",
+            self.siphon / self.base,
+            total as f64 / self.siphon
+        );
+        let r = self.rounds as f64;
+        let c = &self.cpu;
+        println!(
+            "multi_cpu_s{suffix} (mean per round) baseline_postgres={:.2} siphon_postgres={:.2} siphon_local={:.2} first_postgres={:.2} first_local={:.2}",
+            c[0] / r,
+            c[1] / r,
+            c[2] / r,
+            c[3] / r,
+            c[4] / r
+        );
+        println!(
+            "multi_load_ratio_first_load{suffix}={:.3} resources_per_s={:.0}",
+            self.first / self.base,
+            total as f64 / self.first
+        );
+    }
+}
+
+impl MultiSet<'_> {
+    /// `rounds` alternating rounds of the baseline, siphon and siphon's first load, into
+    /// tables with the primary key and, if given, `index`.
+    async fn rounds(&self, rounds: usize, index: Option<&str>) -> MultiResult {
+        let label = if index.is_some() {
+            "multi indexed"
+        } else {
+            "multi"
+        };
+        let types = siphon_tests::gen::TYPES;
+        let total = self.total;
+        let copies = self.copies;
+        // Baseline tables: the same schema as siphon's (primary key included).
+        let (base_url, base) = fresh_database().await;
+        for ty in types {
+            create_table(&base, ty, index).await;
+        }
+        let half = copies.len() / 2;
+        let mut result = MultiResult {
+            rounds,
+            base: f64::MAX,
+            siphon: f64::MAX,
+            first: f64::MAX,
+            cpu: [0.0; 5],
+        };
+        let tag = if index.is_some() { "-indexed" } else { "" };
+        for round in 1..=rounds {
+            for ty in types {
+                let t = ty.to_lowercase();
+                base.batch_execute(&format!(
+                    "DROP TABLE IF EXISTS b_{t}; CREATE TABLE b_{t} (LIKE {t} INCLUDING ALL)"
+                ))
+                .await
+                .unwrap();
+            }
+            let pg_before = postgres_cpu();
+            let start = Instant::now();
+            let streams: Vec<std::process::Child> = [&copies[..half], &copies[half..]]
+                .iter()
+                .map(|part| {
+                    let mut cmd = Command::new("psql");
+                    cmd.arg(&base_url).arg("-q");
+                    for (t, path) in part.iter() {
+                        cmd.arg("-c").arg(format!(
+                            "\\copy b_{t} (id, txid, resource_type, status, resource) from '{}'",
+                            path.display()
+                        ));
+                    }
+                    cmd.spawn().expect("psql")
+                })
+                .collect();
+            for mut s in streams {
+                assert!(s.wait().unwrap().success(), "psql \\copy failed");
+            }
+            let base_secs = start.elapsed().as_secs_f64();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let base_pg = postgres_cpu() - pg_before;
+            let sum = types
+                .iter()
+                .map(|t| format!("(SELECT count(*) FROM b_{})", t.to_lowercase()))
+                .collect::<Vec<_>>()
+                .join(" + ");
+            let n: i64 = base
+                .query_one(&format!("SELECT {sum}"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n as u64, total);
+            let plain = siphon_run(
+                self.bin,
+                self.sqs,
+                self.bucket,
+                self.files,
+                self.loaders,
+                false,
+                index,
+                &self.logs.join(format!("multi{tag}-{round}.log")),
+            )
+            .await;
+            let first = siphon_run(
+                self.bin,
+                self.sqs,
+                self.bucket,
+                self.files,
+                self.loaders,
+                true,
+                index,
+                &self.logs.join(format!("multi{tag}-first-{round}.log")),
+            )
+            .await;
+            let (s_secs, f_secs) = (plain.secs, first.secs);
+            println!(
+                "{label} round {round}: 2x psql \\copy {base_secs:.3}s, siphon {s_secs:.3}s (ratio {:.3}, peak RSS {:.1} MB), siphon first load {f_secs:.3}s (ratio {:.3}, peak RSS {:.1} MB)",
+                s_secs / base_secs,
+                plain.kb as f64 / 1024.0,
+                f_secs / base_secs,
+                first.kb as f64 / 1024.0
+            );
+            println!(
+                "{label} round {round} CPU seconds: psql \\copy: Postgres {base_pg:.2}; siphon: Postgres {:.2} + siphon-local {:.2}; first load: Postgres {:.2} + siphon-local {:.2}",
+                plain.postgres_cpu, plain.local_cpu, first.postgres_cpu, first.local_cpu
+            );
+            let c = &mut result.cpu;
+            c[0] += base_pg;
+            c[1] += plain.postgres_cpu;
+            c[2] += plain.local_cpu;
+            c[3] += first.postgres_cpu;
+            c[4] += first.local_cpu;
+            result.base = result.base.min(base_secs);
+            result.siphon = result.siphon.min(s_secs);
+            result.first = result.first.min(f_secs);
+        }
+        drop(base);
+        drop_database(&base_url).await;
+        result
+    }
 }
 
 /// FHIR validation's cost, each part in child loaders alternating rounds, best of each
