@@ -381,20 +381,17 @@ struct RunCost {
 /// One siphon run: a child on a fresh database and queue, load-from-bucket of the
 /// bucket's `multi/` files; returns its cost after checking every row.
 async fn siphon_run(
-    bin: &std::path::Path,
-    sqs: &aws_sdk_sqs::Client,
-    bucket: &str,
-    files: &[data::FileSpec],
-    loaders: usize,
+    set: &MultiSet<'_>,
     first_load: bool,
     index: Option<&str>,
     log: &std::path::Path,
 ) -> RunCost {
+    let (bin, sqs, bucket, files, loaders) = (set.bin, set.sqs, set.bucket, set.files, set.loaders);
     let (url, client) = fresh_database().await;
     if let Some(index) = index {
         // Empty tables made beforehand, with the secondary index users would have.
         for (ty, _) in data::expected_by_type(files) {
-            create_table(&client, &ty, Some(index)).await;
+            create_table(&client, ty, Some(index)).await;
         }
     }
     let queue = fresh_load_queue(sqs).await;
@@ -741,22 +738,14 @@ impl MultiSet<'_> {
                 .get(0);
             assert_eq!(n as u64, total);
             let plain = siphon_run(
-                self.bin,
-                self.sqs,
-                self.bucket,
-                self.files,
-                self.loaders,
+                self,
                 false,
                 index,
                 &self.logs.join(format!("multi{tag}-{round}.log")),
             )
             .await;
             let first = siphon_run(
-                self.bin,
-                self.sqs,
-                self.bucket,
-                self.files,
-                self.loaders,
+                self,
                 true,
                 index,
                 &self.logs.join(format!("multi{tag}-first-{round}.log")),
