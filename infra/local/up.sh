@@ -120,6 +120,9 @@ END \$\$;
 ALTER ROLE siphon WITH LOGIN CREATEDB PASSWORD '$db_pw';
 -- siphon switches to siphon_reader (SET ROLE) to run the read-only SQL dumps.
 GRANT siphon_reader TO siphon;
+-- Local stack only: the benchmarks start every timed run from a fresh checkpoint, so a
+-- checkpoint forced by the previous run's WAL does not land in the next one's time.
+GRANT pg_checkpoint TO siphon;
 SQL
 if [ "$(as_postgres psql -X -qtA -p "$pg_port" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'siphon'")" != "1" ]; then
   as_postgres createdb -p "$pg_port" -O siphon siphon

@@ -365,6 +365,18 @@ fn postgres_cpu() -> f64 {
     ticks as f64 / 100.0
 }
 
+/// `CHECKPOINT` before a timed run, so that a checkpoint the previous run's WAL made due
+/// does not land in this one (loads of 700 MB write about a `max_wal_size` of WAL, and a
+/// checkpoint mid-load adds a full-page image for every index page touched after it).
+/// Needs `pg_checkpoint` (the local stack grants it); without it the runs go on as they
+/// are, said once.
+async fn checkpoint(client: &tokio_postgres::Client) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if let Err(e) = client.batch_execute("CHECKPOINT").await {
+        SAID.call_once(|| println!("(no CHECKPOINT before timed runs: {e})"));
+    }
+}
+
 /// CPU seconds one live process has used (all its threads).
 fn process_cpu(pid: u32) -> f64 {
     proc_times(&pid.to_string()).map_or(0.0, |(_, own, _)| own as f64 / 100.0)
@@ -401,6 +413,7 @@ async fn siphon_run(
         .unwrap_or_else(|e| panic!("siphon-local: {e}"));
     let status = json!({"method": "aidbox.bulk/load-from-bucket-status"});
     child.rpc(&status).await.expect("status (warm-up)");
+    checkpoint(&client).await;
     let mut params = json!({"bucket": format!("s3://{bucket}/multi/"), "thread-num": 8});
     if first_load {
         params["disable-idx?"] = json!(true);
@@ -704,6 +717,7 @@ impl MultiSet<'_> {
                 .await
                 .unwrap();
             }
+            checkpoint(&base).await;
             let pg_before = postgres_cpu();
             let start = Instant::now();
             let streams: Vec<std::process::Child> = [&copies[..half], &copies[half..]]
