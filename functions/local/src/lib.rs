@@ -14,6 +14,18 @@ pub use config::Config;
 /// The body type the local front door serves (buffered API answers and streamed dumps).
 pub type LocalBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, lambda_http::Error>;
 
+/// How long `make serve`'s pollers wait in one receive (long polling), in seconds.
+///
+/// Short, because a poller dies with its process: a receive still open when the process
+/// is killed is completed by the queue all the same, handing a message that becomes
+/// visible meanwhile to a receiver that is gone. The message comes back one hold later,
+/// but its receive count has grown, and a message swallowed like that by 5 kills in a
+/// row goes to the dead-letter queue; with 10 s receives, a pending file's message
+/// (re-queued every 10 s while `thread-num` is reached) did, in the full fault suite's
+/// 20 kills. One second keeps the window a second per poller; an idle `make serve`
+/// makes a few receives a second.
+pub const LOCAL_WAIT_SECONDS: i32 = 1;
+
 /// Converts received SQS messages into the records Lambda would deliver.
 pub fn to_records(messages: &[aws_sdk_sqs::types::Message]) -> Vec<SqsMessage> {
     messages

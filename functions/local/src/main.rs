@@ -60,7 +60,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (worker, sqs, load_url) = (worker.clone(), sqs.clone(), load_url.clone());
         tokio::spawn(async move {
             loop {
-                siphon_local::poll_load_queue(&worker, &sqs, &load_url, 1, 10).await;
+                siphon_local::poll_load_queue(
+                    &worker,
+                    &sqs,
+                    &load_url,
+                    1,
+                    siphon_local::LOCAL_WAIT_SECONDS,
+                )
+                .await;
             }
         });
     }
@@ -78,7 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         &worker,
                         &sqs,
                         &url,
-                        10,
+                        siphon_local::LOCAL_WAIT_SECONDS,
                         Duration::from_secs(900),
                     )
                     .await;
@@ -127,7 +134,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     listener,
                     &sqs,
                     &events_url,
-                    10,
+                    siphon_local::LOCAL_WAIT_SECONDS,
                 )
                 .await;
             }

@@ -226,6 +226,12 @@ impl Stack {
         stack
     }
 
+    /// `kill -9` of siphon-local (reaped), as a crash or an OOM kill ends it.
+    pub fn kill(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+
     pub fn console_url(&self) -> String {
         format!("{}/console", self.base)
     }
