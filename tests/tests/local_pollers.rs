@@ -58,5 +58,9 @@ async fn a_killed_make_serve_leaves_no_receive_open_to_swallow_the_next_message(
         .as_ref()
         .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
         .cloned();
-    assert_eq!(receives.as_deref(), Some("1"), "received before us: {first:?}");
+    assert_eq!(
+        receives.as_deref(),
+        Some("1"),
+        "received before us: {first:?}"
+    );
 }

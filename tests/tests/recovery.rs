@@ -146,6 +146,30 @@ async fn until_delivered_again(env: &Env, killed_at: Instant) {
     }
 }
 
+/// Puts a file of `n` Patients at `{prefix}/Patient.ndjson.gz` and creates its pending
+/// LoaderFile without queuing any message (as `$load` does before loading inline).
+async fn pending_file(env: &Env, prefix: &str, n: u64, seed: u64) -> LoaderFile {
+    let key = format!("{prefix}/Patient.ndjson.gz");
+    put(
+        &env.s3,
+        &env.bucket,
+        &key,
+        gen::gzip(&gen::ndjson("Patient", n, seed)),
+    )
+    .await;
+    let location = ObjectLocation::new(&env.bucket, &key);
+    env.db
+        .create_loader_file(&LoaderFile::pending(
+            &location,
+            None,
+            None,
+            FileOptions::default(),
+        ))
+        .await
+        .unwrap()
+        .0
+}
+
 async fn loader_file(env: &Env, id: &str) -> Value {
     let (s, b, _) = call(env, "GET", &format!("/LoaderFile/{id}"), None).await;
     assert_eq!(s, 200, "{b}");
@@ -348,24 +372,7 @@ async fn a_load_without_a_message_is_requeued_by_the_sweep() {
     // `$load` loads inline in the API; if that instance dies there is no message at all.
     const N: u64 = 10_000;
     let env = setup(short_leases()).await;
-    put(
-        &env.s3,
-        &env.bucket,
-        "inline/Patient.ndjson.gz",
-        gen::gzip(&gen::ndjson("Patient", N, 12)),
-    )
-    .await;
-    let location = ObjectLocation::new(&env.bucket, "inline/Patient.ndjson.gz");
-    let (file, _) = env
-        .db
-        .create_loader_file(&LoaderFile::pending(
-            &location,
-            None,
-            None,
-            FileOptions::default(),
-        ))
-        .await
-        .unwrap();
+    let file = pending_file(&env, "inline", N, 12).await;
     let loader = Loader::new(
         env.db.clone(),
         Arc::new(S3Source::new(env.s3.clone())),
@@ -471,24 +478,7 @@ async fn a_file_whose_workers_keep_dying_where_they_started_ends_in_error_not_in
     // `error`, saying where and why.
     const N: u64 = 3_000;
     let env = setup(short_leases()).await;
-    put(
-        &env.s3,
-        &env.bucket,
-        "poison/Patient.ndjson.gz",
-        gen::gzip(&gen::ndjson("Patient", N, 21)),
-    )
-    .await;
-    let location = ObjectLocation::new(&env.bucket, "poison/Patient.ndjson.gz");
-    let (file, _) = env
-        .db
-        .create_loader_file(&LoaderFile::pending(
-            &location,
-            None,
-            None,
-            FileOptions::default(),
-        ))
-        .await
-        .unwrap();
+    let file = pending_file(&env, "poison", N, 21).await;
     let sweeper_with = |stuck: Duration| {
         Sweeper::new(
             env.db.clone(),
