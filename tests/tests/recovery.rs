@@ -109,17 +109,23 @@ async fn wait_rows(env: &Env, table: &str, at_least: i64) {
     }
 }
 
-/// Puts a file of `n` Patients at `{prefix}/Patient.ndjson.gz` and queues it with
-/// load-from-bucket; returns its LoaderFile id.
-async fn queue_patients(env: &Env, prefix: &str, n: u64, seed: u64) -> String {
-    let key = format!("{prefix}/Patient.ndjson.gz");
+/// Puts a gzipped file of `n` Patients at `{prefix}/Patient.ndjson.gz`.
+async fn put_patients(env: &Env, prefix: &str, n: u64, seed: u64) -> ObjectLocation {
+    let location = ObjectLocation::new(&env.bucket, format!("{prefix}/Patient.ndjson.gz"));
     put(
         &env.s3,
         &env.bucket,
-        &key,
+        &location.key,
         gen::gzip(&gen::ndjson("Patient", n, seed)),
     )
     .await;
+    location
+}
+
+/// Puts a file of `n` Patients at `{prefix}/Patient.ndjson.gz` and queues it with
+/// load-from-bucket; returns its LoaderFile id.
+async fn queue_patients(env: &Env, prefix: &str, n: u64, seed: u64) -> String {
+    let location = put_patients(env, prefix, n, seed).await;
     let (s, b, _) = call(
         env,
         "POST",
@@ -129,7 +135,7 @@ async fn queue_patients(env: &Env, prefix: &str, n: u64, seed: u64) -> String {
     )
     .await;
     assert_eq!((s, b["result"]["queued"].as_u64()), (200, Some(1)), "{b}");
-    siphon::model::loader_file::file_id(&ObjectLocation::new(&env.bucket, &key))
+    siphon::model::loader_file::file_id(&location)
 }
 
 /// Polls as a worker does until the dead worker's message is delivered again, by
@@ -149,15 +155,7 @@ async fn until_delivered_again(env: &Env, killed_at: Instant) {
 /// Puts a file of `n` Patients at `{prefix}/Patient.ndjson.gz` and creates its pending
 /// LoaderFile without queuing any message (as `$load` does before loading inline).
 async fn pending_file(env: &Env, prefix: &str, n: u64, seed: u64) -> LoaderFile {
-    let key = format!("{prefix}/Patient.ndjson.gz");
-    put(
-        &env.s3,
-        &env.bucket,
-        &key,
-        gen::gzip(&gen::ndjson("Patient", n, seed)),
-    )
-    .await;
-    let location = ObjectLocation::new(&env.bucket, &key);
+    let location = put_patients(env, prefix, n, seed).await;
     env.db
         .create_loader_file(&LoaderFile::pending(
             &location,
