@@ -249,7 +249,7 @@ async fn import_tests_then_imports_and_follows_the_file_to_done() {
             let value: f64 = p.parse().unwrap_or(0.0);
             if value > 0.0 && value < 1.0 && !seen.contains(&p) {
                 seen.push(p);
-                // The first, then once more past a third (the README's picture).
+                // The first, then once more past a third (the picture in docs/console.md).
                 if !shot || (value > 0.3 && !shot_mid) {
                     browser.screenshot("files-progress");
                     shot_mid = value > 0.3;
