@@ -46,8 +46,10 @@ impl StoreSpec {
         self == &StoreSpec::default()
     }
 
-    pub fn s3_options(&self) -> S3Options {
+    /// How to reach this store, checked against `policy` at every connection.
+    pub fn s3_options(&self, policy: &crate::sources::http::UrlPolicy) -> S3Options {
         S3Options {
+            policy: policy.clone(),
             endpoint_url: self.endpoint_url.clone(),
             region: self.region.clone(),
             credentials: match (&self.access_key_id, &self.secret_access_key) {
@@ -197,10 +199,13 @@ impl SqsQueue {
         }
     }
 
-    /// The queue at `url`, with the default AWS configuration (no network call).
-    pub async fn connect(url: &str) -> Self {
-        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        SqsQueue::new(aws_sdk_sqs::Client::new(&conf), url)
+    /// The queue at `url`, with the function's own AWS configuration (no network call;
+    /// see `crate::sources::aws`: a refused `AWS_ENDPOINT_URL` stops here).
+    pub async fn connect(url: &str) -> crate::error::Result<Self> {
+        let conf = crate::sources::aws::own_config()
+            .await
+            .map_err(|e| crate::error::Error::Internal(format!("SQS client: {e}")))?;
+        Ok(SqsQueue::new(aws_sdk_sqs::Client::new(&conf), url))
     }
 
     pub fn url(&self) -> &str {
@@ -358,7 +363,7 @@ mod tests {
             !shown.contains("very-secret") && !shown.contains("AKIDEXAMPLE"),
             "{shown}"
         );
-        assert!(spec.s3_options().force_path_style == Some(true));
+        assert!(spec.s3_options(&Default::default()).force_path_style == Some(true));
         assert!(StoreSpec::default().is_default());
     }
 

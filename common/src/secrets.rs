@@ -5,7 +5,9 @@ use crate::error::{Error, Result};
 
 /// The string value of secret `arn`; `what` names it in errors ("the database secret").
 pub async fn secret_string(arn: &str, what: &str) -> Result<String> {
-    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let conf = crate::sources::aws::own_config()
+        .await
+        .map_err(|e| Error::Internal(format!("cannot read {what}: {e}")))?;
     let out = aws_sdk_secretsmanager::Client::new(&conf)
         .get_secret_value()
         .secret_id(arn)

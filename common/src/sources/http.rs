@@ -54,6 +54,37 @@ pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Redirects followed before giving up.
 pub const MAX_REDIRECTS: usize = 5;
 
+/// Checks `url` against `policy` as a fetch would (scheme, user info, every resolved
+/// address), without connecting: what clients of other protocols (the AWS SDK) call for
+/// an endpoint before they are built.
+pub async fn check_url(
+    policy: &UrlPolicy,
+    resolver: &dyn Resolve,
+    url: &Url,
+) -> Result<(), SourceError> {
+    guard::vet(policy, resolver, url).await.map(|_| ())
+}
+
+/// The addresses a connection to `host:port` may use, or why none may: `host` is
+/// resolved with `resolver` and each address checked against `policy` as for an
+/// `https://host:port/` URL. The AWS SDK's connections resolve names through this.
+pub async fn vet_host(
+    policy: &UrlPolicy,
+    resolver: &dyn Resolve,
+    host: &str,
+    port: u16,
+) -> Result<Vec<IpAddr>, SourceError> {
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let url = Url::parse(&format!("https://{host}:{port}/"))
+        .map_err(|_| SourceError::Refused(format!("{host} is not a valid host name")))?;
+    let vetted = guard::vet(policy, resolver, &url).await?;
+    Ok(vetted.addrs.iter().map(|a| a.ip()).collect())
+}
+
 /// Turns a host name into addresses (the DNS port; tests plug in a table).
 pub trait Resolve: Send + Sync {
     /// Every address `host` resolves to; `port` is a hint some resolvers need.

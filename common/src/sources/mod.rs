@@ -1,8 +1,10 @@
 //! Where ndjson files come from: one abstraction, [`Source`], for every origin.
 //!
 //! - [`s3::S3Source`]: an S3 (or S3-compatible: LocalStack, MinIO, R2) bucket.
+//! - [`aws`]: the guarded HTTP client and SDK configuration every AWS client is built from.
 //! - [`memory::MemorySource`]: bytes held in memory, for tests and tools.
 
+pub mod aws;
 pub mod http;
 pub mod memory;
 pub mod s3;
@@ -45,6 +47,21 @@ pub enum SourceError {
     /// The URL is not allowed (scheme, address, allow-list): a caller error, HTTP 400.
     #[error("{0}")]
     Refused(String),
+}
+
+/// A source failure as the answer to a request that named the source: the caller's
+/// store or URL is what is wrong (400), unless it failed for now (500, try again).
+impl From<SourceError> for crate::error::Error {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::Transient(m) => crate::error::Error::Internal(m),
+            SourceError::NotFound(m)
+            | SourceError::AccessDenied(m)
+            | SourceError::Changed(m)
+            | SourceError::Other(m)
+            | SourceError::Refused(m) => crate::error::Error::BadRequest(m),
+        }
+    }
 }
 
 impl SourceError {

@@ -30,6 +30,8 @@ pub struct S3Options {
     pub region: Option<String>,
     pub credentials: Option<StaticCredentials>,
     pub force_path_style: Option<bool>,
+    /// What the endpoint and every host connected to must pass (`SIPHON_URL_ALLOWLIST`).
+    pub policy: crate::sources::http::UrlPolicy,
 }
 
 impl S3Options {
@@ -38,32 +40,33 @@ impl S3Options {
     pub fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
         Ok(S3Options {
             force_path_style: Some(env.flag("SIPHON_S3_FORCE_PATH_STYLE", false)?),
+            policy: crate::sources::http::UrlPolicy::from_env(env),
             ..Default::default()
         })
     }
 }
 
-/// Builds an S3 client for `opts`. No network call happens here.
-pub async fn client(opts: &S3Options) -> aws_sdk_s3::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = &opts.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    if let Some(c) = &opts.credentials {
-        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-            c.access_key_id.clone(),
-            c.secret_access_key.clone(),
-            None,
-            None,
-            "siphon-request",
-        ));
-    }
-    if let Some(url) = &opts.endpoint_url {
-        loader = loader.endpoint_url(url.clone());
-    }
-    let shared = loader.load().await;
+/// Builds an S3 client for `opts`, on siphon's guarded HTTP client (see `crate::sources::aws`):
+/// its endpoint is checked by the URL guard against `opts.policy` now, and every host name
+/// again each time a connection is opened. A refused endpoint is
+/// [`SourceError::Refused`]. No network call happens here.
+pub async fn client(opts: &S3Options) -> Result<aws_sdk_s3::Client, SourceError> {
+    let connection = crate::sources::aws::Connection {
+        endpoint_url: opts.endpoint_url.clone(),
+        region: opts.region.clone(),
+        credentials: opts
+            .credentials
+            .as_ref()
+            .map(|c| (c.access_key_id.clone(), c.secret_access_key.clone())),
+    };
+    let shared = crate::sources::aws::sdk_config(&connection, &opts.policy).await?;
+    Ok(from_shared(&shared, opts))
+}
+
+/// An S3 client for `opts` from an SDK configuration built by `crate::aws`.
+pub fn from_shared(shared: &aws_config::SdkConfig, opts: &S3Options) -> aws_sdk_s3::Client {
     let path_style = opts.force_path_style.unwrap_or(false);
-    let mut conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style);
+    let mut conf = aws_sdk_s3::config::Builder::from(shared).force_path_style(path_style);
     if shared.region().is_none() {
         conf = conf.region(aws_config::Region::new("us-east-1"));
     }

@@ -41,6 +41,8 @@ pub struct ExportWorker {
     /// The load queue, where inventory imports queue their files (see
     /// [`ExportWorker::with_load_queue`]).
     load_queue: Option<Arc<dyn MessageQueue>>,
+    /// What dump-to-bucket and inventory stores must pass, at every connection.
+    policy: crate::sources::http::UrlPolicy,
 }
 
 impl ExportWorker {
@@ -60,7 +62,15 @@ impl ExportWorker {
             own: None,
             others: Mutex::new(HashMap::new()),
             load_queue: None,
+            policy: crate::sources::http::UrlPolicy::deny_all_private(),
         }
+    }
+
+    /// Checks the stores messages name against `policy` (`SIPHON_URL_ALLOWLIST`); without
+    /// it only public `https` endpoints are reached.
+    pub fn with_policy(mut self, policy: crate::sources::http::UrlPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Lets the worker plan inventory imports, queueing their files on `queue`.
@@ -78,9 +88,13 @@ impl ExportWorker {
 
     /// Where a task writes: the export bucket for `$export`, the job's bucket (reached
     /// with the message's store, or the function's own client) for dump-to-bucket.
-    async fn sink_for(&self, message: &ExportMessage, target: Option<&str>) -> Arc<dyn ObjectSink> {
+    async fn sink_for(
+        &self,
+        message: &ExportMessage,
+        target: Option<&str>,
+    ) -> std::result::Result<Arc<dyn ObjectSink>, crate::sources::SourceError> {
         let Some(bucket) = target else {
-            return self.sink.clone();
+            return Ok(self.sink.clone());
         };
         let store = &message.store;
         let key = format!(
@@ -89,15 +103,15 @@ impl ExportWorker {
         );
         let mut cache = self.others.lock().await;
         if let Some(s) = cache.get(&key) {
-            return s.clone();
+            return Ok(s.clone());
         }
         let client = match (&self.own, store.is_default()) {
             (Some(own), true) => own.clone(),
-            _ => crate::sources::s3::client(&store.s3_options()).await,
+            _ => crate::sources::s3::client(&store.s3_options(&self.policy)).await?,
         };
         let sink: Arc<dyn ObjectSink> = Arc::new(S3Sink::new(client, bucket));
         cache.insert(key, sink.clone());
-        sink
+        Ok(sink)
     }
 
     /// Handles a batch; `deadline_ms` is the invocation deadline (ms since the epoch).
@@ -157,9 +171,22 @@ impl ExportWorker {
             .as_ref()
             .filter(|e| e.kind == "bucket")
             .and_then(|e| e.request["bucket"].as_str().map(str::to_string));
+        let sink = match self.sink_for(&message, target.as_deref()).await {
+            Ok(sink) => sink,
+            Err(e) => {
+                // A store the guard refuses will not be allowed on a retry: the task ends.
+                let why = format!("the target store cannot be used: {e}");
+                tracing::warn!(task, error = %why, "store refused");
+                if let Err(e) = self.give_up(&task, &why).await {
+                    tracing::error!(task, error = %e, "cannot mark the task failed");
+                    return false;
+                }
+                return true;
+            }
+        };
         let runner = TaskRunner {
             db: self.db.clone(),
-            sink: self.sink_for(&message, target.as_deref()).await,
+            sink,
             options: self.options.clone(),
         };
         let receipt = record.receipt_handle.as_deref();
@@ -227,7 +254,16 @@ impl ExportWorker {
         })?;
         let s3 = match (&self.own, message.store.is_default()) {
             (Some(own), true) => own.clone(),
-            _ => crate::sources::s3::client(&message.store.s3_options()).await,
+            _ => match crate::sources::s3::client(&message.store.s3_options(&self.policy)).await {
+                Ok(s3) => s3,
+                Err(e) => {
+                    // Refused by the guard: no retry will be allowed either.
+                    let why = format!("the inventory's store cannot be used: {e}");
+                    tracing::warn!(task = message.task, error = %why, "store refused");
+                    self.give_up(&message.task, &why).await?;
+                    return Ok(TaskOutcome::Ended(crate::model::export::TaskStatus::Error));
+                }
+            },
         };
         let planner = crate::inventory::plan::Planner {
             db: self.db.clone(),

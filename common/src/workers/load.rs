@@ -39,6 +39,8 @@ pub struct LoadWorker {
     sources: Mutex<HashMap<String, Arc<S3Source>>>,
     /// Reads `https://` inputs of `$import` sessions (URL guard from `SIPHON_URL_ALLOWLIST`).
     pub http: Arc<dyn Source>,
+    /// What the stores of messages must pass, at every connection.
+    policy: UrlPolicy,
 }
 
 impl LoadWorker {
@@ -59,13 +61,19 @@ impl LoadWorker {
             max_receives,
             default_source: Arc::new(S3Source::new(default_s3)),
             sources: Mutex::new(HashMap::new()),
-            http: Arc::new(HttpSource::new(policy)),
+            http: Arc::new(HttpSource::new(policy.clone())),
+            policy,
         }
     }
 
-    async fn source_for(&self, message: &LoadMessage) -> Arc<S3Source> {
+    /// The source of a message's store; an endpoint the URL guard refuses (checked here,
+    /// in the worker, whatever the API saw) is [`SourceError::Refused`].
+    async fn source_for(
+        &self,
+        message: &LoadMessage,
+    ) -> std::result::Result<Arc<S3Source>, crate::sources::SourceError> {
         if message.store.is_default() {
-            return self.default_source.clone();
+            return Ok(self.default_source.clone());
         }
         // One client per distinct store, kept for warm invocations (keyed without secrets
         // in clear: the key id and endpoint are enough to tell stores apart).
@@ -75,13 +83,13 @@ impl LoadWorker {
         );
         let mut cache = self.sources.lock().await;
         if let Some(s) = cache.get(&key) {
-            return s.clone();
+            return Ok(s.clone());
         }
         let s = Arc::new(S3Source::new(
-            crate::sources::s3::client(&message.store.s3_options()).await,
+            crate::sources::s3::client(&message.store.s3_options(&self.policy)).await?,
         ));
         cache.insert(key, s.clone());
-        s
+        Ok(s)
     }
 
     /// Handles a batch; `deadline_ms` is the invocation deadline (ms since the epoch).
@@ -126,8 +134,23 @@ impl LoadWorker {
             }
         };
         let file_id = message.loader_file_id.clone();
+        let s3 = match self.source_for(&message).await {
+            Ok(s3) => s3,
+            Err(e) => {
+                // A store the guard refuses will not be allowed on a retry: the file ends.
+                let why = format!("the file's store cannot be used: {e}");
+                tracing::warn!(file_id, error = %why, "store refused");
+                return match self.give_up(&file_id, &why).await {
+                    Ok(()) | Err(Error::NotFound(_)) => true,
+                    Err(e) => {
+                        tracing::error!(file_id, error = %e, "cannot mark the file failed");
+                        false
+                    }
+                };
+            }
+        };
         let source = Arc::new(Routed {
-            s3: self.source_for(&message).await,
+            s3,
             http: self.http.clone(),
         });
         let loader = Loader::new(self.db.clone(), source, self.options.clone())

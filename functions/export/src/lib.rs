@@ -28,4 +28,5 @@ pub fn worker(
         config.max_receives,
     )
     .with_own_client(s3)
+    .with_policy(config.s3.policy.clone())
 }

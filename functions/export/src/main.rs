@@ -18,11 +18,11 @@ async fn main() -> Result<(), Error> {
     siphon::memory::tune();
     let config =
         Config::from_env(&env).inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
-    let s3 = siphon::sources::s3::client(&config.s3).await;
-    let queue = Arc::new(SqsQueue::connect(&config.export_queue_url).await);
+    let s3 = siphon::sources::s3::client(&config.s3).await?;
+    let queue = Arc::new(SqsQueue::connect(&config.export_queue_url).await?);
     let mut worker = siphon_export::worker(&config, Db::new(config.db.clone()), queue, s3);
     if let Some(url) = &config.load_queue_url {
-        worker = worker.with_load_queue(Arc::new(SqsQueue::connect(url).await));
+        worker = worker.with_load_queue(Arc::new(SqsQueue::connect(url).await?));
     }
     let worker = Arc::new(worker);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {

@@ -18,8 +18,8 @@ async fn main() -> Result<(), Error> {
     siphon::memory::tune();
     let config =
         Config::from_env(&env).inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
-    let s3 = siphon::sources::s3::client(&config.s3).await;
-    let queue = Arc::new(SqsQueue::connect(&config.load_queue_url).await);
+    let s3 = siphon::sources::s3::client(&config.s3).await?;
+    let queue = Arc::new(SqsQueue::connect(&config.load_queue_url).await?);
     let worker = Arc::new(siphon_loader::worker(
         &config,
         Db::new(config.db.clone()),

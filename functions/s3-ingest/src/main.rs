@@ -20,13 +20,13 @@ async fn main() -> Result<(), Error> {
     let config =
         Config::from_env(&env).inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
     let db = Db::new(config.db.clone());
-    let queue = Arc::new(SqsQueue::connect(&config.load_queue_url).await);
+    let queue = Arc::new(SqsQueue::connect(&config.load_queue_url).await?);
     let auto = match &config.export_queue_url {
         Some(url) => Some(Arc::new(siphon_s3_ingest::auto_import(
             &config,
             &db,
-            Arc::new(SqsQueue::connect(url).await),
-            siphon::sources::s3::client(&config.s3).await,
+            Arc::new(SqsQueue::connect(url).await?),
+            siphon::sources::s3::client(&config.s3).await?,
         ))),
         None => None,
     };

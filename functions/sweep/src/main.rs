@@ -20,10 +20,10 @@ async fn main() -> Result<(), Error> {
         Config::from_env(&env).inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?,
     );
     let db = Db::new(config.db.clone());
-    let queue = Arc::new(SqsQueue::connect(&config.load_queue_url).await);
+    let queue = Arc::new(SqsQueue::connect(&config.load_queue_url).await?);
     let export_queue: Option<Arc<dyn siphon::queue::MessageQueue>> = match &config.export_queue_url
     {
-        Some(url) => Some(Arc::new(SqsQueue::connect(url).await)),
+        Some(url) => Some(Arc::new(SqsQueue::connect(url).await?)),
         None => None,
     };
     lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
