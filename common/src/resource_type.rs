@@ -47,6 +47,25 @@ impl fmt::Display for ResourceType {
     }
 }
 
+/// siphon's own bookkeeping types: stored as resources, but never data. Only the admin
+/// reads or writes them (a client sees its own LoaderFiles); they are never exported,
+/// dumped, or covered by a `*` scope; `Client` holds secret hashes.
+pub const SYSTEM_TYPES: [&str; 4] = ["Client", "AccessPolicy", "LoaderFile", "Inventory"];
+
+/// True for [`SYSTEM_TYPES`], by name or by table name (`loaderfile`).
+pub fn is_system(name: &str) -> bool {
+    SYSTEM_TYPES
+        .iter()
+        .any(|t| *t == name || t.eq_ignore_ascii_case(name))
+}
+
+impl ResourceType {
+    /// True for siphon's bookkeeping types ([`SYSTEM_TYPES`]).
+    pub fn is_system(&self) -> bool {
+        is_system(&self.0)
+    }
+}
+
 /// The rule itself, usable without allocating.
 pub fn is_valid(name: &str) -> bool {
     let b = name.as_bytes();

@@ -1,4 +1,5 @@
-//! A failure budget: after a few wrong secrets for one client id from one source, or
+//! A failure budget: after a few wrong secrets for one client id from one source, more
+//! for one client id from all sources together (guesses spread over many addresses), or
 //! many from one source for any ids, that key is answered 429 for the rest of its window
 //! without hashing anything. Guessing stays slow and a flood of guesses costs no CPU.
 //!
@@ -20,6 +21,8 @@ pub struct BudgetLimits {
     pub per_client: u32,
     /// Failures from one source, whatever the client ids.
     pub per_source: u32,
+    /// Failures for one client id from all sources together.
+    pub per_client_anywhere: u32,
     /// How long a window lasts.
     pub window: Duration,
     /// At most this many keys are tracked; when full, closed windows go, then the
@@ -32,6 +35,7 @@ impl Default for BudgetLimits {
         BudgetLimits {
             per_client: 10,
             per_source: 100,
+            per_client_anywhere: 50,
             window: Duration::from_secs(60),
             max_keys: 10_000,
         }
@@ -50,14 +54,21 @@ pub struct FailureBudget {
 }
 
 /// The keys one attempt counts against, each with whether it applies: (client id,
-/// source), and the source alone when it is known. (A `\0` inside an id could at worst
-/// make two ids share a budget.)
-fn keys(client_id: &str, source: Option<&str>) -> [(String, bool); 2] {
+/// source), the source alone when it is known, and the client id from anywhere. (A
+/// `\0` inside an id could at worst make two ids share a budget.)
+fn keys(client_id: &str, source: Option<&str>) -> [(String, bool); 3] {
     let source = source.unwrap_or("");
     [
         (format!("c\0{client_id}\0{source}"), true),
         (format!("s\0{source}"), !source.is_empty()),
+        (format!("a\0{client_id}"), true),
     ]
+}
+
+impl BudgetLimits {
+    fn of_keys(&self) -> [u32; 3] {
+        [self.per_client, self.per_source, self.per_client_anywhere]
+    }
 }
 
 impl FailureBudget {
@@ -83,7 +94,7 @@ impl FailureBudget {
         source: Option<&str>,
         now: Instant,
     ) -> Option<Duration> {
-        let limits = [self.limits.per_client, self.limits.per_source];
+        let limits = self.limits.of_keys();
         keys(client_id, source)
             .iter()
             .zip(limits)
@@ -110,7 +121,7 @@ impl FailureBudget {
         if let Some(wait) = self.wait(&windows, client_id, source, now) {
             return Err(wait);
         }
-        let limits = [self.limits.per_client, self.limits.per_source];
+        let limits = self.limits.of_keys();
         let mut last = false;
         for ((key, used), limit) in keys(client_id, source).into_iter().zip(limits) {
             if !used {
@@ -169,6 +180,7 @@ mod tests {
         FailureBudget::new(BudgetLimits {
             per_client: 3,
             per_source: 5,
+            per_client_anywhere: 7,
             window: Duration::from_millis(200),
             max_keys: 100,
         })
@@ -207,6 +219,19 @@ mod tests {
         }
         assert_eq!(b.exhausted("never-tried", None), None);
         assert!(b.exhausted("guess-0", None).is_none());
+    }
+
+    #[test]
+    fn one_client_id_guessed_from_many_sources_is_stopped_too() {
+        let b = small();
+        for i in 0..7 {
+            b.take("bulk-client", Some(&format!("203.0.113.{i}")))
+                .unwrap();
+        }
+        // A source that never failed is refused for this id, not for others.
+        assert!(b.exhausted("bulk-client", Some("198.51.100.7")).is_some());
+        assert!(b.take("bulk-client", Some("198.51.100.8")).is_err());
+        assert_eq!(b.exhausted("other", Some("198.51.100.7")), None);
     }
 
     #[test]

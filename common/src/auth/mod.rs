@@ -1,25 +1,37 @@
-//! HTTP Basic authentication against `Client` resources, authorised by `AccessPolicy`
-//! (`engine: allow` linked to the client), as in the Aidbox demo.
+//! Who may call siphon, and what they may do.
 //!
-//! Client secrets are stored as Argon2id hashes (`secret` is replaced on write and never
-//! returned) and checked in constant time. The bootstrap admin client comes from
-//! configuration ([`AdminConfig`]: `SIPHON_ADMIN_CLIENT_ID` / `SIPHON_ADMIN_CLIENT_SECRET`,
-//! or in AWS the secret `SIPHON_ADMIN_SECRET_ARN`), never from the repository. Clients
-//! and policies are read through the [`ClientStore`] port.
+//! Two ways in, one vocabulary:
+//! - **HTTP Basic** against `Client` resources (secret stored as an Argon2id hash, as in
+//!   the Aidbox demo), and the bootstrap admin from configuration ([`AdminConfig`]);
+//! - **SMART Backend Services** bearer tokens ([`backend`]: a client signs a JWT
+//!   assertion with its registered keys and gets a short-lived access token, [`tokens`]).
+//!
+//! Either way a client's rights are SMART scopes ([`scopes`]) granted by the
+//! AccessPolicies that link it (`scope`, or `engine: allow` for the data operations of
+//! the seed's demo); [`Principal`] is what every route checks. The admin alone manages
+//! Clients, AccessPolicies, LoaderFiles, Inventories and dead letters.
 //!
 //! Under attack: a verified secret is remembered for a short while by the instance
 //! ([`cache`]: keyed by an HMAC, never the secret, dropped when the Client changes), so
-//! a Client's repeated requests skip Argon2id; wrong secrets spend a failure budget per
-//! client id and source ([`budget`]) after which the caller gets 429 with `Retry-After`
-//! and nothing is hashed; an unknown client id is verified against a dummy hash, so it
-//! costs and answers what a wrong secret does. Argon2id runs on the blocking pool, at
-//! most one verification per core at a time, so a flood of guesses cannot stall the
-//! requests that are already verified.
+//! a Client's repeated requests skip Argon2id; wrong secrets and failed assertions
+//! spend a failure budget per client id and source, and per client id from anywhere
+//! ([`budget`]), after which the caller gets 429 with `Retry-After` and nothing is
+//! hashed; an unknown client id is verified against a dummy hash, so it costs and
+//! answers what a wrong secret does; a stored hash with other Argon2 parameters than
+//! siphon's is refused without being run. Argon2id runs on the blocking pool, at most
+//! one verification per core at a time. Verifying a bearer token is one HMAC and a
+//! memory lookup.
 
+pub mod backend;
 pub mod budget;
 pub mod cache;
+pub mod jwt;
+pub mod principal;
+pub mod scopes;
+pub mod tokens;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -29,22 +41,20 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 use tokio::sync::{OnceCell, Semaphore};
 
+use self::backend::{Issued, KeySets, OAuthError, TokenRequest};
 use self::budget::{BudgetLimits, FailureBudget};
 use self::cache::{CacheLimits, VerifiedCache};
+pub use self::principal::{Principal, Via};
+use self::scopes::Grants;
+use self::tokens::Generations;
 
 use crate::config::{ConfigError, Env, Secret};
 use crate::error::{Error, Result};
 use crate::resource_type::ResourceType;
-pub use crate::storage::clients::ClientStore;
+use crate::sources::http::HttpSource;
+pub use crate::storage::clients::{ClientRecord, ClientStore};
 
-/// Who is calling.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    pub client_id: String,
-    pub admin: bool,
-}
-
-/// Hashes a client secret (Argon2id, random salt, PHC string).
+/// Hashes a client secret (Argon2id with siphon's parameters, random salt, PHC string).
 pub fn hash_secret(secret: &str) -> Result<String> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
@@ -53,8 +63,32 @@ pub fn hash_secret(secret: &str) -> Result<String> {
         .map_err(|e| Error::Internal(format!("cannot hash a secret: {e}")))
 }
 
-/// Checks a secret against its stored hash (constant time inside Argon2).
+/// True when `phc` is an Argon2id hash with exactly siphon's parameters. Anything else
+/// (another algorithm, a memory cost of gigabytes, thousands of passes) is refused
+/// before it is run: a hash is never trusted to say how much work checking it costs.
+pub fn hash_is_current(phc: &str) -> bool {
+    let Ok(h) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let want = argon2::Params::default();
+    let param = |name: &str| h.params.get_decimal(name);
+    h.algorithm.as_str() == "argon2id"
+        && h.version == Some(0x13)
+        && param("m") == Some(want.m_cost())
+        && param("t") == Some(want.t_cost())
+        && param("p") == Some(want.p_cost())
+        && h.params.iter().count() == 3
+        && h.hash
+            .is_some_and(|o| o.len() == argon2::Params::DEFAULT_OUTPUT_LEN)
+}
+
+/// Checks a secret against its stored hash (constant time inside Argon2). A hash whose
+/// parameters are not siphon's is refused unrun (and said in the log).
 pub fn verify_secret(secret: &str, phc: &str) -> bool {
+    if !hash_is_current(phc) {
+        tracing::warn!("a stored secret hash does not have siphon's Argon2id parameters; refused without running it");
+        return false;
+    }
     PasswordHash::new(phc).is_ok_and(|h| {
         Argon2::default()
             .verify_password(secret.as_bytes(), &h)
@@ -63,9 +97,15 @@ pub fn verify_secret(secret: &str, phc: &str) -> bool {
 }
 
 /// Prepares a resource for storage: a `Client`'s plain `secret` becomes `secretHash`.
+/// A `secretHash` sent by a caller is refused: only siphon writes hashes.
 pub fn protect(ty: &ResourceType, mut resource: Value) -> Result<Value> {
     if ty.as_str() == "Client" {
         if let Some(obj) = resource.as_object_mut() {
+            if obj.contains_key("secretHash") {
+                return Err(Error::BadRequest(
+                    "Client.secretHash is written by siphon only: send `secret`".into(),
+                ));
+            }
             if let Some(secret) = obj.remove("secret") {
                 let secret = secret
                     .as_str()
@@ -96,6 +136,29 @@ pub fn redact(mut resource: Value) -> Value {
         }
     }
     resource
+}
+
+/// What a client's AccessPolicies grant: the union of their `scope`s, and what
+/// `engine: allow` means ([`scopes::ENGINE_ALLOW`]) for a policy without one.
+pub fn grants_of(record: &ClientRecord) -> Grants {
+    record.policies.iter().fold(Grants::default(), |g, p| {
+        let written = match &p.scope {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        };
+        match (written, p.engine_allow) {
+            (Some(s), _) => g.union(&Grants::parse(&s)),
+            (None, true) => g.union(&Grants::parse(scopes::ENGINE_ALLOW)),
+            (None, false) => g,
+        }
+    })
 }
 
 /// Where the bootstrap admin client comes from.
@@ -144,13 +207,66 @@ impl AdminConfig {
     }
 }
 
-/// Checks `Authorization` headers.
+/// Everything authentication reads from the environment.
+#[derive(Clone, Debug, Default)]
+pub struct AuthConfig {
+    /// The bootstrap admin client.
+    pub admin: AdminConfig,
+    /// Where the token signing key comes from; `None`: no bearer tokens.
+    pub token_key: Option<TokenKey>,
+    /// `SIPHON_TOKEN_LIFETIME_SECONDS` (default 300, at most 300, as SMART advises).
+    pub token_lifetime: Duration,
+    /// `SIPHON_TOKEN_RECHECK_SECONDS` (default 5): how long an instance trusts what it
+    /// last read of a token's client.
+    pub token_recheck: Duration,
+}
+
+/// Where the HS256 key of access tokens comes from.
+#[derive(Clone, Debug)]
+pub enum TokenKey {
+    /// `SIPHON_TOKEN_KEY` (local development): at least 32 characters.
+    Static(Secret),
+    /// `SIPHON_TOKEN_KEY_ARN`: a Secrets Manager secret, read on first use.
+    SecretArn(String),
+}
+
+impl AuthConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let token_key = match (env.get("SIPHON_TOKEN_KEY"), env.get("SIPHON_TOKEN_KEY_ARN")) {
+            (Some(k), _) if k.len() < 32 => {
+                return Err(ConfigError::new(
+                    "SIPHON_TOKEN_KEY",
+                    "must be at least 32 characters (e.g. openssl rand -hex 32)",
+                ))
+            }
+            (Some(k), _) => Some(TokenKey::Static(Secret::new(k))),
+            (None, Some(arn)) => Some(TokenKey::SecretArn(arn.to_string())),
+            (None, None) => None,
+        };
+        Ok(AuthConfig {
+            admin: AdminConfig::from_env(env)?,
+            token_key,
+            token_lifetime: Duration::from_secs(env.number(
+                "SIPHON_TOKEN_LIFETIME_SECONDS",
+                300,
+                10,
+                300,
+            )?),
+            token_recheck: env.seconds("SIPHON_TOKEN_RECHECK_SECONDS", 5.0)?,
+        })
+    }
+}
+
+/// Checks `Authorization` headers and issues access tokens.
 pub struct Authenticator {
     clients: Arc<dyn ClientStore>,
-    config: AdminConfig,
+    config: AuthConfig,
     admin: OnceCell<Option<(String, Secret)>>,
+    key: OnceCell<Option<Secret>>,
     cache: VerifiedCache,
     budget: FailureBudget,
+    generations: Generations,
+    keys: KeySets,
     /// One Argon2id verification per core at a time.
     hashing: Semaphore,
 }
@@ -166,12 +282,34 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_secret("not-a-client").unwrap_or_default())
 }
 
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
 impl Authenticator {
-    /// An authenticator with the default cache and failure budget.
+    /// An authenticator with the default cache and failure budget, Basic only.
     pub fn new(clients: Arc<dyn ClientStore>, config: AdminConfig) -> Self {
+        Self::configured(
+            clients,
+            AuthConfig {
+                admin: config,
+                ..AuthConfig::default()
+            },
+            None,
+        )
+    }
+
+    /// An authenticator for `config`; `http` fetches clients' `jwks_uri`s (through its
+    /// URL guard).
+    pub fn configured(
+        clients: Arc<dyn ClientStore>,
+        config: AuthConfig,
+        http: Option<HttpSource>,
+    ) -> Self {
         Self::with_limits(
             clients,
             config,
+            http,
             CacheLimits::default(),
             BudgetLimits::default(),
         )
@@ -180,25 +318,34 @@ impl Authenticator {
     /// An authenticator with its own cache and budget limits.
     pub fn with_limits(
         clients: Arc<dyn ClientStore>,
-        config: AdminConfig,
+        config: AuthConfig,
+        http: Option<HttpSource>,
         cache: CacheLimits,
         budget: BudgetLimits,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let recheck = if config.token_recheck.is_zero() {
+            Duration::from_secs(5)
+        } else {
+            config.token_recheck
+        };
         Authenticator {
             clients,
-            config,
             admin: OnceCell::new(),
+            key: OnceCell::new(),
             cache: VerifiedCache::new(cache),
             budget: FailureBudget::new(budget),
+            generations: Generations::new(recheck),
+            keys: KeySets::new(http),
             hashing: Semaphore::new(cores),
+            config,
         }
     }
 
     async fn admin(&self) -> Result<&Option<(String, Secret)>> {
         self.admin
             .get_or_try_init(|| async {
-                match &self.config {
+                match &self.config.admin {
                     AdminConfig::None => Ok(None),
                     AdminConfig::Static { client_id, secret } => {
                         Ok(Some((client_id.clone(), secret.clone())))
@@ -219,15 +366,46 @@ impl Authenticator {
             .await
     }
 
-    /// Authenticates and authorises one request from its `Authorization` header;
+    /// The access token key, if tokens are configured.
+    async fn token_key(&self) -> Result<Option<&Secret>> {
+        self.key
+            .get_or_try_init(|| async {
+                match &self.config.token_key {
+                    None => Ok(None),
+                    Some(TokenKey::Static(k)) => Ok(Some(k.clone())),
+                    Some(TokenKey::SecretArn(arn)) => {
+                        let k = crate::secrets::secret_string(arn, "the token signing key").await?;
+                        if k.len() < 32 {
+                            return Err(Error::Internal(
+                                "the token signing key is shorter than 32 characters".into(),
+                            ));
+                        }
+                        Ok(Some(Secret::new(k)))
+                    }
+                }
+            })
+            .await
+            .map(Option::as_ref)
+    }
+
+    /// True when bearer tokens are issued and accepted.
+    pub fn tokens_enabled(&self) -> bool {
+        self.config.token_key.is_some()
+    }
+
+    /// Authenticates one request from its `Authorization` header (Basic or Bearer);
     /// `source` is the caller's address when known (API Gateway's `sourceIp`, the peer
     /// of `make serve`). 401 without or with wrong credentials, 429 once the failure
-    /// budget of this client id (and source) is spent, 403 when no AccessPolicy allows.
+    /// budget of this client id (and source) is spent, 403 when no AccessPolicy grants
+    /// the client anything.
     pub async fn check(
         &self,
         authorization: Option<&str>,
         source: Option<&str>,
     ) -> Result<Principal> {
+        if let Some(token) = authorization.and_then(bearer) {
+            return self.check_bearer(token).await;
+        }
         let (id, secret) = parse_basic(authorization)?;
         if let Some((admin_id, admin_secret)) = self.admin().await? {
             if id == *admin_id {
@@ -241,13 +419,11 @@ impl Authenticator {
                     self.budget.give_back(&id, source);
                     self.cache.insert(&id, ADMIN_VERSION, &secret);
                 }
-                return Ok(Principal {
-                    client_id: id,
-                    admin: true,
-                });
+                return Ok(Principal::admin(&id));
             }
         }
-        let hash = self.clients.secret_hash(&id).await?;
+        let record = self.clients.client(&id).await?;
+        let hash = record.as_ref().and_then(|r| r.secret_hash.clone());
         let cached = hash
             .as_deref()
             .is_some_and(|h| self.cache.contains(&id, h, &secret));
@@ -269,15 +445,232 @@ impl Authenticator {
                 }
             }
         }
-        if !self.clients.is_allowed(&id).await? {
+        let grants = record.as_ref().map(grants_of).unwrap_or_default();
+        if grants.is_empty() {
             return Err(Error::Forbidden(format!(
-                "no AccessPolicy allows client {id:?}"
+                "no AccessPolicy grants client {id:?} anything"
             )));
         }
-        Ok(Principal {
-            client_id: id,
-            admin: false,
+        Ok(Principal::client(&id, grants, Via::Basic))
+    }
+
+    /// A bearer token: its HMAC, expiry, and that its client is still the one it was
+    /// issued to (same generation), read at most every `token_recheck`.
+    async fn check_bearer(&self, token: &str) -> Result<Principal> {
+        let Some(key) = self.token_key().await? else {
+            return Err(Error::Unauthorized(
+                "bearer tokens are not enabled here: use HTTP Basic".into(),
+            ));
+        };
+        let claims =
+            tokens::verify(key.expose().as_bytes(), token, now_secs()).ok_or_else(invalid_token)?;
+        let current = match self.generations.fresh(&claims.client_id) {
+            Some(g) => g,
+            None => {
+                let g = self
+                    .clients
+                    .client(&claims.client_id)
+                    .await?
+                    .map(|r| r.generation);
+                self.generations.remember(&claims.client_id, g.clone());
+                g
+            }
+        };
+        if current.as_deref() != Some(claims.generation.as_str()) {
+            return Err(invalid_token());
+        }
+        Ok(Principal::client(
+            &claims.client_id,
+            Grants::parse(&claims.scope),
+            Via::Token,
+        ))
+    }
+
+    /// The token endpoint: checks a client assertion (see [`backend`]) sent to
+    /// `token_url` from `source` and issues an access token.
+    pub async fn issue_token(
+        &self,
+        body: &[u8],
+        token_url: &str,
+        source: Option<&str>,
+    ) -> std::result::Result<Issued, OAuthError> {
+        let key = match self.token_key().await {
+            Ok(Some(k)) => k.clone(),
+            Ok(None) => {
+                return Err(OAuthError::InvalidRequest(
+                    "this server issues no tokens (SIPHON_TOKEN_KEY is not set)".into(),
+                ))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the token signing key");
+                return Err(OAuthError::Unavailable);
+            }
+        };
+        let request = TokenRequest::parse(body)?;
+        if request.grant_type != "client_credentials" {
+            return Err(OAuthError::UnsupportedGrantType);
+        }
+        if request.client_assertion_type != backend::JWT_BEARER {
+            return Err(OAuthError::InvalidRequest(format!(
+                "client_assertion_type must be {}",
+                backend::JWT_BEARER
+            )));
+        }
+        if request.client_assertion.is_empty() {
+            return Err(OAuthError::InvalidRequest(
+                "client_assertion is missing".into(),
+            ));
+        }
+        let refuse = |why: &str, client: &str| {
+            tracing::warn!(client_id = client, reason = why, "client assertion refused");
+        };
+        let jws = jwt::decode(&request.client_assertion).map_err(|e| {
+            refuse(&e.to_string(), "");
+            OAuthError::InvalidClient
+        })?;
+        let claimed = jws
+            .claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .chars()
+            .take(256)
+            .collect::<String>();
+        let last = match self.budget.take(&claimed, source) {
+            Ok(last) => last,
+            Err(wait) => {
+                return Err(OAuthError::Throttled {
+                    retry_after_secs: wait.as_secs(),
+                })
+            }
+        };
+        let fail = |why: &str, e: OAuthError| {
+            refuse(why, &claimed);
+            self.failed(&claimed, source, last);
+            e
+        };
+        let assertion = backend::check_claims(&jws.claims, token_url, now_secs())
+            .map_err(|why| fail(&why, OAuthError::InvalidClient))?;
+        let record = match self.clients.client(&assertion.client_id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(fail("no such client", OAuthError::InvalidClient)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a client");
+                return Err(OAuthError::Unavailable);
+            }
+        };
+        if !jwt::ASSERTION_ALGORITHMS.contains(&jws.header.alg.as_str()) {
+            return Err(fail("algorithm not accepted", OAuthError::InvalidClient));
+        }
+        let Some(kid) = jws.header.kid.clone() else {
+            return Err(fail("no kid in the header", OAuthError::InvalidClient));
+        };
+        if let Some(jku) = &jws.header.jku {
+            if record.jwks_uri.as_deref() != Some(jku.as_str()) {
+                return Err(fail(
+                    "jku is not the registered jwks_uri",
+                    OAuthError::InvalidClient,
+                ));
+            }
+        }
+        let mut verified = self.verify_with_keys(&jws, &record, &kid, false).await;
+        if verified.is_none() && record.jwks_uri.is_some() {
+            verified = self.verify_with_keys(&jws, &record, &kid, true).await;
+        }
+        match verified {
+            Some(true) => {}
+            Some(false) => return Err(fail("bad signature", OAuthError::InvalidClient)),
+            None => return Err(fail("no key with that kid", OAuthError::InvalidClient)),
+        }
+        // The client is who it says; what it asks for is checked before its jti is
+        // spent, so a refused scope leaves the assertion usable.
+        self.budget.give_back(&claimed, source);
+        let (_, scope) = backend::granted(&request.scope, &grants_of(&record))?;
+        let exp = chrono::DateTime::from_timestamp(assertion.exp + backend::SKEW, 0)
+            .unwrap_or_else(chrono::Utc::now);
+        match self
+            .clients
+            .remember_jti(&assertion.client_id, &assertion.jti, exp)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                refuse("jti replayed", &claimed);
+                return Err(OAuthError::InvalidClient);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record a jti");
+                return Err(OAuthError::Unavailable);
+            }
+        }
+        let lifetime = self.config.token_lifetime.max(Duration::from_secs(10));
+        tracing::info!(
+            client_id = assertion.client_id,
+            scope,
+            "access token issued"
+        );
+        Ok(Issued {
+            access_token: tokens::issue(
+                key.expose().as_bytes(),
+                &assertion.client_id,
+                &scope,
+                &record.generation,
+                lifetime,
+                now_secs(),
+            ),
+            token_type: "bearer",
+            expires_in: lifetime.as_secs(),
+            scope,
         })
+    }
+
+    /// `Some(ok)` when a key of the client named `kid` fits the algorithm (inline, or
+    /// from its `jwks_uri`, fetched again when `refetch`); `None` when none does.
+    async fn verify_with_keys(
+        &self,
+        jws: &jwt::Jws<'_>,
+        record: &ClientRecord,
+        kid: &str,
+        refetch: bool,
+    ) -> Option<bool> {
+        let mut keys = Vec::new();
+        if !refetch {
+            if let Some(set) = &record.jwks {
+                keys.extend(jwt::keys_of(set));
+            }
+        }
+        if let Some(uri) = &record.jwks_uri {
+            keys.extend(self.keys.keys(uri, refetch).await);
+        }
+        let alg = jws.header.alg.as_str();
+        let candidates: Vec<&jwt::Jwk> = keys
+            .iter()
+            .filter(|k| k.kid.as_deref() == Some(kid) && k.fits(alg))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        Some(candidates.iter().any(|k| jws.verify_with(k).is_ok()))
+    }
+
+    /// Verifies a secret that guards something else (an `$import` session's `secret`)
+    /// under the same failure budget as client secrets, keyed by `what`, on the blocking
+    /// pool. 429 once the budget is spent.
+    pub async fn verify_guarded(
+        &self,
+        what: &str,
+        source: Option<&str>,
+        secret: &str,
+        phc: &str,
+    ) -> Result<bool> {
+        let last = self.take_attempt(what, source)?;
+        let ok = self.verify(secret, phc).await?;
+        if ok {
+            self.budget.give_back(what, source);
+        } else {
+            self.failed(what, source, last);
+        }
+        Ok(ok)
     }
 }
 
@@ -324,8 +717,24 @@ impl Authenticator {
 
 fn unauthorized() -> Error {
     Error::Unauthorized(
-        "wrong or missing credentials (HTTP Basic with a Client id and secret)".into(),
+        "wrong or missing credentials (HTTP Basic with a Client id and secret, or a bearer token)"
+            .into(),
     )
+}
+
+fn invalid_token() -> Error {
+    Error::Unauthorized(
+        "the bearer token is invalid or expired, or its client changed: get a new one".into(),
+    )
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn parse_basic(header: Option<&str>) -> Result<(String, String)> {
@@ -361,12 +770,7 @@ mod tests {
             parse_basic(Some("Basic YnVsay1jbGllbnQ6c2VjcmV0")).unwrap(),
             ("bulk-client".into(), "secret".into())
         );
-        for bad in [
-            None,
-            Some("Bearer x"),
-            Some("Basic !!!"),
-            Some("Basic Ym9ndXM="),
-        ] {
+        for bad in [None, Some("Basic !!!"), Some("Basic Ym9ndXM=")] {
             assert!(matches!(
                 parse_basic(bad).unwrap_err(),
                 Error::Unauthorized(_)
@@ -482,7 +886,7 @@ mod tests {
         ));
         auth.check(Some(&basic("c", "new")), None).await.unwrap();
         // The client is deleted: nothing cached lets its secret in.
-        clients.put("c", None, true);
+        clients.delete("c");
         assert!(matches!(
             auth.check(Some(&basic("c", "new")), None).await,
             Err(Error::Unauthorized(_))
@@ -526,14 +930,19 @@ mod tests {
         clients.put("c", Some(hash_secret("pw").unwrap()), true);
         let auth = Authenticator::with_limits(
             clients,
-            AdminConfig::Static {
-                client_id: "admin".into(),
-                secret: Secret::new("adm"),
+            AuthConfig {
+                admin: AdminConfig::Static {
+                    client_id: "admin".into(),
+                    secret: Secret::new("adm"),
+                },
+                ..AuthConfig::default()
             },
+            None,
             CacheLimits::default(),
             BudgetLimits {
                 per_client: 3,
                 per_source: 100,
+                per_client_anywhere: 100,
                 window: std::time::Duration::from_secs(60),
                 max_keys: 100,
             },
@@ -567,5 +976,261 @@ mod tests {
                 .await,
             Err(Error::Unauthorized(_))
         ));
+    }
+
+    mod tokens_and_assertions {
+        use super::super::*;
+        use crate::storage::clients::{MemoryClients, Policy};
+        use serde_json::json;
+
+        const URL: &str = "https://fhir.example.org/auth/token";
+
+        fn setup(scope: &str) -> (Arc<MemoryClients>, Authenticator, jwt::SigningKey) {
+            let key =
+                jwt::SigningKey::from_pkcs8(&jwt::SigningKey::generate_pkcs8(), "k1").unwrap();
+            let clients = Arc::new(MemoryClients::default());
+            clients.put_record(
+                "bdt",
+                ClientRecord {
+                    jwks: Some(json!({"keys": [key.public_jwk()]})),
+                    policies: vec![Policy {
+                        engine_allow: false,
+                        scope: Some(json!(scope)),
+                    }],
+                    ..ClientRecord::default()
+                },
+            );
+            let auth = Authenticator::configured(
+                clients.clone(),
+                AuthConfig {
+                    token_key: Some(TokenKey::Static(Secret::new("k".repeat(32)))),
+                    token_lifetime: Duration::from_secs(300),
+                    token_recheck: Duration::from_millis(50),
+                    ..AuthConfig::default()
+                },
+                None,
+            );
+            (clients, auth, key)
+        }
+
+        fn assertion(key: &jwt::SigningKey, claims: Value) -> String {
+            let now = chrono::Utc::now().timestamp();
+            let mut c = json!({"iss": "bdt", "sub": "bdt", "aud": URL, "exp": now + 240,
+                               "jti": uuid::Uuid::new_v4().to_string()});
+            for (k, v) in claims.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            key.sign(&c)
+        }
+
+        fn form(assertion: &str, scope: &str) -> Vec<u8> {
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("grant_type", "client_credentials")
+                .append_pair("scope", scope)
+                .append_pair("client_assertion_type", backend::JWT_BEARER)
+                .append_pair("client_assertion", assertion)
+                .finish()
+                .into_bytes()
+        }
+
+        #[tokio::test]
+        async fn an_assertion_buys_a_token_that_works_until_its_client_changes() {
+            let (clients, auth, key) = setup("system/Patient.rs system/Observation.rs");
+            let issued = auth
+                .issue_token(
+                    &form(&assertion(&key, json!({})), "system/*.read"),
+                    URL,
+                    None,
+                )
+                .await
+                .unwrap();
+            assert_eq!(issued.token_type, "bearer");
+            assert_eq!(issued.expires_in, 300);
+            assert_eq!(issued.scope, "system/Patient.rs system/Observation.rs");
+            let header = format!("Bearer {}", issued.access_token);
+            let who = auth.check(Some(&header), None).await.unwrap();
+            assert_eq!(who.client_id, "bdt");
+            assert_eq!(who.via, Via::Token);
+            assert!(who.may("Patient", scopes::Perm::Read));
+            assert!(!who.may("Patient", scopes::Perm::Create));
+            // A tampered token, another key's token: refused.
+            let mut forged = issued.access_token.clone();
+            forged.pop();
+            assert!(matches!(
+                auth.check(Some(&format!("Bearer {forged}")), None).await,
+                Err(Error::Unauthorized(_))
+            ));
+            // The client's keys change: the token stops working within the recheck.
+            let record = clients.client("bdt").await.unwrap().unwrap();
+            clients.put_record("bdt", record);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert!(matches!(
+                auth.check(Some(&header), None).await,
+                Err(Error::Unauthorized(_))
+            ));
+            // Deleted: same.
+            clients.delete("bdt");
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert!(auth.check(Some(&header), None).await.is_err());
+        }
+
+        #[tokio::test]
+        async fn each_broken_assertion_is_invalid_client() {
+            let (_, auth, key) = setup("system/*.rs");
+            let other =
+                jwt::SigningKey::from_pkcs8(&jwt::SigningKey::generate_pkcs8(), "k1").unwrap();
+            let unknown_kid =
+                jwt::SigningKey::from_pkcs8(&jwt::SigningKey::generate_pkcs8(), "k9").unwrap();
+            let now = chrono::Utc::now().timestamp();
+            for (why, token) in [
+                (
+                    "wrong aud",
+                    assertion(&key, json!({"aud": "https://evil.example/token"})),
+                ),
+                ("expired", assertion(&key, json!({"exp": now - 120}))),
+                ("exp too far", assertion(&key, json!({"exp": now + 900}))),
+                (
+                    "unknown client",
+                    assertion(&key, json!({"iss": "ghost", "sub": "ghost"})),
+                ),
+                ("sub is not iss", assertion(&key, json!({"sub": "other"}))),
+                ("bad signature", assertion(&other, json!({}))),
+                ("unknown kid", assertion(&unknown_kid, json!({}))),
+                ("not a JWT", "abc.def.ghi".to_string()),
+            ] {
+                let e = auth
+                    .issue_token(&form(&token, "system/*.rs"), URL, None)
+                    .await;
+                assert_eq!(e, Err(backend::OAuthError::InvalidClient), "{why}");
+            }
+            // A replayed jti.
+            let once = assertion(&key, json!({}));
+            auth.issue_token(&form(&once, "system/*.rs"), URL, None)
+                .await
+                .unwrap();
+            assert_eq!(
+                auth.issue_token(&form(&once, "system/*.rs"), URL, None)
+                    .await,
+                Err(backend::OAuthError::InvalidClient),
+                "replay"
+            );
+            // Nothing allowed of what is asked.
+            assert_eq!(
+                auth.issue_token(
+                    &form(&assertion(&key, json!({})), "system/Patient.cud"),
+                    URL,
+                    None
+                )
+                .await,
+                Err(backend::OAuthError::InvalidScope)
+            );
+            // Wrong grant type.
+            let body = b"grant_type=password&scope=x".to_vec();
+            assert_eq!(
+                auth.issue_token(&body, URL, None).await,
+                Err(backend::OAuthError::UnsupportedGrantType)
+            );
+        }
+
+        #[tokio::test]
+        async fn hs_and_none_algorithms_are_refused() {
+            use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let (_, auth, key) = setup("system/*.rs");
+            let claims = json!({"iss": "bdt", "sub": "bdt", "aud": URL,
+                "exp": chrono::Utc::now().timestamp() + 60, "jti": "x1"});
+            let none = format!(
+                "{}.{}.",
+                URL_SAFE_NO_PAD.encode(json!({"alg": "none", "kid": "k1"}).to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            // HMAC keyed with the client's public key (algorithm confusion).
+            let x = key.public_jwk().x.unwrap();
+            let hs = jwt::sign_hs256(x.as_bytes(), &claims);
+            for token in [none, hs] {
+                assert_eq!(
+                    auth.issue_token(&form(&token, "system/*.rs"), URL, None)
+                        .await,
+                    Err(backend::OAuthError::InvalidClient)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hashes_with_other_parameters_are_refused_unrun() {
+        let good = hash_secret("pw").unwrap();
+        assert!(hash_is_current(&good));
+        // The same secret hashed with a huge memory cost, more passes, or argon2i.
+        let salt = SaltString::generate(&mut OsRng);
+        for params in [
+            argon2::Params::new(262_144, 2, 1, None).unwrap(),
+            argon2::Params::new(19_456, 50, 1, None).unwrap(),
+            argon2::Params::new(19_456, 2, 4, None).unwrap(),
+        ] {
+            let h = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password(b"pw", &salt)
+                .unwrap()
+                .to_string();
+            assert!(!hash_is_current(&h), "{h}");
+            let started = std::time::Instant::now();
+            assert!(!verify_secret("pw", &h));
+            assert!(started.elapsed() < std::time::Duration::from_millis(20));
+        }
+        let argon2i = Argon2::new(
+            argon2::Algorithm::Argon2i,
+            argon2::Version::V0x13,
+            argon2::Params::default(),
+        )
+        .hash_password(b"pw", &salt)
+        .unwrap()
+        .to_string();
+        assert!(!verify_secret("pw", &argon2i));
+        assert!(!verify_secret("pw", "$pbkdf2$whatever"));
+    }
+
+    #[test]
+    fn a_caller_written_hash_is_refused() {
+        let client = ResourceType::parse("Client").unwrap();
+        let e = protect(
+            &client,
+            serde_json::json!({"secretHash": "$argon2id$v=19$m=8,t=1,p=1$x$y"}),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::BadRequest(_)));
+    }
+
+    #[test]
+    fn policies_grant_their_scopes_and_engine_allow_the_data_operations() {
+        use crate::storage::clients::Policy;
+        let record = |policies: Vec<Policy>| ClientRecord {
+            policies,
+            ..ClientRecord::default()
+        };
+        let allow = record(vec![Policy {
+            engine_allow: true,
+            scope: None,
+        }]);
+        assert_eq!(
+            grants_of(&allow).to_string(),
+            "system/*.cruds system/$dump-sql"
+        );
+        let listed = record(vec![
+            Policy {
+                engine_allow: false,
+                scope: Some(serde_json::json!("system/Patient.rs")),
+            },
+            Policy {
+                engine_allow: true,
+                scope: Some(serde_json::json!([
+                    "system/Observation.c",
+                    "system/Observation.u"
+                ])),
+            },
+        ]);
+        assert_eq!(
+            grants_of(&listed).to_string(),
+            "system/Patient.rs system/Observation.cu"
+        );
+        assert!(grants_of(&record(vec![Policy::default()])).is_empty());
     }
 }

@@ -48,6 +48,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "plan_compare",
         include_str!("../../migrations/0009_plan_compare.sql"),
     ),
+    (10, "auth", include_str!("../../migrations/0010_auth.sql")),
 ];
 
 /// Applies the migrations that have not run yet. Returns how many ran now.
