@@ -24,6 +24,12 @@ pub enum Error {
     /// The thing to create exists already (HTTP 409).
     #[error("{0}")]
     Conflict(String),
+    /// The request body is larger than allowed (HTTP 413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The request body's content type is not one the route takes (HTTP 415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// Too many requests from this caller: try again after `retry_after_secs` (HTTP 429).
     #[error("{message}")]
     Throttled {

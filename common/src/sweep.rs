@@ -113,12 +113,29 @@ impl Sweeper {
     }
 
     /// One pass over everything stalled.
+    ///
+    /// Each stage, and each file or task within one, stands alone: one that fails (a
+    /// damaged row, a queue refusing one message) is logged, naming it, and the rest of
+    /// the pass goes on; the pass fails only when the stalled files cannot be listed.
     pub async fn pass(&self) -> Result<SweepReport> {
         let mut report = SweepReport {
-            rebuilt: self.rebuild_finished_loads().await?,
+            rebuilt: self
+                .rebuild_finished_loads()
+                .await
+                .inspect_err(|e| tracing::error!(error = %e, "sweep: rebuilding tables failed"))
+                .unwrap_or(0),
             ..SweepReport::default()
         };
-        report.refs_resolved = self.resolve_finished_refs().await?;
+        report.refs_resolved = self
+            .resolve_finished_refs()
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "sweep: resolving references failed"))
+            .unwrap_or(0);
+        (report.export_tasks, report.export_tasks_given_up) = self
+            .export_tasks()
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "sweep: listing export tasks failed"))
+            .unwrap_or((0, 0));
         let stalled = self
             .db
             .stalled_loader_files(
@@ -127,7 +144,6 @@ impl Sweeper {
                 self.options.limit,
             )
             .await?;
-        (report.export_tasks, report.export_tasks_given_up) = self.export_tasks().await?;
         for file in stalled {
             let stuck = file.stuck_after_stall();
             if self.hopeless(&stuck) {
@@ -182,6 +198,26 @@ impl Sweeper {
             .await?;
         let (mut n, mut given_up) = (0, 0);
         for task in stalled {
+            match self.export_task(queue, &task).await {
+                Ok(Some(true)) => given_up += 1,
+                Ok(Some(false)) => n += 1,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(task = task.id, error = %e, "sweep: cannot recover a stalled export task")
+                }
+            }
+        }
+        Ok((n, given_up))
+    }
+
+    /// One stalled export task: `Some(true)` given up, `Some(false)` delivered again,
+    /// `None` nothing done.
+    async fn export_task(
+        &self,
+        queue: &Arc<dyn MessageQueue>,
+        task: &crate::model::export::ExportTask,
+    ) -> Result<Option<bool>> {
+        {
             let stuck = self.db.export_task_stuck(&task.id).await?;
             if self.hopeless(&stuck) {
                 let why = format!(
@@ -198,9 +234,9 @@ impl Sweeper {
                         barren = stuck.barren,
                         "gave up on an export task: its workers keep dying without progress"
                     );
-                    given_up += 1;
+                    return Ok(Some(true));
                 }
-                continue;
+                return Ok(None);
             }
             let redelivered = match &task.receipt {
                 Some(r) => queue.make_visible(r).await?,
@@ -243,9 +279,8 @@ impl Sweeper {
             self.db
                 .note_export_task_recovery(&task.id, how.as_str(), &stuck)
                 .await?;
-            n += 1;
+            Ok(Some(false))
         }
-        Ok((n, given_up))
     }
 
     /// Tables still in bulk mode although their load has ended (its last file's worker
@@ -261,7 +296,13 @@ impl Sweeper {
         owners.dedup();
         let mut rebuilt = 0;
         for owner in owners {
-            let n = crate::loading::bulk::finish(&self.db, &owner).await?;
+            let n = match crate::loading::bulk::finish(&self.db, &owner).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(owner, error = %e, "sweep: cannot rebuild a load's tables");
+                    continue;
+                }
+            };
             if n > 0 {
                 tracing::warn!(
                     owner,
@@ -279,9 +320,15 @@ impl Sweeper {
     async fn resolve_finished_refs(&self) -> Result<u32> {
         let mut resolved = 0;
         for scope in self.db.ref_scopes().await? {
-            if crate::validation::resolve::finish(&self.db, &scope).await? {
-                tracing::warn!(scope, "resolved the references of an ended load");
-                resolved += 1;
+            match crate::validation::resolve::finish(&self.db, &scope).await {
+                Ok(true) => {
+                    tracing::warn!(scope, "resolved the references of an ended load");
+                    resolved += 1;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(scope, error = %e, "sweep: cannot resolve an ended load's references")
+                }
             }
         }
         Ok(resolved)

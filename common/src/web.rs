@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 
 use crate::error::Error;
 
+pub mod bounded;
+
 /// Body formats the API speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -42,15 +44,96 @@ pub fn authorization(headers: &HeaderMap) -> Option<&str> {
     header(headers, "authorization")
 }
 
+/// The media type of `content-type`, lower-cased, without parameters.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    header(headers, "content-type").map(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    })
+}
+
+/// JSON bodies.
+pub const JSON_TYPES: [&str; 2] = ["application/json", "application/fhir+json"];
+/// YAML bodies (as the seeds send them).
+pub const YAML_TYPES: [&str; 4] = [
+    "text/yaml",
+    "application/yaml",
+    "application/x-yaml",
+    "text/x-yaml",
+];
+/// The token endpoint's body.
+pub const FORM_TYPE: &str = "application/x-www-form-urlencoded";
+
+/// The largest request body by default (`SIPHON_MAX_BODY_BYTES`).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Checks a request before it is routed:
+/// - its body is at most `max_bytes` (413 otherwise);
+/// - a state-changing request (POST, PUT, PATCH) says its body is JSON or YAML, or a
+///   form where `form` (the token endpoint, which takes nothing else). A web page can
+///   make a browser send a `text/plain`, form or multipart post to any site with that
+///   site's cached credentials and no preflight: such a request is refused (415) before
+///   anything is read, so it never starts work. An empty body needs the header too.
+pub fn check_request(
+    method: &Method,
+    headers: &HeaderMap,
+    body_len: usize,
+    max_bytes: usize,
+    form: bool,
+) -> Result<(), Error> {
+    check_size(body_len, max_bytes)?;
+    check_content_type(method, headers, form)
+}
+
+/// 413 for a body over `max_bytes`.
+pub fn check_size(body_len: usize, max_bytes: usize) -> Result<(), Error> {
+    if body_len > max_bytes {
+        return Err(Error::TooLarge(format!(
+            "the request body is {body_len} bytes; at most {max_bytes} are accepted"
+        )));
+    }
+    Ok(())
+}
+
+/// The content-type half of [`check_request`].
+pub fn check_content_type(method: &Method, headers: &HeaderMap, form: bool) -> Result<(), Error> {
+    if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        return Ok(());
+    }
+    let media = media_type(headers).unwrap_or_default();
+    let ok = if form {
+        media == FORM_TYPE
+    } else {
+        JSON_TYPES.contains(&media.as_str()) || YAML_TYPES.contains(&media.as_str())
+    };
+    if ok {
+        return Ok(());
+    }
+    let wanted = if form {
+        FORM_TYPE.to_string()
+    } else {
+        "application/json, application/fhir+json or text/yaml".to_string()
+    };
+    Err(Error::UnsupportedMediaType(if media.is_empty() {
+        format!("send a content-type header: {wanted}")
+    } else {
+        format!("content-type {media:?} is not accepted here: send {wanted}")
+    }))
+}
+
 /// The body as a value: YAML when `content-type` says so, else JSON. An empty or
-/// malformed body is a `BadRequest` saying which.
+/// malformed body is a `BadRequest` saying which. JSON nests at most 128 levels; YAML
+/// aliases may not expand the document beyond a few times its size (see
+/// [`bounded::from_yaml`]).
 pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, Error> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(Error::BadRequest("the request body is empty".into()));
     }
-    if header(headers, "content-type").is_some_and(|v| v.contains("yaml")) {
-        serde_norway::from_slice(body)
-            .map_err(|e| Error::BadRequest(format!("the body is not valid YAML: {e}")))
+    if media_type(headers).is_some_and(|v| v.contains("yaml")) {
+        bounded::from_yaml(body)
     } else {
         serde_json::from_slice(body)
             .map_err(|e| Error::BadRequest(format!("the body is not valid JSON: {e}")))
@@ -202,6 +285,8 @@ pub fn status_of(err: &Error) -> StatusCode {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
         Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Database(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
         Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -217,6 +302,8 @@ fn issue_code(status: StatusCode) -> &'static str {
         404 => "not-found",
         406 => "not-supported",
         409 => "conflict",
+        413 => "too-costly",
+        415 => "not-supported",
         429 => "throttled",
         503 => "transient",
         _ => "exception",
@@ -362,6 +449,8 @@ mod tests {
             (Error::NotFound("n".into()), 404),
             (Error::NotAcceptable("a".into()), 406),
             (Error::Conflict("c".into()), 409),
+            (Error::TooLarge("l".into()), 413),
+            (Error::UnsupportedMediaType("m".into()), 415),
             (
                 Error::Throttled {
                     message: "t".into(),

@@ -96,6 +96,8 @@ fn decoder_config(batch_rows: usize, skip_lines: u64) -> DecodeConfig {
         validate_only: false,
         // Off: the line rules only (a JSON object, resourceType, id).
         validation: Default::default(),
+        writes: None,
+        max_expansion: 100,
     }
 }
 

@@ -44,6 +44,8 @@ default_env() {
 DATABASE_URL=postgres://siphon:$(rand_hex)@127.0.0.1:5432/siphon
 SIPHON_ADMIN_CLIENT_ID=admin
 SIPHON_ADMIN_CLIENT_SECRET=$(rand_hex)
+SIPHON_TOKEN_KEY=$(rand_hex)$(rand_hex)
+SIPHON_READER_PASSWORD=$(rand_hex)
 AWS_ENDPOINT_URL=$ls_url
 AWS_REGION=us-east-1
 AWS_DEFAULT_REGION=us-east-1
@@ -84,6 +86,8 @@ db_url="$(env_get DATABASE_URL)"
 db_pw="$(sed -E 's#^postgres://[^:/@]+:([^@]+)@.*#\1#' <<<"$db_url")"
 db_port="$(sed -E 's#^postgres://[^@]+@[^:/]+:([0-9]+)/.*#\1#' <<<"$db_url")"
 [[ "$db_pw" =~ ^[A-Za-z0-9._~-]+$ ]] || die "DATABASE_URL in $envfile: password must be [A-Za-z0-9._~-]+"
+reader_pw="$(env_get SIPHON_READER_PASSWORD)"
+[[ "$reader_pw" =~ ^[A-Za-z0-9._~-]+$ ]] || die "SIPHON_READER_PASSWORD in $envfile: must be [A-Za-z0-9._~-]+"
 [[ "$db_port" =~ ^[0-9]+$ ]] || db_port=5432
 
 # ---- PostgreSQL ----------------------------------------------------------------------
@@ -114,11 +118,14 @@ DO \$\$ BEGIN
     CREATE ROLE siphon LOGIN CREATEDB;
   END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'siphon_reader') THEN
-    CREATE ROLE siphon_reader NOLOGIN;
+    CREATE ROLE siphon_reader LOGIN;
   END IF;
 END \$\$;
 ALTER ROLE siphon WITH LOGIN CREATEDB PASSWORD '$db_pw';
--- siphon switches to siphon_reader (SET ROLE) to run the read-only SQL dumps.
+-- Caller-written SQL (the SQL dumps, query dumps) logs in as siphon_reader, which reads
+-- resource tables and nothing else (its grants come with the tables).
+ALTER ROLE siphon_reader WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD '$reader_pw';
+-- siphon may still manage what the role owns (it owns nothing; kept for older dumps).
 GRANT siphon_reader TO siphon;
 -- Local stack only: the benchmarks start every timed run from a fresh checkpoint, so a
 -- checkpoint forced by the previous run's WAL does not land in the next one's time.
@@ -128,6 +135,12 @@ if [ "$(as_postgres psql -X -qtA -p "$pg_port" -d postgres -c "SELECT 1 FROM pg_
   as_postgres createdb -p "$pg_port" -O siphon siphon
 fi
 as_postgres psql -X -q -p "$pg_port" -d postgres -c 'ALTER DATABASE siphon OWNER TO siphon' >/dev/null
+# The read-only role may not execute functions that run SQL given as text, change
+# settings, take locks or touch files (infra/sql/reader-forbidden.sql): taken from PUBLIC
+# in siphon's database and in template1, which every test database is copied from.
+for db in template1 siphon; do
+  as_postgres bash "$here/../sql/reader-role.sh" "postgresql:///$db?port=$pg_port&host=/var/run/postgresql" siphon
+done
 
 # ---- LocalStack (S3 + SQS), host mode ------------------------------------------------
 stamp="$venv/.requirements.sha256"

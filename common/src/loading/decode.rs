@@ -33,6 +33,68 @@ pub struct DecodeConfig {
     pub validate_only: bool,
     /// The FHIR checks (`validation`); off: only the line rules.
     pub validation: Validation,
+    /// The types the file's owner may write (`None`: any; `"*"`: every data type): a
+    /// line of another type is a line error, never a row. System types are never
+    /// loaded, whoever asks.
+    pub writes: Option<Vec<String>>,
+    /// A gzip file may inflate to at most this many times the compressed bytes read so
+    /// far (plus [`EXPANSION_FLOOR`]); past that the file ends in error (a gzip bomb).
+    pub max_expansion: u64,
+}
+
+/// Inflated bytes always allowed, whatever the ratio (a tiny file of a few resources).
+pub const EXPANSION_FLOOR: u64 = 8 << 20;
+
+/// What the decompressed stream may not exceed.
+#[derive(Debug)]
+struct TooExpanded(String);
+impl std::fmt::Display for TooExpanded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for TooExpanded {}
+
+/// Counts the compressed bytes read from the source.
+struct Counted<R> {
+    inner: R,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Stops the decompressed stream once it outgrows `ratio` times the compressed bytes.
+struct Capped<R> {
+    inner: R,
+    compressed: std::rc::Rc<std::cell::Cell<u64>>,
+    out: u64,
+    ratio: u64,
+}
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out += n as u64;
+        let allowed = self
+            .compressed
+            .get()
+            .saturating_mul(self.ratio)
+            .saturating_add(EXPANSION_FLOOR);
+        if self.out > allowed {
+            return Err(io::Error::other(TooExpanded(format!(
+                "the gzip data inflates to more than {} times its compressed size ({} bytes from {} read);                  SIPHON_MAX_GZIP_RATIO allows {}",
+                self.ratio,
+                self.out,
+                self.compressed.get(),
+                self.ratio
+            ))));
+        }
+        Ok(n)
+    }
 }
 
 /// What the writer receives: rows to write, invalid lines to record, and where the
@@ -92,7 +154,12 @@ pub type Sender = mpsc::Sender<Result<Batch, (Batch, DecodeError)>>;
 
 /// Decodes `input` to the end, sending batches. Runs on a blocking thread.
 pub fn decode<R: Read>(input: R, config: &DecodeConfig, tx: &Sender) {
-    let mut raw = BufReader::with_capacity(64 * 1024, TagSource(input));
+    let compressed = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counted = Counted {
+        inner: input,
+        read: compressed.clone(),
+    };
+    let mut raw = BufReader::with_capacity(64 * 1024, TagSource(counted));
     let gzip = match raw.fill_buf() {
         Ok(b) => b.starts_with(&[0x1f, 0x8b]),
         Err(e) => {
@@ -101,7 +168,12 @@ pub fn decode<R: Read>(input: R, config: &DecodeConfig, tx: &Sender) {
         }
     };
     let reader: Box<dyn Read> = if gzip {
-        Box::new(flate2::bufread::MultiGzDecoder::new(raw))
+        Box::new(Capped {
+            inner: flate2::bufread::MultiGzDecoder::new(raw),
+            compressed,
+            out: 0,
+            ratio: config.max_expansion.max(1),
+        })
     } else {
         Box::new(raw)
     };
@@ -165,6 +237,12 @@ pub fn decode<R: Read>(input: R, config: &DecodeConfig, tx: &Sender) {
 }
 
 fn classify(e: io::Error, after_line: u64) -> DecodeError {
+    if let Some(big) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<TooExpanded>())
+    {
+        return DecodeError::Gzip(format!("{big} (after line {after_line})"));
+    }
     if let Some(src) = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<SourceFailed>())
@@ -178,6 +256,22 @@ fn classify(e: io::Error, after_line: u64) -> DecodeError {
             DecodeError::Gzip(format!("gzip stream truncated after line {after_line}"))
         }
         _ => DecodeError::Gzip(format!("gzip data corrupt after line {after_line}: {e}")),
+    }
+}
+
+/// Whether a line of type `ty` may be written by a load allowed `writes`.
+fn may_write(writes: &Option<Vec<String>>, ty: &str) -> Result<(), String> {
+    if crate::resource_type::is_system(ty) {
+        return Err(format!(
+            "resourceType {ty:?} is one of siphon's own types; they are never loaded from files"
+        ));
+    }
+    match writes {
+        None => Ok(()),
+        Some(w) if w.iter().any(|t| t == "*" || t == ty) => Ok(()),
+        Some(_) => Err(format!(
+            "the client that started this load may not write {ty} (it needs the scope system/{ty}.cu)"
+        )),
     }
 }
 
@@ -247,6 +341,13 @@ impl<'a> State<'a> {
             None => validate_line(text, expected).map(|valid| (valid, None, Vec::new())),
             Some(v) => validate_line_fhir(text, expected, v).map(|c| (c.valid, c.findings, c.refs)),
         };
+        let checked =
+            checked.and_then(
+                |c| match may_write(&self.config.writes, &c.0.resource_type) {
+                    Ok(()) => Ok(c),
+                    Err(why) => Err(why),
+                },
+            );
         match checked {
             Err(reason) => self
                 .batch
@@ -366,6 +467,8 @@ mod tests {
             batch_bytes: 1 << 20,
             validate_only: false,
             validation: Validation::default(),
+            writes: None,
+            max_expansion: 100,
         }
     }
 
@@ -435,6 +538,69 @@ mod tests {
             ..config(patient())
         };
         assert_eq!(ids(&run(bytes, resumed)), vec!["c"]);
+    }
+
+    #[test]
+    fn lines_of_types_the_owner_may_not_write_are_line_errors() {
+        let text = "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n{\"resourceType\":\"Observation\",\"id\":\"b\"}\n{\"resourceType\":\"Client\",\"id\":\"c\"}\n{\"resourceType\":\"CLIENT\",\"id\":\"d\"}\n";
+        let only_patients = DecodeConfig {
+            batch_rows: 100,
+            writes: Some(vec!["Patient".into()]),
+            ..config(None)
+        };
+        let out = run(text.as_bytes().to_vec(), only_patients);
+        let batch = out.into_iter().next().unwrap().unwrap();
+        let ids: Vec<&str> = batch
+            .chunks
+            .iter()
+            .flat_map(|c| c.rows.iter().map(|r| r.id.as_str()))
+            .collect();
+        assert_eq!(ids, vec!["a"]);
+        let reasons: Vec<(u64, String)> = batch
+            .errors
+            .iter()
+            .map(|e| (e.line, e.reason.clone()))
+            .collect();
+        assert!(
+            reasons[0].1.contains("may not write Observation"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].1.contains("never loaded") && reasons[2].1.contains("never loaded"),
+            "{reasons:?}"
+        );
+        // The admin (no list) writes every data type, still never a system type.
+        let admin = DecodeConfig {
+            batch_rows: 100,
+            ..config(None)
+        };
+        let batch = run(text.as_bytes().to_vec(), admin)
+            .into_iter()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.rows(), 2);
+        assert_eq!(batch.errors.len(), 2);
+    }
+
+    #[test]
+    fn a_gzip_bomb_ends_the_file_past_the_ratio() {
+        // 64 MiB of blank lines compress to about 64 KiB: a thousand times.
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![b'\n'; 64 << 20]).unwrap();
+        let bomb = e.finish().unwrap();
+        assert!(bomb.len() < 200_000, "{}", bomb.len());
+        let out = run(bomb.clone(), config(patient()));
+        let Err((_, DecodeError::Gzip(m))) = out.last().unwrap() else {
+            panic!("{out:?}")
+        };
+        assert!(m.contains("inflates to more than 100 times"), "{m}");
+        // A generous ratio lets the same file through.
+        let lenient = DecodeConfig {
+            max_expansion: 10_000,
+            ..config(patient())
+        };
+        assert!(run(bomb, lenient).last().unwrap().is_ok());
     }
 
     #[test]

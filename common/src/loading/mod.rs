@@ -56,6 +56,10 @@ pub struct LoadOptions {
     pub max_stored_errors: u64,
     /// Retries of transient failures (connection lost, network) inside one call.
     pub retries: u32,
+    /// A gzip file may inflate to at most this many times its compressed size (default
+    /// 100, `SIPHON_MAX_GZIP_RATIO`; plus 8 MiB always allowed): a file past it ends in
+    /// `error` naming the ratio, so a tiny file cannot keep loaders busy for hours.
+    pub max_expansion: u64,
     /// Test hook: fail as a crash would, before committing the N-th batch (0-based).
     #[doc(hidden)]
     pub crash_before_commit: Option<u64>,
@@ -72,6 +76,7 @@ impl Default for LoadOptions {
             deadline_margin: Duration::from_secs(10),
             max_stored_errors: 10_000,
             retries: 3,
+            max_expansion: 100,
             crash_before_commit: None,
         }
     }
@@ -286,6 +291,8 @@ impl Loader {
             batch_bytes: self.options.batch_bytes,
             validate_only: false,
             validation: file.options.validation,
+            writes: file.writes.clone(),
+            max_expansion: self.options.max_expansion,
         };
         let mut rx = match self.open(&file, owner, config).await? {
             Ok(rx) => rx,
@@ -444,6 +451,8 @@ impl Loader {
             batch_bytes: self.options.batch_bytes,
             validate_only: true,
             validation: file.options.validation,
+            writes: file.writes.clone(),
+            max_expansion: self.options.max_expansion,
         };
         let mut rx = match self.open(file, owner, config).await? {
             Ok(rx) => rx,

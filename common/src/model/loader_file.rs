@@ -273,6 +273,14 @@ pub struct LoaderFile {
     /// Set when a newer inventory no longer lists the object (its rows stay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gone: Option<Gone>,
+    /// The client that started the load (absent: the admin, or automatic ingestion).
+    /// Only it and the admin see the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The types that client may write (`"*"`: every data type; absent: any): lines of
+    /// other types are line errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes: Option<Vec<String>>,
 }
 
 impl LoaderFile {
@@ -347,7 +355,16 @@ impl LoaderFile {
             recovery: None,
             inventory: None,
             gone: None,
+            owner: None,
+            writes: None,
         }
+    }
+
+    /// Records who started the load and what it may write.
+    pub fn owned_by(mut self, owner: Option<String>, writes: Option<Vec<String>>) -> Self {
+        self.owner = owner;
+        self.writes = writes;
+        self
     }
 
     /// A new pending file read from `location`. For a URL, `file` shows the URL without

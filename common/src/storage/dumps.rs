@@ -1,13 +1,14 @@
-//! Dumps of a query to a bucket: the query runs once, as role `siphon_reader` with the
+//! Dumps of a query to a bucket: the query runs once, on the read-only login with the
 //! `$dump-sql` statement timeout, into a table of schema `siphon_dump` numbered by
 //! `siphon_rn`, which the export tasks read in that order (resumably), and which is
 //! dropped when the export ends. Also what a dump's columns are.
 
+use futures::{SinkExt, StreamExt};
 use tokio_postgres::types::Type;
 
 use super::read::sql_error;
 use super::Db;
-use crate::error::{DbError, Error, Result};
+use crate::error::Result;
 use crate::model::export::{Column, ColumnKind};
 
 /// The table a query dump of export `export_id` is materialized in.
@@ -66,34 +67,24 @@ async fn decimal_of(
     })
 }
 
-async fn reader_session(
-    client: &tokio_postgres::Client,
-    timeout_ms: u64,
-    read_only: bool,
-) -> Result<()> {
+/// Starts the read-only transaction caller-written SQL runs in, with its timeout.
+async fn read_only(client: &tokio_postgres::Client, timeout_ms: u64) -> Result<()> {
     client
         .batch_execute(&format!(
-            "BEGIN{}; SET LOCAL ROLE siphon_reader; SET LOCAL statement_timeout = {timeout_ms}",
-            if read_only { " READ ONLY" } else { "" }
+            "BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}"
         ))
-        .await
-        .map_err(|e| {
-            Error::Internal(format!(
-                "cannot start the siphon_reader session (is role siphon_reader granted?): {}",
-                DbError::from(e)
-            ))
-        })
+        .await?;
+    Ok(())
 }
 
 impl Db {
     /// The columns a query answers, checked as `$dump-sql` checks it (one statement,
-    /// as siphon_reader, read-only); its errors are the caller's (400/403).
+    /// on the read-only login, read-only); its errors are the caller's (400/403).
     pub async fn describe_query(&self, query: &str, timeout_ms: u64) -> Result<Vec<Column>> {
-        let client = deadpool_postgres::Object::take(self.client().await?);
-        reader_session(&client, timeout_ms, true).await?;
-        let described = client.prepare(query).await.map_err(sql_error);
-        let _ = client.batch_execute("ROLLBACK").await;
-        Ok(described?
+        let reader = self.reader().await?;
+        read_only(&reader, timeout_ms).await?;
+        let described = reader.prepare(query).await.map_err(sql_error)?;
+        Ok(described
             .columns()
             .iter()
             .map(|c| Column {
@@ -103,8 +94,10 @@ impl Db {
             .collect())
     }
 
-    /// Runs `query` once into the export's table (if not done yet), as siphon_reader
-    /// with `timeout_ms`; answers its columns (without `siphon_rn`).
+    /// Runs `query` once into the export's table (if not done yet): the query runs on
+    /// the read-only login with `timeout_ms`, its rows streamed (binary COPY) into a
+    /// table the service creates, in one transaction, so a crash leaves no half table.
+    /// Answers its columns (without `siphon_rn`).
     pub async fn materialize_query(
         &self,
         export_id: &str,
@@ -112,28 +105,63 @@ impl Db {
         timeout_ms: u64,
     ) -> Result<Vec<Column>> {
         let table = table_of(export_id);
-        let client = deadpool_postgres::Object::take(self.client().await?);
+        let mut client = self.client().await?;
         let exists: bool = client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
             .await?
             .get(0);
         if !exists {
-            reader_session(&client, timeout_ms, false).await?;
-            let created = client
-                .batch_execute(&format!(
-                    "CREATE TABLE {table} AS SELECT row_number() OVER () AS siphon_rn, q.* FROM (\n{query}\n) q;
-                     CREATE INDEX ON {table} (siphon_rn)"
+            let reader = self.reader().await?;
+            read_only(&reader, timeout_ms).await?;
+            let described = reader.prepare(query).await.map_err(sql_error)?;
+            let mut defs = vec!["siphon_rn bigint NOT NULL".to_string()];
+            for c in described.columns() {
+                let ty: String = client
+                    .query_one("SELECT format_type($1::oid, NULL)", &[&c.type_().oid()])
+                    .await?
+                    .get(0);
+                defs.push(format!("\"{}\" {ty}", c.name().replace('"', "\"\"")));
+            }
+            let source = reader
+                .copy_out(&format!(
+                    "COPY (SELECT row_number() OVER () AS siphon_rn, q.* FROM (\n{query}\n) q) TO STDOUT (FORMAT binary)"
                 ))
                 .await
-                .map_err(sql_error);
-            match created {
-                Ok(()) => client.batch_execute("COMMIT").await?,
-                Err(e) => {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    return Err(e);
+                .map_err(sql_error)?;
+            let c: &mut tokio_postgres::Client = &mut client;
+            let tx = c.transaction().await?;
+            match tx
+                .batch_execute(&format!("CREATE TABLE {table} ({})", defs.join(", ")))
+                .await
+            {
+                Ok(()) => {}
+                // Another worker made it meanwhile.
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_TABLE) => {
+                    drop(tx);
+                    return self.materialized_columns(&table).await;
                 }
+                Err(e) => return Err(sql_error(e)),
             }
+            let sink = tx
+                .copy_in::<_, bytes::Bytes>(&format!("COPY {table} FROM STDIN (FORMAT binary)"))
+                .await?;
+            futures::pin_mut!(source);
+            futures::pin_mut!(sink);
+            while let Some(chunk) = source.next().await {
+                sink.send(chunk.map_err(sql_error)?).await?;
+            }
+            sink.finish().await?;
+            tx.batch_execute(&format!("CREATE INDEX ON {table} (siphon_rn)"))
+                .await?;
+            tx.commit().await?;
         }
+        drop(client);
+        self.materialized_columns(&table).await
+    }
+
+    /// The columns of a materialized query table (without `siphon_rn`).
+    async fn materialized_columns(&self, table: &str) -> Result<Vec<Column>> {
+        let client = self.client().await?;
         let described = client.prepare(&format!("SELECT * FROM {table}")).await?;
         let mut columns = Vec::new();
         for c in described

@@ -472,7 +472,18 @@ impl Db {
             .await
             .map_err(Error::from);
         match rows {
-            Ok(rows) => rows.iter().map(task_row).collect(),
+            // A damaged task is logged and left out, not the sweep of every other one.
+            Ok(rows) => Ok(rows
+                .iter()
+                .filter_map(|r| match task_row(r) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        let id: String = r.get(0);
+                        tracing::error!(task = id, error = %e, "unreadable export task left out of the sweep");
+                        None
+                    }
+                })
+                .collect()),
             Err(e) if is_undefined_table(&e) => Ok(Vec::new()),
             Err(e) => Err(e),
         }

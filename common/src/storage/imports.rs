@@ -20,6 +20,8 @@ pub struct ImportRow {
     pub updated: String,
     /// The request as stored (an inventory import's manifest and planning progress).
     pub request: Value,
+    /// The client that started it (`None`: the admin).
+    pub owner: Option<String>,
 }
 
 fn parse_status(s: &str) -> Result<SessionStatus> {
@@ -27,7 +29,7 @@ fn parse_status(s: &str) -> Result<SessionStatus> {
 }
 
 const COLUMNS: &str =
-    "status, secret_hash, error, to_json(created_at)#>>'{}', to_json(updated_at)#>>'{}', request";
+    "status, secret_hash, error, to_json(created_at)#>>'{}', to_json(updated_at)#>>'{}', request, owner";
 
 fn row(r: &tokio_postgres::Row) -> Result<ImportRow> {
     Ok(ImportRow {
@@ -37,21 +39,23 @@ fn row(r: &tokio_postgres::Row) -> Result<ImportRow> {
         created: r.get(3),
         updated: r.get(4),
         request: r.get(5),
+        owner: r.get(6),
     })
 }
 
-/// Creates an active session; `false` when the id is taken.
+/// Creates an active session owned by `owner`; `false` when the id is taken.
 pub async fn insert<C: GenericClient + Sync>(
     client: &C,
     id: &str,
     secret_hash: Option<&str>,
     request: &Value,
+    owner: Option<&str>,
 ) -> Result<bool> {
     let n = client
         .execute(
-            "INSERT INTO siphon_import (id, status, secret_hash, request)
-             VALUES ($1, 'active', $2, $3) ON CONFLICT (id) DO NOTHING",
-            &[&id, &secret_hash, request],
+            "INSERT INTO siphon_import (id, status, secret_hash, request, owner)
+             VALUES ($1, 'active', $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+            &[&id, &secret_hash, request, &owner],
         )
         .await?;
     Ok(n == 1)
@@ -177,10 +181,7 @@ pub async fn files_with_status<C: GenericClient + Sync>(
         .await
         .map_err(Error::from);
     match rows {
-        Ok(rows) => rows
-            .iter()
-            .map(|r| LoaderFile::from_value(r.get(0)))
-            .collect(),
+        Ok(rows) => Ok(super::loader_files::readable_files(&rows, "its session")),
         Err(e) if super::is_undefined_table(&e) => Ok(Vec::new()),
         Err(e) => Err(e),
     }
@@ -208,26 +209,26 @@ pub async fn files<C: GenericClient + Sync>(client: &C, import: &str) -> Result<
         .query(
             &format!(
                 "SELECT {RESOURCE_WITH_ID} FROM {TABLE}
-                 WHERE resource->>'import' = $1 ORDER BY (resource->>'input')::int"
+                 WHERE resource->>'import' = $1 ORDER BY resource->'input'"
             ),
             &[&import],
         )
         .await?;
-    rows.iter()
-        .map(|r| LoaderFile::from_value(r.get(0)))
-        .collect()
+    Ok(super::loader_files::readable_files(&rows, "its session"))
 }
 
 /// Session ids, newest first.
 pub async fn ids<C: GenericClient + Sync>(
     client: &C,
+    owner: Option<&str>,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<String>> {
     Ok(client
         .query(
-            "SELECT id FROM siphon_import ORDER BY created_at DESC, id LIMIT $1 OFFSET $2",
-            &[&limit, &offset],
+            "SELECT id FROM siphon_import WHERE ($3::text IS NULL OR owner = $3)
+             ORDER BY created_at DESC, id LIMIT $1 OFFSET $2",
+            &[&limit, &offset, &owner],
         )
         .await?
         .iter()

@@ -126,7 +126,8 @@ impl Db {
             return Ok(false);
         }
         let mut fresh =
-            LoaderFile::pending(&file.location(), Some(etag.to_string()), size, file.options);
+            LoaderFile::pending(&file.location(), Some(etag.to_string()), size, file.options)
+                .owned_by(file.owner.clone(), file.writes.clone());
         fresh.id = file.id.clone();
         let value = serde_json::to_value(&fresh).map_err(|e| Error::Internal(e.to_string()))?;
         let mut client = self.client().await?;
@@ -214,9 +215,7 @@ impl Db {
                 &[&group, &threads],
             )
             .await?;
-        rows.iter()
-            .map(|r| LoaderFile::from_value(r.get(0)))
-            .collect()
+        Ok(readable_files(&rows, "feeding its load"))
     }
 
     /// Marks pending files as queued (their message is sent).
@@ -317,13 +316,13 @@ impl Db {
                         resource->>'status' = 'pending'
                         OR (resource->>'status' = 'in-progress' AND (
                               (resource->'lease'->>'until') IS NULL
-                              OR (resource->'lease'->>'until')::timestamptz < now()
+                              OR siphon_ts(resource->'lease'->>'until') < now()
                               OR resource->'lease'->>'owner' = $2::text)))
                        AND ($4::text IS NULL OR (
                             SELECT count(*) FROM {TABLE} o
                             WHERE o.resource->>'group' = $4::text AND o.id <> $1
                               AND o.resource->>'status' = 'in-progress'
-                              AND (o.resource->'lease'->>'until')::timestamptz > now()) < $5::bigint)
+                              AND siphon_ts(o.resource->'lease'->>'until') > now()) < $5::bigint)
                      RETURNING {RESOURCE_WITH_ID},
                                coalesce(prev.prev_lease->>'owner' <> $2::text
                                         AND (prev.prev_lease->>'from')::bigint < prev.prev_line, false)"
@@ -358,7 +357,7 @@ impl Db {
         let client = self.client().await?;
         let row = client
             .query_one(
-                &format!("SELECT coalesce((resource->'lease'->>'until')::timestamptz > now(), false) FROM {TABLE} WHERE id = $1"),
+                &format!("SELECT coalesce(siphon_ts(resource->'lease'->>'until') > now(), false) FROM {TABLE} WHERE id = $1"),
                 &[&id],
             )
             .await?;
@@ -422,7 +421,7 @@ impl Db {
                             to_jsonb(now() + make_interval(secs => $3::float8)))
                      WHERE id = $1 AND resource->>'status' = 'in-progress'
                        AND resource->'lease'->>'owner' = $2::text
-                       AND (resource->'lease'->>'until')::timestamptz > now()"
+                       AND siphon_ts(resource->'lease'->>'until') > now()"
                 ),
                 &[&id, &owner, &lease_secs],
             )
@@ -446,14 +445,14 @@ impl Db {
                 &format!(
                     "SELECT {RESOURCE_WITH_ID} FROM {TABLE}
                      WHERE resource->>'status' = 'in-progress'
-                       AND (resource->'lease'->>'until')::timestamptz
+                       AND siphon_ts(resource->'lease'->>'until')
                            < now() - make_interval(secs => $1::float8)
                        AND (resource->'recovery'->>'at' IS NULL
-                            OR (resource->'recovery'->>'at')::timestamptz
+                            OR siphon_ts(resource->'recovery'->>'at')
                                < now() - make_interval(secs => $2::float8)
-                            OR (resource->'lease'->>'since')::timestamptz
-                               > (resource->'recovery'->>'at')::timestamptz)
-                     ORDER BY (resource->'lease'->>'until')::timestamptz LIMIT $3"
+                            OR siphon_ts(resource->'lease'->>'since')
+                               > siphon_ts(resource->'recovery'->>'at'))
+                     ORDER BY siphon_ts(resource->'lease'->>'until') LIMIT $3"
                 ),
                 &[&grace_secs, &again_secs, &limit],
             )
@@ -464,9 +463,7 @@ impl Db {
             Err(e) if is_undefined_table(&e) => Vec::new(),
             Err(e) => return Err(e),
         };
-        rows.iter()
-            .map(|r| LoaderFile::from_value(r.get(0)))
-            .collect()
+        Ok(readable_files(&rows, "the sweep"))
     }
 
     /// Records what the sweep did for a stalled file, and how stuck it is (only while it
@@ -482,7 +479,7 @@ impl Db {
                             'barren', $3::int, 'stuck_since', $4::text,
                             'count', coalesce((resource->'recovery'->>'count')::int, 0) + 1)))
                      WHERE id = $1 AND resource->>'status' = 'in-progress'
-                       AND (resource->'lease'->>'until')::timestamptz < now()"
+                       AND siphon_ts(resource->'lease'->>'until') < now()"
                 ),
                 &[&id, &how, &(stuck.barren as i32), &stuck.since],
             )
@@ -512,7 +509,7 @@ impl Db {
                                 'count', coalesce((resource->'recovery'->>'count')::int, 0) + 1))))
                             - 'lease'
                      WHERE id = $1 AND resource->>'status' = 'in-progress'
-                       AND (resource->'lease'->>'until')::timestamptz < now()"
+                       AND siphon_ts(resource->'lease'->>'until') < now()"
                 ),
                 &[&id, &patch, &(stuck.barren as i32), &stuck.since],
             )
@@ -743,16 +740,28 @@ impl BatchTx<'_> {
 impl Db {
     /// LoaderFiles by status with the resources they loaded and failed
     /// (`aidbox.bulk/load-from-bucket-status`).
-    pub async fn loader_file_totals(&self) -> Result<Vec<(String, i64, i64, i64)>> {
+    pub async fn loader_file_totals(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<Vec<(String, i64, i64, i64)>> {
         let client = self.client().await?;
+        // A count that is not a number (a damaged row) counts 0 rather than failing the
+        // totals of every other file.
+        let count = |field: &str| {
+            format!(
+                "coalesce(sum(CASE WHEN jsonb_typeof(resource->'{field}') = 'number'
+                    THEN least((resource->>'{field}')::numeric, 9e18) ELSE 0 END), 0)::bigint"
+            )
+        };
         let rows = match client
             .query(
                 &format!(
-                    "SELECT resource->>'status', count(*), coalesce(sum((resource->>'loaded')::bigint), 0)::bigint,
-                        coalesce(sum((resource->>'failed')::bigint), 0)::bigint
-                     FROM {TABLE} GROUP BY 1"
+                    "SELECT coalesce(resource->>'status', 'unknown'), count(*), {}, {}
+                     FROM {TABLE} WHERE ($1::text IS NULL OR resource->>'owner' = $1) GROUP BY 1",
+                    count("loaded"),
+                    count("failed")
                 ),
-                &[],
+                &[&owner],
             )
             .await
             .map_err(Error::from)
@@ -766,4 +775,23 @@ impl Db {
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect())
     }
+}
+
+/// The LoaderFiles of `rows` (first column: the resource); a row that does not read as
+/// one (damaged) is logged, naming it, and left out of `what` rather than failing it
+/// for every other file.
+pub(crate) fn readable_files(rows: &[tokio_postgres::Row], what: &str) -> Vec<LoaderFile> {
+    rows.iter()
+        .filter_map(|r| {
+            let value: serde_json::Value = r.get(0);
+            let id = value["id"].as_str().unwrap_or("?").to_string();
+            match LoaderFile::from_value(value) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::error!(file_id = id, error = %e, "unreadable LoaderFile left out of {what}");
+                    None
+                }
+            }
+        })
+        .collect()
 }

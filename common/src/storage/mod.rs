@@ -25,6 +25,7 @@ pub mod migrations;
 pub mod plans;
 pub mod pool;
 pub mod read;
+mod reader;
 pub mod refs;
 pub mod resources;
 pub mod script;

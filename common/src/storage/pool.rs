@@ -9,6 +9,10 @@
 //!   `PGSSLROOTCERT` names a CA bundle, as libpq does), `verify-ca`/`verify-full`
 //!   (verify against `PGSSLROOTCERT` or the Mozilla roots). TLS is rustls, never OpenSSL.
 //! - `SIPHON_DB_POOL_SIZE` (default 4).
+//! - The read-only login caller-written SQL runs under (`$dump-sql`, query dumps): role
+//!   `siphon_reader` with `SIPHON_READER_PASSWORD`, or in AWS the secret
+//!   `SIPHON_READER_SECRET_ARN` (JSON with `password`, or the bare password); same host
+//!   and database. See [`Db::reader`].
 //!
 //! Nothing touches the network until the first query: a cold start stays cheap, and the
 //! pool (with `RecyclingMethod::Verified`, since a frozen Lambda sandbox can wake up with
@@ -42,6 +46,22 @@ pub struct DbConfig {
     root_cert: Option<String>,
     password_secret_arn: Option<String>,
     pool_size: usize,
+    reader: Option<ReaderLogin>,
+    /// `SIPHON_READER_UNRESTRICTED_FUNCTIONS=allow`: accept a read-only role that can
+    /// still execute the functions `infra/sql/reader-role.sql` revokes (a managed
+    /// database where they cannot be revoked); the query check then stands alone.
+    allow_unrestricted_reader: bool,
+}
+
+/// The read-only role (its grants are kept by the migrations and `ensure_table`).
+pub const READER_ROLE: &str = "siphon_reader";
+
+/// The read-only role's login.
+#[derive(Clone)]
+struct ReaderLogin {
+    user: String,
+    password: Option<String>,
+    secret_arn: Option<String>,
 }
 
 impl std::fmt::Debug for DbConfig {
@@ -83,6 +103,26 @@ impl DbConfig {
             cfg.verify = TlsVerify::Full;
         }
         cfg.pool_size = env.number("SIPHON_DB_POOL_SIZE", 4, 1, 1000)? as usize;
+        let reader_user = READER_ROLE;
+        let password = env.get("SIPHON_READER_PASSWORD").map(str::to_string);
+        let secret_arn = env.get("SIPHON_READER_SECRET_ARN").map(str::to_string);
+        cfg.allow_unrestricted_reader = match env.get("SIPHON_READER_UNRESTRICTED_FUNCTIONS") {
+            None | Some("") | Some("refuse") => false,
+            Some("allow") => true,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "SIPHON_READER_UNRESTRICTED_FUNCTIONS",
+                    "must be allow or refuse",
+                ))
+            }
+        };
+        if password.is_some() || secret_arn.is_some() {
+            cfg.reader = Some(ReaderLogin {
+                user: reader_user.to_string(),
+                password,
+                secret_arn,
+            });
+        }
         Ok(cfg)
     }
 
@@ -129,6 +169,8 @@ impl DbConfig {
             root_cert: None,
             password_secret_arn: None,
             pool_size: 4,
+            reader: None,
+            allow_unrestricted_reader: false,
         }
     }
 
@@ -147,6 +189,16 @@ impl DbConfig {
         self.pg.ssl_mode(ssl);
         self.verify = verify;
         Ok(())
+    }
+
+    /// Logs caller-written SQL in as `user` with `password` (tests and tools).
+    pub fn with_reader(mut self, user: &str, password: &str) -> Self {
+        self.reader = Some(ReaderLogin {
+            user: user.to_string(),
+            password: Some(password.to_string()),
+            secret_arn: None,
+        });
+        self
     }
 
     /// Maximum number of pooled connections.
@@ -177,6 +229,7 @@ struct Inner {
     known_tables: std::sync::Mutex<std::collections::HashSet<String>>,
     pool: OnceCell<Pool>,
     migrated: OnceCell<()>,
+    reader_checked: OnceCell<()>,
 }
 
 impl Db {
@@ -188,6 +241,7 @@ impl Db {
                 known_tables: Default::default(),
                 pool: OnceCell::new(),
                 migrated: OnceCell::new(),
+                reader_checked: OnceCell::new(),
             }),
         }
     }
@@ -240,6 +294,56 @@ impl Db {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Internal(format!("cannot build the connection pool: {e}")))
+    }
+}
+
+impl Db {
+    /// A new connection that logged in as the read-only role (never the service user
+    /// switched with `SET ROLE`): what caller-written SQL runs on. It is not pooled; the
+    /// caller drops it when done. The first one of a process checks the role can do no
+    /// more than it should (see `super::reader`).
+    pub async fn reader(&self) -> Result<tokio_postgres::Client> {
+        let cfg = &self.inner.config;
+        let login = cfg.reader.as_ref().ok_or_else(|| {
+            Error::Internal(
+                "caller-written SQL runs under a read-only login, and none is configured: \
+                 set SIPHON_READER_PASSWORD (or SIPHON_READER_SECRET_ARN)"
+                    .into(),
+            )
+        })?;
+        // The service's migrations first: the role's grants come with the tables.
+        drop(self.client().await?);
+        let mut pg = cfg.pg.clone();
+        pg.user(&login.user);
+        pg.application_name("siphon-reader");
+        match (&login.password, &login.secret_arn) {
+            (Some(p), _) => {
+                pg.password(p.as_str());
+            }
+            (None, Some(arn)) => {
+                pg.password(fetch_password(arn).await?);
+            }
+            (None, None) => {}
+        }
+        let (client, connection) = pg.connect(cfg.tls()?).await.map_err(|e| {
+            Error::Internal(format!(
+                "cannot log in as the read-only role {:?}: {}",
+                login.user,
+                crate::error::DbError::from(e)
+            ))
+        })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "read-only connection ended with an error");
+            }
+        });
+        self.inner
+            .reader_checked
+            .get_or_try_init(|| {
+                super::reader::check(&client, &login.user, cfg.allow_unrestricted_reader)
+            })
+            .await?;
+        Ok(client)
     }
 }
 

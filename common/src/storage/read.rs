@@ -145,9 +145,9 @@ impl Db {
     }
 
     /// Runs one read-only query and streams its rows in `format`. The query runs in a
-    /// READ ONLY transaction as role `siphon_reader` (SELECT on resource tables only) with
-    /// a statement timeout, on a connection taken out of the pool (it must never be
-    /// reused, even if the reader goes away mid-stream). Preparing it first proves it is
+    /// READ ONLY transaction on a connection that logged in as the read-only role
+    /// (`Db::reader`: SELECT on resource tables only) with a statement timeout; the
+    /// connection lives and dies with the stream. Preparing it first proves it is
     /// exactly one statement.
     pub async fn copy_query(
         &self,
@@ -155,18 +155,12 @@ impl Db {
         format: CopyFormat,
         timeout_ms: u64,
     ) -> Result<ByteStream> {
-        let client = deadpool_postgres::Object::take(self.client().await?);
+        let client = self.reader().await?;
         client
             .batch_execute(&format!(
-                "BEGIN READ ONLY; SET LOCAL ROLE siphon_reader; SET LOCAL statement_timeout = {timeout_ms}"
+                "BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}"
             ))
-            .await
-            .map_err(|e| {
-                Error::Internal(format!(
-                    "cannot start the read-only session (is role siphon_reader granted?): {}",
-                    DbError::from(e)
-                ))
-            })?;
+            .await?;
         let result = async {
             client.prepare(query).await.map_err(sql_error)?;
             let sql = match format {
@@ -181,29 +175,15 @@ impl Db {
             client.copy_out(&sql).await.map_err(sql_error)
         }
         .await;
-        let copy = match result {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = client.batch_execute("ROLLBACK").await;
-                return Err(e);
-            }
-        };
+        let copy = result?;
         let stream: ByteStream = match format {
             CopyFormat::JsonRows => binary_rows(copy, false),
             _ => copy.map(|r| r.map_err(sql_error)).boxed(),
         };
-        // End the transaction when the stream ends; keep the connection with the stream.
+        // The connection (and its transaction) ends when the stream is dropped.
         Ok(
-            futures::stream::unfold((stream, Some(client)), |(mut s, c)| async move {
-                match s.next().await {
-                    Some(item) => Some((item, (s, c))),
-                    None => {
-                        if let Some(c) = &c {
-                            let _ = c.batch_execute("COMMIT").await;
-                        }
-                        None
-                    }
-                }
+            futures::stream::unfold((stream, client), |(mut s, c)| async move {
+                s.next().await.map(|item| (item, (s, c)))
             })
             .boxed(),
         )

@@ -48,8 +48,8 @@ impl Db {
             return Ok(());
         }
         // Resource tables are readable by siphon_reader (the `$dump-sql` role) when
-        // that role exists; Client (it holds secret hashes) never is.
-        let grant = if ty.as_str() == "Client" {
+        // that role exists; siphon's own tables (Client holds secret hashes) never are.
+        let grant = if ty.is_system() {
             String::new()
         } else {
             format!(

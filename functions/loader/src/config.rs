@@ -23,6 +23,9 @@ pub struct Config {
     /// renews it. A dead worker's file is stalled once its lease runs out.
     pub lease: std::time::Duration,
     pub heartbeat: std::time::Duration,
+    /// `SIPHON_MAX_GZIP_RATIO` (default 100): a gzip file may inflate at most this many
+    /// times its compressed size (plus 8 MiB); past it the file ends in `error`.
+    pub max_gzip_ratio: u64,
 }
 
 impl Config {
@@ -47,6 +50,7 @@ impl Config {
             s3: S3Options::from_env(env)?,
             lease,
             heartbeat,
+            max_gzip_ratio: env.number("SIPHON_MAX_GZIP_RATIO", 100, 2, 100_000)?,
         })
     }
 
@@ -55,6 +59,7 @@ impl Config {
         siphon::loading::LoadOptions {
             lease: self.lease,
             heartbeat: self.heartbeat,
+            max_expansion: self.max_gzip_ratio,
             ..Default::default()
         }
     }
