@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::auth;
+use crate::auth::{self, scopes::Perm, Principal};
 use crate::error::{Error, Result};
 use crate::model::LoaderFile;
 use crate::resource_type::ResourceType;
@@ -25,9 +25,34 @@ pub fn present(resource: Value) -> Value {
     shown
 }
 
+/// Fields no caller may filter on (`GET /Client?secretHash=...` would be an oracle).
+const SECRET_FIELDS: [&str; 2] = ["secretHash", "secret"];
+
+/// What `who` may write through `PUT /`: data types with create and update; Clients,
+/// AccessPolicies and Inventories for the admin only; LoaderFiles never (siphon writes
+/// them: their leases, stores, counts and recovery notes are its bookkeeping).
+fn check_put(who: &Principal, ty: &ResourceType) -> Result<()> {
+    match ty.as_str() {
+        "LoaderFile" => Err(Error::BadRequest(
+            "LoaderFiles are written by siphon only: start a load instead".into(),
+        )),
+        _ if ty.is_system() => {
+            // Only the exact names: `CLIENT` would write the `client` table too.
+            if !crate::resource_type::SYSTEM_TYPES.contains(&ty.as_str()) {
+                return Err(Error::BadRequest(format!(
+                    "{ty} names the table of one of siphon's own types; use its exact name"
+                )));
+            }
+            who.require_admin(&format!("writing {ty} resources"))
+        }
+        _ => who.require_write(ty.as_str()),
+    }
+}
+
 /// `PUT /`: stores every resource of the list (each needs `resourceType` and `id`) and
-/// returns them as stored, without secrets. Checks every item before storing any.
-pub async fn put_all(db: &Db, body: &Value) -> Result<Value> {
+/// returns them as stored, without secrets. Checks every item (shape and rights) before
+/// storing any.
+pub async fn put_all(db: &Db, body: &Value, who: &Principal) -> Result<Value> {
     let list = body
         .as_array()
         .ok_or_else(|| Error::BadRequest("PUT / takes a list of resources".into()))?;
@@ -41,28 +66,46 @@ pub async fn put_all(db: &Db, body: &Value) -> Result<Value> {
             .get("id")
             .and_then(|v| v.as_str())
             .ok_or_else(|| Error::BadRequest("each resource needs an id".into()))?;
-        items.push((ResourceType::parse(ty)?, id.to_string(), item));
+        crate::model::ids::check_id(id).map_err(Error::BadRequest)?;
+        let ty = ResourceType::parse(ty)?;
+        check_put(who, &ty)?;
+        let protected = auth::protect(&ty, item.clone())?;
+        items.push((ty, id.to_string(), protected));
     }
     let mut out = Vec::with_capacity(items.len());
     for (ty, id, item) in items {
-        let stored = db
-            .upsert(&ty, &id, &auth::protect(&ty, item.clone())?)
-            .await?;
+        let stored = db.upsert(&ty, &id, &item).await?;
         out.push(present(stored.resource));
     }
     Ok(Value::Array(out))
 }
 
+/// Whether `who` may read resources of `ty` at all (lists and reads): data types with
+/// the read (or search) scope; LoaderFiles, each client its own; other system types
+/// the admin only.
+fn check_read(who: &Principal, ty: &ResourceType, p: Perm) -> Result<()> {
+    if ty.as_str() == "LoaderFile" {
+        return Ok(());
+    }
+    if ty.is_system() {
+        return who.require_admin(&format!("reading {ty} resources"));
+    }
+    who.require(ty.as_str(), p)
+}
+
 /// `GET /{type}?field=value...`: a page of resources ordered by id whose top-level
 /// fields equal the values given (`GET /LoaderFile?status=error&type=Patient`), as a
-/// searchset Bundle. A parameter that is not a plain element name is refused.
+/// searchset Bundle. A parameter that is not a plain element name is refused. A client
+/// lists only its own LoaderFiles (the admin: all, or `owner=` one client's).
 pub async fn list(
     db: &Db,
     ty: &ResourceType,
     filters: &[(String, String)],
     count: i64,
     offset: i64,
+    who: &Principal,
 ) -> Result<Value> {
+    check_read(who, ty, Perm::Search)?;
     for (name, _) in filters {
         let plain = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
@@ -71,8 +114,18 @@ pub async fn list(
                 "search parameter {name:?} is not supported: use top-level element names (status=error)"
             )));
         }
+        if SECRET_FIELDS.contains(&name.as_str()) {
+            return Err(Error::BadRequest(format!(
+                "search parameter {name:?} is not supported"
+            )));
+        }
     }
-    let rows = db.list_where(ty, filters, count, offset).await?;
+    let mut filters = filters.to_vec();
+    if ty.as_str() == "LoaderFile" && !who.admin {
+        filters.retain(|(n, _)| n != "owner");
+        filters.push(("owner".into(), who.client_id.clone()));
+    }
+    let rows = db.list_where(ty, &filters, count, offset).await?;
     let entries: Vec<Value> = rows
         .into_iter()
         .map(|r| json!({"resource": present(r.resource)}))
@@ -83,18 +136,33 @@ pub async fn list(
     )
 }
 
-/// `GET /{type}/{id}`.
-pub async fn read(db: &Db, ty: &ResourceType, id: &str) -> Result<Value> {
+/// `GET /{type}/{id}`: 404 for a LoaderFile of another client, as for one that does
+/// not exist.
+pub async fn read(db: &Db, ty: &ResourceType, id: &str, who: &Principal) -> Result<Value> {
+    check_read(who, ty, Perm::Read)?;
     match db.get(ty, id).await? {
-        Some(r) => Ok(present(r.resource)),
-        None => Err(Error::NotFound(format!("{ty}/{id} not found"))),
+        Some(r) if visible(who, ty, &r.resource) => Ok(present(r.resource)),
+        _ => Err(Error::NotFound(format!("{ty}/{id} not found"))),
     }
 }
 
-/// `GET /LoaderFile/{id}/$errors`: a page of the file's invalid lines.
-pub async fn loader_file_errors(db: &Db, id: &str, count: i64, offset: i64) -> Result<Value> {
-    if db.loader_file(id).await?.is_none() {
-        return Err(Error::NotFound(format!("LoaderFile {id} not found")));
+/// True when `who` may see a stored resource of `ty` (its LoaderFiles: own ones only).
+fn visible(who: &Principal, ty: &ResourceType, resource: &Value) -> bool {
+    ty.as_str() != "LoaderFile" || who.owns(resource["owner"].as_str())
+}
+
+/// `GET /LoaderFile/{id}/$errors`: a page of the file's invalid lines (404 for a file
+/// of another client).
+pub async fn loader_file_errors(
+    db: &Db,
+    id: &str,
+    count: i64,
+    offset: i64,
+    who: &Principal,
+) -> Result<Value> {
+    match db.loader_file(id).await? {
+        Some(f) if who.owns(f.owner.as_deref()) => {}
+        _ => return Err(Error::NotFound(format!("LoaderFile {id} not found"))),
     }
     let errors = db.loader_file_errors(id, count, offset).await?;
     let items: Vec<Value> = errors

@@ -682,7 +682,7 @@ async fn export_runs_a_task_through_the_emulator() {
     let export = exports
         .kick_off(
             request,
-            "admin",
+            &siphon::auth::Principal::admin("admin"),
             "http://127.0.0.1:8080/$export?_type=Patient",
         )
         .await

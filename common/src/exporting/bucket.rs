@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::layout::{self, DEFAULT_LAYOUT};
 use super::spec::ExportSpec;
 use super::ExportMessage;
+use crate::auth::scopes::Perm;
 use crate::auth::Principal;
 use crate::dumping::check_query;
 use crate::error::{Error, Result};
@@ -93,9 +94,6 @@ impl DumpToBucket {
     }
 }
 
-/// siphon's own types: never dumped by default (Client holds secret hashes).
-const SYSTEM_TYPES: &[&str] = &["loaderfile", "client", "accesspolicy"];
-
 fn parse_since(raw: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
         return Ok(t.with_timezone(&chrono::Utc));
@@ -122,8 +120,14 @@ pub struct DumpContext<'a> {
     pub max_ranges: i64,
 }
 
-/// Checks the params, plans the tasks and queues them. Answers the export.
-pub async fn kick_off(ctx: DumpContext<'_>, params: &DumpToBucket, owner: &str) -> Result<Export> {
+/// Checks the params (and that `who` may read every type it dumps, or run SQL for a
+/// `query`), plans the tasks and queues them. Answers the export.
+pub async fn kick_off(
+    ctx: DumpContext<'_>,
+    params: &DumpToBucket,
+    who: &Principal,
+) -> Result<Export> {
+    let owner = who.client_id.as_str();
     let (bucket, prefix) = params.bucket_and_prefix()?;
     if let Some(url) = &params.endpoint_url {
         ctx.guard
@@ -166,6 +170,7 @@ pub async fn kick_off(ctx: DumpContext<'_>, params: &DumpToBucket, owner: &str) 
                     "_since is for `types`: filter a query in the query".into(),
                 ));
             }
+            who.require_sql()?;
             check_query(query)?;
             let columns = ctx.db.describe_query(query, ctx.timeout_ms).await?;
             // Files name their columns: each once (and not siphon's own row number).
@@ -197,9 +202,11 @@ pub async fn kick_off(ctx: DumpContext<'_>, params: &DumpToBucket, owner: &str) 
             let mut out = Vec::new();
             for t in types {
                 let ty = ResourceType::parse(t)?;
-                if !tables.contains(&ty.table_name()) {
+                // siphon's own tables (Client holds secret hashes) are never dumped.
+                if ty.is_system() || !tables.contains(&ty.table_name()) {
                     return Err(Error::NotFound(format!("no resources of type {ty}")));
                 }
+                who.require(ty.as_str(), Perm::Read)?;
                 out.push(ty);
             }
             (out, None)
@@ -207,7 +214,7 @@ pub async fn kick_off(ctx: DumpContext<'_>, params: &DumpToBucket, owner: &str) 
         (None, None) => {
             let mut out = Vec::new();
             for table in ctx.db.resource_tables().await? {
-                if SYSTEM_TYPES.contains(&table.as_str()) {
+                if crate::resource_type::is_system(&table) {
                     continue;
                 }
                 let name = crate::fhir::resource_types()
@@ -221,8 +228,16 @@ pub async fn kick_off(ctx: DumpContext<'_>, params: &DumpToBucket, owner: &str) 
                             .unwrap_or_default()
                     });
                 if let Ok(ty) = ResourceType::parse(&name) {
-                    out.push(ty);
+                    // Every table the caller may read.
+                    if who.may(ty.as_str(), Perm::Read) {
+                        out.push(ty);
+                    }
                 }
+            }
+            if out.is_empty() && !who.admin {
+                return Err(Error::Forbidden(format!(
+                    "client {owner:?} may read none of the resource tables (it needs system/<Type>.r scopes)"
+                )));
             }
             (out, None)
         }

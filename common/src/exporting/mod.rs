@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use self::request::{ExportRequest, Level};
 use self::spec::ExportSpec;
+use crate::auth::scopes::Perm;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::fhir;
@@ -149,7 +150,10 @@ fn not_found(id: &str) -> Error {
 
 impl Exports {
     /// The types an export of `request` covers that have a table.
-    async fn types(&self, request: &ExportRequest) -> Result<Vec<ResourceType>> {
+    /// The types an export writes: those asked for (each must be readable by `who`:
+    /// 403 otherwise), or every type of the level that `who` may read (403 when it may
+    /// read none), of those that have a table.
+    async fn types(&self, request: &ExportRequest, who: &Principal) -> Result<Vec<ResourceType>> {
         let tables = self.db.resource_tables().await?;
         let exists = |t: &str| tables.iter().any(|x| x == &t.to_ascii_lowercase());
         let compartment = request.level != Level::System;
@@ -157,6 +161,7 @@ impl Exports {
         match &request.types {
             Some(types) => {
                 for ty in types {
+                    who.require(ty.as_str(), Perm::Read)?;
                     if compartment && fhir::patient_compartment(ty.as_str()).is_none() {
                         let why = format!("_type {ty} is not in the Patient compartment");
                         if !request.lenient {
@@ -177,8 +182,15 @@ impl Exports {
                 } else {
                     fhir::resource_types().iter().map(String::as_str).collect()
                 };
+                let readable = who.grants.readable(all.iter().copied());
+                if !who.admin && readable.is_empty() {
+                    return Err(Error::Forbidden(format!(
+                        "client {:?} may read none of the types this export covers (it needs system/<Type>.r scopes)",
+                        who.client_id
+                    )));
+                }
                 for t in all {
-                    if exists(t) {
+                    if exists(t) && who.may(t, Perm::Read) {
                         out.push(ResourceType::parse(t)?);
                     }
                 }
@@ -245,12 +257,21 @@ impl Exports {
         Ok(tasks)
     }
 
-    /// Starts an export for `owner`; `url` is the kick-off URL. Answers the export (its
-    /// id makes the status URL).
-    pub async fn kick_off(&self, request: ExportRequest, owner: &str, url: &str) -> Result<Export> {
-        let types = self.types(&request).await?;
+    /// Starts an export for `who` (its owner); `url` is the kick-off URL. Answers the
+    /// export (its id makes the status URL).
+    pub async fn kick_off(
+        &self,
+        request: ExportRequest,
+        who: &Principal,
+        url: &str,
+    ) -> Result<Export> {
+        let owner = who.client_id.as_str();
+        let types = self.types(&request, who).await?;
         let patients = match &request.level {
-            Level::Group(group) => self.group_members(group, &request.patients).await?,
+            Level::Group(group) => {
+                who.require("Group", Perm::Read)?;
+                self.group_members(group, &request.patients).await?
+            }
             _ => request.patients.clone(),
         };
         let limited = matches!(request.level, Level::Group(_)) || !patients.is_empty();

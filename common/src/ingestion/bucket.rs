@@ -67,6 +67,12 @@ pub struct LoadFromBucket {
     /// of an inventory's prefix: its newest complete run) instead of listing `bucket`.
     #[serde(default)]
     pub inventory: Option<String>,
+    /// Who asked (set by the API, never read from the body): recorded on every
+    /// LoaderFile, with the types it may write.
+    #[serde(skip)]
+    pub owner: Option<String>,
+    #[serde(skip)]
+    pub writes: Option<Vec<String>>,
 }
 
 /// What the call did.
@@ -323,7 +329,8 @@ async fn import(
             let mut files = Vec::new();
             for (key, size, etag) in page {
                 let location = ObjectLocation::new(&bucket, &key);
-                let mut file = LoaderFile::pending(&location, etag, size, options);
+                let mut file = LoaderFile::pending(&location, etag, size, options)
+                    .owned_by(params.owner.clone(), params.writes.clone());
                 file.group = Some(group.clone());
                 file.threads = Some(threads);
                 file.store = store_ref.clone();
@@ -356,10 +363,11 @@ async fn import(
 }
 
 /// `aidbox.bulk/load-from-bucket-status`: LoaderFiles by status, resources loaded/failed.
-pub async fn status(db: &Db) -> Result<serde_json::Value> {
+/// `aidbox.bulk/load-from-bucket-status`: the totals of `owner`'s files (`None`: all).
+pub async fn status(db: &Db, owner: Option<&str>) -> Result<serde_json::Value> {
     let mut files = json!({"pending": 0, "in-progress": 0, "done": 0, "error": 0});
     let (mut total, mut loaded, mut failed) = (0i64, 0i64, 0i64);
-    for (status, n, l, f) in db.loader_file_totals().await? {
+    for (status, n, l, f) in db.loader_file_totals(owner).await? {
         files[status] = json!(n);
         total += n;
         loaded += l;

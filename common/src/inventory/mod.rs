@@ -68,6 +68,11 @@ pub struct InventoryJob {
     pub options: FileOptions,
     pub threads: u32,
     pub store: StoreRef,
+    /// Who started the import and what it may write (see `LoaderFile::owner`).
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub writes: Option<Vec<String>>,
 }
 
 impl InventoryJob {
@@ -150,6 +155,8 @@ pub async fn prepare(
             region: store.region.clone(),
             credentials: store.access_key_id.is_some(),
         },
+        owner: params.owner.clone(),
+        writes: params.writes.clone(),
     })
 }
 
@@ -345,7 +352,7 @@ pub async fn begin(
     });
     {
         let client = db.client().await?;
-        if !imports::insert(&**client, &job.session, None, &request).await? {
+        if !imports::insert(&**client, &job.session, None, &request, Some(owner)).await? {
             return Err(Error::Conflict(format!(
                 "import session {} already exists",
                 job.session

@@ -359,7 +359,8 @@ impl Planner {
                 o.etag.clone(),
                 o.size.map(|s| s as u64),
                 job.options,
-            );
+            )
+            .owned_by(job.owner.clone(), job.writes.clone());
             f.status = status;
             f.import = Some(job.session.clone());
             f.group = Some(job.session.clone());

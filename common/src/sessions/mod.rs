@@ -209,6 +209,16 @@ pub struct Imports {
     /// How long `$load` loads inline before handing over to the queue (default 20 s:
     /// API Gateway answers 504 after 29 s).
     pub sync_budget: Duration,
+    /// Verifies session secrets under the failure budget of client secrets.
+    pub auth: Arc<auth::Authenticator>,
+}
+
+/// Who acts on a session, from where.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    pub who: &'a auth::Principal,
+    /// The caller's address (the failure budget of session secrets is kept per source).
+    pub source: Option<&'a str>,
 }
 
 /// The LoaderFile id of a session's n-th input.
@@ -220,26 +230,49 @@ pub fn input_file_id(session: &str, n: usize) -> String {
     .to_string()
 }
 
+/// Checks that `who` may write what a load of `inputs` writes: each typed input's
+/// type, or some type when an input's lines name their own (each line is checked then).
+fn require_writes(who: &auth::Principal, inputs: &[Input]) -> Result<()> {
+    for input in inputs {
+        match &input.resource_type {
+            Some(t) => who.require_write(t.as_str())?,
+            None => who.require_some_write()?,
+        }
+    }
+    Ok(())
+}
+
 impl Imports {
     /// Handles `POST /$import`.
-    pub async fn act(&self, body: &Value) -> Result<Acted> {
+    pub async fn act(&self, body: &Value, caller: Caller<'_>) -> Result<Acted> {
         let request = request::parse_import(body, &self.config)?;
         if request.action == Action::Start {
+            require_writes(caller.who, &request.inputs)?;
             let options = request.options;
-            return self.start(request, options).await;
+            return self.start(request, options, caller.who).await;
         }
         let id = request.id.as_deref().expect("checked by parse_import");
-        self.transition(id, request.action, request.secret.as_deref())
+        self.transition(id, request.action, request.secret.as_deref(), caller)
             .await?;
         Ok(Acted {
             created: false,
-            session: self.view(id).await?,
+            session: self.view(id, caller.who).await?,
         })
     }
 
-    /// `GET /$import/{id}`.
-    pub async fn view(&self, id: &str) -> Result<SessionView> {
+    /// `GET /$import/{id}`: 404 unless `who` owns the session (or is the admin).
+    pub async fn view(&self, id: &str, who: &auth::Principal) -> Result<SessionView> {
+        self.owned(id, who).await?;
         view_session(&self.db, id).await
+    }
+
+    /// 404 unless session `id` exists and `who` may see it.
+    async fn owned(&self, id: &str, who: &auth::Principal) -> Result<store::ImportRow> {
+        let client = self.db.client().await?;
+        match store::read(&**client, id, false).await? {
+            Some(row) if who.owns(row.owner.as_deref()) => Ok(row),
+            _ => Err(not_found(id)),
+        }
     }
 }
 
@@ -262,15 +295,27 @@ pub async fn view_session(db: &Db, id: &str) -> Result<SessionView> {
 }
 
 impl Imports {
-    /// `GET /$import`: sessions, newest first.
-    pub async fn list(&self, limit: i64, offset: i64) -> Result<Vec<SessionView>> {
+    /// `GET /$import`: the sessions of `owner` (`None`: all), newest first. A session
+    /// that cannot be shown (a damaged row) is logged and left out, not the whole list.
+    pub async fn list(
+        &self,
+        owner: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<SessionView>> {
         let ids = {
             let client = self.db.client().await?;
-            store::ids(&**client, limit, offset).await?
+            store::ids(&**client, owner, limit, offset).await?
         };
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push(self.view(&id).await?);
+            match view_session(&self.db, &id).await {
+                Ok(v) => out.push(v),
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    tracing::error!(session = id, error = %e, "cannot show an import session; left out of the list");
+                }
+            }
         }
         Ok(out)
     }
@@ -296,6 +341,7 @@ impl Imports {
         &self,
         request: &ImportRequest,
         options: FileOptions,
+        who: &auth::Principal,
     ) -> Result<(String, Vec<LoaderFile>)> {
         let locations = self.locations(&request.inputs).await?;
         let id = request
@@ -308,7 +354,16 @@ impl Imports {
             .map(auth::hash_secret)
             .transpose()?;
         let client = self.db.client().await?;
-        if !store::insert(&**client, &id, secret_hash.as_deref(), &request.stored).await? {
+        let owner = who.job_owner();
+        if !store::insert(
+            &**client,
+            &id,
+            secret_hash.as_deref(),
+            &request.stored,
+            owner.as_deref(),
+        )
+        .await?
+        {
             let status = store::read(&**client, &id, false)
                 .await?
                 .map(|r| r.status.as_str())
@@ -324,7 +379,8 @@ impl Imports {
             .zip(locations)
             .enumerate()
             .map(|(n, (input, location))| {
-                let mut file = LoaderFile::pending_at(&location, options);
+                let mut file = LoaderFile::pending_at(&location, options)
+                    .owned_by(owner.clone(), who.writes());
                 file.id = input_file_id(&id, n);
                 file.import = Some(id.clone());
                 file.input = Some(n as u32);
@@ -341,12 +397,17 @@ impl Imports {
         Ok((id, files))
     }
 
-    async fn start(&self, request: ImportRequest, options: FileOptions) -> Result<Acted> {
-        let (id, files) = self.create(&request, options).await?;
+    async fn start(
+        &self,
+        request: ImportRequest,
+        options: FileOptions,
+        who: &auth::Principal,
+    ) -> Result<Acted> {
+        let (id, files) = self.create(&request, options, who).await?;
         self.enqueue(&id, &files).await?;
         Ok(Acted {
             created: true,
-            session: self.view(&id).await?,
+            session: view_session(&self.db, &id).await?,
         })
     }
 
@@ -366,20 +427,37 @@ impl Imports {
         Ok(())
     }
 
-    async fn transition(&self, id: &str, action: Action, secret: Option<&str>) -> Result<()> {
+    async fn transition(
+        &self,
+        id: &str,
+        action: Action,
+        secret: Option<&str>,
+        caller: Caller<'_>,
+    ) -> Result<()> {
+        // Owner and secret first, outside the transaction: Argon2id runs on the blocking
+        // pool under the failure budget, with no row locked meanwhile.
+        let unlocked = self.owned(id, caller.who).await?;
+        if let Some(hash) = &unlocked.secret_hash {
+            let ok = match secret {
+                Some(s) => {
+                    self.auth
+                        .verify_guarded(&format!("$import/{id}"), caller.source, s, hash)
+                        .await?
+                }
+                None => false,
+            };
+            if !ok {
+                return Err(Error::Forbidden(format!(
+                    "the secret does not match the one import session {id} was started with"
+                )));
+            }
+        }
         let mut client = self.db.client().await?;
         let client: &mut tokio_postgres::Client = &mut client;
         let tx = client.transaction().await?;
         let row = store::read(&tx, id, true)
             .await?
             .ok_or_else(|| not_found(id))?;
-        if let Some(hash) = &row.secret_hash {
-            if !secret.is_some_and(|s| auth::verify_secret(s, hash)) {
-                return Err(Error::Forbidden(format!(
-                    "the secret does not match the one import session {id} was started with"
-                )));
-            }
-        }
         use SessionStatus as S;
         let (allowed, to): (&[SessionStatus], SessionStatus) = match action {
             Action::Pause => (&[S::Active], S::Paused),
@@ -455,7 +533,12 @@ impl Imports {
 
     /// Handles `POST /$load` and `POST /{type}/$load`: one input, loaded here while the
     /// budget lasts, then handed to the queue.
-    pub async fn load(&self, body: &Value, resource_type: Option<ResourceType>) -> Result<Loaded> {
+    pub async fn load(
+        &self,
+        body: &Value,
+        resource_type: Option<ResourceType>,
+        who: &auth::Principal,
+    ) -> Result<Loaded> {
         let load = request::parse_load(body)?;
         let request = ImportRequest {
             id: Some(format!("load-{}", uuid::Uuid::new_v4())),
@@ -468,13 +551,14 @@ impl Imports {
             options: FileOptions::default(),
             stored: json!({"load": body}),
         };
+        require_writes(who, &request.inputs)?;
         let options = FileOptions {
             strict: load.strict,
             validation: load.validation,
             ..FileOptions::default()
         };
         let started = Instant::now();
-        let (id, files) = self.create(&request, options).await?;
+        let (id, files) = self.create(&request, options, who).await?;
         let file = &files[0];
         let loader = Loader::new(
             self.db.clone(),
@@ -513,12 +597,12 @@ impl Imports {
             ))),
             Ok(_) => {
                 self.enqueue(&id, std::slice::from_ref(file)).await?;
-                Ok(Loaded::Continuing(self.view(&id).await?))
+                Ok(Loaded::Continuing(view_session(&self.db, &id).await?))
             }
             Err(e) if e.is_transient() => {
                 // The queue retries what this call could not finish.
                 self.enqueue(&id, std::slice::from_ref(file)).await?;
-                Ok(Loaded::Continuing(self.view(&id).await?))
+                Ok(Loaded::Continuing(view_session(&self.db, &id).await?))
             }
             Err(e) => Err(e),
         }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use siphon::auth::AdminConfig;
+use siphon::auth::AuthConfig;
 use siphon::config::{ConfigError, Env};
 use siphon::exporting::ExportConfig;
 use siphon::sessions::ImportConfig;
@@ -14,8 +14,11 @@ use siphon::storage::DbConfig;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub db: DbConfig,
-    /// The bootstrap admin client.
-    pub admin: AdminConfig,
+    /// The bootstrap admin client and the token settings (`SIPHON_ADMIN_*`,
+    /// `SIPHON_TOKEN_*`).
+    pub auth: AuthConfig,
+    /// `SIPHON_MAX_BODY_BYTES` (default 1 MiB): larger request bodies answer 413.
+    pub max_body_bytes: usize,
     /// `SIPHON_LOAD_QUEUE_URL` (required).
     pub load_queue_url: String,
     /// `SIPHON_URL_ALLOWLIST`: which `https://` sources and `endpoint-url`s may be read.
@@ -66,7 +69,13 @@ impl Config {
             load_dlq_url: env.get("SIPHON_LOAD_DLQ_URL").map(str::to_string),
             export_dlq_url: env.get("SIPHON_EXPORT_DLQ_URL").map(str::to_string),
             db: DbConfig::from_env(env)?,
-            admin: AdminConfig::from_env(env)?,
+            auth: AuthConfig::from_env(env)?,
+            max_body_bytes: env.number(
+                "SIPHON_MAX_BODY_BYTES",
+                siphon::web::DEFAULT_MAX_BODY_BYTES as u64,
+                1024,
+                6 * 1024 * 1024,
+            )? as usize,
             load_queue_url: env.required("SIPHON_LOAD_QUEUE_URL")?.to_string(),
             url_policy: UrlPolicy::from_env(env),
             import: ImportConfig::from_env(env),

@@ -24,7 +24,9 @@ pub use config::Config;
 /// What every request shares; built once per cold start, without network calls.
 pub struct App {
     pub db: Db,
-    pub auth: Authenticator,
+    pub auth: Arc<Authenticator>,
+    /// `SIPHON_MAX_BODY_BYTES`: larger request bodies are refused (413).
+    pub max_body_bytes: usize,
     /// The load queue.
     pub queue: Arc<dyn MessageQueue>,
     /// `$import` sessions and `$load`.
@@ -40,6 +42,8 @@ pub struct App {
     pub s3: aws_sdk_s3::Client,
     /// `SIPHON_DUMP_SQL_TIMEOUT_MS`.
     pub dump_sql_timeout_ms: u64,
+    /// `SIPHON_URL_ALLOWLIST`: what stores named in requests must pass.
+    pub url_policy: siphon::sources::http::UrlPolicy,
     /// The export queue, where background tasks go (`$export`, dump-to-bucket, the
     /// planning of inventory imports).
     pub task_queue: Option<Arc<dyn MessageQueue>>,
@@ -66,8 +70,14 @@ impl App {
             }),
             _ => None,
         };
+        let auth = Arc::new(Authenticator::configured(
+            Arc::new(db.clone()),
+            config.auth.clone(),
+            Some(HttpSource::new(config.url_policy.clone())),
+        ));
         App {
-            auth: Authenticator::new(Arc::new(db.clone()), config.admin.clone()),
+            auth: auth.clone(),
+            max_body_bytes: config.max_body_bytes,
             imports: Imports {
                 db: db.clone(),
                 queue: queue.clone(),
@@ -78,12 +88,14 @@ impl App {
                 guard: http,
                 config: config.import.clone(),
                 sync_budget: config.load_sync_budget,
+                auth,
             },
             exports,
             public_url: config.public_url.clone(),
             dead_letters: None,
             s3,
             dump_sql_timeout_ms: config.dump_sql_timeout_ms,
+            url_policy: config.url_policy.clone(),
             task_queue,
             db,
             queue,
@@ -92,6 +104,21 @@ impl App {
 }
 
 impl App {
+    /// Everything siphon-api needs, built from its configuration: the function's S3
+    /// client, the load and export queues, the dead-letter queues, on `db`. What the
+    /// Lambda's `main` and `make serve` both call. No network call is made.
+    pub async fn boot(config: &Config, db: Db) -> siphon::Result<App> {
+        let s3 = siphon::sources::s3::client(&config.s3).await?;
+        let queue: Arc<dyn MessageQueue> =
+            Arc::new(siphon::queue::SqsQueue::connect(&config.load_queue_url).await?);
+        let export_queue: Option<Arc<dyn MessageQueue>> = match &config.export_queue_url {
+            Some(url) => Some(Arc::new(siphon::queue::SqsQueue::connect(url).await?)),
+            None => None,
+        };
+        let dead = dead_letters(config, &db, queue.clone(), export_queue.clone()).await?;
+        Ok(App::new(config, db, queue, export_queue, s3).with_dead_letters(dead))
+    }
+
     /// Lists and retries dead letters of these (queue, dead-letter queue) pairs.
     pub fn with_dead_letters(mut self, dead_letters: DeadLetters) -> Self {
         self.dead_letters = Some(dead_letters);
@@ -99,25 +126,13 @@ impl App {
     }
 }
 
-/// Handles one request: authenticate, route, render.
+/// Handles one request: check its size and content type, authenticate, route, render.
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
     let format = Format::of_answer(request.headers());
     let style = routes::error_style(request.uri().path());
-    let reply = if let Some(public) = routes::public(&request) {
-        public
-    } else {
-        match app
-            .auth
-            .check(web::authorization(request.headers()), source_ip(&request))
-            .await
-        {
-            Ok(principal) => routes::route(app, &request, &principal)
-                .await
-                .unwrap_or_else(|e| web::error_reply(&e, style)),
-            Err(e) => web::error_reply(&e, style),
-        }
-    };
-    let mut reply = reply;
+    let mut reply = respond(app, &request)
+        .await
+        .unwrap_or_else(|e| web::error_reply(&e, style));
     if request.headers().contains_key("x-siphon-console") {
         // The console signs in with its own form: no browser password dialog on a 401.
         reply.headers.retain(|(name, _)| name != "www-authenticate");
@@ -128,6 +143,22 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
         Err(e) => Body::Binary(e.into_bytes()),
     };
     Response::from_parts(parts, body)
+}
+
+async fn respond(app: &App, request: &Request) -> siphon::Result<web::Reply> {
+    web::check_size(request.body().len(), app.max_body_bytes)?;
+    // The token endpoint answers a wrong content type itself, as an OAuth error.
+    if request.uri().path() != routes::TOKEN_PATH {
+        web::check_content_type(request.method(), request.headers(), false)?;
+    }
+    if let Some(public) = routes::public(app, request).await {
+        return Ok(public);
+    }
+    let principal = app
+        .auth
+        .check(web::authorization(request.headers()), source_ip(request))
+        .await?;
+    routes::route(app, request, &principal).await
 }
 
 /// The caller's address as API Gateway saw it (`requestContext.http.sourceIp`; `make
@@ -154,24 +185,24 @@ pub async fn dead_letters(
     db: &Db,
     load_queue: Arc<dyn MessageQueue>,
     export_queue: Option<Arc<dyn MessageQueue>>,
-) -> DeadLetters {
+) -> siphon::Result<DeadLetters> {
     let mut pairs = Vec::new();
     if let Some(url) = &config.load_dlq_url {
         pairs.push(siphon::dead_letters::Pair {
             name: "load",
             queue: load_queue,
-            dead: Arc::new(siphon::queue::SqsQueue::connect(url).await),
+            dead: Arc::new(siphon::queue::SqsQueue::connect(url).await?),
         });
     }
     if let (Some(url), Some(queue)) = (&config.export_dlq_url, export_queue) {
         pairs.push(siphon::dead_letters::Pair {
             name: "export",
             queue,
-            dead: Arc::new(siphon::queue::SqsQueue::connect(url).await),
+            dead: Arc::new(siphon::queue::SqsQueue::connect(url).await?),
         });
     }
-    DeadLetters {
+    Ok(DeadLetters {
         db: db.clone(),
         pairs,
-    }
+    })
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use lambda_http::{service_fn, Error, Request};
 use siphon::config::Env;
-use siphon::queue::SqsQueue;
 use siphon::storage::Db;
 use siphon_api::{App, Config};
 
@@ -17,21 +16,7 @@ async fn main() -> Result<(), Error> {
     siphon::memory::tune();
     let config =
         Config::from_env(&env).inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
-    let s3 = siphon::sources::s3::client(&config.s3).await;
-    let queue = Arc::new(SqsQueue::connect(&config.load_queue_url).await);
-    let export_queue = match &config.export_queue_url {
-        Some(url) => {
-            Some(Arc::new(SqsQueue::connect(url).await) as Arc<dyn siphon::queue::MessageQueue>)
-        }
-        None => None,
-    };
-    let app = Arc::new(App::new(
-        &config,
-        Db::new(config.db.clone()),
-        queue,
-        export_queue,
-        s3,
-    ));
+    let app = Arc::new(App::boot(&config, Db::new(config.db.clone())).await?);
     lambda_http::run(service_fn(move |request: Request| {
         let app = app.clone();
         async move { Ok::<_, Error>(siphon_api::handle(&app, request).await) }

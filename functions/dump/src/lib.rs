@@ -13,6 +13,7 @@ use http_body_util::StreamBody;
 use hyper::body::Frame;
 use lambda_http::http::Method;
 use lambda_http::{Request, Response};
+use siphon::auth::scopes::Perm;
 use siphon::auth::Authenticator;
 use siphon::dumping::{self, SqlFormat};
 use siphon::storage::Db;
@@ -31,14 +32,17 @@ pub struct App {
     pub auth: Authenticator,
     /// `$dump-sql` statement timeout.
     pub sql_timeout_ms: u64,
+    /// `SIPHON_MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
 }
 
 impl App {
     pub fn new(config: &Config, db: Db) -> Self {
         App {
-            auth: Authenticator::new(Arc::new(db.clone()), config.admin.clone()),
+            auth: Authenticator::configured(Arc::new(db.clone()), config.auth.clone(), None),
             db,
             sql_timeout_ms: config.sql_timeout_ms,
+            max_body_bytes: config.max_body_bytes,
         }
     }
 }
@@ -97,13 +101,26 @@ pub async fn handle(app: &App, request: Request) -> Response<DumpBody> {
 }
 
 async fn route(app: &App, request: &Request) -> Result<Response<DumpBody>> {
-    app.auth
+    web::check_request(
+        request.method(),
+        request.headers(),
+        request.body().len(),
+        app.max_body_bytes,
+        false,
+    )?;
+    let who = app
+        .auth
         .check(web::authorization(request.headers()), source_ip(request))
         .await?;
     let path = request.uri().path();
     let (content_type, stream) = match (request.method(), web::segments(path).as_slice()) {
         (&Method::GET, [ty, "$dump"]) => {
             let ty = ResourceType::parse(ty)?;
+            // siphon's own tables (Client holds secret hashes) are never dumped.
+            if ty.is_system() {
+                return Err(Error::NotFound(format!("no resources of type {ty}")));
+            }
+            who.require(ty.as_str(), Perm::Read)?;
             let since = web::query_param(request.uri(), "_since")
                 .map(|s| parse_since(&s))
                 .transpose()?;
@@ -113,6 +130,7 @@ async fn route(app: &App, request: &Request) -> Result<Response<DumpBody>> {
             )
         }
         (&Method::POST, ["$dump-sql"]) => {
+            who.require_sql()?;
             let params = web::parse_body(request.headers(), request.body().as_ref())?;
             let query = params["query"]
                 .as_str()

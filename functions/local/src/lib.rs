@@ -220,13 +220,43 @@ pub async fn poll_events_queue(
     messages.len()
 }
 
-/// Converts a hyper request into the request a lambda_http handler gets.
+/// Converts a hyper request into the request a lambda_http handler gets, reading at most
+/// `max_bytes` of body (API Gateway caps bodies too): `Ok(Err(response))` is the 413
+/// answer to a larger one, given without reading the rest.
 pub async fn to_lambda_request(
     req: hyper::Request<hyper::body::Incoming>,
-) -> Result<lambda_http::Request, hyper::Error> {
+    max_bytes: usize,
+) -> Result<Result<lambda_http::Request, hyper::Response<bytes::Bytes>>, hyper::Error> {
     use http_body_util::BodyExt;
     let (parts, body) = req.into_parts();
-    let bytes = body.collect().await?.to_bytes();
+    let too_large = || {
+        let e = siphon::Error::TooLarge(format!(
+            "the request body is larger than the {max_bytes} bytes accepted"
+        ));
+        siphon::web::render(
+            siphon::web::error_reply(&e, siphon::web::ErrorStyle::Plain),
+            siphon::web::Format::Json,
+        )
+    };
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_bytes as u64) {
+        return Ok(Err(too_large()));
+    }
+    let bytes = match http_body_util::Limited::new(body, max_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Ok(Err(too_large())),
+        Err(e) => match e.downcast::<hyper::Error>() {
+            Ok(e) => return Err(*e),
+            Err(_) => return Ok(Err(too_large())),
+        },
+    };
     let body = if bytes.is_empty() {
         lambda_http::Body::Empty
     } else {
@@ -235,7 +265,7 @@ pub async fn to_lambda_request(
             Err(e) => lambda_http::Body::Binary(e.into_bytes()),
         }
     };
-    Ok(lambda_http::Request::from_parts(parts, body))
+    Ok(Ok(lambda_http::Request::from_parts(parts, body)))
 }
 
 /// Records the TCP peer as the caller's address, where API Gateway puts it

@@ -24,27 +24,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     siphon::memory::tune();
     let config = Config::from_env(&env)?;
     let db = Db::new(config.api.db.clone());
-    let queue = Arc::new(SqsQueue::connect(&config.api.load_queue_url).await);
-    let s3 = siphon::sources::s3::client(&config.api.s3).await;
+    let queue = Arc::new(SqsQueue::connect(&config.api.load_queue_url).await?);
+    let s3 = siphon::sources::s3::client(&config.api.s3).await?;
     let export_queue: Option<Arc<SqsQueue>> = match &config.api.export_queue_url {
-        Some(url) => Some(Arc::new(SqsQueue::connect(url).await)),
+        Some(url) => Some(Arc::new(SqsQueue::connect(url).await?)),
         None => None,
     };
-    let export_queue_dyn = export_queue
-        .clone()
-        .map(|q| q as Arc<dyn siphon::queue::MessageQueue>);
-    let dead_letters =
-        siphon_api::dead_letters(&config.api, &db, queue.clone(), export_queue_dyn.clone()).await;
-    let api = Arc::new(
-        siphon_api::App::new(
-            &config.api,
-            db.clone(),
-            queue.clone(),
-            export_queue_dyn,
-            s3.clone(),
-        )
-        .with_dead_letters(dead_letters),
-    );
+    let api = Arc::new(siphon_api::App::boot(&config.api, db.clone()).await?);
     let dump = Arc::new(siphon_dump::App::new(&config.dump, db.clone()));
     let worker = Arc::new(siphon_loader::worker(
         &config.loader,
@@ -158,10 +144,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     // The same split as in AWS: dumps go to the streaming function URL.
                     let path = req.uri().path();
                     let is_dump = path.ends_with("/$dump") || path == "/$dump-sql";
-                    let request = siphon_local::with_source(
-                        siphon_local::to_lambda_request(req).await?,
-                        peer,
-                    );
+                    let request =
+                        match siphon_local::to_lambda_request(req, api.max_body_bytes).await? {
+                            Ok(r) => siphon_local::with_source(r, peer),
+                            Err(refused) => {
+                                let (parts, body) = refused.into_parts();
+                                let full = Full::new(body).map_err(|never| match never {});
+                                return Ok(hyper::Response::from_parts(parts, full.boxed_unsync()));
+                            }
+                        };
                     let response: hyper::Response<siphon_local::LocalBody> = if is_dump {
                         let (parts, body) = siphon_dump::handle(&dump, request).await.into_parts();
                         hyper::Response::from_parts(parts, body.boxed_unsync())

@@ -95,7 +95,11 @@ async fn in_process(db: &Db, bucket: &str, ty: &str, hand_over: bool) -> (f64, u
     })
     .unwrap();
     let export = exports
-        .kick_off(request, "bench", "http://bench/$export")
+        .kick_off(
+            request,
+            &siphon::auth::Principal::admin("bench"),
+            "http://bench/$export",
+        )
         .await
         .unwrap();
     let task = format!("{}/0", export.id);

@@ -54,7 +54,7 @@ pub async fn kick_off(app: &App, req: &Request, who: &Principal, level: Level) -
             .map(|p| p.as_str())
             .unwrap_or("/")
     );
-    let export = exports.kick_off(parsed, &who.client_id, &url).await?;
+    let export = exports.kick_off(parsed, who, &url).await?;
     let outcome = web::operation_outcome(
         "information",
         "informational",
@@ -111,9 +111,28 @@ pub async fn cancel(app: &App, id: &str, who: &Principal) -> Result<Reply> {
     ))
 }
 
+/// The `rest.security` of the CapabilityStatement: SMART Backend Services with the
+/// token endpoint (the `oauth-uris` extension) when tokens are issued, and HTTP Basic.
+fn security(app: &App, req: &Request) -> serde_json::Value {
+    if !app.auth.tokens_enabled() {
+        return json!({"description": "HTTP Basic with a Client id and secret; export files are presigned S3 URLs (requiresAccessToken false)"});
+    }
+    json!({
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [{"url": "token", "valueUri": super::smart::token_url(app, req)}]
+        }],
+        "service": [{
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}],
+            "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)"
+        }],
+        "description": "SMART Backend Services (client credentials with a signed JWT assertion; see /.well-known/smart-configuration) or HTTP Basic with a Client id and secret; export files are presigned S3 URLs (requiresAccessToken false)"
+    })
+}
+
 /// The CapabilityStatement of a Bulk Data server.
-pub fn capability_statement(req: &Request) -> Reply {
-    let base = web::base_url(req.headers(), None);
+pub fn capability_statement(app: &App, req: &Request) -> Reply {
+    let base = web::base_url(req.headers(), app.public_url.as_deref());
     let statement = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -126,7 +145,7 @@ pub fn capability_statement(req: &Request) -> Reply {
         "format": ["json"],
         "rest": [{
             "mode": "server",
-            "security": {"description": "HTTP Basic with a Client id and secret; export files are presigned S3 URLs (requiresAccessToken false)"},
+            "security": security(app, req),
             "resource": [
                 {"type": "Patient", "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}]},
                 {"type": "Group", "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}]}

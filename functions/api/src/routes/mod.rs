@@ -1,11 +1,13 @@
-//! Which path goes where. Each handler parses what the path and body say, calls the
-//! domain, and shapes the answer; nothing else.
+//! Which path goes where, and what each needs. Each handler parses what the path and
+//! body say, checks the caller's rights (see the table in `docs/authorization.md`),
+//! calls the domain, and shapes the answer; nothing else.
 
 mod console;
 mod exports;
 mod resources;
 mod rpc;
 mod sessions;
+mod smart;
 
 use lambda_http::Request;
 use siphon::auth::Principal;
@@ -27,23 +29,34 @@ pub fn error_style(path: &str) -> ErrorStyle {
     }
 }
 
-/// What anyone may read without credentials: the CapabilityStatement, as FHIR servers
-/// serve it, and the console's static files (its API calls carry the user's credentials).
-pub fn public(request: &Request) -> Option<Reply> {
+/// The path of the SMART token endpoint.
+pub const TOKEN_PATH: &str = "/auth/token";
+
+/// What anyone may reach without credentials: the CapabilityStatement and the SMART
+/// configuration, as FHIR servers serve them, the token endpoint (it authenticates the
+/// client itself), and the console's static files (its API calls carry the user's
+/// credentials).
+pub async fn public(app: &App, request: &Request) -> Option<Reply> {
     let path = request.uri().path();
     match *request.method() {
-        Method::GET if path == "/metadata" => Some(exports::capability_statement(request)),
+        Method::GET if path == "/metadata" => Some(exports::capability_statement(app, request)),
+        Method::GET if path == "/.well-known/smart-configuration" => {
+            Some(smart::configuration(app, request))
+        }
+        Method::POST if path == TOKEN_PATH => Some(smart::token(app, request).await),
         Method::GET if path.starts_with("/console") => console::console(path),
         _ => None,
     }
 }
 
+/// Routes an authenticated request.
 pub async fn route(app: &App, request: &Request, who: &Principal) -> Result<Reply> {
     let path = request.uri().path();
     let segments = web::segments(path);
     let method = request.method();
     let get_or_post = method == Method::GET || method == Method::POST;
     match (method, segments.as_slice()) {
+        (&Method::GET, ["$me"]) => Ok(smart::me(who)),
         (_, ["$export"]) if get_or_post => {
             exports::kick_off(app, request, who, Level::System).await
         }
@@ -59,22 +72,29 @@ pub async fn route(app: &App, request: &Request, who: &Principal) -> Result<Repl
         (&Method::POST, ["rpc"]) => rpc::call(app, request, who).await,
         (&Method::GET, ["$dump-to-bucket", id]) => rpc::dump_view(app, id, who).await,
         (&Method::DELETE, ["$dump-to-bucket", id]) => rpc::dump_cancel(app, id, who).await,
-        (&Method::POST, ["$import"]) => sessions::import(app, request).await,
-        (&Method::GET, ["$import"]) => sessions::list(app, request).await,
-        (&Method::GET, ["$import", id]) => sessions::view(app, id).await,
-        (&Method::POST, ["$load"]) => sessions::load(app, request, None).await,
-        (&Method::POST, [ty, "$load"]) => sessions::load(app, request, Some(ty)).await,
-        (&Method::PUT, []) => resources::put(app, request).await,
-        (&Method::GET, ["$dead-letters"]) => resources::dead_letters(app).await,
+        (&Method::POST, ["$import"]) => sessions::import(app, request, who).await,
+        (&Method::GET, ["$import"]) => sessions::list(app, request, who).await,
+        (&Method::GET, ["$import", id]) => sessions::view(app, id, who).await,
+        (&Method::POST, ["$load"]) => sessions::load(app, request, None, who).await,
+        (&Method::POST, [ty, "$load"]) => sessions::load(app, request, Some(ty), who).await,
+        (&Method::PUT, []) => resources::put(app, request, who).await,
+        (&Method::GET, ["$dead-letters"]) => {
+            who.require_admin("GET /$dead-letters")?;
+            resources::dead_letters(app).await
+        }
         (&Method::POST, ["$dead-letters", id, "$retry"]) => {
+            who.require_admin("retrying dead letters")?;
             resources::retry_dead_letter(app, id).await
         }
         (&Method::GET, ["LoaderFile", id, "$errors"]) => {
-            resources::loader_file_errors(app, request, id).await
+            resources::loader_file_errors(app, request, id, who).await
         }
-        (&Method::DELETE, ["LoaderFile", id]) => resources::delete_loader_file(app, id).await,
-        (&Method::GET, [ty]) => resources::list(app, request, ty).await,
-        (&Method::GET, [ty, id]) => resources::read(app, ty, id).await,
+        (&Method::DELETE, ["LoaderFile", id]) => {
+            who.require_admin("DELETE /LoaderFile")?;
+            resources::delete_loader_file(app, id).await
+        }
+        (&Method::GET, [ty]) => resources::list(app, request, ty, who).await,
+        (&Method::GET, [ty, id]) => resources::read(app, ty, id, who).await,
         _ => Err(Error::NotFound(format!("no route for {method} {path}"))),
     }
 }

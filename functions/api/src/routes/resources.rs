@@ -1,18 +1,19 @@
 //! `PUT /`, `GET /{type}`, `GET /{type}/{id}`, and a LoaderFile's `$errors` and deletion.
 
 use lambda_http::Request;
+use siphon::auth::Principal;
 use siphon::web::{Paging, Reply};
 use siphon::{resources, ResourceType, Result};
 
 use crate::App;
 
-pub async fn put(app: &App, request: &Request) -> Result<Reply> {
+pub async fn put(app: &App, request: &Request, who: &Principal) -> Result<Reply> {
     Ok(Reply::ok(
-        resources::put_all(&app.db, &super::body(request)?).await?,
+        resources::put_all(&app.db, &super::body(request)?, who).await?,
     ))
 }
 
-pub async fn list(app: &App, request: &Request, ty: &str) -> Result<Reply> {
+pub async fn list(app: &App, request: &Request, ty: &str, who: &Principal) -> Result<Reply> {
     let ty = ResourceType::parse(ty)?;
     let page = Paging::from_query(request.uri(), 100, 10_000);
     // Every parameter but _count/_offset is a top-level element to match.
@@ -22,19 +23,24 @@ pub async fn list(app: &App, request: &Request, ty: &str) -> Result<Reply> {
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
     Ok(Reply::ok(
-        resources::list(&app.db, &ty, &filters, page.count, page.offset).await?,
+        resources::list(&app.db, &ty, &filters, page.count, page.offset, who).await?,
     ))
 }
 
-pub async fn read(app: &App, ty: &str, id: &str) -> Result<Reply> {
+pub async fn read(app: &App, ty: &str, id: &str, who: &Principal) -> Result<Reply> {
     let ty = ResourceType::parse(ty)?;
-    Ok(Reply::ok(resources::read(&app.db, &ty, id).await?))
+    Ok(Reply::ok(resources::read(&app.db, &ty, id, who).await?))
 }
 
-pub async fn loader_file_errors(app: &App, request: &Request, id: &str) -> Result<Reply> {
+pub async fn loader_file_errors(
+    app: &App,
+    request: &Request,
+    id: &str,
+    who: &Principal,
+) -> Result<Reply> {
     let page = Paging::from_query(request.uri(), 1000, 100_000);
     Ok(Reply::ok(
-        resources::loader_file_errors(&app.db, id, page.count, page.offset).await?,
+        resources::loader_file_errors(&app.db, id, page.count, page.offset, who).await?,
     ))
 }
 

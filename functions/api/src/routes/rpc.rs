@@ -26,12 +26,17 @@ pub async fn call(app: &App, request: &Request, who: &Principal) -> Result<Reply
     let params = body.get("params").cloned().unwrap_or(json!({}));
     let result = match method {
         "aidbox.bulk/load-from-bucket" => {
-            let params: LoadFromBucket = serde_json::from_value(params)
+            let mut params: LoadFromBucket = serde_json::from_value(params)
                 .map_err(|e| Error::BadRequest(format!("invalid params: {e}")))?;
+            // Each line is checked against what the caller may write when it loads.
+            who.require_some_write()?;
+            params.owner = who.job_owner();
+            params.writes = who.writes();
             if params.inventory.is_some() {
                 return from_inventory(app, request, &params, who).await;
             }
-            let s3 = siphon::sources::s3::client(&params.store().s3_options()).await;
+            let s3 =
+                siphon::sources::s3::client(&params.store().s3_options(&app.url_policy)).await?;
             let started = bucket::load_from_bucket(
                 &app.db,
                 app.queue.as_ref(),
@@ -42,7 +47,10 @@ pub async fn call(app: &App, request: &Request, who: &Principal) -> Result<Reply
             .await?;
             json!(started)
         }
-        "aidbox.bulk/load-from-bucket-status" => bucket::status(&app.db).await?,
+        "aidbox.bulk/load-from-bucket-status" => {
+            let wanted = params.get("owner").and_then(|o| o.as_str());
+            bucket::status(&app.db, who.owner_filter(wanted)).await?
+        }
         "aidbox.bulk/dump-to-bucket" => return dump_to_bucket(app, request, params, who).await,
         other => return Err(Error::BadRequest(format!("unknown method {other:?}"))),
     };
@@ -61,7 +69,7 @@ async fn from_inventory(
     let s3 = if store.is_default() {
         app.s3.clone()
     } else {
-        siphon::sources::s3::client(&store.s3_options()).await
+        siphon::sources::s3::client(&store.s3_options(&app.url_policy)).await?
     };
     let guard = app.imports.guard.as_ref();
     if params.dry_run.unwrap_or(false) {
@@ -107,7 +115,7 @@ async fn dump_to_bucket(
     let client = if store.is_default() {
         app.s3.clone()
     } else {
-        siphon::sources::s3::client(&store.s3_options()).await
+        siphon::sources::s3::client(&store.s3_options(&app.url_policy)).await?
     };
     let sink = S3Sink::new(client, &bucket);
     let ctx = DumpContext {
@@ -119,7 +127,7 @@ async fn dump_to_bucket(
         range_rows: exports.config.range_rows,
         max_ranges: exports.config.max_ranges,
     };
-    let export = dump::kick_off(ctx, &params, &who.client_id).await?;
+    let export = dump::kick_off(ctx, &params, who).await?;
     let base = web::base_url(request.headers(), app.public_url.as_deref());
     let location = format!("{base}/$dump-to-bucket/{}", export.id);
     Ok(Reply::value(

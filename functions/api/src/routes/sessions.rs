@@ -3,7 +3,8 @@
 use lambda_http::http::header::HeaderName;
 use lambda_http::Request;
 use serde_json::json;
-use siphon::sessions::{Loaded, SessionView};
+use siphon::auth::Principal;
+use siphon::sessions::{Caller, Loaded, SessionView};
 use siphon::web::{Reply, StatusCode};
 use siphon::{ResourceType, Result};
 
@@ -17,8 +18,12 @@ fn session_value(session: &SessionView) -> serde_json::Value {
 }
 
 /// `POST /$import`: 201 + content-location when a session starts, 200 for an action.
-pub async fn import(app: &App, request: &Request) -> Result<Reply> {
-    let acted = app.imports.act(&super::body(request)?).await?;
+pub async fn import(app: &App, request: &Request, who: &Principal) -> Result<Reply> {
+    let caller = Caller {
+        who,
+        source: crate::source_ip(request),
+    };
+    let acted = app.imports.act(&super::body(request)?, caller).await?;
     let status = if acted.created {
         StatusCode::CREATED
     } else {
@@ -30,8 +35,8 @@ pub async fn import(app: &App, request: &Request) -> Result<Reply> {
 
 /// `GET /$import/{id}`: as the FHIR Bulk Data status endpoint, 202 + X-Progress while the
 /// job runs, 200 when it ended.
-pub async fn view(app: &App, id: &str) -> Result<Reply> {
-    let session = app.imports.view(id).await?;
+pub async fn view(app: &App, id: &str, who: &Principal) -> Result<Reply> {
+    let session = app.imports.view(id, who).await?;
     if session.status.is_running() {
         Ok(Reply::value(StatusCode::ACCEPTED, session_value(&session))
             .header(X_PROGRESS, session.progress.clone()))
@@ -40,17 +45,25 @@ pub async fn view(app: &App, id: &str) -> Result<Reply> {
     }
 }
 
-/// `GET /$import`: sessions, newest first (`_count`, `_offset`).
-pub async fn list(app: &App, request: &Request) -> Result<Reply> {
+/// `GET /$import`: the caller's sessions (the admin's: all, or `owner=` one client's),
+/// newest first (`_count`, `_offset`).
+pub async fn list(app: &App, request: &Request, who: &Principal) -> Result<Reply> {
     let page = siphon::web::Paging::from_query(request.uri(), 50, 1000);
-    let sessions = app.imports.list(page.count, page.offset).await?;
+    let wanted = siphon::web::query_param(request.uri(), "owner");
+    let owner = who.owner_filter(wanted.as_deref());
+    let sessions = app.imports.list(owner, page.count, page.offset).await?;
     Ok(Reply::ok(json!({ "sessions": sessions })))
 }
 
 /// `POST /$load`, `POST /{type}/$load`.
-pub async fn load(app: &App, request: &Request, ty: Option<&str>) -> Result<Reply> {
+pub async fn load(
+    app: &App,
+    request: &Request,
+    ty: Option<&str>,
+    who: &Principal,
+) -> Result<Reply> {
     let ty = ty.map(ResourceType::parse).transpose()?;
-    match app.imports.load(&super::body(request)?, ty).await? {
+    match app.imports.load(&super::body(request)?, ty, who).await? {
         Loaded::Finished {
             session,
             loaded,
