@@ -9,6 +9,7 @@ pub mod bench;
 pub mod corpus;
 pub mod gen;
 pub mod inventory;
+pub mod smart;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -127,9 +128,13 @@ pub async fn fresh_db_url() -> String {
     url.to_string()
 }
 
-/// A [`Db`] on a fresh database.
+/// A [`Db`] on a fresh database, with local.env's read-only login for caller SQL.
 pub async fn fresh_db() -> Db {
-    Db::new(DbConfig::from_url(&fresh_db_url().await).unwrap())
+    Db::new(
+        DbConfig::from_url(&fresh_db_url().await)
+            .unwrap()
+            .with_reader("siphon_reader", &var("SIPHON_READER_PASSWORD")),
+    )
 }
 
 /// The `postgres://` URL of `db`'s database (for a child process).
@@ -157,15 +162,20 @@ pub async fn s3() -> aws_sdk_s3::Client {
     use_local_aws();
     siphon::sources::s3::client(&siphon::sources::s3::S3Options {
         force_path_style: Some(true),
+        policy: siphon::sources::http::UrlPolicy::from_env(&config_env()),
         ..Default::default()
     })
     .await
+    .expect("LocalStack's endpoint is allow-listed in local.env")
 }
 
 /// An SQS client for LocalStack.
 pub async fn sqs() -> aws_sdk_sqs::Client {
     use_local_aws();
-    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let policy = siphon::sources::http::UrlPolicy::from_env(&config_env());
+    let conf = siphon::sources::aws::sdk_config(&Default::default(), &policy)
+        .await
+        .expect("LocalStack's endpoint is allow-listed in local.env");
     aws_sdk_sqs::Client::new(&conf)
 }
 
@@ -364,4 +374,24 @@ pub fn read_back(script: &str, files: &[&std::path::Path]) -> serde_json::Value 
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("the reader prints JSON")
+}
+
+/// Runs a test scenario that is one big future (a debug build's frames for it overflow
+/// a test thread's stack) on a thread with room for it, on its own runtime.
+pub fn on_big_stack<F>(scenario: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    std::thread::Builder::new()
+        .stack_size(32 << 20)
+        .spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(scenario())
+        })
+        .unwrap()
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }

@@ -498,21 +498,21 @@ async fn failed_files_show_their_invalid_lines_as_text_and_dead_letters_retry() 
         .unwrap();
 
     // A file whose worker died: its lease ran out long ago, the sweep recovered it before.
-    let (s, b) = stack
-        .admin(
-            "PUT",
-            "/",
-            Some(json!([{"resourceType": "LoaderFile", "id": "stalled-1",
+    // (Only siphon writes LoaderFiles: this one is written into the table by hand.)
+    let stalled = json!({"resourceType": "LoaderFile", "id": "stalled-1",
                          "file": "bad/Patient-stalled.ndjson.gz", "bucket": stack.bucket,
                          "type": "Patient", "status": "in-progress", "size": 4000,
                          "loaded": 10, "failed": 0, "checkpoint": {"line": 10, "bytes": 9000},
-                         "start": "2026-01-01T00:00:00Z",
+                         "start": "2026-01-01T00:00:00Z", "owner": CLIENT_ID,
                          "lease": {"owner": "dead-worker", "until": "2026-01-01T00:01:00Z"},
                          "recovery": {"at": "2026-01-01T00:00:30Z", "count": 2,
-                                      "how": "visibility reset"}}])),
-        )
+                                      "how": "visibility reset"}});
+    stack
+        .sql(&format!(
+            "INSERT INTO loaderfile (id, txid, status, resource) VALUES ('stalled-1', nextval('transaction_id_seq'), 'created', '{}')",
+            stalled.to_string().replace('\'', "''")
+        ))
         .await;
-    assert_eq!(s, 200, "{b}");
 
     let browser = Browser::start("failed", DESKTOP.0, DESKTOP.1);
     browser.sign_in(&stack.base, CLIENT_ID, CLIENT_SECRET);
@@ -567,6 +567,30 @@ async fn failed_files_show_their_invalid_lines_as_text_and_dead_letters_retry() 
             && stalled.contains("recovered 2× (visibility reset)"),
         "{stalled}"
     );
+    // Deleting files and dead letters are the admin's: this client sees neither.
+    assert_eq!(
+        browser.js(
+            "return document.querySelectorAll('#files-body [data-action=delete]').length",
+            json!([])
+        ),
+        json!(0)
+    );
+    assert_eq!(
+        browser.js(
+            "return document.querySelector('#nav [data-view=dead]').hidden",
+            json!([])
+        ),
+        json!(true)
+    );
+    browser.click("#sign-out");
+    browser.sign_in(
+        &stack.base,
+        &siphon_tests::var("SIPHON_ADMIN_CLIENT_ID"),
+        &siphon_tests::var("SIPHON_ADMIN_CLIENT_SECRET"),
+    );
+    browser.wait_text("#who-name", "(admin)", 10);
+    files_of_bucket(&browser, &stack);
+    let mixed_row = file_row(&browser, "Patient-mixed");
     // Delete asks first; Cancel keeps the file, Delete forgets it.
     browser.click(&format!("{mixed_row} [data-action=delete]"));
     browser.wait_text("#dialog", "Delete this LoaderFile?", 5);
@@ -902,4 +926,113 @@ async fn the_phone_layout_fits_and_reads() {
     fits("import");
     browser.screenshot("phone-import");
     page_is_clean(&browser);
+}
+
+#[tokio::test]
+async fn a_scoped_client_sees_only_its_own_work_and_only_what_its_scopes_allow() {
+    let stack = Stack::start("scoped", Options::default()).await;
+    stack
+        .put(
+            "theirs/Patient.ndjson.gz",
+            gen::gzip(&gen::ndjson("Patient", 30, 1)),
+        )
+        .await;
+    stack
+        .put(
+            "mine/Patient.ndjson.gz",
+            gen::gzip(&gen::ndjson("Patient", 20, 2)),
+        )
+        .await;
+    // Another client's load (the console user's), and the reader's own.
+    import_prefix(&stack, "theirs/").await;
+    let (s, b) = stack
+        .admin(
+            "PUT",
+            "/",
+            Some(json!([
+                {"resourceType": "Client", "id": "reader", "secret": "reader-secret"},
+                {"resourceType": "AccessPolicy", "id": "reader", "scope": "system/*.rs",
+                 "link": [{"id": "reader", "resourceType": "Client"}]},
+                {"resourceType": "Client", "id": "writer", "secret": "writer-secret"},
+                {"resourceType": "AccessPolicy", "id": "writer", "scope": "system/Patient.cru",
+                 "link": [{"id": "writer", "resourceType": "Client"}]}
+            ])),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let got = stack
+        .call(
+            "POST",
+            "/rpc",
+            &basic("writer", "writer-secret"),
+            &[],
+            Some(json!({"method": "aidbox.bulk/load-from-bucket",
+                        "params": {"bucket": format!("s3://{}/mine/", stack.bucket)}})),
+        )
+        .await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    stack
+        .wait_file("mine/Patient.ndjson.gz", "done", |f| f["status"] == "done")
+        .await;
+    stack
+        .wait_file("theirs/Patient.ndjson.gz", "done", |f| {
+            f["status"] == "done"
+        })
+        .await;
+
+    // A reader: no import screen, no dead letters, nobody's files.
+    let browser = Browser::start("scoped", DESKTOP.0, DESKTOP.1);
+    browser.sign_in(&stack.base, "reader", "reader-secret");
+    browser.wait_text("#who-name", "reader", 10);
+    let hidden = browser.js(
+        "return ['import', 'dead', 'files', 'exports'].map(v => document.querySelector('#nav [data-view=' + v + ']').hidden)",
+        json!([]),
+    );
+    assert_eq!(hidden, json!([true, true, false, false]));
+    browser.click("#nav [data-view=files]");
+    browser.wait_text("#files-body", "No LoaderFiles", 10);
+    page_is_clean(&browser);
+    browser.screenshot("scoped-reader");
+    // Typing the dead letters' address does not open them either.
+    browser.click("#sign-out");
+    browser.js("location.hash = '#dead'", json!([]));
+    browser.type_into("#signin-id", "reader", true);
+    browser.type_into("#signin-secret", "reader-secret", true);
+    browser.click("#signin-submit");
+    browser.wait_text("#who-name", "reader", 10);
+    assert_eq!(
+        browser.js(
+            "return document.getElementById('view-dead').hidden",
+            json!([])
+        ),
+        json!(true)
+    );
+
+    // A writer: the import screen, its own file only, no delete buttons.
+    browser.click("#sign-out");
+    browser.sign_in(&stack.base, "writer", "writer-secret");
+    browser.wait_text("#who-name", "writer", 10);
+    assert_eq!(
+        browser.js(
+            "return document.querySelector('#nav [data-view=import]').hidden",
+            json!([])
+        ),
+        json!(false)
+    );
+    files_of_bucket(&browser, &stack);
+    file_row(&browser, "mine/Patient");
+    let rows = browser.js(
+        "return document.querySelectorAll('#files-body tr[data-id]').length",
+        json!([]),
+    );
+    assert_eq!(rows, json!(1), "only the writer's own file");
+    assert_eq!(
+        browser.js(
+            "return document.querySelectorAll('#files-body [data-action=delete]').length",
+            json!([])
+        ),
+        json!(0)
+    );
+    page_is_clean(&browser);
+    browser.screenshot("scoped-writer");
 }

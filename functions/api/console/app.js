@@ -13,6 +13,7 @@
   const $ = (id) => document.getElementById(id);
 
   let auth = null; // "Basic ...": the only copy of the credentials
+  let me = null; // GET /$me: {client_id, admin, scope}; decides which screens and buttons show
   let view = 'overview';
   let timer = null;
   let pollMs = 2000;
@@ -190,7 +191,7 @@
     }
     $('signin-submit').disabled = true;
     const candidate = basic(id, secret);
-    const r = await api('POST', '/rpc', { method: 'aidbox.bulk/load-from-bucket-status' }, candidate);
+    const r = await api('GET', '/$me', undefined, candidate);
     $('signin-submit').disabled = false;
     if (r.status === 401) {
       error.textContent = 'Wrong client id or secret (401): the API did not accept them.';
@@ -200,13 +201,16 @@
       error.textContent = 'Cannot sign in (' + (r.status || 'no answer') + '): ' + r.message;
     } else {
       auth = candidate;
+      me = r.data && typeof r.data === 'object' ? r.data : { admin: false, scope: '' };
       $('signin-secret').value = '';
-      $('who-name').textContent = id;
+      $('who-name').textContent = id + (me.admin ? ' (admin)' : '');
+      $('who-name').title = me.admin ? 'the admin: every screen and action' : 'scopes: ' + (me.scope || 'none');
+      applyRights();
       $('view-signin').hidden = true;
       $('nav').hidden = false;
       $('who').hidden = false;
       const wanted = location.hash.replace(/^#/, '');
-      show(VIEWS.includes(wanted) ? wanted : 'overview', true);
+      show(VIEWS.includes(wanted) && allowed(wanted) ? wanted : 'overview', true);
       schedule();
       return;
     }
@@ -214,8 +218,36 @@
     $('signin-secret').focus();
   }
 
+  // True when some type may be created and updated (a load writes): SMART v2 `.cu`
+  // (letters in cruds order), or v1 `.write` / `.*`.
+  function canLoad() {
+    if (!me) return false;
+    if (me.admin) return true;
+    return String(me.scope || '').split(/\s+/).some((s) => {
+      const m = /^system\/[^.\s]+\.(.+)$/.exec(s);
+      if (!m) return false;
+      const p = m[1];
+      return p === 'write' || p === '*' || (/^c?r?u?d?s?$/.test(p) && p.includes('c') && p.includes('u'));
+    });
+  }
+
+  // Screens and buttons the caller's rights do not allow are not shown at all: dead
+  // letters and deleting LoaderFiles are the admin's; importing needs write scopes.
+  function applyRights() {
+    const nav = (v) => document.querySelector('#nav button[data-view="' + v + '"]');
+    nav('dead').hidden = !(me && me.admin);
+    nav('import').hidden = !canLoad();
+  }
+
+  function allowed(v) {
+    if (v === 'dead') return !!(me && me.admin);
+    if (v === 'import') return canLoad();
+    return true;
+  }
+
   function signOut(message) {
     auth = null;
+    me = null;
     clearInterval(timer);
     timer = null;
     samples = [];
@@ -249,6 +281,7 @@
   };
 
   function show(name, focus) {
+    if (!allowed(name)) name = 'overview';
     view = name;
     for (const v of VIEWS) $('view-' + v).hidden = v !== name;
     for (const b of document.querySelectorAll('#nav button')) {
@@ -451,10 +484,12 @@
         on: { click: () => openErrors(f) },
       }, Number(f.failed) > 0 ? 'Invalid lines' : 'Error'));
     }
-    actions.push(el('button', {
-      type: 'button', class: 'small danger', 'data-key': 'delete:' + f.id, 'data-action': 'delete',
-      on: { click: () => deleteFile(f) },
-    }, 'Delete'));
+    if (me && me.admin) {
+      actions.push(el('button', {
+        type: 'button', class: 'small danger', 'data-key': 'delete:' + f.id, 'data-action': 'delete',
+        on: { click: () => deleteFile(f) },
+      }, 'Delete'));
+    }
     return el('tr', { 'data-id': f.id, 'data-status': f.status, class: files.errorsOf === f.id ? 'selected' : undefined },
       td('File', { class: 'file' }, breakable(location_(f)),
         el('span', { class: 'sub' }, [f.size ? bytes(f.size) : null, f.import ? 'session ' + f.import : null, 'id ' + f.id].filter(Boolean).join(' · '))),

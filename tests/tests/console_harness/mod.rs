@@ -94,6 +94,8 @@ pub struct Stack {
     pub load_dlq: String,
     pub export_queue: String,
     pub log: PathBuf,
+    /// The database siphon-local runs on (for rows only siphon writes, made by hand).
+    pub db_url: String,
 }
 
 /// Settings of one [`Stack`] beyond the defaults.
@@ -183,6 +185,7 @@ impl Stack {
             load_dlq,
             export_queue,
             log,
+            db_url: db_url.clone(),
         };
         let started = Instant::now();
         loop {
@@ -266,6 +269,14 @@ impl Stack {
         let value = serde_json::from_slice(&got.body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&got.body).into()));
         (got.status, value)
+    }
+
+    /// Runs SQL on siphon-local's database directly (rows no caller may write).
+    pub async fn sql(&self, statement: &str) {
+        let cfg = siphon::storage::DbConfig::from_url(&self.db_url).unwrap();
+        let (client, conn) = cfg.pg_config().connect(cfg.tls().unwrap()).await.unwrap();
+        tokio::spawn(conn);
+        client.batch_execute(statement).await.unwrap();
     }
 
     /// Sets a queue's `DelaySeconds` (for the messages sent from now on).
