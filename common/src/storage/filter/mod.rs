@@ -181,3 +181,100 @@ fn element_condition(p: &ParamPath, ty: &str, v: &Value, res: &str) -> Result<Op
         Value::Id(_) => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhir::search::filter::{Prefix, System, Token};
+
+    fn clause(target: Target, values: Vec<Value>) -> Query {
+        Query {
+            text: String::new(),
+            clauses: vec![Clause {
+                name: "x".into(),
+                target,
+                test: Test::AnyOf {
+                    negate: false,
+                    values,
+                },
+            }],
+        }
+    }
+
+    fn elements(path: &str, ty: &str) -> Target {
+        Target::Elements(vec![ParamPath {
+            path: path.into(),
+            types: vec![ty.into()],
+            targets: vec![],
+        }])
+    }
+
+    #[test]
+    fn values_are_quoted_inside_jsonpath_inside_literals() {
+        let token = Value::Token(Token {
+            system: System::Is("s'\"\\".into()),
+            code: Some("c\u{1}".into()),
+        });
+        let q = clause(elements("code", "CodeableConcept"), vec![token]);
+        let sql = query_condition(&q, &Columns::default()).unwrap();
+        assert_eq!(
+            sql,
+            r#"(((resource @? E'$."code"[*]."coding"[*] ? (@."code" == "c\\u0001" && @."system" == "s''\\"\\\\")')))"#
+        );
+    }
+
+    #[test]
+    fn untrusted_shapes_are_refused() {
+        let q = clause(Target::Id, vec![Value::Id("a".into())]);
+        let bad = Columns {
+            resource: "resource; drop",
+            ..Columns::default()
+        };
+        assert!(query_condition(&q, &bad).is_err());
+        let q = clause(elements("code\"x", "code"), vec![Value::Uri("a".into())]);
+        assert!(query_condition(&q, &Columns::default()).is_err());
+        let n = crate::fhir::search::filter::NumberTest {
+            prefix: Prefix::Gt,
+            value: "1) || true".into(),
+            low: "0".into(),
+            high: "2".into(),
+        };
+        let q = clause(elements("value", "decimal"), vec![Value::Number(n)]);
+        assert!(query_condition(&q, &Columns::default()).is_err());
+        // A value of a kind its target cannot hold is a bug, not a silent false.
+        let q = clause(Target::Id, vec![Value::Uri("a".into())]);
+        assert!(query_condition(&q, &Columns::default()).is_err());
+    }
+
+    #[test]
+    fn empty_filters_keep_or_drop_everything() {
+        let all = Query {
+            text: String::new(),
+            clauses: vec![],
+        };
+        assert_eq!(
+            query_condition(&all, &Columns::default()).unwrap(),
+            "(true)"
+        );
+        let none = TypeFilter {
+            resource_type: "Patient".into(),
+            queries: vec![],
+        };
+        assert_eq!(
+            filter_condition(&none, &Columns::default()).unwrap(),
+            "(false)"
+        );
+        // An element type a value cannot match contributes nothing.
+        let q = clause(
+            elements("active", "boolean"),
+            vec![Value::Token(Token {
+                system: System::Any,
+                code: Some("maybe".into()),
+            })],
+        );
+        assert_eq!(
+            query_condition(&q, &Columns::default()).unwrap(),
+            "(((false)))"
+        );
+    }
+}
