@@ -118,15 +118,156 @@ fn value() -> impl Strategy<Value = String> {
     ]
 }
 
-/// A `_typeFilter` value: `Type?name=value&...`, sometimes broken.
-pub fn type_filter() -> impl Strategy<Value = String> {
+/// Text for string, token and uri values: hostile atoms or any characters.
+fn text() -> impl Strategy<Value = String> {
     prop_oneof![
-        8 => (ty(), prop::collection::vec((name(), value()), 0..4)).prop_map(|(t, params)| {
-            let q: Vec<String> = params.iter().map(|(n, v)| format!("{n}={v}")).collect();
-            format!("{t}?{}", q.join("&"))
-        }),
-        1 => any::<String>(),
+        2 => prop::sample::select(vec![
+            "'; DROP TABLE x; --", "it's", "\"q\"", "a\\b", "\\", "$x", "@ == 1", "like_regex",
+            "E'x'", "{}", "[*]", "Müller", "a\u{0301}", "\u{1F600}", "\u{7}", "%", "--", "/*",
+        ])
+        .prop_map(str::to_string),
+        3 => "[^\u{0}]{1,10}",
     ]
+}
+
+fn prefix() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap",
+    ])
+}
+
+fn date() -> impl Strategy<Value = String> {
+    let zone = prop::sample::select(vec!["", "Z", "+05:30", "-14:00", "+14:00"]);
+    (prefix(), 1u32..=9999, 0u32..=12, 1u32..=28, 0u32..3, zone).prop_map(|(p, y, m, d, t, z)| {
+        match (m, t) {
+            (0, _) => format!("{p}{y:04}"),
+            (_, 0) => format!("{p}{y:04}-{m:02}"),
+            (_, 1) => format!("{p}{y:04}-{m:02}-{d:02}"),
+            _ => format!("{p}{y:04}-{m:02}-{d:02}T23:59:59.999{z}"),
+        }
+    })
+}
+
+fn number() -> impl Strategy<Value = String> {
+    (prefix(), "-?[0-9]{1,6}(\\.[0-9]{1,4})?(e-?[0-9]{1,2})?").prop_map(|(p, n)| format!("{p}{n}"))
+}
+
+fn value_of(kind: &'static str) -> BoxedStrategy<String> {
+    match kind {
+        "token" => prop_oneof![
+            text(),
+            (text(), text()).prop_map(|(s, c)| format!("{s}|{c}")),
+            text().prop_map(|c| format!("|{c}")),
+        ]
+        .boxed(),
+        "date" => date().boxed(),
+        "number" => number().boxed(),
+        "quantity" => prop_oneof![
+            number(),
+            (number(), text(), text()).prop_map(|(n, s, c)| format!("{n}|{s}|{c}")),
+            (number(), text()).prop_map(|(n, c)| format!("{n}||{c}")),
+        ]
+        .boxed(),
+        "reference" => prop_oneof![
+            "[A-Za-z0-9.-]{1,8}",
+            "[A-Za-z0-9.-]{1,8}".prop_map(|id| format!("Patient/{id}")),
+            ("[A-Za-z0-9.-]{1,8}", "[A-Za-z0-9.-]{1,4}")
+                .prop_map(|(id, v)| format!("Patient/{id}/_history/{v}")),
+            ("[a-z:/.?=&'%()*+-]{1,12}", "[A-Za-z0-9.-]{1,8}")
+                .prop_map(|(b, id)| format!("http://{b}/Patient/{id}")),
+        ]
+        .boxed(),
+        "missing" => prop::sample::select(vec!["true", "false"])
+            .prop_map(str::to_string)
+            .boxed(),
+        _ => text().boxed(),
+    }
+}
+
+/// A parameter of `ty` that parses, and its value kind.
+fn param(ty: &'static str) -> impl Strategy<Value = (&'static str, &'static str)> {
+    let common = [
+        ("_id", "text"),
+        ("_tag", "token"),
+        ("_security", "token"),
+        ("_profile", "text"),
+        ("_lastUpdated", "date"),
+        ("_tag:missing", "missing"),
+        ("_profile:missing", "missing"),
+    ];
+    let own: &[(&str, &str)] = match ty {
+        "Observation" => &[
+            ("code", "token"),
+            ("code:not", "token"),
+            ("code:text", "text"),
+            ("status", "token"),
+            ("date", "date"),
+            ("value-quantity", "quantity"),
+            ("combo-value-quantity", "quantity"),
+            ("subject", "reference"),
+            ("patient", "reference"),
+            ("subject:Patient", "id"),
+            ("value-string", "text"),
+            ("value-string:contains", "text"),
+            ("date:missing", "missing"),
+        ],
+        "Patient" => &[
+            ("family", "text"),
+            ("family:exact", "text"),
+            ("name", "text"),
+            ("address", "text"),
+            ("birthdate", "date"),
+            ("gender", "token"),
+            ("identifier", "token"),
+            ("telecom", "token"),
+            ("general-practitioner", "reference"),
+            ("active", "token"),
+            ("name:contains", "text"),
+        ],
+        "RiskAssessment" => &[("probability", "number")],
+        "CarePlan" => &[
+            ("instantiates-canonical", "text"),
+            ("activity-date", "date"),
+        ],
+        _ => &[("date", "date"), ("length", "quantity")],
+    };
+    prop::sample::select(common.iter().chain(own).copied().collect::<Vec<_>>())
+}
+
+/// One `name=value` of `ty`, the value percent-encoded as a client would.
+fn pair(ty: &'static str) -> impl Strategy<Value = String> {
+    param(ty).prop_flat_map(|(name, kind)| {
+        let v = if kind == "id" {
+            "[A-Za-z0-9.-]{1,8}".boxed()
+        } else {
+            value_of(kind)
+        };
+        (Just(name), prop::collection::vec(v, 1..3)).prop_map(|(n, vs)| {
+            let joined = vs.join(",");
+            let encoded =
+                percent_encoding::utf8_percent_encode(&joined, percent_encoding::NON_ALPHANUMERIC);
+            format!("{n}={encoded}")
+        })
+    })
+}
+
+/// A `_typeFilter` value: `Type?name=value&...`; mostly valid, sometimes broken.
+pub fn type_filter() -> impl Strategy<Value = String> {
+    let valid = prop::sample::select(vec![
+        "Observation",
+        "Patient",
+        "Encounter",
+        "RiskAssessment",
+        "CarePlan",
+    ])
+    .prop_flat_map(|ty| {
+        prop::collection::vec(pair(ty), 1..4).prop_map(move |ps| format!("{ty}?{}", ps.join("&")))
+    });
+    let loose = (ty(), prop::collection::vec((name(), value()), 0..4)).prop_map(|(t, params)| {
+        let q: Vec<String> = params.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        format!("{t}?{}", q.join("&"))
+    });
+    prop_oneof![6 => valid, 3 => loose, 1 => any::<String>()]
 }
 
 /// `sql` is made of the compiler's own vocabulary outside its quoted literals: every
