@@ -956,6 +956,8 @@ fn fuzz_found_a_multibyte_since_panicked_the_export_kick_off() {
 
 #[path = "type_filter/gen.rs"]
 mod type_filter_gen;
+#[path = "type_filter/quoted.rs"]
+mod type_filter_quoted;
 
 proptest! {
     /// Any `_typeFilter` string: parsing never panics, and what parses compiles to SQL
@@ -973,7 +975,7 @@ proptest! {
         for f in &filters {
             let columns = siphon::storage::filter::Columns::default();
             let sql = siphon::storage::filter::filter_condition(f, &columns).unwrap();
-            if let Err(why) = type_filter_gen::only_quoted_literals(&sql) {
+            if let Err(why) = type_filter_quoted::only_quoted_literals(&sql) {
                 prop_assert!(false, "{}: {}\n{}", value, why, sql);
             }
         }

@@ -14,6 +14,8 @@ mod cases;
 mod fixtures;
 #[path = "type_filter/gen.rs"]
 mod gen;
+#[path = "type_filter/quoted.rs"]
+mod quoted;
 
 use std::collections::BTreeSet;
 
@@ -100,7 +102,7 @@ async fn select(db: &tokio_postgres::Client, values: &[&str]) -> Result<Vec<Stri
         return Err(format!("{} filters, expected one type", filters.len()));
     };
     let cond = filter_condition(filter, &Columns::default()).map_err(|e| e.to_string())?;
-    gen::only_quoted_literals(&cond)?;
+    quoted::only_quoted_literals(&cond)?;
     let ty = ResourceType::parse(&filter.resource_type).unwrap();
     let sql = format!("SELECT id FROM {} WHERE {cond} ORDER BY id", ty.table_sql());
     let rows = db
