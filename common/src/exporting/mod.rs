@@ -12,6 +12,7 @@ pub mod request;
 pub mod rows;
 pub mod spec;
 pub mod task;
+pub mod type_filter;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,6 +4,8 @@
 //! `validation` compiles), and which references put a resource in a Patient's
 //! compartment (the R4 Patient CompartmentDefinition). Parsed on first use.
 
+pub mod search;
+
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 

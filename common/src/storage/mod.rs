@@ -10,6 +10,7 @@
 //! - [`clients`]: Clients and AccessPolicies (authentication).
 //! - [`bulk`]: resource tables whose indexes are dropped for a first load.
 //! - [`exports`]: export jobs, their tasks and checkpoints.
+//! - [`filter`]: `_typeFilter` compiled to a condition of the export query.
 //! - [`plans`]: objects staged to plan an import (dry runs, S3 Inventories).
 //! - [`dumps`]: query dumps to a bucket, materialized as siphon_reader.
 //! - [`refs`]: references awaiting resolution and lines parked until theirs resolve.
@@ -19,6 +20,7 @@ pub mod clients;
 pub mod copy_in;
 pub mod dumps;
 pub mod exports;
+pub mod filter;
 pub mod imports;
 pub mod loader_files;
 pub mod migrations;
