@@ -6,9 +6,10 @@
 //! the value, never a silent fall-back to the default. Variables that hold secrets are
 //! never echoed in an error.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Display;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A variable that is set but unusable, or required and missing.
@@ -28,10 +29,14 @@ impl ConfigError {
     }
 }
 
-/// A snapshot of environment variables. Empty values count as unset.
+/// A snapshot of environment variables. Empty values count as unset. It remembers the
+/// name of every variable asked for (set or not), shared by its clones: what a `Config`
+/// reads can be listed ([`Env::asked`]), so the configuration reference and the
+/// template are checked against the code.
 #[derive(Clone, Debug, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+    asked: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// How a value is shown in an error: the value itself, cut short.
@@ -49,6 +54,7 @@ impl Env {
     pub fn from_process() -> Self {
         Env {
             vars: std::env::vars().filter(|(_, v)| !v.is_empty()).collect(),
+            asked: Default::default(),
         }
     }
 
@@ -60,7 +66,13 @@ impl Env {
                 .filter(|(_, v)| !v.is_empty())
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            asked: Default::default(),
         }
+    }
+
+    /// Every variable asked for so far, by this snapshot and its clones, set or not.
+    pub fn asked(&self) -> BTreeSet<String> {
+        self.asked.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Sets (or with an empty value, unsets) one variable.
@@ -75,6 +87,10 @@ impl Env {
 
     /// The value, when set and not empty.
     pub fn get(&self, name: &str) -> Option<&str> {
+        self.asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
         self.vars.get(name).map(String::as_str)
     }
 

@@ -26,12 +26,14 @@
 //! - [`workers`]: what a queue consumer does with one message (load it, settle, retry).
 //! - [`sweep`]: picks up work whose worker died, within about a minute.
 //! - [`dead_letters`]: what the queues gave up on, and retrying it.
+//! - [`boot`]: the cold start every function shares (configuration, logs, queues).
 //! - [`dumping`]: `$dump` and `$dump-sql` streams.
 //! - [`resources`]: reading and writing resources through the API (`PUT /`, lists).
 //! - [`auth`]: HTTP Basic against Clients and AccessPolicies.
 //! - [`validation`]: FHIR R4 checks of loaded lines (structure, references).
 
 pub mod auth;
+pub mod boot;
 pub mod config;
 pub mod dead_letters;
 pub mod dumping;

@@ -5,17 +5,12 @@
 use std::sync::Arc;
 
 use lambda_http::{service_fn, Error, Request};
-use siphon::config::Env;
 use siphon::storage::Db;
 use siphon_dump::{App, Config};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let env = Env::from_process();
-    siphon::telemetry::init(&env);
-    siphon::memory::tune();
-    let config =
-        Config::from_env(&env).inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
+    let config = siphon::boot::config(Config::from_env)?;
     let app = Arc::new(App::new(&config, Db::new(config.db.clone())));
     lambda_http::run_with_streaming_response(service_fn(move |request: Request| {
         let app = app.clone();

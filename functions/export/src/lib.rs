@@ -13,6 +13,19 @@ pub use siphon::workers::ExportWorker;
 
 pub use config::Config;
 
+/// Everything the export worker needs, from its configuration: the function's S3
+/// client, the export queue, and the load queue (inventory imports queue their files
+/// there) when configured. What `main` and `make serve` both call; no network call.
+pub async fn boot(config: &Config, db: Db) -> siphon::Result<ExportWorker> {
+    let s3 = siphon::sources::s3::client(&config.s3).await?;
+    let queue = siphon::boot::queue(&config.export_queue_url).await?;
+    let mut worker = worker(config, db, queue, s3);
+    if let Some(load) = siphon::boot::optional_queue(config.load_queue_url.as_deref()).await? {
+        worker = worker.with_load_queue(load);
+    }
+    Ok(worker)
+}
+
 /// The worker a sandbox keeps across invocations.
 pub fn worker(
     config: &Config,
@@ -27,6 +40,6 @@ pub fn worker(
         config.task.clone(),
         config.max_receives,
     )
-    .with_own_client(s3)
+    .with_own_client(siphon::sources::s3::S3Source::new(s3))
     .with_policy(config.s3.policy.clone())
 }

@@ -13,6 +13,14 @@ pub use siphon::workers::LoadWorker;
 
 pub use config::Config;
 
+/// Everything the loader needs, from its configuration: the function's S3 client, the
+/// load queue, the worker. What `main` and `make serve` both call; no network call.
+pub async fn boot(config: &Config, db: Db) -> siphon::Result<LoadWorker> {
+    let s3 = siphon::sources::s3::client(&config.s3).await?;
+    let queue = siphon::boot::queue(&config.load_queue_url).await?;
+    Ok(worker(config, db, queue, s3, config.load_options()))
+}
+
 /// The worker a sandbox keeps across invocations.
 pub fn worker(
     config: &Config,
@@ -24,7 +32,7 @@ pub fn worker(
     LoadWorker::new(
         db,
         queue,
-        s3,
+        siphon::sources::s3::S3Source::new(s3),
         config.url_policy.clone(),
         options,
         config.max_receives,

@@ -12,6 +12,8 @@ pub struct Config {
     pub loader: siphon_loader::Config,
     /// `SIPHON_EVENTS_QUEUE_URL`: S3 notifications for siphon-s3-ingest (optional).
     pub events_queue_url: Option<String>,
+    /// siphon-s3-ingest's own settings.
+    pub ingest: siphon_s3_ingest::Config,
     /// `SIPHON_LOCAL_ADDR` (default 127.0.0.1:8080).
     pub addr: SocketAddr,
     /// `SIPHON_LOCAL_LOADERS` (default 4, 0 to 64): loader workers polling the load queue at once,
@@ -47,6 +49,7 @@ impl Config {
             },
             exporters: env.number("SIPHON_LOCAL_EXPORTERS", 2, 1, 64)? as usize,
             events_queue_url: env.get("SIPHON_EVENTS_QUEUE_URL").map(str::to_string),
+            ingest: siphon_s3_ingest::Config::from_env(env)?,
             addr: env
                 .parse("SIPHON_LOCAL_ADDR", "an address such as 127.0.0.1:8080")?
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),

@@ -173,9 +173,7 @@ async fn settle(
 
 /// One poll of the S3-events queue through siphon-s3-ingest.
 pub async fn poll_events_queue(
-    db: &siphon::storage::Db,
-    queue: &dyn siphon::queue::MessageQueue,
-    listener: Option<&dyn siphon::ingestion::events::ManifestListener>,
+    ingest: &siphon_s3_ingest::Ingest,
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     wait_seconds: i32,
@@ -199,7 +197,7 @@ pub async fn poll_events_queue(
         return 0;
     }
     let event = serde_json::json!({"Records": to_records(&messages)});
-    let failed: Vec<String> = match siphon_s3_ingest::handle(db, queue, listener, event).await {
+    let failed: Vec<String> = match ingest.handle(event).await {
         Ok(v) => v["batchItemFailures"]
             .as_array()
             .map(|a| {

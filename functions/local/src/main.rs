@@ -12,44 +12,35 @@ use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use siphon::config::Env;
-use siphon::queue::SqsQueue;
 use siphon::storage::Db;
 use siphon_local::Config;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let env = Env::from_process();
-    siphon::telemetry::init(&env);
-    siphon::memory::tune();
-    let config = Config::from_env(&env)?;
+    let config = siphon::boot::config(Config::from_env)?;
+    // One pool for every function here (one process stands in for many instances).
     let db = Db::new(config.api.db.clone());
-    let queue = Arc::new(SqsQueue::connect(&config.api.load_queue_url).await?);
-    let s3 = siphon::sources::s3::client(&config.api.s3).await?;
-    let export_queue: Option<Arc<SqsQueue>> = match &config.api.export_queue_url {
-        Some(url) => Some(Arc::new(SqsQueue::connect(url).await?)),
-        None => None,
-    };
+    // Each function is built by its own crate's boot, as its Lambda builds it.
     let api = Arc::new(siphon_api::App::boot(&config.api, db.clone()).await?);
     let dump = Arc::new(siphon_dump::App::new(&config.dump, db.clone()));
-    let worker = Arc::new(siphon_loader::worker(
-        &config.loader,
-        db.clone(),
-        queue.clone(),
-        s3.clone(),
-        config.loader.load_options(),
-    ));
-    let sqs = queue.client().clone();
-    let load_url = queue.url().to_string();
+    let worker = Arc::new(siphon_loader::boot(&config.loader, db.clone()).await?);
+    let sqs = siphon::boot::queue(&config.api.load_queue_url)
+        .await?
+        .client()
+        .clone();
     // As many loaders as Lambda would run instances, one message each at a time.
     for _ in 0..config.loaders {
-        let (worker, sqs, load_url) = (worker.clone(), sqs.clone(), load_url.clone());
+        let (worker, sqs, url) = (
+            worker.clone(),
+            sqs.clone(),
+            config.loader.load_queue_url.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 siphon_local::poll_load_queue(
                     &worker,
                     &sqs,
-                    &load_url,
+                    &url,
                     1,
                     siphon_local::LOCAL_WAIT_SECONDS,
                 )
@@ -58,13 +49,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     // Export workers, when exports are configured.
-    if let (Some(export), Some(export_queue)) = (&config.export, &export_queue) {
-        let worker = Arc::new(
-            siphon_export::worker(export, db.clone(), export_queue.clone(), s3.clone())
-                .with_load_queue(queue.clone()),
-        );
+    if let Some(export) = &config.export {
+        let worker = Arc::new(siphon_export::boot(export, db.clone()).await?);
         for _ in 0..config.exporters {
-            let (worker, sqs, url) = (worker.clone(), sqs.clone(), export_queue.url().to_string());
+            let (worker, sqs, url) = (worker.clone(), sqs.clone(), export.export_queue_url.clone());
             tokio::spawn(async move {
                 loop {
                     siphon_local::poll_export_queue(
@@ -81,11 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // The sweep, as the schedule runs it in AWS.
     {
-        let mut sweeper =
-            siphon::sweep::Sweeper::new(db.clone(), queue.clone(), config.sweep.options.clone());
-        if let Some(q) = &export_queue {
-            sweeper = sweeper.with_export_queue(q.clone());
-        }
+        let sweeper = siphon_sweep::boot(&config.sweep, db.clone()).await?;
         let every = config.sweep.interval;
         tokio::spawn(async move {
             loop {
@@ -96,28 +80,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
+    // S3 notifications (and new S3 Inventory runs) through siphon-s3-ingest.
     if let Some(events_url) = config.events_queue_url.clone() {
-        let (db, queue, sqs) = (db.clone(), queue.clone(), sqs.clone());
-        // New S3 Inventory runs are imported when a configured Inventory covers them.
-        let auto = export_queue
-            .clone()
-            .map(|q| siphon::inventory::auto::AutoImport {
-                db: db.clone(),
-                task_queue: q,
-                s3: s3.clone(),
-                guard: Arc::new(siphon::sources::http::HttpSource::new(
-                    config.api.url_policy.clone(),
-                )),
-            });
+        let ingest = siphon_s3_ingest::boot(&config.ingest, db.clone()).await?;
+        let sqs = sqs.clone();
         tokio::spawn(async move {
             loop {
-                let listener = auto
-                    .as_ref()
-                    .map(|a| a as &dyn siphon::ingestion::events::ManifestListener);
                 siphon_local::poll_events_queue(
-                    &db,
-                    queue.as_ref(),
-                    listener,
+                    &ingest,
                     &sqs,
                     &events_url,
                     siphon_local::LOCAL_WAIT_SECONDS,

@@ -15,6 +15,36 @@ use siphon::storage::Db;
 
 pub use config::Config;
 
+/// What a sandbox keeps: the database, the load queue, and the automatic imports of new
+/// S3 Inventory runs when an export queue is configured.
+pub struct Ingest {
+    pub db: Db,
+    pub queue: Arc<dyn MessageQueue>,
+    pub auto: Option<AutoImport>,
+}
+
+/// Everything s3-ingest needs, from its configuration; what `main` and `make serve` both
+/// call. No network call.
+pub async fn boot(config: &Config, db: Db) -> siphon::Result<Ingest> {
+    let queue = siphon::boot::queue(&config.load_queue_url).await?;
+    let auto = match siphon::boot::optional_queue(config.export_queue_url.as_deref()).await? {
+        Some(tasks) => {
+            let s3 = siphon::sources::s3::client(&config.s3).await?;
+            Some(auto_import(config, &db, tasks, s3))
+        }
+        None => None,
+    };
+    Ok(Ingest { db, queue, auto })
+}
+
+impl Ingest {
+    /// One event (see [`handle`]).
+    pub async fn handle(&self, event: Value) -> Result<Value, siphon::Error> {
+        let listener = self.auto.as_ref().map(|a| a as &dyn ManifestListener);
+        handle(&self.db, self.queue.as_ref(), listener, event).await
+    }
+}
+
 /// Handles an event of either shape: `{"status": "ok"}` for a direct S3 event (a failure
 /// fails the invocation, S3 retries it), the `batchItemFailures` answer for an SQS batch.
 /// `listener` starts the imports of new S3 Inventory runs (`manifest.checksum` events).
@@ -44,7 +74,7 @@ pub fn auto_import(
     AutoImport {
         db: db.clone(),
         task_queue,
-        s3,
+        s3: siphon::sources::s3::S3Source::new(s3),
         guard: Arc::new(HttpSource::new(config.url_policy.clone())),
     }
 }

@@ -13,17 +13,19 @@ use siphon::sweep::Sweeper;
 
 pub use config::Config;
 
-/// Runs the passes of one invocation; answers what each pass did.
-pub async fn run(
-    config: &Config,
-    db: Db,
-    load_queue: Arc<dyn MessageQueue>,
-    export_queue: Option<Arc<dyn MessageQueue>>,
-) -> Value {
+/// The sweeper of a configuration (the load queue, and the export queue when there is
+/// one); what `main` and `make serve` both call. No network call.
+pub async fn boot(config: &Config, db: Db) -> siphon::Result<Sweeper> {
+    let load_queue: Arc<dyn MessageQueue> = siphon::boot::queue(&config.load_queue_url).await?;
     let mut sweeper = Sweeper::new(db, load_queue, config.options.clone());
-    if let Some(q) = export_queue {
+    if let Some(q) = siphon::boot::optional_queue(config.export_queue_url.as_deref()).await? {
         sweeper = sweeper.with_export_queue(q);
     }
+    Ok(sweeper)
+}
+
+/// Runs the passes of one invocation; answers what each pass did.
+pub async fn run(config: &Config, sweeper: &Sweeper) -> Value {
     let mut passes = Vec::new();
     for n in 0..config.passes {
         if n > 0 {

@@ -10,6 +10,7 @@ use siphon::exporting::bucket::{self as dump, DumpContext, DumpToBucket};
 use siphon::ingestion::bucket::{self, LoadFromBucket};
 use siphon::inventory;
 use siphon::sinks::s3::S3Sink;
+use siphon::sources::s3::S3Source;
 use siphon::web::{self, Reply, StatusCode};
 use siphon::{Error, Result};
 
@@ -35,8 +36,9 @@ pub async fn call(app: &App, request: &Request, who: &Principal) -> Result<Reply
             if params.inventory.is_some() {
                 return from_inventory(app, request, &params, who).await;
             }
-            let s3 =
-                siphon::sources::s3::client(&params.store().s3_options(&app.url_policy)).await?;
+            let s3 = S3Source::new(
+                siphon::sources::s3::client(&params.store().s3_options(&app.url_policy)).await?,
+            );
             let started = bucket::load_from_bucket(
                 &app.db,
                 app.queue.as_ref(),
@@ -66,11 +68,11 @@ async fn from_inventory(
     who: &Principal,
 ) -> Result<Reply> {
     let store = params.store();
-    let s3 = if store.is_default() {
+    let s3 = S3Source::new(if store.is_default() {
         app.s3.clone()
     } else {
         siphon::sources::s3::client(&store.s3_options(&app.url_policy)).await?
-    };
+    });
     let guard = app.imports.guard.as_ref();
     if params.dry_run.unwrap_or(false) {
         let answer = inventory::dry_run(&app.db, &s3, guard, params).await?;
