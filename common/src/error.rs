@@ -36,6 +36,10 @@ pub enum Error {
         message: String,
         retry_after_secs: u64,
     },
+    /// A store or queue (S3, SQS) could not be reached or answered "try again": worth a
+    /// retry later, like a lost database connection (HTTP 503).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// Postgres failed; transient failures (connection lost, server restart) are retried
     /// by callers that can.
     #[error("database error: {0}")]
@@ -49,9 +53,14 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// True when retrying the same operation later may succeed.
+    /// True when retrying the same operation later may succeed: decided by the kind of
+    /// error, never by its wording.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Database(e) if e.is_transient())
+        match self {
+            Error::Database(e) => e.is_transient(),
+            Error::Unavailable(_) => true,
+            _ => false,
+        }
     }
 }
 

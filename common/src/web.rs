@@ -289,6 +289,7 @@ pub fn status_of(err: &Error) -> StatusCode {
         Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Database(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -459,6 +460,7 @@ mod tests {
                 429,
             ),
             (Error::Internal("i".into()), 500),
+            (Error::Unavailable("s".into()), 503),
         ];
         for (err, status) in cases {
             assert_eq!(status_of(&err).as_u16(), status);

@@ -35,6 +35,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("dead_letters", 5),
     ("workers", 5),
     ("sweep", 5),
+    ("boot", 5),
 ];
 
 fn layer(module: &str) -> u8 {
@@ -187,6 +188,139 @@ fn only_storage_holds_sql() {
     assert!(
         outside.is_empty(),
         "SQL outside storage/:\n{}",
+        outside.join("\n")
+    );
+}
+
+/// A depth-first search for a circle in `graph`.
+fn find_circle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == node) {
+            let mut circle = path[at..].to_vec();
+            circle.push(node.to_string());
+            return Some(circle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_string());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(c) = visit(next, graph, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(node.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+}
+
+/// Words that follow `prefix` in `text` (`super::refs::forget` -> `refs`).
+fn names_after(text: &str, prefix: &str) -> BTreeSet<String> {
+    text.match_indices(prefix)
+        .map(|(at, _)| {
+            text[at + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+#[test]
+fn no_room_has_a_circle_between_its_files() {
+    // The files (or sub-folders) of one room name each other as `super::x` (or
+    // `crate::room::x`); `mod.rs` is the room itself, not one of its files.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for room in std::fs::read_dir(&src).unwrap() {
+        let room = room.unwrap().path();
+        if !room.is_dir() {
+            continue;
+        }
+        let name = room.file_name().unwrap().to_string_lossy().to_string();
+        let mut files = Vec::new();
+        rust_files(&room, &mut files);
+        let child = |file: &Path| {
+            let rel = file.strip_prefix(&room).unwrap();
+            let first = rel
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_string_lossy();
+            first.trim_end_matches(".rs").to_string()
+        };
+        let children: BTreeSet<String> = files.iter().map(|f| child(f)).collect();
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for file in &files {
+            let me = child(file);
+            if me == "mod" {
+                continue;
+            }
+            let text = std::fs::read_to_string(file).unwrap();
+            let text = text.split("#[cfg(test)]").next().unwrap_or("");
+            let depth = file.strip_prefix(&room).unwrap().components().count();
+            // From room/x.rs, `super::` is the room; from room/x/y.rs, `super::super::`.
+            let up = "super::".repeat(depth);
+            let mut named = names_after(text, &up);
+            named.extend(names_after(text, &format!("crate::{name}::")));
+            let edges = graph.entry(me.clone()).or_default();
+            for n in named {
+                if n != me && children.contains(&n) && n != "mod" {
+                    edges.insert(n);
+                }
+            }
+        }
+        if let Some(circle) = find_circle(&graph) {
+            panic!("import circle inside {name}/: {}", circle.join(" -> "));
+        }
+    }
+}
+
+#[test]
+fn aws_sdk_crates_are_named_only_at_the_edges() {
+    // The edges that talk to AWS: sources (S3 reads, the SDK's HTTP client), sinks (S3
+    // writes), queue (SQS), secrets (Secrets Manager). The domain sees their types only.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let edges = ["sources/", "sinks/", "queue.rs", "secrets.rs"];
+    let crates = [
+        "aws_sdk_",
+        "aws_config",
+        "aws_smithy",
+        "aws_credential_types",
+    ];
+    let mut outside = Vec::new();
+    for file in files {
+        let rel = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if edges.iter().any(|e| rel.starts_with(e)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for c in crates {
+            if text.contains(c) {
+                outside.push(format!("{rel}: {c}"));
+            }
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "AWS SDK crates named outside the edges:\n{}",
         outside.join("\n")
     );
 }

@@ -76,7 +76,14 @@ pub fn load_worker(
     options: siphon::loading::LoadOptions,
 ) -> siphon::workers::LoadWorker {
     let config = siphon_loader_config();
-    siphon::workers::LoadWorker::new(db, queue, s3, config.0, options, config.1)
+    siphon::workers::LoadWorker::new(
+        db,
+        queue,
+        siphon::sources::s3::S3Source::new(s3),
+        config.0,
+        options,
+        config.1,
+    )
 }
 
 fn siphon_loader_config() -> (siphon::sources::http::UrlPolicy, u32) {

@@ -437,7 +437,7 @@ async fn workers_refuse_stores_they_are_handed_whatever_carried_them() {
     .iter()
     .enumerate()
     {
-        let location = ObjectLocation::new("b", &format!("k{n}/Patient.ndjson.gz"));
+        let location = ObjectLocation::new("b", format!("k{n}/Patient.ndjson.gz"));
         let mut file = LoaderFile::pending(&location, None, None, Default::default());
         file.store.endpoint_url = Some(endpoint.to_string());
         env.db

@@ -859,7 +859,7 @@ async fn run_one(env: &Env, options: TaskOptions, budget: Duration) -> usize {
         options,
         5,
     )
-    .with_own_client(env.s3.clone());
+    .with_own_client(siphon::sources::s3::S3Source::new(env.s3.clone()));
     siphon_local::poll_export_queue(
         &worker,
         env.export_queue.client(),

@@ -65,6 +65,14 @@ async fn request(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
+    if body.is_some()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        // A POST kick-off's Parameters body is FHIR JSON.
+        req = req.header("content-type", "application/fhir+json");
+    }
     let req: Request = req
         .body(
             body.map(|b| Body::Text(b.to_string()))

@@ -480,8 +480,12 @@ async fn an_object_listed_but_gone_ends_missing_and_the_import_goes_on() {
     assert_eq!(count(&env.db, "patient").await, 10);
 }
 
-#[tokio::test]
-async fn broken_inventories_are_400s_that_name_the_problem() {
+#[test]
+fn broken_inventories_are_400s_that_name_the_problem() {
+    siphon_tests::on_big_stack(broken_inventories);
+}
+
+async fn broken_inventories() {
     let env = setup(LoadOptions::default()).await;
     let inv = fresh_bucket(&env.s3).await;
     let src = env.bucket.clone();
@@ -704,7 +708,7 @@ async fn a_new_manifest_checksum_event_imports_the_run_once() {
     let auto = siphon::inventory::auto::AutoImport {
         db: env.db.clone(),
         task_queue: env.export_queue.clone(),
-        s3: env.s3.clone(),
+        s3: siphon::sources::s3::S3Source::new(env.s3.clone()),
         guard: Arc::new(siphon::sources::http::HttpSource::new(
             siphon::sources::http::UrlPolicy::from_env(&siphon_tests::config_env()),
         )),

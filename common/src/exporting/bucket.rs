@@ -246,7 +246,7 @@ pub async fn kick_off(
     match ctx.sink.check_bucket().await {
         Ok(()) => {}
         Err(SinkError::Transient(m)) if params.endpoint_url.is_none() => {
-            return Err(Error::Internal(format!("store unavailable: {m}")))
+            return Err(Error::Unavailable(m))
         }
         Err(SinkError::Transient(m)) => {
             return Err(Error::BadRequest(format!(

@@ -248,9 +248,6 @@ impl TaskRunner {
                 Ok(outcome)
             }
             Err(e) if e.is_transient() => Err(e),
-            Err(Error::Internal(m)) if m.starts_with("store unavailable") => {
-                Err(Error::Internal(m))
-            }
             Err(e) => {
                 // Permanent: the task fails and with it the export, saying why.
                 let why = e.to_string();

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::loader_file::{file_id, type_from_file_name};
 use crate::model::{FileOptions, LoaderFile, ObjectLocation, StoreRef};
 use crate::queue::{self, LoadMessage, MessageQueue, StoreSpec};
-use crate::sources::s3::classify;
+use crate::sources::s3::S3Source;
 use crate::sources::{SourceError, UrlGuard};
 use crate::storage::plans::{PlanSummary, StagedObject};
 use crate::storage::Db;
@@ -161,7 +161,7 @@ impl LoadFromBucket {
 pub async fn load_from_bucket(
     db: &Db,
     queue: &dyn MessageQueue,
-    s3: &aws_sdk_s3::Client,
+    s3: &S3Source,
     guard: &dyn UrlGuard,
     params: &LoadFromBucket,
 ) -> Result<serde_json::Value> {
@@ -177,7 +177,7 @@ pub async fn load_from_bucket(
 
 /// The bucket's matching objects, a page at a time: `(key, size, etag)`.
 struct Listing<'a> {
-    s3: &'a aws_sdk_s3::Client,
+    s3: &'a S3Source,
     bucket: String,
     /// Prefixes still to list.
     prefixes: Vec<String>,
@@ -188,7 +188,7 @@ struct Listing<'a> {
 
 /// Checks the params every mode shares; returns the listing and the bucket's prefix.
 async fn listing_of<'a>(
-    s3: &'a aws_sdk_s3::Client,
+    s3: &'a S3Source,
     guard: &dyn UrlGuard,
     params: &LoadFromBucket,
 ) -> Result<(Listing<'a>, String)> {
@@ -225,39 +225,27 @@ impl Listing<'_> {
                 None => return Ok(None),
             },
         };
+        let what = format!("bucket s3://{}", self.bucket);
         let page = self
             .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&prefix)
-            .set_continuation_token(token)
-            .send()
+            .list_page(&self.bucket, &prefix, None, token, &what)
             .await
-            .map_err(
-                |e| match classify(e, &format!("bucket s3://{}", self.bucket)) {
-                    SourceError::NotFound(m)
-                    | SourceError::AccessDenied(m)
-                    | SourceError::Other(m)
-                    | SourceError::Refused(m) => Error::BadRequest(m),
-                    SourceError::Changed(m) | SourceError::Transient(m) => Error::Internal(m),
-                },
-            )?;
-        if page.is_truncated() == Some(true) {
-            self.current = Some((prefix, page.next_continuation_token().map(str::to_string)));
+            .map_err(|e| match e {
+                SourceError::NotFound(m)
+                | SourceError::AccessDenied(m)
+                | SourceError::Other(m)
+                | SourceError::Refused(m) => Error::BadRequest(m),
+                SourceError::Transient(m) => Error::Unavailable(m),
+                SourceError::Changed(m) => Error::Internal(m),
+            })?;
+        if page.next.is_some() {
+            self.current = Some((prefix, page.next));
         }
         Ok(Some(
-            page.contents()
-                .iter()
-                .filter_map(|o| {
-                    let key = o.key()?;
-                    self.matcher.is_match(key).then(|| {
-                        (
-                            key.to_string(),
-                            o.size().and_then(|s| u64::try_from(s).ok()),
-                            o.e_tag().map(str::to_string),
-                        )
-                    })
-                })
+            page.objects
+                .into_iter()
+                .filter(|o| self.matcher.is_match(&o.key))
+                .map(|o| (o.key, o.size, o.etag))
                 .collect(),
         ))
     }
@@ -266,7 +254,7 @@ impl Listing<'_> {
 /// `dry-run: true`: what an import would do, touching nothing but a staging table.
 async fn dry_run(
     db: &Db,
-    s3: &aws_sdk_s3::Client,
+    s3: &S3Source,
     guard: &dyn UrlGuard,
     params: &LoadFromBucket,
 ) -> Result<PlanSummary> {
@@ -304,7 +292,7 @@ async fn dry_run(
 async fn import(
     db: &Db,
     queue: &dyn MessageQueue,
-    s3: &aws_sdk_s3::Client,
+    s3: &S3Source,
     guard: &dyn UrlGuard,
     params: &LoadFromBucket,
 ) -> Result<Started> {

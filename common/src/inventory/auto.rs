@@ -25,6 +25,7 @@ use crate::ingestion::events::ManifestListener;
 use crate::model::ObjectLocation;
 use crate::queue::MessageQueue;
 use crate::resource_type::ResourceType;
+use crate::sources::s3::S3Source;
 use crate::sources::UrlGuard;
 use crate::storage::Db;
 
@@ -37,7 +38,7 @@ pub struct AutoImport {
     /// The export queue (planning tasks).
     pub task_queue: Arc<dyn MessageQueue>,
     /// The functions' own S3 client.
-    pub s3: aws_sdk_s3::Client,
+    pub s3: S3Source,
     pub guard: Arc<dyn UrlGuard>,
 }
 

@@ -5,12 +5,12 @@
 use std::path::PathBuf;
 
 use md5::{Digest, Md5};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::manifest::{hex, is_run_folder, Manifest, ManifestFile};
 use crate::error::{Error, Result};
-use crate::sources::s3::classify;
-use crate::sources::SourceError;
+use crate::sources::s3::S3Source;
+use crate::sources::{Source, SourceError};
 
 /// A `s3://bucket/key` URL split.
 pub fn split_url(url: &str) -> Result<(String, String)> {
@@ -30,7 +30,7 @@ pub fn split_url(url: &str) -> Result<(String, String)> {
 
 fn source_error(e: SourceError) -> Error {
     match e {
-        SourceError::Transient(m) => Error::Internal(format!("store unavailable: {m}")),
+        SourceError::Transient(m) => Error::Unavailable(m),
         other => Error::BadRequest(other.to_string()),
     }
 }
@@ -38,7 +38,7 @@ fn source_error(e: SourceError) -> Error {
 /// The manifest `url` means: itself when it names a `manifest.json`, else the newest run
 /// folder (`YYYY-MM-DDTHH-MMZ/`) under it that has its `manifest.checksum` (S3 writes it
 /// last). Returns `(bucket, key of manifest.json)`.
-pub async fn locate(s3: &aws_sdk_s3::Client, url: &str) -> Result<(String, String)> {
+pub async fn locate(s3: &S3Source, url: &str) -> Result<(String, String)> {
     let (bucket, key) = split_url(url)?;
     if key.ends_with("manifest.json") {
         return Ok((bucket, key));
@@ -51,27 +51,19 @@ pub async fn locate(s3: &aws_sdk_s3::Client, url: &str) -> Result<(String, Strin
     let mut runs = Vec::new();
     let mut token = None;
     loop {
+        let what = format!("inventory s3://{bucket}/{prefix}");
         let page = s3
-            .list_objects_v2()
-            .bucket(&bucket)
-            .prefix(&prefix)
-            .delimiter("/")
-            .set_continuation_token(token)
-            .send()
+            .list_page(&bucket, &prefix, Some("/"), token, &what)
             .await
-            .map_err(|e| source_error(classify(e, &format!("inventory s3://{bucket}/{prefix}"))))?;
-        for p in page.common_prefixes() {
-            if let Some(name) = p
-                .prefix()
-                .and_then(|p| p.strip_prefix(&prefix))
-                .map(|n| n.trim_end_matches('/'))
-            {
+            .map_err(source_error)?;
+        for p in &page.prefixes {
+            if let Some(name) = p.strip_prefix(&prefix).map(|n| n.trim_end_matches('/')) {
                 if is_run_folder(name) {
                     runs.push(name.to_string());
                 }
             }
         }
-        token = page.next_continuation_token().map(str::to_string);
+        token = page.next;
         if token.is_none() {
             break;
         }
@@ -79,14 +71,7 @@ pub async fn locate(s3: &aws_sdk_s3::Client, url: &str) -> Result<(String, Strin
     runs.sort();
     for run in runs.iter().rev() {
         let checksum = format!("{prefix}{run}/manifest.checksum");
-        if s3
-            .head_object()
-            .bucket(&bucket)
-            .key(&checksum)
-            .send()
-            .await
-            .is_ok()
-        {
+        if s3.head(&bucket, &checksum, &checksum).await.is_ok() {
             return Ok((bucket, format!("{prefix}{run}/manifest.json")));
         }
     }
@@ -96,29 +81,19 @@ pub async fn locate(s3: &aws_sdk_s3::Client, url: &str) -> Result<(String, Strin
 }
 
 /// A whole (small) object.
-async fn get_bytes(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>> {
-    let out = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
+async fn get_bytes(s3: &S3Source, bucket: &str, key: &str) -> Result<Vec<u8>> {
+    s3.get_bytes(bucket, key, 256 << 20)
         .await
-        .map_err(|e| source_error(classify(e, &format!("s3://{bucket}/{key}"))))?;
-    if out.content_length().unwrap_or(0) > 256 << 20 {
-        return Err(Error::BadRequest(format!(
-            "s3://{bucket}/{key} is larger than 256 MB: not an inventory manifest"
-        )));
-    }
-    Ok(out
-        .body
-        .collect()
-        .await
-        .map_err(|e| Error::Internal(format!("store unavailable: s3://{bucket}/{key}: {e}")))?
-        .to_vec())
+        .map_err(|e| match e {
+            SourceError::Other(m) if m.contains("larger than") => Error::BadRequest(format!(
+                "s3://{bucket}/{key} is larger than 256 MB: not an inventory manifest"
+            )),
+            e => source_error(e),
+        })
 }
 
 /// Reads `manifest.json` and its `manifest.checksum` and checks one against the other.
-pub async fn manifest(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Manifest> {
+pub async fn manifest(s3: &S3Source, bucket: &str, key: &str) -> Result<Manifest> {
     let checksum_key = format!(
         "{}manifest.checksum",
         key.strip_suffix("manifest.json").unwrap_or(key)
@@ -136,29 +111,14 @@ pub async fn manifest(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Resul
 }
 
 /// Checks that every data file exists with the size the manifest gives (HEAD only).
-pub async fn check_files(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    files: &[ManifestFile],
-) -> Result<()> {
+pub async fn check_files(s3: &S3Source, bucket: &str, files: &[ManifestFile]) -> Result<()> {
     for f in files {
-        let head = s3
-            .head_object()
-            .bucket(bucket)
-            .key(&f.key)
-            .send()
-            .await
-            .map_err(|e| {
-                source_error(classify(
-                    e,
-                    &format!(
-                        "inventory file s3://{bucket}/{} (listed in the manifest)",
-                        f.key
-                    ),
-                ))
-            })?;
-        let size = head.content_length().unwrap_or(-1);
-        if size != f.size as i64 {
+        let what = format!(
+            "inventory file s3://{bucket}/{} (listed in the manifest)",
+            f.key
+        );
+        let size = s3.head(bucket, &f.key, &what).await.map_err(source_error)?;
+        if size != f.size {
             return Err(Error::BadRequest(format!(
                 "inventory file s3://{bucket}/{} has {size} bytes, the manifest says {}",
                 f.key, f.size
@@ -181,39 +141,38 @@ impl Drop for Downloaded {
 
 /// Streams data file `file` to a temporary file, checking its MD5 against the
 /// manifest's (a mismatch is a 400 naming the file).
-pub async fn download(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    file: &ManifestFile,
-) -> Result<Downloaded> {
-    let out = s3
-        .get_object()
-        .bucket(bucket)
-        .key(&file.key)
-        .send()
-        .await
-        .map_err(|e| {
-            source_error(classify(
-                e,
-                &format!("inventory file s3://{bucket}/{}", file.key),
-            ))
-        })?;
+pub async fn download(s3: &S3Source, bucket: &str, file: &ManifestFile) -> Result<Downloaded> {
+    let location =
+        crate::sources::Location::S3(crate::sources::ObjectLocation::new(bucket, &file.key));
+    let opened = s3.open(&location, None).await.map_err(|e| {
+        source_error(match e {
+            SourceError::NotFound(_) => SourceError::NotFound(format!(
+                "inventory file s3://{bucket}/{} does not exist",
+                file.key
+            )),
+            other => other,
+        })
+    })?;
     let path = std::env::temp_dir().join(format!("siphon-inventory-{}", uuid::Uuid::new_v4()));
     let downloaded = Downloaded { path: path.clone() };
     let mut local = tokio::fs::File::create(&path)
         .await
         .map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))?;
-    let mut body = out.body;
+    let mut body = opened.body;
     let mut md5 = Md5::new();
-    while let Some(chunk) = body.try_next().await.map_err(|e| {
-        Error::Internal(format!(
-            "store unavailable: s3://{bucket}/{}: {e}",
-            file.key
-        ))
-    })? {
-        md5.update(&chunk);
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let n = body
+            .read(&mut chunk)
+            .await
+            .map_err(|e| Error::Unavailable(format!("s3://{bucket}/{}: {e}", file.key)))?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &chunk[..n];
+        md5.update(chunk);
         local
-            .write_all(&chunk)
+            .write_all(chunk)
             .await
             .map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))?;
     }

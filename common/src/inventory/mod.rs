@@ -38,6 +38,7 @@ use crate::model::loader_file::{file_id, type_from_file_name};
 use crate::model::{FileOptions, ObjectLocation, StoreRef};
 use crate::queue::{self, MessageQueue};
 use crate::sessions::SessionView;
+use crate::sources::s3::S3Source;
 use crate::sources::UrlGuard;
 use crate::storage::exports::NewTask;
 use crate::storage::plans::{DryStage, StagedObject};
@@ -95,7 +96,7 @@ pub struct Skipped {
 /// format, columns, every data file present with its size): each problem is a 400 that
 /// names it. `s3` reaches the inventory bucket (built from `params.store()`).
 pub async fn prepare(
-    s3: &aws_sdk_s3::Client,
+    s3: &S3Source,
     guard: &dyn UrlGuard,
     params: &LoadFromBucket,
     session: &str,
@@ -205,7 +206,7 @@ pub enum Stage<'a> {
 /// cleared first). Returns the objects staged.
 pub async fn stage_part(
     stage: Stage<'_>,
-    s3: &aws_sdk_s3::Client,
+    s3: &S3Source,
     job: &InventoryJob,
     plan: &str,
     part: usize,
@@ -280,7 +281,7 @@ pub async fn stage_part(
 /// nothing but a staging table it empties again.
 pub async fn dry_run(
     db: &Db,
-    s3: &aws_sdk_s3::Client,
+    s3: &S3Source,
     guard: &dyn UrlGuard,
     params: &LoadFromBucket,
 ) -> Result<Value> {
@@ -325,7 +326,7 @@ pub async fn dry_run(
 pub async fn start(
     db: &Db,
     task_queue: &dyn MessageQueue,
-    s3: &aws_sdk_s3::Client,
+    s3: &S3Source,
     guard: &dyn UrlGuard,
     params: &LoadFromBucket,
     owner: &str,

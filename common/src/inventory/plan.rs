@@ -26,6 +26,7 @@ use crate::exporting::task::{claim, Claimed, TaskOptions, TaskOutcome};
 use crate::model::export::{ExportStatus, PlanCheckpoint, TaskCheckpoint, TaskStatus};
 use crate::model::{FileStatus, LoaderFile, ObjectLocation, SessionStatus};
 use crate::queue::{MessageQueue, StoreSpec};
+use crate::sources::s3::S3Source;
 use crate::storage::exports::TaskCommit;
 use crate::storage::{imports, Db};
 
@@ -39,7 +40,7 @@ pub struct Planner {
     /// The load queue (the planned files' messages).
     pub load_queue: Arc<dyn MessageQueue>,
     /// Reaches the inventory bucket (with the message's store).
-    pub s3: aws_sdk_s3::Client,
+    pub s3: S3Source,
     /// The store of the source bucket, as the load messages carry it.
     pub store: StoreSpec,
     pub options: TaskOptions,
@@ -80,9 +81,6 @@ impl Planner {
         match self.plan(&job, &mut run, deadline).await {
             Ok(outcome) => Ok(outcome),
             Err(e) if e.is_transient() => Err(e),
-            Err(Error::Internal(m)) if m.starts_with("store unavailable") => {
-                Err(Error::Internal(m))
-            }
             Err(e) => {
                 // Permanent (a damaged inventory file, a key listed twice): the planning
                 // fails, and with it the session, saying why.

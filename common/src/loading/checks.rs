@@ -12,7 +12,7 @@ use crate::model::line_error::excerpt;
 use crate::model::validation::Enable;
 use crate::model::{LineError, LoaderFile};
 use crate::resource_type::ResourceType;
-use crate::storage::loader_files::BatchTx;
+use crate::storage::batch::BatchTx;
 use crate::storage::refs::{ParkedLine, PendingRef};
 use crate::validation::resolve::{resolve_batch, BatchRow};
 

@@ -32,7 +32,8 @@ use crate::error::{Error, Result};
 use crate::model::{FileStatus, LineError, LoaderFile};
 use crate::resource_type::ResourceType;
 use crate::sources::{Source, SourceError};
-use crate::storage::loader_files::{Claim, Opened};
+use crate::storage::batch::Opened;
+use crate::storage::loader_files::Claim;
 use crate::storage::Db;
 
 /// Tunables; the defaults suit a 256 MB Lambda.

@@ -57,9 +57,7 @@ impl From<SinkError> for crate::error::Error {
     fn from(e: SinkError) -> Self {
         match e {
             // A transient store failure is retried by the queue like a lost connection.
-            SinkError::Transient(m) => {
-                crate::error::Error::Internal(format!("store unavailable: {m}"))
-            }
+            SinkError::Transient(m) => crate::error::Error::Unavailable(m),
             other => crate::error::Error::Internal(other.to_string()),
         }
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use super::{ObjectMeta, ObjectSink, Part, SinkError};
+use crate::sources::s3::{fault, S3Fault};
 
 /// A bucket (and a key prefix inside it) written through aws-sdk-s3.
 #[derive(Clone, Debug)]
@@ -31,30 +32,20 @@ impl S3Sink {
     }
 }
 
-/// Turns an SDK error into a [`SinkError`] with a message a person can act on.
+/// Turns an SDK error into a [`SinkError`], by the one S3 classifier
+/// (`sources::s3::fault`).
 fn classify<E, R>(err: SdkError<E, R>, what: &str) -> SinkError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    match &err {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("").to_string();
-            let message = service.err().message().unwrap_or("").to_string();
-            match code.as_str() {
-                "NoSuchUpload" => {
-                    SinkError::NoSuchUpload(format!("{what}: the upload is gone (NoSuchUpload)"))
-                }
-                "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" => {
-                    SinkError::Transient(format!("{what}: {code} {message}"))
-                }
-                _ => SinkError::Refused(format!("{what}: {code} {message}").trim_end().to_string()),
-            }
+    let (kind, detail) = fault(&err);
+    match kind {
+        S3Fault::NoSuchUpload => {
+            SinkError::NoSuchUpload(format!("{what}: the upload is gone (NoSuchUpload)"))
         }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            SinkError::Transient(format!("{what}: {}", DisplayErrorContext(&err)))
-        }
-        _ => SinkError::Refused(format!("{what}: {}", DisplayErrorContext(&err))),
+        S3Fault::Transient => SinkError::Transient(format!("{what}: {detail}")),
+        _ => SinkError::Refused(format!("{what}: {detail}")),
     }
 }
 

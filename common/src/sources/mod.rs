@@ -54,7 +54,7 @@ pub enum SourceError {
 impl From<SourceError> for crate::error::Error {
     fn from(e: SourceError) -> Self {
         match e {
-            SourceError::Transient(m) => crate::error::Error::Internal(m),
+            SourceError::Transient(m) => crate::error::Error::Unavailable(m),
             SourceError::NotFound(m)
             | SourceError::AccessDenied(m)
             | SourceError::Changed(m)

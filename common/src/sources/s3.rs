@@ -63,7 +63,7 @@ pub async fn client(opts: &S3Options) -> Result<aws_sdk_s3::Client, SourceError>
     Ok(from_shared(&shared, opts))
 }
 
-/// An S3 client for `opts` from an SDK configuration built by `crate::aws`.
+/// An S3 client for `opts` from an SDK configuration built by `crate::sources::aws`.
 pub fn from_shared(shared: &aws_config::SdkConfig, opts: &S3Options) -> aws_sdk_s3::Client {
     let path_style = opts.force_path_style.unwrap_or(false);
     let mut conf = aws_sdk_s3::config::Builder::from(shared).force_path_style(path_style);
@@ -79,13 +79,168 @@ pub struct S3Source {
     client: aws_sdk_s3::Client,
 }
 
+/// One object of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: Option<u64>,
+    pub etag: Option<String>,
+}
+
+/// One page of a listing: objects, the common prefixes (with a delimiter), and where the
+/// next page starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub objects: Vec<Listed>,
+    pub prefixes: Vec<String>,
+    pub next: Option<String>,
+}
+
 impl S3Source {
     pub fn new(client: aws_sdk_s3::Client) -> Self {
         S3Source { client }
     }
 
+    /// One page of `bucket`'s keys under `prefix` (grouped at `delimiter` when given),
+    /// from `token` on. `what` names the listing in errors.
+    pub async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<String>,
+        what: &str,
+    ) -> Result<Page, SourceError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_delimiter(delimiter.map(str::to_string))
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| classify(e, what))?;
+        Ok(Page {
+            objects: page
+                .contents()
+                .iter()
+                .filter_map(|o| {
+                    Some(Listed {
+                        key: o.key()?.to_string(),
+                        size: o.size().and_then(|s| u64::try_from(s).ok()),
+                        etag: o.e_tag().map(str::to_string),
+                    })
+                })
+                .collect(),
+            prefixes: page
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(str::to_string))
+                .collect(),
+            next: (page.is_truncated() == Some(true))
+                .then(|| page.next_continuation_token().map(str::to_string))
+                .flatten(),
+        })
+    }
+
+    /// The size of `bucket`/`key` (HEAD), or why it cannot be had.
+    pub async fn head(&self, bucket: &str, key: &str, what: &str) -> Result<u64, SourceError> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(e, what))?;
+        Ok(head.content_length().unwrap_or(0).max(0) as u64)
+    }
+
+    /// A whole object of at most `max` bytes (larger: [`SourceError::Other`]).
+    pub async fn get_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        max: u64,
+    ) -> Result<Vec<u8>, SourceError> {
+        let what = format!("s3://{bucket}/{key}");
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(e, &what))?;
+        if out.content_length().unwrap_or(0).max(0) as u64 > max {
+            return Err(SourceError::Other(format!(
+                "{what} is larger than {max} bytes"
+            )));
+        }
+        Ok(out
+            .body
+            .collect()
+            .await
+            .map_err(|e| SourceError::Transient(format!("{what}: {e}")))?
+            .to_vec())
+    }
+
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.client
+    }
+}
+
+/// What an S3 call's failure means, decided once for reading (sources) and writing
+/// (sinks): each side maps the kind to its own error type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum S3Fault {
+    /// No such key or bucket.
+    NotFound,
+    /// A multipart upload the store no longer knows (completed, aborted, expired).
+    NoSuchUpload,
+    /// Credentials refused, or not allowed.
+    AccessDenied,
+    /// The object changed since its etag was taken (If-Match failed).
+    Changed,
+    /// Throttling, a server error, the network: worth a retry.
+    Transient,
+    /// Anything else: permanent.
+    Other,
+}
+
+/// The kind of an SDK error, and the store's code and message (or the transport's
+/// error) to show with it.
+pub fn fault<E, R>(err: &SdkError<E, R>) -> (S3Fault, String)
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("").to_string();
+            let message = service.err().message().unwrap_or("").to_string();
+            let kind = match code.as_str() {
+                "NoSuchKey" | "NotFound" | "NoSuchBucket" => S3Fault::NotFound,
+                "NoSuchUpload" => S3Fault::NoSuchUpload,
+                "AccessDenied"
+                | "Forbidden"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "InvalidToken" => S3Fault::AccessDenied,
+                "PreconditionFailed" => S3Fault::Changed,
+                "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" => {
+                    S3Fault::Transient
+                }
+                _ => S3Fault::Other,
+            };
+            (kind, format!("{code} {message}").trim_end().to_string())
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            (S3Fault::Transient, DisplayErrorContext(err).to_string())
+        }
+        _ => (S3Fault::Other, DisplayErrorContext(err).to_string()),
     }
 }
 
@@ -95,38 +250,22 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    match &err {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("").to_string();
-            let message = service.err().message().unwrap_or("").to_string();
-            match code.as_str() {
-                "NoSuchKey" | "NotFound" => {
-                    SourceError::NotFound(format!("{what} does not exist (NoSuchKey)"))
-                }
-                "NoSuchBucket" => SourceError::NotFound(format!(
-                    "{what}: the bucket does not exist (NoSuchBucket)"
-                )),
-                "AccessDenied"
-                | "Forbidden"
-                | "InvalidAccessKeyId"
-                | "SignatureDoesNotMatch"
-                | "ExpiredToken"
-                | "InvalidToken" => {
-                    SourceError::AccessDenied(format!("{what}: access denied ({code})"))
-                }
-                "PreconditionFailed" => SourceError::Changed(format!(
-                    "{what} changed since it was queued (etag no longer matches)"
-                )),
-                "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" => {
-                    SourceError::Transient(format!("{what}: {code} {message}"))
-                }
-                _ => SourceError::Other(format!("{what}: {code} {message}").trim_end().to_string()),
-            }
+    let (kind, detail) = fault(&err);
+    let bucket_missing = detail.starts_with("NoSuchBucket");
+    match kind {
+        S3Fault::NotFound if bucket_missing => {
+            SourceError::NotFound(format!("{what}: the bucket does not exist (NoSuchBucket)"))
         }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            SourceError::Transient(format!("{what}: {}", DisplayErrorContext(&err)))
+        S3Fault::NotFound => SourceError::NotFound(format!("{what} does not exist (NoSuchKey)")),
+        S3Fault::AccessDenied => {
+            let code = detail.split(' ').next().unwrap_or("");
+            SourceError::AccessDenied(format!("{what}: access denied ({code})"))
         }
-        _ => SourceError::Other(format!("{what}: {}", DisplayErrorContext(&err))),
+        S3Fault::Changed => SourceError::Changed(format!(
+            "{what} changed since it was queued (etag no longer matches)"
+        )),
+        S3Fault::Transient => SourceError::Transient(format!("{what}: {detail}")),
+        S3Fault::NoSuchUpload | S3Fault::Other => SourceError::Other(format!("{what}: {detail}")),
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio_postgres::GenericClient;
 
 use super::is_undefined_table;
-use super::loader_files::TABLE as LOADER_FILES;
+use super::loader_file_table::TABLE as LOADER_FILES;
 use super::Db;
 use crate::error::{Error, Result};
 use crate::resource_type::ResourceType;

@@ -170,7 +170,7 @@ impl Db {
             .filter(|c| c.name() != "siphon_rn")
         {
             let kind = match *c.type_() {
-                Type::NUMERIC => decimal_of(&client, &table, c.name()).await?,
+                Type::NUMERIC => decimal_of(&client, table, c.name()).await?,
                 ref other => kind_of(other),
             };
             columns.push(Column {

@@ -6,7 +6,7 @@
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 
-use super::loader_files::TABLE;
+use super::loader_file_table::TABLE;
 use super::resources::RESOURCE_WITH_ID;
 use crate::error::{Error, Result};
 use crate::model::{LoaderFile, SessionStatus};
@@ -181,7 +181,10 @@ pub async fn files_with_status<C: GenericClient + Sync>(
         .await
         .map_err(Error::from);
     match rows {
-        Ok(rows) => Ok(super::loader_files::readable_files(&rows, "its session")),
+        Ok(rows) => Ok(super::loader_file_table::readable_files(
+            &rows,
+            "its session",
+        )),
         Err(e) if super::is_undefined_table(&e) => Ok(Vec::new()),
         Err(e) => Err(e),
     }
@@ -214,7 +217,10 @@ pub async fn files<C: GenericClient + Sync>(client: &C, import: &str) -> Result<
             &[&import],
         )
         .await?;
-    Ok(super::loader_files::readable_files(&rows, "its session"))
+    Ok(super::loader_file_table::readable_files(
+        &rows,
+        "its session",
+    ))
 }
 
 /// Session ids, newest first.

@@ -2,20 +2,16 @@
 //! batch of rows together with the file's new counts and checkpoint, and the invalid
 //! lines recorded per file.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_postgres::types::Json;
-use tokio_postgres::{GenericClient, Transaction};
 
-use super::copy_in::{self, Chunk, ChunkResult};
-use super::imports;
 use super::is_undefined_table;
+use super::loader_file_table::{readable_files, TABLE};
 use super::resources::RESOURCE_WITH_ID;
 use super::Db;
 use crate::error::{Error, Result};
 use crate::model::loader_file::{loader_file_type, FileStatus, LoaderFile, Stuck};
-use crate::model::{LineError, SessionStatus};
-
-pub(crate) const TABLE: &str = "public.\"loaderfile\"";
+use crate::model::LineError;
 
 /// Result of trying to claim a file.
 #[derive(Debug)]
@@ -364,46 +360,6 @@ impl Db {
         Ok(row.get(0))
     }
 
-    /// Merges `patch` into the file if `owner` still holds it. `false` = lease lost.
-    /// With `remove_lease` the claim ends (the file is finished or stopped).
-    pub async fn patch_loader_file_as<C: GenericClient + Sync>(
-        client: &C,
-        id: &str,
-        owner: &str,
-        patch: &Value,
-        remove_lease: bool,
-    ) -> Result<bool> {
-        Self::advance_loader_file(client, id, owner, patch, remove_lease, None).await
-    }
-
-    /// [`Db::patch_loader_file_as`], and with `renew_secs` the lease (its receipt kept)
-    /// now lasts that much longer.
-    pub async fn advance_loader_file<C: GenericClient + Sync>(
-        client: &C,
-        id: &str,
-        owner: &str,
-        patch: &Value,
-        remove_lease: bool,
-        renew_secs: Option<f64>,
-    ) -> Result<bool> {
-        let n = client
-            .execute(
-                &format!(
-                    "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
-                        resource = CASE
-                            WHEN $4 THEN (resource || $3::jsonb) - 'lease'
-                            WHEN $5::float8 IS NULL THEN resource || $3::jsonb
-                            ELSE jsonb_set(resource || $3::jsonb, '{{lease,until}}',
-                                           to_jsonb(now() + make_interval(secs => $5::float8)))
-                        END
-                     WHERE id = $1 AND resource->'lease'->>'owner' = $2::text"
-                ),
-                &[&id, &owner, patch, &remove_lease, &renew_secs],
-            )
-            .await?;
-        Ok(n == 1)
-    }
-
     /// The heartbeat: extends `owner`'s live lease on an `in-progress` file by
     /// `lease_secs` from now. `false` when the lease is no longer `owner`'s, or was given
     /// back or ran out (a released lease is never revived).
@@ -622,121 +578,6 @@ impl Db {
     }
 }
 
-/// Stores line errors (up to `room` of them) in the batch's transaction.
-pub async fn record_line_errors<C: GenericClient + Sync>(
-    client: &C,
-    id: &str,
-    errors: &[LineError],
-    room: u64,
-) -> Result<()> {
-    let take = errors.len().min(room as usize);
-    if take == 0 {
-        return Ok(());
-    }
-    let errors = &errors[..take];
-    let lines: Vec<i64> = errors.iter().map(|e| e.line as i64).collect();
-    let reasons: Vec<&str> = errors.iter().map(|e| e.reason.as_str()).collect();
-    let excerpts: Vec<&str> = errors.iter().map(|e| e.excerpt.as_str()).collect();
-    let loaded: Vec<bool> = errors.iter().map(|e| e.loaded).collect();
-    client
-        .execute(
-            "INSERT INTO siphon_loader_error (file_id, line, reason, excerpt, loaded)
-             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bool[])
-             ON CONFLICT (file_id, line) DO UPDATE
-                SET reason = excluded.reason, excerpt = excluded.excerpt, loaded = excluded.loaded",
-            &[&id, &lines, &reasons, &excerpts, &loaded],
-        )
-        .await?;
-    Ok(())
-}
-
-/// How starting a batch went.
-pub enum Opened<'a> {
-    /// Write the batch, then [`BatchTx::commit`].
-    Ready(BatchTx<'a>),
-    /// The file's `$import` session is no longer active: the file was stopped at its
-    /// checkpoint with this status (nothing else written).
-    Halted(FileStatus),
-}
-
-/// One batch's transaction: the rows, the invalid lines, the file's new counts and
-/// checkpoint commit together or not at all.
-pub struct BatchTx<'a> {
-    pub(super) tx: Transaction<'a>,
-}
-
-impl Db {
-    /// Starts a batch for LoaderFile `file_id`, loaded by `owner`. When the file is an
-    /// input of `$import` session `import`, the session row is held `FOR SHARE` until the
-    /// batch commits, so a pause or abort either lands before the batch (which then stops
-    /// here) or after it (and the next batch sees it), never in between.
-    pub async fn begin_batch<'a>(
-        client: &'a mut tokio_postgres::Client,
-        file_id: &str,
-        owner: &str,
-        import: Option<&str>,
-    ) -> Result<Opened<'a>> {
-        let tx = client.transaction().await?;
-        if let Some(import) = import {
-            let session = imports::status_for_share(&tx, import).await?;
-            if session != Some(SessionStatus::Active) {
-                let status = match session {
-                    None | Some(SessionStatus::Aborted) => FileStatus::Aborted,
-                    _ => FileStatus::Paused,
-                };
-                // As owner only: an abort or force-resume may have set the file already.
-                Db::patch_loader_file_as(&tx, file_id, owner, &json!({"status": status}), true)
-                    .await?;
-                tx.commit().await?;
-                return Ok(Opened::Halted(status));
-            }
-        }
-        Ok(Opened::Ready(BatchTx { tx }))
-    }
-}
-
-impl BatchTx<'_> {
-    /// The next value of the shared transaction sequence: the txid of this batch's rows.
-    pub async fn next_txid(&self) -> Result<i64> {
-        super::resources::next_txid(&self.tx).await
-    }
-
-    /// Writes one chunk of rows into its resource table (see [`copy_in::write_chunk`]).
-    pub async fn write(&self, chunk: Chunk, upsert: bool, try_direct: bool) -> Result<ChunkResult> {
-        copy_in::write_chunk(&self.tx, chunk, upsert, try_direct).await
-    }
-
-    /// Stores up to `room` of the invalid lines.
-    pub async fn record_errors(
-        &self,
-        file_id: &str,
-        errors: &[LineError],
-        room: u64,
-    ) -> Result<()> {
-        record_line_errors(&self.tx, file_id, errors, room).await
-    }
-
-    /// Merges `patch` into the file as its owner, ending the claim with `release` or else
-    /// renewing the lease for `lease_secs`; `false` when the lease was lost (then nothing
-    /// of this batch may commit).
-    pub async fn advance(
-        &self,
-        file_id: &str,
-        owner: &str,
-        patch: &Value,
-        release: bool,
-        lease_secs: f64,
-    ) -> Result<bool> {
-        let renew = (!release).then_some(lease_secs);
-        Db::advance_loader_file(&self.tx, file_id, owner, patch, release, renew).await
-    }
-
-    pub async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
-        Ok(())
-    }
-}
-
 impl Db {
     /// LoaderFiles by status with the resources they loaded and failed
     /// (`aidbox.bulk/load-from-bucket-status`).
@@ -775,23 +616,4 @@ impl Db {
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect())
     }
-}
-
-/// The LoaderFiles of `rows` (first column: the resource); a row that does not read as
-/// one (damaged) is logged, naming it, and left out of `what` rather than failing it
-/// for every other file.
-pub(crate) fn readable_files(rows: &[tokio_postgres::Row], what: &str) -> Vec<LoaderFile> {
-    rows.iter()
-        .filter_map(|r| {
-            let value: serde_json::Value = r.get(0);
-            let id = value["id"].as_str().unwrap_or("?").to_string();
-            match LoaderFile::from_value(value) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    tracing::error!(file_id = id, error = %e, "unreadable LoaderFile left out of {what}");
-                    None
-                }
-            }
-        })
-        .collect()
 }

@@ -15,6 +15,7 @@
 //! - [`dumps`]: query dumps to a bucket, materialized as siphon_reader.
 //! - [`refs`]: references awaiting resolution and lines parked until theirs resolve.
 
+pub mod batch;
 pub mod bulk;
 pub mod clients;
 pub mod copy_in;
@@ -22,6 +23,7 @@ pub mod dumps;
 pub mod exports;
 pub mod filter;
 pub mod imports;
+mod loader_file_table;
 pub mod loader_files;
 pub mod migrations;
 pub mod plans;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::loader_files::TABLE as LOADER_FILES;
+use super::loader_file_table::TABLE as LOADER_FILES;
 use super::{is_undefined_table, Db};
 use crate::error::{Error, Result};
 use crate::model::loader_file::loader_file_type;

@@ -8,8 +8,9 @@ use std::collections::HashSet;
 use serde_json::Value;
 use tokio_postgres::{GenericClient, Transaction};
 
+use super::batch::BatchTx;
 use super::copy_in::{self, Chunk, ChunkResult};
-use super::loader_files::{BatchTx, TABLE as LOADER_FILES};
+use super::loader_file_table::TABLE as LOADER_FILES;
 use super::Db;
 use crate::error::Result;
 use crate::model::{LineError, LoaderFile};

@@ -35,7 +35,7 @@ pub struct ExportWorker {
     pub sink: Arc<dyn ObjectSink>,
     /// The function's own S3 client, for dump-to-bucket targets other than the export
     /// bucket (see [`ExportWorker::with_own_client`]).
-    own: Option<aws_sdk_s3::Client>,
+    own: Option<crate::sources::s3::S3Source>,
     /// Sinks of dump-to-bucket targets, by bucket and store.
     others: Mutex<HashMap<String, Arc<dyn ObjectSink>>>,
     /// The load queue, where inventory imports queue their files (see
@@ -81,7 +81,7 @@ impl ExportWorker {
 
     /// Writes dump-to-bucket targets that name no store of their own with `s3` (the
     /// function's role); without it, with a client from the SDK's default chain.
-    pub fn with_own_client(mut self, s3: aws_sdk_s3::Client) -> Self {
+    pub fn with_own_client(mut self, s3: crate::sources::s3::S3Source) -> Self {
         self.own = Some(s3);
         self
     }
@@ -106,7 +106,7 @@ impl ExportWorker {
             return Ok(s.clone());
         }
         let client = match (&self.own, store.is_default()) {
-            (Some(own), true) => own.clone(),
+            (Some(own), true) => own.client().clone(),
             _ => crate::sources::s3::client(&store.s3_options(&self.policy)).await?,
         };
         let sink: Arc<dyn ObjectSink> = Arc::new(S3Sink::new(client, bucket));
@@ -255,7 +255,7 @@ impl ExportWorker {
         let s3 = match (&self.own, message.store.is_default()) {
             (Some(own), true) => own.clone(),
             _ => match crate::sources::s3::client(&message.store.s3_options(&self.policy)).await {
-                Ok(s3) => s3,
+                Ok(s3) => crate::sources::s3::S3Source::new(s3),
                 Err(e) => {
                     // Refused by the guard: no retry will be allowed either.
                     let why = format!("the inventory's store cannot be used: {e}");

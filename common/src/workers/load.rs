@@ -49,7 +49,7 @@ impl LoadWorker {
     pub fn new(
         db: Db,
         queue: Arc<dyn MessageQueue>,
-        default_s3: aws_sdk_s3::Client,
+        default_s3: S3Source,
         policy: UrlPolicy,
         options: LoadOptions,
         max_receives: u32,
@@ -59,7 +59,7 @@ impl LoadWorker {
             queue,
             options,
             max_receives,
-            default_source: Arc::new(S3Source::new(default_s3)),
+            default_source: Arc::new(default_s3),
             sources: Mutex::new(HashMap::new()),
             http: Arc::new(HttpSource::new(policy.clone())),
             policy,

@@ -54,13 +54,15 @@ pub async fn setup_with(
     let db = fresh_db().await;
     let s3 = s3().await;
     let bucket = fresh_bucket(&s3).await;
-    let worker = Arc::new(siphon_tests::load_worker(
+    let env = settings(siphon_tests::config_env().with("SIPHON_EXPORT_MIN_POLL_MS", "0"));
+    let loader = siphon_loader::Config::from_env(&env).unwrap();
+    let worker = Arc::new(siphon_loader::worker(
+        &loader,
         db.clone(),
         queue.clone(),
         s3.clone(),
         options,
     ));
-    let env = settings(siphon_tests::config_env().with("SIPHON_EXPORT_MIN_POLL_MS", "0"));
     let config = siphon_api::Config::from_env(&env).unwrap();
     let export_config = siphon_export::Config::from_env(&env).unwrap();
     let exporter = Arc::new(
