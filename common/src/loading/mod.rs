@@ -23,12 +23,13 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
 use self::decode::{Batch, DecodeConfig, DecodeError};
 use crate::error::{Error, Result};
+use crate::lease::{FirstBeat, Heartbeat};
+use crate::model::loader_file::{Checkpoint, FileProgress};
 use crate::model::{FileStatus, LineError, LoaderFile};
 use crate::resource_type::ResourceType;
 use crate::sources::{Source, SourceError};
@@ -125,33 +126,22 @@ pub struct Loader {
     receives: u32,
 }
 
-/// Renews a lease every `heartbeat` while alive; dropping it stops the renewals.
-struct Heartbeat(tokio::task::JoinHandle<()>);
-
-impl Heartbeat {
-    fn start(db: Db, file_id: String, owner: String, options: &LoadOptions) -> Self {
-        let (every, lease) = (options.heartbeat, options.lease.as_secs_f64());
-        Heartbeat(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                match db.renew_loader_file_lease(&file_id, &owner, lease).await {
-                    Ok(true) => tracing::trace!(file_id, "lease renewed"),
-                    // Finished, released, expired or taken over: nothing to renew now
-                    // (the next batch commit renews a lease that is still ours).
-                    Ok(false) => tracing::trace!(file_id, "lease not renewed"),
-                    // The database is away: keep trying; if the lease runs out meanwhile,
-                    // the next commit finds it lost and stops.
-                    Err(e) => tracing::warn!(file_id, error = %e, "cannot renew the lease"),
-                }
-            }
-        }))
-    }
-}
-
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// Renews the file's lease every `heartbeat` while the load runs (a lease not renewed
+/// now, such as one taken over, is found lost at the next batch commit).
+fn heartbeat(db: Db, file_id: String, owner: String, options: &LoadOptions) -> Heartbeat {
+    let lease = options.lease.as_secs_f64();
+    let id = file_id.clone();
+    Heartbeat::start(
+        "LoaderFile",
+        id,
+        options.heartbeat,
+        FirstBeat::AfterOneBeat,
+        false,
+        move || {
+            let (db, file_id, owner) = (db.clone(), file_id.clone(), owner.clone());
+            Box::pin(async move { db.renew_loader_file_lease(&file_id, &owner, lease).await })
+        },
+    )
 }
 
 /// Why one attempt stopped.
@@ -268,7 +258,7 @@ impl Loader {
         };
         // Renewed while this attempt runs; stopped (dropped) whatever way it ends, so a
         // crash (or an injected one) stops renewing as a dead process would.
-        let _heartbeat = Heartbeat::start(
+        let _heartbeat = heartbeat(
             self.db.clone(),
             file_id.to_string(),
             owner.to_string(),
@@ -428,8 +418,12 @@ impl Loader {
         };
         if file.size.is_none() || file.etag.is_none() {
             let client = self.db.client().await?;
-            let patch = json!({"size": object.size, "etag": object.etag});
-            Db::patch_loader_file_as(&**client, &file.id, owner, &patch, false).await?;
+            let found = FileProgress {
+                size: object.size,
+                etag: object.etag.clone(),
+                ..FileProgress::default()
+            };
+            Db::patch_loader_file_as(&**client, &file.id, owner, &found, false).await?;
         }
         let (tx, rx) = mpsc::channel(1);
         let body = SyncIoBridge::new(object.body);
@@ -492,13 +486,21 @@ impl Loader {
                 "strict mode: {invalid} invalid line(s), nothing loaded (first at line {})",
                 errors[0].line
             );
-            let patch = json!({"status": "error", "error": message, "failed": invalid, "loaded": 0, "end": chrono::Utc::now()});
-            tx.advance(&file.id, owner, &patch, true, 0.0).await?;
+            let refused = FileProgress {
+                failed: Some(invalid),
+                loaded: Some(0),
+                ..FileProgress::ended(FileStatus::Error, Some(&message))
+            };
+            tx.advance(&file.id, owner, &refused, true, 0.0).await?;
             tx.commit().await?;
             return Ok(Some(Stop::Finished(Outcome::Failed { message })));
         }
         let lease = self.options.lease.as_secs_f64();
-        tx.advance(&file.id, owner, &json!({"validated": true}), false, lease)
+        let validated = FileProgress {
+            validated: Some(true),
+            ..FileProgress::default()
+        };
+        tx.advance(&file.id, owner, &validated, false, lease)
             .await?;
         tx.commit().await?;
         Ok(None)
@@ -576,31 +578,30 @@ impl Loader {
         errors.extend(flagged);
         errors.sort_by_key(|e| e.line);
         tx.record_errors(&file.id, &errors, room).await?;
-        let mut patch = json!({
-            "loaded": loaded_total,
-            "failed": failed_total,
-            "checkpoint": {"line": batch.last_line, "bytes": batch.bytes},
-        });
         let (parked, pending_refs) = (
             state.parked + kept.parked,
             state.pending_refs + kept.pending,
         );
-        for (key, n) in [
-            ("flagged", flagged_total),
-            ("parked", parked),
-            ("pendingRefs", pending_refs),
-        ] {
-            if n > 0 {
-                patch[key] = json!(n);
-            }
-        }
+        let counted = |n: u64| (n > 0).then_some(n);
+        let mut progress = FileProgress {
+            loaded: Some(loaded_total),
+            failed: Some(failed_total),
+            flagged: counted(flagged_total),
+            parked: counted(parked),
+            pending_refs: counted(pending_refs),
+            checkpoint: Some(Checkpoint {
+                line: batch.last_line,
+                bytes: batch.bytes,
+            }),
+            ..FileProgress::default()
+        };
         if batch.eof {
-            patch["status"] = json!("done");
-            patch["end"] = json!(chrono::Utc::now());
+            progress.status = Some(FileStatus::Done);
+            progress.end = Some(crate::model::loader_file::now_rfc3339());
         }
         let lease = self.options.lease.as_secs_f64();
         if !tx
-            .advance(&file.id, owner, &patch, batch.eof, lease)
+            .advance(&file.id, owner, &progress, batch.eof, lease)
             .await?
         {
             return Ok(Committed::LeaseLost);

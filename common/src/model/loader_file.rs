@@ -200,6 +200,59 @@ impl Stuck {
     }
 }
 
+/// What a load writes into its LoaderFile as it goes, merged into the stored resource:
+/// fields left `None` keep what is stored. Typed, so a misspelt key cannot reach the
+/// database as a field nobody reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FileProgress {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<FileStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loaded: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flagged: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parked: Option<u64>,
+    #[serde(rename = "pendingRefs", skip_serializing_if = "Option::is_none")]
+    pub pending_refs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+}
+
+/// Now, as stored instants are written (RFC 3339, `Z`, as serde writes a `DateTime`).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+impl FileProgress {
+    /// The file ends with `status` now (`error` with `message`).
+    pub fn ended(status: FileStatus, message: Option<&str>) -> Self {
+        FileProgress {
+            status: Some(status),
+            error: message.map(str::to_string),
+            end: Some(now_rfc3339()),
+            ..FileProgress::default()
+        }
+    }
+
+    /// As the JSON merged into the resource.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 /// A LoaderFile resource (fields as in the Aidbox seed, plus siphon's).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoaderFile {
@@ -445,6 +498,25 @@ pub fn loader_file_type() -> ResourceType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_writes_only_what_it_sets_under_the_stored_names() {
+        let p = FileProgress {
+            loaded: Some(3),
+            pending_refs: Some(0),
+            ..FileProgress::default()
+        };
+        assert_eq!(
+            p.to_value(),
+            serde_json::json!({"loaded": 3, "pendingRefs": 0})
+        );
+        let e = FileProgress::ended(FileStatus::Error, Some("gzip stream truncated")).to_value();
+        assert_eq!(e["status"], "error");
+        assert_eq!(e["error"], "gzip stream truncated");
+        let end = e["end"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(end).is_ok(), "{end}");
+        assert_eq!(e.as_object().unwrap().len(), 3);
+    }
 
     #[test]
     fn barren_counts_workers_in_a_row_that_died_where_they_started() {

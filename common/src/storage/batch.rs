@@ -2,13 +2,13 @@
 //! counts and checkpoint commit together or not at all, fenced by the file's lease (and
 //! by its `$import` session's state).
 
-use serde_json::{json, Value};
 use tokio_postgres::{GenericClient, Transaction};
 
 use super::copy_in::{self, Chunk, ChunkResult};
 use super::imports;
 use super::Db;
 use crate::error::Result;
+use crate::model::loader_file::FileProgress;
 use crate::model::{FileStatus, LineError, SessionStatus};
 
 /// Stores line errors (up to `room` of them) in the batch's transaction.
@@ -74,8 +74,11 @@ impl Db {
                     _ => FileStatus::Paused,
                 };
                 // As owner only: an abort or force-resume may have set the file already.
-                Db::patch_loader_file_as(&tx, file_id, owner, &json!({"status": status}), true)
-                    .await?;
+                let stop = FileProgress {
+                    status: Some(status),
+                    ..FileProgress::default()
+                };
+                Db::patch_loader_file_as(&tx, file_id, owner, &stop, true).await?;
                 tx.commit().await?;
                 return Ok(Opened::Halted(status));
             }
@@ -105,19 +108,19 @@ impl BatchTx<'_> {
         record_line_errors(&self.tx, file_id, errors, room).await
     }
 
-    /// Merges `patch` into the file as its owner, ending the claim with `release` or else
+    /// Merges `progress` into the file as its owner, ending the claim with `release` or else
     /// renewing the lease for `lease_secs`; `false` when the lease was lost (then nothing
     /// of this batch may commit).
     pub async fn advance(
         &self,
         file_id: &str,
         owner: &str,
-        patch: &Value,
+        progress: &FileProgress,
         release: bool,
         lease_secs: f64,
     ) -> Result<bool> {
         let renew = (!release).then_some(lease_secs);
-        Db::advance_loader_file(&self.tx, file_id, owner, patch, release, renew).await
+        Db::advance_loader_file(&self.tx, file_id, owner, progress, release, renew).await
     }
 
     pub async fn commit(self) -> Result<()> {

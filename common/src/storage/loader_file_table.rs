@@ -3,27 +3,27 @@
 //! LoaderFile modules (`loader_files`, `batch`, `refs`, `imports`) share, so none of them
 //! needs another.
 
-use serde_json::Value;
 use tokio_postgres::GenericClient;
 
 use super::Db;
 use crate::error::Result;
+use crate::model::loader_file::FileProgress;
 use crate::model::LoaderFile;
 
 /// The table (LoaderFiles are stored as resources of type `LoaderFile`).
 pub(crate) const TABLE: &str = "public.\"loaderfile\"";
 
 impl Db {
-    /// Merges `patch` into the file if `owner` still holds it. `false` = lease lost.
+    /// Merges `progress` into the file if `owner` still holds it. `false` = lease lost.
     /// With `remove_lease` the claim ends (the file is finished or stopped).
     pub async fn patch_loader_file_as<C: GenericClient + Sync>(
         client: &C,
         id: &str,
         owner: &str,
-        patch: &Value,
+        progress: &FileProgress,
         remove_lease: bool,
     ) -> Result<bool> {
-        Self::advance_loader_file(client, id, owner, patch, remove_lease, None).await
+        Self::advance_loader_file(client, id, owner, progress, remove_lease, None).await
     }
 
     /// [`Db::patch_loader_file_as`], and with `renew_secs` the lease (its receipt kept)
@@ -32,7 +32,7 @@ impl Db {
         client: &C,
         id: &str,
         owner: &str,
-        patch: &Value,
+        progress: &FileProgress,
         remove_lease: bool,
         renew_secs: Option<f64>,
     ) -> Result<bool> {
@@ -48,7 +48,13 @@ impl Db {
                         END
                      WHERE id = $1 AND resource->'lease'->>'owner' = $2::text"
                 ),
-                &[&id, &owner, patch, &remove_lease, &renew_secs],
+                &[
+                    &id,
+                    &owner,
+                    &progress.to_value(),
+                    &remove_lease,
+                    &renew_secs,
+                ],
             )
             .await?;
         Ok(n == 1)

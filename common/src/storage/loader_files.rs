@@ -10,7 +10,7 @@ use super::loader_file_table::{readable_files, TABLE};
 use super::resources::RESOURCE_WITH_ID;
 use super::Db;
 use crate::error::{Error, Result};
-use crate::model::loader_file::{loader_file_type, FileStatus, LoaderFile, Stuck};
+use crate::model::loader_file::{loader_file_type, FileProgress, FileStatus, LoaderFile, Stuck};
 use crate::model::LineError;
 
 /// Result of trying to claim a file.
@@ -477,8 +477,8 @@ impl Db {
     /// turn came. As its owner.
     pub async fn miss_loader_file(&self, id: &str, owner: &str, message: &str) -> Result<bool> {
         let client = self.client().await?;
-        let patch = json!({"status": "missing", "error": message, "end": chrono::Utc::now()});
-        Self::patch_loader_file_as(&**client, id, owner, &patch, true).await
+        let ended = FileProgress::ended(FileStatus::Missing, Some(message));
+        Self::patch_loader_file_as(&**client, id, owner, &ended, true).await
     }
 
     /// Ends the file in `error` with a message (as its owner, if `owner` is given).
@@ -489,9 +489,10 @@ impl Db {
         message: &str,
     ) -> Result<bool> {
         let client = self.client().await?;
-        let patch = json!({"status": "error", "error": message, "end": chrono::Utc::now()});
+        let ended = FileProgress::ended(FileStatus::Error, Some(message));
+        let patch = ended.to_value();
         match owner {
-            Some(owner) => Self::patch_loader_file_as(&**client, id, owner, &patch, true).await,
+            Some(owner) => Self::patch_loader_file_as(&**client, id, owner, &ended, true).await,
             None => {
                 let n = client
                     .execute(
