@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::ingestion::bucket::LoadFromBucket;
 use crate::model::export::TaskKind;
 use crate::model::loader_file::{file_id, type_from_file_name};
+use crate::model::session::{InventorySummary, PlanProgress, SessionRequest};
 use crate::model::{FileOptions, ObjectLocation, StoreRef};
 use crate::queue::{self, MessageQueue};
 use crate::sessions::SessionView;
@@ -345,12 +346,19 @@ pub async fn begin(
     store: queue::StoreSpec,
     owner: &str,
 ) -> Result<()> {
-    let request = json!({
-        "inventory": {"manifest": job.manifest, "created": job.created, "bucket": job.bucket,
-                      "format": job.format, "files": job.files.len(), "threads": job.threads,
-                      "credentials": job.store.credentials},
-        "plan": {"staged": 0, "new": 0, "changed": 0, "unchanged": 0},
-    });
+    let request = SessionRequest {
+        inventory: Some(InventorySummary {
+            manifest: job.manifest.clone(),
+            created: job.created.clone(),
+            bucket: job.bucket.clone(),
+            format: format!("{:?}", job.format),
+            files: job.files.len() as u64,
+            threads: job.threads,
+            credentials: job.store.credentials,
+        }),
+        plan: Some(PlanProgress::default()),
+    };
+    let request = serde_json::to_value(&request).map_err(|e| Error::Internal(e.to_string()))?;
     {
         let client = db.client().await?;
         if !imports::insert(&**client, &job.session, None, &request, Some(owner)).await? {

@@ -18,12 +18,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::json;
-
 use super::{stage_part, InventoryJob, Skipped, Stage};
 use crate::error::{Error, Result};
 use crate::exporting::task::{claim, Claimed, TaskOptions, TaskOutcome};
 use crate::model::export::{ExportStatus, PlanCheckpoint, TaskCheckpoint, TaskStatus};
+use crate::model::session::PlanProgress;
 use crate::model::{FileStatus, LoaderFile, ObjectLocation, SessionStatus};
 use crate::queue::{MessageQueue, StoreSpec};
 use crate::sources::s3::S3Source;
@@ -144,12 +143,7 @@ impl Planner {
             TaskCommit::Cancelled => return Ok(Err(self.stop(job, run).await?)),
         }
         let client = self.db.client().await?;
-        imports::patch_request(
-            &**client,
-            &job.session,
-            &json!({"plan": progress(&plan, false)}),
-        )
-        .await?;
+        imports::set_plan(&**client, &job.session, &progress(&plan, false)).await?;
         Ok(Ok(()))
     }
 
@@ -314,12 +308,7 @@ impl Planner {
         self.db.drop_plan(&plan_name).await?;
         {
             let client = self.db.client().await?;
-            imports::patch_request(
-                &**client,
-                &job.session,
-                &json!({"plan": progress(&p, true)}),
-            )
-            .await?;
+            imports::set_plan(&**client, &job.session, &progress(&p, true)).await?;
         }
         crate::sessions::settle(&self.db, &job.session).await?;
         tracing::info!(
@@ -412,7 +401,14 @@ impl Planner {
 }
 
 /// The planning's progress as the session shows it.
-fn progress(p: &PlanCheckpoint, done: bool) -> serde_json::Value {
-    json!({"staged": p.staged, "stagedFiles": p.staged_files, "new": p.new, "changed": p.changed,
-           "unchanged": p.unchanged, "gone": p.gone, "done": done})
+fn progress(p: &PlanCheckpoint, done: bool) -> PlanProgress {
+    PlanProgress {
+        staged: p.staged,
+        staged_files: p.staged_files.into(),
+        new: p.new,
+        changed: p.changed,
+        unchanged: p.unchanged,
+        gone: p.gone,
+        done,
+    }
 }

@@ -28,6 +28,7 @@ pub use self::request::{Action, ImportConfig, ImportRequest, Input, InputUrl, Lo
 use crate::auth;
 use crate::error::{Error, Result};
 use crate::loading::{LoadOptions, Loader, Outcome};
+use crate::model::session::{InventorySummary, PlanProgress};
 pub use crate::model::SessionStatus;
 use crate::model::{FileOptions, FileStatus, LoaderFile};
 use crate::queue::{LoadMessage, MessageQueue};
@@ -83,7 +84,7 @@ pub struct SessionView {
     pub files: Option<std::collections::BTreeMap<String, i64>>,
     /// An inventory import: the manifest, and what the planning found so far.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub inventory: Option<Value>,
+    pub inventory: Option<InventoryView>,
     pub created: String,
     pub updated: String,
 }
@@ -103,6 +104,15 @@ fn input_view(f: LoaderFile) -> InputView {
     }
 }
 
+/// An inventory import on its session: the manifest's summary with the planning's
+/// progress as `plan`.
+#[derive(Clone, Debug, Serialize)]
+pub struct InventoryView {
+    #[serde(flatten)]
+    pub summary: Option<InventorySummary>,
+    pub plan: PlanProgress,
+}
+
 /// An inventory import's view: counts by status, the planning's progress, and the
 /// failed and missing files.
 fn inventory_view(
@@ -117,22 +127,24 @@ fn inventory_view(
     let done = files.get("done").copied().unwrap_or(0);
     let loaded = counts.iter().map(|c| c.2 as u64).sum();
     let failed = counts.iter().map(|c| c.3 as u64).sum();
-    let plan = &row.request["plan"];
-    let planning = if plan["done"] == true {
+    let plan = row.request.plan.unwrap_or_default();
+    let planning = if plan.done {
         String::new()
     } else {
         format!(
             "planning ({} objects staged, {} queued), ",
-            plan["staged"].as_u64().unwrap_or(0),
-            plan["new"].as_u64().unwrap_or(0) + plan["changed"].as_u64().unwrap_or(0)
+            plan.staged,
+            plan.new + plan.changed
         )
     };
     let progress = format!(
         "{}: {planning}{done}/{total} files done, {loaded} resources loaded, {failed} invalid lines",
         row.status.as_str()
     );
-    let mut inventory = row.request["inventory"].clone();
-    inventory["plan"] = plan.clone();
+    let inventory = InventoryView {
+        summary: row.request.inventory.clone(),
+        plan,
+    };
     SessionView {
         resource_type: "BulkImportSession",
         id: id.to_string(),
@@ -194,7 +206,7 @@ pub enum Loaded {
         flagged: u64,
     },
     /// Still loading: the session finishes the work.
-    Continuing(SessionView),
+    Continuing(Box<SessionView>),
 }
 
 /// The session service: what the API calls.
@@ -283,7 +295,7 @@ pub async fn view_session(db: &Db, id: &str) -> Result<SessionView> {
         let row = store::read(&**client, id, false)
             .await?
             .ok_or_else(|| not_found(id))?;
-        if row.request.get("inventory").is_some() {
+        if row.request.is_inventory() {
             let counts = store::file_counts(&**client, id).await?;
             let mut listed = store::files_with_status(&**client, id, "error", 100).await?;
             listed.extend(store::files_with_status(&**client, id, "missing", 100).await?);
@@ -468,7 +480,8 @@ impl Imports {
         };
         // An inventory import read with `account` keys: the keys travel only in its
         // queue messages, so once its files stop nothing could queue them again.
-        if action == Action::Pause && row.request["inventory"]["credentials"] == true {
+        let inventory = row.request.inventory.as_ref();
+        if action == Action::Pause && inventory.is_some_and(|i| i.credentials) {
             return Err(Error::NotAcceptable(format!(
                 "cannot pause import session {id}: it reads with `account` keys, which siphon never stores; abort it and start again"
             )));
@@ -507,7 +520,7 @@ impl Imports {
                 .await?;
             }
         }
-        let fed = row.request.get("inventory").is_some();
+        let fed = inventory.is_some();
         let requeue: Vec<LoaderFile> = if fed {
             Vec::new()
         } else {
@@ -516,7 +529,7 @@ impl Imports {
         tx.commit().await?;
         if fed && to == S::Active {
             // An inventory import's files are fed, `thread-num` at a time.
-            let threads = row.request["inventory"]["threads"].as_u64().unwrap_or(4) as u32;
+            let threads = inventory.map_or(4, |i| i.threads);
             crate::loading::feed::feed(&self.db, &*self.queue, id, threads, &Default::default())
                 .await?;
         }
@@ -597,12 +610,16 @@ impl Imports {
             ))),
             Ok(_) => {
                 self.enqueue(&id, std::slice::from_ref(file)).await?;
-                Ok(Loaded::Continuing(view_session(&self.db, &id).await?))
+                Ok(Loaded::Continuing(Box::new(
+                    view_session(&self.db, &id).await?,
+                )))
             }
             Err(e) if e.is_transient() => {
                 // The queue retries what this call could not finish.
                 self.enqueue(&id, std::slice::from_ref(file)).await?;
-                Ok(Loaded::Continuing(view_session(&self.db, &id).await?))
+                Ok(Loaded::Continuing(Box::new(
+                    view_session(&self.db, &id).await?,
+                )))
             }
             Err(e) => Err(e),
         }
@@ -632,7 +649,7 @@ pub async fn settle(db: &Db, import: &str) -> Result<()> {
         return Ok(());
     }
     let counts = store::file_counts(&tx, import).await?;
-    let planning = row.request.get("inventory").is_some() && row.request["plan"]["done"] != true;
+    let planning = row.request.is_planning();
     let failed = counts.iter().any(|(s, ..)| s == "error");
     if failed {
         let f = store::files_with_status(&tx, import, "error", 1)

@@ -9,6 +9,7 @@ use tokio_postgres::GenericClient;
 use super::loader_file_table::TABLE;
 use super::resources::RESOURCE_WITH_ID;
 use crate::error::{Error, Result};
+use crate::model::session::{PlanProgress, SessionRequest};
 use crate::model::{LoaderFile, SessionStatus};
 
 /// A session row.
@@ -18,8 +19,9 @@ pub struct ImportRow {
     pub error: Option<String>,
     pub created: String,
     pub updated: String,
-    /// The request as stored (an inventory import's manifest and planning progress).
-    pub request: Value,
+    /// What the session stores beside its status (an inventory import's manifest and
+    /// planning progress).
+    pub request: SessionRequest,
     /// The client that started it (`None`: the admin).
     pub owner: Option<String>,
 }
@@ -38,7 +40,9 @@ fn row(r: &tokio_postgres::Row) -> Result<ImportRow> {
         error: r.get(2),
         created: r.get(3),
         updated: r.get(4),
-        request: r.get(5),
+        request: serde_json::from_value(r.get::<_, Value>(5)).map_err(|e| {
+            Error::Internal(format!("the stored request of a session is damaged: {e}"))
+        })?,
         owner: r.get(6),
     })
 }
@@ -190,17 +194,17 @@ pub async fn files_with_status<C: GenericClient + Sync>(
     }
 }
 
-/// Merges `patch` into the session's stored request (an inventory import's planning
-/// progress: `{"plan": {...}}`).
-pub async fn patch_request<C: GenericClient + Sync>(
+/// Records how far an inventory import's planning got.
+pub async fn set_plan<C: GenericClient + Sync>(
     client: &C,
     id: &str,
-    patch: &Value,
+    plan: &PlanProgress,
 ) -> Result<()> {
+    let patch = serde_json::json!({ "plan": plan });
     client
         .execute(
             "UPDATE siphon_import SET request = request || $2::jsonb, updated_at = now() WHERE id = $1",
-            &[&id, patch],
+            &[&id, &patch],
         )
         .await?;
     Ok(())
