@@ -42,6 +42,7 @@ pub mod exporting;
 pub mod fhir;
 pub mod ingestion;
 pub mod inventory;
+pub mod lease;
 pub mod loading;
 pub mod memory;
 pub mod model;

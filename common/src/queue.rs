@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::lease::{FirstBeat, Heartbeat};
 use crate::model::LoaderFile;
 use crate::sources::s3::{S3Options, StaticCredentials};
 
@@ -116,7 +117,7 @@ pub trait MessageQueue: Send + Sync {
 /// within about a lease, whatever the queue's visibility timeout; the sweep covers the
 /// rest. The extra second: the message comes back once the work's lease (renewed at the
 /// same beat) has run out too, so the next worker can claim it.
-pub struct Holding(tokio::task::JoinHandle<()>);
+pub struct Holding(#[allow(dead_code)] Heartbeat); // renews until dropped
 
 /// How long a [`Holding`] keeps a message invisible: one lease and a second.
 pub fn hold_seconds(lease: std::time::Duration) -> i32 {
@@ -131,17 +132,21 @@ impl Holding {
         every: std::time::Duration,
     ) -> Self {
         let seconds = hold_seconds(lease);
-        Holding(tokio::spawn(async move {
-            loop {
-                match queue.hold(&receipt, seconds).await {
-                    Ok(true) => {}
-                    // Deleted, or delivered again: nothing of ours to hold.
-                    Ok(false) => break,
-                    Err(e) => tracing::warn!(error = %e, "cannot extend the message's visibility"),
-                }
-                tokio::time::sleep(every).await;
-            }
-        }))
+        // Stops once the handle names nothing in flight (deleted, or delivered again).
+        // The receipt handle is the id in logs' eyes only as a prefix: it is a bearer
+        // capability on the message.
+        let id: String = receipt.chars().take(12).collect();
+        Holding(Heartbeat::start(
+            "message",
+            id,
+            every,
+            FirstBeat::Now,
+            true,
+            move || {
+                let (queue, receipt) = (queue.clone(), receipt.clone());
+                Box::pin(async move { queue.hold(&receipt, seconds).await })
+            },
+        ))
     }
 }
 
@@ -158,12 +163,6 @@ impl Holding {
             .into_iter()
             .map(|r| Holding::start(queue.clone(), r, lease, every))
             .collect()
-    }
-}
-
-impl Drop for Holding {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -274,16 +273,28 @@ impl MessageQueue for SqsQueue {
             }
             let mut requests = requests.into_iter();
             loop {
-                let wave: Vec<_> = requests.by_ref().take(8).map(|r| r.send()).collect();
+                // Each request is a task of its own: the SDK's call is polled from the
+                // scheduler, not at the bottom of whatever deep worker future sends.
+                let wave: Vec<_> = requests
+                    .by_ref()
+                    .take(8)
+                    .map(|r| tokio::spawn(r.send()))
+                    .collect();
                 if wave.is_empty() {
                     return Ok(());
                 }
-                let outs = futures::future::try_join_all(wave).await.map_err(|e| {
-                    Error::Internal(format!(
-                        "cannot queue messages: {}",
-                        aws_sdk_sqs::error::DisplayErrorContext(e)
-                    ))
-                })?;
+                let mut outs = Vec::with_capacity(wave.len());
+                for sent in futures::future::join_all(wave).await {
+                    let sent = sent.map_err(|e| {
+                        Error::Internal(format!("cannot queue messages: the send stopped: {e}"))
+                    })?;
+                    outs.push(sent.map_err(|e| {
+                        Error::Internal(format!(
+                            "cannot queue messages: {}",
+                            aws_sdk_sqs::error::DisplayErrorContext(e)
+                        ))
+                    })?);
+                }
                 if let Some(failed) = outs.iter().find_map(|o| o.failed.first()) {
                     return Err(Error::Internal(format!(
                         "cannot queue messages: {} {}",

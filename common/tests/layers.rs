@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("resource_type", 0),
     ("telemetry", 0),
     ("memory", 0),
+    ("lease", 0),
     ("model", 1),
     ("fhir", 1),
     ("secrets", 2),

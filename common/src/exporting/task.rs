@@ -18,6 +18,7 @@ use super::rows::{self, Lines, Output, Reading, RowData, Rows};
 use super::spec::ExportSpec;
 use crate::error::{Error, Result};
 use crate::fhir;
+use crate::lease::{FirstBeat, Heartbeat};
 use crate::model::export::{
     Export, ExportStatus, ExportTask, TaskCheckpoint, TaskKind, TaskStatus,
 };
@@ -104,28 +105,20 @@ pub enum TaskOutcome {
     Cancelled,
 }
 
-/// Renews a task's lease while alive; dropping it stops the renewals.
-struct Heartbeat(tokio::task::JoinHandle<()>);
-
-impl Heartbeat {
-    /// Renews task `task`'s lease for `owner` every `options.heartbeat`.
-    fn start(db: Db, task: String, owner: String, options: &TaskOptions) -> Self {
-        let (every, lease) = (options.heartbeat, options.lease.as_secs_f64());
-        Heartbeat(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(e) = db.renew_export_task_lease(&task, &owner, lease).await {
-                    tracing::warn!(task, error = %e, "cannot renew the lease");
-                }
-            }
-        }))
-    }
-}
-
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// Renews task `task`'s lease for `owner` every `options.heartbeat` while it runs.
+fn heartbeat(db: Db, task: String, owner: String, options: &TaskOptions) -> Heartbeat {
+    let lease = options.lease.as_secs_f64();
+    Heartbeat::start(
+        "export task",
+        task.clone(),
+        options.heartbeat,
+        FirstBeat::AfterOneBeat,
+        false,
+        move || {
+            let (db, task, owner) = (db.clone(), task.clone(), owner.clone());
+            Box::pin(async move { db.renew_export_task_lease(&task, &owner, lease).await })
+        },
+    )
 }
 
 /// A task this worker holds: its lease renewed until this is dropped.
@@ -154,7 +147,7 @@ pub async fn claim(
         TaskClaim::Ended(s) => return Ok(Err(TaskOutcome::Ended(s))),
         TaskClaim::Missing => return Ok(Err(TaskOutcome::Ended(TaskStatus::Cancelled))),
     };
-    let heartbeat = Heartbeat::start(db.clone(), task.id.clone(), owner.clone(), options);
+    let heartbeat = heartbeat(db.clone(), task.id.clone(), owner.clone(), options);
     Ok(Ok(Claimed {
         task,
         export,

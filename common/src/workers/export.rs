@@ -8,17 +8,20 @@
 //! | busy (another worker holds it) | re-queued with a delay; this one deleted |
 //! | transient error (database, store) | batch item failure: redelivered; after the last receive the task fails and says why |
 //! | unreadable message | batch item failure (ends in the dead-letter queue) |
+//!
+//! The batch itself runs on [`super::runtime`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use tokio::sync::Mutex;
 
+use super::runtime::{Delivery, Disposition, Job, Runtime};
 use crate::exporting::task::{TaskOptions, TaskOutcome, TaskRunner};
 use crate::exporting::ExportMessage;
-use crate::queue::{self, MessageQueue};
+use crate::queue::MessageQueue;
 use crate::sinks::s3::S3Sink;
 use crate::sinks::ObjectSink;
 use crate::storage::Db;
@@ -116,53 +119,20 @@ impl ExportWorker {
 
     /// Handles a batch; `deadline_ms` is the invocation deadline (ms since the epoch).
     pub async fn handle(&self, records: Vec<SqsMessage>, deadline_ms: u64) -> SqsBatchResponse {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let deadline = Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms));
-        // Every message of the batch is held from the start (see [`queue::Holding`]).
-        let _holding = queue::Holding::all(
-            &self.queue,
-            records.iter().filter_map(|r| r.receipt_handle.clone()),
-            self.options.lease,
-            self.options.heartbeat,
-        );
-        let mut response = SqsBatchResponse::default();
-        for record in records {
-            if !self.handle_one(&record, deadline).await {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = record.message_id.clone().unwrap_or_default();
-                response.batch_item_failures.push(failure);
-            }
-        }
-        response
+        let (lease, beat) = (self.options.lease, self.options.heartbeat);
+        Runtime::new(self.queue.clone(), lease, beat, self.max_receives)
+            .handle(self, records, deadline_ms)
+            .await
     }
 
-    /// Returns false when the message must be redelivered.
-    async fn handle_one(&self, record: &SqsMessage, deadline: Instant) -> bool {
-        let receives: u32 = record
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        let Some(message) = record
-            .body
-            .as_deref()
-            .and_then(|b| serde_json::from_str::<ExportMessage>(b).ok())
-        else {
-            tracing::error!(
-                message_id = record.message_id.as_deref(),
-                "unreadable export message; it will end in the dead-letter queue"
-            );
-            return false;
-        };
-        let task = message.task.clone();
+    /// Runs the task of one message until it ends or the deadline.
+    async fn work(&self, message: &ExportMessage, delivery: Delivery<'_>) -> Disposition {
+        let task = message.task.as_str();
         let export = match self.db.export(task.split('/').next().unwrap_or("")).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(task, error = %e, "cannot read the export; the message will be redelivered");
-                return false;
+                return Disposition::Redeliver;
             }
         };
         let kind = export.as_ref().map(|e| e.kind.as_str()).unwrap_or("");
@@ -171,17 +141,17 @@ impl ExportWorker {
             .as_ref()
             .filter(|e| e.kind == "bucket")
             .and_then(|e| e.request["bucket"].as_str().map(str::to_string));
-        let sink = match self.sink_for(&message, target.as_deref()).await {
+        let sink = match self.sink_for(message, target.as_deref()).await {
             Ok(sink) => sink,
             Err(e) => {
                 // A store the guard refuses will not be allowed on a retry: the task ends.
                 let why = format!("the target store cannot be used: {e}");
                 tracing::warn!(task, error = %why, "store refused");
-                if let Err(e) = self.give_up(&task, &why).await {
+                if let Err(e) = self.give_up(task, &why).await {
                     tracing::error!(task, error = %e, "cannot mark the task failed");
-                    return false;
+                    return Disposition::Redeliver;
                 }
-                return true;
+                return Disposition::Done;
             }
         };
         let runner = TaskRunner {
@@ -189,18 +159,20 @@ impl ExportWorker {
             sink,
             options: self.options.clone(),
         };
-        let receipt = record.receipt_handle.as_deref();
         let outcome = if kind == "inventory" {
-            self.plan(&message, receipt, deadline).await
+            self.plan(message, delivery.receipt, delivery.deadline)
+                .await
         } else {
-            runner.run(&task, receipt, Some(deadline)).await
+            runner
+                .run(task, delivery.receipt, Some(delivery.deadline))
+                .await
         };
         match outcome {
             Ok(TaskOutcome::Done { count }) => {
                 tracing::info!(task, count, "export task done");
-                true
+                Disposition::Done
             }
-            Ok(TaskOutcome::Cancelled) => true,
+            Ok(TaskOutcome::Cancelled) => Disposition::Done,
             Ok(TaskOutcome::Ended(status)) => {
                 // A redelivered message of an ended task: whoever ended it may have died
                 // before finishing the export's end (the dump's marker), so it is done
@@ -210,33 +182,24 @@ impl ExportWorker {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::error!(task, error = %e, "cannot settle the export; the message will be redelivered");
-                        return false;
+                        return Disposition::Redeliver;
                     }
                 };
                 if let Err(e) = runner.ended(export, settled).await {
                     tracing::error!(task, ?status, error = %e, "cannot finish the export; the message will be redelivered");
-                    return false;
+                    return Disposition::Redeliver;
                 }
-                true
+                Disposition::Done
             }
-            Ok(TaskOutcome::Continue) => {
-                self.requeue(&message, None, "continue after the checkpoint")
-                    .await
-            }
-            Ok(TaskOutcome::Busy) => {
-                self.requeue(&message, Some(60), "busy: another worker holds the task")
-                    .await
-            }
-            Err(e) => {
-                tracing::error!(task, receives, error = %e, "export task failed; the message will be redelivered");
-                if receives >= self.max_receives {
-                    let why = format!("gave up after {receives} attempts: {e}");
-                    if let Err(e) = self.give_up(&task, &why).await {
-                        tracing::error!(task, error = %e, "cannot mark the task failed");
-                    }
-                }
-                false
-            }
+            Ok(TaskOutcome::Continue) => Disposition::Requeue {
+                delay: None,
+                why: "continue after the checkpoint".into(),
+            },
+            Ok(TaskOutcome::Busy) => Disposition::Requeue {
+                delay: Some(60),
+                why: "busy: another worker holds the task".into(),
+            },
+            Err(e) => Disposition::Retry(e),
         }
     }
 
@@ -280,17 +243,21 @@ impl ExportWorker {
         crate::exporting::task::give_up(&self.db, task, why).await?;
         Ok(())
     }
+}
 
-    async fn requeue(&self, message: &ExportMessage, delay: Option<i32>, why: &str) -> bool {
-        match queue::send(&*self.queue, std::slice::from_ref(message), delay).await {
-            Ok(()) => {
-                tracing::info!(task = message.task, reason = why, "re-queued");
-                true
-            }
-            Err(e) => {
-                tracing::error!(task = message.task, error = %e, "cannot re-queue; leaving the message for redelivery");
-                false
-            }
-        }
+impl Job for ExportWorker {
+    type Message = ExportMessage;
+    const WHAT: &'static str = "export task";
+
+    fn id(message: &ExportMessage) -> &str {
+        &message.task
+    }
+
+    async fn run(&self, message: &ExportMessage, delivery: Delivery<'_>) -> Disposition {
+        self.work(message, delivery).await
+    }
+
+    async fn give_up(&self, message: &ExportMessage, why: &str) -> crate::error::Result<()> {
+        ExportWorker::give_up(self, &message.task, why).await
     }
 }

@@ -10,17 +10,19 @@
 //! | busy (another loader) / throttled (thread-num) | re-queued with a delay; this one deleted |
 //! | transient error | batch item failure: SQS redelivers; after the last receive the LoaderFile says why and the message goes to the DLQ |
 //! | unreadable message | batch item failure (ends in the DLQ) |
+//!
+//! The batch itself runs on [`super::runtime`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use tokio::sync::Mutex;
 
+use super::runtime::{Delivery, Disposition, Job, Runtime};
 use crate::error::{Error, Result};
 use crate::loading::{LoadOptions, Loader, Outcome};
-use crate::queue::{self, Holding, LoadMessage, MessageQueue};
+use crate::queue::{LoadMessage, MessageQueue};
 use crate::sessions;
 use crate::sources::http::{HttpSource, UrlPolicy};
 use crate::sources::s3::S3Source;
@@ -94,57 +96,26 @@ impl LoadWorker {
 
     /// Handles a batch; `deadline_ms` is the invocation deadline (ms since the epoch).
     pub async fn handle(&self, records: Vec<SqsMessage>, deadline_ms: u64) -> SqsBatchResponse {
-        let deadline = instant_from_epoch_ms(deadline_ms);
-        // Every message of the batch is held from the start, the ones still waiting
-        // their turn included (see [`Holding`]).
-        let _holding = Holding::all(
-            &self.queue,
-            records.iter().filter_map(|r| r.receipt_handle.clone()),
-            self.options.lease,
-            self.options.heartbeat,
-        );
-        let mut response = SqsBatchResponse::default();
-        for record in records {
-            let id = record.message_id.clone().unwrap_or_default();
-            if !self.handle_one(&record, deadline).await {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
-            }
-        }
-        response
+        let (lease, beat) = (self.options.lease, self.options.heartbeat);
+        Runtime::new(self.queue.clone(), lease, beat, self.max_receives)
+            .handle(self, records, deadline_ms)
+            .await
     }
 
-    /// Returns false when the message must be redelivered.
-    async fn handle_one(&self, record: &SqsMessage, deadline: Instant) -> bool {
-        let message_id = record.message_id.as_deref().unwrap_or("");
-        let receives: u32 = record
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        let message: LoadMessage = match record.body.as_deref().map(serde_json::from_str) {
-            Some(Ok(m)) => m,
-            _ => {
-                tracing::error!(
-                    message_id,
-                    "unreadable load message; it will end in the dead-letter queue"
-                );
-                return false;
-            }
-        };
-        let file_id = message.loader_file_id.clone();
-        let s3 = match self.source_for(&message).await {
+    /// Loads the file of one message until it ends or the deadline.
+    async fn load(&self, message: &LoadMessage, delivery: Delivery<'_>) -> Disposition {
+        let file_id = message.loader_file_id.as_str();
+        let s3 = match self.source_for(message).await {
             Ok(s3) => s3,
             Err(e) => {
                 // A store the guard refuses will not be allowed on a retry: the file ends.
                 let why = format!("the file's store cannot be used: {e}");
                 tracing::warn!(file_id, error = %why, "store refused");
-                return match self.give_up(&file_id, &why).await {
-                    Ok(()) | Err(Error::NotFound(_)) => true,
+                return match self.give_up(file_id, &why).await {
+                    Ok(()) | Err(Error::NotFound(_)) => Disposition::Done,
                     Err(e) => {
                         tracing::error!(file_id, error = %e, "cannot mark the file failed");
-                        false
+                        Disposition::Redeliver
                     }
                 };
             }
@@ -154,64 +125,60 @@ impl LoadWorker {
             http: self.http.clone(),
         });
         let loader = Loader::new(self.db.clone(), source, self.options.clone())
-            .with_receipt(record.receipt_handle.clone())
-            .with_receives(receives);
-        let outcome = loader.load(&file_id, Some(deadline)).await;
+            .with_receipt(delivery.receipt.map(str::to_string))
+            .with_receives(delivery.receives);
+        let outcome = loader.load(file_id, Some(delivery.deadline)).await;
         if let Ok(Outcome::Done { .. } | Outcome::Failed { .. }) = &outcome {
-            if let Err(e) = self.settle(&file_id, &message.store).await {
+            if let Err(e) = self.settle(file_id, &message.store).await {
                 // The file is finished; only its session's summary is behind. Redeliver:
                 // the file answers NotLoadable and the session is settled then.
                 tracing::error!(file_id, error = %e, "cannot settle the file's import session");
-                return false;
+                return Disposition::Redeliver;
             }
         }
         match outcome {
             Ok(Outcome::Done { loaded, failed }) => {
                 tracing::info!(file_id, loaded, failed, "done");
-                true
+                Disposition::Done
             }
             Ok(Outcome::Failed { message: why }) => {
                 tracing::warn!(file_id, error = why, "file failed");
-                true
+                Disposition::Done
             }
             Ok(Outcome::NotLoadable { status }) => {
                 tracing::info!(file_id, status = status.as_str(), "nothing to do");
                 // A delivery after a crash between the file's end and its session's
                 // settling: settle now (idempotent).
-                self.settle(&file_id, &message.store).await.is_ok()
+                match self.settle(file_id, &message.store).await {
+                    Ok(()) => Disposition::Done,
+                    Err(_) => Disposition::Redeliver,
+                }
             }
             Ok(Outcome::Halted { status }) => {
                 // The session was paused or aborted: the state lives in Postgres, and
                 // resume queues the file again. Nothing to redeliver.
                 tracing::info!(file_id, status = status.as_str(), "stopped by its session");
-                true
+                Disposition::Done
             }
-            Ok(Outcome::Continue { line }) => {
-                self.requeue(&message, None, &format!("continue from line {line}"))
-                    .await
-            }
-            Ok(Outcome::Busy { until }) => {
+            Ok(Outcome::Continue { line }) => Disposition::Requeue {
+                delay: None,
+                why: format!("continue from line {line}"),
+            },
+            Ok(Outcome::Busy { until }) => Disposition::Requeue {
                 // Try again just after the holder's lease runs out (a dead holder's file
                 // is then ours), at most a minute on (a live holder renews it).
-                let delay = busy_delay(&until, chrono::Utc::now());
-                self.requeue(&message, Some(delay), "busy: another loader holds the file")
-                    .await
-            }
-            Ok(Outcome::Throttled) => self.requeue(&message, Some(10), "thread-num reached").await,
+                delay: Some(busy_delay(&until, chrono::Utc::now())),
+                why: "busy: another loader holds the file".into(),
+            },
+            Ok(Outcome::Throttled) => Disposition::Requeue {
+                delay: Some(10),
+                why: "thread-num reached".into(),
+            },
             Err(Error::NotFound(e)) => {
                 tracing::warn!(file_id, error = %e, "the LoaderFile was deleted; dropping the message");
-                true
+                Disposition::Done
             }
-            Err(e) => {
-                tracing::error!(file_id, receives, error = %e, "load failed; the message will be redelivered");
-                if receives >= self.max_receives {
-                    let why = format!("gave up after {receives} attempts: {e}");
-                    if let Err(e) = self.give_up(&file_id, &why).await {
-                        tracing::error!(file_id, error = %e, "cannot mark the file failed");
-                    }
-                }
-                false
-            }
+            Err(e) => Disposition::Retry(e),
         }
     }
 
@@ -225,18 +192,22 @@ impl LoadWorker {
         self.db.fail_loader_file(file_id, None, why).await?;
         self.settle(file_id, &Default::default()).await
     }
+}
 
-    async fn requeue(&self, message: &LoadMessage, delay: Option<i32>, why: &str) -> bool {
-        match queue::send(&*self.queue, std::slice::from_ref(message), delay).await {
-            Ok(()) => {
-                tracing::info!(file_id = message.loader_file_id, reason = why, "re-queued");
-                true
-            }
-            Err(e) => {
-                tracing::error!(file_id = message.loader_file_id, error = %e, "cannot re-queue; leaving the message for redelivery");
-                false
-            }
-        }
+impl Job for LoadWorker {
+    type Message = LoadMessage;
+    const WHAT: &'static str = "LoaderFile";
+
+    fn id(message: &LoadMessage) -> &str {
+        &message.loader_file_id
+    }
+
+    async fn run(&self, message: &LoadMessage, delivery: Delivery<'_>) -> Disposition {
+        self.load(message, delivery).await
+    }
+
+    async fn give_up(&self, message: &LoadMessage, why: &str) -> Result<()> {
+        LoadWorker::give_up(self, &message.loader_file_id, why).await
     }
 }
 
@@ -250,14 +221,6 @@ fn busy_delay(until: &str, now: chrono::DateTime<chrono::Utc>) -> i32 {
         }
         Err(_) => 60,
     }
-}
-
-fn instant_from_epoch_ms(deadline_ms: u64) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 
 #[cfg(test)]
