@@ -154,9 +154,13 @@
       Accept: 'application/json',
     };
     const init = { method, headers, cache: 'no-store', credentials: 'omit', redirect: 'error', referrerPolicy: 'no-referrer' };
+    // A state-changing request always says its body is JSON, even an empty one: the API
+    // refuses a POST without it (a cross-site form could send one with no preflight).
     if (body !== undefined) {
       headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
+    } else if (method !== 'GET' && method !== 'HEAD') {
+      headers['Content-Type'] = 'application/json';
     }
     let r;
     try {
