@@ -274,6 +274,10 @@ pub enum ErrorStyle {
     /// FHIR operations (`$export`, `/metadata`): an `OperationOutcome` whose
     /// `diagnostics` is the message, as the Bulk Data IG requires.
     Fhir,
+    /// The same `OperationOutcome` as `application/json`: the Bulk Data status URL,
+    /// whose client asks for `application/json` (the manifest's type) and reads an
+    /// error as JSON, unless its `Accept` names `application/fhir+json`.
+    FhirAsJson,
 }
 
 /// The status code of a domain error: the one mapping.
@@ -335,6 +339,10 @@ pub fn error_reply(err: &Error, style: ErrorStyle) -> Reply {
         ErrorStyle::Fhir => {
             let outcome = operation_outcome("error", issue_code(status), &message);
             Reply::raw(status, "application/fhir+json", outcome.to_string())
+        }
+        ErrorStyle::FhirAsJson => {
+            let outcome = operation_outcome("error", issue_code(status), &message);
+            Reply::raw(status, "application/json", outcome.to_string())
         }
     };
     if status == StatusCode::UNAUTHORIZED {
@@ -475,6 +483,9 @@ mod tests {
             let body: Value = serde_json::from_slice(fhir.body()).unwrap();
             assert_eq!(body["resourceType"], "OperationOutcome");
             assert_eq!(body["issue"][0]["diagnostics"], message.as_str());
+            let json = render(error_reply(&err, ErrorStyle::FhirAsJson), Format::Json);
+            assert_eq!(json.headers()[CONTENT_TYPE], "application/json");
+            assert_eq!(serde_json::from_slice::<Value>(json.body()).unwrap(), body);
             assert_eq!(
                 plain.headers().contains_key(WWW_AUTHENTICATE),
                 status == 401

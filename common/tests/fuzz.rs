@@ -941,7 +941,7 @@ fn fuzz_found_a_multibyte_since_panicked_the_export_kick_off() {
         let k = KickOff {
             post: false,
             level: Level::System,
-            accept: None,
+            accept: Some("application/fhir+json"),
             prefer: vec!["respond-async"],
             query: vec![("_since".into(), since.into())],
             body: None,

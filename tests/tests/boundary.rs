@@ -186,8 +186,18 @@ async fn secrets_and_their_hashes_never_leave_by_any_path() {
         let bytes = body.body.collect().await.unwrap().into_bytes();
         assert!(!String::from_utf8_lossy(&bytes).contains("argon2"), "{key}");
     }
-    let (s, b, _) = call(&env, "GET", "/$export?_type=Client", None).await;
+    let (s, b, _) = call_with(
+        &env,
+        "GET",
+        "/$export?_type=Client",
+        Some(&admin()),
+        FHIR_KICK_OFF,
+        None,
+    )
+    .await;
     assert_eq!(s, 400, "{b}");
+    let why = b["issue"][0]["diagnostics"].as_str().unwrap_or_default();
+    assert!(why.contains("_type \"Client\""), "{b}");
 }
 
 fn urlencode(s: &str) -> String {

@@ -6,7 +6,7 @@ mod api_harness;
 
 use std::sync::Arc;
 
-use api_harness::{call, count, drain, setup};
+use api_harness::{admin, call, call_with, count, drain, setup, FHIR_KICK_OFF};
 use serde_json::{json, Value};
 use siphon::dead_letters::{DeadLetters, Pair};
 use siphon::loading::LoadOptions;
@@ -173,7 +173,15 @@ async fn loader_files_filter_and_sessions_and_exports_list() {
     assert_eq!(ids, ["s-2", "s-1"]);
 
     // Exports.
-    let (s, _, _) = call(&env, "GET", "/$export?_type=Patient", None).await;
+    let (s, _, _) = call_with(
+        &env,
+        "GET",
+        "/$export?_type=Patient",
+        Some(&admin()),
+        FHIR_KICK_OFF,
+        None,
+    )
+    .await;
     assert_eq!(s, 202);
     let (s, b, _) = call(&env, "GET", "/$export-status", None).await;
     assert_eq!(s, 200, "{b}");

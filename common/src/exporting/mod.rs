@@ -135,6 +135,21 @@ pub enum Status {
     Failed { message: String },
 }
 
+/// The manifest's `error` item for the kick-off's error file: a file item (`type`,
+/// `url`, `count`) as the IG defines it, which is also the file's OperationOutcomes
+/// merged into one (`resourceType`, `issue`), so that clients that look for the
+/// OperationOutcome naming an ignored parameter in the manifest itself (SMART's Bulk
+/// Data tester does) find it there too; clients that read file items ignore the extra
+/// fields.
+fn error_item(url: String, outcomes: &[Value]) -> Value {
+    let issues: Vec<Value> = outcomes
+        .iter()
+        .flat_map(|o| o["issue"].as_array().cloned().unwrap_or_default())
+        .collect();
+    json!({"type": "OperationOutcome", "url": url, "count": outcomes.len(),
+           "resourceType": "OperationOutcome", "issue": issues})
+}
+
 /// The `$export` service: what the API calls.
 pub struct Exports {
     pub db: Db,
@@ -306,21 +321,14 @@ impl Exports {
             bucket: self.config.bucket.clone(),
             prefix: format!("{}{id}/", self.config.prefix),
             ignored: request.ignored.clone(),
+            associated: request.associated.clone(),
             ..ExportSpec::default()
         };
-        if !spec.ignored.is_empty() {
-            // The ignored parameters, said in the error file of the manifest.
+        let outcomes = spec.kick_off_outcomes();
+        if !outcomes.is_empty() {
+            // What the kick-off ignored or accepted without applying, in the error file.
             let key = format!("{}errors.ndjson", spec.prefix);
-            let lines: String = spec
-                .ignored
-                .iter()
-                .map(|why| {
-                    json!({"resourceType": "OperationOutcome", "issue": [{"severity": "warning",
-                        "code": "not-supported", "diagnostics": format!("ignored: {why}")}]})
-                    .to_string()
-                        + "\n"
-                })
-                .collect();
+            let lines: String = outcomes.iter().map(|o| o.to_string() + "\n").collect();
             let meta = ObjectMeta {
                 content_type: "application/fhir+ndjson".into(),
                 content_encoding: None,
@@ -390,6 +398,10 @@ impl Exports {
     /// The status endpoint (`GET`).
     pub async fn status(&self, id: &str, who: &Principal) -> Result<Status> {
         let export = self.visible(id, who).await?;
+        // A cancelled export is gone (404, as the IG says), however soon it is polled.
+        if export.status == ExportStatus::Cancelled {
+            return Err(Error::NotFound(format!("export {id} was cancelled")));
+        }
         if !self
             .db
             .poll_export(id, self.config.min_poll_interval.as_millis() as i64)
@@ -445,7 +457,8 @@ impl Exports {
                 }
                 let mut error = Vec::new();
                 if let Some(key) = &spec.error_file {
-                    error.push(json!({"type": "OperationOutcome", "url": self.sink.presign_get(key, ttl).await?}));
+                    let url = self.sink.presign_get(key, ttl).await?;
+                    error.push(error_item(url, &spec.kick_off_outcomes()));
                 }
                 let mut manifest = json!({
                     "transactionTime": export.transaction_time,
@@ -511,5 +524,34 @@ impl Exports {
         }
         tracing::info!(export = id, was = was.as_str(), "export cancelled");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_item_is_a_file_item_and_the_outcomes_merged() {
+        let spec = ExportSpec {
+            ignored: vec!["_typeFilter \"Patient?x=y\" is not supported".into()],
+            associated: vec!["RelevantProvenanceResources".into()],
+            ..ExportSpec::default()
+        };
+        let item = error_item("http://s3/errors.ndjson".into(), &spec.kick_off_outcomes());
+        assert_eq!(item["type"], "OperationOutcome");
+        assert_eq!(item["url"], "http://s3/errors.ndjson");
+        assert_eq!(item["count"], 2);
+        assert_eq!(item["resourceType"], "OperationOutcome");
+        let issues = item["issue"].as_array().unwrap();
+        assert_eq!(issues.len(), 2);
+        assert!(issues[0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("_typeFilter"));
+        assert!(issues[1]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("RelevantProvenanceResources"));
     }
 }

@@ -1,4 +1,4 @@
-//! Reading a FHIR Bulk Data `$export` kick-off (Bulk Data Access IG v2.0.0): the
+//! Reading a FHIR Bulk Data `$export` kick-off (Bulk Data Access IG v2.0.0 and STU3): the
 //! headers, the query (GET) or `Parameters` body (POST). Every check that answers 400
 //! happens here, before anything is stored.
 //!
@@ -9,7 +9,10 @@
 //! | `_since` | FHIR instant; invalid or in the future 400 |
 //! | `patient` | POST, Patient and Group level; GET or system level 400 (lenient: ignored) |
 //! | `_elements` | root elements, `Type.element` or `element`; nested paths 400 |
-//! | `_typeFilter`, `includeAssociatedData`, `organizeOutputBy`, others | 400 (lenient: ignored, named in the error file) |
+//! | `includeAssociatedData` | `LatestProvenanceResources`, `RelevantProvenanceResources` accepted, not applied (said in the error file); other values 400 (lenient: ignored) |
+//! | `_typeFilter`, `organizeOutputBy`, others | 400 (lenient: ignored, named in the error file) |
+//!
+//! `Accept: application/fhir+json` and `Prefer: respond-async` are required (400 without).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -53,6 +56,10 @@ pub struct ExportRequest {
     pub lenient: bool,
     /// Parameters ignored under `handling=lenient`, said in the manifest's error file.
     pub ignored: Vec<String>,
+    /// `includeAssociatedData` values accepted (the IG's `LatestProvenanceResources`,
+    /// `RelevantProvenanceResources`) but not applied: siphon adds no associated
+    /// resources, and says so in the manifest's error file.
+    pub associated: Vec<String>,
 }
 
 /// The parts of the HTTP request the kick-off reads.
@@ -68,14 +75,23 @@ pub struct KickOff<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// The `includeAssociatedData` values the IG defines; siphon accepts them and reports
+/// in the manifest's error file that it adds no associated resources.
+pub const ASSOCIATED_DATA: [&str; 2] = ["LatestProvenanceResources", "RelevantProvenanceResources"];
+
 fn bad(message: impl Into<String>) -> Error {
     Error::BadRequest(message.into())
 }
 
-/// `Accept` must allow FHIR JSON (for the OperationOutcome of an error); missing is
-/// taken as `application/fhir+json`, as the IG allows.
+/// `Accept` must name `application/fhir+json`, the only format of the kick-off's
+/// OperationOutcome the IG defines. The IG lets a server refuse a request without it or
+/// assume it; siphon refuses (400), as SMART's Bulk Data tester checks.
 fn check_accept(accept: Option<&str>) -> Result<()> {
-    let Some(accept) = accept else { return Ok(()) };
+    let Some(accept) = accept else {
+        return Err(bad(
+            "the Accept header is required: send Accept: application/fhir+json",
+        ));
+    };
     let ok = accept.split(',').any(|v| {
         let media = v
             .split(';')
@@ -83,22 +99,20 @@ fn check_accept(accept: Option<&str>) -> Result<()> {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
-        matches!(
-            media.as_str(),
-            "application/fhir+json" | "application/json" | "*/*" | "application/*"
-        )
+        media == "application/fhir+json"
     });
     if ok {
         Ok(())
     } else {
         Err(bad(format!(
-            "Accept {accept:?} is not supported: $export answers application/fhir+json"
+            "Accept {accept:?} is not supported: $export answers application/fhir+json (send Accept: application/fhir+json)"
         )))
     }
 }
 
-/// `Prefer` must ask for `respond-async` (missing is taken as that, as the IG allows);
-/// `handling=lenient` makes unsupported parameters ignored.
+/// `Prefer` must ask for `respond-async` (a request without it is refused, as the IG
+/// allows and SMART's Bulk Data tester checks); `handling=lenient` makes unsupported
+/// parameters ignored.
 fn check_prefer(prefer: &[&str]) -> Result<bool> {
     let tokens: Vec<String> = prefer
         .iter()
@@ -106,11 +120,15 @@ fn check_prefer(prefer: &[&str]) -> Result<bool> {
         .map(|t| t.trim().to_ascii_lowercase().replace(' ', ""))
         .filter(|t| !t.is_empty())
         .collect();
-    if !tokens.is_empty() && !tokens.iter().any(|t| t == "respond-async") {
-        return Err(bad(format!(
-            "Prefer {:?} is not supported: $export only runs asynchronously (Prefer: respond-async)",
-            prefer.join(", ")
-        )));
+    if !tokens.iter().any(|t| t == "respond-async") {
+        return Err(bad(if prefer.is_empty() {
+            "the Prefer header is required: $export only runs asynchronously (send Prefer: respond-async)".to_string()
+        } else {
+            format!(
+                "Prefer {:?} is not supported: $export only runs asynchronously (send Prefer: respond-async)",
+                prefer.join(", ")
+            )
+        }));
     }
     Ok(tokens.iter().any(|t| t == "handling=lenient"))
 }
@@ -190,6 +208,7 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
         elements: Vec::new(),
         lenient,
         ignored: Vec::new(),
+        associated: Vec::new(),
     };
     // Refuses, or under lenient handling ignores and remembers, what is not supported.
     let unsupported = |request: &mut ExportRequest, why: String| -> Result<()> {
@@ -299,10 +318,23 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
                 &mut request,
                 format!("_typeFilter {value:?} is not supported"),
             )?,
-            "includeAssociatedData" => unsupported(
-                &mut request,
-                format!("includeAssociatedData {value:?} is not supported"),
-            )?,
+            "includeAssociatedData" => {
+                for v in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                    if ASSOCIATED_DATA.contains(&v) {
+                        if !request.associated.iter().any(|a| a == v) {
+                            request.associated.push(v.to_string());
+                        }
+                    } else {
+                        unsupported(
+                            &mut request,
+                            format!(
+                                "includeAssociatedData {v:?} is not supported (accepted: {})",
+                                ASSOCIATED_DATA.join(", ")
+                            ),
+                        )?;
+                    }
+                }
+            }
             other => unsupported(
                 &mut request,
                 format!("parameter {other:?} is not supported by $export"),
@@ -391,21 +423,58 @@ mod tests {
     }
 
     #[test]
-    fn headers_may_be_missing_but_not_wrong() {
+    fn accept_and_prefer_are_required_and_checked() {
         let mut k = kick(Level::System, &[]);
         k.accept = None;
+        refused(k, "Accept header is required");
+        let mut k = kick(Level::Patient, &[]);
         k.prefer = vec![];
-        assert!(parse(k).is_ok());
-        let mut k = kick(Level::System, &[]);
-        k.accept = Some("application/xml");
-        refused(k, "Accept");
+        refused(k, "Prefer header is required");
+        for accept in ["application/xml", "application/json", "*/*"] {
+            let mut k = kick(Level::System, &[]);
+            k.accept = Some(accept);
+            refused(k, "Accept");
+        }
         let mut k = kick(Level::System, &[]);
         k.prefer = vec!["return=minimal"];
+        refused(k, "respond-async");
+        let mut k = kick(Level::Group("g".into()), &[]);
+        k.prefer = vec!["handling=lenient"];
         refused(k, "respond-async");
         let mut k = kick(Level::System, &[]);
         k.accept = Some("application/fhir+json; q=0.9, text/html");
         k.prefer = vec!["respond-async, handling=lenient"];
         assert!(parse(k).unwrap().lenient);
+    }
+
+    #[test]
+    fn include_associated_data_is_accepted_for_the_ig_values_only() {
+        let r = parse(kick(
+            Level::System,
+            &[
+                (
+                    "includeAssociatedData",
+                    "LatestProvenanceResources,RelevantProvenanceResources",
+                ),
+                ("includeAssociatedData", "LatestProvenanceResources"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            r.associated,
+            ["LatestProvenanceResources", "RelevantProvenanceResources"]
+        );
+        assert!(r.ignored.is_empty());
+        refused(
+            kick(Level::Patient, &[("includeAssociatedData", "_custom")]),
+            "includeAssociatedData \"_custom\"",
+        );
+        let mut k = kick(Level::System, &[("includeAssociatedData", "_custom")]);
+        k.prefer = vec!["respond-async,handling=lenient"];
+        let r = parse(k).unwrap();
+        assert!(r.associated.is_empty());
+        assert_eq!(r.ignored.len(), 1);
+        assert!(r.ignored[0].contains("includeAssociatedData"));
     }
 
     #[test]
@@ -441,13 +510,6 @@ mod tests {
                 &[("_typeFilter", "Observation?status=final")],
             ),
             "_typeFilter",
-        );
-        refused(
-            kick(
-                Level::System,
-                &[("includeAssociatedData", "LatestProvenanceResources")],
-            ),
-            "includeAssociatedData",
         );
         refused(kick(Level::System, &[("_count", "10")]), "_count");
         refused(

@@ -36,6 +36,9 @@ pub struct ExportSpec {
     /// Parameters ignored under lenient handling; written as the error file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<String>,
+    /// `includeAssociatedData` values accepted but not applied; said in the error file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub associated: Vec<String>,
     /// The key of the error file, when there is one.
     #[serde(rename = "errorFile", default, skip_serializing_if = "Option::is_none")]
     pub error_file: Option<String>,
@@ -128,6 +131,31 @@ impl ExportSpec {
             .is_some_and(|l| !l.contains("{file_id}"))
     }
 
+    /// What the kick-off reports in the manifest's error file: one OperationOutcome per
+    /// parameter ignored under lenient handling (naming it) and per
+    /// `includeAssociatedData` value accepted but not applied.
+    pub fn kick_off_outcomes(&self) -> Vec<serde_json::Value> {
+        let outcome = |severity: &str, code: &str, text: String| {
+            serde_json::json!({"resourceType": "OperationOutcome", "issue": [
+                {"severity": severity, "code": code, "diagnostics": text}]})
+        };
+        let ignored = self
+            .ignored
+            .iter()
+            .map(|why| outcome("warning", "not-supported", format!("ignored: {why}")));
+        let associated = self.associated.iter().map(|v| {
+            outcome(
+                "information",
+                "informational",
+                format!(
+                    "includeAssociatedData {v} accepted but not applied: siphon adds no associated resources; \
+                     ask for Provenance with _type to export it"
+                ),
+            )
+        });
+        ignored.chain(associated).collect()
+    }
+
     /// True for a Patient- or Group-level export (rows limited to Patient compartments).
     pub fn compartment_level(&self) -> bool {
         self.level == "patient" || self.level == "group"
@@ -160,6 +188,28 @@ mod tests {
             dlt.file_key("query", 1, 2),
             "out/query/1.000001.1_00002.parquet"
         );
+    }
+
+    #[test]
+    fn the_kick_off_outcomes_name_each_ignored_parameter_and_associated_value() {
+        let s = ExportSpec {
+            ignored: vec!["_typeFilter \"Patient?x=y\" is not supported".into()],
+            associated: vec!["LatestProvenanceResources".into()],
+            ..Default::default()
+        };
+        let o = s.kick_off_outcomes();
+        assert_eq!(o.len(), 2);
+        assert_eq!(o[0]["resourceType"], "OperationOutcome");
+        assert_eq!(o[0]["issue"][0]["severity"], "warning");
+        assert!(o[0]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("_typeFilter"));
+        assert!(o[1]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .starts_with("includeAssociatedData LatestProvenanceResources accepted"));
+        assert!(ExportSpec::default().kick_off_outcomes().is_empty());
     }
 
     #[test]

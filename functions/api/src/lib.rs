@@ -129,7 +129,11 @@ impl App {
 /// Handles one request: check its size and content type, authenticate, route, render.
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
     let format = Format::of_answer(request.headers());
-    let style = routes::error_style(request.uri().path());
+    let accept = request
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok());
+    let style = routes::error_style(request.uri().path(), accept);
     let mut reply = respond(app, &request)
         .await
         .unwrap_or_else(|e| web::error_reply(&e, style));
@@ -174,9 +178,10 @@ pub fn source_ip(request: &Request) -> Option<&str> {
     }
 }
 
-/// The error body style of a path, for callers that answer before routing.
-pub fn error_style(path: &str) -> ErrorStyle {
-    routes::error_style(path)
+/// The error body style of a path and `Accept` header, for callers that answer before
+/// routing.
+pub fn error_style(path: &str, accept: Option<&str>) -> ErrorStyle {
+    routes::error_style(path, accept)
 }
 
 /// The dead-letter queues the configuration names, with their main queues.

@@ -119,12 +119,33 @@ pub async fn call_as(
     auth: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value, lambda_http::http::HeaderMap) {
+    call_with(env, method, path, auth, &[], body).await
+}
+
+/// The headers of a Bulk Data kick-off.
+pub const FHIR_KICK_OFF: &[(&str, &str)] = &[
+    ("accept", "application/fhir+json"),
+    ("prefer", "respond-async"),
+];
+
+/// [`call_as`] with more headers.
+pub async fn call_with(
+    env: &Env,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value, lambda_http::http::HeaderMap) {
     let mut req = lambda_http::http::Request::builder()
         .method(method)
         .uri(path)
         .header("content-type", "application/json");
     if let Some(a) = auth {
         req = req.header("authorization", a);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let req: Request = req
         .body(

@@ -98,17 +98,25 @@ pub async fn list(app: &App, req: &Request, who: &Principal) -> Result<Reply> {
     Ok(Reply::ok(json!({ "exports": exports })))
 }
 
-/// `DELETE [status URL]`: 202; the status then answers 404.
-pub async fn cancel(app: &App, id: &str, who: &Principal) -> Result<Reply> {
+/// `DELETE [status URL]`: 202 with an OperationOutcome (as `application/json`, the
+/// status URL's type, unless `Accept` names `application/fhir+json`); the status then
+/// answers 404.
+pub async fn cancel(app: &App, req: &Request, id: &str, who: &Principal) -> Result<Reply> {
     exports(app)?.cancel(id, who).await?;
-    Ok(fhir(
-        StatusCode::ACCEPTED,
-        web::operation_outcome(
-            "information",
-            "informational",
-            &format!("export {id} cancelled; its files are deleted"),
-        ),
-    ))
+    let fhir_json = web::header_values(req.headers(), "accept")
+        .iter()
+        .any(|a| a.to_ascii_lowercase().contains("application/fhir+json"));
+    let media = if fhir_json {
+        "application/fhir+json"
+    } else {
+        "application/json"
+    };
+    let outcome = web::operation_outcome(
+        "information",
+        "informational",
+        &format!("export {id} cancelled; its files are deleted"),
+    );
+    Ok(Reply::raw(StatusCode::ACCEPTED, media, outcome.to_string()))
 }
 
 /// The `rest.security` of the CapabilityStatement: SMART Backend Services with the
@@ -130,6 +138,32 @@ fn security(app: &App, req: &Request) -> serde_json::Value {
     })
 }
 
+/// `rest.resource`: every R4 resource type (each can be exported; clients skip types
+/// not listed) with the search parameters siphon evaluates for it, and the Patient- and
+/// Group-level exports under the names the IG's CapabilityStatement gives them.
+fn resources() -> Vec<serde_json::Value> {
+    siphon::fhir::resource_types()
+        .iter()
+        .map(|ty| {
+            let params: Vec<serde_json::Value> = siphon::fhir::search::params_of(ty)
+                .into_iter()
+                .map(|(name, kind)| json!({"name": name, "type": kind.as_str()}))
+                .collect();
+            let mut entry = json!({"type": ty, "searchParam": params});
+            let operation = match ty.as_str() {
+                "Patient" => Some(("patient-export", "patient-export")),
+                "Group" => Some(("group-export", "group-export")),
+                _ => None,
+            };
+            if let Some((name, definition)) = operation {
+                entry["operation"] = json!([{"name": name,
+                    "definition": format!("http://hl7.org/fhir/uv/bulkdata/OperationDefinition/{definition}")}]);
+            }
+            entry
+        })
+        .collect()
+}
+
 /// The CapabilityStatement of a Bulk Data server.
 pub fn capability_statement(app: &App, req: &Request) -> Reply {
     let base = web::base_url(req.headers(), app.public_url.as_deref());
@@ -146,10 +180,7 @@ pub fn capability_statement(app: &App, req: &Request) -> Reply {
         "rest": [{
             "mode": "server",
             "security": security(app, req),
-            "resource": [
-                {"type": "Patient", "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}]},
-                {"type": "Group", "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}]}
-            ],
+            "resource": resources(),
             "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}]
         }]
     });

@@ -18,10 +18,16 @@ use siphon::{Error, Result};
 use crate::App;
 
 /// RPC routes wrap errors as `{error: {message}}`, FHIR operations answer an
-/// OperationOutcome, the rest `{message}`.
-pub fn error_style(path: &str) -> ErrorStyle {
+/// OperationOutcome, the rest `{message}`. The Bulk Data status URL answers its
+/// OperationOutcome as `application/json` (what its clients ask for and parse) unless
+/// `accept` names `application/fhir+json`.
+pub fn error_style(path: &str, accept: Option<&str>) -> ErrorStyle {
+    let fhir_json =
+        accept.is_some_and(|a| a.to_ascii_lowercase().contains("application/fhir+json"));
     if path == "/rpc" {
         ErrorStyle::Rpc
+    } else if path.starts_with("/$export-status/") && !fhir_json {
+        ErrorStyle::FhirAsJson
     } else if path.contains("$export") || path == "/metadata" {
         ErrorStyle::Fhir
     } else {
@@ -68,7 +74,7 @@ pub async fn route(app: &App, request: &Request, who: &Principal) -> Result<Repl
         }
         (&Method::GET, ["$export-status"]) => exports::list(app, request, who).await,
         (&Method::GET, ["$export-status", id]) => exports::status(app, id, who).await,
-        (&Method::DELETE, ["$export-status", id]) => exports::cancel(app, id, who).await,
+        (&Method::DELETE, ["$export-status", id]) => exports::cancel(app, request, id, who).await,
         (&Method::POST, ["rpc"]) => rpc::call(app, request, who).await,
         (&Method::GET, ["$dump-to-bucket", id]) => rpc::dump_view(app, id, who).await,
         (&Method::DELETE, ["$dump-to-bucket", id]) => rpc::dump_cancel(app, id, who).await,

@@ -1,0 +1,321 @@
+//! FHIR Bulk Data `$export` as the IG's STU3 and SMART's Bulk Data tester check it, end
+//! to end in process (the API, the export queue and worker, Postgres, LocalStack S3):
+//! what a client sees in status codes, headers, OperationOutcomes, manifests and files.
+
+mod api_harness;
+mod export_harness;
+
+use api_harness::{admin, setup, setup_with, Env};
+use export_harness::{complete, download, kick_off, load, request, Answer, FHIR};
+use serde_json::{json, Value};
+use siphon::loading::LoadOptions;
+use siphon::ResourceType;
+use siphon_tests::http_get;
+
+/// The diagnostics of an OperationOutcome answer, checking that it is one.
+fn diagnostics(a: &Answer) -> String {
+    assert_eq!(a.body["resourceType"], "OperationOutcome", "{}", a.body);
+    a.body["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["diagnostics"].as_str().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// The status path of a 202 kick-off answer.
+fn status_path(a: &Answer) -> String {
+    assert_eq!(a.status, 202, "{}", a.body);
+    a.headers["content-location"]
+        .to_str()
+        .unwrap()
+        .trim_start_matches("http://127.0.0.1:8080")
+        .to_string()
+}
+
+async fn group(env: &Env, id: &str, members: &[&str]) {
+    let member: Vec<Value> = members
+        .iter()
+        .map(|m| json!({"entity": {"reference": format!("Patient/{m}")}}))
+        .collect();
+    env.db
+        .upsert(
+            &ResourceType::parse("Group").unwrap(),
+            id,
+            &json!({"type": "person", "actual": true, "member": member}),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_kick_off_without_accept_or_respond_async_is_400_at_every_level() {
+    let env = setup(LoadOptions::default()).await;
+    let parameters = json!({"resourceType": "Parameters", "parameter": []});
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("prefer", "respond-async")], "Accept header is required"),
+        (
+            &[("accept", "application/json"), ("prefer", "respond-async")],
+            "Accept \"application/json\" is not supported",
+        ),
+        (
+            &[("accept", "application/fhir+json")],
+            "Prefer header is required",
+        ),
+        (
+            &[
+                ("accept", "application/fhir+json"),
+                ("prefer", "respond-sync"),
+            ],
+            "send Prefer: respond-async",
+        ),
+        (
+            &[
+                ("accept", "application/fhir+json"),
+                ("prefer", "handling=lenient"),
+            ],
+            "send Prefer: respond-async",
+        ),
+    ];
+    for path in ["/$export", "/Patient/$export", "/Group/g1/$export"] {
+        for (headers, why) in cases {
+            for post in [false, true] {
+                let (method, body) = if post {
+                    ("POST", Some(parameters.clone()))
+                } else {
+                    ("GET", None)
+                };
+                let a = request(&env, method, path, headers, body, &admin()).await;
+                assert_eq!(a.status, 400, "{method} {path} {headers:?}: {}", a.body);
+                assert_eq!(a.headers["content-type"], "application/fhir+json");
+                let d = diagnostics(&a);
+                assert!(d.contains(why), "{method} {path} {headers:?}: {d}");
+                assert!(!a.headers.contains_key("content-location"));
+            }
+        }
+    }
+    // Nothing was started.
+    let (s, b, _) = api_harness::call(&env, "GET", "/$export-status", None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["exports"], json!([]));
+}
+
+#[tokio::test]
+async fn after_delete_the_status_url_answers_404_with_an_operation_outcome_in_json() {
+    // Polls closer than 5 s are throttled: a cancelled export is 404 even then.
+    let env = setup_with(LoadOptions::default(), |e| {
+        e.with("SIPHON_EXPORT_MIN_POLL_MS", "5000")
+    })
+    .await;
+    load(&env, "Patient", 5, 31).await;
+    let status = kick_off(&env, "/$export").await;
+    assert_eq!(
+        request(&env, "GET", &status, &[], None, &admin())
+            .await
+            .status,
+        202
+    );
+
+    // The cancel answers 202 with an OperationOutcome in JSON, as the status URL does.
+    let d = request(&env, "DELETE", &status, &[], None, &admin()).await;
+    assert_eq!(d.status, 202, "{}", d.body);
+    assert_eq!(d.headers["content-type"], "application/json");
+    assert!(diagnostics(&d).contains("cancelled"));
+
+    // A client that asks for nothing (or application/json) gets application/json,
+    // one that asks for FHIR JSON gets application/fhir+json; both an OperationOutcome.
+    for (accept, media) in [
+        (None, "application/json"),
+        (Some("application/json"), "application/json"),
+        (Some("application/fhir+json"), "application/fhir+json"),
+    ] {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+        for method in ["GET", "DELETE"] {
+            let a = request(&env, method, &status, &headers, None, &admin()).await;
+            assert_eq!(a.status, 404, "{method} {accept:?}: {}", a.body);
+            assert_eq!(a.headers["content-type"], media, "{method} {accept:?}");
+            assert_eq!(a.body["issue"][0]["code"], "not-found");
+            assert!(diagnostics(&a).contains("cancelled"), "{method} {accept:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn lenient_handling_names_each_ignored_parameter_in_the_manifest_error_array() {
+    let env = setup(LoadOptions::default()).await;
+    load(&env, "Patient", 12, 32).await;
+    let a = request(
+        &env,
+        "GET",
+        "/$export?_type=Patient&_typeFilter=Patient%3Factive%3Dtrue&frobnicate=1",
+        &[
+            ("accept", "application/fhir+json"),
+            ("prefer", "respond-async,handling=lenient"),
+        ],
+        None,
+        &admin(),
+    )
+    .await;
+    let m = complete(&env, &status_path(&a)).await;
+    assert_eq!(m.status, 200, "{}", m.body);
+    assert_eq!(download(&m.body, "output").await["Patient"].len(), 12);
+
+    // In the manifest itself: an OperationOutcome naming each ignored parameter ...
+    let errors = m.body["error"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{}", m.body);
+    let outcomes: Vec<&Value> = errors
+        .iter()
+        .filter(|e| e["resourceType"] == "OperationOutcome")
+        .collect();
+    assert_eq!(outcomes.len(), 1, "{}", m.body);
+    let text = outcomes[0]["issue"].to_string();
+    assert!(text.contains("_typeFilter"), "{text}");
+    assert!(text.contains("frobnicate"), "{text}");
+    // ... which is also a file item: type, url, count, the file holding the same.
+    assert_eq!(errors[0]["type"], "OperationOutcome");
+    assert_eq!(errors[0]["count"], 2);
+    let file = http_get(errors[0]["url"].as_str().unwrap()).await;
+    assert_eq!(file.status, 200);
+    let lines: Vec<Value> = String::from_utf8(file.body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines
+            .iter()
+            .all(|o| o["resourceType"] == "OperationOutcome"
+                && o["issue"][0]["severity"] == "warning")
+    );
+    assert!(lines[0].to_string().contains("_typeFilter"));
+    assert!(lines[1].to_string().contains("frobnicate"));
+
+    // Without lenient handling the same request is refused, naming the parameter.
+    let a = request(
+        &env,
+        "GET",
+        "/$export?_type=Patient&frobnicate=1",
+        FHIR,
+        None,
+        &admin(),
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    assert!(diagnostics(&a).contains("frobnicate"));
+}
+
+#[tokio::test]
+async fn include_associated_data_is_accepted_at_every_level_and_reported_as_not_applied() {
+    let env = setup(LoadOptions::default()).await;
+    load(&env, "Patient", 4, 33).await;
+    group(&env, "g1", &["pat-00000000", "pat-00000001"]).await;
+    for (path, patients) in [
+        ("/$export?_type=Patient", 4),
+        ("/Patient/$export?_type=Patient", 4),
+        ("/Group/g1/$export?_type=Patient", 2),
+    ] {
+        let path = format!(
+            "{path}&includeAssociatedData=LatestProvenanceResources,RelevantProvenanceResources\
+             &includeAssociatedData=LatestProvenanceResources"
+        );
+        // No lenient handling needed: the IG's values are accepted.
+        let a = request(&env, "GET", &path, FHIR, None, &admin()).await;
+        let m = complete(&env, &status_path(&a)).await;
+        assert_eq!(m.status, 200, "{path}: {}", m.body);
+        let files = download(&m.body, "output").await;
+        assert_eq!(files.keys().collect::<Vec<_>>(), ["Patient"], "{path}");
+        assert_eq!(files["Patient"].len(), patients, "{path}");
+        let issues = m.body["error"][0]["issue"].as_array().unwrap().clone();
+        assert_eq!(issues.len(), 2, "{path}: {}", m.body);
+        for (issue, value) in issues
+            .iter()
+            .zip(["LatestProvenanceResources", "RelevantProvenanceResources"])
+        {
+            assert_eq!(issue["severity"], "information");
+            let d = issue["diagnostics"].as_str().unwrap();
+            assert!(
+                d.starts_with(&format!(
+                    "includeAssociatedData {value} accepted but not applied"
+                )),
+                "{d}"
+            );
+        }
+    }
+    // A value the IG does not define is refused (400) without lenient handling.
+    let a = request(
+        &env,
+        "GET",
+        "/$export?includeAssociatedData=_mine",
+        FHIR,
+        None,
+        &admin(),
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    assert!(diagnostics(&a).contains("includeAssociatedData \"_mine\""));
+}
+
+#[tokio::test]
+async fn the_capability_statement_lists_every_type_its_search_parameters_and_the_operations() {
+    let env = setup(LoadOptions::default()).await;
+    let m = request(&env, "GET", "/metadata", &[], None, "Basic bm9uZQ==").await;
+    assert_eq!(m.status, 200, "no credentials needed");
+    assert_eq!(m.headers["content-type"], "application/fhir+json");
+    let rest = &m.body["rest"][0];
+    let ops = |v: &Value| -> Vec<String> {
+        v["operation"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| o["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ops(rest), ["export"]);
+    let resources = rest["resource"].as_array().unwrap();
+    let types: Vec<&str> = resources
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    let r4: Vec<&str> = siphon::fhir::resource_types()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(types, r4, "every R4 resource type, each once");
+    for ty in ["Patient", "Condition", "Observation", "Encounter"] {
+        assert!(types.contains(&ty), "{ty}");
+    }
+    let of = |ty: &str| resources.iter().find(|r| r["type"] == ty).unwrap();
+    assert_eq!(ops(of("Patient")), ["patient-export"]);
+    assert_eq!(ops(of("Group")), ["group-export"]);
+    assert!(ops(of("Observation")).is_empty());
+    for r in resources {
+        let ty = r["type"].as_str().unwrap();
+        let listed: Vec<(String, String)> = r["searchParam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["type"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let evaluated: Vec<(String, String)> = siphon::fhir::search::params_of(ty)
+            .into_iter()
+            .map(|(n, k)| (n.to_string(), k.as_str().to_string()))
+            .collect();
+        assert_eq!(listed, evaluated, "{ty}");
+    }
+    let observation: Vec<&str> = of("Observation")["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in ["_id", "_lastUpdated", "category", "code", "date", "subject"] {
+        assert!(observation.contains(&p), "Observation {p}");
+    }
+}
