@@ -319,3 +319,88 @@ async fn the_capability_statement_lists_every_type_its_search_parameters_and_the
         assert!(observation.contains(&p), "Observation {p}");
     }
 }
+
+#[tokio::test]
+async fn until_keeps_resources_updated_at_or_before_it_and_with_since_a_window() {
+    let env = setup(LoadOptions::default()).await;
+    load(&env, "Patient", 6, 34).await;
+    // Two Patients last updated in each of 2023, 2024 and 2025 (ids 0-1, 2-3, 4-5).
+    let c = siphon_tests::connect(&env.db).await;
+    for (n, ts) in [
+        "2023-03-01T00:00:00Z",
+        "2023-03-01T00:00:00Z",
+        "2024-03-01T00:00:00Z",
+        "2024-06-30T12:00:00Z",
+        "2025-03-01T00:00:00Z",
+        "2025-03-01T00:00:00Z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        c.execute(
+            "UPDATE patient SET ts = $1::text::timestamptz WHERE id = $2",
+            &[ts, &siphon_tests::gen::id_of("Patient", n as u64)],
+        )
+        .await
+        .unwrap();
+    }
+    let ids = |lines: &[String]| -> Vec<u64> {
+        let mut v: Vec<u64> = lines
+            .iter()
+            .map(|l| {
+                let id = serde_json::from_str::<Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                (0..6)
+                    .find(|n| siphon_tests::gen::id_of("Patient", *n) == id)
+                    .unwrap()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    for (query, expected) in [
+        // At or before: the instant itself is in.
+        ("_until=2024-06-30T12:00:00Z", vec![0, 1, 2, 3]),
+        ("_until=2024-06-30T11:59:59.999Z", vec![0, 1, 2]),
+        (
+            "_since=2024-01-01T00:00:00Z&_until=2024-12-31T23:59:59%2B00:00",
+            vec![2, 3],
+        ),
+        ("_until=2022-01-01T00:00:00Z", vec![]),
+    ] {
+        let status = kick_off(&env, &format!("/$export?_type=Patient&{query}")).await;
+        let m = complete(&env, &status).await;
+        assert_eq!(m.status, 200, "{query}: {}", m.body);
+        let files = download(&m.body, "output").await;
+        let got = files.get("Patient").map(|l| ids(l)).unwrap_or_default();
+        assert_eq!(got, expected, "{query}");
+    }
+    for (query, why) in [
+        (
+            "_until=2024-06-30",
+            "_until \"2024-06-30\" is not a FHIR instant",
+        ),
+        (
+            "_since=2024-02-01T00:00:00Z&_until=2024-01-01T00:00:00Z",
+            "before _since",
+        ),
+    ] {
+        let a = request(
+            &env,
+            "GET",
+            &format!("/$export?{query}"),
+            FHIR,
+            None,
+            &admin(),
+        )
+        .await;
+        assert_eq!(a.status, 400, "{query}");
+        assert!(
+            diagnostics(&a).contains(why),
+            "{query}: {}",
+            diagnostics(&a)
+        );
+    }
+}

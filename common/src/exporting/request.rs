@@ -7,6 +7,7 @@
 //! | `_outputFormat` | `application/fhir+ndjson`, `application/ndjson`, `ndjson`; `application/fhir+ndjson+gzip` (gzip files); anything else 400 |
 //! | `_type` | comma-separated and repeated; R4 resource types; unknown 400 (lenient: ignored) |
 //! | `_since` | FHIR instant; invalid or in the future 400 |
+//! | `_until` | FHIR instant; invalid, or before `_since`, 400 |
 //! | `patient` | POST, Patient and Group level; GET or system level 400 (lenient: ignored) |
 //! | `_elements` | root elements, `Type.element` or `element`; nested paths 400 |
 //! | `includeAssociatedData` | `LatestProvenanceResources`, `RelevantProvenanceResources` accepted, not applied (said in the error file); other values 400 (lenient: ignored) |
@@ -49,6 +50,8 @@ pub struct ExportRequest {
     /// `None`: every type the level covers.
     pub types: Option<Vec<ResourceType>>,
     pub since: Option<DateTime<Utc>>,
+    /// `_until` (STU3): only resources last updated at or before it.
+    pub until: Option<DateTime<Utc>>,
     /// `Patient/<id>` references (the `patient` parameter).
     pub patients: Vec<String>,
     pub elements: Vec<Element>,
@@ -133,8 +136,13 @@ fn check_prefer(prefer: &[&str]) -> Result<bool> {
     Ok(tokens.iter().any(|t| t == "handling=lenient"))
 }
 
-/// A FHIR `instant`: `YYYY-MM-DDThh:mm:ss[.fff](Z|+hh:mm)`.
+/// A FHIR `instant`: `YYYY-MM-DDThh:mm:ss[.fff](Z|+hh:mm)`, the value of `_since`.
 pub fn parse_instant(raw: &str) -> Result<DateTime<Utc>> {
+    parse_instant_of("_since", raw)
+}
+
+/// [`parse_instant`] for the parameter `name` (named in the error).
+pub fn parse_instant_of(name: &str, raw: &str) -> Result<DateTime<Utc>> {
     let shape_ok = raw.len() >= 20
         && raw.as_bytes()[10] == b'T'
         // `get`: byte 19 of a caller's text need not be a char boundary.
@@ -142,7 +150,7 @@ pub fn parse_instant(raw: &str) -> Result<DateTime<Utc>> {
     match (shape_ok, DateTime::parse_from_rfc3339(raw)) {
         (true, Ok(t)) => Ok(t.with_timezone(&Utc)),
         _ => Err(bad(format!(
-            "_since {raw:?} is not a FHIR instant (e.g. 2024-01-01T00:00:00Z: date, time with seconds, and time zone)"
+            "{name} {raw:?} is not a FHIR instant (e.g. 2024-01-01T00:00:00Z: date, time with seconds, and time zone)"
         ))),
     }
 }
@@ -204,6 +212,7 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
         gzip: false,
         types: None,
         since: None,
+        until: None,
         patients: Vec::new(),
         elements: Vec::new(),
         lenient,
@@ -242,6 +251,7 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
                 }
                 request.since = Some(since);
             }
+            "_until" => request.until = Some(parse_instant_of("_until", &value)?),
             "_type" => {
                 for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
                     let known = ResourceType::parse(t)
@@ -339,6 +349,15 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
                 &mut request,
                 format!("parameter {other:?} is not supported by $export"),
             )?,
+        }
+    }
+    if let (Some(since), Some(until)) = (request.since, request.until) {
+        if until < since {
+            return Err(bad(format!(
+                "_until {} is before _since {}: the window is empty",
+                until.to_rfc3339(),
+                since.to_rfc3339()
+            )));
         }
     }
     Ok(request)
@@ -445,6 +464,40 @@ mod tests {
         k.accept = Some("application/fhir+json; q=0.9, text/html");
         k.prefer = vec!["respond-async, handling=lenient"];
         assert!(parse(k).unwrap().lenient);
+    }
+
+    #[test]
+    fn until_closes_a_window_that_since_opens() {
+        let r = parse(kick(
+            Level::System,
+            &[
+                ("_since", "2024-01-01T00:00:00Z"),
+                ("_until", "2024-06-30T23:59:59.999+02:00"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            r.until.unwrap().to_rfc3339(),
+            "2024-06-30T21:59:59.999+00:00"
+        );
+        // Alone, and in the future (nothing is later than now anyway): accepted.
+        assert!(
+            parse(kick(Level::Patient, &[("_until", "2999-01-01T00:00:00Z")]))
+                .unwrap()
+                .since
+                .is_none()
+        );
+        refused(kick(Level::System, &[("_until", "2024-06-30")]), "_until");
+        refused(
+            kick(
+                Level::System,
+                &[
+                    ("_since", "2024-02-01T00:00:00Z"),
+                    ("_until", "2024-01-01T00:00:00Z"),
+                ],
+            ),
+            "before _since",
+        );
     }
 
     #[test]

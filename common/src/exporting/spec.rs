@@ -18,6 +18,9 @@ pub struct ExportSpec {
     /// RFC 3339; only rows changed after it (and deletions after it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// RFC 3339; only rows changed at or before it (`_until`), deletions too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
     /// Limited to the Patients listed in `siphon_export_patient`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub patients: bool,

@@ -304,16 +304,19 @@ impl TaskRunner {
 
     /// Where the task's rows come from, after the checkpoint.
     async fn reading(&self, export: &Export, run: &Run<'_>) -> Result<Reading> {
-        let since = run
-            .spec
-            .since
-            .as_deref()
-            .map(|s| {
-                chrono::DateTime::parse_from_rfc3339(s)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .map_err(|e| Error::Internal(format!("bad since in export {}: {e}", export.id)))
-            })
-            .transpose()?;
+        let instant = |value: Option<&str>, what: &str| {
+            value
+                .map(|s| {
+                    chrono::DateTime::parse_from_rfc3339(s)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .map_err(|e| {
+                            Error::Internal(format!("bad {what} in export {}: {e}", export.id))
+                        })
+                })
+                .transpose()
+        };
+        let since = instant(run.spec.since.as_deref(), "since")?;
+        let until = instant(run.spec.until.as_deref(), "until")?;
         let compartment = |ty: &ResourceType| -> Option<Compartment> {
             run.spec.compartment_level().then(|| Compartment {
                 paths: fhir::patient_compartment(ty.as_str())
@@ -340,6 +343,7 @@ impl TaskRunner {
                         .or_else(|| run.task.range_from.clone()),
                     upto: run.task.range_to.clone(),
                     since,
+                    until,
                     compartment: compartment(&ty),
                     projection: projection(&ty, &run.spec.elements),
                     resource_type: ty,
@@ -391,7 +395,12 @@ impl TaskRunner {
                 let since =
                     since.ok_or_else(|| Error::Internal("deleted[] without _since".into()))?;
                 Ok(Reading {
-                    select: read::deleted_sql(&types, since, run.checkpoint.after.as_deref())?,
+                    select: read::deleted_sql(
+                        &types,
+                        since,
+                        until,
+                        run.checkpoint.after.as_deref(),
+                    )?,
                     binary: true,
                     output: Output::Lines(Lines::Json),
                 })

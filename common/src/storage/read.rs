@@ -250,6 +250,8 @@ pub struct Slice {
     pub upto: Option<String>,
     /// Rows changed after this instant.
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Rows changed at or before this instant.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
     pub compartment: Option<Compartment>,
     pub projection: Option<Projection>,
 }
@@ -325,6 +327,12 @@ pub fn slice_sql(slice: &Slice) -> Result<String> {
         conditions.push(format!(
             "ts > {}::timestamptz",
             literal(&since.to_rfc3339())
+        ));
+    }
+    if let Some(until) = slice.until {
+        conditions.push(format!(
+            "ts <= {}::timestamptz",
+            literal(&until.to_rfc3339())
         ));
     }
     if let Some(c) = &slice.compartment {
@@ -445,11 +453,13 @@ pub fn query_rows_sql(
 }
 
 /// Deleted resources of `types` (each with its compartment condition, if any) since
-/// `since`, for `deleted[]`: each once, as a transaction Bundle with one DELETE entry,
-/// keyed `Type/id`, in key order. Resources that exist again are left out.
+/// `since` (and at or before `until`), for `deleted[]`: each once, as a transaction
+/// Bundle with one DELETE entry, keyed `Type/id`, in key order. Resources that exist
+/// again are left out.
 pub fn deleted_sql(
     types: &[(ResourceType, Option<Compartment>)],
     since: chrono::DateTime<chrono::Utc>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
     after: Option<&str>,
 ) -> Result<String> {
     let mut parts = Vec::new();
@@ -465,6 +475,12 @@ pub fn deleted_sql(
                 ty.table_sql()
             ),
         ];
+        if let Some(until) = until {
+            conditions.push(format!(
+                "t.deleted_at <= {}::timestamptz",
+                literal(&until.to_rfc3339())
+            ));
+        }
         if let Some(c) = compartment {
             conditions.push(compartment_condition(ty, c, "t.resource", "t.id")?);
         }
@@ -725,5 +741,44 @@ mod tests {
             jsonb: false,
         };
         assert!(parser.drain(&mut BytesMut::new()).is_err());
+    }
+
+    #[test]
+    fn since_and_until_bound_the_rows_and_the_deletions() {
+        let t = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let ty = ResourceType::parse("Patient").unwrap();
+        let sql = slice_sql(&Slice {
+            resource_type: ty.clone(),
+            after: None,
+            upto: None,
+            since: Some(t("2024-01-01T00:00:00Z")),
+            until: Some(t("2024-06-30T00:00:00Z")),
+            compartment: None,
+            projection: None,
+        })
+        .unwrap();
+        assert!(
+            sql.contains("ts > '2024-01-01T00:00:00+00:00'::timestamptz"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ts <= '2024-06-30T00:00:00+00:00'::timestamptz"),
+            "{sql}"
+        );
+        let deleted = deleted_sql(
+            &[(ty, None)],
+            t("2024-01-01T00:00:00Z"),
+            Some(t("2024-06-30T00:00:00Z")),
+            None,
+        )
+        .unwrap();
+        assert!(
+            deleted.contains("t.deleted_at <= '2024-06-30T00:00:00+00:00'::timestamptz"),
+            "{deleted}"
+        );
     }
 }
