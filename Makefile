@@ -44,22 +44,35 @@ lint:
 # Every test: formatting and clippy, the template checks and its `sam build`, unit
 # tests, integration tests against the real local stack, then the Lambda-level tests
 # again on the release bootstraps `sam build` made.
-test: up lint
+# Each step prints the clock when it starts, so a CI log says where the time went.
+# Every cargo step builds the whole workspace with its tests (never `-p`): one feature
+# set, so the debug tree compiles once and each later step finds it fresh.
+STEP = @echo "== $$(date -u +%T) make test: $(1)"
+test: up
+	$(call STEP,lint)
+	@$(MAKE) --no-print-directory lint
+	$(call STEP,template and dependency checks)
 	@bash infra/check-template.sh
 	@bash infra/check-deps.sh
 	@bash infra/test-env.sh
+	$(call STEP,sam build)
 	@bash infra/build-lambdas.sh
-	$(CARGO) build --workspace --bins
+	$(call STEP,debug build)
+	$(CARGO) build --workspace --bins --tests
 	@set -a; source $(ENV); set +a; \
 	  psql "$$DATABASE_URL" -qtAc "SELECT 'DROP DATABASE ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'siphon\_test\_%'" | psql "$$DATABASE_URL" -q >/dev/null
+	$(call STEP,tests)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast && \
-	  SIPHON_BOOTSTRAPS=sam $(CARGO) nextest run -p siphon-tests --test lambda_rie --no-fail-fast; \
+	  { echo "== $$(date -u +%T) make test: Lambda tests on the sam bootstraps"; \
+	    SIPHON_BOOTSTRAPS=sam $(CARGO) nextest run --workspace -E 'binary(lambda_rie)' --no-fail-fast; }; \
 	else \
 	  $(CARGO) test --workspace --no-fail-fast && \
-	  SIPHON_BOOTSTRAPS=sam $(CARGO) test -p siphon-tests --test lambda_rie --no-fail-fast; \
+	  SIPHON_BOOTSTRAPS=sam $(CARGO) test --workspace --test lambda_rie --no-fail-fast; \
 	fi
+	$(call STEP,faults)
 	@$(MAKE) --no-print-directory faults-ci
+	$(call STEP,done)
 
 # The main job, locally: stack up, generated sample files into the bucket, import, dump.
 demo: up
@@ -120,6 +133,6 @@ faults: up
 	./target/release/siphon-faults
 
 faults-ci: up
-	$(CARGO) build -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-faults
+	$(CARGO) build --workspace --bins --tests
 	@set -a; source $(ENV); set +a; \
 	  SIPHON_LOCAL_BIN=$(CURDIR)/target/debug/siphon-local ./target/debug/siphon-faults --ci

@@ -144,6 +144,25 @@ impl TokenRequest {
         }
         Ok(request)
     }
+
+    /// Checks the form is SMART Backend Services': `client_credentials` with a JWT
+    /// bearer assertion.
+    pub fn check_grant(&self) -> Result<(), OAuthError> {
+        if self.grant_type != "client_credentials" {
+            return Err(OAuthError::UnsupportedGrantType);
+        }
+        if self.client_assertion_type != JWT_BEARER {
+            return Err(OAuthError::InvalidRequest(format!(
+                "client_assertion_type must be {JWT_BEARER}"
+            )));
+        }
+        if self.client_assertion.is_empty() {
+            return Err(OAuthError::InvalidRequest(
+                "client_assertion is missing".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The checked claims of an assertion.
@@ -305,6 +324,28 @@ mod tests {
     use serde_json::json;
 
     const URL: &str = "https://fhir.example.org/auth/token";
+
+    #[test]
+    fn only_client_credentials_with_a_jwt_assertion_is_a_grant() {
+        let form = |body: &str| TokenRequest::parse(body.as_bytes()).unwrap().check_grant();
+        let jwt = "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer";
+        assert!(form(&format!(
+            "grant_type=client_credentials&{jwt}&client_assertion=x"
+        ))
+        .is_ok());
+        assert!(matches!(
+            form(&format!("grant_type=password&{jwt}&client_assertion=x")),
+            Err(OAuthError::UnsupportedGrantType)
+        ));
+        assert!(matches!(
+            form("grant_type=client_credentials&client_assertion_type=basic&client_assertion=x"),
+            Err(OAuthError::InvalidRequest(m)) if m.contains("client_assertion_type")
+        ));
+        assert!(matches!(
+            form(&format!("grant_type=client_credentials&{jwt}")),
+            Err(OAuthError::InvalidRequest(m)) if m.contains("client_assertion is missing")
+        ));
+    }
 
     fn claims(over: Value) -> Value {
         let mut c = json!({"iss": "c", "sub": "c", "aud": URL, "exp": 1_100, "jti": "j1"});

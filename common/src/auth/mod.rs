@@ -494,33 +494,9 @@ impl Authenticator {
         token_url: &str,
         source: Option<&str>,
     ) -> std::result::Result<Issued, OAuthError> {
-        let key = match self.token_key().await {
-            Ok(Some(k)) => k.clone(),
-            Ok(None) => {
-                return Err(OAuthError::InvalidRequest(
-                    "this server issues no tokens (SIPHON_TOKEN_KEY is not set)".into(),
-                ))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the token signing key");
-                return Err(OAuthError::Unavailable);
-            }
-        };
+        let key = self.signing_key().await?;
         let request = TokenRequest::parse(body)?;
-        if request.grant_type != "client_credentials" {
-            return Err(OAuthError::UnsupportedGrantType);
-        }
-        if request.client_assertion_type != backend::JWT_BEARER {
-            return Err(OAuthError::InvalidRequest(format!(
-                "client_assertion_type must be {}",
-                backend::JWT_BEARER
-            )));
-        }
-        if request.client_assertion.is_empty() {
-            return Err(OAuthError::InvalidRequest(
-                "client_assertion is missing".into(),
-            ));
-        }
+        request.check_grant()?;
         let refuse = |why: &str, client: &str| {
             tracing::warn!(client_id = client, reason = why, "client assertion refused");
         };
@@ -559,49 +535,16 @@ impl Authenticator {
                 return Err(OAuthError::Unavailable);
             }
         };
-        if !jwt::ASSERTION_ALGORITHMS.contains(&jws.header.alg.as_str()) {
-            return Err(fail("algorithm not accepted", OAuthError::InvalidClient));
-        }
-        let Some(kid) = jws.header.kid.clone() else {
-            return Err(fail("no kid in the header", OAuthError::InvalidClient));
-        };
-        if let Some(jku) = &jws.header.jku {
-            if record.jwks_uri.as_deref() != Some(jku.as_str()) {
-                return Err(fail(
-                    "jku is not the registered jwks_uri",
-                    OAuthError::InvalidClient,
-                ));
-            }
-        }
-        let mut verified = self.verify_with_keys(&jws, &record, &kid, false).await;
-        if verified.is_none() && record.jwks_uri.is_some() {
-            verified = self.verify_with_keys(&jws, &record, &kid, true).await;
-        }
-        match verified {
-            Some(true) => {}
-            Some(false) => return Err(fail("bad signature", OAuthError::InvalidClient)),
-            None => return Err(fail("no key with that kid", OAuthError::InvalidClient)),
+        if let Err(why) = self.check_signature(&jws, &record).await {
+            return Err(fail(why, OAuthError::InvalidClient));
         }
         // The client is who it says; what it asks for is checked before its jti is
         // spent, so a refused scope leaves the assertion usable.
         self.budget.give_back(&claimed, source);
         let (_, scope) = backend::granted(&request.scope, &grants_of(&record))?;
-        let exp = chrono::DateTime::from_timestamp(assertion.exp + backend::SKEW, 0)
-            .unwrap_or_else(chrono::Utc::now);
-        match self
-            .clients
-            .remember_jti(&assertion.client_id, &assertion.jti, exp)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                refuse("jti replayed", &claimed);
-                return Err(OAuthError::InvalidClient);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record a jti");
-                return Err(OAuthError::Unavailable);
-            }
+        if !self.spend_jti(&assertion).await? {
+            refuse("jti replayed", &claimed);
+            return Err(OAuthError::InvalidClient);
         }
         let lifetime = self.config.token_lifetime.max(Duration::from_secs(10));
         tracing::info!(
@@ -622,6 +565,67 @@ impl Authenticator {
             expires_in: lifetime.as_secs(),
             scope,
         })
+    }
+
+    /// The key access tokens are signed with; none means this server issues no tokens.
+    async fn signing_key(&self) -> std::result::Result<Secret, OAuthError> {
+        match self.token_key().await {
+            Ok(Some(k)) => Ok(k.clone()),
+            Ok(None) => Err(OAuthError::InvalidRequest(
+                "this server issues no tokens (SIPHON_TOKEN_KEY is not set)".into(),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the token signing key");
+                Err(OAuthError::Unavailable)
+            }
+        }
+    }
+
+    /// Checks the assertion's header (an accepted algorithm, a `kid`, a `jku` only if it
+    /// is the registered `jwks_uri`) and its signature by one of the client's keys
+    /// (fetched again from its `jwks_uri` when none has the `kid`). `Err` says why not.
+    async fn check_signature(
+        &self,
+        jws: &jwt::Jws<'_>,
+        record: &ClientRecord,
+    ) -> std::result::Result<(), &'static str> {
+        if !jwt::ASSERTION_ALGORITHMS.contains(&jws.header.alg.as_str()) {
+            return Err("algorithm not accepted");
+        }
+        let Some(kid) = jws.header.kid.as_deref() else {
+            return Err("no kid in the header");
+        };
+        if let Some(jku) = &jws.header.jku {
+            if record.jwks_uri.as_deref() != Some(jku.as_str()) {
+                return Err("jku is not the registered jwks_uri");
+            }
+        }
+        let mut verified = self.verify_with_keys(jws, record, kid, false).await;
+        if verified.is_none() && record.jwks_uri.is_some() {
+            verified = self.verify_with_keys(jws, record, kid, true).await;
+        }
+        match verified {
+            Some(true) => Ok(()),
+            Some(false) => Err("bad signature"),
+            None => Err("no key with that kid"),
+        }
+    }
+
+    /// Records the assertion's `jti` until it expires (with the clock skew): `false`
+    /// when it was seen before (a replay).
+    async fn spend_jti(
+        &self,
+        assertion: &backend::Assertion,
+    ) -> std::result::Result<bool, OAuthError> {
+        let exp = chrono::DateTime::from_timestamp(assertion.exp + backend::SKEW, 0)
+            .unwrap_or_else(chrono::Utc::now);
+        self.clients
+            .remember_jti(&assertion.client_id, &assertion.jti, exp)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot record a jti");
+                OAuthError::Unavailable
+            })
     }
 
     /// `Some(ok)` when a key of the client named `kid` fits the algorithm (inline, or

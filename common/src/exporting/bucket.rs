@@ -9,14 +9,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::layout::{self, DEFAULT_LAYOUT};
-use super::spec::ExportSpec;
+use super::spec::{ExportSpec, SpecLevel};
 use super::ExportMessage;
 use crate::auth::scopes::Perm;
 use crate::auth::Principal;
 use crate::dumping::check_query;
 use crate::error::{Error, Result};
 use crate::ingestion::bucket::Account;
-use crate::model::export::{Export, ExportStatus, TaskKind, TaskStatus};
+use crate::model::export::{Column, Export, ExportKind, ExportStatus, TaskKind, TaskStatus};
 use crate::model::StoreRef;
 use crate::queue::{self, MessageQueue, StoreSpec};
 use crate::resource_type::ResourceType;
@@ -140,131 +140,21 @@ pub async fn kick_off(
         .clone()
         .unwrap_or_else(|| DEFAULT_LAYOUT.to_string());
     layout::check(&layout)?;
-    let default_index = params
-        .types
-        .as_ref()
-        .and_then(|t| t.first())
-        .map(|t| t.to_ascii_lowercase())
-        .unwrap_or_else(|| "query".into());
-    let format = Format::parse(
-        params.format.as_deref(),
-        params.table.as_deref(),
-        &default_index,
-    )?;
+    let format = format_of(params)?;
     let gzip = params.gzip.unwrap_or(false);
-    if gzip && format == Format::Parquet {
-        return Err(Error::BadRequest(
-            "gzip is for the text formats: Parquet files are compressed inside (Snappy)".into(),
-        ));
-    }
     let since = params.since.as_deref().map(parse_since).transpose()?;
-    let (types, query) = match (&params.types, &params.query) {
-        (Some(_), Some(_)) => {
-            return Err(Error::BadRequest(
-                "give either `types` or `query`, not both".into(),
-            ))
-        }
-        (_, Some(query)) => {
-            if since.is_some() {
-                return Err(Error::BadRequest(
-                    "_since is for `types`: filter a query in the query".into(),
-                ));
-            }
-            who.require_sql()?;
-            check_query(query)?;
-            let columns = ctx.db.describe_query(query, ctx.timeout_ms).await?;
-            // Files name their columns: each once (and not siphon's own row number).
-            let mut seen = std::collections::HashSet::new();
-            for c in &columns {
-                if c.name == "siphon_rn" || !seen.insert(c.name.as_str()) {
-                    return Err(Error::BadRequest(format!(
-                        "the query's column {:?} {}: give each column its own name (AS ...)",
-                        c.name,
-                        if c.name == "siphon_rn" {
-                            "is a name siphon uses"
-                        } else {
-                            "appears more than once"
-                        }
-                    )));
-                }
-            }
-            if matches!(format, Format::ElasticBulk { .. })
-                && !columns.iter().any(|c| c.name == "id")
-            {
-                return Err(Error::BadRequest(
-                    "elastic-bulk needs an `id` column in the query".into(),
-                ));
-            }
-            (Vec::new(), Some(query.clone()))
-        }
-        (Some(types), None) => {
-            let tables = ctx.db.resource_tables().await?;
-            let mut out = Vec::new();
-            for t in types {
-                let ty = ResourceType::parse(t)?;
-                // siphon's own tables (Client holds secret hashes) are never dumped.
-                if ty.is_system() || !tables.contains(&ty.table_name()) {
-                    return Err(Error::NotFound(format!("no resources of type {ty}")));
-                }
-                who.require(ty.as_str(), Perm::Read)?;
-                out.push(ty);
-            }
-            (out, None)
-        }
-        (None, None) => {
-            let mut out = Vec::new();
-            for table in ctx.db.resource_tables().await? {
-                if crate::resource_type::is_system(&table) {
-                    continue;
-                }
-                let name = crate::fhir::resource_types()
-                    .iter()
-                    .find(|t| t.to_ascii_lowercase() == table)
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        let mut c = table.chars();
-                        c.next()
-                            .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                            .unwrap_or_default()
-                    });
-                if let Ok(ty) = ResourceType::parse(&name) {
-                    // Every table the caller may read.
-                    if who.may(ty.as_str(), Perm::Read) {
-                        out.push(ty);
-                    }
-                }
-            }
-            if out.is_empty() && !who.admin {
-                return Err(Error::Forbidden(format!(
-                    "client {owner:?} may read none of the resource tables (it needs system/<Type>.r scopes)"
-                )));
-            }
-            (out, None)
-        }
-    };
-    // The bucket must exist and be reachable: the caller's mistake, said now.
-    match ctx.sink.check_bucket().await {
-        Ok(()) => {}
-        Err(SinkError::Transient(m)) if params.endpoint_url.is_none() => {
-            return Err(Error::Unavailable(m))
-        }
-        Err(SinkError::Transient(m)) => {
-            return Err(Error::BadRequest(format!(
-                "endpoint-url cannot be reached: {m}"
-            )))
-        }
-        Err(e) => return Err(Error::BadRequest(e.to_string())),
-    }
+    let (types, query) = what_to_dump(&ctx, params, who, since.is_some(), &format).await?;
+    check_reachable(&ctx, params).await?;
     let started = chrono::Utc::now();
     let id = uuid::Uuid::new_v4().to_string();
     let store = params.store();
     let spec = ExportSpec {
-        level: "bucket".into(),
+        level: SpecLevel::Bucket,
         types: types.iter().map(|t| t.as_str().to_string()).collect(),
         since: since.map(|t| t.to_rfc3339()),
         gzip,
         request: format!("aidbox.bulk/dump-to-bucket {}", params.bucket),
-        bucket: bucket.clone(),
+        bucket,
         prefix,
         store: StoreRef {
             endpoint_url: store.endpoint_url.clone(),
@@ -276,44 +166,15 @@ pub async fn kick_off(
         layout: Some(layout),
         load_id: Some(layout::load_id(started)),
         started: Some(started.to_rfc3339()),
-        query: query.clone(),
+        query,
         timeout_ms: Some(ctx.timeout_ms),
         ..ExportSpec::default()
     };
-    let mut tasks = Vec::new();
-    if query.is_some() {
-        tasks.push(NewTask {
-            kind: TaskKind::Query,
-            resource_type: "query".into(),
-            part: 1,
-            range_from: None,
-            range_to: None,
-        });
-    }
-    for ty in &types {
-        let rows = ctx.db.row_count(ty).await?;
-        let parts = if spec.single_file() {
-            1
-        } else {
-            ((rows + ctx.range_rows - 1) / ctx.range_rows.max(1)).clamp(1, ctx.max_ranges.max(1))
-        };
-        let cuts = ctx.db.id_cuts(ty, parts).await?;
-        let mut from = None;
-        for (n, to) in cuts.iter().map(Some).chain([None]).enumerate() {
-            tasks.push(NewTask {
-                kind: TaskKind::Resources,
-                resource_type: ty.as_str().to_string(),
-                part: n as i32 + 1,
-                range_from: from.clone(),
-                range_to: to.cloned(),
-            });
-            from = to.cloned();
-        }
-    }
+    let tasks = plan_tasks(&ctx, &spec, &types).await?;
     let stored = serde_json::to_value(&spec).map_err(|e| Error::Internal(e.to_string()))?;
     let export = ctx
         .db
-        .create_export(&id, "bucket", owner, &stored, &tasks, &[])
+        .create_export(&id, ExportKind::Bucket, owner, &stored, &tasks, &[])
         .await?;
     let messages: Vec<ExportMessage> = (0..tasks.len())
         .map(|n| ExportMessage {
@@ -340,6 +201,182 @@ pub async fn kick_off(
     Ok(export)
 }
 
+/// The file format the params ask for (gzip only for the text formats).
+fn format_of(params: &DumpToBucket) -> Result<Format> {
+    let default_index = params
+        .types
+        .as_ref()
+        .and_then(|t| t.first())
+        .map(|t| t.to_ascii_lowercase())
+        .unwrap_or_else(|| "query".into());
+    let format = Format::parse(
+        params.format.as_deref(),
+        params.table.as_deref(),
+        &default_index,
+    )?;
+    if params.gzip.unwrap_or(false) && format == Format::Parquet {
+        return Err(Error::BadRequest(
+            "gzip is for the text formats: Parquet files are compressed inside (Snappy)".into(),
+        ));
+    }
+    Ok(format)
+}
+
+/// The types to dump, or the query: `types` named (each readable by `who`), a `query`
+/// (`who` may run SQL), or neither (every table `who` may read).
+async fn what_to_dump(
+    ctx: &DumpContext<'_>,
+    params: &DumpToBucket,
+    who: &Principal,
+    since: bool,
+    format: &Format,
+) -> Result<(Vec<ResourceType>, Option<String>)> {
+    match (&params.types, &params.query) {
+        (Some(_), Some(_)) => Err(Error::BadRequest(
+            "give either `types` or `query`, not both".into(),
+        )),
+        (_, Some(query)) => {
+            if since {
+                return Err(Error::BadRequest(
+                    "_since is for `types`: filter a query in the query".into(),
+                ));
+            }
+            who.require_sql()?;
+            check_query(query)?;
+            let columns = ctx.db.describe_query(query, ctx.timeout_ms).await?;
+            check_query_columns(&columns, format)?;
+            Ok((Vec::new(), Some(query.clone())))
+        }
+        (Some(types), None) => Ok((named_types(ctx.db, types, who).await?, None)),
+        (None, None) => Ok((readable_types(ctx.db, who).await?, None)),
+    }
+}
+
+/// Files name their columns: each once (and not siphon's own row number); elastic-bulk
+/// needs an `id`.
+fn check_query_columns(columns: &[Column], format: &Format) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for c in columns {
+        if c.name == "siphon_rn" || !seen.insert(c.name.as_str()) {
+            return Err(Error::BadRequest(format!(
+                "the query's column {:?} {}: give each column its own name (AS ...)",
+                c.name,
+                if c.name == "siphon_rn" {
+                    "is a name siphon uses"
+                } else {
+                    "appears more than once"
+                }
+            )));
+        }
+    }
+    if matches!(format, Format::ElasticBulk { .. }) && !columns.iter().any(|c| c.name == "id") {
+        return Err(Error::BadRequest(
+            "elastic-bulk needs an `id` column in the query".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The named types: each a resource table (never one of siphon's own, Client holds
+/// secret hashes) that `who` may read.
+async fn named_types(db: &Db, types: &[String], who: &Principal) -> Result<Vec<ResourceType>> {
+    let tables = db.resource_tables().await?;
+    let mut out = Vec::new();
+    for t in types {
+        let ty = ResourceType::parse(t)?;
+        if ty.is_system() || !tables.contains(&ty.table_name()) {
+            return Err(Error::NotFound(format!("no resources of type {ty}")));
+        }
+        who.require(ty.as_str(), Perm::Read)?;
+        out.push(ty);
+    }
+    Ok(out)
+}
+
+/// Every resource table `who` may read (403 when none and `who` is not an admin).
+async fn readable_types(db: &Db, who: &Principal) -> Result<Vec<ResourceType>> {
+    let mut out = Vec::new();
+    for table in db.resource_tables().await? {
+        if crate::resource_type::is_system(&table) {
+            continue;
+        }
+        let name = crate::fhir::resource_types()
+            .iter()
+            .find(|t| t.to_ascii_lowercase() == table)
+            .cloned()
+            .unwrap_or_else(|| {
+                let mut c = table.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            });
+        if let Ok(ty) = ResourceType::parse(&name) {
+            if who.may(ty.as_str(), Perm::Read) {
+                out.push(ty);
+            }
+        }
+    }
+    if out.is_empty() && !who.admin {
+        return Err(Error::Forbidden(format!(
+            "client {:?} may read none of the resource tables (it needs system/<Type>.r scopes)",
+            who.client_id
+        )));
+    }
+    Ok(out)
+}
+
+/// The bucket must exist and be reachable: the caller's mistake, said now.
+async fn check_reachable(ctx: &DumpContext<'_>, params: &DumpToBucket) -> Result<()> {
+    match ctx.sink.check_bucket().await {
+        Ok(()) => Ok(()),
+        Err(SinkError::Transient(m)) if params.endpoint_url.is_none() => Err(Error::Unavailable(m)),
+        Err(SinkError::Transient(m)) => Err(Error::BadRequest(format!(
+            "endpoint-url cannot be reached: {m}"
+        ))),
+        Err(e) => Err(Error::BadRequest(e.to_string())),
+    }
+}
+
+/// The tasks of a dump: the query's one, then each type's id ranges (one range when the
+/// layout names a single file).
+async fn plan_tasks(
+    ctx: &DumpContext<'_>,
+    spec: &ExportSpec,
+    types: &[ResourceType],
+) -> Result<Vec<NewTask>> {
+    let mut tasks = Vec::new();
+    if spec.query.is_some() {
+        tasks.push(NewTask {
+            kind: TaskKind::Query,
+            resource_type: "query".into(),
+            part: 1,
+            range_from: None,
+            range_to: None,
+        });
+    }
+    for ty in types {
+        let rows = ctx.db.row_count(ty).await?;
+        let parts = if spec.single_file() {
+            1
+        } else {
+            ((rows + ctx.range_rows - 1) / ctx.range_rows.max(1)).clamp(1, ctx.max_ranges.max(1))
+        };
+        let cuts = ctx.db.id_cuts(ty, parts).await?;
+        let mut from = None;
+        for (n, to) in cuts.iter().map(Some).chain([None]).enumerate() {
+            tasks.push(NewTask {
+                kind: TaskKind::Resources,
+                resource_type: ty.as_str().to_string(),
+                part: n as i32 + 1,
+                range_from: from.clone(),
+                range_to: to.cloned(),
+            });
+            from = to.cloned();
+        }
+    }
+    Ok(tasks)
+}
+
 /// The marker a finished dump ends with: `{prefix}_siphon_loads/{load_id}.json`
 /// listing its files, counts, query and format. Written after every file; idempotent.
 pub async fn write_marker(
@@ -350,7 +387,7 @@ pub async fn write_marker(
     let Some(export) = db.export(export_id).await? else {
         return Ok(None);
     };
-    if export.kind != "bucket" || export.status != ExportStatus::Done {
+    if export.kind != ExportKind::Bucket || export.status != ExportStatus::Done {
         return Ok(None);
     }
     let spec: ExportSpec = serde_json::from_value(export.request.clone())
@@ -423,7 +460,7 @@ pub async fn view(db: &Db, id: &str, who: &Principal) -> Result<Value> {
     let export = db
         .export(id)
         .await?
-        .filter(|e| e.kind == "bucket" && (who.admin || e.owner == who.client_id))
+        .filter(|e| e.kind == ExportKind::Bucket && (who.admin || e.owner == who.client_id))
         .ok_or_else(|| Error::NotFound(format!("dump {id} not found")))?;
     let spec: ExportSpec = serde_json::from_value(export.request.clone())
         .map_err(|e| Error::Internal(e.to_string()))?;
@@ -437,7 +474,7 @@ pub async fn cancel(db: &Db, id: &str, who: &Principal) -> Result<()> {
     let export = db
         .export(id)
         .await?
-        .filter(|e| e.kind == "bucket" && (who.admin || e.owner == who.client_id))
+        .filter(|e| e.kind == ExportKind::Bucket && (who.admin || e.owner == who.client_id))
         .ok_or_else(|| Error::NotFound(format!("dump {id} not found")))?;
     if export.status != ExportStatus::Active {
         return Err(Error::Conflict(format!(

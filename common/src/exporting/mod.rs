@@ -22,12 +22,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use self::request::{ExportRequest, Level};
-use self::spec::ExportSpec;
+use self::spec::{ExportSpec, SpecLevel};
 use crate::auth::scopes::Perm;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::fhir;
-use crate::model::export::{Export, ExportStatus, TaskKind, TaskStatus};
+use crate::model::export::{Export, ExportKind, ExportStatus, TaskKind, TaskStatus};
 use crate::queue::{self, MessageQueue, StoreSpec};
 use crate::resource_type::ResourceType;
 use crate::sinks::{ObjectMeta, ObjectSink};
@@ -294,11 +294,10 @@ impl Exports {
         let id = uuid::Uuid::new_v4().to_string();
         let mut spec = ExportSpec {
             level: match &request.level {
-                Level::System => "system",
-                Level::Patient => "patient",
-                Level::Group(_) => "group",
-            }
-            .into(),
+                Level::System => SpecLevel::System,
+                Level::Patient => SpecLevel::Patient,
+                Level::Group(_) => SpecLevel::Group,
+            },
             group: match &request.level {
                 Level::Group(g) => Some(g.clone()),
                 _ => None,
@@ -343,7 +342,7 @@ impl Exports {
             .db
             .create_export(
                 &id,
-                "fhir",
+                ExportKind::Fhir,
                 owner,
                 &stored,
                 &tasks,
@@ -379,7 +378,7 @@ impl Exports {
     async fn visible(&self, id: &str, who: &Principal) -> Result<Export> {
         let export = self.db.export(id).await?.ok_or_else(|| not_found(id))?;
         // Dumps to a bucket and inventory plannings have their own endpoints.
-        if export.kind != "fhir" || (!who.admin && export.owner != who.client_id) {
+        if export.kind != ExportKind::Fhir || (!who.admin && export.owner != who.client_id) {
             return Err(not_found(id));
         }
         let created = DateTime::parse_from_rfc3339(&export.created)
@@ -492,7 +491,7 @@ impl Exports {
             let rows: i64 = tasks.iter().map(|t| t.count).sum();
             let files: usize = tasks.iter().map(|t| t.checkpoint.files.len()).sum();
             out.push(json!({
-                "id": export.id, "kind": export.kind, "owner": export.owner,
+                "id": export.id, "kind": export.kind.as_str(), "owner": export.owner,
                 "status": export.status.as_str(), "error": export.error,
                 "created": export.created, "transactionTime": export.transaction_time,
                 "request": export.request["request"],

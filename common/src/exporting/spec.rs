@@ -5,11 +5,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::StoreRef;
 
+/// Which rows an export reads and how its files are named: a Bulk Data `$export` at
+/// one of its three levels, or a dump to a bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpecLevel {
+    /// `[base]/$export`: every row of the types.
+    #[default]
+    System,
+    /// `Patient/$export`: the Patient compartments.
+    Patient,
+    /// `Group/[id]/$export`: the compartments of the Group's members.
+    Group,
+    /// `$dump-to-bucket`: a table or query in a layout of files.
+    Bucket,
+}
+
 /// The stored description of an export.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExportSpec {
-    /// `system`, `patient`, `group` ($export), or `bucket` (dump-to-bucket).
-    pub level: String,
+    pub level: SpecLevel,
     /// The Group of a Group-level export.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
@@ -161,7 +176,7 @@ impl ExportSpec {
 
     /// True for a Patient- or Group-level export (rows limited to Patient compartments).
     pub fn compartment_level(&self) -> bool {
-        self.level == "patient" || self.level == "group"
+        matches!(self.level, SpecLevel::Patient | SpecLevel::Group)
     }
 }
 
@@ -229,5 +244,25 @@ mod tests {
         assert_eq!(s.deleted_key(1), "exports/abc/deleted-001.ndjson.gz");
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(serde_json::from_value::<ExportSpec>(v).unwrap(), s);
+    }
+
+    #[test]
+    fn levels_keep_their_stored_spelling() {
+        for (level, word) in [
+            (SpecLevel::System, "system"),
+            (SpecLevel::Patient, "patient"),
+            (SpecLevel::Group, "group"),
+            (SpecLevel::Bucket, "bucket"),
+        ] {
+            let s = ExportSpec {
+                level,
+                ..Default::default()
+            };
+            assert_eq!(serde_json::to_value(&s).unwrap()["level"], word);
+        }
+        let old = serde_json::json!({"level": "group", "group": "g", "types": ["Patient"],
+            "gzip": false, "request": "r", "bucket": "b", "prefix": "p/"});
+        let s: ExportSpec = serde_json::from_value(old).unwrap();
+        assert!(s.compartment_level());
     }
 }

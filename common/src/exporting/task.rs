@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::bucket;
 use super::rows::{self, Lines, Output, Reading, RowData, Rows};
-use super::spec::ExportSpec;
+use super::spec::{ExportSpec, SpecLevel};
 use crate::error::{Error, Result};
 use crate::fhir;
 use crate::lease::{FirstBeat, Heartbeat};
@@ -331,7 +331,7 @@ impl TaskRunner {
                 },
             })
         };
-        let bucket = run.spec.level == "bucket";
+        let bucket = run.spec.level == SpecLevel::Bucket;
         match run.task.kind {
             TaskKind::Resources => {
                 let ty = ResourceType::parse(&run.task.resource_type)?;
@@ -417,8 +417,8 @@ impl TaskRunner {
     }
 
     fn write_options(&self, spec: &ExportSpec) -> WriteOptions {
-        let content_type = match spec.level.as_str() {
-            "bucket" => Format::parse(spec.format.as_deref(), spec.table.as_deref(), "x")
+        let content_type = match spec.level {
+            SpecLevel::Bucket => Format::parse(spec.format.as_deref(), spec.table.as_deref(), "x")
                 .map(|f| f.content_type())
                 .unwrap_or("application/x-ndjson"),
             _ => "application/fhir+ndjson",

@@ -33,7 +33,7 @@ use self::manifest::{CsvColumns, FileFormat, ManifestFile};
 use self::rows::InventoryRow;
 use crate::error::{Error, Result};
 use crate::ingestion::bucket::LoadFromBucket;
-use crate::model::export::TaskKind;
+use crate::model::export::{ExportKind, TaskKind};
 use crate::model::loader_file::{file_id, type_from_file_name};
 use crate::model::session::{InventorySummary, PlanProgress, SessionRequest};
 use crate::model::{FileOptions, ObjectLocation, StoreRef};
@@ -376,8 +376,15 @@ pub async fn begin(
         range_from: None,
         range_to: None,
     };
-    db.create_export(&job.session, "inventory", owner, &spec, &[task], &[])
-        .await?;
+    db.create_export(
+        &job.session,
+        ExportKind::Inventory,
+        owner,
+        &spec,
+        &[task],
+        &[],
+    )
+    .await?;
     let message = crate::exporting::ExportMessage {
         task: format!("{}/0", job.session),
         store,

@@ -178,19 +178,47 @@ impl Planner {
             .map(|r| r.status))
     }
 
+    /// Plans in four resumable steps, a checkpoint after each piece: stage the listed
+    /// objects, compare them with the LoaderFiles, queue the new and changed ones a page
+    /// at a time, mark the gone ones. Each step answers `Some(outcome)` when the run
+    /// stops there (aborted, lease lost, deadline near).
     async fn plan(
         &self,
         job: &InventoryJob,
         run: &mut Run,
         deadline: Option<Instant>,
     ) -> Result<TaskOutcome> {
-        let plan_name = job.plan();
         let mut p = run.checkpoint.plan.clone().unwrap_or_default();
+        if let Some(stop) = self.stage_all(job, run, &mut p, deadline).await? {
+            return Ok(stop);
+        }
+        if let Some(stop) = self.restage_if_lost(job, run, &p).await? {
+            return Ok(stop);
+        }
+        if let Some(stop) = self.compare(job, run, &mut p).await? {
+            return Ok(stop);
+        }
+        if p.gone.is_none() {
+            if let Some(stop) = self.queue_all(job, run, &mut p, deadline).await? {
+                return Ok(stop);
+            }
+        }
+        self.finish(job, run, &p).await
+    }
+
+    /// Step 1: stage, a data file per checkpoint.
+    async fn stage_all(
+        &self,
+        job: &InventoryJob,
+        run: &mut Run,
+        p: &mut PlanCheckpoint,
+        deadline: Option<Instant>,
+    ) -> Result<Option<TaskOutcome>> {
+        let plan_name = job.plan();
         let mut skipped = Skipped::default();
-        // 1. Stage, a data file per checkpoint.
         while (p.staged_files as usize) < job.files.len() {
             if self.session_status(&job.session).await? == Some(SessionStatus::Aborted) {
-                return self.stop(job, run).await;
+                return self.stop(job, run).await.map(Some);
             }
             let n = stage_part(
                 Stage::Plan(&self.db),
@@ -203,93 +231,136 @@ impl Planner {
             .await?;
             p.staged_files += 1;
             p.staged += n;
-            run.checkpoint.plan = Some(p.clone());
-            if let Err(stop) = self.commit(job, run).await? {
-                return Ok(stop);
+            if let Some(stop) = self.checkpoint(job, run, p).await? {
+                return Ok(Some(stop));
             }
             if self.near(deadline) {
-                return self.hand_over(run).await;
+                return self.hand_over(run).await.map(Some);
             }
         }
-        // The staging table is unlogged: after a database crash it is empty. Stage again.
-        if p.after.is_none()
-            && p.gone.is_none()
-            && self.db.plan_count(&plan_name).await? as u64 != p.staged
+        Ok(None)
+    }
+
+    /// The staging table is unlogged: after a database crash it is empty. Stage again.
+    async fn restage_if_lost(
+        &self,
+        job: &InventoryJob,
+        run: &mut Run,
+        p: &PlanCheckpoint,
+    ) -> Result<Option<TaskOutcome>> {
+        if p.after.is_some()
+            || p.gone.is_some()
+            || self.db.plan_count(&job.plan()).await? as u64 == p.staged
         {
-            tracing::warn!(
-                session = job.session,
-                "staged objects lost (database restart?): staging again"
-            );
-            run.checkpoint.plan = Some(PlanCheckpoint::default());
-            if let Err(stop) = self.commit(job, run).await? {
-                return Ok(stop);
-            }
-            return self.hand_over(run).await;
+            return Ok(None);
         }
-        // 2. Compare with the LoaderFiles, all at once.
-        if !p.compared {
+        tracing::warn!(
+            session = job.session,
+            "staged objects lost (database restart?): staging again"
+        );
+        if let Some(stop) = self
+            .checkpoint(job, run, &PlanCheckpoint::default())
+            .await?
+        {
+            return Ok(Some(stop));
+        }
+        self.hand_over(run).await.map(Some)
+    }
+
+    /// Step 2: compare with the LoaderFiles, all at once.
+    async fn compare(
+        &self,
+        job: &InventoryJob,
+        run: &mut Run,
+        p: &mut PlanCheckpoint,
+    ) -> Result<Option<TaskOutcome>> {
+        if p.compared {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let existing = self.db.compare_plan(&job.plan()).await?;
+        p.compared = true;
+        if let Some(stop) = self.checkpoint(job, run, p).await? {
+            return Ok(Some(stop));
+        }
+        tracing::debug!(
+            session = job.session,
+            existing,
+            ms = t.elapsed().as_millis() as u64,
+            "compared the staged objects with the LoaderFiles"
+        );
+        Ok(None)
+    }
+
+    /// Steps 3 and 4: queue, a page per checkpoint; then mark what the inventory no
+    /// longer lists as gone.
+    async fn queue_all(
+        &self,
+        job: &InventoryJob,
+        run: &mut Run,
+        p: &mut PlanCheckpoint,
+        deadline: Option<Instant>,
+    ) -> Result<Option<TaskOutcome>> {
+        let plan_name = job.plan();
+        loop {
+            let status = self.session_status(&job.session).await?;
+            if status == Some(SessionStatus::Aborted) {
+                return self.stop(job, run).await.map(Some);
+            }
             let t = Instant::now();
-            let existing = self.db.compare_plan(&plan_name).await?;
-            p.compared = true;
-            run.checkpoint.plan = Some(p.clone());
-            if let Err(stop) = self.commit(job, run).await? {
-                return Ok(stop);
+            let page = self
+                .db
+                .plan_page(&plan_name, p.after.as_deref(), PAGE)
+                .await?;
+            let Some(last) = page.last().map(|o| o.object.file_id.clone()) else {
+                break;
+            };
+            let read = t.elapsed();
+            self.queue_page(job, &page, status == Some(SessionStatus::Paused), p)
+                .await?;
+            let queued = t.elapsed() - read;
+            p.after = Some(last);
+            if let Some(stop) = self.checkpoint(job, run, p).await? {
+                return Ok(Some(stop));
             }
             tracing::debug!(
                 session = job.session,
-                existing,
-                ms = t.elapsed().as_millis() as u64,
-                "compared the staged objects with the LoaderFiles"
+                objects = page.len(),
+                read_ms = read.as_millis() as u64,
+                queue_ms = queued.as_millis() as u64,
+                total_ms = t.elapsed().as_millis() as u64,
+                "planned a page"
             );
-        }
-        // 3. Queue, a page per checkpoint.
-        if p.gone.is_none() {
-            loop {
-                let status = self.session_status(&job.session).await?;
-                if status == Some(SessionStatus::Aborted) {
-                    return self.stop(job, run).await;
-                }
-                let t = Instant::now();
-                let page = self
-                    .db
-                    .plan_page(&plan_name, p.after.as_deref(), PAGE)
-                    .await?;
-                let Some(last) = page.last().map(|o| o.object.file_id.clone()) else {
-                    break;
-                };
-                let read = t.elapsed();
-                self.queue_page(job, &page, status == Some(SessionStatus::Paused), &mut p)
-                    .await?;
-                let queued = t.elapsed() - read;
-                p.after = Some(last);
-                run.checkpoint.plan = Some(p.clone());
-                if let Err(stop) = self.commit(job, run).await? {
-                    return Ok(stop);
-                }
-                tracing::debug!(
-                    session = job.session,
-                    objects = page.len(),
-                    read_ms = read.as_millis() as u64,
-                    queue_ms = queued.as_millis() as u64,
-                    total_ms = t.elapsed().as_millis() as u64,
-                    "planned a page"
-                );
-                if self.near(deadline) {
-                    return self.hand_over(run).await;
-                }
-            }
-            // 4. Gone: what the inventory no longer lists.
-            let gone = self
-                .db
-                .mark_gone(&plan_name, &job.bucket, &job.prefixes, &job.manifest)
-                .await?;
-            p.gone = Some(gone);
-            run.checkpoint.plan = Some(p.clone());
-            if let Err(stop) = self.commit(job, run).await? {
-                return Ok(stop);
+            if self.near(deadline) {
+                return self.hand_over(run).await.map(Some);
             }
         }
-        // Done: the planning ends, the session settles when its files have loaded.
+        let gone = self
+            .db
+            .mark_gone(&plan_name, &job.bucket, &job.prefixes, &job.manifest)
+            .await?;
+        p.gone = Some(gone);
+        self.checkpoint(job, run, p).await
+    }
+
+    /// Stores `p` as the task's checkpoint: `Some(outcome)` when the run must stop.
+    async fn checkpoint(
+        &self,
+        job: &InventoryJob,
+        run: &mut Run,
+        p: &PlanCheckpoint,
+    ) -> Result<Option<TaskOutcome>> {
+        run.checkpoint.plan = Some(p.clone());
+        Ok(self.commit(job, run).await?.err())
+    }
+
+    /// Done: the planning ends, the session settles when its files have loaded.
+    async fn finish(
+        &self,
+        job: &InventoryJob,
+        run: &mut Run,
+        p: &PlanCheckpoint,
+    ) -> Result<TaskOutcome> {
         if !self
             .db
             .end_export_task(
@@ -305,10 +376,10 @@ impl Planner {
             return Ok(TaskOutcome::Busy);
         }
         self.db.settle_export(&run.export).await?;
-        self.db.drop_plan(&plan_name).await?;
+        self.db.drop_plan(&job.plan()).await?;
         {
             let client = self.db.client().await?;
-            imports::set_plan(&**client, &job.session, &progress(&p, true)).await?;
+            imports::set_plan(&**client, &job.session, &progress(p, true)).await?;
         }
         crate::sessions::settle(&self.db, &job.session).await?;
         tracing::info!(

@@ -14,7 +14,7 @@ use crate::model::{LineError, LoaderFile};
 use crate::resource_type::ResourceType;
 use crate::storage::batch::BatchTx;
 use crate::storage::refs::{ParkedLine, PendingRef};
-use crate::validation::resolve::{resolve_batch, BatchRow};
+use crate::validation::resolve::{resolve_batch, BatchRow, Resolution};
 
 /// What keeping a batch's references did.
 #[derive(Debug, Default)]
@@ -33,49 +33,76 @@ pub async fn keep_refs(tx: &BatchTx<'_>, file: &LoaderFile, batch: &mut Batch) -
         return Ok(Kept::default());
     }
     let park = validation.enable == Enable::On;
-    let resolution = {
-        let rows: Vec<BatchRow> = batch
-            .chunks
-            .iter()
-            .flat_map(|c| {
-                c.rows.iter().map(move |r| BatchRow {
-                    line: r.line,
-                    resource_type: c.resource_type.as_str(),
-                    id: &r.id,
-                })
-            })
-            .collect();
-        let provided: HashSet<(&str, &str)> =
-            rows.iter().map(|r| (r.resource_type, r.id)).collect();
-        let mut wanted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (_, r) in &batch.refs {
-            if !provided.contains(&(r.target_type, r.id.as_str())) {
-                wanted.entry(r.target_type).or_default().push(&r.id);
-            }
-        }
-        let mut in_db: HashMap<&str, HashSet<String>> = HashMap::new();
-        // Without its primary key a table has no index to look ids up: everything is
-        // resolved when the load ends, after the key is back.
-        if !file.options.drop_primary_key {
-            for (ty, mut ids) in wanted {
-                ids.sort_unstable();
-                ids.dedup();
-                in_db.insert(ty, tx.existing_ids(&ResourceType::parse(ty)?, &ids).await?);
-            }
-        }
-        resolve_batch(&batch.refs, &rows, &in_db, park)
-    };
+    let resolution = resolve(tx, file, batch, park).await?;
     if resolution.pending.is_empty() {
         return Ok(Kept::default());
     }
-    // Where each line's row is, for its excerpt and (parked) its JSON.
+    let excerpts = excerpts(batch, &resolution);
+    let pending = pending_refs(batch, &resolution, &excerpts);
+    let parked = parked_lines(batch, &resolution)?;
+    tx.keep_refs(&file.load_owner(), &file.id, &pending, &parked)
+        .await?;
+    let kept = Kept {
+        pending: pending.len() as u64,
+        parked: resolution.parked.len() as u64,
+    };
+    drop((pending, parked));
+    for chunk in &mut batch.chunks {
+        chunk.rows.retain(|r| !resolution.parked.contains(&r.line));
+    }
+    batch.chunks.retain(|c| !c.rows.is_empty());
+    Ok(kept)
+}
+
+/// Which of the batch's references resolve: to a row of the batch itself, or to a row
+/// already in the database (looked up once per type).
+async fn resolve(
+    tx: &BatchTx<'_>,
+    file: &LoaderFile,
+    batch: &Batch,
+    park: bool,
+) -> Result<Resolution> {
+    let rows: Vec<BatchRow> = batch
+        .chunks
+        .iter()
+        .flat_map(|c| {
+            c.rows.iter().map(move |r| BatchRow {
+                line: r.line,
+                resource_type: c.resource_type.as_str(),
+                id: &r.id,
+            })
+        })
+        .collect();
+    let provided: HashSet<(&str, &str)> = rows.iter().map(|r| (r.resource_type, r.id)).collect();
+    let mut wanted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (_, r) in &batch.refs {
+        if !provided.contains(&(r.target_type, r.id.as_str())) {
+            wanted.entry(r.target_type).or_default().push(&r.id);
+        }
+    }
+    let mut in_db: HashMap<&str, HashSet<String>> = HashMap::new();
+    // Without its primary key a table has no index to look ids up: everything is
+    // resolved when the load ends, after the key is back.
+    if !file.options.drop_primary_key {
+        for (ty, mut ids) in wanted {
+            ids.sort_unstable();
+            ids.dedup();
+            in_db.insert(ty, tx.existing_ids(&ResourceType::parse(ty)?, &ids).await?);
+        }
+    }
+    Ok(resolve_batch(&batch.refs, &rows, &in_db, park))
+}
+
+/// The excerpt of each line with a pending reference.
+fn excerpts(batch: &Batch, resolution: &Resolution) -> HashMap<u64, String> {
+    // Where each line's row is.
     let mut at: HashMap<u64, (usize, usize)> = HashMap::new();
     for (c, chunk) in batch.chunks.iter().enumerate() {
         for (r, row) in chunk.rows.iter().enumerate() {
             at.insert(row.line, (c, r));
         }
     }
-    let excerpts: HashMap<u64, String> = resolution
+    resolution
         .pending
         .iter()
         .filter_map(|&i| {
@@ -84,8 +111,16 @@ pub async fn keep_refs(tx: &BatchTx<'_>, file: &LoaderFile, batch: &mut Batch) -
             let chunk = &batch.chunks[*c];
             Some((line, excerpt(chunk.json(&chunk.rows[*r]))))
         })
-        .collect();
-    let pending: Vec<PendingRef> = resolution
+        .collect()
+}
+
+/// The references kept until the load ends, each with its line's excerpt.
+fn pending_refs<'a>(
+    batch: &'a Batch,
+    resolution: &Resolution,
+    excerpts: &'a HashMap<u64, String>,
+) -> Vec<PendingRef<'a>> {
+    resolution
         .pending
         .iter()
         .map(|&i| {
@@ -99,7 +134,14 @@ pub async fn keep_refs(tx: &BatchTx<'_>, file: &LoaderFile, batch: &mut Batch) -
                 excerpt: excerpts.get(line).map(String::as_str).unwrap_or(""),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The parked lines (taken out of the rows), with their JSON, by type.
+fn parked_lines<'a>(
+    batch: &'a Batch,
+    resolution: &Resolution,
+) -> Result<Vec<(ResourceType, Vec<ParkedLine<'a>>)>> {
     let mut parked: Vec<(ResourceType, Vec<ParkedLine>)> = Vec::new();
     for chunk in &batch.chunks {
         let mut lines = Vec::new();
@@ -121,18 +163,7 @@ pub async fn keep_refs(tx: &BatchTx<'_>, file: &LoaderFile, batch: &mut Batch) -
             parked.push((chunk.resource_type.clone(), lines));
         }
     }
-    tx.keep_refs(&file.load_owner(), &file.id, &pending, &parked)
-        .await?;
-    let kept = Kept {
-        pending: pending.len() as u64,
-        parked: resolution.parked.len() as u64,
-    };
-    drop((pending, parked));
-    for chunk in &mut batch.chunks {
-        chunk.rows.retain(|r| !resolution.parked.contains(&r.line));
-    }
-    batch.chunks.retain(|c| !c.rows.is_empty());
-    Ok(kept)
+    Ok(parked)
 }
 
 /// Merges asynchronous findings into the batch's invalid lines: a finding on a line

@@ -221,40 +221,9 @@ impl Loader {
     }
 
     async fn attempt(&self, file_id: &str, owner: &str, deadline: Option<Instant>) -> Result<Stop> {
-        let file = match self
-            .db
-            .claim_loader_file(
-                file_id,
-                owner,
-                self.options.lease.as_secs_f64(),
-                self.receipt.as_deref(),
-            )
-            .await?
-        {
-            Claim::Claimed { file, progressed } if progressed && self.receives >= 2 => {
-                self.db.release_loader_file(file_id, owner).await?;
-                tracing::info!(
-                    file_id,
-                    file = %file.origin(),
-                    line = file.checkpoint.line,
-                    receives = self.receives,
-                    "redelivered after a worker that got somewhere died: continuing on a fresh message"
-                );
-                return Ok(Stop::Finished(Outcome::Continue {
-                    line: file.checkpoint.line,
-                }));
-            }
-            Claim::Claimed { file, .. } => *file,
-            Claim::Busy { until } => return Ok(Stop::Finished(Outcome::Busy { until })),
-            Claim::NotLoadable(status) => {
-                return Ok(Stop::Finished(Outcome::NotLoadable { status }))
-            }
-            Claim::Missing => {
-                return Err(Error::NotFound(format!(
-                    "LoaderFile {file_id} does not exist"
-                )))
-            }
-            Claim::Throttled => return Ok(Stop::Finished(Outcome::Throttled)),
+        let file = match self.claim(file_id, owner).await? {
+            Ok(file) => file,
+            Err(stop) => return Ok(stop),
         };
         // Renewed while this attempt runs; stopped (dropped) whatever way it ends, so a
         // crash (or an injected one) stops renewing as a dead process would.
@@ -290,36 +259,13 @@ impl Loader {
             Err(stop) => return Ok(stop),
         };
         let mut client = self.db.client().await?;
-        let mut state = Progress {
-            line: file.checkpoint.line,
-            loaded: file.loaded,
-            failed: file.failed,
-            flagged: file.flagged,
-            parked: file.parked,
-            pending_refs: file.pending_refs,
-            try_direct: true,
-            batches: 0,
-            slowest: Duration::ZERO,
-            bulk: Default::default(),
-        };
+        let mut state = Progress::from_checkpoint(&file);
         loop {
             if let Some(deadline) = deadline {
                 let margin = self.options.deadline_margin.max(state.slowest * 2);
                 if Instant::now() + margin >= deadline {
                     drop(rx);
-                    self.db.release_loader_file(file_id, owner).await?;
-                    let line = self
-                        .db
-                        .loader_file(file_id)
-                        .await?
-                        .map(|f| f.checkpoint.line)
-                        .unwrap_or(0);
-                    tracing::info!(
-                        file_id,
-                        line,
-                        "deadline near: handing over at the checkpoint"
-                    );
-                    return Ok(Stop::Finished(Outcome::Continue { line }));
+                    return self.hand_over(file_id, owner).await;
                 }
             }
             let Some(message) = rx.recv().await else {
@@ -335,49 +281,112 @@ impl Loader {
                 .commit_batch(&mut client, &file, owner, batch, &mut state)
                 .await?;
             state.slowest = state.slowest.max(started.elapsed());
-            match committed {
-                Committed::Yes => {}
-                Committed::LeaseLost => {
-                    tracing::warn!(file_id, "lease lost to another loader; stopping");
-                    return Ok(Stop::Finished(Outcome::Busy {
-                        until: String::new(),
-                    }));
-                }
-                Committed::Halted(status) => {
-                    tracing::info!(
-                        file_id,
-                        session = file.import.as_deref(),
-                        status = status.as_str(),
-                        line = state.line,
-                        "session not active: stopped at the checkpoint"
-                    );
-                    return Ok(Stop::Finished(Outcome::Halted { status }));
-                }
+            if let Some(stop) = committed_stop(&file, committed, &state) {
+                return Ok(stop);
             }
-            match decode_error {
-                Some(DecodeError::Source(reason)) => return Ok(Stop::Transient(reason)),
-                Some(DecodeError::Gzip(message)) => {
-                    tracing::error!(file_id, file = %file.origin(), error = message, "file failed");
-                    self.db
-                        .fail_loader_file(file_id, Some(owner), &message)
-                        .await?;
-                    return Ok(Stop::Finished(Outcome::Failed { message }));
-                }
-                None if eof => {
-                    tracing::info!(
-                        file_id,
-                        loaded = state.loaded,
-                        failed = state.failed,
-                        "file loaded"
-                    );
-                    return Ok(Stop::Finished(Outcome::Done {
-                        loaded: state.loaded,
-                        failed: state.failed,
-                    }));
-                }
-                None => {}
+            if let Some(stop) = self
+                .read_on(&file, owner, decode_error, eof, &state)
+                .await?
+            {
+                return Ok(stop);
             }
         }
+    }
+
+    /// After a committed batch: stop when the decoder failed (transiently: retry from
+    /// the checkpoint; corrupt gzip: the file ends in error) or the file ended.
+    async fn read_on(
+        &self,
+        file: &LoaderFile,
+        owner: &str,
+        decode_error: Option<DecodeError>,
+        eof: bool,
+        state: &Progress,
+    ) -> Result<Option<Stop>> {
+        let file_id = file.id.as_str();
+        Ok(match decode_error {
+            Some(DecodeError::Source(reason)) => Some(Stop::Transient(reason)),
+            Some(DecodeError::Gzip(message)) => {
+                tracing::error!(file_id, file = %file.origin(), error = message, "file failed");
+                self.db
+                    .fail_loader_file(file_id, Some(owner), &message)
+                    .await?;
+                Some(Stop::Finished(Outcome::Failed { message }))
+            }
+            None if eof => {
+                tracing::info!(
+                    file_id,
+                    loaded = state.loaded,
+                    failed = state.failed,
+                    "file loaded"
+                );
+                Some(Stop::Finished(Outcome::Done {
+                    loaded: state.loaded,
+                    failed: state.failed,
+                }))
+            }
+            None => None,
+        })
+    }
+
+    /// Claims the file's lease: the file, or why this attempt stops before it starts.
+    async fn claim(
+        &self,
+        file_id: &str,
+        owner: &str,
+    ) -> Result<std::result::Result<LoaderFile, Stop>> {
+        let claim = self
+            .db
+            .claim_loader_file(
+                file_id,
+                owner,
+                self.options.lease.as_secs_f64(),
+                self.receipt.as_deref(),
+            )
+            .await?;
+        let outcome = match claim {
+            Claim::Claimed { file, progressed } if progressed && self.receives >= 2 => {
+                self.db.release_loader_file(file_id, owner).await?;
+                tracing::info!(
+                    file_id,
+                    file = %file.origin(),
+                    line = file.checkpoint.line,
+                    receives = self.receives,
+                    "redelivered after a worker that got somewhere died: continuing on a fresh message"
+                );
+                Outcome::Continue {
+                    line: file.checkpoint.line,
+                }
+            }
+            Claim::Claimed { file, .. } => return Ok(Ok(*file)),
+            Claim::Busy { until } => Outcome::Busy { until },
+            Claim::NotLoadable(status) => Outcome::NotLoadable { status },
+            Claim::Missing => {
+                return Err(Error::NotFound(format!(
+                    "LoaderFile {file_id} does not exist"
+                )))
+            }
+            Claim::Throttled => Outcome::Throttled,
+        };
+        Ok(Err(Stop::Finished(outcome)))
+    }
+
+    /// The deadline is near: releases the lease at the last checkpoint, for the next
+    /// message to continue from.
+    async fn hand_over(&self, file_id: &str, owner: &str) -> Result<Stop> {
+        self.db.release_loader_file(file_id, owner).await?;
+        let line = self
+            .db
+            .loader_file(file_id)
+            .await?
+            .map(|f| f.checkpoint.line)
+            .unwrap_or(0);
+        tracing::info!(
+            file_id,
+            line,
+            "deadline near: handing over at the checkpoint"
+        );
+        Ok(Stop::Finished(Outcome::Continue { line }))
     }
 
     /// Opens the object and starts the decoder thread. Permanent source errors end the
@@ -517,55 +526,18 @@ impl Loader {
         mut batch: Batch,
         state: &mut Progress,
     ) -> Result<Committed> {
-        for chunk in &batch.chunks {
-            self.db
-                .ensure_table(&***client, &chunk.resource_type)
-                .await?;
-            if file.options.bulk() && state.bulk.insert(chunk.resource_type.clone()) {
-                // First rows of this type in this attempt: the table goes into bulk mode
-                // for the load (once; later calls find it there).
-                self.db
-                    .enter_bulk_mode(
-                        &chunk.resource_type,
-                        &file.load_owner(),
-                        file.options.disable_indexes,
-                        file.options.drop_primary_key,
-                    )
-                    .await?;
-            }
-        }
+        self.prepare_tables(client, file, &batch, state).await?;
         let strict = file.options.strict;
         let tx = match Db::begin_batch(client, &file.id, owner, file.import.as_deref()).await? {
             Opened::Ready(tx) => tx,
             Opened::Halted(status) => return Ok(Committed::Halted(status)),
         };
-        let txid = tx.next_txid().await?;
         let kept = checks::keep_refs(&tx, file, &mut batch).await?;
-        let mut loaded = 0u64;
-        let mut errors = std::mem::take(&mut batch.errors);
-        for mut chunk in std::mem::take(&mut batch.chunks) {
-            crate::storage::copy_in::set_txid(&mut chunk, txid);
-            let result = tx
-                .write(chunk, file.options.upsert, state.try_direct)
-                .await?;
-            if result.conflicted {
-                state.try_direct = false; // ids exist: go straight to the upsert path
-            }
-            loaded += result.loaded;
-            errors.extend(result.errors);
-        }
-        errors.sort_by_key(|e| e.line);
+        let (loaded, mut errors) = write_rows(&tx, file, &mut batch, state).await?;
         if strict && !errors.is_empty() {
             // Validated up front, so only Postgres can refuse a line here.
             drop(tx);
-            let message = format!(
-                "strict mode: line {} refused: {}",
-                errors[0].line, errors[0].reason
-            );
-            self.db
-                .fail_loader_file(&file.id, Some(owner), &message)
-                .await?;
-            return Err(Error::BadRequest(message));
+            return Err(self.strict_refusal(file, owner, &errors[0]).await);
         }
         let flagged = checks::merge_findings(&mut errors, std::mem::take(&mut batch.findings));
         let loaded_total = state.loaded + loaded;
@@ -582,23 +554,15 @@ impl Loader {
             state.parked + kept.parked,
             state.pending_refs + kept.pending,
         );
-        let counted = |n: u64| (n > 0).then_some(n);
-        let mut progress = FileProgress {
-            loaded: Some(loaded_total),
-            failed: Some(failed_total),
-            flagged: counted(flagged_total),
-            parked: counted(parked),
-            pending_refs: counted(pending_refs),
-            checkpoint: Some(Checkpoint {
-                line: batch.last_line,
-                bytes: batch.bytes,
-            }),
-            ..FileProgress::default()
-        };
-        if batch.eof {
-            progress.status = Some(FileStatus::Done);
-            progress.end = Some(crate::model::loader_file::now_rfc3339());
+        let progress = Progress {
+            loaded: loaded_total,
+            failed: failed_total,
+            flagged: flagged_total,
+            parked,
+            pending_refs,
+            ..Progress::from_checkpoint(file)
         }
+        .after(&batch);
         let lease = self.options.lease.as_secs_f64();
         if !tx
             .advance(&file.id, owner, &progress, batch.eof, lease)
@@ -620,6 +584,47 @@ impl Loader {
         tracing::debug!(file_id = %file.id, line = batch.last_line, loaded = loaded_total, failed = failed_total, "batch committed");
         Ok(Committed::Yes)
     }
+
+    /// Strict mode: the first line Postgres refused ends the file in error.
+    async fn strict_refusal(&self, file: &LoaderFile, owner: &str, first: &LineError) -> Error {
+        let message = format!("strict mode: line {} refused: {}", first.line, first.reason);
+        if let Err(e) = self
+            .db
+            .fail_loader_file(&file.id, Some(owner), &message)
+            .await
+        {
+            return e;
+        }
+        Error::BadRequest(message)
+    }
+
+    /// Creates the tables of the batch's types, and puts each into bulk mode the first
+    /// time this attempt writes to it when the file asks for bulk loading.
+    async fn prepare_tables(
+        &self,
+        client: &deadpool_postgres::Object,
+        file: &LoaderFile,
+        batch: &Batch,
+        state: &mut Progress,
+    ) -> Result<()> {
+        for chunk in &batch.chunks {
+            self.db
+                .ensure_table(&***client, &chunk.resource_type)
+                .await?;
+            if file.options.bulk() && state.bulk.insert(chunk.resource_type.clone()) {
+                // Once per type and attempt; later calls find the table in bulk mode.
+                self.db
+                    .enter_bulk_mode(
+                        &chunk.resource_type,
+                        &file.load_owner(),
+                        file.options.disable_indexes,
+                        file.options.drop_primary_key,
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 struct Progress {
@@ -636,4 +641,96 @@ struct Progress {
     slowest: Duration,
     /// Types whose table was put in bulk mode (or found there) in this attempt.
     bulk: std::collections::HashSet<ResourceType>,
+}
+
+impl Progress {
+    /// Where an attempt starts: the file's last checkpoint and counts.
+    fn from_checkpoint(file: &LoaderFile) -> Self {
+        Progress {
+            line: file.checkpoint.line,
+            loaded: file.loaded,
+            failed: file.failed,
+            flagged: file.flagged,
+            parked: file.parked,
+            pending_refs: file.pending_refs,
+            try_direct: true,
+            batches: 0,
+            slowest: Duration::ZERO,
+            bulk: Default::default(),
+        }
+    }
+}
+
+impl Progress {
+    /// The file's progress once `batch` commits with these counts: the checkpoint moves
+    /// to its last line, and the file is done at the end of the file.
+    fn after(&self, batch: &Batch) -> FileProgress {
+        let counted = |n: u64| (n > 0).then_some(n);
+        let mut progress = FileProgress {
+            loaded: Some(self.loaded),
+            failed: Some(self.failed),
+            flagged: counted(self.flagged),
+            parked: counted(self.parked),
+            pending_refs: counted(self.pending_refs),
+            checkpoint: Some(Checkpoint {
+                line: batch.last_line,
+                bytes: batch.bytes,
+            }),
+            ..FileProgress::default()
+        };
+        if batch.eof {
+            progress.status = Some(FileStatus::Done);
+            progress.end = Some(crate::model::loader_file::now_rfc3339());
+        }
+        progress
+    }
+}
+
+/// Writes the batch's rows in its transaction: the rows loaded, and the batch's invalid
+/// lines with those Postgres refused, in line order.
+async fn write_rows(
+    tx: &crate::storage::batch::BatchTx<'_>,
+    file: &LoaderFile,
+    batch: &mut Batch,
+    state: &mut Progress,
+) -> Result<(u64, Vec<LineError>)> {
+    let txid = tx.next_txid().await?;
+    let mut loaded = 0u64;
+    let mut errors = std::mem::take(&mut batch.errors);
+    for mut chunk in std::mem::take(&mut batch.chunks) {
+        crate::storage::copy_in::set_txid(&mut chunk, txid);
+        let result = tx
+            .write(chunk, file.options.upsert, state.try_direct)
+            .await?;
+        if result.conflicted {
+            state.try_direct = false; // ids exist: go straight to the upsert path
+        }
+        loaded += result.loaded;
+        errors.extend(result.errors);
+    }
+    errors.sort_by_key(|e| e.line);
+    Ok((loaded, errors))
+}
+
+/// Why an attempt stops after a batch that was not committed; `None` when it was.
+fn committed_stop(file: &LoaderFile, committed: Committed, state: &Progress) -> Option<Stop> {
+    match committed {
+        Committed::Yes => None,
+        Committed::LeaseLost => {
+            tracing::warn!(file_id = %file.id, "lease lost to another loader; stopping");
+            Some(Stop::Finished(Outcome::Busy {
+                until: String::new(),
+            }))
+        }
+        Committed::Halted(status) => {
+            tracing::info!(
+                file_id = %file.id,
+                session = file.import.as_deref(),
+                status = status.as_str(),
+                line = state.line,
+                "session not active: stopped at the checkpoint"
+            );
+            Some(Stop::Finished(Outcome::Halted { status }))
+        }
+    }
 }

@@ -147,8 +147,7 @@ impl TaskStatus {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Export {
     pub id: String,
-    /// `fhir` or `bucket`.
-    pub kind: String,
+    pub kind: ExportKind,
     pub owner: String,
     pub status: ExportStatus,
     /// What to export and where (the domain's request, as JSON; never credentials).
@@ -157,6 +156,40 @@ pub struct Export {
     pub transaction_time: String,
     pub error: Option<String>,
     pub created: String,
+}
+
+/// Which job an export row is: the three jobs share the export tables, tasks and
+/// leases, and differ in what their tasks do and who may read them back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportKind {
+    /// A Bulk Data `$export` (manifest, status URL).
+    Fhir,
+    /// A dump to a bucket (`$dump-to-bucket`).
+    Bucket,
+    /// The planning of an S3 Inventory import (its id is the `$import` session's).
+    Inventory,
+}
+
+impl ExportKind {
+    /// The stored spelling (`siphon_export.kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportKind::Fhir => "fhir",
+            ExportKind::Bucket => "bucket",
+            ExportKind::Inventory => "inventory",
+        }
+    }
+
+    /// Reads the stored spelling; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "fhir" => ExportKind::Fhir,
+            "bucket" => ExportKind::Bucket,
+            "inventory" => ExportKind::Inventory,
+            _ => return None,
+        })
+    }
 }
 
 /// What a task exports.
@@ -182,6 +215,17 @@ impl TaskKind {
             TaskKind::Query => "query",
             TaskKind::Inventory => "inventory",
         }
+    }
+
+    /// Reads the stored spelling; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "resources" => TaskKind::Resources,
+            "deleted" => TaskKind::Deleted,
+            "query" => TaskKind::Query,
+            "inventory" => TaskKind::Inventory,
+            _ => return None,
+        })
     }
 }
 

@@ -439,6 +439,29 @@ impl Imports {
         Ok(())
     }
 
+    /// Owner and secret first, outside any transaction: Argon2id runs on the blocking
+    /// pool under the failure budget, with no row locked meanwhile.
+    async fn check_secret(&self, id: &str, secret: Option<&str>, caller: Caller<'_>) -> Result<()> {
+        let unlocked = self.owned(id, caller.who).await?;
+        let Some(hash) = &unlocked.secret_hash else {
+            return Ok(());
+        };
+        let ok = match secret {
+            Some(s) => {
+                self.auth
+                    .verify_guarded(&format!("$import/{id}"), caller.source, s, hash)
+                    .await?
+            }
+            None => false,
+        };
+        if !ok {
+            return Err(Error::Forbidden(format!(
+                "the secret does not match the one import session {id} was started with"
+            )));
+        }
+        Ok(())
+    }
+
     async fn transition(
         &self,
         id: &str,
@@ -446,38 +469,17 @@ impl Imports {
         secret: Option<&str>,
         caller: Caller<'_>,
     ) -> Result<()> {
-        // Owner and secret first, outside the transaction: Argon2id runs on the blocking
-        // pool under the failure budget, with no row locked meanwhile.
-        let unlocked = self.owned(id, caller.who).await?;
-        if let Some(hash) = &unlocked.secret_hash {
-            let ok = match secret {
-                Some(s) => {
-                    self.auth
-                        .verify_guarded(&format!("$import/{id}"), caller.source, s, hash)
-                        .await?
-                }
-                None => false,
-            };
-            if !ok {
-                return Err(Error::Forbidden(format!(
-                    "the secret does not match the one import session {id} was started with"
-                )));
-            }
-        }
+        let change = action
+            .change()
+            .ok_or_else(|| Error::Internal("start creates a session".into()))?;
+        self.check_secret(id, secret, caller).await?;
         let mut client = self.db.client().await?;
         let client: &mut tokio_postgres::Client = &mut client;
         let tx = client.transaction().await?;
         let row = store::read(&tx, id, true)
             .await?
             .ok_or_else(|| not_found(id))?;
-        use SessionStatus as S;
-        let (allowed, to): (&[SessionStatus], SessionStatus) = match action {
-            Action::Pause => (&[S::Active], S::Paused),
-            Action::Resume => (&[S::Paused], S::Active),
-            Action::Abort => (&[S::Active, S::Paused], S::Aborted),
-            Action::ForceResume => (&[S::Active, S::Paused, S::Error], S::Active),
-            Action::Start => unreachable!("start creates"),
-        };
+        let to = change.to;
         // An inventory import read with `account` keys: the keys travel only in its
         // queue messages, so once its files stop nothing could queue them again.
         let inventory = row.request.inventory.as_ref();
@@ -486,40 +488,15 @@ impl Imports {
                 "cannot pause import session {id}: it reads with `account` keys, which siphon never stores; abort it and start again"
             )));
         }
-        if !allowed.contains(&row.status) {
+        if !change.from.contains(&row.status) {
             return Err(Error::NotAcceptable(format!(
                 "cannot {} import session {id}: it is {}",
-                match action {
-                    Action::Pause => "pause",
-                    Action::Resume => "resume",
-                    Action::Abort => "abort",
-                    _ => "force-resume",
-                },
+                change.verb,
                 row.status.as_str()
             )));
         }
         store::set_status(&tx, id, to, None).await?;
-        match action {
-            Action::Pause => {
-                store::move_files(&tx, id, &["pending"], "paused").await?;
-            }
-            Action::Resume => {
-                store::move_files(&tx, id, &["paused"], "pending").await?;
-            }
-            Action::Abort => {
-                store::move_files(&tx, id, &["pending", "paused", "in-progress"], "aborted")
-                    .await?;
-            }
-            _ => {
-                store::move_files(
-                    &tx,
-                    id,
-                    &["pending", "paused", "error", "in-progress"],
-                    "pending",
-                )
-                .await?;
-            }
-        }
+        store::move_files(&tx, id, change.files_from, change.files_to).await?;
         let fed = inventory.is_some();
         let requeue: Vec<LoaderFile> = if fed {
             Vec::new()
@@ -527,14 +504,14 @@ impl Imports {
             store::files_with_status(&tx, id, FileStatus::Pending.as_str(), i64::MAX).await?
         };
         tx.commit().await?;
-        if fed && to == S::Active {
+        if fed && to == SessionStatus::Active {
             // An inventory import's files are fed, `thread-num` at a time.
             let threads = inventory.map_or(4, |i| i.threads);
             crate::loading::feed::feed(&self.db, &*self.queue, id, threads, &Default::default())
                 .await?;
         }
         tracing::info!(session = id, action = ?action, from = row.status.as_str(), to = to.as_str(), "import session changed");
-        if to == S::Active {
+        if to == SessionStatus::Active {
             if !requeue.is_empty() {
                 self.enqueue(id, &requeue).await?;
             }

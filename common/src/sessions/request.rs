@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::config::Env;
 use crate::error::{Error, Result};
 use crate::model::ids::is_valid_id;
-use crate::model::{FileOptions, Validation};
+use crate::model::{FileOptions, SessionStatus, Validation};
 use crate::resource_type::ResourceType;
 use crate::sources::ObjectLocation;
 
@@ -36,6 +36,54 @@ impl Action {
             }
         })
     }
+
+    /// What a change of an existing session does: the statuses it may start from, the
+    /// status it ends in, and which of its files move (from these statuses, to that
+    /// one). `None` for `start`, which creates a session instead.
+    pub fn change(self) -> Option<Change> {
+        use SessionStatus as S;
+        Some(match self {
+            Action::Start => return None,
+            Action::Pause => Change {
+                verb: "pause",
+                from: &[S::Active],
+                to: S::Paused,
+                files_from: &["pending"],
+                files_to: "paused",
+            },
+            Action::Resume => Change {
+                verb: "resume",
+                from: &[S::Paused],
+                to: S::Active,
+                files_from: &["paused"],
+                files_to: "pending",
+            },
+            Action::Abort => Change {
+                verb: "abort",
+                from: &[S::Active, S::Paused],
+                to: S::Aborted,
+                files_from: &["pending", "paused", "in-progress"],
+                files_to: "aborted",
+            },
+            Action::ForceResume => Change {
+                verb: "force-resume",
+                from: &[S::Active, S::Paused, S::Error],
+                to: S::Active,
+                files_from: &["pending", "paused", "error", "in-progress"],
+                files_to: "pending",
+            },
+        })
+    }
+}
+
+/// A session's change of status (see [`Action::change`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub verb: &'static str,
+    pub from: &'static [SessionStatus],
+    pub to: SessionStatus,
+    pub files_from: &'static [&'static str],
+    pub files_to: &'static str,
 }
 
 /// Where an input's bytes are, as the request names them (not yet checked for safety).
@@ -337,6 +385,29 @@ pub fn parse_load(body: &Value) -> Result<LoadRequest> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn each_change_starts_only_where_it_may_and_moves_the_files_it_stops() {
+        use SessionStatus as S;
+        assert_eq!(Action::Start.change(), None);
+        let abort = Action::Abort.change().unwrap();
+        assert_eq!((abort.to, abort.files_to), (S::Aborted, "aborted"));
+        assert!(abort.files_from.contains(&"in-progress"));
+        assert!(!abort.from.contains(&S::Error) && !abort.from.contains(&S::Done));
+        let force = Action::ForceResume.change().unwrap();
+        assert!(force.from.contains(&S::Error) && force.files_from.contains(&"error"));
+        for a in [
+            Action::Pause,
+            Action::Resume,
+            Action::Abort,
+            Action::ForceResume,
+        ] {
+            let c = a.change().unwrap();
+            // A change never starts from the status it ends in, except force-resume.
+            assert_eq!(c.from.contains(&c.to), a == Action::ForceResume, "{a:?}");
+            assert!(!c.files_from.contains(&c.files_to) || a == Action::ForceResume);
+        }
+    }
 
     fn config() -> ImportConfig {
         ImportConfig {

@@ -80,6 +80,63 @@ fn bulk_table(r: &tokio_postgres::Row) -> Result<BulkTable> {
     })
 }
 
+/// The table's secondary indexes: not the primary key (it has its own option), nor
+/// indexes that back other constraints (unique, exclusion), which stay.
+async fn secondary_indexes(
+    tx: &tokio_postgres::Transaction<'_>,
+    regclass: &str,
+) -> Result<Vec<DroppedIndex>> {
+    Ok(tx
+        .query(
+            "SELECT i.relname::text, pg_get_indexdef(i.oid)
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+             WHERE x.indrelid = $1::text::regclass AND NOT x.indisprimary
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
+             ORDER BY 1",
+            &[&regclass],
+        )
+        .await?
+        .iter()
+        .map(|r| DroppedIndex {
+            name: r.get(0),
+            def: r.get(1),
+        })
+        .collect())
+}
+
+/// The primary key's name when it may be dropped (the table is empty), else a note
+/// saying why it is kept.
+async fn droppable_primary_key(
+    tx: &tokio_postgres::Transaction<'_>,
+    regclass: &str,
+) -> Result<(Option<String>, Option<String>)> {
+    let empty: bool = tx
+        .query_one(
+            &format!("SELECT NOT EXISTS (SELECT 1 FROM {regclass})"),
+            &[],
+        )
+        .await?
+        .get(0);
+    let name: Option<String> = tx
+        .query_opt(
+            "SELECT conname::text FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype = 'p'",
+            &[&regclass],
+        )
+        .await?
+        .map(|r| r.get(0));
+    Ok(match (empty, name) {
+        (true, Some(name)) => (Some(name), None),
+        (false, Some(_)) => (
+            None,
+            Some(
+                "primary key kept: the table was not empty (drop-primary-key? is for first loads)"
+                    .to_string(),
+            ),
+        ),
+        (_, None) => (None, None),
+    })
+}
+
 impl Db {
     /// Puts `ty`'s table in bulk mode for `owner`, once: drops its secondary indexes when
     /// `disable_indexes`, and its primary key when `drop_primary_key` and the table is
@@ -109,55 +166,16 @@ impl Db {
             return bulk_table(&row);
         }
         let regclass = ty.table_sql();
-        let mut indexes = Vec::new();
-        if disable_indexes {
-            // Secondary indexes only: the primary key has its own option, and indexes
-            // that back other constraints (unique, exclusion) stay.
-            for r in tx
-                .query(
-                    "SELECT i.relname::text, pg_get_indexdef(i.oid)
-                     FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-                     WHERE x.indrelid = $1::text::regclass AND NOT x.indisprimary
-                       AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
-                     ORDER BY 1",
-                    &[&regclass],
-                )
-                .await?
-            {
-                indexes.push(DroppedIndex {
-                    name: r.get(0),
-                    def: r.get(1),
-                });
-            }
-        }
-        let mut primary_key = None;
-        let mut note = None;
-        if drop_primary_key {
-            let empty: bool = tx
-                .query_one(
-                    &format!("SELECT NOT EXISTS (SELECT 1 FROM {regclass})"),
-                    &[],
-                )
-                .await?
-                .get(0);
-            let name: Option<String> = tx
-                .query_opt(
-                    "SELECT conname::text FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype = 'p'",
-                    &[&regclass],
-                )
-                .await?
-                .map(|r| r.get(0));
-            match (empty, name) {
-                (true, Some(name)) => primary_key = Some(name),
-                (false, Some(_)) => {
-                    note = Some(
-                        "primary key kept: the table was not empty (drop-primary-key? is for first loads)"
-                            .to_string(),
-                    )
-                }
-                (_, None) => {}
-            }
-        }
+        let indexes = if disable_indexes {
+            secondary_indexes(&tx, &regclass).await?
+        } else {
+            Vec::new()
+        };
+        let (primary_key, note) = if drop_primary_key {
+            droppable_primary_key(&tx, &regclass).await?
+        } else {
+            (None, None)
+        };
         for index in &indexes {
             tx.batch_execute(&format!("DROP INDEX public.{}", ident(&index.name)))
                 .await?;

@@ -9,7 +9,7 @@ use tokio_postgres::GenericClient;
 use super::{is_undefined_table, Db};
 use crate::error::{Error, Result};
 use crate::model::export::{
-    Export, ExportStatus, ExportTask, TaskCheckpoint, TaskKind, TaskStatus,
+    Export, ExportKind, ExportStatus, ExportTask, TaskCheckpoint, TaskKind, TaskStatus,
 };
 use crate::model::Stuck;
 use crate::resource_type::ResourceType;
@@ -52,9 +52,11 @@ const TASK_COLUMNS: &str = "id, export_id, kind, resource_type, part, range_from
 
 fn export_row(r: &tokio_postgres::Row) -> Result<Export> {
     let status: String = r.get(3);
+    let kind: String = r.get(1);
     Ok(Export {
         id: r.get(0),
-        kind: r.get(1),
+        kind: ExportKind::parse(&kind)
+            .ok_or_else(|| Error::Internal(format!("unknown export kind {kind:?}")))?,
         owner: r.get(2),
         status: ExportStatus::parse(&status)
             .ok_or_else(|| Error::Internal(format!("unknown export status {status:?}")))?,
@@ -72,12 +74,8 @@ fn task_row(r: &tokio_postgres::Row) -> Result<ExportTask> {
     Ok(ExportTask {
         id: r.get(0),
         export_id: r.get(1),
-        kind: match kind.as_str() {
-            "deleted" => TaskKind::Deleted,
-            "query" => TaskKind::Query,
-            "inventory" => TaskKind::Inventory,
-            _ => TaskKind::Resources,
-        },
+        kind: TaskKind::parse(&kind)
+            .ok_or_else(|| Error::Internal(format!("unknown task kind {kind:?}")))?,
         resource_type: r.get(3),
         part: r.get(4),
         range_from: r.get(5),
@@ -117,7 +115,7 @@ impl Db {
     pub async fn create_export(
         &self,
         id: &str,
-        kind: &str,
+        kind: ExportKind,
         owner: &str,
         request: &Value,
         tasks: &[NewTask],
@@ -132,7 +130,7 @@ impl Db {
                     "INSERT INTO siphon_export (id, kind, owner, status, request)
                      VALUES ($1, $2, $3, 'active', $4) RETURNING {EXPORT_COLUMNS}"
                 ),
-                &[&id, &kind, &owner, request],
+                &[&id, &kind.as_str(), &owner, request],
             )
             .await?;
         for (n, t) in tasks.iter().enumerate() {

@@ -23,6 +23,7 @@ use crate::error::Result;
 use crate::model::LineError;
 use crate::resource_type::ResourceType;
 use crate::storage::copy_in::{encode_row, set_txid, Chunk, Row};
+use crate::storage::refs::{Dangling, RefsTx};
 use crate::storage::Db;
 
 /// A row of a batch.
@@ -81,6 +82,15 @@ pub fn resolve_batch(
     Resolution { parked, pending }
 }
 
+/// Per file: lines written from the park, and invalid lines / findings to record.
+#[derive(Default)]
+struct Settled {
+    written: BTreeMap<String, u64>,
+    errors: BTreeMap<String, Vec<LineError>>,
+    /// Parked lines that failed on a dangling reference.
+    failed: BTreeMap<String, u64>,
+}
+
 /// Settles the references of load `scope` if it has ended (see the module). Returns
 /// false when there was nothing to do yet. Safe to call from anywhere, any number of
 /// times: one call at a time works on a scope, and it takes what it settles.
@@ -93,15 +103,34 @@ pub async fn finish(db: &Db, scope: &str) -> Result<bool> {
     if !tx.scope_finished(scope).await? {
         return Ok(false);
     }
-    // Per file: lines written from the park, and invalid lines / findings to record.
-    let mut written: BTreeMap<String, u64> = BTreeMap::new();
-    let mut errors: BTreeMap<String, Vec<LineError>> = BTreeMap::new();
+    let mut settled = Settled::default();
+    write_ready(&tx, scope, &mut settled).await?;
+    let dangling = tx.take_dangling(scope).await?;
+    // Every parked line left has a dangling reference: it becomes an invalid line.
+    let parked_left = tx.take_parked(scope, false).await?;
+    record_dangling(&dangling, &mut settled);
+    let (written, failed, flagged) = settle_files(&tx, scope, settled).await?;
+    tx.commit().await?;
+    tracing::info!(
+        scope,
+        written,
+        failed,
+        flagged,
+        dangling = dangling.len(),
+        parked_failed = parked_left.len(),
+        "references resolved at the end of the load"
+    );
+    Ok(true)
+}
+
+/// Writes the parked lines whose references now resolve, until none is left.
+async fn write_ready(tx: &RefsTx<'_>, scope: &str, settled: &mut Settled) -> Result<()> {
     let mut upsert: HashMap<String, bool> = HashMap::new();
     loop {
         tx.resolve_existing(scope).await?;
         let ready = tx.take_parked(scope, true).await?;
         if ready.is_empty() {
-            break;
+            return Ok(());
         }
         let ids: Vec<String> = ready.iter().map(|p| p.file_id.clone()).collect();
         for file in tx.files(&ids).await? {
@@ -132,15 +161,21 @@ pub async fn finish(db: &Db, scope: &str) -> Result<bool> {
             let result = tx
                 .write(chunk, upsert.get(&file_id).copied().unwrap_or(true))
                 .await?;
-            *written.entry(file_id.clone()).or_default() += result.loaded;
-            errors.entry(file_id).or_default().extend(result.errors);
+            *settled.written.entry(file_id.clone()).or_default() += result.loaded;
+            settled
+                .errors
+                .entry(file_id)
+                .or_default()
+                .extend(result.errors);
         }
     }
-    let dangling = tx.take_dangling(scope).await?;
-    // Every parked line left has a dangling reference: it becomes an invalid line.
-    let parked_left = tx.take_parked(scope, false).await?;
+}
+
+/// One line error per line with dangling references, naming each; parked lines among
+/// them count as failed.
+fn record_dangling(dangling: &[Dangling], settled: &mut Settled) {
     let mut reasons: BTreeMap<(String, u64), (Vec<String>, bool, String)> = BTreeMap::new();
-    for d in &dangling {
+    for d in dangling {
         let entry = reasons
             .entry((d.file_id.clone(), d.line))
             .or_insert_with(|| (Vec::new(), d.parked, d.excerpt.clone()));
@@ -149,7 +184,6 @@ pub async fn finish(db: &Db, scope: &str) -> Result<bool> {
             d.path, d.target_type, d.target_id
         ));
     }
-    let mut failed: BTreeMap<String, u64> = BTreeMap::new();
     for ((file_id, line), (why, parked, excerpt)) in reasons {
         let error = LineError {
             line,
@@ -158,25 +192,39 @@ pub async fn finish(db: &Db, scope: &str) -> Result<bool> {
             loaded: !parked,
         };
         if parked {
-            *failed.entry(file_id.clone()).or_default() += 1;
+            *settled.failed.entry(file_id.clone()).or_default() += 1;
         }
-        errors.entry(file_id).or_default().push(error);
+        settled.errors.entry(file_id).or_default().push(error);
     }
-    let mut ids: Vec<String> = errors.keys().chain(written.keys()).cloned().collect();
+}
+
+/// Records each file's errors and adds its counts; answers the totals written, failed
+/// and flagged.
+async fn settle_files(
+    tx: &RefsTx<'_>,
+    scope: &str,
+    mut settled: Settled,
+) -> Result<(u64, u64, u64)> {
+    let mut ids: Vec<String> = settled
+        .errors
+        .keys()
+        .chain(settled.written.keys())
+        .cloned()
+        .collect();
     ids.extend(tx.scope_files_waiting(scope).await?);
     ids.sort();
     ids.dedup();
     let (mut flagged_total, mut failed_total, mut written_total) = (0, 0, 0);
     for file in tx.files(&ids).await? {
-        let file_errors = errors.remove(&file.id).unwrap_or_default();
-        let refused = file_errors.iter().filter(|e| !e.loaded).count() as u64
-            - failed.get(&file.id).copied().unwrap_or(0);
+        let file_errors = settled.errors.remove(&file.id).unwrap_or_default();
+        let parked_failed = settled.failed.get(&file.id).copied().unwrap_or(0);
+        let refused = file_errors.iter().filter(|e| !e.loaded).count() as u64 - parked_failed;
         let new_lines = tx.record(&file.id, &file_errors).await?;
         let new_findings = file_errors.iter().filter(|e| e.loaded).count() as u64;
         // Lines already recorded (a structure finding) are flagged already.
         let flagged = new_findings.min(new_lines);
-        let loaded = written.get(&file.id).copied().unwrap_or(0);
-        let failed = failed.get(&file.id).copied().unwrap_or(0) + refused;
+        let loaded = settled.written.get(&file.id).copied().unwrap_or(0);
+        let failed = parked_failed + refused;
         let mut patch = json!({"loaded": file.loaded + loaded, "failed": file.failed + failed});
         if file.flagged + flagged > 0 {
             patch["flagged"] = json!(file.flagged + flagged);
@@ -186,17 +234,7 @@ pub async fn finish(db: &Db, scope: &str) -> Result<bool> {
         failed_total += failed;
         written_total += loaded;
     }
-    tx.commit().await?;
-    tracing::info!(
-        scope,
-        written = written_total,
-        failed = failed_total,
-        flagged = flagged_total,
-        dangling = dangling.len(),
-        parked_failed = parked_left.len(),
-        "references resolved at the end of the load"
-    );
-    Ok(true)
+    Ok((written_total, failed_total, flagged_total))
 }
 
 #[cfg(test)]

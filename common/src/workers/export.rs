@@ -21,6 +21,7 @@ use tokio::sync::Mutex;
 use super::runtime::{Delivery, Disposition, Job, Runtime};
 use crate::exporting::task::{TaskOptions, TaskOutcome, TaskRunner};
 use crate::exporting::ExportMessage;
+use crate::model::export::ExportKind;
 use crate::queue::MessageQueue;
 use crate::sinks::s3::S3Sink;
 use crate::sinks::ObjectSink;
@@ -135,11 +136,11 @@ impl ExportWorker {
                 return Disposition::Redeliver;
             }
         };
-        let kind = export.as_ref().map(|e| e.kind.as_str()).unwrap_or("");
+        let kind = export.as_ref().map(|e| e.kind);
         // A dump-to-bucket writes its own bucket; `$export` the export bucket.
         let target = export
             .as_ref()
-            .filter(|e| e.kind == "bucket")
+            .filter(|e| e.kind == ExportKind::Bucket)
             .and_then(|e| e.request["bucket"].as_str().map(str::to_string));
         let sink = match self.sink_for(message, target.as_deref()).await {
             Ok(sink) => sink,
@@ -159,13 +160,17 @@ impl ExportWorker {
             sink,
             options: self.options.clone(),
         };
-        let outcome = if kind == "inventory" {
-            self.plan(message, delivery.receipt, delivery.deadline)
-                .await
-        } else {
-            runner
-                .run(task, delivery.receipt, Some(delivery.deadline))
-                .await
+        // A missing export is the runner's to report (its task ends).
+        let outcome = match kind {
+            Some(ExportKind::Inventory) => {
+                self.plan(message, delivery.receipt, delivery.deadline)
+                    .await
+            }
+            Some(ExportKind::Fhir | ExportKind::Bucket) | None => {
+                runner
+                    .run(task, delivery.receipt, Some(delivery.deadline))
+                    .await
+            }
         };
         match outcome {
             Ok(TaskOutcome::Done { count }) => {
