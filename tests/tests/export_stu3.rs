@@ -148,7 +148,7 @@ async fn lenient_handling_names_each_ignored_parameter_in_the_manifest_error_arr
     let a = request(
         &env,
         "GET",
-        "/$export?_type=Patient&_typeFilter=Patient%3Factive%3Dtrue&frobnicate=1",
+        "/$export?_type=Patient&_typeFilter=Patient%3Factive%3Dtrue%26_sort%3Dname&frobnicate=1",
         &[
             ("accept", "application/fhir+json"),
             ("prefer", "respond-async,handling=lenient"),
@@ -403,4 +403,103 @@ async fn until_keeps_resources_updated_at_or_before_it_and_with_since_a_window()
             diagnostics(&a)
         );
     }
+}
+
+/// An Observation with a category (of the IG's `observation-category` system), a status
+/// and a LOINC code.
+async fn observation(env: &Env, id: &str, category: &str, status: &str, code: &str) {
+    env.db
+        .upsert(
+            &ResourceType::parse("Observation").unwrap(),
+            id,
+            &json!({
+                "status": status,
+                "category": [{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                    "code": category}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            }),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn type_filter_exports_only_the_matching_resources_of_its_type() {
+    let env = setup(LoadOptions::default()).await;
+    load(&env, "Patient", 5, 35).await;
+    for (id, category, status, code) in [
+        ("lab-final", "laboratory", "final", "1234-5"),
+        ("lab-prelim", "laboratory", "preliminary", "1234-5"),
+        ("lab-other-code", "laboratory", "final", "9999-9"),
+        ("vitals-final", "vital-signs", "final", "8867-4"),
+        ("social", "social-history", "final", "72166-2"),
+    ] {
+        observation(&env, id, category, status, code).await;
+    }
+    let exported = |files: &std::collections::BTreeMap<String, Vec<String>>, ty: &str| {
+        let mut ids: Vec<String> = files
+            .get(ty)
+            .map(|lines| {
+                lines
+                    .iter()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    let cat = "http://terminology.hl7.org/CodeSystem/observation-category";
+    for (filters, expected) in [
+        // One value: its parameters ANDed.
+        (vec!["Observation?category=laboratory&status=final".to_string()], vec!["lab-final", "lab-other-code"]),
+        // system|code, and a comma inside a value ORs.
+        (vec![format!("Observation?category={cat}|vital-signs,{cat}|social-history")], vec!["social", "vitals-final"]),
+        // Two values for one type: ORed.
+        (
+            vec!["Observation?code=1234-5&status=preliminary".into(), "Observation?category=vital-signs".into()],
+            vec!["lab-prelim", "vitals-final"],
+        ),
+        // :not, and a system that is not the category's matches nothing.
+        (vec!["Observation?category:not=laboratory".into()], vec!["social", "vitals-final"]),
+        (vec!["Observation?category=http://example.org|laboratory".into()], vec![]),
+    ] {
+        let query: String = filters
+            .iter()
+            .map(|f| format!("&_typeFilter={}", urlencode(f)))
+            .collect();
+        let status = kick_off(&env, &format!("/$export?_type=Observation,Patient{query}")).await;
+        let m = complete(&env, &status).await;
+        assert_eq!(m.status, 200, "{filters:?}: {}", m.body);
+        let files = download(&m.body, "output").await;
+        assert_eq!(exported(&files, "Observation"), expected, "{filters:?}");
+        // A type without a filter is exported whole.
+        assert_eq!(exported(&files, "Patient").len(), 5, "{filters:?}");
+    }
+    // What siphon does not evaluate is a 400 naming it, before anything is exported.
+    for (filter, named) in [
+        ("Observation?category=laboratory&_sort=date", "_sort"),
+        ("Observation?subject.name=x", "subject.name"),
+        ("Observation?frobnicate=1", "frobnicate"),
+        ("Nope?x=1", "Nope"),
+    ] {
+        let a = request(
+            &env,
+            "GET",
+            &format!("/$export?_typeFilter={}", urlencode(filter)),
+            FHIR,
+            None,
+            &admin(),
+        )
+        .await;
+        assert_eq!(a.status, 400, "{filter}: {}", a.body);
+        let d = diagnostics(&a);
+        assert!(d.contains("_typeFilter") && d.contains(named), "{filter}: {d}");
+    }
+}
+
+/// A query parameter's value, form-encoded.
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

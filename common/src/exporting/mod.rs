@@ -305,6 +305,7 @@ impl Exports {
             types: types.iter().map(|t| t.as_str().to_string()).collect(),
             since: request.since.map(|t| t.to_rfc3339()),
             until: request.until.map(|t| t.to_rfc3339()),
+            type_filters: request.type_filters.clone(),
             patients: limited,
             elements: request
                 .elements

@@ -11,14 +11,17 @@
 //! | `patient` | POST, Patient and Group level; GET or system level 400 (lenient: ignored) |
 //! | `_elements` | root elements, `Type.element` or `element`; nested paths 400 |
 //! | `includeAssociatedData` | `LatestProvenanceResources`, `RelevantProvenanceResources` accepted, not applied (said in the error file); other values 400 (lenient: ignored) |
-//! | `_typeFilter`, `organizeOutputBy`, others | 400 (lenient: ignored, named in the error file) |
+//! | `_typeFilter` | `Type?query` by the STU3 rules (see `type_filter`); a value outside what siphon evaluates 400 (lenient: ignored, named in the error file) |
+//! | `organizeOutputBy`, others | 400 (lenient: ignored, named in the error file) |
 //!
 //! `Accept: application/fhir+json` and `Prefer: respond-async` are required (400 without).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::type_filter;
 use crate::error::{Error, Result};
+use crate::fhir::search::filter::TypeFilter;
 use crate::fhir;
 use crate::model::ids::is_valid_id;
 use crate::resource_type::ResourceType;
@@ -63,6 +66,9 @@ pub struct ExportRequest {
     /// `RelevantProvenanceResources`) but not applied: siphon adds no associated
     /// resources, and says so in the manifest's error file.
     pub associated: Vec<String>,
+    /// `_typeFilter` (STU3), one filter per type: its values ORed, each value's
+    /// parameters ANDed. A type without one is not filtered.
+    pub type_filters: Vec<TypeFilter>,
 }
 
 /// The parts of the HTTP request the kick-off reads.
@@ -218,6 +224,7 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
         lenient,
         ignored: Vec::new(),
         associated: Vec::new(),
+        type_filters: Vec::new(),
     };
     // Refuses, or under lenient handling ignores and remembers, what is not supported.
     let unsupported = |request: &mut ExportRequest, why: String| -> Result<()> {
@@ -324,10 +331,10 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
                     });
                 }
             }
-            "_typeFilter" => unsupported(
-                &mut request,
-                format!("_typeFilter {value:?} is not supported"),
-            )?,
+            "_typeFilter" => match type_filter::parse_one(&value, k.now) {
+                Ok((ty, query)) => type_filter::add(&mut request.type_filters, ty, query),
+                Err(e) => unsupported(&mut request, e.to_string())?,
+            },
             "includeAssociatedData" => {
                 for v in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
                     if ASSOCIATED_DATA.contains(&v) {
@@ -560,9 +567,13 @@ mod tests {
         refused(
             kick(
                 Level::System,
-                &[("_typeFilter", "Observation?status=final")],
+                &[("_typeFilter", "Observation?status=final&_sort=date")],
             ),
-            "_typeFilter",
+            "_sort",
+        );
+        refused(
+            kick(Level::System, &[("_typeFilter", "Observation?nope=1")]),
+            "nope",
         );
         refused(kick(Level::System, &[("_count", "10")]), "_count");
         refused(
@@ -587,6 +598,27 @@ mod tests {
         let r = parse(k).unwrap();
         assert_eq!(r.types.unwrap().len(), 1);
         assert_eq!(r.ignored.len(), 3, "{:?}", r.ignored);
+        assert!(r.type_filters.is_empty());
+    }
+
+    #[test]
+    fn type_filters_of_one_type_are_ored_and_each_types_kept_apart() {
+        let r = parse(kick(
+            Level::System,
+            &[
+                ("_typeFilter", "Observation?status=final"),
+                ("_typeFilter", "Patient?gender=female"),
+                ("_typeFilter", "Observation?category=laboratory&code=1234-5"),
+            ],
+        ))
+        .unwrap();
+        let by_type: Vec<(&str, usize)> = r
+            .type_filters
+            .iter()
+            .map(|f| (f.resource_type.as_str(), f.queries.len()))
+            .collect();
+        assert_eq!(by_type, [("Observation", 2), ("Patient", 1)]);
+        assert_eq!(r.type_filters[0].queries[1].clauses.len(), 2);
     }
 
     #[test]

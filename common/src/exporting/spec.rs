@@ -36,6 +36,10 @@ pub struct ExportSpec {
     /// RFC 3339; only rows changed at or before it (`_until`), deletions too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// `_typeFilter`: a type's rows are those passing its filter (types without one:
+    /// every row).
+    #[serde(rename = "typeFilters", default, skip_serializing_if = "Vec::is_empty")]
+    pub type_filters: Vec<crate::fhir::search::filter::TypeFilter>,
     /// Limited to the Patients listed in `siphon_export_patient`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub patients: bool,

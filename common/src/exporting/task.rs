@@ -346,6 +346,12 @@ impl TaskRunner {
                     until,
                     compartment: compartment(&ty),
                     projection: projection(&ty, &run.spec.elements),
+                    filter: run
+                        .spec
+                        .type_filters
+                        .iter()
+                        .find(|f| f.resource_type == ty.as_str())
+                        .cloned(),
                     resource_type: ty,
                 };
                 if bucket {

@@ -254,6 +254,8 @@ pub struct Slice {
     pub until: Option<chrono::DateTime<chrono::Utc>>,
     pub compartment: Option<Compartment>,
     pub projection: Option<Projection>,
+    /// `_typeFilter` of the slice's type: only rows passing it.
+    pub filter: Option<crate::fhir::search::filter::TypeFilter>,
 }
 
 /// The `SUBSETTED` tag `_elements` marks resources with.
@@ -334,6 +336,12 @@ pub fn slice_sql(slice: &Slice) -> Result<String> {
             "ts <= {}::timestamptz",
             literal(&until.to_rfc3339())
         ));
+    }
+    if let Some(f) = &slice.filter {
+        conditions.push(super::filter::filter_condition(
+            f,
+            &super::filter::Columns::default(),
+        )?);
     }
     if let Some(c) = &slice.compartment {
         conditions.push(compartment_condition(
@@ -759,6 +767,7 @@ mod tests {
             until: Some(t("2024-06-30T00:00:00Z")),
             compartment: None,
             projection: None,
+            filter: None,
         })
         .unwrap();
         assert!(

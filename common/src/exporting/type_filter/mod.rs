@@ -193,7 +193,8 @@ pub fn parse_type_filters_lenient<S: AsRef<str>>(
     (filters, refused)
 }
 
-fn add(filters: &mut Vec<TypeFilter>, ty: String, query: Query) {
+/// Adds a parsed value to the filters: ORed with the type's other values.
+pub fn add(filters: &mut Vec<TypeFilter>, ty: String, query: Query) {
     match filters.iter_mut().find(|f| f.resource_type == ty) {
         Some(f) => f.queries.push(query),
         None => filters.push(TypeFilter {
