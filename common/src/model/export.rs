@@ -53,6 +53,9 @@ pub struct TaskCheckpoint {
     /// Where an inventory import's planning stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanCheckpoint>,
+    /// Where a pull import's planning stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<super::pull::PullCheckpoint>,
 }
 
 /// Where the planning of an inventory import stands. Staging is done a whole inventory
@@ -172,6 +175,9 @@ pub enum TaskKind {
     /// The planning of an S3 Inventory import: stage the listed objects, queue the new
     /// and changed ones, mark the gone ones.
     Inventory,
+    /// The planning of a pull import (`$import-pnp`): kick off the remote export, poll
+    /// it, and make each file of its manifests an input of the session.
+    Pull,
 }
 
 impl TaskKind {
@@ -181,6 +187,7 @@ impl TaskKind {
             TaskKind::Deleted => "deleted",
             TaskKind::Query => "query",
             TaskKind::Inventory => "inventory",
+            TaskKind::Pull => "pull",
         }
     }
 }

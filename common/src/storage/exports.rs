@@ -76,6 +76,7 @@ fn task_row(r: &tokio_postgres::Row) -> Result<ExportTask> {
             "deleted" => TaskKind::Deleted,
             "query" => TaskKind::Query,
             "inventory" => TaskKind::Inventory,
+            "pull" => TaskKind::Pull,
             _ => TaskKind::Resources,
         },
         resource_type: r.get(3),
