@@ -46,6 +46,7 @@ pub mod lease;
 pub mod loading;
 pub mod memory;
 pub mod model;
+pub mod pulling;
 pub mod queue;
 pub mod resource_type;
 pub mod resources;

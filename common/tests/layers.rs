@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("validation", 3),
     ("inventory", 4),
     ("sessions", 4),
+    ("pulling", 4),
     ("exporting", 4),
     ("dead_letters", 5),
     ("workers", 5),

@@ -452,7 +452,7 @@ impl Exports {
                         match task.kind {
                             TaskKind::Resources | TaskKind::Query => output.push(entry),
                             TaskKind::Deleted => deleted.push(entry),
-                            TaskKind::Inventory => {}
+                            TaskKind::Inventory | TaskKind::Pull => {}
                         }
                     }
                 }

@@ -383,8 +383,8 @@ impl TaskRunner {
                     Some((&dumps::table_of(&export.id), &columns, after)),
                 )
             }
-            TaskKind::Inventory => Err(Error::Internal(
-                "an inventory planning task reached the export task runner".into(),
+            TaskKind::Inventory | TaskKind::Pull => Err(Error::Internal(
+                "a planning task (inventory, pull) reached the export task runner".into(),
             )),
             TaskKind::Deleted => {
                 let types = run
@@ -418,7 +418,7 @@ impl TaskRunner {
         match run.task.kind {
             TaskKind::Resources => run.spec.file_key(&run.task.resource_type, run.task.part, n),
             TaskKind::Query => run.spec.file_key("query", run.task.part, n),
-            TaskKind::Deleted | TaskKind::Inventory => run.spec.deleted_key(n),
+            TaskKind::Deleted | TaskKind::Inventory | TaskKind::Pull => run.spec.deleted_key(n),
         }
     }
 

@@ -357,6 +357,7 @@ pub async fn begin(
             credentials: job.store.credentials,
         }),
         plan: Some(PlanProgress::default()),
+        pull: None,
     };
     let request = serde_json::to_value(&request).map_err(|e| Error::Internal(e.to_string()))?;
     {

@@ -29,10 +29,11 @@ use tokio_util::io::SyncIoBridge;
 use self::decode::{Batch, DecodeConfig, DecodeError};
 use crate::error::{Error, Result};
 use crate::lease::{FirstBeat, Heartbeat};
+use crate::model::export::ExportKind;
 use crate::model::loader_file::{Checkpoint, FileProgress};
 use crate::model::{FileStatus, LineError, LoaderFile};
 use crate::resource_type::ResourceType;
-use crate::sources::{Source, SourceError};
+use crate::sources::{Location, Source, SourceError};
 use crate::storage::batch::Opened;
 use crate::storage::loader_files::Claim;
 use crate::storage::Db;
@@ -389,6 +390,35 @@ impl Loader {
         Ok(Stop::Finished(Outcome::Continue { line }))
     }
 
+    /// The `Authorization` header a pull import's file is fetched with: its job's token,
+    /// when its manifest required one and the file is on the kick-off URL's origin.
+    async fn pull_authorization(
+        &self,
+        file: &LoaderFile,
+        location: &Location,
+    ) -> Result<Option<String>> {
+        let (Some(session), Location::Url(url)) = (&file.import, location) else {
+            return Ok(None);
+        };
+        let Some(export) = self.db.export(session).await? else {
+            return Ok(None);
+        };
+        if export.kind != ExportKind::Pull {
+            return Ok(None);
+        }
+        let job: crate::model::pull::PullJob = serde_json::from_value(export.request)
+            .map_err(|e| Error::Internal(format!("unreadable pull job {session}: {e}")))?;
+        // Shown on the session before the page's files were queued.
+        let requires = {
+            let client = self.db.client().await?;
+            crate::storage::imports::read(&**client, session, false)
+                .await?
+                .and_then(|r| r.request.pull)
+                .is_some_and(|p| p.requires_token)
+        };
+        Ok(job.authorization_for(url, requires))
+    }
+
     /// Opens the object and starts the decoder thread. Permanent source errors end the
     /// file in `error`.
     async fn open(
@@ -400,7 +430,12 @@ impl Loader {
         std::result::Result<mpsc::Receiver<std::result::Result<Batch, (Batch, DecodeError)>>, Stop>,
     > {
         let location = file.origin();
-        let object = match self.source.open(&location, file.etag.as_deref()).await {
+        let authorization = self.pull_authorization(file, &location).await?;
+        let object = match self
+            .source
+            .open_authorized(&location, file.etag.as_deref(), authorization.as_deref())
+            .await
+        {
             Ok(o) => o,
             Err(SourceError::Transient(reason)) => return Ok(Err(Stop::Transient(reason))),
             Err(e @ (SourceError::NotFound(_) | SourceError::Changed(_)))

@@ -53,6 +53,9 @@ pub struct TaskCheckpoint {
     /// Where an inventory import's planning stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanCheckpoint>,
+    /// Where a pull import's planning stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<super::pull::PullCheckpoint>,
 }
 
 /// Where the planning of an inventory import stands. Staging is done a whole inventory
@@ -169,6 +172,9 @@ pub enum ExportKind {
     Bucket,
     /// The planning of an S3 Inventory import (its id is the `$import` session's).
     Inventory,
+    /// A pull import (`$import-pnp`) of a remote Bulk Data export (its id is the
+    /// `$import` session's).
+    Pull,
 }
 
 impl ExportKind {
@@ -178,6 +184,7 @@ impl ExportKind {
             ExportKind::Fhir => "fhir",
             ExportKind::Bucket => "bucket",
             ExportKind::Inventory => "inventory",
+            ExportKind::Pull => "pull",
         }
     }
 
@@ -187,6 +194,7 @@ impl ExportKind {
             "fhir" => ExportKind::Fhir,
             "bucket" => ExportKind::Bucket,
             "inventory" => ExportKind::Inventory,
+            "pull" => ExportKind::Pull,
             _ => return None,
         })
     }
@@ -205,6 +213,9 @@ pub enum TaskKind {
     /// The planning of an S3 Inventory import: stage the listed objects, queue the new
     /// and changed ones, mark the gone ones.
     Inventory,
+    /// The planning of a pull import (`$import-pnp`): kick off the remote export, poll
+    /// it, and make each file of its manifests an input of the session.
+    Pull,
 }
 
 impl TaskKind {
@@ -214,6 +225,7 @@ impl TaskKind {
             TaskKind::Deleted => "deleted",
             TaskKind::Query => "query",
             TaskKind::Inventory => "inventory",
+            TaskKind::Pull => "pull",
         }
     }
 
@@ -224,6 +236,7 @@ impl TaskKind {
             "deleted" => TaskKind::Deleted,
             "query" => TaskKind::Query,
             "inventory" => TaskKind::Inventory,
+            "pull" => TaskKind::Pull,
             _ => return None,
         })
     }

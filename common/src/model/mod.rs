@@ -7,6 +7,7 @@ pub mod ids;
 pub mod line_error;
 pub mod loader_file;
 pub mod location;
+pub mod pull;
 pub mod session;
 pub mod validation;
 

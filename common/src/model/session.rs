@@ -53,6 +53,9 @@ pub struct SessionRequest {
     pub inventory: Option<InventorySummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanProgress>,
+    /// A pull import (`$import-pnp`): the remote export and how far it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<super::pull::PullProgress>,
 }
 
 impl SessionRequest {
@@ -61,9 +64,11 @@ impl SessionRequest {
         self.inventory.is_some()
     }
 
-    /// An inventory import whose planning has not finished yet.
+    /// An inventory import whose planning has not finished yet, or a pull import whose
+    /// manifests have not all been read.
     pub fn is_planning(&self) -> bool {
-        self.is_inventory() && !self.plan.is_some_and(|p| p.done)
+        (self.is_inventory() && !self.plan.is_some_and(|p| p.done))
+            || self.pull.as_ref().is_some_and(|p| !p.done)
     }
 }
 

@@ -85,6 +85,9 @@ pub struct SessionView {
     /// An inventory import: the manifest, and what the planning found so far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inventory: Option<InventoryView>,
+    /// A pull import (`$import-pnp`): the remote export and how far it got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull: Option<crate::model::pull::PullProgress>,
     pub created: String,
     pub updated: String,
 }
@@ -156,6 +159,7 @@ fn inventory_view(
         inputs: listed.into_iter().map(input_view).collect(),
         files: Some(files),
         inventory: Some(inventory),
+        pull: None,
         created: row.created,
         updated: row.updated,
     }
@@ -168,8 +172,20 @@ fn view(id: &str, row: store::ImportRow, files: Vec<LoaderFile>) -> SessionView 
         .count();
     let loaded = files.iter().map(|f| f.loaded).sum();
     let failed = files.iter().map(|f| f.failed).sum();
+    let pull = row.request.pull.clone();
+    let pulling = match &pull {
+        Some(p) if !p.done => format!(
+            "pulling ({}{}), ",
+            p.stage,
+            p.remote_progress
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+        _ => String::new(),
+    };
     let progress = format!(
-        "{}: {done}/{} inputs done, {loaded} resources loaded, {failed} invalid lines",
+        "{}: {pulling}{done}/{} inputs done, {loaded} resources loaded, {failed} invalid lines",
         row.status.as_str(),
         files.len()
     );
@@ -184,6 +200,7 @@ fn view(id: &str, row: store::ImportRow, files: Vec<LoaderFile>) -> SessionView 
         inputs: files.into_iter().map(input_view).collect(),
         files: None,
         inventory: None,
+        pull,
         created: row.created,
         updated: row.updated,
     }

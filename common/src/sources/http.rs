@@ -25,8 +25,11 @@ use futures::StreamExt;
 use http_body_util::{BodyStream, Empty};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, ACCEPT_ENCODING, CONTENT_LENGTH, ETAG, HOST, IF_MATCH, LOCATION, USER_AGENT,
+    HeaderMap, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_LENGTH, ETAG, HOST, IF_MATCH, LOCATION,
+    USER_AGENT,
 };
+pub use hyper::header::{HeaderName, HeaderValue};
+pub use hyper::Method;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -130,6 +133,15 @@ impl Connect for TcpConnect {
     }
 }
 
+/// The answer to [`HttpSource::call`]: status, headers and the body, streamed.
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Box<dyn AsyncRead + Send + Unpin>,
+    /// The URL that answered (after redirects).
+    pub url: String,
+}
+
 /// Files behind `https://` URLs (and `http://` ones for allow-listed hosts). Cheap to
 /// clone: clones share the resolver, connector and TLS settings.
 #[derive(Clone)]
@@ -212,13 +224,70 @@ impl HttpSource {
     /// require: it is sent as `If-Match`, and a 412 answer is [`SourceError::Changed`].
     /// Redirects (301, 302, 303, 307, 308) are followed up to [`MAX_REDIRECTS`] times,
     /// each hop checked like the first URL. Only strong ETags are reported: a weak one
-    /// (`W/"..."`) could never satisfy `If-Match` later.
+    /// (`W/"..."`) could never satisfy `If-Match`.
     pub async fn open_url(
         &self,
         url: &str,
         if_match: Option<&str>,
     ) -> Result<OpenedObject, SourceError> {
-        let mut url = guard::parse(url)?;
+        self.open_url_with(url, if_match, None).await
+    }
+
+    /// [`HttpSource::open_url`] sending `authorization` as the `Authorization` header,
+    /// to the URL's origin only: a redirect to another origin goes without it.
+    pub async fn open_url_with(
+        &self,
+        url: &str,
+        if_match: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Result<OpenedObject, SourceError> {
+        let mut headers = Vec::new();
+        if let Some(etag) = if_match {
+            let value = HeaderValue::from_str(etag).map_err(|_| {
+                SourceError::Other(format!("etag {etag:?} is not a valid If-Match value"))
+            })?;
+            headers.push((IF_MATCH, value));
+        }
+        let (url, response) = self
+            .request(Method::GET, url, &headers, authorization)
+            .await?;
+        opened(&url, response)
+    }
+
+    /// One request of a protocol client (the Bulk Data client of a pull import): any
+    /// method, extra `headers`, and `authorization` sent to the first URL's origin only.
+    /// GET follows redirects as [`HttpSource::open_url`] does, each hop vetted; other
+    /// methods answer the first response. The answer is not judged by its status: the
+    /// caller reads it (202, 429 and `Retry-After` mean something to it).
+    pub async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        authorization: Option<&str>,
+    ) -> Result<Answer, SourceError> {
+        let (url, response) = self.request(method, url, headers, authorization).await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        Ok(Answer {
+            status,
+            headers,
+            body: body_reader(shown(&url), response.into_body()),
+            url: url.to_string(),
+        })
+    }
+
+    /// Sends the request through the guard, following GET redirects; the final URL and
+    /// response.
+    async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        authorization: Option<&str>,
+    ) -> Result<(Url, Response<Incoming>), SourceError> {
+        let first = guard::parse(url)?;
+        let mut url = first.clone();
         let mut redirects = 0;
         loop {
             let target = match self.vet(&url).await {
@@ -227,10 +296,18 @@ impl HttpSource {
                 }
                 other => other?,
             };
-            let response = self.get(&target, if_match).await?;
+            let mut all: Vec<(HeaderName, HeaderValue)> = headers.to_vec();
+            if let Some(a) = authorization.filter(|_| url.origin() == first.origin()) {
+                let mut value = HeaderValue::from_str(a).map_err(|_| {
+                    SourceError::Other("the credential is not a valid header value".into())
+                })?;
+                value.set_sensitive(true);
+                all.push((AUTHORIZATION, value));
+            }
+            let response = self.send(&target, method.clone(), &all).await?;
             let status = response.status();
-            if !is_redirect(status) {
-                return opened(&target.url, response);
+            if method != Method::GET || !is_redirect(status) {
+                return Ok((target.url, response));
             }
             let Some(next) = response
                 .headers()
@@ -260,10 +337,11 @@ impl HttpSource {
     }
 
     /// One request to a vetted URL, over a connection to one of its pinned addresses.
-    async fn get(
+    async fn send(
         &self,
         target: &Vetted,
-        if_match: Option<&str>,
+        method: Method,
+        headers: &[(HeaderName, HeaderValue)],
     ) -> Result<Response<Incoming>, SourceError> {
         let url = &target.url;
         let tcp = self.connect(target).await?;
@@ -282,21 +360,20 @@ impl HttpSource {
             }
         });
 
-        let mut request = Request::get(&url[Position::BeforePath..Position::AfterQuery])
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(&url[Position::BeforePath..Position::AfterQuery])
             .header(HOST, host_header(url))
             .header(USER_AGENT, concat!("siphon/", env!("CARGO_PKG_VERSION")))
             // The stored bytes, as they are: a .gz file must not be decoded on the way.
             .header(ACCEPT_ENCODING, "identity");
-        if let Some(etag) = if_match {
-            let value = HeaderValue::from_str(etag).map_err(|_| {
-                SourceError::Other(format!("etag {etag:?} is not a valid If-Match value"))
-            })?;
-            request = request.header(IF_MATCH, value);
+        for (name, value) in headers {
+            request = request.header(name, value);
         }
         let request = request
             .body(Empty::<Bytes>::new())
             .map_err(|e| SourceError::Other(format!("{}: {e}", shown(url))))?;
-        tracing::debug!(url = %shown(url), "GET");
+        tracing::debug!(url = %shown(url), %method, "request");
         let response = tokio::time::timeout(RESPONSE_HEADERS_TIMEOUT, sender.send_request(request))
             .await
             .map_err(|_| {

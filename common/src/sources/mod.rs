@@ -79,6 +79,24 @@ pub trait Source: Send + Sync {
         location: &'a Location,
         if_match: Option<&'a str>,
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>>;
+
+    /// [`Source::open`] sending `authorization` (the `Authorization` header of a pull
+    /// import's remote). A source that cannot send one refuses rather than read without.
+    fn open_authorized<'a>(
+        &'a self,
+        location: &'a Location,
+        if_match: Option<&'a str>,
+        authorization: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        match authorization {
+            None => self.open(location, if_match),
+            Some(_) => Box::pin(async move {
+                Err(SourceError::Other(format!(
+                    "{location} cannot be read with a credential from this source"
+                )))
+            }),
+        }
+    }
 }
 
 /// Checks a URL before anything is stored or fetched (scheme, resolved addresses,
@@ -110,6 +128,18 @@ impl Source for Routed {
             Location::Url(_) => self.http.open(location, if_match),
         }
     }
+
+    fn open_authorized<'a>(
+        &'a self,
+        location: &'a Location,
+        if_match: Option<&'a str>,
+        authorization: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        match location {
+            Location::S3(_) => self.s3.open_authorized(location, if_match, authorization),
+            Location::Url(_) => self.http.open_authorized(location, if_match, authorization),
+        }
+    }
 }
 
 impl Source for http::HttpSource {
@@ -121,6 +151,22 @@ impl Source for http::HttpSource {
         Box::pin(async move {
             match location {
                 Location::Url(url) => self.open_url(url, if_match).await,
+                Location::S3(o) => Err(SourceError::Other(format!(
+                    "{o} is in a bucket, not at a URL"
+                ))),
+            }
+        })
+    }
+
+    fn open_authorized<'a>(
+        &'a self,
+        location: &'a Location,
+        if_match: Option<&'a str>,
+        authorization: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        Box::pin(async move {
+            match location {
+                Location::Url(url) => self.open_url_with(url, if_match, authorization).await,
                 Location::S3(o) => Err(SourceError::Other(format!(
                     "{o} is in a bucket, not at a URL"
                 ))),

@@ -210,6 +210,22 @@ pub async fn set_plan<C: GenericClient + Sync>(
     Ok(())
 }
 
+/// Records how far a pull import got (`request.pull`).
+pub async fn set_pull<C: GenericClient + Sync>(
+    client: &C,
+    id: &str,
+    pull: &crate::model::pull::PullProgress,
+) -> Result<()> {
+    let patch = serde_json::json!({ "pull": pull });
+    client
+        .execute(
+            "UPDATE siphon_import SET request = request || $2::jsonb, updated_at = now() WHERE id = $1",
+            &[&id, &patch],
+        )
+        .await?;
+    Ok(())
+}
+
 /// The session's files, in input order.
 pub async fn files<C: GenericClient + Sync>(client: &C, import: &str) -> Result<Vec<LoaderFile>> {
     let rows = client
@@ -220,11 +236,17 @@ pub async fn files<C: GenericClient + Sync>(client: &C, import: &str) -> Result<
             ),
             &[&import],
         )
-        .await?;
-    Ok(super::loader_file_table::readable_files(
-        &rows,
-        "its session",
-    ))
+        .await
+        .map_err(Error::from);
+    match rows {
+        Ok(rows) => Ok(super::loader_file_table::readable_files(
+            &rows,
+            "its session",
+        )),
+        // A pull import has no file before its first manifest page: maybe no table yet.
+        Err(e) if super::is_undefined_table(&e) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Session ids, newest first.

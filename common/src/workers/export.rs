@@ -22,6 +22,7 @@ use super::runtime::{Delivery, Disposition, Job, Runtime};
 use crate::exporting::task::{TaskOptions, TaskOutcome, TaskRunner};
 use crate::exporting::ExportMessage;
 use crate::model::export::ExportKind;
+use crate::pulling::task::PullOutcome;
 use crate::queue::MessageQueue;
 use crate::sinks::s3::S3Sink;
 use crate::sinks::ObjectSink;
@@ -160,13 +161,16 @@ impl ExportWorker {
             sink,
             options: self.options.clone(),
         };
+        if kind == Some(ExportKind::Pull) {
+            return self.pull(message, delivery).await;
+        }
         // A missing export is the runner's to report (its task ends).
         let outcome = match kind {
             Some(ExportKind::Inventory) => {
                 self.plan(message, delivery.receipt, delivery.deadline)
                     .await
             }
-            Some(ExportKind::Fhir | ExportKind::Bucket) | None => {
+            Some(ExportKind::Fhir | ExportKind::Bucket | ExportKind::Pull) | None => {
                 runner
                     .run(task, delivery.receipt, Some(delivery.deadline))
                     .await
@@ -208,6 +212,41 @@ impl ExportWorker {
         }
     }
 
+    /// Runs a pull import's planning task: a wait the remote asks for becomes the
+    /// message's delay.
+    async fn pull(&self, message: &ExportMessage, delivery: Delivery<'_>) -> Disposition {
+        let Some(load_queue) = self.load_queue.clone() else {
+            return Disposition::Retry(crate::error::Error::Internal(
+                "pull imports need the load queue: set SIPHON_LOAD_QUEUE_URL for the export function".into(),
+            ));
+        };
+        let puller = crate::pulling::task::Puller {
+            db: self.db.clone(),
+            load_queue,
+            http: crate::sources::http::HttpSource::new(self.policy.clone()),
+            options: self.options.clone(),
+        };
+        match puller
+            .run(&message.task, delivery.receipt, Some(delivery.deadline))
+            .await
+        {
+            Ok(PullOutcome::Wait(wait)) => Disposition::Requeue {
+                delay: Some(wait.as_secs().clamp(1, 900) as i32),
+                why: "the remote export is not ready".into(),
+            },
+            Ok(PullOutcome::Task(TaskOutcome::Continue)) => Disposition::Requeue {
+                delay: None,
+                why: "continue with the next manifest page".into(),
+            },
+            Ok(PullOutcome::Task(TaskOutcome::Busy)) => Disposition::Requeue {
+                delay: Some(60),
+                why: "busy: another worker holds the task".into(),
+            },
+            Ok(PullOutcome::Task(_)) => Disposition::Done,
+            Err(e) => Disposition::Retry(e),
+        }
+    }
+
     /// Runs an inventory import's planning task.
     async fn plan(
         &self,
@@ -244,8 +283,23 @@ impl ExportWorker {
     }
 
     /// Fails a task from outside a run (the queue gives up on it) and settles its export.
+    /// A pull import's session ends in error with its task.
     pub async fn give_up(&self, task: &str, why: &str) -> crate::error::Result<()> {
-        crate::exporting::task::give_up(&self.db, task, why).await?;
+        if crate::exporting::task::give_up(&self.db, task, why).await? {
+            let export = task.split('/').next().unwrap_or("");
+            if let Some(e) = self.db.export(export).await? {
+                if e.kind == ExportKind::Pull {
+                    let client = self.db.client().await?;
+                    crate::storage::imports::set_status(
+                        &**client,
+                        export,
+                        crate::model::SessionStatus::Error,
+                        Some(&format!("pull failed: {why}")),
+                    )
+                    .await?;
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -79,6 +79,7 @@ pub async fn route(app: &App, request: &Request, who: &Principal) -> Result<Repl
         (&Method::GET, ["$dump-to-bucket", id]) => rpc::dump_view(app, id, who).await,
         (&Method::DELETE, ["$dump-to-bucket", id]) => rpc::dump_cancel(app, id, who).await,
         (&Method::POST, ["$import"]) => sessions::import(app, request, who).await,
+        (&Method::POST, ["$import-pnp"]) => sessions::import_pnp(app, request, who).await,
         (&Method::GET, ["$import"]) => sessions::list(app, request, who).await,
         (&Method::GET, ["$import", id]) => sessions::view(app, id, who).await,
         (&Method::POST, ["$load"]) => sessions::load(app, request, None, who).await,

@@ -33,6 +33,29 @@ pub async fn import(app: &App, request: &Request, who: &Principal) -> Result<Rep
         .header(CONTENT_LOCATION, format!("/$import/{}", acted.session.id)))
 }
 
+/// `POST /$import-pnp`: a pull import from a remote Bulk Data server; 202 +
+/// content-location of its `$import` session (poll it as a Bulk Data status URL).
+pub async fn import_pnp(app: &App, request: &Request, who: &Principal) -> Result<Reply> {
+    let queue = app.task_queue.as_ref().ok_or_else(|| {
+        siphon::Error::Internal(
+            "pull imports run on the export workers: set SIPHON_EXPORT_QUEUE_URL for the API"
+                .into(),
+        )
+    })?;
+    let session = siphon::pulling::start(
+        &app.db,
+        queue.as_ref(),
+        app.imports.guard.as_ref(),
+        &super::body(request)?,
+        who,
+    )
+    .await?;
+    let base = siphon::web::base_url(request.headers(), app.public_url.as_deref());
+    Ok(Reply::value(StatusCode::ACCEPTED, session_value(&session))
+        .header(CONTENT_LOCATION, format!("{base}/$import/{}", session.id))
+        .header(X_PROGRESS, session.progress.clone()))
+}
+
 /// `GET /$import/{id}`: as the FHIR Bulk Data status endpoint, 202 + X-Progress while the
 /// job runs, 200 when it ended.
 pub async fn view(app: &App, id: &str, who: &Principal) -> Result<Reply> {

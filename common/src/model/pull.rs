@@ -1,0 +1,183 @@
+//! A pull import (`$import-pnp`): what its job stores, where its planning stands, and
+//! what its session shows. Plain data: the Bulk Data client is `pulling`.
+
+use serde::{Deserialize, Serialize};
+
+/// How siphon authenticates to the remote Bulk Data server.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum RemoteAuth {
+    /// Nothing is sent.
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer { token: String },
+}
+
+/// Never shows a credential (logs, panics, test failures).
+impl std::fmt::Debug for RemoteAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteAuth::None => f.write_str("None"),
+            RemoteAuth::Bearer { .. } => f.write_str("Bearer(<redacted>)"),
+        }
+    }
+}
+
+impl RemoteAuth {
+    /// The `Authorization` header value, if any.
+    pub fn header(&self) -> Option<String> {
+        match self {
+            RemoteAuth::None => None,
+            RemoteAuth::Bearer { token } => Some(format!("Bearer {token}")),
+        }
+    }
+
+    /// The name the session shows (`none`, `bearer`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RemoteAuth::None => "none",
+            RemoteAuth::Bearer { .. } => "bearer",
+        }
+    }
+}
+
+/// Everything the planning of one pull import needs, stored with its job
+/// (`siphon_export.request`; the credential under `auth`, never under `request`, which
+/// export lists show).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullJob {
+    /// The `$import` session (also the job's id).
+    pub session: String,
+    /// The kick-off URL with the passed-on parameters in its query.
+    #[serde(rename = "exportUrl")]
+    pub export_url: String,
+    pub auth: RemoteAuth,
+    /// What export lists show: the kick-off URL.
+    pub request: String,
+    /// Who started the import and what it may write (see `LoaderFile::owner`).
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub writes: Option<Vec<String>>,
+}
+
+impl PullJob {
+    /// The `Authorization` header for a file at `url`: only when the manifest said
+    /// `requiresAccessToken` and only on the kick-off URL's origin (a token never goes
+    /// to another host).
+    pub fn authorization_for(&self, url: &str, requires_token: bool) -> Option<String> {
+        if !requires_token || !same_origin(&self.export_url, url) {
+            return None;
+        }
+        self.auth.header()
+    }
+}
+
+/// Scheme, host and port are the same.
+pub fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
+}
+
+/// Where the planning of a pull import stands (its task's checkpoint).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PullCheckpoint {
+    /// The remote's status URL, once kicked off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_url: Option<String>,
+    /// The next manifest page to read (`link` `next`), once the first was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page: Option<String>,
+    /// Manifest pages read.
+    pub pages: u32,
+    /// Output files made inputs of the session.
+    pub files: u32,
+    /// Every manifest page has been read.
+    pub done: bool,
+    /// The manifests said `requiresAccessToken`.
+    pub requires_token: bool,
+    /// Requests that failed in a row and may succeed later (429, 5xx, network).
+    pub failures: u32,
+}
+
+/// A pull import as its session shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PullProgress {
+    /// The kick-off URL (its query kept: it holds only export parameters).
+    pub export_url: String,
+    /// `none`, `bearer`.
+    pub auth: String,
+    /// `kick-off`, `exporting` (the remote is working), `loading` (every file is an
+    /// input), `aborted`.
+    pub stage: String,
+    /// The remote's last `X-Progress`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_progress: Option<String>,
+    pub pages: u32,
+    pub files: u32,
+    /// Files in the manifests' `error` (OperationOutcomes of the remote), not loaded.
+    pub remote_errors: u32,
+    pub done: bool,
+    /// Whether files are fetched with the token (`requiresAccessToken`).
+    pub requires_token: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_goes_only_to_the_export_origin_and_only_when_required() {
+        let job = PullJob {
+            session: "s".into(),
+            export_url: "https://ehr.example.org/fhir/$export".into(),
+            auth: RemoteAuth::Bearer {
+                token: "t0k".into(),
+            },
+            request: String::new(),
+            owner: None,
+            writes: None,
+        };
+        let here = "https://ehr.example.org/files/1.ndjson";
+        assert_eq!(
+            job.authorization_for(here, true).as_deref(),
+            Some("Bearer t0k")
+        );
+        assert_eq!(job.authorization_for(here, false), None);
+        assert_eq!(
+            job.authorization_for("https://cdn.example.org/1.ndjson", true),
+            None
+        );
+        assert_eq!(
+            job.authorization_for("https://ehr.example.org:8443/1", true),
+            None
+        );
+        assert_eq!(
+            job.authorization_for("http://ehr.example.org/1", true),
+            None
+        );
+        assert!(!format!("{:?}", job.auth).contains("t0k"));
+    }
+
+    #[test]
+    fn the_job_round_trips_with_its_credential_under_auth() {
+        let job = PullJob {
+            session: "s".into(),
+            export_url: "https://x.example/$export".into(),
+            auth: RemoteAuth::Bearer { token: "t".into() },
+            request: "https://x.example/$export".into(),
+            owner: Some("c".into()),
+            writes: None,
+        };
+        let v = serde_json::to_value(&job).unwrap();
+        assert_eq!(
+            v["auth"],
+            serde_json::json!({"type": "bearer", "token": "t"})
+        );
+        assert_eq!(serde_json::from_value::<PullJob>(v).unwrap(), job);
+    }
+}

@@ -1,0 +1,393 @@
+//! The planning of a pull import, run by the export workers like an inventory import's
+//! (a task claimed under a lease renewed by a heartbeat, checkpointed, re-delivered by
+//! the sweep when its worker dies):
+//!
+//! 1. **kick off** the remote export; the status URL is the checkpoint.
+//! 2. **poll** the status URL; while the remote answers 202 the task parks (its message
+//!    re-queued with the `Retry-After` delay, clamped; its lease held until then, so the
+//!    sweep steps in only when no worker picks it up); `X-Progress` is shown on the
+//!    session. 429 and 5xx are waited out the same way, up to [`MAX_FAILURES`] in a row.
+//! 3. **read the manifest**, page by page (`link` `next`): each output file becomes an
+//!    input of the session (a LoaderFile whose id is fixed by its place, so a page
+//!    read again after a crash finds its files there) and goes on the load queue; a
+//!    checkpoint after each page.
+//!
+//! The session's state is obeyed at every step: paused, new files are created paused
+//! (resume queues them); aborted, the planning stops and the remote export is cancelled
+//! (`DELETE` on its status URL).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::remote::{Failure, Manifest, Poll, Remote};
+use crate::error::{Error, Result};
+use crate::exporting::task::{claim, TaskOptions, TaskOutcome};
+use crate::model::export::TaskStatus;
+use crate::model::pull::{PullCheckpoint, PullJob, PullProgress};
+use crate::model::{FileOptions, FileStatus, LoaderFile, Location, SessionStatus};
+use crate::queue::{LoadMessage, MessageQueue};
+use crate::sessions::input_file_id;
+use crate::sources::http::HttpSource;
+use crate::storage::exports::TaskCommit;
+use crate::storage::{imports, Db};
+
+/// 429, 5xx or network failures in a row after which a pull gives up.
+pub const MAX_FAILURES: u32 = 8;
+
+/// How a run of a pull task ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PullOutcome {
+    /// As an export task's run.
+    Task(TaskOutcome),
+    /// The remote is still working (or asked to wait): run again after the delay.
+    Wait(Duration),
+}
+
+/// Runs pull tasks.
+pub struct Puller {
+    pub db: Db,
+    /// The load queue (the pulled files' messages).
+    pub load_queue: Arc<dyn MessageQueue>,
+    /// Reaches the remote, through the URL guard.
+    pub http: HttpSource,
+    pub options: TaskOptions,
+}
+
+struct Run {
+    task: String,
+    export: String,
+    owner: String,
+    job: PullJob,
+    checkpoint: PullCheckpoint,
+    /// What the session shows.
+    progress: PullProgress,
+}
+
+impl Puller {
+    /// Runs pull task `task_id` until it ends, must wait, or `deadline` nears.
+    pub async fn run(
+        &self,
+        task_id: &str,
+        receipt: Option<&str>,
+        deadline: Option<Instant>,
+    ) -> Result<PullOutcome> {
+        let claimed = match claim(&self.db, &self.options, task_id, receipt).await? {
+            Ok(c) => c,
+            Err(outcome) => return Ok(PullOutcome::Task(outcome)),
+        };
+        let job: PullJob = serde_json::from_value(claimed.export.request.clone()).map_err(|e| {
+            Error::Internal(format!("unreadable pull job {}: {e}", claimed.export.id))
+        })?;
+        let session = self.session(&job.session).await?;
+        let mut run = Run {
+            task: claimed.task.id.clone(),
+            export: claimed.export.id.clone(),
+            owner: claimed.owner.clone(),
+            checkpoint: claimed.task.checkpoint.pull.clone().unwrap_or_default(),
+            progress: session.1,
+            job,
+        };
+        match session.0 {
+            Some(SessionStatus::Aborted) => return self.stop(&mut run).await,
+            Some(SessionStatus::Active | SessionStatus::Paused) => {}
+            _ => {
+                // The session ended some other way (or was deleted): nothing to pull.
+                self.end(&run, TaskStatus::Cancelled, None).await?;
+                return Ok(PullOutcome::Task(TaskOutcome::Cancelled));
+            }
+        }
+        let outcome = self.pull(&mut run, deadline).await;
+        match outcome {
+            Ok(PullOutcome::Wait(wait)) => {
+                // Park: no heartbeat while waiting; the lease runs until the message
+                // comes back, so the sweep steps in only if nobody picks it up.
+                drop(claimed);
+                let hold = wait.saturating_sub(Duration::from_secs(1)).as_secs_f64();
+                match self.commit(&run, hold).await? {
+                    Ok(()) => Ok(PullOutcome::Wait(wait)),
+                    Err(stop) => Ok(PullOutcome::Task(stop)),
+                }
+            }
+            Ok(other) => Ok(other),
+            Err(e) if e.is_transient() => Err(e),
+            Err(e) => {
+                self.fail(&mut run, &e.to_string()).await?;
+                Ok(PullOutcome::Task(TaskOutcome::Done { count: 0 }))
+            }
+        }
+    }
+
+    async fn session(&self, id: &str) -> Result<(Option<SessionStatus>, PullProgress)> {
+        let client = self.db.client().await?;
+        let row = imports::read(&**client, id, false).await?;
+        Ok(match row {
+            Some(r) => (Some(r.status), r.request.pull.unwrap_or_default()),
+            None => (None, PullProgress::default()),
+        })
+    }
+
+    fn remote<'a>(&'a self, job: &'a PullJob) -> Remote<'a> {
+        Remote {
+            http: &self.http,
+            export_url: &job.export_url,
+            authorization: job.auth.header(),
+        }
+    }
+
+    async fn pull(&self, run: &mut Run, deadline: Option<Instant>) -> Result<PullOutcome> {
+        // 1. Kick off.
+        let status_url = match run.checkpoint.status_url.clone() {
+            Some(u) => u,
+            None => match self.remote(&run.job).kick_off().await {
+                Ok(u) => {
+                    tracing::info!(session = run.job.session, "remote export kicked off");
+                    run.checkpoint.failures = 0;
+                    run.checkpoint.status_url = Some(u.clone());
+                    run.progress.stage = "exporting".into();
+                    self.show(run).await?;
+                    // The status URL first: a worker dying now must not kick off twice.
+                    if let Err(stop) = self.commit(run, self.options.lease.as_secs_f64()).await? {
+                        return Ok(PullOutcome::Task(stop));
+                    }
+                    u
+                }
+                Err(f) => return self.failed(run, f),
+            },
+        };
+        // 2. Poll, until the first manifest page.
+        let mut page: Option<Manifest> = None;
+        if run.checkpoint.pages == 0 {
+            match self.remote(&run.job).poll(&status_url).await {
+                Ok(Poll::Working { wait, progress }) => {
+                    run.checkpoint.failures = 0;
+                    run.progress.remote_progress = progress;
+                    self.show(run).await?;
+                    return Ok(PullOutcome::Wait(wait));
+                }
+                Ok(Poll::Manifest(m)) => page = Some(m),
+                Err(f) => return self.failed(run, f),
+            }
+        }
+        // 3. Manifest pages.
+        loop {
+            let manifest = match page.take() {
+                Some(m) => m,
+                None => match run.checkpoint.next_page.clone() {
+                    None => break,
+                    Some(next) => match self.remote(&run.job).page(&next).await {
+                        Ok(m) => m,
+                        Err(f) => return self.failed(run, f),
+                    },
+                },
+            };
+            self.take_page(run, &manifest).await?;
+            if let Err(stop) = self.commit(run, self.options.lease.as_secs_f64()).await? {
+                return Ok(PullOutcome::Task(stop));
+            }
+            if run.checkpoint.next_page.is_some()
+                && deadline.is_some_and(|d| Instant::now() + self.options.deadline_margin >= d)
+            {
+                self.db.release_export_task(&run.task, &run.owner).await?;
+                return Ok(PullOutcome::Task(TaskOutcome::Continue));
+            }
+        }
+        // Done: every file is an input; the session settles when they have loaded.
+        run.checkpoint.done = true;
+        run.progress.stage = "loading".into();
+        run.progress.done = true;
+        if !self.end(run, TaskStatus::Done, None).await? {
+            return Ok(PullOutcome::Task(TaskOutcome::Busy));
+        }
+        self.show(run).await?;
+        crate::sessions::settle(&self.db, &run.job.session).await?;
+        tracing::info!(
+            session = run.job.session,
+            pages = run.checkpoint.pages,
+            files = run.checkpoint.files,
+            "remote export pulled: every file is queued"
+        );
+        Ok(PullOutcome::Task(TaskOutcome::Done {
+            count: run.checkpoint.files as i64,
+        }))
+    }
+
+    /// A failed request: wait and try again, or (permanent, or too many in a row) an
+    /// error that fails the pull.
+    fn failed(&self, run: &mut Run, failure: Failure) -> Result<PullOutcome> {
+        match failure {
+            Failure::Later { wait, why } => {
+                let failures = run.checkpoint.failures + 1;
+                run.checkpoint.failures = failures;
+                if failures >= MAX_FAILURES {
+                    return Err(Error::BadRequest(format!(
+                        "the remote failed {failures} times in a row; last: {why}"
+                    )));
+                }
+                tracing::warn!(
+                    session = run.job.session,
+                    failures,
+                    wait_s = wait.as_secs(),
+                    error = why,
+                    "remote not ready; waiting"
+                );
+                Ok(PullOutcome::Wait(wait))
+            }
+            Failure::Permanent(why) => Err(Error::BadRequest(why)),
+        }
+    }
+
+    /// Makes each output file of a manifest page an input of the session and queues it.
+    async fn take_page(&self, run: &mut Run, manifest: &Manifest) -> Result<()> {
+        run.checkpoint.failures = 0;
+        run.checkpoint.requires_token |= manifest.requires_access_token;
+        let paused = self.session(&run.job.session).await?.0 == Some(SessionStatus::Paused);
+        let first = run.checkpoint.files as usize;
+        let mut files = Vec::with_capacity(manifest.output.len());
+        for (i, output) in manifest.output.iter().enumerate() {
+            let n = first + i;
+            let ty = crate::ResourceType::parse(&output.resource_type).map_err(|_| {
+                Error::BadRequest(format!(
+                    "manifest file {n}: {:?} is not a resource type",
+                    output.resource_type.chars().take(80).collect::<String>()
+                ))
+            })?;
+            self.http.check(&output.url).await.map_err(|e| {
+                Error::BadRequest(format!("manifest file {n} ({}): {e}", ty.as_str()))
+            })?;
+            let location = Location::Url(output.url.clone());
+            let mut file = LoaderFile::pending_at(&location, FileOptions::default())
+                .owned_by(run.job.owner.clone(), run.job.writes.clone());
+            file.id = input_file_id(&run.job.session, n);
+            file.import = Some(run.job.session.clone());
+            file.input = Some(n as u32);
+            file.resource_type = Some(ty.as_str().to_string());
+            if paused {
+                file.status = FileStatus::Paused;
+            }
+            files.push(file);
+        }
+        self.db.create_loader_files(&files).await?;
+        // The session shows `requiresToken` before any file is queued: the loader reads
+        // it there to decide whether to send the token.
+        run.progress.requires_token = run.checkpoint.requires_token;
+        self.show(run).await?;
+        if !paused && !files.is_empty() {
+            // Every file of the page, created now or by an attempt that died before its
+            // checkpoint: a message too many is ignored by the loader (exactly once).
+            let messages: Vec<LoadMessage> = files
+                .iter()
+                .map(|f| LoadMessage::for_file(f, Default::default()))
+                .collect();
+            crate::queue::send(&*self.load_queue, &messages, None).await?;
+        }
+        run.checkpoint.pages += 1;
+        run.checkpoint.files += files.len() as u32;
+        run.checkpoint.next_page = manifest.next().map(str::to_string);
+        run.progress.pages = run.checkpoint.pages;
+        run.progress.files = run.checkpoint.files;
+        run.progress.remote_errors += manifest.error.len() as u32;
+        run.progress.requires_token = run.checkpoint.requires_token;
+        run.progress.remote_progress = None;
+        self.show(run).await
+    }
+
+    /// Commits the checkpoint (fenced by the lease), holding the lease `hold_secs`.
+    async fn commit(
+        &self,
+        run: &Run,
+        hold_secs: f64,
+    ) -> Result<std::result::Result<(), TaskOutcome>> {
+        let mut checkpoint = crate::model::export::TaskCheckpoint::default();
+        checkpoint.pull = Some(run.checkpoint.clone());
+        match self
+            .db
+            .commit_export_task(
+                &run.task,
+                &run.export,
+                &run.owner,
+                &checkpoint,
+                run.checkpoint.files as i64,
+                hold_secs,
+            )
+            .await?
+        {
+            TaskCommit::Committed => Ok(Ok(())),
+            TaskCommit::LeaseLost => Ok(Err(TaskOutcome::Busy)),
+            TaskCommit::Cancelled => Ok(Err(TaskOutcome::Cancelled)),
+        }
+    }
+
+    /// Shows the progress on the session.
+    async fn show(&self, run: &Run) -> Result<()> {
+        let client = self.db.client().await?;
+        imports::set_pull(&**client, &run.job.session, &run.progress).await
+    }
+
+    /// Ends the task as its owner; `false` when the lease was lost.
+    async fn end(&self, run: &Run, status: TaskStatus, why: Option<&str>) -> Result<bool> {
+        let mut checkpoint = crate::model::export::TaskCheckpoint::default();
+        checkpoint.pull = Some(run.checkpoint.clone());
+        let ended = self
+            .db
+            .end_export_task(
+                &run.task,
+                &run.owner,
+                status,
+                &checkpoint,
+                run.checkpoint.files as i64,
+                why,
+            )
+            .await?;
+        self.db.settle_export(&run.export).await?;
+        Ok(ended)
+    }
+
+    /// The pull failed for good: the task and the session end in error, saying why.
+    async fn fail(&self, run: &mut Run, why: &str) -> Result<()> {
+        tracing::error!(session = run.job.session, error = why, "pull import failed");
+        self.end(run, TaskStatus::Error, Some(why)).await?;
+        run.progress.done = true;
+        self.show(run).await?;
+        let client = self.db.client().await?;
+        imports::set_status(
+            &**client,
+            &run.job.session,
+            SessionStatus::Error,
+            Some(&format!("pull failed: {why}")),
+        )
+        .await
+    }
+
+    /// The session was aborted: the remote export is cancelled, the planning ends, and
+    /// files it created but nobody loads are aborted.
+    async fn stop(&self, run: &mut Run) -> Result<PullOutcome> {
+        if let Some(status_url) = &run.checkpoint.status_url {
+            match self.remote(&run.job).cancel(status_url).await {
+                Ok(status) => {
+                    tracing::info!(session = run.job.session, status, "remote export cancelled")
+                }
+                Err(f) => {
+                    tracing::warn!(session = run.job.session, failure = ?f, "could not cancel the remote export")
+                }
+            }
+        }
+        self.end(run, TaskStatus::Cancelled, None).await?;
+        self.db.cancel_export(&run.export).await?;
+        run.progress.stage = "aborted".into();
+        run.progress.done = true;
+        self.show(run).await?;
+        let client = self.db.client().await?;
+        imports::move_files(
+            &**client,
+            &run.job.session,
+            &["pending", "paused"],
+            "aborted",
+        )
+        .await?;
+        tracing::info!(
+            session = run.job.session,
+            "pull stopped: the session was aborted"
+        );
+        Ok(PullOutcome::Task(TaskOutcome::Cancelled))
+    }
+}

@@ -1,0 +1,359 @@
+//! Pull imports (`$import-pnp`): siphon as the Bulk Data client of a remote server on
+//! 127.0.0.1 (`bulk_remote`), end to end through the API, the export worker (the pull's
+//! planning) and the loader, against real Postgres and LocalStack.
+
+mod api_harness;
+mod bulk_remote;
+
+use std::collections::HashMap;
+
+use api_harness::{call, count, Env};
+use bulk_remote::{Remote, Script, TOKEN};
+use serde_json::{json, Value};
+use siphon::loading::LoadOptions;
+
+/// The API and workers, with the remote's `host:port` allow-listed.
+async fn setup(remote: &Remote) -> Env {
+    let allow = format!("127.0.0.1:4566,{}", remote.addr);
+    api_harness::setup_with(LoadOptions::default(), move |e| {
+        e.with("SIPHON_URL_ALLOWLIST", &allow)
+    })
+    .await
+}
+
+fn pnp(export_url: &str, extra: Value) -> Value {
+    let mut ps = vec![json!({"name": "exportUrl", "valueUrl": export_url})];
+    ps.extend(extra.as_array().cloned().unwrap_or_default());
+    json!({"resourceType": "Parameters", "parameter": ps})
+}
+
+fn bearer() -> Value {
+    json!({"name": "auth", "part": [{"name": "type", "valueCode": "bearer"},
+                                     {"name": "token", "valueString": TOKEN}]})
+}
+
+/// Runs the export and load workers until session `id` is no longer running (at most
+/// 120 rounds of one poll each); returns its last view.
+async fn run_until_settled(env: &Env, id: &str) -> Value {
+    for _ in 0..120 {
+        siphon_local::poll_export_queue(
+            &env.exporter,
+            env.export_queue.client(),
+            env.export_queue.url(),
+            1,
+            std::time::Duration::from_secs(900),
+        )
+        .await;
+        siphon_local::poll_load_queue(&env.worker, env.queue.client(), env.queue.url(), 10, 0)
+            .await;
+        let (status, body, _) = call(env, "GET", &format!("/$import/{id}"), None).await;
+        if status == 200 {
+            return body;
+        }
+        assert_eq!(status, 202, "{body}");
+    }
+    panic!("session {id} did not settle");
+}
+
+/// Starts a pull; returns the session id.
+async fn start(env: &Env, body: Value) -> String {
+    let (status, answer, headers) = call(env, "POST", "/$import-pnp", Some(body)).await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["id"].as_str().unwrap().to_string();
+    let location = headers["content-location"].to_str().unwrap();
+    assert!(location.ends_with(&format!("/$import/{id}")), "{location}");
+    id
+}
+
+fn patients(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            json!({"resourceType": "Patient", "id": format!("p{i}"), "gender": "other"}).to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pulls_every_page_of_a_remote_export_with_its_token() {
+    let observations = [
+        json!({"resourceType": "Observation", "id": "o1", "status": "final"}).to_string(),
+        "{not json".to_string(),
+        json!({"resourceType": "Observation", "id": "o2", "status": "final"}).to_string(),
+    ]
+    .join("\n");
+    let remote = Remote::start(Script {
+        working_polls: 2,
+        unavailable_polls: 1,
+        pages: vec![
+            vec![("Patient", "Patient.ndjson")],
+            vec![("Observation", "Observation.ndjson")],
+        ],
+        files: HashMap::from([
+            ("Patient.ndjson", patients(3)),
+            ("Observation.ndjson", observations),
+        ]),
+        requires_token: true,
+        ..Script::default()
+    })
+    .await;
+    let env = setup(&remote).await;
+    let body = pnp(
+        &remote.export_url(),
+        json!([bearer(),
+               {"name": "_type", "valueString": "Patient,Observation"},
+               {"name": "_since", "valueInstant": "2026-01-01T00:00:00Z"},
+               {"name": "_typeFilter", "valueString": "Observation?status=final"}]),
+    );
+    let id = start(&env, body).await;
+    let session = run_until_settled(&env, &id).await;
+
+    assert_eq!(session["status"], "done", "{session}");
+    assert_eq!(
+        (session["loaded"].as_u64(), session["failed"].as_u64()),
+        (Some(5), Some(1)),
+        "{session}"
+    );
+    assert_eq!(session["inputs"].as_array().unwrap().len(), 2, "{session}");
+    let pull = &session["pull"];
+    assert_eq!(
+        (pull["pages"].as_u64(), pull["files"].as_u64()),
+        (Some(2), Some(2)),
+        "{session}"
+    );
+    assert_eq!(pull["requiresToken"], true);
+    assert_eq!(pull["auth"], "bearer");
+    assert!(
+        !session.to_string().contains(TOKEN),
+        "the token is never shown: {session}"
+    );
+    assert_eq!(count(&env.db, "patient").await, 3);
+    assert_eq!(count(&env.db, "observation").await, 2);
+
+    let seen = remote.seen();
+    let kick_off = seen.iter().find(|s| s.path == "/fhir/$export").unwrap();
+    assert!(
+        kick_off.query.contains("_type=Patient%2CObservation"),
+        "{kick_off:?}"
+    );
+    assert!(
+        kick_off.query.contains("_since=2026-01-01T00%3A00%3A00Z"),
+        "{kick_off:?}"
+    );
+    assert!(
+        kick_off
+            .query
+            .contains("_typeFilter=Observation%3Fstatus%3Dfinal"),
+        "{kick_off:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|s| s.path == "/fhir/$export").count(),
+        1,
+        "kicked off once"
+    );
+    assert_eq!(
+        seen.iter().filter(|s| s.path == "/status/1").count(),
+        4,
+        "two 202s, one 503, the manifest"
+    );
+    for s in &seen {
+        assert_eq!(
+            s.authorization.as_deref(),
+            Some(format!("Bearer {TOKEN}").as_str()),
+            "{s:?}"
+        );
+    }
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.path.starts_with("/files/"))
+            .count(),
+        2,
+        "each file read once"
+    );
+
+    // The malformed line is listed on its file.
+    let obs = session["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "Observation")
+        .unwrap();
+    let (status, errors, _) = call(
+        &env,
+        "GET",
+        &format!(
+            "/LoaderFile/{}/$errors",
+            obs["loaderFile"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{errors}");
+    assert_eq!(errors["errors"][0]["line"], 2, "{errors}");
+}
+
+#[tokio::test]
+async fn a_remote_refusal_ends_the_session_in_error_with_the_remotes_words() {
+    let remote = Remote::start(Script {
+        kick_off_error: Some((400, "unknown _type Foo")),
+        ..Script::default()
+    })
+    .await;
+    let env = setup(&remote).await;
+    let id = start(&env, pnp(&remote.export_url(), json!([]))).await;
+    let session = run_until_settled(&env, &id).await;
+    assert_eq!(session["status"], "error", "{session}");
+    let error = session["error"].as_str().unwrap();
+    assert!(
+        error.contains("kick-off answered HTTP 400: unknown _type Foo"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_token_the_remote_answers_401_and_the_session_says_so() {
+    let remote = Remote::start(Script {
+        requires_token: true,
+        ..Script::default()
+    })
+    .await;
+    let env = setup(&remote).await;
+    let id = start(&env, pnp(&remote.export_url(), json!([]))).await;
+    let session = run_until_settled(&env, &id).await;
+    assert_eq!(session["status"], "error", "{session}");
+    assert!(
+        session["error"].as_str().unwrap().contains("HTTP 401"),
+        "{session}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_file_fails_its_input_and_names_it() {
+    let remote = Remote::start(Script {
+        pages: vec![vec![
+            ("Patient", "Patient.ndjson"),
+            ("Patient", "Gone.ndjson"),
+        ]],
+        files: HashMap::from([("Patient.ndjson", patients(2))]),
+        ..Script::default()
+    })
+    .await;
+    let env = setup(&remote).await;
+    let id = start(&env, pnp(&remote.export_url(), json!([]))).await;
+    let session = run_until_settled(&env, &id).await;
+    assert_eq!(session["status"], "error", "{session}");
+    let error = session["error"].as_str().unwrap();
+    assert!(
+        error.contains("Gone.ndjson") && error.contains("does not exist"),
+        "{error}"
+    );
+    assert_eq!(count(&env.db, "patient").await, 2);
+}
+
+#[tokio::test]
+async fn a_remote_that_stays_unavailable_is_given_up_saying_why() {
+    let remote = Remote::start(Script {
+        unavailable_polls: usize::MAX,
+        ..Script::default()
+    })
+    .await;
+    let env = setup(&remote).await;
+    let id = start(&env, pnp(&remote.export_url(), json!([]))).await;
+    let session = run_until_settled(&env, &id).await;
+    assert_eq!(session["status"], "error", "{session}");
+    let error = session["error"].as_str().unwrap();
+    assert!(
+        error.contains("failed 8 times in a row") && error.contains("HTTP 503"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn abort_stops_the_pull_and_cancels_the_remote_export() {
+    let remote = Remote::start(Script {
+        working_polls: usize::MAX,
+        ..Script::default()
+    })
+    .await;
+    let env = setup(&remote).await;
+    let id = start(&env, pnp(&remote.export_url(), json!([]))).await;
+    // Kick-off and a first poll: the remote is exporting.
+    for _ in 0..20 {
+        siphon_local::poll_export_queue(
+            &env.exporter,
+            env.export_queue.client(),
+            env.export_queue.url(),
+            1,
+            std::time::Duration::from_secs(900),
+        )
+        .await;
+        if remote.seen().iter().any(|s| s.path == "/status/1") {
+            break;
+        }
+    }
+    let (_, view, headers) = call(&env, "GET", &format!("/$import/{id}"), None).await;
+    assert!(
+        headers["x-progress"]
+            .to_str()
+            .unwrap()
+            .contains("pulling (exporting"),
+        "{view}"
+    );
+    let (status, body, _) = call(
+        &env,
+        "POST",
+        "/$import",
+        Some(json!({"resource": {"id": id, "action": "abort"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let session = run_until_settled(&env, &id).await;
+    assert_eq!(session["status"], "aborted", "{session}");
+    for _ in 0..20 {
+        if remote.seen().iter().any(|s| s.method == "DELETE") {
+            break;
+        }
+        siphon_local::poll_export_queue(
+            &env.exporter,
+            env.export_queue.client(),
+            env.export_queue.url(),
+            1,
+            std::time::Duration::from_secs(900),
+        )
+        .await;
+    }
+    let deletes: Vec<_> = remote
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1, "the remote export is cancelled once");
+    assert_eq!(deletes[0].path, "/status/1");
+}
+
+#[tokio::test]
+async fn a_kick_off_url_the_guard_refuses_is_400_before_anything_is_fetched() {
+    let remote = Remote::start(Script::default()).await;
+    let env = setup(&remote).await;
+    // Another loopback port: not allow-listed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = format!("http://{}/fhir/$export", listener.local_addr().unwrap());
+    let (status, body, _) = call(&env, "POST", "/$import-pnp", Some(pnp(&other, json!([])))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("exportUrl"),
+        "{body}"
+    );
+    let (status, body, _) = call(
+        &env,
+        "POST",
+        "/$import-pnp",
+        Some(pnp(
+            &remote.export_url(),
+            json!([{"name": "mode", "valueCode": "overwrite"}]),
+        )),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(remote.seen().is_empty(), "nothing was fetched");
+}
