@@ -443,7 +443,12 @@ async fn type_filter_exports_only_the_matching_resources_of_its_type() {
             .map(|lines| {
                 lines
                     .iter()
-                    .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+                    .map(|l| {
+                        serde_json::from_str::<Value>(l).unwrap()["id"]
+                            .as_str()
+                            .unwrap()
+                            .to_string()
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -453,17 +458,34 @@ async fn type_filter_exports_only_the_matching_resources_of_its_type() {
     let cat = "http://terminology.hl7.org/CodeSystem/observation-category";
     for (filters, expected) in [
         // One value: its parameters ANDed.
-        (vec!["Observation?category=laboratory&status=final".to_string()], vec!["lab-final", "lab-other-code"]),
+        (
+            vec!["Observation?category=laboratory&status=final".to_string()],
+            vec!["lab-final", "lab-other-code"],
+        ),
         // system|code, and a comma inside a value ORs.
-        (vec![format!("Observation?category={cat}|vital-signs,{cat}|social-history")], vec!["social", "vitals-final"]),
+        (
+            vec![format!(
+                "Observation?category={cat}|vital-signs,{cat}|social-history"
+            )],
+            vec!["social", "vitals-final"],
+        ),
         // Two values for one type: ORed.
         (
-            vec!["Observation?code=1234-5&status=preliminary".into(), "Observation?category=vital-signs".into()],
+            vec![
+                "Observation?code=1234-5&status=preliminary".into(),
+                "Observation?category=vital-signs".into(),
+            ],
             vec!["lab-prelim", "vitals-final"],
         ),
         // :not, and a system that is not the category's matches nothing.
-        (vec!["Observation?category:not=laboratory".into()], vec!["social", "vitals-final"]),
-        (vec!["Observation?category=http://example.org|laboratory".into()], vec![]),
+        (
+            vec!["Observation?category:not=laboratory".into()],
+            vec!["social", "vitals-final"],
+        ),
+        (
+            vec!["Observation?category=http://example.org|laboratory".into()],
+            vec![],
+        ),
     ] {
         let query: String = filters
             .iter()
@@ -495,7 +517,10 @@ async fn type_filter_exports_only_the_matching_resources_of_its_type() {
         .await;
         assert_eq!(a.status, 400, "{filter}: {}", a.body);
         let d = diagnostics(&a);
-        assert!(d.contains("_typeFilter") && d.contains(named), "{filter}: {d}");
+        assert!(
+            d.contains("_typeFilter") && d.contains(named),
+            "{filter}: {d}"
+        );
     }
 }
 

@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use super::type_filter;
 use crate::error::{Error, Result};
-use crate::fhir::search::filter::TypeFilter;
 use crate::fhir;
+use crate::fhir::search::filter::TypeFilter;
 use crate::model::ids::is_valid_id;
 use crate::resource_type::ResourceType;
 
