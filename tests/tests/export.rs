@@ -254,7 +254,7 @@ async fn refusals_are_400_operation_outcomes_and_lenient_handling_names_what_it_
         ("/$export?_since=yesterday", FHIR, "instant"),
         ("/$export?_since=2999-01-01T00:00:00Z", FHIR, "future"),
         (
-            "/$export?_typeFilter=Patient%3Factive%3Dtrue",
+            "/$export?_typeFilter=Patient%3F_sort%3Dname",
             FHIR,
             "_typeFilter",
         ),
@@ -294,7 +294,7 @@ async fn refusals_are_400_operation_outcomes_and_lenient_handling_names_what_it_
     let a = request(
         &env,
         "GET",
-        "/$export?_type=Patient,Nope&_typeFilter=Patient%3Factive%3Dtrue",
+        "/$export?_type=Patient,Nope&_typeFilter=Patient%3F_sort%3Dname",
         &[
             ("accept", "application/fhir+json"),
             ("prefer", "respond-async, handling=lenient"),
