@@ -672,8 +672,9 @@ async fn export_runs_a_task_through_the_emulator() {
     let request = siphon::exporting::request::parse(siphon::exporting::request::KickOff {
         post: false,
         level: siphon::exporting::request::Level::System,
-        accept: None,
-        prefer: vec![],
+        // What a Bulk Data client sends (the kick-off requires both).
+        accept: Some("application/fhir+json"),
+        prefer: vec!["respond-async"],
         query: vec![("_type".into(), "Patient".into())],
         body: None,
         now: chrono::Utc::now(),

@@ -87,8 +87,8 @@ async fn in_process(db: &Db, bucket: &str, ty: &str, hand_over: bool) -> (f64, u
     let request = siphon::exporting::request::parse(siphon::exporting::request::KickOff {
         post: false,
         level: siphon::exporting::request::Level::System,
-        accept: None,
-        prefer: vec![],
+        accept: Some("application/fhir+json"),
+        prefer: vec!["respond-async"],
         query: vec![("_type".into(), ty.into())],
         body: None,
         now: chrono::Utc::now(),
