@@ -528,3 +528,51 @@ async fn type_filter_exports_only_the_matching_resources_of_its_type() {
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+#[tokio::test]
+async fn a_client_over_its_concurrent_export_cap_gets_429_with_retry_after() {
+    let env = setup_with(LoadOptions::default(), |e| {
+        e.with("SIPHON_EXPORT_MAX_ACTIVE", "2")
+    })
+    .await;
+    let (s, b, _) = api_harness::call(
+        &env,
+        "PUT",
+        "/",
+        Some(json!([
+            {"resourceType": "Client", "id": "other", "secret": "so"},
+            {"resourceType": "AccessPolicy", "id": "other", "scope": "system/*.rs",
+             "link": [{"id": "other", "resourceType": "Client"}]}
+        ])),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    load(&env, "Patient", 5, 41).await;
+
+    // No worker runs: the first two stay active; the third is refused, and nothing of
+    // it is created.
+    let first = kick_off(&env, "/$export").await;
+    kick_off(&env, "/Patient/$export").await;
+    let refused = request(&env, "GET", "/$export?_type=Patient", FHIR, None, &admin()).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.headers["retry-after"], "30");
+    assert!(!refused.headers.contains_key("content-location"));
+    let d = diagnostics(&refused);
+    assert!(d.contains("already has 2 exports running"), "{d}");
+    let (_, listed, _) = api_harness::call(&env, "GET", "/$export-status", None).await;
+    assert_eq!(listed["exports"].as_array().unwrap().len(), 2, "{listed}");
+
+    // The cap is per client: another client still starts one.
+    let other = api_harness::basic("other", "so");
+    let theirs = request(&env, "GET", "/$export?_type=Patient", FHIR, None, &other).await;
+    assert_eq!(theirs.status, 202, "{}", theirs.body);
+
+    // A cancelled export no longer counts; nor does a completed one.
+    let d = request(&env, "DELETE", &first, &[], None, &admin()).await;
+    assert_eq!(d.status, 202, "{}", d.body);
+    let third = kick_off(&env, "/$export?_type=Patient").await;
+    let again = request(&env, "GET", "/$export", FHIR, None, &admin()).await;
+    assert_eq!(again.status, 429, "{}", again.body);
+    assert_eq!(complete(&env, &third).await.status, 200);
+    kick_off(&env, "/$export").await;
+}

@@ -53,13 +53,16 @@ pub struct ExportConfig {
     pub range_rows: i64,
     /// At most this many ranges per type.
     pub max_ranges: i64,
+    /// A client with this many `$export`s active gets 429 + `Retry-After` for the next
+    /// kick-off (the Bulk Data IG's answer to too many concurrent exports).
+    pub max_active: i64,
 }
 
 impl ExportConfig {
     /// `SIPHON_EXPORT_BUCKET` (exports are off without it), `SIPHON_EXPORT_PREFIX`,
     /// `SIPHON_EXPORT_URL_SECONDS` (3600), `SIPHON_EXPORT_RETENTION_DAYS` (7),
     /// `SIPHON_EXPORT_MIN_POLL_MS` (500), `SIPHON_EXPORT_RANGE_ROWS` (500,000),
-    /// `SIPHON_EXPORT_MAX_RANGES` (8).
+    /// `SIPHON_EXPORT_MAX_RANGES` (8), `SIPHON_EXPORT_MAX_ACTIVE` (4 per client).
     pub fn from_env(
         env: &crate::config::Env,
     ) -> std::result::Result<Option<Self>, crate::config::ConfigError> {
@@ -94,6 +97,7 @@ impl ExportConfig {
             )?),
             range_rows: env.number("SIPHON_EXPORT_RANGE_ROWS", 500_000, 1, 1 << 40)? as i64,
             max_ranges: env.number("SIPHON_EXPORT_MAX_RANGES", 8, 1, 64)? as i64,
+            max_active: env.number("SIPHON_EXPORT_MAX_ACTIVE", 4, 1, 1000)? as i64,
         }))
     }
 }
@@ -108,6 +112,7 @@ impl Default for ExportConfig {
             min_poll_interval: Duration::from_millis(500),
             range_rows: 500_000,
             max_ranges: 8,
+            max_active: 4,
         }
     }
 }
@@ -325,31 +330,28 @@ impl Exports {
             associated: request.associated.clone(),
             ..ExportSpec::default()
         };
+        // What the kick-off ignored or accepted without applying goes to the error file,
+        // written once the export exists (a kick-off over the cap leaves nothing behind).
         let outcomes = spec.kick_off_outcomes();
-        if !outcomes.is_empty() {
-            // What the kick-off ignored or accepted without applying, in the error file.
-            let key = format!("{}errors.ndjson", spec.prefix);
-            let lines: String = outcomes.iter().map(|o| o.to_string() + "\n").collect();
-            let meta = ObjectMeta {
-                content_type: "application/fhir+ndjson".into(),
-                content_encoding: None,
-            };
-            self.sink.put(&key, &meta, lines.into()).await?;
-            spec.error_file = Some(key);
-        }
+        let error_file = (!outcomes.is_empty()).then(|| format!("{}errors.ndjson", spec.prefix));
+        spec.error_file = error_file.clone();
         let tasks = self.tasks(&types, request.since.is_some()).await?;
         let stored = serde_json::to_value(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+        let patients: &[String] = if limited { &patients } else { &[] };
         let export = self
             .db
-            .create_export(
-                &id,
-                ExportKind::Fhir,
-                owner,
-                &stored,
-                &tasks,
-                if limited { &patients } else { &[] },
-            )
-            .await?;
+            .create_export_within_cap(&id, owner, &stored, &tasks, patients, self.config.max_active)
+            .await?
+            .ok_or_else(|| Error::Throttled {
+                message: format!(
+                    "client {owner} already has {} exports running (SIPHON_EXPORT_MAX_ACTIVE); wait for one to complete or cancel one",
+                    self.config.max_active
+                ),
+                retry_after_secs: 30,
+            })?;
+        if let Some(key) = error_file {
+            self.write_outcomes(&id, &key, &outcomes).await?;
+        }
         let messages: Vec<ExportMessage> = (0..tasks.len())
             .map(|n| ExportMessage {
                 task: format!("{id}/{n}"),
@@ -372,6 +374,27 @@ impl Exports {
             "export started"
         );
         Ok(export)
+    }
+
+    /// Writes the kick-off's OperationOutcomes to the export's error file at `key`; on
+    /// failure the export is cancelled.
+    async fn write_outcomes(
+        &self,
+        id: &str,
+        key: &str,
+        outcomes: &[serde_json::Value],
+    ) -> Result<()> {
+        let lines: String = outcomes.iter().map(|o| o.to_string() + "\n").collect();
+        let meta = ObjectMeta {
+            content_type: "application/fhir+ndjson".into(),
+            content_encoding: None,
+        };
+        if let Err(e) = self.sink.put(key, &meta, lines.into()).await {
+            tracing::error!(export = id, error = %e, "cannot write the kick-off's error file");
+            let _ = self.db.cancel_export(id).await;
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// The export if `who` may see it (its owner, or the admin); 404 otherwise, so

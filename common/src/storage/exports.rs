@@ -110,6 +110,45 @@ async fn read_export<C: GenericClient + Sync>(
     .transpose()
 }
 
+/// The export row, its tasks and its Patient list, inside the caller's transaction.
+async fn insert_export(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: &str,
+    kind: ExportKind,
+    owner: &str,
+    request: &Value,
+    tasks: &[NewTask],
+    patients: &[String],
+) -> Result<Export> {
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO siphon_export (id, kind, owner, status, request)
+                 VALUES ($1, $2, $3, 'active', $4) RETURNING {EXPORT_COLUMNS}"
+            ),
+            &[&id, &kind.as_str(), &owner, request],
+        )
+        .await?;
+    for (n, t) in tasks.iter().enumerate() {
+        let task_id = format!("{id}/{n}");
+        tx.execute(
+            "INSERT INTO siphon_export_task (id, export_id, kind, resource_type, part, range_from, range_to, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')",
+            &[&task_id, &id, &t.kind.as_str(), &t.resource_type, &t.part, &t.range_from, &t.range_to],
+        )
+        .await?;
+    }
+    if !patients.is_empty() {
+        tx.execute(
+            "INSERT INTO siphon_export_patient (export_id, ref)
+             SELECT $1, r FROM unnest($2::text[]) r ON CONFLICT DO NOTHING",
+            &[&id, &patients],
+        )
+        .await?;
+    }
+    export_row(&row)
+}
+
 impl Db {
     /// Creates an export with its tasks and Patient list, in one transaction.
     pub async fn create_export(
@@ -124,34 +163,48 @@ impl Db {
         let mut client = self.client().await?;
         let client: &mut tokio_postgres::Client = &mut client;
         let tx = client.transaction().await?;
-        let row = tx
-            .query_one(
-                &format!(
-                    "INSERT INTO siphon_export (id, kind, owner, status, request)
-                     VALUES ($1, $2, $3, 'active', $4) RETURNING {EXPORT_COLUMNS}"
-                ),
-                &[&id, &kind.as_str(), &owner, request],
-            )
-            .await?;
-        for (n, t) in tasks.iter().enumerate() {
-            let task_id = format!("{id}/{n}");
-            tx.execute(
-                "INSERT INTO siphon_export_task (id, export_id, kind, resource_type, part, range_from, range_to, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')",
-                &[&task_id, &id, &t.kind.as_str(), &t.resource_type, &t.part, &t.range_from, &t.range_to],
-            )
-            .await?;
-        }
-        if !patients.is_empty() {
-            tx.execute(
-                "INSERT INTO siphon_export_patient (export_id, ref)
-                 SELECT $1, r FROM unnest($2::text[]) r ON CONFLICT DO NOTHING",
-                &[&id, &patients],
-            )
-            .await?;
-        }
+        let export = insert_export(&tx, id, kind, owner, request, tasks, patients).await?;
         tx.commit().await?;
-        export_row(&row)
+        Ok(export)
+    }
+
+    /// Creates a `$export` (kind `fhir`) as `create_export` does, unless `owner` already
+    /// has `cap` of them active: then nothing is created and the answer is `None`. A
+    /// transaction-level advisory lock on the owner makes the count and the insert one
+    /// step for concurrent kick-offs of one client (and holds behind a transaction
+    /// pooler: it ends with the transaction).
+    pub async fn create_export_within_cap(
+        &self,
+        id: &str,
+        owner: &str,
+        request: &Value,
+        tasks: &[NewTask],
+        patients: &[String],
+        cap: i64,
+    ) -> Result<Option<Export>> {
+        let mut client = self.client().await?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('siphon_export_owner'), hashtext($1))",
+            &[&owner],
+        )
+        .await?;
+        let active: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM siphon_export
+                 WHERE owner = $1 AND kind = $2 AND status = 'active'",
+                &[&owner, &ExportKind::Fhir.as_str()],
+            )
+            .await?
+            .get(0);
+        if active >= cap {
+            return Ok(None);
+        }
+        let export =
+            insert_export(&tx, id, ExportKind::Fhir, owner, request, tasks, patients).await?;
+        tx.commit().await?;
+        Ok(Some(export))
     }
 
     /// One export.
