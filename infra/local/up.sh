@@ -36,6 +36,12 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 9>&-
 }
 rand_hex() { openssl rand -hex 16 2>/dev/null || python3 -c 'import secrets; print(secrets.token_hex(16))'; }
+# siphon's own P-384 key as a SMART client of remote servers (pull imports): PKCS#8 DER,
+# base64 on one line. Nothing when openssl cannot make one (such pulls are then refused).
+client_key() {
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 2>/dev/null |
+    openssl pkcs8 -topk8 -nocrypt -outform DER 2>/dev/null | base64 -w0
+}
 
 # ---- local.env: generated once, reused after ---------------------------------------
 q="$ls_url/queue/us-east-1/000000000000"
@@ -46,6 +52,7 @@ SIPHON_ADMIN_CLIENT_ID=admin
 SIPHON_ADMIN_CLIENT_SECRET=$(rand_hex)
 SIPHON_TOKEN_KEY=$(rand_hex)$(rand_hex)
 SIPHON_READER_PASSWORD=$(rand_hex)
+SIPHON_CLIENT_KEY=$(client_key)
 AWS_ENDPOINT_URL=$ls_url
 AWS_REGION=us-east-1
 AWS_DEFAULT_REGION=us-east-1

@@ -8,7 +8,7 @@ mod bulk_remote;
 use std::collections::HashMap;
 
 use api_harness::{call, count, Env};
-use bulk_remote::{Remote, Script, TOKEN};
+use bulk_remote::{Remote, Script, SMART_TOKEN, TOKEN};
 use serde_json::{json, Value};
 use siphon::loading::LoadOptions;
 
@@ -19,6 +19,29 @@ async fn setup(remote: &Remote) -> Env {
         e.with("SIPHON_URL_ALLOWLIST", &allow)
     })
     .await
+}
+
+/// As [`setup`], with siphon's own client key set to a new P-384 key (or unset).
+async fn setup_keyed(remote: &Remote, keyed: bool) -> Env {
+    use base64::Engine;
+    let allow = format!("127.0.0.1:4566,{}", remote.addr);
+    let key = if keyed {
+        base64::engine::general_purpose::STANDARD
+            .encode(siphon::auth::jwt::SigningKey::generate_pkcs8())
+    } else {
+        String::new()
+    };
+    api_harness::setup_with(LoadOptions::default(), move |e| {
+        e.with("SIPHON_URL_ALLOWLIST", &allow)
+            .with("SIPHON_CLIENT_KEY", &key)
+    })
+    .await
+}
+
+fn smart(client: &str, scope: &str) -> Value {
+    json!({"name": "auth", "part": [{"name": "type", "valueCode": "smart"},
+                                     {"name": "clientId", "valueString": client},
+                                     {"name": "scope", "valueString": scope}]})
 }
 
 fn pnp(export_url: &str, extra: Value) -> Value {
@@ -193,6 +216,55 @@ async fn pulls_every_page_of_a_remote_export_with_its_token() {
 }
 
 #[tokio::test]
+async fn pulls_with_http_basic_and_never_shows_the_password() {
+    // RFC 7617: base64("siphon-pull:s3cret pass") (the password may hold a space).
+    let credential = "Basic c2lwaG9uLXB1bGw6czNjcmV0IHBhc3M=";
+    let remote = Remote::start(Script {
+        pages: vec![vec![("Patient", "Patient.ndjson")]],
+        files: HashMap::from([("Patient.ndjson", patients(4))]),
+        requires_token: true,
+        credential: Some(credential.into()),
+        ..Script::default()
+    })
+    .await;
+    let env = setup(&remote).await;
+    let auth = json!({"name": "auth", "part": [
+        {"name": "type", "valueCode": "basic"},
+        {"name": "username", "valueString": "siphon-pull"},
+        {"name": "password", "valueString": "s3cret pass"}]});
+    let id = start(&env, pnp(&remote.export_url(), json!([auth]))).await;
+    let session = run_until_settled(&env, &id).await;
+
+    assert_eq!(session["status"], "done", "{session}");
+    assert_eq!(session["loaded"].as_u64(), Some(4), "{session}");
+    assert_eq!(session["pull"]["auth"], "basic", "{session}");
+    assert_eq!(count(&env.db, "patient").await, 4);
+    let seen = remote.seen();
+    assert!(
+        seen.iter().any(|s| s.path.starts_with("/files/")),
+        "{seen:?}"
+    );
+    for s in &seen {
+        assert_eq!(s.authorization.as_deref(), Some(credential), "{s:?}");
+    }
+    // Neither the session, nor the session list, nor the export list shows it.
+    let (_, exports, _) = call(&env, "GET", "/$export-status", None).await;
+    let (_, sessions, _) = call(&env, "GET", "/$import", None).await;
+    assert!(
+        exports.to_string().contains(&remote.export_url()),
+        "{exports}"
+    );
+    for shown in [
+        session.to_string(),
+        exports.to_string(),
+        sessions.to_string(),
+    ] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("c2lwaG9uLXB1bGw6"), "{shown}");
+    }
+}
+
+#[tokio::test]
 async fn a_remote_refusal_ends_the_session_in_error_with_the_remotes_words() {
     let remote = Remote::start(Script {
         kick_off_error: Some((400, "unknown _type Foo")),
@@ -356,4 +428,138 @@ async fn a_kick_off_url_the_guard_refuses_is_400_before_anything_is_fetched() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert!(remote.seen().is_empty(), "nothing was fetched");
+}
+
+#[tokio::test]
+async fn pulls_with_smart_backend_services_signing_with_the_key_it_publishes() {
+    let remote = Remote::start(Script {
+        pages: vec![vec![("Patient", "Patient.ndjson")]],
+        files: HashMap::from([("Patient.ndjson", patients(4))]),
+        requires_token: true,
+        credential: Some(format!("Bearer {SMART_TOKEN}")),
+        smart_client: Some("siphon-at-remote"),
+        ..Script::default()
+    })
+    .await;
+    let env = setup_keyed(&remote, true).await;
+
+    // siphon publishes the public half of its key (no credentials needed); the remote
+    // registers it.
+    let (status, jwks, _) =
+        api_harness::call_as(&env, "GET", "/.well-known/jwks.json", None, None).await;
+    assert_eq!(status, 200, "{jwks}");
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{jwks}");
+    assert_eq!(
+        (&keys[0]["kty"], &keys[0]["crv"], &keys[0]["alg"]),
+        (&json!("EC"), &json!("P-384"), &json!("ES384"))
+    );
+    assert!(keys[0].get("d").is_none(), "never the private part: {jwks}");
+    remote.trust(jwks.clone());
+
+    let body = pnp(
+        &remote.export_url(),
+        json!([smart("siphon-at-remote", "system/Patient.read")]),
+    );
+    let id = start(&env, body).await;
+    let session = run_until_settled(&env, &id).await;
+    assert_eq!(session["status"], "done", "{session}");
+    assert_eq!(session["loaded"].as_u64(), Some(4), "{session}");
+    assert_eq!(session["pull"]["auth"], "smart", "{session}");
+    assert_eq!(count(&env.db, "patient").await, 4);
+    assert!(!session.to_string().contains(SMART_TOKEN), "{session}");
+
+    // One token per worker (the planning task's, the loader's), each held for its
+    // lifetime: every poll and the file went with one of them.
+    let requests = remote.token_requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let mut jtis = Vec::new();
+    for (form, claims) in &requests {
+        let claims = claims.as_ref().expect("the assertion verified");
+        assert_eq!(form["scope"], "system/Patient.read");
+        assert_eq!(claims["iss"], "siphon-at-remote");
+        assert_eq!(claims["aud"], remote.token_url());
+        jtis.push(claims["jti"].as_str().unwrap().to_string());
+    }
+    assert_ne!(jtis[0], jtis[1], "a new jti for every assertion");
+    let seen = remote.seen();
+    let protected: Vec<_> = seen
+        .iter()
+        .filter(|s| {
+            s.path == "/fhir/$export"
+                || s.path.starts_with("/status/")
+                || s.path.starts_with("/files/")
+        })
+        .collect();
+    assert!(protected.len() >= 3, "{seen:?}");
+    for s in protected {
+        assert_eq!(
+            s.authorization.as_deref(),
+            Some(format!("Bearer {SMART_TOKEN}").as_str()),
+            "{s:?}"
+        );
+    }
+    // Discovery and the token request carry no credential of siphon's.
+    for s in seen
+        .iter()
+        .filter(|s| s.path.contains("well-known") || s.path == "/auth/token")
+    {
+        assert_eq!(s.authorization, None, "{s:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_endpoint_that_refuses_siphon_ends_the_pull_saying_why() {
+    // The remote registered another client id: siphon's assertion is refused.
+    let remote = Remote::start(Script {
+        pages: vec![vec![("Patient", "Patient.ndjson")]],
+        files: HashMap::from([("Patient.ndjson", patients(2))]),
+        requires_token: true,
+        credential: Some(format!("Bearer {SMART_TOKEN}")),
+        smart_client: Some("someone-else"),
+        ..Script::default()
+    })
+    .await;
+    let env = setup_keyed(&remote, true).await;
+    let (_, jwks, _) = call(&env, "GET", "/.well-known/jwks.json", None).await;
+    remote.trust(jwks);
+    let id = start(
+        &env,
+        pnp(
+            &remote.export_url(),
+            json!([smart("siphon-at-remote", "system/*.read")]),
+        ),
+    )
+    .await;
+    let session = run_until_settled(&env, &id).await;
+    assert_eq!(session["status"], "error", "{session}");
+    let message = session.to_string();
+    assert!(message.contains("invalid_client"), "{message}");
+    assert!(message.contains("unknown client"), "{message}");
+    assert!(
+        !remote.seen().iter().any(|s| s.path == "/fhir/$export"),
+        "nothing is kicked off without a token"
+    );
+    assert_eq!(count(&env.db, "patient").await, 0);
+}
+
+#[tokio::test]
+async fn without_a_client_key_a_smart_pull_is_400_and_no_key_is_published() {
+    let remote = Remote::start(Script::default()).await;
+    let env = setup_keyed(&remote, false).await;
+    let (status, jwks, _) = call(&env, "GET", "/.well-known/jwks.json", None).await;
+    assert_eq!((status, jwks), (200, json!({"keys": []})));
+    let (status, answer, _) = call(
+        &env,
+        "POST",
+        "/$import-pnp",
+        Some(pnp(
+            &remote.export_url(),
+            json!([smart("siphon", "system/*.read")]),
+        )),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.to_string().contains("SIPHON_CLIENT_KEY"), "{answer}");
+    assert!(remote.seen().is_empty(), "nothing fetched");
 }

@@ -6,6 +6,9 @@
 //! - **SMART Backend Services** bearer tokens ([`backend`]: a client signs a JWT
 //!   assertion with its registered keys and gets a short-lived access token, [`tokens`]).
 //!
+//! The other way round, [`remote`] is siphon as a SMART client of another server (pull
+//! imports): its own key, the assertions it signs, the tokens it holds.
+//!
 //! Either way a client's rights are SMART scopes ([`scopes`]) granted by the
 //! AccessPolicies that link it (`scope`, or `engine: allow` for the data operations of
 //! the seed's demo); [`Principal`] is what every route checks. The admin alone manages
@@ -27,6 +30,7 @@ pub mod budget;
 pub mod cache;
 pub mod jwt;
 pub mod principal;
+pub mod remote;
 pub mod scopes;
 pub mod tokens;
 

@@ -125,6 +125,9 @@ pub struct Loader {
     receipt: Option<String>,
     /// How many times that message has been received (SQS `ApproximateReceiveCount`).
     receives: u32,
+    /// siphon's SMART client key and the guarded client its token requests go through
+    /// (files of pull imports with `auth` type `smart`).
+    remote: Option<crate::auth::remote::RemoteAccess>,
 }
 
 /// Renews the file's lease every `heartbeat` while the load runs (a lease not renewed
@@ -159,7 +162,15 @@ impl Loader {
             options,
             receipt: None,
             receives: 1,
+            remote: None,
         }
+    }
+
+    /// Files of pull imports that authenticate with SMART Backend Services get their
+    /// access tokens through `remote`.
+    pub fn with_remote_access(mut self, remote: Option<crate::auth::remote::RemoteAccess>) -> Self {
+        self.remote = remote;
+        self
     }
 
     /// The load serves the SQS message with this receipt handle: if the worker dies, the
@@ -390,21 +401,23 @@ impl Loader {
         Ok(Stop::Finished(Outcome::Continue { line }))
     }
 
-    /// The `Authorization` header a pull import's file is fetched with: its job's token,
-    /// when its manifest required one and the file is on the kick-off URL's origin.
+    /// The `Authorization` header a pull import's file is fetched with: its job's
+    /// credential (a SMART access token fetched now or held), when its manifest required
+    /// one and the file is on the kick-off URL's origin. A token that cannot be had is
+    /// the file's source error (transient: retried; refused: the file fails saying why).
     async fn pull_authorization(
         &self,
         file: &LoaderFile,
         location: &Location,
-    ) -> Result<Option<String>> {
+    ) -> Result<std::result::Result<Option<String>, SourceError>> {
         let (Some(session), Location::Url(url)) = (&file.import, location) else {
-            return Ok(None);
+            return Ok(Ok(None));
         };
         let Some(export) = self.db.export(session).await? else {
-            return Ok(None);
+            return Ok(Ok(None));
         };
         if export.kind != ExportKind::Pull {
-            return Ok(None);
+            return Ok(Ok(None));
         }
         let job: crate::model::pull::PullJob = serde_json::from_value(export.request)
             .map_err(|e| Error::Internal(format!("unreadable pull job {session}: {e}")))?;
@@ -416,7 +429,13 @@ impl Loader {
                 .and_then(|r| r.request.pull)
                 .is_some_and(|p| p.requires_token)
         };
-        Ok(job.authorization_for(url, requires))
+        if !job.credential_goes_to(url, requires) {
+            return Ok(Ok(None));
+        }
+        Ok(match &self.remote {
+            Some(remote) => remote.authorization(&job.auth, &job.export_url).await,
+            None => crate::auth::remote::RemoteAccess::without_key(&job.auth),
+        })
     }
 
     /// Opens the object and starts the decoder thread. Permanent source errors end the
@@ -430,12 +449,15 @@ impl Loader {
         std::result::Result<mpsc::Receiver<std::result::Result<Batch, (Batch, DecodeError)>>, Stop>,
     > {
         let location = file.origin();
-        let authorization = self.pull_authorization(file, &location).await?;
-        let object = match self
-            .source
-            .open_authorized(&location, file.etag.as_deref(), authorization.as_deref())
-            .await
-        {
+        let opened = match self.pull_authorization(file, &location).await? {
+            Ok(authorization) => {
+                self.source
+                    .open_authorized(&location, file.etag.as_deref(), authorization.as_deref())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let object = match opened {
             Ok(o) => o,
             Err(SourceError::Transient(reason)) => return Ok(Err(Stop::Transient(reason))),
             Err(e @ (SourceError::NotFound(_) | SourceError::Changed(_)))

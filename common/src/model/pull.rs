@@ -11,6 +11,15 @@ pub enum RemoteAuth {
     None,
     /// `Authorization: Bearer <token>`.
     Bearer { token: String },
+    /// `Authorization: Basic <base64(username:password)>` (RFC 7617).
+    Basic { username: String, password: String },
+    /// SMART Backend Services: siphon's signed assertion traded for an access token at
+    /// the remote's token endpoint (`auth::remote`), as client `client_id`.
+    Smart {
+        #[serde(rename = "clientId")]
+        client_id: String,
+        scope: String,
+    },
 }
 
 /// Never shows a credential (logs, panics, test failures).
@@ -19,24 +28,37 @@ impl std::fmt::Debug for RemoteAuth {
         match self {
             RemoteAuth::None => f.write_str("None"),
             RemoteAuth::Bearer { .. } => f.write_str("Bearer(<redacted>)"),
+            RemoteAuth::Basic { username, .. } => write!(f, "Basic({username:?}, <redacted>)"),
+            RemoteAuth::Smart { client_id, scope } => write!(f, "Smart({client_id:?}, {scope:?})"),
         }
     }
 }
 
 impl RemoteAuth {
-    /// The `Authorization` header value, if any.
-    pub fn header(&self) -> Option<String> {
+    /// The `Authorization` header value of a static credential; `None` for `Smart`,
+    /// whose tokens come from `auth::remote::RemoteCredentials::authorization`.
+    pub(crate) fn header(&self) -> Option<String> {
         match self {
-            RemoteAuth::None => None,
+            RemoteAuth::None | RemoteAuth::Smart { .. } => None,
             RemoteAuth::Bearer { token } => Some(format!("Bearer {token}")),
+            RemoteAuth::Basic { username, password } => {
+                use base64::Engine;
+                let pair = format!("{username}:{password}");
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
         }
     }
 
-    /// The name the session shows (`none`, `bearer`).
+    /// The name the session shows (`none`, `bearer`, `basic`).
     pub fn kind(&self) -> &'static str {
         match self {
             RemoteAuth::None => "none",
             RemoteAuth::Bearer { .. } => "bearer",
+            RemoteAuth::Basic { .. } => "basic",
+            RemoteAuth::Smart { .. } => "smart",
         }
     }
 }
@@ -62,14 +84,11 @@ pub struct PullJob {
 }
 
 impl PullJob {
-    /// The `Authorization` header for a file at `url`: only when the manifest said
-    /// `requiresAccessToken` and only on the kick-off URL's origin (a token never goes
-    /// to another host).
-    pub fn authorization_for(&self, url: &str, requires_token: bool) -> Option<String> {
-        if !requires_token || !same_origin(&self.export_url, url) {
-            return None;
-        }
-        self.auth.header()
+    /// Whether a file at `url` is fetched with the credential: only when the manifest
+    /// said `requiresAccessToken` and only on the kick-off URL's origin (a credential
+    /// never goes to another host).
+    pub fn credential_goes_to(&self, url: &str, requires_token: bool) -> bool {
+        requires_token && same_origin(&self.export_url, url)
     }
 }
 
@@ -109,7 +128,7 @@ pub struct PullCheckpoint {
 pub struct PullProgress {
     /// The kick-off URL (its query kept: it holds only export parameters).
     pub export_url: String,
-    /// `none`, `bearer`.
+    /// `none`, `bearer`, `basic`, `smart`.
     pub auth: String,
     /// `kick-off`, `exporting` (the remote is working), `loading` (every file is an
     /// input), `aborted`.
@@ -143,24 +162,36 @@ mod tests {
             writes: None,
         };
         let here = "https://ehr.example.org/files/1.ndjson";
-        assert_eq!(
-            job.authorization_for(here, true).as_deref(),
-            Some("Bearer t0k")
-        );
-        assert_eq!(job.authorization_for(here, false), None);
-        assert_eq!(
-            job.authorization_for("https://cdn.example.org/1.ndjson", true),
-            None
-        );
-        assert_eq!(
-            job.authorization_for("https://ehr.example.org:8443/1", true),
-            None
-        );
-        assert_eq!(
-            job.authorization_for("http://ehr.example.org/1", true),
-            None
-        );
+        assert!(job.credential_goes_to(here, true));
+        assert!(!job.credential_goes_to(here, false));
+        for elsewhere in [
+            "https://cdn.example.org/1.ndjson",
+            "https://ehr.example.org:8443/1",
+            "http://ehr.example.org/1",
+        ] {
+            assert!(!job.credential_goes_to(elsewhere, true), "{elsewhere}");
+        }
+        assert_eq!(job.auth.header().as_deref(), Some("Bearer t0k"));
         assert!(!format!("{:?}", job.auth).contains("t0k"));
+    }
+
+    #[test]
+    fn basic_sends_the_rfc_7617_pair_and_never_shows_the_password() {
+        let auth = RemoteAuth::Basic {
+            username: "Aladdin".into(),
+            password: "open sesame".into(),
+        };
+        // RFC 7617 section 2's example.
+        assert_eq!(
+            auth.header().as_deref(),
+            Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        );
+        assert_eq!(auth.kind(), "basic");
+        let shown = format!("{auth:?}");
+        assert!(
+            shown.contains("Aladdin") && !shown.contains("sesame"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! - [`remote`]: the Bulk Data client (kick-off, status, pages, cancel).
 //! - [`task`]: the planning task on the export workers.
 //!
+//! SMART Backend Services towards the remote (siphon's key, its tokens) is
+//! `auth::remote`: the loader needs it too.
+//!
 //! The files themselves load through the loader like any `https` input; the token, when
 //! the manifest says `requiresAccessToken`, goes only to the kick-off URL's origin.
 
@@ -36,10 +39,18 @@ pub async fn start(
     db: &Db,
     task_queue: &dyn MessageQueue,
     guard: &dyn UrlGuard,
+    credentials: &crate::auth::remote::RemoteCredentials,
     body: &Value,
     who: &Principal,
 ) -> Result<SessionView> {
     let request = request::parse(body)?;
+    if matches!(request.auth, crate::model::pull::RemoteAuth::Smart { .. })
+        && !credentials.configured()
+    {
+        return Err(Error::BadRequest(
+            "auth type smart needs siphon's own client key: set SIPHON_CLIENT_KEY or SIPHON_CLIENT_KEY_ARN".into(),
+        ));
+    }
     if request.types.is_empty() {
         who.require_some_write()?;
     }

@@ -29,6 +29,19 @@ pub enum Failure {
     Permanent(String),
 }
 
+impl Failure {
+    /// A failed request: transient errors (network, 429, 5xx) are worth another try.
+    pub fn from_source(e: SourceError) -> Self {
+        match e {
+            SourceError::Transient(m) => Failure::Later {
+                wait: DEFAULT_WAIT,
+                why: m,
+            },
+            other => Failure::Permanent(other.to_string()),
+        }
+    }
+}
+
 /// What a status poll found.
 #[derive(Debug)]
 pub enum Poll {
@@ -139,13 +152,7 @@ impl Remote<'_> {
         self.http
             .call(method, url, &headers, self.credential(url))
             .await
-            .map_err(|e| match e {
-                SourceError::Transient(m) => Failure::Later {
-                    wait: DEFAULT_WAIT,
-                    why: m,
-                },
-                other => Failure::Permanent(other.to_string()),
-            })
+            .map_err(Failure::from_source)
     }
 
     /// `GET` the kick-off URL: the status URL (`Content-Location`, absolute).

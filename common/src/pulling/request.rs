@@ -11,7 +11,7 @@
 //! | `exportType` | `static` or `dynamic` | accepted; siphon always polls |
 //! | `mode` | `merge` (default) | siphon upserts; `overwrite`, `append`, `ignore`, `error` are 400 |
 //! | `inputFormat` | `application/fhir+ndjson` (default) | anything else is 400 |
-//! | `auth` | parts `type` (`none`, `bearer`) and `token` | the credential sent to the remote |
+//! | `auth` | parts `type` (`none`, `bearer`, `basic`, `smart`), and `token`, `username` + `password`, or `clientId` (+ `scope`) | how siphon authenticates to the remote |
 
 use serde_json::Value;
 
@@ -117,11 +117,12 @@ pub fn parse(body: &Value) -> Result<PullRequest> {
     })
 }
 
-/// `auth` with parts `type` and `token`.
+/// `auth` with parts `type` and, by type, `token` (bearer) or `username` and `password`
+/// (basic).
 fn parse_auth(p: &Value) -> Result<RemoteAuth> {
-    let parts = p["part"]
-        .as_array()
-        .ok_or_else(|| bad("auth needs parts: type (none, bearer) and token"))?;
+    let parts = p["part"].as_array().ok_or_else(|| {
+        bad("auth needs parts: type (none, bearer, basic, smart) and its credential")
+    })?;
     let part = |name: &str| parts.iter().find(|q| q["name"] == name).and_then(primitive);
     match part("type").as_deref() {
         Some("none") | None => Ok(RemoteAuth::None),
@@ -136,7 +137,44 @@ fn parse_auth(p: &Value) -> Result<RemoteAuth> {
             }
             Ok(RemoteAuth::Bearer { token })
         }
-        Some(other) => Err(bad(format!("auth type {other:?}: use none or bearer"))),
+        Some("basic") => {
+            let (Some(username), Some(password)) = (part("username"), part("password")) else {
+                return Err(bad("auth type basic needs username and password parts"));
+            };
+            // RFC 7617: the user-id cannot hold a colon; neither part may hold control
+            // characters (they would end the header).
+            if username.is_empty() || username.contains(':') {
+                return Err(bad(
+                    "the basic username must be non-empty and hold no colon",
+                ));
+            }
+            if username
+                .chars()
+                .chain(password.chars())
+                .any(char::is_control)
+            {
+                return Err(bad(
+                    "the basic username and password must hold no control characters",
+                ));
+            }
+            Ok(RemoteAuth::Basic { username, password })
+        }
+        Some("smart") => {
+            let client_id = part("clientId")
+                .filter(|c| !c.is_empty() && c.len() <= 255)
+                .ok_or_else(|| bad("auth type smart needs a clientId part (the id the remote registered siphon under)"))?;
+            let scope =
+                part("scope").unwrap_or_else(|| crate::auth::remote::DEFAULT_SCOPE.to_string());
+            if client_id.chars().chain(scope.chars()).any(char::is_control) || scope.len() > 1000 {
+                return Err(bad(
+                    "the smart clientId and scope must hold no control characters",
+                ));
+            }
+            Ok(RemoteAuth::Smart { client_id, scope })
+        }
+        Some(other) => Err(bad(format!(
+            "auth type {other:?}: use none, bearer, basic or smart"
+        ))),
     }
 }
 
@@ -209,6 +247,71 @@ mod tests {
             r.auth,
             RemoteAuth::Bearer {
                 token: "abc.def".into()
+            }
+        );
+    }
+
+    #[test]
+    fn reads_basic_credentials_and_refuses_ones_that_would_break_the_header() {
+        let auth = |parts: Value| {
+            parse(&params(json!([
+                {"name": "exportUrl", "valueUrl": "https://ehr.example.org/fhir/$export"},
+                {"name": "auth", "part": parts}
+            ])))
+        };
+        let r = auth(json!([{"name": "type", "valueCode": "basic"},
+                            {"name": "username", "valueString": "siphon"},
+                            {"name": "password", "valueString": "pa ss:word"}]))
+        .unwrap();
+        assert_eq!(
+            r.auth,
+            RemoteAuth::Basic {
+                username: "siphon".into(),
+                password: "pa ss:word".into()
+            }
+        );
+        for (parts, expected) in [
+            (
+                json!([{"name": "type", "valueCode": "basic"},
+                       {"name": "username", "valueString": "siphon"}]),
+                "username and password",
+            ),
+            (
+                json!([{"name": "type", "valueCode": "basic"},
+                       {"name": "username", "valueString": "a:b"},
+                       {"name": "password", "valueString": "x"}]),
+                "no colon",
+            ),
+            (
+                json!([{"name": "type", "valueCode": "basic"},
+                       {"name": "username", "valueString": "a"},
+                       {"name": "password", "valueString": "x\r\nX-Evil: 1"}]),
+                "control characters",
+            ),
+            (
+                json!([{"name": "type", "valueCode": "digest"}]),
+                "none, bearer, basic or smart",
+            ),
+            (json!([{"name": "type", "valueCode": "smart"}]), "clientId"),
+        ] {
+            let e = auth(parts.clone()).unwrap_err().to_string();
+            assert!(e.contains(expected), "{parts}: {e}");
+        }
+    }
+
+    #[test]
+    fn reads_a_smart_client_with_the_default_scope() {
+        let r = parse(&params(json!([
+            {"name": "exportUrl", "valueUrl": "https://ehr.example.org/fhir/$export"},
+            {"name": "auth", "part": [{"name": "type", "valueCode": "smart"},
+                                      {"name": "clientId", "valueString": "siphon-at-ehr"}]}
+        ])))
+        .unwrap();
+        assert_eq!(
+            r.auth,
+            RemoteAuth::Smart {
+                client_id: "siphon-at-ehr".into(),
+                scope: "system/*.read".into()
             }
         );
     }

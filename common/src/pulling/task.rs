@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::remote::{Failure, Manifest, Poll, Remote};
+use crate::auth::remote::RemoteCredentials;
 use crate::error::{Error, Result};
 use crate::exporting::task::{claim, TaskOptions, TaskOutcome};
 use crate::model::export::TaskStatus;
@@ -50,6 +51,8 @@ pub struct Puller {
     pub load_queue: Arc<dyn MessageQueue>,
     /// Reaches the remote, through the URL guard.
     pub http: HttpSource,
+    /// siphon's SMART client key and the tokens it holds (`auth` type `smart`).
+    pub credentials: Arc<RemoteCredentials>,
     pub options: TaskOptions,
 }
 
@@ -126,19 +129,33 @@ impl Puller {
         })
     }
 
-    fn remote<'a>(&'a self, job: &'a PullJob) -> Remote<'a> {
+    fn remote<'a>(&'a self, job: &'a PullJob, authorization: &Option<String>) -> Remote<'a> {
         Remote {
             http: &self.http,
             export_url: &job.export_url,
-            authorization: job.auth.header(),
+            authorization: authorization.clone(),
         }
     }
 
+    /// The `Authorization` value the remote gets (for `smart`, a token fetched now or
+    /// held); a token endpoint that fails is a failed request like any other.
+    async fn authorization(&self, job: &PullJob) -> std::result::Result<Option<String>, Failure> {
+        self.credentials
+            .authorization(&self.http, &job.auth, &job.export_url)
+            .await
+            .map_err(Failure::from_source)
+    }
+
     async fn pull(&self, run: &mut Run, deadline: Option<Instant>) -> Result<PullOutcome> {
+        let authorization = match self.authorization(&run.job).await {
+            Ok(a) => a,
+            Err(f) => return self.failed(run, f),
+        };
+        let authorization = &authorization;
         // 1. Kick off.
         let status_url = match run.checkpoint.status_url.clone() {
             Some(u) => u,
-            None => match self.remote(&run.job).kick_off().await {
+            None => match self.remote(&run.job, authorization).kick_off().await {
                 Ok(u) => {
                     tracing::info!(session = run.job.session, "remote export kicked off");
                     run.checkpoint.failures = 0;
@@ -157,7 +174,7 @@ impl Puller {
         // 2. Poll, until the first manifest page.
         let mut page: Option<Manifest> = None;
         if run.checkpoint.pages == 0 {
-            match self.remote(&run.job).poll(&status_url).await {
+            match self.remote(&run.job, authorization).poll(&status_url).await {
                 Ok(Poll::Working { wait, progress }) => {
                     run.checkpoint.failures = 0;
                     run.progress.remote_progress = progress;
@@ -174,7 +191,7 @@ impl Puller {
                 Some(m) => m,
                 None => match run.checkpoint.next_page.clone() {
                     None => break,
-                    Some(next) => match self.remote(&run.job).page(&next).await {
+                    Some(next) => match self.remote(&run.job, authorization).page(&next).await {
                         Ok(m) => m,
                         Err(f) => return self.failed(run, f),
                     },
@@ -362,7 +379,15 @@ impl Puller {
     /// files it created but nobody loads are aborted.
     async fn stop(&self, run: &mut Run) -> Result<PullOutcome> {
         if let Some(status_url) = &run.checkpoint.status_url {
-            match self.remote(&run.job).cancel(status_url).await {
+            let cancelled = match self.authorization(&run.job).await {
+                Ok(authorization) => {
+                    self.remote(&run.job, &authorization)
+                        .cancel(status_url)
+                        .await
+                }
+                Err(f) => Err(f),
+            };
+            match cancelled {
                 Ok(status) => {
                     tracing::info!(session = run.job.session, status, "remote export cancelled")
                 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use http_body_util::{BodyStream, Empty};
+use http_body_util::{BodyStream, Full};
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderMap, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_LENGTH, ETAG, HOST, IF_MATCH, LOCATION,
@@ -249,7 +249,7 @@ impl HttpSource {
             headers.push((IF_MATCH, value));
         }
         let (url, response) = self
-            .request(Method::GET, url, &headers, authorization)
+            .request(Method::GET, url, &headers, authorization, &Bytes::new())
             .await?;
         opened(&url, response)
     }
@@ -266,7 +266,22 @@ impl HttpSource {
         headers: &[(HeaderName, HeaderValue)],
         authorization: Option<&str>,
     ) -> Result<Answer, SourceError> {
-        let (url, response) = self.request(method, url, headers, authorization).await?;
+        self.call_with_body(method, url, headers, authorization, Bytes::new())
+            .await
+    }
+
+    /// [`HttpSource::call`] sending `body` (a token request's form, say).
+    pub async fn call_with_body(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        authorization: Option<&str>,
+        body: Bytes,
+    ) -> Result<Answer, SourceError> {
+        let (url, response) = self
+            .request(method, url, headers, authorization, &body)
+            .await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         Ok(Answer {
@@ -285,6 +300,7 @@ impl HttpSource {
         url: &str,
         headers: &[(HeaderName, HeaderValue)],
         authorization: Option<&str>,
+        body: &Bytes,
     ) -> Result<(Url, Response<Incoming>), SourceError> {
         let first = guard::parse(url)?;
         let mut url = first.clone();
@@ -304,7 +320,9 @@ impl HttpSource {
                 value.set_sensitive(true);
                 all.push((AUTHORIZATION, value));
             }
-            let response = self.send(&target, method.clone(), &all).await?;
+            let response = self
+                .send(&target, method.clone(), &all, body.clone())
+                .await?;
             let status = response.status();
             if method != Method::GET || !is_redirect(status) {
                 return Ok((target.url, response));
@@ -342,6 +360,7 @@ impl HttpSource {
         target: &Vetted,
         method: Method,
         headers: &[(HeaderName, HeaderValue)],
+        body: Bytes,
     ) -> Result<Response<Incoming>, SourceError> {
         let url = &target.url;
         let tcp = self.connect(target).await?;
@@ -371,7 +390,7 @@ impl HttpSource {
             request = request.header(name, value);
         }
         let request = request
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(body))
             .map_err(|e| SourceError::Other(format!("{}: {e}", shown(url))))?;
         tracing::debug!(url = %shown(url), %method, "request");
         let response = tokio::time::timeout(RESPONSE_HEADERS_TIMEOUT, sender.send_request(request))

@@ -48,6 +48,8 @@ pub struct ExportWorker {
     load_queue: Option<Arc<dyn MessageQueue>>,
     /// What dump-to-bucket and inventory stores must pass, at every connection.
     policy: crate::sources::http::UrlPolicy,
+    /// siphon's SMART client key, for pull imports that authenticate with it.
+    remote_credentials: Arc<crate::auth::remote::RemoteCredentials>,
 }
 
 impl ExportWorker {
@@ -68,7 +70,17 @@ impl ExportWorker {
             others: Mutex::new(HashMap::new()),
             load_queue: None,
             policy: crate::sources::http::UrlPolicy::deny_all_private(),
+            remote_credentials: Default::default(),
         }
+    }
+
+    /// Pull imports with `auth` type `smart` sign their assertions with this key.
+    pub fn with_remote_credentials(
+        mut self,
+        credentials: Arc<crate::auth::remote::RemoteCredentials>,
+    ) -> Self {
+        self.remote_credentials = credentials;
+        self
     }
 
     /// Checks the stores messages name against `policy` (`SIPHON_URL_ALLOWLIST`); without
@@ -224,6 +236,7 @@ impl ExportWorker {
             db: self.db.clone(),
             load_queue,
             http: crate::sources::http::HttpSource::new(self.policy.clone()),
+            credentials: self.remote_credentials.clone(),
             options: self.options.clone(),
         };
         match puller

@@ -20,6 +20,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use tokio::sync::Mutex;
 
 use super::runtime::{Delivery, Disposition, Job, Runtime};
+use crate::auth::remote::{RemoteAccess, RemoteCredentials};
 use crate::error::{Error, Result};
 use crate::loading::{LoadOptions, Loader, Outcome};
 use crate::queue::{LoadMessage, MessageQueue};
@@ -43,6 +44,9 @@ pub struct LoadWorker {
     pub http: Arc<dyn Source>,
     /// What the stores of messages must pass, at every connection.
     policy: UrlPolicy,
+    /// siphon's SMART client key and the guarded client for its token requests (files
+    /// of pull imports that authenticate with it).
+    remote: RemoteAccess,
 }
 
 impl LoadWorker {
@@ -64,8 +68,18 @@ impl LoadWorker {
             default_source: Arc::new(default_s3),
             sources: Mutex::new(HashMap::new()),
             http: Arc::new(HttpSource::new(policy.clone())),
+            remote: RemoteAccess {
+                credentials: Default::default(),
+                http: HttpSource::new(policy.clone()),
+            },
             policy,
         }
+    }
+
+    /// Files of pull imports with `auth` type `smart` get their tokens with this key.
+    pub fn with_remote_credentials(mut self, credentials: Arc<RemoteCredentials>) -> Self {
+        self.remote.credentials = credentials;
+        self
     }
 
     /// The source of a message's store; an endpoint the URL guard refuses (checked here,
@@ -126,7 +140,8 @@ impl LoadWorker {
         });
         let loader = Loader::new(self.db.clone(), source, self.options.clone())
             .with_receipt(delivery.receipt.map(str::to_string))
-            .with_receives(delivery.receives);
+            .with_receives(delivery.receives)
+            .with_remote_access(Some(self.remote.clone()));
         let outcome = loader.load(file_id, Some(delivery.deadline)).await;
         if let Ok(Outcome::Done { .. } | Outcome::Failed { .. }) = &outcome {
             if let Err(e) = self.settle(file_id, &message.store).await {

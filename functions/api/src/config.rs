@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use siphon::auth::remote::ClientKeyConfig;
 use siphon::auth::AuthConfig;
 use siphon::config::{ConfigError, Env};
 use siphon::exporting::ExportConfig;
@@ -45,6 +46,9 @@ pub struct Config {
     /// `SIPHON_DUMP_SQL_TIMEOUT_MS`: statement timeout of a `dump-to-bucket` query, as
     /// `$dump-sql` has it (default 60,000).
     pub dump_sql_timeout_ms: u64,
+    /// `SIPHON_CLIENT_KEY` / `SIPHON_CLIENT_KEY_ARN`: siphon's own key as a SMART client
+    /// of remote servers (pull imports); its public half is `/.well-known/jwks.json`.
+    pub client_key: ClientKeyConfig,
 }
 
 impl Config {
@@ -81,6 +85,7 @@ impl Config {
             import: ImportConfig::from_env(env),
             load_sync_budget,
             s3: S3Options::from_env(env)?,
+            client_key: ClientKeyConfig::from_env(env)?,
         })
     }
 }

@@ -47,6 +47,8 @@ pub struct App {
     /// The export queue, where background tasks go (`$export`, dump-to-bucket, the
     /// planning of inventory imports).
     pub task_queue: Option<Arc<dyn MessageQueue>>,
+    /// siphon's own SMART client key (pull imports; `/.well-known/jwks.json`).
+    pub remote_credentials: Arc<siphon::auth::remote::RemoteCredentials>,
 }
 
 impl App {
@@ -97,6 +99,9 @@ impl App {
             dump_sql_timeout_ms: config.dump_sql_timeout_ms,
             url_policy: config.url_policy.clone(),
             task_queue,
+            remote_credentials: Arc::new(siphon::auth::remote::RemoteCredentials::new(
+                config.client_key.clone(),
+            )),
             db,
             queue,
         }

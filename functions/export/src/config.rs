@@ -22,6 +22,9 @@ pub struct Config {
     /// `SIPHON_LOAD_QUEUE_URL` (optional): where inventory imports queue their files;
     /// without it, inventory planning tasks fail saying so.
     pub load_queue_url: Option<String>,
+    /// `SIPHON_CLIENT_KEY` / `SIPHON_CLIENT_KEY_ARN`: siphon's own key as a SMART client
+    /// of remote servers (pull imports with `auth` type `smart`).
+    pub client_key: siphon::auth::remote::ClientKeyConfig,
 }
 
 impl Config {
@@ -34,6 +37,7 @@ impl Config {
             task: TaskOptions::from_env(env)?,
             s3: S3Options::from_env(env)?,
             load_queue_url: env.get("SIPHON_LOAD_QUEUE_URL").map(str::to_string),
+            client_key: siphon::auth::remote::ClientKeyConfig::from_env(env)?,
         })
     }
 }

@@ -42,4 +42,7 @@ pub fn worker(
     )
     .with_own_client(siphon::sources::s3::S3Source::new(s3))
     .with_policy(config.s3.policy.clone())
+    .with_remote_credentials(Arc::new(siphon::auth::remote::RemoteCredentials::new(
+        config.client_key.clone(),
+    )))
 }

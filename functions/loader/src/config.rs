@@ -26,6 +26,9 @@ pub struct Config {
     /// `SIPHON_MAX_GZIP_RATIO` (default 100): a gzip file may inflate at most this many
     /// times its compressed size (plus 8 MiB); past it the file ends in `error`.
     pub max_gzip_ratio: u64,
+    /// `SIPHON_CLIENT_KEY` / `SIPHON_CLIENT_KEY_ARN`: siphon's own key as a SMART client
+    /// of remote servers (pull imports with `auth` type `smart`).
+    pub client_key: siphon::auth::remote::ClientKeyConfig,
 }
 
 impl Config {
@@ -51,6 +54,7 @@ impl Config {
             lease,
             heartbeat,
             max_gzip_ratio: env.number("SIPHON_MAX_GZIP_RATIO", 100, 2, 100_000)?,
+            client_key: siphon::auth::remote::ClientKeyConfig::from_env(env)?,
         })
     }
 

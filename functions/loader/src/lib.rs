@@ -37,4 +37,7 @@ pub fn worker(
         options,
         config.max_receives,
     )
+    .with_remote_credentials(Arc::new(siphon::auth::remote::RemoteCredentials::new(
+        config.client_key.clone(),
+    )))
 }

@@ -1,7 +1,10 @@
 //! A small Bulk Data server on 127.0.0.1 for pull-import tests: a kick-off, a status URL
 //! that answers 202 (with `Retry-After` and `X-Progress`) a set number of times and
 //! then a manifest paged with `link`, files that need the bearer token, and `DELETE` on
-//! the status URL. It records every request it got.
+//! the status URL; as a SMART Backend Services authorization server, its
+//! `.well-known/smart-configuration` and a token endpoint that checks siphon's signed
+//! assertion (ES384, with `ring`, against the JWK Set the test registered) before it
+//! hands out its access token. It records every request it got.
 
 #![allow(dead_code)]
 
@@ -16,6 +19,8 @@ use serde_json::{json, Value};
 
 /// The token the remote wants.
 pub const TOKEN: &str = "remote-token-1";
+/// The access token the remote's token endpoint hands out.
+pub const SMART_TOKEN: &str = "remote-access-1";
 
 /// How the remote behaves.
 #[derive(Clone, Default)]
@@ -32,6 +37,11 @@ pub struct Script {
     pub files: HashMap<&'static str, String>,
     /// Kick-off, status and files require `Authorization: Bearer TOKEN`.
     pub requires_token: bool,
+    /// With `requires_token`: the `Authorization` value required instead of the bearer
+    /// token (an HTTP Basic credential, say).
+    pub credential: Option<String>,
+    /// Acts as a SMART authorization server for this registered client id.
+    pub smart_client: Option<&'static str>,
 }
 
 /// One request the remote got.
@@ -47,6 +57,10 @@ pub struct Seen {
 struct State {
     polls: usize,
     seen: Vec<Seen>,
+    /// The JWK Set registered for `smart_client` (see [`Remote::trust`]).
+    jwks: Option<Value>,
+    /// Every token request: its form, and the assertion's claims when it verified.
+    token_requests: Vec<(HashMap<String, String>, Option<Value>)>,
 }
 
 pub struct Remote {
@@ -83,8 +97,18 @@ impl Remote {
                 let (st, script) = (st.clone(), script.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let reply = respond(&st, &script, addr, &req);
-                        async move { Ok::<_, std::convert::Infallible>(reply) }
+                        let (st, script) = (st.clone(), script.clone());
+                        async move {
+                            use http_body_util::BodyExt;
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let reply = respond(&st, &script, addr, &parts, &body);
+                            Ok::<_, std::convert::Infallible>(reply)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -103,33 +127,144 @@ impl Remote {
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
+
+    /// Registers siphon's public keys (its `/.well-known/jwks.json`) for `smart_client`.
+    pub fn trust(&self, jwks: Value) {
+        self.state.lock().unwrap().jwks = Some(jwks);
+    }
+
+    /// Every token request: its form, and the verified assertion's claims (`None`: refused).
+    pub fn token_requests(&self) -> Vec<(HashMap<String, String>, Option<Value>)> {
+        self.state.lock().unwrap().token_requests.clone()
+    }
+
+    /// The token endpoint's URL.
+    pub fn token_url(&self) -> String {
+        format!("http://{}/auth/token", self.addr)
+    }
+}
+
+/// Checks a token request as a SMART authorization server does; the verified claims.
+fn check_token_request(
+    form: &HashMap<String, String>,
+    jwks: Option<&Value>,
+    client: &str,
+    token_url: &str,
+) -> Result<Value, String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return Err("grant_type".into());
+    }
+    if form.get("client_assertion_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    {
+        return Err("client_assertion_type".into());
+    }
+    let jwt = form.get("client_assertion").ok_or("no client_assertion")?;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [h, c, sig] = parts[..] else {
+        return Err("not a JWS".into());
+    };
+    let decode = |p: &str| -> Result<Value, String> {
+        let bytes = b64.decode(p).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    };
+    let (header, claims) = (decode(h)?, decode(c)?);
+    if header["alg"] != "ES384" {
+        return Err(format!("alg {}", header["alg"]));
+    }
+    let key = jwks
+        .and_then(|set| set["keys"].as_array())
+        .and_then(|keys| keys.iter().find(|k| k["kid"] == header["kid"]))
+        .ok_or("no registered key has this kid")?;
+    let mut point = vec![4u8];
+    for m in ["x", "y"] {
+        point.extend(
+            b64.decode(key[m].as_str().unwrap_or_default())
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let signature = b64.decode(sig).map_err(|e| e.to_string())?;
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P384_SHA384_FIXED, &point)
+        .verify(format!("{h}.{c}").as_bytes(), &signature)
+        .map_err(|_| "bad signature")?;
+    let now = chrono::Utc::now().timestamp();
+    let exp = claims["exp"].as_i64().unwrap_or(0);
+    if claims["iss"] != client || claims["sub"] != client {
+        return Err(format!("unknown client {}", claims["iss"]));
+    }
+    if claims["aud"] != token_url {
+        return Err(format!("aud {}", claims["aud"]));
+    }
+    if exp <= now || exp > now + 305 || claims["jti"].as_str().unwrap_or_default().is_empty() {
+        return Err("exp or jti".into());
+    }
+    Ok(claims)
 }
 
 fn respond(
     state: &Mutex<State>,
     script: &Script,
     addr: SocketAddr,
-    req: &hyper::Request<hyper::body::Incoming>,
+    req: &hyper::http::request::Parts,
+    body: &[u8],
 ) -> hyper::Response<Full<Bytes>> {
-    let path = req.uri().path().to_string();
+    let path = req.uri.path().to_string();
     let authorization = req
-        .headers()
+        .headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let mut st = state.lock().unwrap();
     st.seen.push(Seen {
-        method: req.method().to_string(),
+        method: req.method.to_string(),
         path: path.clone(),
-        query: req.uri().query().unwrap_or_default().to_string(),
+        query: req.uri.query().unwrap_or_default().to_string(),
         authorization: authorization.clone(),
     });
     let base = format!("http://{addr}");
-    let authorized = !script.requires_token || authorization == Some(format!("Bearer {TOKEN}"));
-    if !authorized {
-        return answer(401, &[], outcome("a bearer token is required"));
+    if let Some(client) = script.smart_client {
+        if path == "/fhir/.well-known/smart-configuration" {
+            let doc = json!({"token_endpoint": format!("{base}/auth/token"),
+                             "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+                             "grant_types_supported": ["client_credentials"]});
+            return answer(200, &[], doc.to_string());
+        }
+        if path == "/auth/token" && req.method == hyper::Method::POST {
+            let form: HashMap<String, String> =
+                url::form_urlencoded::parse(body).into_owned().collect();
+            let checked = check_token_request(
+                &form,
+                st.jwks.as_ref(),
+                client,
+                &format!("{base}/auth/token"),
+            );
+            st.token_requests
+                .push((form, checked.as_ref().ok().cloned()));
+            return match checked {
+                Ok(_) => answer(
+                    200,
+                    &[],
+                    json!({"access_token": SMART_TOKEN, "token_type": "bearer", "expires_in": 300})
+                        .to_string(),
+                ),
+                Err(why) => answer(
+                    401,
+                    &[],
+                    json!({"error": "invalid_client", "error_description": why}).to_string(),
+                ),
+            };
+        }
     }
-    if req.method() == hyper::Method::DELETE && path == "/status/1" {
+    let wanted = script
+        .credential
+        .clone()
+        .unwrap_or_else(|| format!("Bearer {TOKEN}"));
+    if script.requires_token && authorization.as_ref() != Some(&wanted) {
+        return answer(401, &[], outcome("a credential is required"));
+    }
+    if req.method == hyper::Method::DELETE && path == "/status/1" {
         return answer(202, &[], String::new());
     }
     match path.as_str() {

@@ -40,8 +40,9 @@ pub const TOKEN_PATH: &str = "/auth/token";
 
 /// What anyone may reach without credentials: the CapabilityStatement and the SMART
 /// configuration, as FHIR servers serve them, the token endpoint (it authenticates the
-/// client itself), and the console's static files (its API calls carry the user's
-/// credentials).
+/// client itself), siphon's public client key (`/.well-known/jwks.json`, what remote
+/// servers verify siphon's assertions with), and the console's static files (its API
+/// calls carry the user's credentials).
 pub async fn public(app: &App, request: &Request) -> Option<Reply> {
     let path = request.uri().path();
     match *request.method() {
@@ -50,6 +51,7 @@ pub async fn public(app: &App, request: &Request) -> Option<Reply> {
             Some(smart::configuration(app, request))
         }
         Method::POST if path == TOKEN_PATH => Some(smart::token(app, request).await),
+        Method::GET if path == "/.well-known/jwks.json" => Some(smart::jwks(app).await),
         Method::GET if path.starts_with("/console") => console::console(path),
         _ => None,
     }

@@ -46,6 +46,7 @@ pub async fn import_pnp(app: &App, request: &Request, who: &Principal) -> Result
         &app.db,
         queue.as_ref(),
         app.imports.guard.as_ref(),
+        &app.remote_credentials,
         &super::body(request)?,
         who,
     )

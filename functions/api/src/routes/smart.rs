@@ -85,3 +85,14 @@ pub fn me(who: &Principal) -> Reply {
         "scope": if who.admin { "admin".to_string() } else { who.grants.to_string() },
     }))
 }
+
+/// `GET /.well-known/jwks.json`: the public half of siphon's own client key, which a
+/// remote Bulk Data server registers to verify siphon's assertions (pull imports with
+/// `auth` type `smart`). `{"keys": []}` when siphon holds no key.
+pub async fn jwks(app: &App) -> Reply {
+    match app.remote_credentials.jwks().await {
+        Ok(set) => Reply::raw(StatusCode::OK, "application/json", set.to_string())
+            .header(CACHE_CONTROL, "max-age=300"),
+        Err(e) => web::error_reply(&e, web::ErrorStyle::Plain),
+    }
+}
