@@ -563,3 +563,104 @@ async fn without_a_client_key_a_smart_pull_is_400_and_no_key_is_published() {
     assert!(answer.to_string().contains("SIPHON_CLIENT_KEY"), "{answer}");
     assert!(remote.seen().is_empty(), "nothing fetched");
 }
+
+#[tokio::test]
+async fn only_the_admin_may_have_siphon_sign_as_itself() {
+    // siphon's registration at a remote is the deployment's: a client that may write
+    // every type still cannot borrow it, though it may pull with its own credential.
+    let remote = Remote::start(Script::default()).await;
+    let env = setup_keyed(&remote, true).await;
+    let (s, b, _) = call(
+        &env,
+        "PUT",
+        "/",
+        Some(json!([
+            {"resourceType": "Client", "id": "writer", "secret": "sw"},
+            {"resourceType": "AccessPolicy", "id": "writer", "scope": "system/*.cruds",
+             "link": [{"id": "writer", "resourceType": "Client"}]}
+        ])),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let writer = api_harness::basic("writer", "sw");
+    let (status, answer, _) = api_harness::call_as(
+        &env,
+        "POST",
+        "/$import-pnp",
+        Some(&writer),
+        Some(pnp(
+            &remote.export_url(),
+            json!([smart("siphon", "system/*.read")]),
+        )),
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.to_string().contains("admin only"), "{answer}");
+    assert!(remote.seen().is_empty(), "nothing fetched");
+    let (status, answer, _) = api_harness::call_as(
+        &env,
+        "POST",
+        "/$import-pnp",
+        Some(&writer),
+        Some(pnp(&remote.export_url(), json!([bearer()]))),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+}
+
+/// Pulls one manifest page of `files` (name, bytes or redirect) and returns the session
+/// and the status and error of its single hostile input.
+async fn pull_one_hostile(script: Script) -> (Value, Value, Value) {
+    let remote = Remote::start(script).await;
+    let env = setup(&remote).await;
+    let id = start(&env, pnp(&remote.export_url(), json!([]))).await;
+    let session = run_until_settled(&env, &id).await;
+    assert_eq!(session["status"], "error", "{session}");
+    assert_eq!(count(&env.db, "patient").await, 0, "nothing of it loads");
+    let inputs = session["inputs"].as_array().unwrap();
+    assert_eq!(inputs.len(), 1, "{session}");
+    let path = format!("/LoaderFile/{}", inputs[0]["loaderFile"].as_str().unwrap());
+    let (status, file, _) = call(&env, "GET", &path, None).await;
+    assert_eq!(status, 200, "{file}");
+    (session, file["status"].clone(), file["error"].clone())
+}
+
+#[tokio::test]
+async fn a_hostile_remote_cannot_redirect_a_file_elsewhere() {
+    // To a loopback port the allow-list does not name: the guard refuses the hop before
+    // connecting (and were it not to, nothing would leave this machine).
+    let (session, status, error) = pull_one_hostile(Script {
+        pages: vec![vec![("Patient", "Away.ndjson")]],
+        redirects: HashMap::from([(
+            "Away.ndjson",
+            "http://127.0.0.1:1/secret.ndjson".to_string(),
+        )]),
+        ..Script::default()
+    })
+    .await;
+    assert_eq!(status, "error", "{session}");
+    let error = error.as_str().unwrap();
+    assert!(
+        error.contains("redirected: http://127.0.0.1:1/secret.ndjson is refused"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_hostile_remote_cannot_bomb_the_loader_with_gzip() {
+    // 64 MiB of blank lines in about 64 KiB: a thousand times, past the loader's ratio.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let chunk = vec![b'\n'; 1 << 20];
+    for _ in 0..64 {
+        std::io::Write::write_all(&mut gz, &chunk).unwrap();
+    }
+    let (session, status, error) = pull_one_hostile(Script {
+        pages: vec![vec![("Patient", "Bomb.ndjson.gz")]],
+        raw_files: HashMap::from([("Bomb.ndjson.gz", gz.finish().unwrap())]),
+        ..Script::default()
+    })
+    .await;
+    assert_eq!(status, "error", "{session}");
+    let error = error.as_str().unwrap();
+    assert!(error.contains("inflates to more than 100 times"), "{error}");
+}

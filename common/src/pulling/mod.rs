@@ -44,6 +44,12 @@ pub async fn start(
     who: &Principal,
 ) -> Result<SessionView> {
     let request = request::parse(body)?;
+    if matches!(request.auth, crate::model::pull::RemoteAuth::Smart { .. }) {
+        // siphon's key is the deployment's identity at the remote, not the caller's:
+        // only the admin may have siphon sign with it. Other clients bring their own
+        // credential (bearer, basic).
+        who.require_admin("a pull with auth type smart (siphon signs as itself)")?;
+    }
     if matches!(request.auth, crate::model::pull::RemoteAuth::Smart { .. })
         && !credentials.configured()
     {

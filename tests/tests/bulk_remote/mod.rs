@@ -42,6 +42,10 @@ pub struct Script {
     pub credential: Option<String>,
     /// Acts as a SMART authorization server for this registered client id.
     pub smart_client: Option<&'static str>,
+    /// File name -> bytes, for bodies that are not text (a gzip file).
+    pub raw_files: HashMap<&'static str, Vec<u8>>,
+    /// File name -> the `Location` of a 302 answered instead of the file.
+    pub redirects: HashMap<&'static str, String>,
 }
 
 /// One request the remote got.
@@ -306,10 +310,22 @@ fn respond(
                 answer(404, &[], outcome("no such page"))
             }
         }
-        p if p.starts_with("/files/") => match script.files.get(&p["/files/".len()..]) {
-            Some(body) => answer(200, &[], body.clone()),
-            None => answer(404, &[], outcome("no such file")),
-        },
+        p if p.starts_with("/files/") => {
+            let name = &p["/files/".len()..];
+            if let Some(location) = script.redirects.get(name) {
+                return answer(302, &[("location", location.clone())], String::new());
+            }
+            if let Some(bytes) = script.raw_files.get(name) {
+                return hyper::Response::builder()
+                    .status(200)
+                    .body(Full::new(Bytes::from(bytes.clone())))
+                    .unwrap();
+            }
+            match script.files.get(name) {
+                Some(body) => answer(200, &[], body.clone()),
+                None => answer(404, &[], outcome("no such file")),
+            }
+        }
         _ => answer(404, &[], outcome("unknown path")),
     }
 }
