@@ -175,7 +175,9 @@ async fn pulls_every_page_of_a_remote_export_with_its_token() {
         "kicked off once"
     );
     assert_eq!(
-        seen.iter().filter(|s| s.path == "/status/1").count(),
+        seen.iter()
+            .filter(|s| s.path == "/status/1" && s.method == "GET")
+            .count(),
         4,
         "two 202s, one 503, the manifest"
     );
@@ -381,9 +383,28 @@ async fn abort_stops_the_pull_and_cancels_the_remote_export() {
     assert_eq!(status, 200, "{body}");
     let session = run_until_settled(&env, &id).await;
     assert_eq!(session["status"], "aborted", "{session}");
-    for _ in 0..20 {
-        if remote.seen().iter().any(|s| s.method == "DELETE") {
-            break;
+    let deletes = until_released(&env, &remote).await;
+    assert_eq!(deletes.len(), 1, "the remote export is cancelled once");
+    assert_eq!(deletes[0].path, "/status/1");
+}
+
+/// Runs the pull's planning (the export queue only) until the remote has seen a
+/// `DELETE`, and a few runs more (a second would show then); the `DELETE`s it saw.
+async fn until_released(env: &Env, remote: &Remote) -> Vec<bulk_remote::Seen> {
+    let deletes = || -> Vec<bulk_remote::Seen> {
+        remote
+            .seen()
+            .into_iter()
+            .filter(|s| s.method == "DELETE")
+            .collect()
+    };
+    let mut extra = 0;
+    for _ in 0..60 {
+        if !deletes().is_empty() {
+            extra += 1;
+            if extra > 3 {
+                break;
+            }
         }
         siphon_local::poll_export_queue(
             &env.exporter,
@@ -394,13 +415,92 @@ async fn abort_stops_the_pull_and_cancels_the_remote_export() {
         )
         .await;
     }
-    let deletes: Vec<_> = remote
-        .seen()
-        .into_iter()
-        .filter(|s| s.method == "DELETE")
-        .collect();
-    assert_eq!(deletes.len(), 1, "the remote export is cancelled once");
+    deletes()
+}
+
+#[tokio::test]
+async fn when_every_file_has_loaded_siphon_tells_the_remote_it_is_done() {
+    // Bulk Data lets a client DELETE a completed export's status URL, which a server may
+    // take as the signal to drop its files: siphon does, once, after the last file.
+    let remote = Remote::start(Script {
+        pages: vec![vec![("Patient", "a.ndjson")], vec![("Patient", "b.ndjson")]],
+        files: HashMap::from([("a.ndjson", patients(2)), ("b.ndjson", patients(5))]),
+        ..Script::default()
+    })
+    .await;
+    let env = setup(&remote).await;
+    let id = start(&env, pnp(&remote.export_url(), json!([]))).await;
+    let session = run_until_settled(&env, &id).await;
+    assert_eq!(session["status"], "done", "{session}");
+    assert_eq!(count(&env.db, "patient").await, 5);
+    let deletes = until_released(&env, &remote).await;
+    assert_eq!(deletes.len(), 1, "told once: {deletes:?}");
     assert_eq!(deletes[0].path, "/status/1");
+    let seen = remote.seen();
+    let released = seen.iter().position(|s| s.method == "DELETE").unwrap();
+    let last_file = seen
+        .iter()
+        .rposition(|s| s.path.starts_with("/files/"))
+        .unwrap();
+    assert!(last_file < released, "after every file was read: {seen:?}");
+    // The pull's task ended: the session stays done, nothing is queued any more.
+    let (status, after, _) = call(&env, "GET", &format!("/$import/{id}"), None).await;
+    assert_eq!((status, &after["status"]), (200, &json!("done")), "{after}");
+}
+
+#[tokio::test]
+async fn abort_once_every_file_is_queued_still_cancels_the_remote_export() {
+    let remote = Remote::start(Script {
+        pages: vec![vec![("Patient", "a.ndjson")]],
+        files: HashMap::from([("a.ndjson", patients(3))]),
+        ..Script::default()
+    })
+    .await;
+    let env = setup(&remote).await;
+    let id = start(&env, pnp(&remote.export_url(), json!([]))).await;
+    // The planning alone (no loader): until every file is an input of the session.
+    let mut queued = false;
+    for _ in 0..30 {
+        siphon_local::poll_export_queue(
+            &env.exporter,
+            env.export_queue.client(),
+            env.export_queue.url(),
+            1,
+            std::time::Duration::from_secs(900),
+        )
+        .await;
+        let (_, view, _) = call(&env, "GET", &format!("/$import/{id}"), None).await;
+        if view["pull"]["done"] == json!(true) {
+            queued = true;
+            break;
+        }
+    }
+    assert!(queued, "the manifest's file was queued");
+    assert!(remote.seen().iter().all(|s| s.method != "DELETE"));
+    let (status, body, _) = call(
+        &env,
+        "POST",
+        "/$import",
+        Some(json!({"resource": {"id": id, "action": "abort"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let deletes = until_released(&env, &remote).await;
+    assert_eq!(deletes.len(), 1, "cancelled once: {deletes:?}");
+    assert_eq!(deletes[0].path, "/status/1");
+    // The queued file's message is still on the load queue: the loader must not load it.
+    siphon_local::poll_load_queue(&env.worker, env.queue.client(), env.queue.url(), 10, 0).await;
+    let session = run_until_settled(&env, &id).await;
+    assert_eq!(session["status"], "aborted", "{session}");
+    assert_eq!(
+        count(&env.db, "patient").await,
+        0,
+        "nothing of an aborted pull loads"
+    );
+    assert!(
+        remote.seen().iter().all(|s| !s.path.starts_with("/files/")),
+        "the file was never read"
+    );
 }
 
 #[tokio::test]
@@ -506,6 +606,58 @@ async fn pulls_with_smart_backend_services_signing_with_the_key_it_publishes() {
     {
         assert_eq!(s.authorization, None, "{s:?}");
     }
+}
+
+#[tokio::test]
+async fn a_token_the_remote_stops_taking_mid_pull_is_replaced() {
+    // The remote revokes every token it handed out when the second manifest page is
+    // asked for: the planning (and the loader, if it reads a file after that) must fetch
+    // a new token and go on, not fail the pull.
+    let remote = Remote::start(Script {
+        pages: vec![vec![("Patient", "a.ndjson")], vec![("Patient", "b.ndjson")]],
+        files: HashMap::from([("a.ndjson", patients(2)), ("b.ndjson", patients(5))]),
+        requires_token: true,
+        credential: Some(format!("Bearer {SMART_TOKEN}")),
+        smart_client: Some("siphon-at-remote"),
+        revoke_tokens_at_page: Some(1),
+        ..Script::default()
+    })
+    .await;
+    let env = setup_keyed(&remote, true).await;
+    let (_, jwks, _) =
+        api_harness::call_as(&env, "GET", "/.well-known/jwks.json", None, None).await;
+    remote.trust(jwks);
+    let id = start(
+        &env,
+        pnp(
+            &remote.export_url(),
+            json!([smart("siphon-at-remote", "system/Patient.read")]),
+        ),
+    )
+    .await;
+    let session = run_until_settled(&env, &id).await;
+    assert_eq!(session["status"], "done", "{session}");
+    assert_eq!(count(&env.db, "patient").await, 5);
+    let seen = remote.seen();
+    let page2: Vec<_> = seen.iter().filter(|s| s.path == "/manifest/1").collect();
+    assert_eq!(
+        page2.len(),
+        2,
+        "refused once, then read with a new token: {seen:?}"
+    );
+    assert_eq!(
+        page2[0].authorization.as_deref(),
+        Some(format!("Bearer {SMART_TOKEN}").as_str())
+    );
+    let renewed = page2[1].authorization.clone().unwrap();
+    assert!(
+        renewed.starts_with(&format!("Bearer {SMART_TOKEN}-")),
+        "{renewed}"
+    );
+    let requests = remote.token_requests();
+    assert!(requests.len() >= 3, "{requests:?}");
+    assert!(requests.iter().all(|(_, claims)| claims.is_some()));
+    assert!(!session.to_string().contains(SMART_TOKEN), "{session}");
 }
 
 #[tokio::test]

@@ -213,6 +213,21 @@ impl RemoteCredentials {
         Ok(Some(format!("Bearer {token}")))
     }
 
+    /// Drops the token held for `auth` towards the remote of `export_url`, so the next
+    /// request fetches a new one: the remote refused it (revoked, or expired before the
+    /// lifetime it announced). Nothing for credentials siphon does not fetch.
+    pub fn forget(&self, auth: &RemoteAuth, export_url: &str) -> bool {
+        let RemoteAuth::Smart { client_id, scope } = auth else {
+            return false;
+        };
+        let Ok(base) = fhir_base(export_url) else {
+            return false;
+        };
+        self.lock()
+            .remove(&(base.to_string(), client_id.clone(), scope.clone()));
+        true
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), Cached>> {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -304,6 +319,11 @@ impl RemoteAccess {
         self.credentials
             .authorization(&self.http, auth, export_url)
             .await
+    }
+
+    /// See [`RemoteCredentials::forget`]: `true` when there was a token to renew.
+    pub fn forget(&self, auth: &RemoteAuth, export_url: &str) -> bool {
+        self.credentials.forget(auth, export_url)
     }
 
     /// What a worker without remote access can send: a static credential; `smart` is

@@ -405,19 +405,22 @@ impl Loader {
     /// credential (a SMART access token fetched now or held), when its manifest required
     /// one and the file is on the kick-off URL's origin. A token that cannot be had is
     /// the file's source error (transient: retried; refused: the file fails saying why).
+    /// `renew` drops the token held first (the remote refused it); the answer says
+    /// whether the credential was such a token.
     async fn pull_authorization(
         &self,
         file: &LoaderFile,
         location: &Location,
-    ) -> Result<std::result::Result<Option<String>, SourceError>> {
+        renew: bool,
+    ) -> Result<std::result::Result<(Option<String>, bool), SourceError>> {
         let (Some(session), Location::Url(url)) = (&file.import, location) else {
-            return Ok(Ok(None));
+            return Ok(Ok((None, false)));
         };
         let Some(export) = self.db.export(session).await? else {
-            return Ok(Ok(None));
+            return Ok(Ok((None, false)));
         };
         if export.kind != ExportKind::Pull {
-            return Ok(Ok(None));
+            return Ok(Ok((None, false)));
         }
         let job: crate::model::pull::PullJob = serde_json::from_value(export.request)
             .map_err(|e| Error::Internal(format!("unreadable pull job {session}: {e}")))?;
@@ -430,11 +433,18 @@ impl Loader {
                 .is_some_and(|p| p.requires_token)
         };
         if !job.credential_goes_to(url, requires) {
-            return Ok(Ok(None));
+            return Ok(Ok((None, false)));
         }
         Ok(match &self.remote {
-            Some(remote) => remote.authorization(&job.auth, &job.export_url).await,
-            None => crate::auth::remote::RemoteAccess::without_key(&job.auth),
+            Some(remote) => {
+                let fetched = renew && remote.forget(&job.auth, &job.export_url);
+                let renewable = matches!(job.auth, crate::model::pull::RemoteAuth::Smart { .. });
+                remote
+                    .authorization(&job.auth, &job.export_url)
+                    .await
+                    .map(|a| (a, renewable && !fetched))
+            }
+            None => crate::auth::remote::RemoteAccess::without_key(&job.auth).map(|a| (a, false)),
         })
     }
 
@@ -449,13 +459,25 @@ impl Loader {
         std::result::Result<mpsc::Receiver<std::result::Result<Batch, (Batch, DecodeError)>>, Stop>,
     > {
         let location = file.origin();
-        let opened = match self.pull_authorization(file, &location).await? {
-            Ok(authorization) => {
-                self.source
-                    .open_authorized(&location, file.etag.as_deref(), authorization.as_deref())
-                    .await
-            }
-            Err(e) => Err(e),
+        let mut renew = false;
+        let opened = loop {
+            let opened = match self.pull_authorization(file, &location, renew).await? {
+                Ok((authorization, renewable)) => {
+                    let opened = self
+                        .source
+                        .open_authorized(&location, file.etag.as_deref(), authorization.as_deref())
+                        .await;
+                    // A token siphon fetched, refused: once more with a new one.
+                    if renewable && matches!(opened, Err(SourceError::AccessDenied(_))) {
+                        tracing::info!(file_id = %file.id, file = %location, "the remote refused siphon's token; fetching a new one");
+                        renew = true;
+                        continue;
+                    }
+                    opened
+                }
+                Err(e) => Err(e),
+            };
+            break opened;
         };
         let object = match opened {
             Ok(o) => o,

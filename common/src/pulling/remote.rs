@@ -27,6 +27,9 @@ pub enum Failure {
     Later { wait: Duration, why: String },
     /// Will not get better (4xx, a malformed answer, a URL the guard refuses).
     Permanent(String),
+    /// 401: the credential was refused. Permanent, unless it was a token siphon fetched
+    /// itself, which a new one may replace.
+    Unauthorized(String),
 }
 
 impl Failure {
@@ -238,6 +241,7 @@ async fn refusal(what: &str, answer: &mut Answer) -> Failure {
             wait: retry_after(text_header(answer, "retry-after"), chrono::Utc::now()),
             why,
         },
+        401 => Failure::Unauthorized(why),
         _ => Failure::Permanent(why),
     }
 }

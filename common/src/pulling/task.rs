@@ -12,9 +12,15 @@
 //!    read again after a crash finds its files there) and goes on the load queue; a
 //!    checkpoint after each page.
 //!
+//! 4. **wait for the loads**: the task parks, waking every [`LOADED_POLL`], until the
+//!    session has ended; then it tells the remote it is done with the files (`DELETE` on
+//!    the status URL, which Bulk Data lets a server take as the signal to drop them).
+//!
 //! The session's state is obeyed at every step: paused, new files are created paused
 //! (resume queues them); aborted, the planning stops and the remote export is cancelled
-//! (`DELETE` on its status URL).
+//! (`DELETE` on its status URL), whether files are still being listed or all are queued.
+//! A token siphon fetched itself (`smart`) that the remote refuses with 401 is dropped
+//! and a new one fetched, counted as a failed request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +40,9 @@ use crate::storage::{imports, Db};
 
 /// 429, 5xx or network failures in a row after which a pull gives up.
 pub const MAX_FAILURES: u32 = 8;
+
+/// How often a pull whose files are all queued looks whether its session has ended.
+pub const LOADED_POLL: Duration = Duration::from_secs(10);
 
 /// How a run of a pull task ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -90,16 +99,24 @@ impl Puller {
             progress: session.1,
             job,
         };
-        match session.0 {
+        let outcome = match session.0 {
             Some(SessionStatus::Aborted) => return self.stop(&mut run).await,
-            Some(SessionStatus::Active | SessionStatus::Paused) => {}
+            // Every file is queued: wait for them to load.
+            Some(SessionStatus::Active | SessionStatus::Paused) if run.checkpoint.done => {
+                Ok(PullOutcome::Wait(LOADED_POLL))
+            }
+            Some(SessionStatus::Active | SessionStatus::Paused) => {
+                self.pull(&mut run, deadline).await
+            }
+            _ if run.checkpoint.done => return self.finish(&run).await,
             _ => {
-                // The session ended some other way (or was deleted): nothing to pull.
+                // The session ended some other way (a file failed; deleted): nothing
+                // more to pull.
+                self.release(&run).await;
                 self.end(&run, TaskStatus::Cancelled, None).await?;
                 return Ok(PullOutcome::Task(TaskOutcome::Cancelled));
             }
-        }
-        let outcome = self.pull(&mut run, deadline).await;
+        };
         match outcome {
             Ok(PullOutcome::Wait(wait)) => {
                 // Park: no heartbeat while waiting; the lease runs until the message
@@ -208,13 +225,11 @@ impl Puller {
                 return Ok(PullOutcome::Task(TaskOutcome::Continue));
             }
         }
-        // Done: every file is an input; the session settles when they have loaded.
+        // Every file is an input; the session settles when they have loaded, and the
+        // task waits for that to tell the remote.
         run.checkpoint.done = true;
         run.progress.stage = "loading".into();
         run.progress.done = true;
-        if !self.end(run, TaskStatus::Done, None).await? {
-            return Ok(PullOutcome::Task(TaskOutcome::Busy));
-        }
         self.show(run).await?;
         crate::sessions::settle(&self.db, &run.job.session).await?;
         tracing::info!(
@@ -223,9 +238,47 @@ impl Puller {
             files = run.checkpoint.files,
             "remote export pulled: every file is queued"
         );
+        Ok(PullOutcome::Wait(LOADED_POLL))
+    }
+
+    /// Every file was queued and the session has ended: the remote is told siphon is
+    /// done with its files, and the task ends.
+    async fn finish(&self, run: &Run) -> Result<PullOutcome> {
+        self.release(run).await;
+        if !self.end(run, TaskStatus::Done, None).await? {
+            return Ok(PullOutcome::Task(TaskOutcome::Busy));
+        }
         Ok(PullOutcome::Task(TaskOutcome::Done {
             count: run.checkpoint.files as i64,
         }))
+    }
+
+    /// `DELETE` on the remote's status URL, if there is one: a running export is
+    /// cancelled, a finished one may drop its files. Best effort: the answer is logged.
+    async fn release(&self, run: &Run) {
+        let Some(status_url) = &run.checkpoint.status_url else {
+            return;
+        };
+        let released = match self.authorization(&run.job).await {
+            Ok(authorization) => {
+                self.remote(&run.job, &authorization)
+                    .cancel(status_url)
+                    .await
+            }
+            Err(f) => Err(f),
+        };
+        match released {
+            Ok(status) => {
+                tracing::info!(
+                    session = run.job.session,
+                    status,
+                    "remote export released (DELETE)"
+                )
+            }
+            Err(f) => {
+                tracing::warn!(session = run.job.session, failure = ?f, "could not release the remote export")
+            }
+        }
     }
 
     /// A failed request: wait and try again, or (permanent, or too many in a row) an
@@ -249,7 +302,19 @@ impl Puller {
                 );
                 Ok(PullOutcome::Wait(wait))
             }
-            Failure::Permanent(why) => Err(Error::BadRequest(why)),
+            Failure::Unauthorized(why)
+                if self.credentials.forget(&run.job.auth, &run.job.export_url) =>
+            {
+                // A token siphon fetched was refused: a new one on the next run.
+                self.failed(
+                    run,
+                    Failure::Later {
+                        wait: super::remote::MIN_WAIT,
+                        why: format!("{why}; fetching a new token"),
+                    },
+                )
+            }
+            Failure::Permanent(why) | Failure::Unauthorized(why) => Err(Error::BadRequest(why)),
         }
     }
 
@@ -362,6 +427,7 @@ impl Puller {
     /// The pull failed for good: the task and the session end in error, saying why.
     async fn fail(&self, run: &mut Run, why: &str) -> Result<()> {
         tracing::error!(session = run.job.session, error = why, "pull import failed");
+        self.release(run).await;
         self.end(run, TaskStatus::Error, Some(why)).await?;
         run.progress.done = true;
         self.show(run).await?;
@@ -378,24 +444,7 @@ impl Puller {
     /// The session was aborted: the remote export is cancelled, the planning ends, and
     /// files it created but nobody loads are aborted.
     async fn stop(&self, run: &mut Run) -> Result<PullOutcome> {
-        if let Some(status_url) = &run.checkpoint.status_url {
-            let cancelled = match self.authorization(&run.job).await {
-                Ok(authorization) => {
-                    self.remote(&run.job, &authorization)
-                        .cancel(status_url)
-                        .await
-                }
-                Err(f) => Err(f),
-            };
-            match cancelled {
-                Ok(status) => {
-                    tracing::info!(session = run.job.session, status, "remote export cancelled")
-                }
-                Err(f) => {
-                    tracing::warn!(session = run.job.session, failure = ?f, "could not cancel the remote export")
-                }
-            }
-        }
+        self.release(run).await;
         self.end(run, TaskStatus::Cancelled, None).await?;
         self.db.cancel_export(&run.export).await?;
         run.progress.stage = "aborted".into();

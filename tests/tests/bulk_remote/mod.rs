@@ -46,6 +46,10 @@ pub struct Script {
     pub raw_files: HashMap<&'static str, Vec<u8>>,
     /// File name -> the `Location` of a 302 answered instead of the file.
     pub redirects: HashMap<&'static str, String>,
+    /// With `smart_client`: when manifest page N is first asked for, every access token
+    /// handed out so far stops working (as one that expired early, or was revoked), and
+    /// later token requests get new tokens (`SMART_TOKEN-k`).
+    pub revoke_tokens_at_page: Option<usize>,
 }
 
 /// One request the remote got.
@@ -65,6 +69,10 @@ struct State {
     jwks: Option<Value>,
     /// Every token request: its form, and the assertion's claims when it verified.
     token_requests: Vec<(HashMap<String, String>, Option<Value>)>,
+    /// `revoke_tokens_at_page` happened: only `renewed` tokens work.
+    revoked: bool,
+    /// Tokens handed out after the revocation.
+    renewed: Vec<String>,
 }
 
 pub struct Remote {
@@ -228,6 +236,11 @@ fn respond(
         authorization: authorization.clone(),
     });
     let base = format!("http://{addr}");
+    if let Some(n) = script.revoke_tokens_at_page {
+        if path == format!("/manifest/{n}") {
+            st.revoked = true;
+        }
+    }
     if let Some(client) = script.smart_client {
         if path == "/fhir/.well-known/smart-configuration" {
             let doc = json!({"token_endpoint": format!("{base}/auth/token"),
@@ -246,11 +259,18 @@ fn respond(
             );
             st.token_requests
                 .push((form, checked.as_ref().ok().cloned()));
+            let token = if st.revoked {
+                let token = format!("{SMART_TOKEN}-{}", st.token_requests.len());
+                st.renewed.push(token.clone());
+                token
+            } else {
+                SMART_TOKEN.to_string()
+            };
             return match checked {
                 Ok(_) => answer(
                     200,
                     &[],
-                    json!({"access_token": SMART_TOKEN, "token_type": "bearer", "expires_in": 300})
+                    json!({"access_token": token, "token_type": "bearer", "expires_in": 300})
                         .to_string(),
                 ),
                 Err(why) => answer(
@@ -265,7 +285,14 @@ fn respond(
         .credential
         .clone()
         .unwrap_or_else(|| format!("Bearer {TOKEN}"));
-    if script.requires_token && authorization.as_ref() != Some(&wanted) {
+    let accepted = if st.revoked {
+        st.renewed
+            .iter()
+            .any(|t| authorization.as_deref() == Some(format!("Bearer {t}").as_str()))
+    } else {
+        authorization.as_ref() == Some(&wanted)
+    };
+    if script.requires_token && !accepted {
         return answer(401, &[], outcome("a credential is required"));
     }
     if req.method == hyper::Method::DELETE && path == "/status/1" {
