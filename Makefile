@@ -84,8 +84,10 @@ serve: up
 	$(CARGO) build --release -p siphon-local
 	@set -a; source $(ENV); set +a; ./target/release/siphon-local
 
+# In-process dump stream, then $dump / $dump-sql through make serve's binary read by curl,
+# each against psql \copy; SIPHON_BENCH_BEFORE=path adds another siphon-local build.
 bench-dump: up
-	$(CARGO) build --release -p siphon-tests --bin siphon-bench-dump
+	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-bench-dump
 	@set -a; source $(ENV); set +a; ./target/release/siphon-bench-dump
 
 bench-load: up

@@ -117,14 +117,29 @@ pub async fn serve(url: &str, port: u16, exporters: u64, log: &str) -> Child {
 
 /// [`serve`] with `loaders` loaders (0: none).
 pub async fn serve_with(url: &str, port: u16, loaders: u64, exporters: u64, log: &str) -> Child {
+    serve_binary(&server_binary(), url, port, loaders, exporters, log).await
+}
+
+/// The siphon-local the benchmarks run: `SIPHON_BENCH_SERVER` (another build, e.g. of an
+/// older commit, to measure before and after a change) or `make serve`'s release binary.
+pub fn server_binary() -> std::path::PathBuf {
+    std::env::var_os("SIPHON_BENCH_SERVER")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::repo_root().join("target/release/siphon-local"))
+}
+
+/// [`serve_with`] running the siphon-local at `bin`.
+pub async fn serve_binary(
+    bin: &std::path::Path,
+    url: &str,
+    port: u16,
+    loaders: u64,
+    exporters: u64,
+    log: &str,
+) -> Child {
     let sqs = crate::sqs().await;
     let load_queue = crate::fresh_queue(&sqs).await;
     let export_queue = crate::fresh_queue(&sqs).await;
-    // SIPHON_BENCH_SERVER: another build of siphon-local (e.g. of an older commit, to
-    // measure before and after a change).
-    let bin = std::env::var_os("SIPHON_BENCH_SERVER")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| crate::repo_root().join("target/release/siphon-local"));
     let log = std::fs::File::create(crate::repo_root().join("target").join(log)).unwrap();
     let child = Command::new(bin)
         .envs(crate::env().iter())

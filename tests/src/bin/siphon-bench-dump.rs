@@ -5,8 +5,14 @@
 //! seed demo's 100,000 generated patients (`generate_series`), then alternates rounds:
 //! psql's `\copy` to /dev/null, and a child process running siphon's dump stream (the
 //! function's code path minus HTTP) to /dev/null, which reports its own peak RSS.
-//! The last line is `dump_ratio=.. demo_100k_patients_s=.. peak_rss_mb=..`.
+//! Then the path users take: `make serve`'s release binary on the same database, read by
+//! curl writing to a file, against `psql \copy (...) to` a file, for `$dump` of both
+//! tables and `$dump-sql` in tsv and csv; `SIPHON_BENCH_BEFORE=path` runs the same
+//! rounds against another siphon-local build too (before and after a change, one run).
+//! The last lines are `dump_ratio=.. demo_100k_patients_s=.. peak_rss_mb=..` and
+//! `http_<case>_ratio=..` for each build.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,6 +84,122 @@ fn psql_copy(url: &str, table: &str) -> f64 {
         .expect("psql");
     assert!(status.success());
     start.elapsed().as_secs_f64()
+}
+
+/// One request through make serve's binary, written to `file` by curl: seconds.
+fn curl(port: u16, path: &str, body: Option<&str>, file: &Path) -> f64 {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--fail", "-o"]).arg(file).args([
+        "-H",
+        &format!("authorization: {}", siphon_tests::bench::admin()),
+    ]);
+    if let Some(body) = body {
+        cmd.args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+        ]);
+    }
+    let start = Instant::now();
+    let status = cmd
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .status()
+        .expect("curl");
+    assert!(status.success(), "curl {path}");
+    start.elapsed().as_secs_f64()
+}
+
+/// `psql \copy (select) to 'file' options`: seconds.
+fn psql_to_file(url: &str, select: &str, options: &str, file: &Path) -> f64 {
+    let start = Instant::now();
+    let status = Command::new("psql")
+        .arg(url)
+        .arg("-qc")
+        .arg(format!(
+            "\\copy ({select}) to '{}' {options}",
+            file.display()
+        ))
+        .status()
+        .expect("psql");
+    assert!(status.success());
+    start.elapsed().as_secs_f64()
+}
+
+/// One comparison of the HTTP rounds: a request and the `psql \copy` writing the same.
+struct Case {
+    name: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+    select: &'static str,
+    options: &'static str,
+}
+
+const WITH_ID: &str = "resource || jsonb_build_object('resourceType', resource_type, 'id', id)";
+
+fn cases() -> Vec<Case> {
+    let dump = |name, path, table: &'static str| Case {
+        name,
+        path,
+        body: None,
+        select: Box::leak(format!("select {WITH_ID} from {table}").into_boxed_str()),
+        options: "",
+    };
+    vec![
+        dump("dump_observation", "/Observation/$dump", "observation"),
+        dump("dump_patient", "/Patient/$dump", "patient"),
+        Case {
+            name: "dump_sql_tsv",
+            path: "/$dump-sql",
+            body: Some(r#"{"query": "select id, resource from observation", "format": "tsv"}"#),
+            select: "select id, resource from observation",
+            options: "",
+        },
+        Case {
+            name: "dump_sql_csv",
+            path: "/$dump-sql",
+            body: Some(r#"{"query": "select id, resource from observation", "format": "csv"}"#),
+            select: "select id, resource from observation",
+            options: "with (format csv, header true)",
+        },
+    ]
+}
+
+/// The HTTP rounds against the siphon-local at `bin`: best of `rounds` for each case,
+/// curl against psql, alternating. Prints a line per round and returns `(case, ratio)`.
+async fn http_rounds(bin: &Path, label: &str, url: &str, rounds: usize) -> Vec<(String, f64)> {
+    let port = siphon_tests::bench::free_port();
+    let mut server =
+        siphon_tests::bench::serve_binary(bin, url, port, 0, 0, &format!("bench-dump-{label}.log"))
+            .await;
+    let dir = siphon_tests::repo_root().join("target/bench-dump");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ours, theirs) = (dir.join("siphon.out"), dir.join("psql.out"));
+    let mut ratios = Vec::new();
+    for case in cases() {
+        let (mut best_psql, mut best_siphon) = (f64::MAX, f64::MAX);
+        for round in 1..=rounds {
+            let base = psql_to_file(url, case.select, case.options, &theirs);
+            let secs = curl(port, case.path, case.body, &ours);
+            let (a, b) = (
+                std::fs::metadata(&ours).unwrap().len(),
+                std::fs::metadata(&theirs).unwrap().len(),
+            );
+            println!(
+                "{label} {} round {round}: psql \\copy to a file {base:.3}s ({:.1} MB), curl {secs:.3}s ({:.1} MB), ratio {:.3}",
+                case.name,
+                b as f64 / 1e6,
+                a as f64 / 1e6,
+                secs / base
+            );
+            best_psql = best_psql.min(base);
+            best_siphon = best_siphon.min(secs);
+        }
+        ratios.push((case.name.to_string(), best_siphon / best_psql));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    ratios
 }
 
 #[tokio::main]
@@ -172,4 +294,16 @@ async fn main() {
         peak as f64 / 1024.0,
         out_bytes as f64 / 1e6 / best_siphon
     );
+    let mut builds = vec![("after", siphon_tests::bench::server_binary())];
+    if let Some(before) = std::env::var_os("SIPHON_BENCH_BEFORE") {
+        builds.insert(0, ("before", PathBuf::from(before)));
+    }
+    let mut summary = Vec::new();
+    for (label, bin) in &builds {
+        let label = if builds.len() == 1 { "http" } else { label };
+        for (case, ratio) in http_rounds(bin, label, &url, rounds).await {
+            summary.push(format!("{label}_{case}_ratio={ratio:.3}"));
+        }
+    }
+    println!("{}", summary.join(" "));
 }
