@@ -19,4 +19,4 @@ if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
       "$venv/bin/pip" install --disable-pip-version-check -q -r "$reqs"; }
   echo "$want" > "$venv/.requirements.sha256"
 fi
-echo "test-env: $("$venv/bin/python" -c 'import pyarrow, duckdb; print("pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__)')"
+echo "test-env: $("$venv/bin/python" -c 'import pyarrow, duckdb, prometheus_client; print("pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__, "prometheus_client ok")')"

@@ -78,7 +78,58 @@ pub async fn dump_type(
     ty: &ResourceType,
     since: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<ByteStream> {
-    first_then_rest(db.copy_resources(ty, since).await?).await
+    let stream = first_then_rest(db.copy_resources(ty, since).await?).await?;
+    Ok(measured(stream, "dump", Some(ty.as_str())))
+}
+
+/// Counts what passes through `stream` and records it when the stream ends or is
+/// dropped (a client that hangs up counts what it got): `BytesOut`, `Rows` (lines),
+/// `DumpSeconds`.
+fn measured(
+    stream: ByteStream,
+    operation: &'static str,
+    resource_type: Option<&str>,
+) -> ByteStream {
+    struct Tally {
+        operation: &'static str,
+        resource_type: Option<String>,
+        started: std::time::Instant,
+        bytes: u64,
+        rows: u64,
+    }
+    impl Drop for Tally {
+        fn drop(&mut self) {
+            use crate::metrics::{bytes, count, seconds};
+            crate::metrics::record(
+                self.operation,
+                self.resource_type.as_deref(),
+                &[
+                    bytes("BytesOut", self.bytes),
+                    count("Rows", self.rows),
+                    seconds("DumpSeconds", self.started.elapsed()),
+                ],
+            );
+        }
+    }
+    let mut tally = Tally {
+        operation,
+        resource_type: resource_type.map(str::to_string),
+        started: std::time::Instant::now(),
+        bytes: 0,
+        rows: 0,
+    };
+    stream
+        .map(move |item| {
+            // The whole tally moves into the closure (its fields alone would be copied
+            // out, and the tally dropped, recording nothing, at once).
+            let tally = &mut tally;
+            if let Ok(chunk) = &item {
+                tally.bytes += chunk.len() as u64;
+                tally.rows += memchr::memchr_iter(b'\n', chunk).count() as u64;
+            }
+            item
+        })
+        .boxed()
 }
 
 /// Functions refused in `$dump-sql` whatever the role may do: they read files, sleep the
@@ -173,7 +224,7 @@ pub async fn dump_sql(
             )
         }
     };
-    first_then_rest(stream).await
+    Ok(measured(first_then_rest(stream).await?, "dump-sql", None))
 }
 
 /// Turns a stream of COPY text rows into a stream of `each(row)` lines. Rows end with a
@@ -244,6 +295,38 @@ pub fn gzip(stream: ByteStream) -> ByteStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dump_stream_records_its_rows_and_bytes_once_it_is_dropped() {
+        let stream: ByteStream = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"{\"a\":1}\n{\"a\":2}\n")),
+            Ok(Bytes::from_static(b"{\"a\":3}\n")),
+        ])
+        .boxed();
+        let mut counted = measured(stream, "test-measured", Some("Basic"));
+        let mut got = 0;
+        while let Some(chunk) = futures::executor::block_on(counted.next()) {
+            got += chunk.unwrap().len();
+        }
+        let line = |name: &str| {
+            crate::metrics::prometheus()
+                .lines()
+                .find(|l| l.starts_with(name) && l.contains("operation=\"test-measured\""))
+                .map(str::to_string)
+        };
+        assert_eq!(
+            line("siphon_rows_total"),
+            None,
+            "recorded at the end, not before"
+        );
+        drop(counted);
+        assert!(
+            line("siphon_rows_total").is_some_and(|l| l.ends_with("resource_type=\"Basic\"} 3")),
+            "{:?}",
+            line("siphon_rows_total")
+        );
+        assert!(line("siphon_bytes_out_total").is_some_and(|l| l.ends_with(&format!("}} {got}"))));
+    }
 
     #[test]
     fn only_one_read_statement_passes_the_gate() {

@@ -9,6 +9,7 @@
 //!   (how the process allocates).
 //! - [`model`]: plain data (LoaderFile, line errors, session states, locations).
 //! - [`fhir`]: the FHIR R4 definitions (resource types, the Patient compartment).
+//! - [`metrics`]: what siphon counts (CloudWatch EMF in Lambda, `/metrics` locally).
 //!
 //! Edges (talk to the outside world, know no domain logic):
 //! - [`storage`]: Postgres; every SQL statement lives there.
@@ -45,6 +46,7 @@ pub mod inventory;
 pub mod lease;
 pub mod loading;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod pulling;
 pub mod queue;

@@ -88,6 +88,25 @@ pub struct SweepReport {
     pub export_tasks_given_up: u32,
 }
 
+impl SweepReport {
+    /// The pass's metrics: work picked up again (`Recovered`) and work ended because
+    /// workers kept dying on it (`GaveUp`, the figure worth an alarm).
+    fn record(&self) {
+        use crate::metrics::count;
+        let recovered = self.redelivered + self.requeued + self.export_tasks;
+        let gave_up = self.given_up + self.export_tasks_given_up;
+        crate::metrics::record(
+            "sweep",
+            None,
+            &[
+                count("Recovered", recovered as u64),
+                count("GaveUp", gave_up as u64),
+                count("Rebuilt", (self.rebuilt + self.refs_resolved) as u64),
+            ],
+        );
+    }
+}
+
 /// Runs sweep passes.
 pub struct Sweeper {
     db: Db,
@@ -178,6 +197,7 @@ impl Sweeper {
                 }
             }
         }
+        report.record();
         Ok(report)
     }
 

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("lease", 0),
     ("model", 1),
     ("fhir", 1),
+    ("metrics", 1),
     ("secrets", 2),
     ("storage", 2),
     ("sources", 2),

@@ -579,6 +579,13 @@ async fn end_to_end_upload_notification_queue_loader_and_dump_through_the_emulat
     got.sort_by_key(key);
     want.sort_by_key(key);
     assert_eq!(got, want);
+    // The figures each function recorded, as CloudWatch would read them from its log:
+    // EMF documents in namespace siphon, dimensions Function and Operation.
+    let loaded = emf_values(&dir.join("loader.log"), "load", "ResourcesLoaded").await;
+    assert_eq!(loaded, vec![700.0], "one file's end, its totals once");
+    // (recorded when the stream is dropped, which may come just after the last byte)
+    let rows = emf_values(&dir.join("dump.log"), "dump", "Rows").await;
+    assert_eq!(rows, vec![700.0]);
     // Cold starts, as the emulator reports them (printed, not asserted: timings are noisy).
     for (name, log) in [
         ("siphon-s3-ingest", "ingest.log"),
@@ -710,4 +717,48 @@ async fn export_runs_a_task_through_the_emulator() {
         .await
         .unwrap();
     assert_eq!(head.content_type(), Some("application/fhir+ndjson"));
+}
+
+/// The values of metric `name` in the EMF documents of `operation` a function printed
+/// to its log; each document is checked as CloudWatch reads it (the directive names the
+/// metric and its dimensions, and each is a member of the document). Waits (up to 10 s)
+/// for the first.
+async fn emf_values(log: &std::path::Path, operation: &str, name: &str) -> Vec<f64> {
+    let start = Instant::now();
+    loop {
+        let values = emf_values_now(log, operation, name);
+        if !values.is_empty() || start.elapsed() > Duration::from_secs(10) {
+            return values;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn emf_values_now(log: &std::path::Path, operation: &str, name: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(log).unwrap();
+    let mut values = Vec::new();
+    for line in text.lines() {
+        let Ok(doc) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let Some(directive) = doc["_aws"]["CloudWatchMetrics"].get(0) else {
+            continue;
+        };
+        assert_eq!(directive["Namespace"], "siphon", "{line}");
+        assert!(doc["_aws"]["Timestamp"].as_u64().is_some(), "{line}");
+        for dims in directive["Dimensions"].as_array().unwrap() {
+            for d in dims.as_array().unwrap() {
+                assert!(doc[d.as_str().unwrap()].is_string(), "{d} in {line}");
+            }
+        }
+        let named = directive["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["Name"] == name);
+        if doc["Operation"] == operation && named {
+            values.push(doc[name].as_f64().unwrap());
+        }
+    }
+    values
 }

@@ -407,6 +407,23 @@ impl Authenticator {
         authorization: Option<&str>,
         source: Option<&str>,
     ) -> Result<Principal> {
+        let checked = self.authenticate(authorization, source).await;
+        let refused = match &checked {
+            Err(Error::Unauthorized(_)) => Some("AuthFailures"),
+            Err(Error::Throttled { .. }) => Some("Throttled"),
+            _ => None,
+        };
+        if let Some(name) = refused {
+            crate::metrics::record("auth", None, &[crate::metrics::count(name, 1)]);
+        }
+        checked
+    }
+
+    async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        source: Option<&str>,
+    ) -> Result<Principal> {
         if let Some(token) = authorization.and_then(bearer) {
             return self.check_bearer(token).await;
         }
@@ -493,6 +510,22 @@ impl Authenticator {
     /// The token endpoint: checks a client assertion (see [`backend`]) sent to
     /// `token_url` from `source` and issues an access token.
     pub async fn issue_token(
+        &self,
+        body: &[u8],
+        token_url: &str,
+        source: Option<&str>,
+    ) -> std::result::Result<Issued, OAuthError> {
+        let issued = self.grant(body, token_url, source).await;
+        let name = match &issued {
+            Ok(_) => "TokensIssued",
+            Err(OAuthError::Throttled { .. }) => "Throttled",
+            Err(_) => "AuthFailures",
+        };
+        crate::metrics::record("token", None, &[crate::metrics::count(name, 1)]);
+        issued
+    }
+
+    async fn grant(
         &self,
         body: &[u8],
         token_url: &str,

@@ -143,6 +143,16 @@ pub fn is_resource_type(name: &str) -> bool {
         .is_ok()
 }
 
+/// The concrete R4 resource type named `name`, as a `'static` string (for values that
+/// must come from a fixed set, such as a metric's dimension).
+pub fn static_resource_type(name: &str) -> Option<&'static str> {
+    let types = resource_types();
+    types
+        .binary_search_by(|t| t.as_str().cmp(name))
+        .ok()
+        .map(|i| types[i].as_str())
+}
+
 /// The element paths (dotted, relative to the resource) whose references put a resource
 /// of type `ty` in a Patient's compartment; `None` for types outside the compartment.
 /// A Patient is also in its own compartment by its id.

@@ -177,6 +177,7 @@ impl ExportWorker {
             return self.pull(message, delivery).await;
         }
         // A missing export is the runner's to report (its task ends).
+        let started = std::time::Instant::now();
         let outcome = match kind {
             Some(ExportKind::Inventory) => {
                 self.plan(message, delivery.receipt, delivery.deadline)
@@ -188,6 +189,7 @@ impl ExportWorker {
                     .await
             }
         };
+        record_task(kind, &outcome, started.elapsed());
         match outcome {
             Ok(TaskOutcome::Done { count }) => {
                 tracing::info!(task, count, "export task done");
@@ -317,9 +319,31 @@ impl ExportWorker {
     }
 }
 
+/// The metrics of one run of an export task: its time, and when it ended, what it made
+/// (rows written; for an inventory import or a pull, files queued).
+fn record_task(
+    kind: Option<ExportKind>,
+    outcome: &crate::error::Result<TaskOutcome>,
+    took: std::time::Duration,
+) {
+    use crate::metrics::{count, seconds};
+    let operation = match kind {
+        Some(ExportKind::Fhir) | None => "export",
+        Some(ExportKind::Bucket) => "dump-to-bucket",
+        Some(ExportKind::Inventory) => "inventory",
+        Some(ExportKind::Pull) => "pull",
+    };
+    let mut figures = vec![seconds("TaskSeconds", took)];
+    if let Ok(TaskOutcome::Done { count: n }) = outcome {
+        figures.extend([count("TasksDone", 1), count("Rows", (*n).max(0) as u64)]);
+    }
+    crate::metrics::record(operation, None, &figures);
+}
+
 impl Job for ExportWorker {
     type Message = ExportMessage;
     const WHAT: &'static str = "export task";
+    const OPERATION: &'static str = "export";
 
     fn id(message: &ExportMessage) -> &str {
         &message.task

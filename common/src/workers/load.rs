@@ -60,6 +60,9 @@ impl LoadWorker {
         options: LoadOptions,
         max_receives: u32,
     ) -> Self {
+        // One client (one TLS configuration) for files and token requests: a clone
+        // shares it.
+        let http = HttpSource::new(policy.clone());
         LoadWorker {
             db,
             queue,
@@ -67,10 +70,10 @@ impl LoadWorker {
             max_receives,
             default_source: Arc::new(default_s3),
             sources: Mutex::new(HashMap::new()),
-            http: Arc::new(HttpSource::new(policy.clone())),
+            http: Arc::new(http.clone()),
             remote: RemoteAccess {
                 credentials: Default::default(),
-                http: HttpSource::new(policy.clone()),
+                http,
             },
             policy,
         }
@@ -142,7 +145,9 @@ impl LoadWorker {
             .with_receipt(delivery.receipt.map(str::to_string))
             .with_receives(delivery.receives)
             .with_remote_access(Some(self.remote.clone()));
+        let started = std::time::Instant::now();
         let outcome = loader.load(file_id, Some(delivery.deadline)).await;
+        record_load(&outcome, started.elapsed());
         if let Ok(Outcome::Done { .. } | Outcome::Failed { .. }) = &outcome {
             if let Err(e) = self.settle(file_id, &message.store).await {
                 // The file is finished; only its session's summary is behind. Redeliver:
@@ -209,9 +214,28 @@ impl LoadWorker {
     }
 }
 
+/// The metrics of one run of a file: its time, and when it ended, its counts.
+fn record_load(outcome: &Result<Outcome>, took: std::time::Duration) {
+    use crate::metrics::{count, seconds};
+    let mut figures = vec![seconds("LoadSeconds", took)];
+    match outcome {
+        Ok(Outcome::Done { loaded, failed }) => figures.extend([
+            count("FilesDone", 1),
+            count("ResourcesLoaded", *loaded),
+            count("InvalidLines", *failed),
+        ]),
+        Ok(Outcome::Failed { .. }) => figures.push(count("FilesFailed", 1)),
+        Ok(Outcome::Continue { .. }) | Err(_) => {}
+        // Nothing was loaded by this run.
+        Ok(_) => return,
+    }
+    crate::metrics::record("load", None, &figures);
+}
+
 impl Job for LoadWorker {
     type Message = LoadMessage;
     const WHAT: &'static str = "LoaderFile";
+    const OPERATION: &'static str = "load";
 
     fn id(message: &LoadMessage) -> &str {
         &message.loader_file_id

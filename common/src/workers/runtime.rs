@@ -54,6 +54,8 @@ pub trait Job: Send + Sync {
     type Message: Serialize + DeserializeOwned + Send + Sync;
     /// What logs call one piece of the work (`LoaderFile`, `export task`).
     const WHAT: &'static str;
+    /// The `Operation` its metrics are recorded under (`load`, `export`).
+    const OPERATION: &'static str;
 
     /// The id of the work a message names, for logs.
     fn id(message: &Self::Message) -> &str;
@@ -145,6 +147,13 @@ impl Runtime {
             return false;
         };
         let id = J::id(&message);
+        if let Some(age) = message_age(record, SystemTime::now()) {
+            crate::metrics::record(
+                J::OPERATION,
+                None,
+                &[crate::metrics::seconds("QueueMessageAge", age)],
+            );
+        }
         let delivery = Delivery {
             receipt: record.receipt_handle.as_deref(),
             receives,
@@ -170,6 +179,11 @@ impl Runtime {
             Disposition::Retry(e) => {
                 tracing::error!(what = J::WHAT, id, receives, error = %e, "failed; the message will be redelivered");
                 if receives >= self.max_receives {
+                    crate::metrics::record(
+                        J::OPERATION,
+                        None,
+                        &[crate::metrics::count("GaveUp", 1)],
+                    );
                     let why = format!("gave up after {receives} attempts: {e}");
                     if let Err(e) = job.give_up(&message, &why).await {
                         tracing::error!(what = J::WHAT, id, error = %e, "cannot mark it failed");
@@ -188,6 +202,14 @@ fn receives(record: &SqsMessage) -> u32 {
         .get("ApproximateReceiveCount")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
+}
+
+/// How long ago the message was first sent (`SentTimestamp`, ms since the epoch), when
+/// the record says.
+fn message_age(record: &SqsMessage, now: SystemTime) -> Option<Duration> {
+    let sent: u64 = record.attributes.get("SentTimestamp")?.parse().ok()?;
+    now.duration_since(UNIX_EPOCH + Duration::from_millis(sent))
+        .ok()
 }
 
 /// The instant of a deadline given in ms since the epoch.
@@ -219,6 +241,7 @@ mod tests {
     impl Job for Scripted {
         type Message = Msg;
         const WHAT: &'static str = "test";
+        const OPERATION: &'static str = "test";
 
         fn id(message: &Msg) -> &str {
             &message.id

@@ -14,6 +14,35 @@ pub use config::Config;
 /// The body type the local front door serves (buffered API answers and streamed dumps).
 pub type LocalBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, lambda_http::Error>;
 
+/// `GET /metrics` of `make serve`: every figure this process recorded (its API, dumps,
+/// loaders, exporters and sweep; see `siphon::metrics`) in the Prometheus text format,
+/// for the admin only. In AWS the same figures go to CloudWatch as EMF log lines.
+pub async fn metrics(
+    api: &siphon_api::App,
+    request: &lambda_http::Request,
+) -> lambda_http::http::Response<bytes::Bytes> {
+    use siphon::web::{self, ErrorStyle, Format};
+    let allowed = match api
+        .auth
+        .check(
+            web::authorization(request.headers()),
+            siphon_dump::source_ip(request),
+        )
+        .await
+    {
+        Ok(who) => who.require_admin("GET /metrics"),
+        Err(e) => Err(e),
+    };
+    match allowed {
+        Ok(()) => lambda_http::http::Response::builder()
+            .status(200)
+            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(bytes::Bytes::from(siphon::metrics::prometheus()))
+            .expect("a valid response"),
+        Err(e) => web::render(web::error_reply(&e, ErrorStyle::Plain), Format::Json),
+    }
+}
+
 /// How long `make serve`'s pollers wait in one receive (long polling), in seconds.
 ///
 /// Short, because a poller dies with its process: a receive still open when the process
@@ -76,6 +105,8 @@ where
         .wait_time_seconds(wait_seconds)
         .set_visibility_timeout(visibility)
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        // As Lambda delivers it: the workers record how long a message waited.
+        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
         .send()
         .await
     {

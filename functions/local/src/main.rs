@@ -114,6 +114,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     // The same split as in AWS: dumps go to the streaming function URL.
                     let path = req.uri().path();
                     let is_dump = path.ends_with("/$dump") || path == "/$dump-sql";
+                    let path_is_metrics = path == "/metrics" && req.method() == hyper::Method::GET;
                     let request =
                         match siphon_local::to_lambda_request(req, api.max_body_bytes).await? {
                             Ok(r) => siphon_local::with_source(r, peer),
@@ -123,7 +124,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 return Ok(hyper::Response::from_parts(parts, full.boxed_unsync()));
                             }
                         };
-                    let response: hyper::Response<siphon_local::LocalBody> = if is_dump {
+                    let response: hyper::Response<siphon_local::LocalBody> = if path_is_metrics {
+                        let (parts, body) =
+                            siphon_local::metrics(&api, &request).await.into_parts();
+                        let full = Full::new(body).map_err(|never| match never {});
+                        hyper::Response::from_parts(parts, full.boxed_unsync())
+                    } else if is_dump {
                         let (parts, body) = siphon_dump::handle(&dump, request).await.into_parts();
                         hyper::Response::from_parts(parts, body.boxed_unsync())
                     } else {
