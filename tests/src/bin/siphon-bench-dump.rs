@@ -169,8 +169,9 @@ fn cases() -> Vec<Case> {
 /// curl against psql, alternating. Prints a line per round and returns `(case, ratio)`.
 async fn http_rounds(bin: &Path, label: &str, url: &str, rounds: usize) -> Vec<(String, f64)> {
     let port = siphon_tests::bench::free_port();
+    // No loader; one export worker (the least make serve takes), idle here.
     let mut server =
-        siphon_tests::bench::serve_binary(bin, url, port, 0, 0, &format!("bench-dump-{label}.log"))
+        siphon_tests::bench::serve_binary(bin, url, port, 0, 1, &format!("bench-dump-{label}.log"))
             .await;
     let dir = siphon_tests::repo_root().join("target/bench-dump");
     std::fs::create_dir_all(&dir).unwrap();
