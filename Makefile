@@ -43,7 +43,8 @@ lint:
 
 # Every test: formatting and clippy, the template checks and its `sam build`, unit
 # tests, integration tests against the real local stack, then the Lambda-level tests
-# again on the release bootstraps `sam build` made.
+# again on the release bootstraps `sam build` made (their output shown: the end-to-end one
+# prints each function's cold start as the Lambda emulator reports it).
 # Each step prints the clock when it starts, so a CI log says where the time went.
 # Every cargo step builds the whole workspace with its tests (never `-p`): one feature
 # set, so the debug tree compiles once and each later step finds it fresh.
@@ -65,7 +66,7 @@ test: up
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast && \
 	  { echo "== $$(date -u +%T) make test: Lambda tests on the sam bootstraps"; \
-	    SIPHON_BOOTSTRAPS=sam $(CARGO) nextest run --workspace -E 'binary(lambda_rie)' --no-fail-fast; }; \
+	    SIPHON_BOOTSTRAPS=sam $(CARGO) nextest run --workspace -E 'binary(lambda_rie)' --no-fail-fast --success-output final; }; \
 	else \
 	  $(CARGO) test --workspace --no-fail-fast && \
 	  SIPHON_BOOTSTRAPS=sam $(CARGO) test --workspace --test lambda_rie --no-fail-fast; \
