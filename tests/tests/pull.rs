@@ -59,14 +59,7 @@ fn bearer() -> Value {
 /// 120 rounds of one poll each); returns its last view.
 async fn run_until_settled(env: &Env, id: &str) -> Value {
     for _ in 0..120 {
-        siphon_local::poll_export_queue(
-            &env.exporter,
-            env.export_queue.client(),
-            env.export_queue.url(),
-            1,
-            std::time::Duration::from_secs(900),
-        )
-        .await;
+        plan_once(env).await;
         siphon_local::poll_load_queue(&env.worker, env.queue.client(), env.queue.url(), 10, 0)
             .await;
         let (status, body, _) = call(env, "GET", &format!("/$import/{id}"), None).await;
@@ -76,6 +69,42 @@ async fn run_until_settled(env: &Env, id: &str) -> Value {
         assert_eq!(status, 202, "{body}");
     }
     panic!("session {id} did not settle");
+}
+
+/// One receive of the export queue by the export worker (the pull's planning), as
+/// Lambda's event source mapping would hand it a message.
+async fn plan_once(env: &Env) {
+    siphon_local::poll_export_queue(
+        &env.exporter,
+        env.export_queue.client(),
+        env.export_queue.url(),
+        1,
+        std::time::Duration::from_secs(900),
+    )
+    .await;
+}
+
+/// A `smart` pull (client id `siphon-at-remote`, `scope`) started by the admin against
+/// `remote`, which has registered the key siphon publishes, run until its session
+/// settles.
+async fn smart_pull_settled(remote: &Remote, scope: &str) -> (Env, Value) {
+    let env = setup_keyed(remote, true).await;
+    let (_, jwks, _) = call(&env, "GET", "/.well-known/jwks.json", None).await;
+    remote.trust(jwks);
+    let body = pnp(
+        &remote.export_url(),
+        json!([smart("siphon-at-remote", scope)]),
+    );
+    let id = start(&env, body).await;
+    let session = run_until_settled(&env, &id).await;
+    (env, session)
+}
+
+/// Aborts session `id` as its owner.
+async fn abort(env: &Env, id: &str) {
+    let body = json!({"resource": {"id": id, "action": "abort"}});
+    let (status, answer, _) = call(env, "POST", "/$import", Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
 }
 
 /// Starts a pull; returns the session id.
@@ -353,14 +382,7 @@ async fn abort_stops_the_pull_and_cancels_the_remote_export() {
     let id = start(&env, pnp(&remote.export_url(), json!([]))).await;
     // Kick-off and a first poll: the remote is exporting.
     for _ in 0..20 {
-        siphon_local::poll_export_queue(
-            &env.exporter,
-            env.export_queue.client(),
-            env.export_queue.url(),
-            1,
-            std::time::Duration::from_secs(900),
-        )
-        .await;
+        plan_once(&env).await;
         if remote.seen().iter().any(|s| s.path == "/status/1") {
             break;
         }
@@ -373,14 +395,7 @@ async fn abort_stops_the_pull_and_cancels_the_remote_export() {
             .contains("pulling (exporting"),
         "{view}"
     );
-    let (status, body, _) = call(
-        &env,
-        "POST",
-        "/$import",
-        Some(json!({"resource": {"id": id, "action": "abort"}})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    abort(&env, &id).await;
     let session = run_until_settled(&env, &id).await;
     assert_eq!(session["status"], "aborted", "{session}");
     let deletes = until_released(&env, &remote).await;
@@ -406,14 +421,7 @@ async fn until_released(env: &Env, remote: &Remote) -> Vec<bulk_remote::Seen> {
                 break;
             }
         }
-        siphon_local::poll_export_queue(
-            &env.exporter,
-            env.export_queue.client(),
-            env.export_queue.url(),
-            1,
-            std::time::Duration::from_secs(900),
-        )
-        .await;
+        plan_once(env).await;
     }
     deletes()
 }
@@ -461,14 +469,7 @@ async fn abort_once_every_file_is_queued_still_cancels_the_remote_export() {
     // The planning alone (no loader): until every file is an input of the session.
     let mut queued = false;
     for _ in 0..30 {
-        siphon_local::poll_export_queue(
-            &env.exporter,
-            env.export_queue.client(),
-            env.export_queue.url(),
-            1,
-            std::time::Duration::from_secs(900),
-        )
-        .await;
+        plan_once(&env).await;
         let (_, view, _) = call(&env, "GET", &format!("/$import/{id}"), None).await;
         if view["pull"]["done"] == json!(true) {
             queued = true;
@@ -477,14 +478,7 @@ async fn abort_once_every_file_is_queued_still_cancels_the_remote_export() {
     }
     assert!(queued, "the manifest's file was queued");
     assert!(remote.seen().iter().all(|s| s.method != "DELETE"));
-    let (status, body, _) = call(
-        &env,
-        "POST",
-        "/$import",
-        Some(json!({"resource": {"id": id, "action": "abort"}})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    abort(&env, &id).await;
     let deletes = until_released(&env, &remote).await;
     assert_eq!(deletes.len(), 1, "cancelled once: {deletes:?}");
     assert_eq!(deletes[0].path, "/status/1");
@@ -623,19 +617,7 @@ async fn a_token_the_remote_stops_taking_mid_pull_is_replaced() {
         ..Script::default()
     })
     .await;
-    let env = setup_keyed(&remote, true).await;
-    let (_, jwks, _) =
-        api_harness::call_as(&env, "GET", "/.well-known/jwks.json", None, None).await;
-    remote.trust(jwks);
-    let id = start(
-        &env,
-        pnp(
-            &remote.export_url(),
-            json!([smart("siphon-at-remote", "system/Patient.read")]),
-        ),
-    )
-    .await;
-    let session = run_until_settled(&env, &id).await;
+    let (env, session) = smart_pull_settled(&remote, "system/Patient.read").await;
     assert_eq!(session["status"], "done", "{session}");
     assert_eq!(count(&env.db, "patient").await, 5);
     let seen = remote.seen();
@@ -672,18 +654,7 @@ async fn a_token_endpoint_that_refuses_siphon_ends_the_pull_saying_why() {
         ..Script::default()
     })
     .await;
-    let env = setup_keyed(&remote, true).await;
-    let (_, jwks, _) = call(&env, "GET", "/.well-known/jwks.json", None).await;
-    remote.trust(jwks);
-    let id = start(
-        &env,
-        pnp(
-            &remote.export_url(),
-            json!([smart("siphon-at-remote", "system/*.read")]),
-        ),
-    )
-    .await;
-    let session = run_until_settled(&env, &id).await;
+    let (env, session) = smart_pull_settled(&remote, "system/*.read").await;
     assert_eq!(session["status"], "error", "{session}");
     let message = session.to_string();
     assert!(message.contains("invalid_client"), "{message}");
