@@ -60,8 +60,10 @@ use proxy::{Outage, Proxy};
 
 const LOCALSTACK: &str = "127.0.0.1:4566";
 const SEED: u64 = 7;
-/// Scenario 4's S3 link: 1 MB/s per connection, so bodies are in transit when cut.
+/// Scenario 4's S3 link: at most 1 MB/s per connection, and slow enough that every main
+/// file takes this many seconds to arrive, so loads wait on bodies in transit.
 const S3_LINK_BYTES_PER_S: u64 = 1_000_000;
+const S3_LINK_SECONDS_PER_FILE: u64 = 4;
 
 // ---------------------------------------------------------------------------------------
 // Cleanup on every exit path
@@ -438,6 +440,8 @@ impl Drop for Monitor {
 struct DataSet {
     prefix: String,
     files: Vec<FileSpec>,
+    /// The smallest gzipped file of the set, in bytes (set once the files are built).
+    smallest_gz: u64,
 }
 
 impl DataSet {
@@ -1170,7 +1174,8 @@ async fn s3_cut(ctx: &Ctx, run: &Run) -> Result<Report, String> {
     let set = &ctx.main;
     let st = ctx.stage(run, "s3cut").await?;
     let upstream: SocketAddr = LOCALSTACK.parse().unwrap();
-    let proxy = Proxy::start(upstream, Some(S3_LINK_BYTES_PER_S))
+    let rate = S3_LINK_BYTES_PER_S.min(set.smallest_gz / S3_LINK_SECONDS_PER_FILE);
+    let proxy = Proxy::start(upstream, Some(rate.max(16 * 1024)))
         .await
         .map_err(|e| format!("proxy: {e}"))?;
     let env = ctx.env(&st, 4, &[("AWS_ENDPOINT_URL_S3", proxy.url())]);
@@ -1178,8 +1183,13 @@ async fn s3_cut(ctx: &Ctx, run: &Run) -> Result<Report, String> {
     ctx.load(&local, set, 4).await?;
     let total = set.total() as i64;
     st.monitor.wait_growing(total / 5).await?;
+    // Cut while a body is still coming through the slow link: a cut that lands between
+    // requests (bodies already in the loaders' socket buffers, connections idle in the
+    // pool) tests nothing, and on a fast machine 20% of the rows can mean exactly that.
+    let Some((cut, mid)) = proxy.cut_mid_answer(Duration::from_secs(120)).await else {
+        return Err("no S3 answer was in flight within 120 s of the rows growing".into());
+    };
     let fault = Instant::now();
-    let cut = proxy.cut_all();
     let base = st.monitor.last().map(|s| s.loaded).unwrap_or(0);
     let r = st
         .monitor
@@ -1195,7 +1205,7 @@ async fn s3_cut(ctx: &Ctx, run: &Run) -> Result<Report, String> {
     report.rows = rows;
     let interrupted = count_in_logs(run, "transient failure");
     report.faults = format!(
-        "1 cut of {cut} open S3 connection(s) ({} forwarded in all); {interrupted} load(s) resumed from a checkpoint",
+        "1 cut of {cut} open S3 connection(s), {mid} mid-answer ({} forwarded in all); {interrupted} load(s) resumed from a checkpoint",
         proxy.accepted()
     );
     if !sweep.is_empty() {
@@ -1203,8 +1213,8 @@ async fn s3_cut(ctx: &Ctx, run: &Run) -> Result<Report, String> {
     }
     if cut == 0 || interrupted == 0 {
         return Err(format!(
-            "the cut interrupted no load ({cut} connections open, {interrupted} retries logged): \
-             the fault was not injected mid-body"
+            "the cut interrupted no load ({cut} connections open, {mid} mid-answer, \
+             {interrupted} retries logged)"
         ));
     }
     Ok(report)
@@ -1390,31 +1400,36 @@ async fn suite(settings: Settings) -> i32 {
     }
     leftovers(|l| l.buckets.push(bucket.clone()));
     let types: Vec<&'static str> = siphon_tests::gen::TYPES.to_vec();
-    let main = DataSet {
+    let mut main = DataSet {
         prefix: "main/".into(),
         files: data::plan("main/", settings.main_files, settings.main_per_file, &types),
+        smallest_gz: 0,
     };
-    let wide = DataSet {
+    let mut wide = DataSet {
         prefix: "wide/".into(),
         files: data::plan("wide/", settings.wide_files, settings.wide_per_file, &types),
+        smallest_gz: 0,
     };
     let gen_start = Instant::now();
     let mut raw_total = 0u64;
-    for set in [&main, &wide] {
+    for set in [&mut main, &mut wide] {
         let specs = set.files.clone();
         let built = blocking(move || data::build(&specs, SEED)).await;
+        set.smallest_gz = built.iter().map(|b| b.1.len() as u64).min().unwrap_or(0);
         for (spec, bytes, raw) in built {
             raw_total += raw;
             siphon_tests::put(&s3, &bucket, &spec.key, bytes).await;
         }
     }
     println!(
-        "data: s3://{bucket}/main/ {} files x {}, wide/ {} files x {} ({:.0} MB uncompressed) in {:.1} s",
+        "data: s3://{bucket}/main/ {} files x {}, wide/ {} files x {} ({:.0} MB uncompressed, \
+         smallest main file {} KB gzipped) in {:.1} s",
         main.files.len(),
         settings.main_per_file,
         wide.files.len(),
         settings.wide_per_file,
         raw_total as f64 / 1e6,
+        main.smallest_gz / 1000,
         secs(gen_start.elapsed())
     );
     let ctx = Ctx {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -30,6 +30,9 @@ struct Inner {
     /// Bumped by [`Proxy::cut_all`]: every connection task watching it resets its sockets.
     cut: watch::Sender<u64>,
     open: AtomicUsize,
+    /// Connections whose answer is in mid-flight: the upstream has sent bytes the slow
+    /// link has not forwarded yet.
+    in_flight: AtomicUsize,
     accepted: AtomicU64,
     blackholing: Mutex<Option<Vec<TcpStream>>>,
     accept_task: Mutex<Option<JoinHandle<()>>>,
@@ -53,6 +56,7 @@ impl Proxy {
             rate,
             cut: watch::channel(0).0,
             open: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             accepted: AtomicU64::new(0),
             blackholing: Mutex::new(None),
             accept_task: Mutex::new(None),
@@ -78,6 +82,24 @@ impl Proxy {
         let open = self.inner.open.load(Ordering::SeqCst);
         self.inner.cut.send_modify(|g| *g += 1);
         open
+    }
+
+    /// Waits up to `within` until some answer is in mid-flight behind the slow link (only
+    /// with a `rate`), then cuts every connection, so the cut truncates at least one body
+    /// rather than landing between requests. Returns how many connections were open and
+    /// how many of them were mid-answer, or `None` when no answer was in flight in time.
+    pub async fn cut_mid_answer(&self, within: Duration) -> Option<(usize, usize)> {
+        let start = std::time::Instant::now();
+        loop {
+            let mid = self.inner.in_flight.load(Ordering::SeqCst);
+            if mid > 0 {
+                return Some((self.cut_all(), mid));
+            }
+            if start.elapsed() > within {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// An outage of `period`: open connections are cut, new ones refused or blackholed;
@@ -161,7 +183,7 @@ async fn forward(client: TcpStream, inner: Arc<Inner>) {
     let _ = upstream.set_nodelay(true);
     inner.open.fetch_add(1, Ordering::SeqCst);
     let (mut cr, mut cw) = client.into_split();
-    let (mut ur, mut uw) = upstream.into_split();
+    let (ur, mut uw) = upstream.into_split();
     let rate = inner.rate;
     let was_cut = {
         let up = async {
@@ -170,11 +192,26 @@ async fn forward(client: TcpStream, inner: Arc<Inner>) {
         };
         let down = async {
             let mut buf = vec![0u8; 16 * 1024];
+            let mut mid = MidAnswer::new(&inner.in_flight);
+            let mut waited = true;
             loop {
-                let n = match ur.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
+                let n = match ur.try_read(&mut buf) {
+                    Ok(0) => break,
                     Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        mid.set(false);
+                        if ur.readable().await.is_err() {
+                            break;
+                        }
+                        waited = true;
+                        continue;
+                    }
+                    Err(_) => break,
                 };
+                // A full buffer that was already waiting while the link was busy: the
+                // upstream is ahead of the link, so the rest of this answer is still to come.
+                mid.set(rate.is_some() && !waited && n == buf.len());
+                waited = false;
                 if cw.write_all(&buf[..n]).await.is_err() {
                     break;
                 }
@@ -182,6 +219,7 @@ async fn forward(client: TcpStream, inner: Arc<Inner>) {
                     tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
                 }
             }
+            mid.set(false);
             let _ = cw.shutdown().await;
         };
         tokio::select! {
@@ -193,5 +231,35 @@ async fn forward(client: TcpStream, inner: Arc<Inner>) {
     if was_cut {
         let _ = cw.as_ref().set_zero_linger();
         let _ = uw.as_ref().set_zero_linger();
+    }
+}
+
+/// This connection's share of [`Inner::in_flight`], given back however its task ends
+/// (a cut drops the forwarding future mid-loop).
+struct MidAnswer<'a> {
+    count: &'a AtomicUsize,
+    on: bool,
+}
+
+impl<'a> MidAnswer<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        MidAnswer { count, on: false }
+    }
+
+    fn set(&mut self, on: bool) {
+        if on != self.on {
+            if on {
+                self.count.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.count.fetch_sub(1, Ordering::SeqCst);
+            }
+            self.on = on;
+        }
+    }
+}
+
+impl Drop for MidAnswer<'_> {
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
