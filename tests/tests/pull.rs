@@ -314,6 +314,46 @@ async fn a_remote_refusal_ends_the_session_in_error_with_the_remotes_words() {
 }
 
 #[tokio::test]
+async fn force_resume_runs_a_failed_pull_again_from_a_new_kick_off() {
+    // The remote refuses the first kick-off (its operator fixes something), then works.
+    let remote = Remote::start(Script {
+        kick_off_error: Some((403, "siphon is not yet allowed to export")),
+        kick_off_failures: 1,
+        pages: vec![vec![("Patient", "a.ndjson")]],
+        files: HashMap::from([("a.ndjson", patients(4))]),
+        ..Script::default()
+    })
+    .await;
+    let env = setup(&remote).await;
+    let id = start(&env, pnp(&remote.export_url(), json!([]))).await;
+    let failed = run_until_settled(&env, &id).await;
+    assert_eq!(failed["status"], "error", "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("not yet allowed"),
+        "{failed}"
+    );
+    let body = json!({"resource": {"id": id, "action": "force-resume"}});
+    let (status, resumed, _) = call(&env, "POST", "/$import", Some(body)).await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!(resumed["status"], "active", "{resumed}");
+    assert_eq!(resumed["pull"]["stage"], "kick-off", "{resumed}");
+    assert!(resumed.get("error").is_none(), "{resumed}");
+    let session = run_until_settled(&env, &id).await;
+    assert_eq!(session["status"], "done", "{session}");
+    assert_eq!(count(&env.db, "patient").await, 4);
+    let kick_offs = remote
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/fhir/$export")
+        .count();
+    assert_eq!(kick_offs, 2, "kicked off again, once");
+    // A second force-resume of the finished session is refused as for every session.
+    let body = json!({"resource": {"id": id, "action": "force-resume"}});
+    let (status, refused, _) = call(&env, "POST", "/$import", Some(body)).await;
+    assert_eq!(status, 406, "{refused}");
+}
+
+#[tokio::test]
 async fn without_the_token_the_remote_answers_401_and_the_session_says_so() {
     let remote = Remote::start(Script {
         requires_token: true,
@@ -454,6 +494,21 @@ async fn when_every_file_has_loaded_siphon_tells_the_remote_it_is_done() {
     // The pull's task ended: the session stays done, nothing is queued any more.
     let (status, after, _) = call(&env, "GET", &format!("/$import/{id}"), None).await;
     assert_eq!((status, &after["status"]), (200, &json!("done")), "{after}");
+    // Its runs were recorded as the planning's metrics (this process's sums: run by
+    // `cargo test`, other tests' pulls may add to them, never take away).
+    let metrics = siphon::metrics::prometheus();
+    let figure = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains("operation=\"pull\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(figure("siphon_tasks_done_total") >= 1.0, "{metrics}");
+    assert!(figure("siphon_rows_total") >= 2.0, "two files queued: {metrics}");
+    // Two runs at least: the one that kicked off and read the manifest, the one that
+    // found the session done and released the remote.
+    assert!(figure("siphon_task_seconds_count") >= 2.0, "{metrics}");
 }
 
 #[tokio::test]
@@ -613,7 +668,7 @@ async fn a_token_the_remote_stops_taking_mid_pull_is_replaced() {
         requires_token: true,
         credential: Some(format!("Bearer {SMART_TOKEN}")),
         smart_client: Some("siphon-at-remote"),
-        revoke_tokens_at_page: Some(1),
+        revoke_tokens_at: Some("/manifest/1"),
         ..Script::default()
     })
     .await;
@@ -639,6 +694,42 @@ async fn a_token_the_remote_stops_taking_mid_pull_is_replaced() {
     let requests = remote.token_requests();
     assert!(requests.len() >= 3, "{requests:?}");
     assert!(requests.iter().all(|(_, claims)| claims.is_some()));
+    assert!(!session.to_string().contains(SMART_TOKEN), "{session}");
+}
+
+#[tokio::test]
+async fn a_token_the_remote_stops_taking_at_a_file_is_replaced_by_the_loader() {
+    // The revocation hits the first file's request itself: only the loader reads files,
+    // so only its renewal (once per file) can get the rows in.
+    let remote = Remote::start(Script {
+        pages: vec![vec![("Patient", "a.ndjson")]],
+        files: HashMap::from([("a.ndjson", patients(3))]),
+        requires_token: true,
+        credential: Some(format!("Bearer {SMART_TOKEN}")),
+        smart_client: Some("siphon-at-remote"),
+        revoke_tokens_at: Some("/files/a.ndjson"),
+        ..Script::default()
+    })
+    .await;
+    let (env, session) = smart_pull_settled(&remote, "system/Patient.read").await;
+    assert_eq!(session["status"], "done", "{session}");
+    assert_eq!(count(&env.db, "patient").await, 3);
+    let reads: Vec<_> = remote
+        .seen()
+        .into_iter()
+        .filter(|s| s.path == "/files/a.ndjson")
+        .collect();
+    assert_eq!(reads.len(), 2, "refused once, then read again: {reads:?}");
+    assert_eq!(
+        reads[0].authorization.as_deref(),
+        Some(format!("Bearer {SMART_TOKEN}").as_str())
+    );
+    let renewed = reads[1].authorization.clone().unwrap();
+    assert!(
+        renewed.starts_with(&format!("Bearer {SMART_TOKEN}-")),
+        "a new token: {renewed}"
+    );
+    assert_eq!(session["inputs"][0]["status"], "done", "{session}");
     assert!(!session.to_string().contains(SMART_TOKEN), "{session}");
 }
 

@@ -122,6 +122,28 @@ pub struct PullCheckpoint {
     pub failures: u32,
 }
 
+/// The id of pull session `session`'s planning task (its export has the session's id and
+/// one task).
+pub fn planning_task(session: &str) -> String {
+    format!("{session}/0")
+}
+
+impl PullCheckpoint {
+    /// Where a force-resume of a failed planning starts again: the failures forgotten,
+    /// the manifest pages already taken kept (their files are the session's inputs), and,
+    /// when none was taken, a new kick-off: a failed planning that read no page released
+    /// the remote export (`DELETE`), so its status URL leads nowhere.
+    pub fn restarted(&self) -> PullCheckpoint {
+        let mut next = self.clone();
+        next.failures = 0;
+        next.done = false;
+        if next.pages == 0 {
+            next.status_url = None;
+        }
+        next
+    }
+}
+
 /// A pull import as its session shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -145,9 +167,59 @@ pub struct PullProgress {
     pub requires_token: bool,
 }
 
+impl PullProgress {
+    /// What the session shows once its failed planning is restarted from `checkpoint`.
+    pub fn restarted(&self, checkpoint: &PullCheckpoint) -> PullProgress {
+        let mut next = self.clone();
+        next.stage = if checkpoint.status_url.is_none() {
+            "kick-off"
+        } else {
+            "exporting"
+        }
+        .into();
+        next.remote_progress = None;
+        next.done = false;
+        next
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restarted_planning_kicks_off_again_only_when_it_took_no_page() {
+        let failed = PullCheckpoint {
+            status_url: Some("https://r.example/status/1".into()),
+            failures: 8,
+            ..PullCheckpoint::default()
+        };
+        let again = failed.restarted();
+        assert_eq!((again.status_url, again.failures), (None, 0));
+        let progress = PullProgress {
+            stage: "exporting".into(),
+            remote_progress: Some("50%".into()),
+            done: true,
+            ..PullProgress::default()
+        };
+        let shown = progress.restarted(&failed.restarted());
+        assert_eq!((shown.stage.as_str(), shown.done), ("kick-off", false));
+        assert_eq!(shown.remote_progress, None);
+
+        let mid = PullCheckpoint {
+            status_url: Some("https://r.example/status/1".into()),
+            next_page: Some("https://r.example/status/1?page=2".into()),
+            pages: 1,
+            files: 3,
+            failures: 8,
+            ..PullCheckpoint::default()
+        };
+        let again = mid.restarted();
+        assert_eq!(again.status_url, mid.status_url, "continues where it stopped");
+        assert_eq!((&again.next_page, again.pages, again.files), (&mid.next_page, 1, 3));
+        assert_eq!(again.failures, 0);
+        assert_eq!(progress.restarted(&again).stage, "exporting");
+    }
 
     #[test]
     fn a_token_goes_only_to_the_export_origin_and_only_when_required() {

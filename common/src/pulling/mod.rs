@@ -111,7 +111,7 @@ pub async fn start(
     db.create_export(&session, ExportKind::Pull, &job_owner, &spec, &[task], &[])
         .await?;
     let message = ExportMessage {
-        task: format!("{session}/0"),
+        task: crate::model::pull::planning_task(&session),
         store: Default::default(),
     };
     if let Err(e) = queue::send(task_queue, &[message], None).await {
@@ -130,3 +130,4 @@ pub async fn start(
     tracing::info!(session, auth = request.auth.kind(), "pull import started");
     crate::sessions::view_session(db, &session).await
 }
+

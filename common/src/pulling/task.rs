@@ -21,6 +21,10 @@
 //! (`DELETE` on its status URL), whether files are still being listed or all are queued.
 //! A token siphon fetched itself (`smart`) that the remote refuses with 401 is dropped
 //! and a new one fetched, counted as a failed request.
+//!
+//! A planning that failed (the session in `error`) runs again on `force-resume`, from its
+//! checkpoint: the next manifest page if pages were taken, else a new kick-off
+//! (`sessions::restart_pull_planning`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,7 +136,7 @@ impl Puller {
             Err(e) if e.is_transient() => Err(e),
             Err(e) => {
                 self.fail(&mut run, &e.to_string()).await?;
-                Ok(PullOutcome::Task(TaskOutcome::Done { count: 0 }))
+                Ok(PullOutcome::Task(TaskOutcome::Ended(TaskStatus::Error)))
             }
         }
     }
@@ -425,9 +429,14 @@ impl Puller {
     }
 
     /// The pull failed for good: the task and the session end in error, saying why.
+    /// A remote export none of whose files was taken is released (`DELETE`); one whose
+    /// files are inputs is kept, for the loads still reading them and for a force-resume
+    /// to go on from the next page (the remote drops it when its files expire).
     async fn fail(&self, run: &mut Run, why: &str) -> Result<()> {
         tracing::error!(session = run.job.session, error = why, "pull import failed");
-        self.release(run).await;
+        if run.checkpoint.pages == 0 {
+            self.release(run).await;
+        }
         self.end(run, TaskStatus::Error, Some(why)).await?;
         run.progress.done = true;
         self.show(run).await?;

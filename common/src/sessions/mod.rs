@@ -240,6 +240,9 @@ pub struct Imports {
     pub sync_budget: Duration,
     /// Verifies session secrets under the failure budget of client secrets.
     pub auth: Arc<auth::Authenticator>,
+    /// The export queue, where a pull's planning runs (`force-resume` of a pull whose
+    /// planning failed queues it again); `None` where no export worker is wired.
+    pub task_queue: Option<Arc<dyn MessageQueue>>,
 }
 
 /// Who acts on a session, from where.
@@ -514,6 +517,20 @@ impl Imports {
         }
         store::set_status(&tx, id, to, None).await?;
         store::move_files(&tx, id, change.files_from, change.files_to).await?;
+        let planning = match (action, &row.request.pull) {
+            (Action::ForceResume, Some(pull)) => restart_pull_planning(&tx, id, pull).await?,
+            _ => None,
+        };
+        if let Some(message) = planning {
+            let queue = self.task_queue.as_ref().ok_or_else(|| {
+                Error::Internal(
+                    "a pull's planning runs on the export workers: set SIPHON_EXPORT_QUEUE_URL for the API"
+                        .into(),
+                )
+            })?;
+            // Before the commit: a worker's claim waits for it (see `restart_planning`).
+            crate::queue::send(&**queue, &[message], None).await?;
+        }
         let fed = inventory.is_some();
         let requeue: Vec<LoaderFile> = if fed {
             Vec::new()
@@ -626,6 +643,33 @@ fn is_zero(n: &u64) -> bool {
 
 fn not_found(id: &str) -> Error {
     Error::NotFound(format!("import session {id} not found"))
+}
+
+/// `force-resume` of a pull session, inside the caller's transaction: when its planning
+/// ended in error, the planning is made pending again from its checkpoint
+/// ([`PullCheckpoint::restarted`](crate::model::pull::PullCheckpoint::restarted): a new
+/// kick-off unless manifest pages were taken) and the session shows it. Returns the
+/// message that runs it, to send before the transaction commits (a worker's claim waits
+/// for the commit; a commit that fails leaves the task in error, and the message finds
+/// nothing to do). `None` when the planning did not fail.
+async fn restart_pull_planning(
+    tx: &tokio_postgres::Transaction<'_>,
+    session: &str,
+    progress: &crate::model::pull::PullProgress,
+) -> Result<Option<crate::exporting::ExportMessage>> {
+    let task = crate::model::pull::planning_task(session);
+    let Some(mut checkpoint) = crate::storage::exports::failed_task(tx, &task).await? else {
+        return Ok(None);
+    };
+    let pull = checkpoint.pull.take().unwrap_or_default().restarted();
+    store::set_pull(tx, session, &progress.restarted(&pull)).await?;
+    checkpoint.pull = Some(pull);
+    crate::storage::exports::restart_task(tx, &task, &checkpoint).await?;
+    tracing::info!(session, "pull planning restarted (force-resume)");
+    Ok(Some(crate::exporting::ExportMessage {
+        task,
+        store: Default::default(),
+    }))
 }
 
 /// Called by the loader when one of a session's files has finished (done or error),

@@ -149,6 +149,50 @@ async fn insert_export(
     export_row(&row)
 }
 
+/// The checkpoint of task `task_id` if it ended in error, its row locked until the
+/// transaction ends (a restart's first step).
+pub async fn failed_task<C: GenericClient + Sync>(
+    c: &C,
+    task_id: &str,
+) -> Result<Option<TaskCheckpoint>> {
+    let row = c
+        .query_opt(
+            "SELECT checkpoint FROM siphon_export_task WHERE id = $1 AND status = 'error' FOR UPDATE",
+            &[&task_id],
+        )
+        .await?;
+    row.map(|r| {
+        serde_json::from_value(r.get(0))
+            .map_err(|e| Error::Internal(format!("unreadable task checkpoint: {e}")))
+    })
+    .transpose()
+}
+
+/// Makes failed task `task_id` pending again from `checkpoint` (its error cleared), and
+/// its export active: a message for it may then claim it.
+pub async fn restart_task<C: GenericClient + Sync>(
+    c: &C,
+    task_id: &str,
+    checkpoint: &TaskCheckpoint,
+) -> Result<()> {
+    let row = c
+        .query_opt(
+            "UPDATE siphon_export_task SET status = 'pending', checkpoint = $2, error = NULL,
+                lease_owner = NULL, lease_until = NULL, receipt = NULL, updated_at = now()
+             WHERE id = $1 AND status = 'error' RETURNING export_id",
+            &[&task_id, &checkpoint_value(checkpoint)],
+        )
+        .await?
+        .ok_or_else(|| Error::Internal(format!("task {task_id} is not in error")))?;
+    let export: String = row.get(0);
+    c.execute(
+        "UPDATE siphon_export SET status = 'active', error = NULL, updated_at = now() WHERE id = $1",
+        &[&export],
+    )
+    .await?;
+    Ok(())
+}
+
 impl Db {
     /// Creates an export with its tasks and Patient list, in one transaction.
     pub async fn create_export(

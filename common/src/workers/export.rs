@@ -189,7 +189,11 @@ impl ExportWorker {
                     .await
             }
         };
-        record_task(kind, &outcome, started.elapsed());
+        let done = match &outcome {
+            Ok(TaskOutcome::Done { count }) => Some(*count),
+            _ => None,
+        };
+        record_task(kind, done, started.elapsed());
         match outcome {
             Ok(TaskOutcome::Done { count }) => {
                 tracing::info!(task, count, "export task done");
@@ -241,10 +245,16 @@ impl ExportWorker {
             credentials: self.remote_credentials.clone(),
             options: self.options.clone(),
         };
-        match puller
+        let started = std::time::Instant::now();
+        let outcome = puller
             .run(&message.task, delivery.receipt, Some(delivery.deadline))
-            .await
-        {
+            .await;
+        let done = match &outcome {
+            Ok(PullOutcome::Task(TaskOutcome::Done { count })) => Some(*count),
+            _ => None,
+        };
+        record_task(Some(ExportKind::Pull), done, started.elapsed());
+        match outcome {
             Ok(PullOutcome::Wait(wait)) => Disposition::Requeue {
                 delay: Some(wait.as_secs().clamp(1, 900) as i32),
                 why: "the remote export is not ready".into(),
@@ -319,13 +329,9 @@ impl ExportWorker {
     }
 }
 
-/// The metrics of one run of an export task: its time, and when it ended, what it made
-/// (rows written; for an inventory import or a pull, files queued).
-fn record_task(
-    kind: Option<ExportKind>,
-    outcome: &crate::error::Result<TaskOutcome>,
-    took: std::time::Duration,
-) {
+/// The metrics of one run of an export task: its time, and when it ended `done`, what it
+/// made (rows written; for an inventory import or a pull, files queued).
+fn record_task(kind: Option<ExportKind>, done: Option<i64>, took: std::time::Duration) {
     use crate::metrics::{count, seconds};
     let operation = match kind {
         Some(ExportKind::Fhir) | None => "export",
@@ -334,8 +340,8 @@ fn record_task(
         Some(ExportKind::Pull) => "pull",
     };
     let mut figures = vec![seconds("TaskSeconds", took)];
-    if let Ok(TaskOutcome::Done { count: n }) = outcome {
-        figures.extend([count("TasksDone", 1), count("Rows", (*n).max(0) as u64)]);
+    if let Some(n) = done {
+        figures.extend([count("TasksDone", 1), count("Rows", n.max(0) as u64)]);
     }
     crate::metrics::record(operation, None, &figures);
 }

@@ -91,6 +91,7 @@ impl App {
                 config: config.import.clone(),
                 sync_budget: config.load_sync_budget,
                 auth,
+                task_queue: task_queue.clone(),
             },
             exports,
             public_url: config.public_url.clone(),

@@ -31,6 +31,9 @@ pub struct Script {
     pub unavailable_polls: usize,
     /// The kick-off answers this status and OperationOutcome instead of 202.
     pub kick_off_error: Option<(u16, &'static str)>,
+    /// With `kick_off_error`: only the first N kick-offs answer it, later ones 202 (0:
+    /// every one does).
+    pub kick_off_failures: usize,
     /// Manifest pages: each a list of (type, file name); files are in `files`.
     pub pages: Vec<Vec<(&'static str, &'static str)>>,
     /// File name -> body (a name absent here answers 404).
@@ -46,10 +49,11 @@ pub struct Script {
     pub raw_files: HashMap<&'static str, Vec<u8>>,
     /// File name -> the `Location` of a 302 answered instead of the file.
     pub redirects: HashMap<&'static str, String>,
-    /// With `smart_client`: when manifest page N is first asked for, every access token
-    /// handed out so far stops working (as one that expired early, or was revoked), and
+    /// With `smart_client`: when this path (a manifest page `/manifest/N`, a file
+    /// `/files/NAME`) is first asked for, every access token handed out so far stops
+    /// working (as one that expired early, or was revoked), that request included, and
     /// later token requests get new tokens (`SMART_TOKEN-k`).
-    pub revoke_tokens_at_page: Option<usize>,
+    pub revoke_tokens_at: Option<&'static str>,
 }
 
 /// One request the remote got.
@@ -64,12 +68,13 @@ pub struct Seen {
 #[derive(Default)]
 struct State {
     polls: usize,
+    kick_offs: usize,
     seen: Vec<Seen>,
     /// The JWK Set registered for `smart_client` (see [`Remote::trust`]).
     jwks: Option<Value>,
     /// Every token request: its form, and the assertion's claims when it verified.
     token_requests: Vec<(HashMap<String, String>, Option<Value>)>,
-    /// `revoke_tokens_at_page` happened: only `renewed` tokens work.
+    /// `revoke_tokens_at` happened: only `renewed` tokens work.
     revoked: bool,
     /// Tokens handed out after the revocation.
     renewed: Vec<String>,
@@ -236,10 +241,8 @@ fn respond(
         authorization: authorization.clone(),
     });
     let base = format!("http://{addr}");
-    if let Some(n) = script.revoke_tokens_at_page {
-        if path == format!("/manifest/{n}") {
-            st.revoked = true;
-        }
+    if script.revoke_tokens_at == Some(path.as_str()) {
+        st.revoked = true;
     }
     if let Some(client) = script.smart_client {
         if path == "/fhir/.well-known/smart-configuration" {
@@ -299,14 +302,18 @@ fn respond(
         return answer(202, &[], String::new());
     }
     match path.as_str() {
-        "/fhir/$export" => match script.kick_off_error {
-            Some((status, text)) => answer(status, &[], outcome(text)),
-            None => answer(
-                202,
-                &[("content-location", format!("{base}/status/1"))],
-                String::new(),
-            ),
-        },
+        "/fhir/$export" => {
+            st.kick_offs += 1;
+            let fails = script.kick_off_failures == 0 || st.kick_offs <= script.kick_off_failures;
+            match script.kick_off_error {
+                Some((status, text)) if fails => answer(status, &[], outcome(text)),
+                _ => answer(
+                    202,
+                    &[("content-location", format!("{base}/status/1"))],
+                    String::new(),
+                ),
+            }
+        }
         "/status/1" => {
             st.polls += 1;
             let n = st.polls;
