@@ -329,7 +329,10 @@ async fn force_resume_runs_a_failed_pull_again_from_a_new_kick_off() {
     let failed = run_until_settled(&env, &id).await;
     assert_eq!(failed["status"], "error", "{failed}");
     assert!(
-        failed["error"].as_str().unwrap().contains("not yet allowed"),
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("not yet allowed"),
         "{failed}"
     );
     let body = json!({"resource": {"id": id, "action": "force-resume"}});
@@ -505,7 +508,10 @@ async fn when_every_file_has_loaded_siphon_tells_the_remote_it_is_done() {
             .sum()
     };
     assert!(figure("siphon_tasks_done_total") >= 1.0, "{metrics}");
-    assert!(figure("siphon_rows_total") >= 2.0, "two files queued: {metrics}");
+    assert!(
+        figure("siphon_rows_total") >= 2.0,
+        "two files queued: {metrics}"
+    );
     // Two runs at least: the one that kicked off and read the manifest, the one that
     // found the session done and released the remote.
     assert!(figure("siphon_task_seconds_count") >= 2.0, "{metrics}");

@@ -215,8 +215,14 @@ mod tests {
             ..PullCheckpoint::default()
         };
         let again = mid.restarted();
-        assert_eq!(again.status_url, mid.status_url, "continues where it stopped");
-        assert_eq!((&again.next_page, again.pages, again.files), (&mid.next_page, 1, 3));
+        assert_eq!(
+            again.status_url, mid.status_url,
+            "continues where it stopped"
+        );
+        assert_eq!(
+            (&again.next_page, again.pages, again.files),
+            (&mid.next_page, 1, 3)
+        );
         assert_eq!(again.failures, 0);
         assert_eq!(progress.restarted(&again).stage, "exporting");
     }

@@ -130,4 +130,3 @@ pub async fn start(
     tracing::info!(session, auth = request.auth.kind(), "pull import started");
     crate::sessions::view_session(db, &session).await
 }
-
