@@ -139,6 +139,89 @@ async fn big_types_split_into_ranges_and_files_and_gzip_files_decompress_to_the_
 }
 
 #[tokio::test]
+async fn parquet_output_is_read_back_by_pyarrow_and_duckdb_with_the_filter_applied() {
+    let env = setup_with(LoadOptions::default(), |e| {
+        e.with("SIPHON_EXPORT_FILE_MAX_RESOURCES", "150")
+    })
+    .await;
+    load(&env, "Patient", 50, 21).await;
+    load(&env, "Encounter", 600, 22).await;
+    let status = kick_off(
+        &env,
+        "/Patient/$export?_type=Patient,Encounter&_typeFilter=Encounter%3Fstatus%3Dfinished\
+         &_outputFormat=application/vnd.apache.parquet",
+    )
+    .await;
+    let a = complete(&env, &status).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // What $dump gives for each type, keeping the Encounters the filter keeps.
+    let mut want: std::collections::BTreeMap<(String, String), Value> = Default::default();
+    for ty in ["Patient", "Encounter"] {
+        for line in dumped(&env, ty).await {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if ty == "Encounter" && v["status"] != "finished" {
+                continue;
+            }
+            want.insert((ty.to_string(), v["id"].as_str().unwrap().to_string()), v);
+        }
+    }
+    let encounters = want.keys().filter(|(t, _)| t == "Encounter").count();
+    assert!((100..400).contains(&encounters), "{encounters} finished");
+    let mut got: std::collections::BTreeMap<(String, String), Value> = Default::default();
+    let mut files = 0;
+    for entry in a.body["output"].as_array().unwrap() {
+        let (ty, url) = (
+            entry["type"].as_str().unwrap(),
+            entry["url"].as_str().unwrap(),
+        );
+        assert!(
+            url.split('?').next().unwrap().ends_with(".parquet"),
+            "{url}"
+        );
+        let body = http_get(url).await;
+        assert_eq!(body.status, 200, "{url}");
+        assert_eq!(
+            body.headers.get("content-type").map(String::as_str),
+            Some("application/vnd.apache.parquet")
+        );
+        let path = std::env::temp_dir().join(format!("siphon-{}.parquet", uuid::Uuid::new_v4()));
+        std::fs::write(&path, &body.body).unwrap();
+        let read = siphon_tests::read_back("parquet_rows.py", &[&path]);
+        std::fs::remove_file(&path).ok();
+        files += 1;
+        assert_eq!(
+            read["schema"],
+            json!([
+                ["id", "string"],
+                ["resource_type", "string"],
+                ["ts", "timestamp[us, tz=UTC]"],
+                ["txid", "int64"],
+                ["resource", "string"]
+            ])
+        );
+        assert_eq!(
+            read["duckdb_rows"], read["rows"],
+            "DuckDB reads what pyarrow reads"
+        );
+        let rows = read["rows"].as_array().unwrap();
+        assert_eq!(rows.len() as u64, entry["count"].as_u64().unwrap(), "{url}");
+        for row in rows {
+            assert_eq!(row[1], ty, "{row}");
+            let resource: Value = serde_json::from_str(row[4].as_str().unwrap()).unwrap();
+            let id = row[0].as_str().unwrap().to_string();
+            assert_eq!(resource["id"], id.as_str());
+            assert!(got.insert((ty.to_string(), id), resource).is_none(), "once");
+        }
+    }
+    assert!(files >= 3, "Encounters over 150 split into files: {files}");
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got == want,
+        "every resource, as $dump has it, and only those"
+    );
+}
+
+#[tokio::test]
 async fn patient_and_group_exports_keep_only_the_compartments() {
     let env = setup(LoadOptions::default()).await;
     load(&env, "Patient", 20, 5).await;

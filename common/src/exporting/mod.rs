@@ -323,6 +323,7 @@ impl Exports {
                 })
                 .collect(),
             gzip: request.gzip,
+            format: request.parquet.then(|| "parquet".to_string()),
             request: url.to_string(),
             bucket: self.config.bucket.clone(),
             prefix: format!("{}{id}/", self.config.prefix),

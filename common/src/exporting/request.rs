@@ -4,7 +4,7 @@
 //!
 //! | parameter | siphon |
 //! |---|---|
-//! | `_outputFormat` | `application/fhir+ndjson`, `application/ndjson`, `ndjson`; `application/fhir+ndjson+gzip` (gzip files); anything else 400 |
+//! | `_outputFormat` | `application/fhir+ndjson`, `application/ndjson`, `ndjson`; `application/fhir+ndjson+gzip` (gzip files); `application/vnd.apache.parquet` or `parquet` (Parquet files, dump-to-bucket's columns; not with `_elements`); anything else 400 |
 //! | `_type` | comma-separated and repeated; R4 resource types; unknown 400 (lenient: ignored) |
 //! | `_since` | FHIR instant; invalid or in the future 400 |
 //! | `_until` | FHIR instant; invalid, or before `_since`, 400 |
@@ -44,12 +44,18 @@ pub struct Element {
     pub name: String,
 }
 
+/// The media type of Parquet files (IANA, 2024), as `_outputFormat` names them.
+pub const PARQUET_MEDIA_TYPE: &str = "application/vnd.apache.parquet";
+
 /// A checked kick-off.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExportRequest {
     pub level: Level,
     /// Files are gzip-compressed (`Content-Encoding: gzip`, `.ndjson.gz`).
     pub gzip: bool,
+    /// Files are Parquet (`.parquet`): one row per resource with the columns of
+    /// dump-to-bucket's Parquet (`id`, `resource_type`, `ts`, `txid`, `resource`).
+    pub parquet: bool,
     /// `None`: every type the level covers.
     pub types: Option<Vec<ResourceType>>,
     pub since: Option<DateTime<Utc>>,
@@ -216,6 +222,7 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
     let mut request = ExportRequest {
         level: k.level.clone(),
         gzip: false,
+        parquet: false,
         types: None,
         since: None,
         until: None,
@@ -240,13 +247,15 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
     for (name, value, from_body) in params {
         match name.as_str() {
             "_outputFormat" => {
-                request.gzip = match value.as_str() {
-                    "application/fhir+ndjson" | "application/ndjson" | "ndjson" => false,
-                    "application/fhir+ndjson+gzip" => true,
+                (request.gzip, request.parquet) = match value.as_str() {
+                    "application/fhir+ndjson" | "application/ndjson" | "ndjson" => (false, false),
+                    "application/fhir+ndjson+gzip" => (true, false),
+                    PARQUET_MEDIA_TYPE | "parquet" => (false, true),
                     other => {
                         return Err(bad(format!(
                             "_outputFormat {other:?} is not supported: use application/fhir+ndjson \
-                             (or application/ndjson, ndjson; application/fhir+ndjson+gzip for gzip files)"
+                             (or application/ndjson, ndjson; application/fhir+ndjson+gzip for gzip files; \
+                             {PARQUET_MEDIA_TYPE} for Parquet files)"
                         )))
                     }
                 }
@@ -358,6 +367,12 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
             )?,
         }
     }
+    if request.parquet && !request.elements.is_empty() {
+        return Err(bad(
+            "_elements does not apply to Parquet output: its resource column holds whole resources \
+             (ask for ndjson, or leave _elements out)",
+        ));
+    }
     if let (Some(since), Some(until)) = (request.since, request.until) {
         if until < since {
             return Err(bad(format!(
@@ -445,6 +460,21 @@ mod tests {
             ))
             .unwrap()
             .gzip
+        );
+        for f in [PARQUET_MEDIA_TYPE, "parquet"] {
+            let r = parse(kick(Level::System, &[("_outputFormat", f)])).unwrap();
+            assert!(r.parquet && !r.gzip, "{f}");
+        }
+    }
+
+    #[test]
+    fn parquet_output_refuses_elements() {
+        refused(
+            kick(
+                Level::System,
+                &[("_outputFormat", PARQUET_MEDIA_TYPE), ("_elements", "id")],
+            ),
+            "_elements does not apply to Parquet",
         );
     }
 

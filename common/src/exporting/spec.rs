@@ -64,7 +64,7 @@ pub struct ExportSpec {
     /// The key of the error file, when there is one.
     #[serde(rename = "errorFile", default, skip_serializing_if = "Option::is_none")]
     pub error_file: Option<String>,
-    /// dump-to-bucket: the file format (`ndjson` when absent).
+    /// The file format (`ndjson` when absent); for `$export`, `parquet` or absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
     /// dump-to-bucket: the `table` of `sql` / the index of `elastic-bulk`.
@@ -129,11 +129,22 @@ impl ExportSpec {
             );
             return format!("{}{key}", self.prefix);
         }
+        let ext = if self.is_parquet() {
+            "parquet"
+        } else {
+            "ndjson"
+        };
         format!(
-            "{}{ty}-{part}-{n:03}.ndjson{}",
+            "{}{ty}-{part}-{n:03}.{ext}{}",
             self.prefix,
             if self.gzip { ".gz" } else { "" }
         )
+    }
+
+    /// Files are Parquet (`$export` with a Parquet `_outputFormat`, or dump-to-bucket's
+    /// `parquet`).
+    pub fn is_parquet(&self) -> bool {
+        self.format.as_deref() == Some("parquet")
     }
 
     /// The key of file `n` of the deleted resources.

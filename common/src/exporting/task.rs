@@ -354,7 +354,7 @@ impl TaskRunner {
                         .cloned(),
                     resource_type: ty,
                 };
-                if bucket {
+                if bucket || run.spec.is_parquet() {
                     rows::dump_reading(run.spec, Some(slice), None)
                 } else {
                     Ok(Reading {

@@ -157,11 +157,23 @@ fn resources() -> Vec<serde_json::Value> {
             };
             if let Some((name, definition)) = operation {
                 entry["operation"] = json!([{"name": name,
-                    "definition": format!("http://hl7.org/fhir/uv/bulkdata/OperationDefinition/{definition}")}]);
+                    "definition": format!("http://hl7.org/fhir/uv/bulkdata/OperationDefinition/{definition}"),
+                    "documentation": output_formats()}]);
             }
             entry
         })
         .collect()
+}
+
+/// The `_outputFormat` values every export level accepts, as its operation's
+/// `documentation` says them (the CapabilityStatement has no element of its own for them).
+fn output_formats() -> String {
+    format!(
+        "_outputFormat: application/fhir+ndjson (default; also application/ndjson, ndjson), \
+         application/fhir+ndjson+gzip (gzip files), {} (Parquet files: id, resource_type, ts, \
+         txid, resource)",
+        siphon::exporting::request::PARQUET_MEDIA_TYPE
+    )
 }
 
 /// The CapabilityStatement of a Bulk Data server.
@@ -181,7 +193,8 @@ pub fn capability_statement(app: &App, req: &Request) -> Reply {
             "mode": "server",
             "security": security(app, req),
             "resource": resources(),
-            "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}]
+            "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+                           "documentation": output_formats()}]
         }]
     });
     Reply::raw(
