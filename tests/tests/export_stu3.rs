@@ -576,3 +576,161 @@ async fn a_client_over_its_concurrent_export_cap_gets_429_with_retry_after() {
     assert_eq!(complete(&env, &third).await.status, 200);
     kick_off(&env, "/$export").await;
 }
+
+/// A manifest page's files: (URL without its signature, count).
+fn page_files(page: &Value) -> Vec<(String, u64)> {
+    page["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let url = o["url"].as_str().unwrap();
+            (
+                url.split('?').next().unwrap().to_string(),
+                o["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The path of a page's `next` link, if it has one.
+fn next_page(page: &Value) -> Option<String> {
+    let link = page
+        .get("link")?
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == "next")?;
+    let url = link["url"].as_str().unwrap();
+    Some(url.trim_start_matches("http://127.0.0.1:8080").to_string())
+}
+
+/// Every page from the status answer `first` on, following `next` links.
+async fn pages_from(env: &Env, first: Value) -> Vec<Value> {
+    let mut pages = vec![first];
+    while let Some(path) = next_page(pages.last().unwrap()) {
+        assert!(path.contains("?page="), "{path}");
+        let a = request(env, "GET", &path, &[], None, &admin()).await;
+        assert_eq!(a.status, 200, "{path}: {}", a.body);
+        pages.push(a.body);
+        assert!(pages.len() < 100, "a link loop");
+    }
+    pages
+}
+
+#[tokio::test]
+async fn partial_manifests_show_finished_files_mid_export_on_pages_that_never_change() {
+    let env = setup_with(LoadOptions::default(), |e| {
+        e.with("SIPHON_EXPORT_RANGE_ROWS", "300")
+            .with("SIPHON_EXPORT_FILE_MAX_RESOURCES", "100")
+            .with("SIPHON_EXPORT_PAGE_FILES", "2")
+            .with("SIPHON_EXPORT_MIN_POLL_MS", "0")
+    })
+    .await;
+    load(&env, "Observation", 900, 31).await;
+    let status = kick_off(
+        &env,
+        "/$export?_type=Observation&allowPartialManifests=true",
+    )
+    .await;
+    // Nothing has finished: 202 without a manifest.
+    let a = request(&env, "GET", &status, &[], None, &admin()).await;
+    assert_eq!((a.status, &a.body), (202, &json!("")), "{}", a.body);
+    // One task (an id range of about 300 rows, files of 100) runs to its end.
+    let ran = siphon_local::poll_export_queue(
+        &env.exporter,
+        env.export_queue.client(),
+        env.export_queue.url(),
+        1,
+        std::time::Duration::from_secs(900),
+    )
+    .await;
+    assert_eq!(ran, 1);
+    let a = request(&env, "GET", &status, &[], None, &admin()).await;
+    assert_eq!(
+        a.status, 202,
+        "running, with the files finished so far: {}",
+        a.body
+    );
+    assert!(a.headers.contains_key("x-progress"));
+    assert_eq!(a.headers["content-type"], "application/json");
+    let mid = pages_from(&env, a.body).await;
+    let mid_files: Vec<Vec<(String, u64)>> = mid.iter().map(page_files).collect();
+    assert_eq!(mid_files[0].len(), 2, "{mid_files:?}");
+    assert!(mid_files.iter().all(|p| !p.is_empty() && p.len() <= 2));
+    let mid_rows: u64 = mid_files.iter().flatten().map(|f| f.1).sum();
+    assert!(
+        (250..=350).contains(&mid_rows),
+        "one range's rows: {mid_rows}"
+    );
+    // The rest runs; the status answers 200 with the first page, and every page returned
+    // before is as it was (a link may have been added), the new files on new pages.
+    api_harness::drain_exports(&env).await;
+    let done = complete(&env, &status).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let pages = pages_from(&env, done.body).await;
+    let files: Vec<Vec<(String, u64)>> = pages.iter().map(page_files).collect();
+    assert_eq!(
+        &files[..mid_files.len()],
+        &mid_files[..],
+        "pages never change"
+    );
+    assert!(files.len() > mid_files.len(), "later files on new pages");
+    assert!(files.iter().all(|p| !p.is_empty() && p.len() <= 2));
+    let mut ids = std::collections::BTreeSet::new();
+    for page in &pages {
+        for line in download(page, "output")
+            .await
+            .remove("Observation")
+            .unwrap_or_default()
+        {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert!(
+                ids.insert(v["id"].as_str().unwrap().to_string()),
+                "once: {line}"
+            );
+        }
+    }
+    assert_eq!(ids.len(), 900, "every resource, on exactly one page");
+    // Pages that do not exist, or are not numbers.
+    let id = status.rsplit('/').next().unwrap();
+    let a = request(
+        &env,
+        "GET",
+        &format!("/$export-status/{id}?page=99"),
+        &[],
+        None,
+        &admin(),
+    )
+    .await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    let a = request(
+        &env,
+        "GET",
+        &format!("/$export-status/{id}?page=two"),
+        &[],
+        None,
+        &admin(),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+}
+
+#[tokio::test]
+async fn allow_partial_manifests_must_be_a_boolean() {
+    let env = setup(LoadOptions::default()).await;
+    let a = request(
+        &env,
+        "GET",
+        "/$export?allowPartialManifests=yes",
+        FHIR,
+        None,
+        &admin(),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(
+        diagnostics(&a).contains("allowPartialManifests"),
+        "{}",
+        a.body
+    );
+}

@@ -27,7 +27,7 @@ use crate::auth::scopes::Perm;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::fhir;
-use crate::model::export::{Export, ExportKind, ExportStatus, TaskKind, TaskStatus};
+use crate::model::export::{Export, ExportKind, ExportStatus, PageFile, TaskKind, TaskStatus};
 use crate::queue::{self, MessageQueue, StoreSpec};
 use crate::resource_type::ResourceType;
 use crate::sinks::{ObjectMeta, ObjectSink};
@@ -56,13 +56,16 @@ pub struct ExportConfig {
     /// A client with this many `$export`s active gets 429 + `Retry-After` for the next
     /// kick-off (the Bulk Data IG's answer to too many concurrent exports).
     pub max_active: i64,
+    /// With `allowPartialManifests`: at most this many files on one manifest page.
+    pub page_files: usize,
 }
 
 impl ExportConfig {
     /// `SIPHON_EXPORT_BUCKET` (exports are off without it), `SIPHON_EXPORT_PREFIX`,
     /// `SIPHON_EXPORT_URL_SECONDS` (3600), `SIPHON_EXPORT_RETENTION_DAYS` (7),
     /// `SIPHON_EXPORT_MIN_POLL_MS` (500), `SIPHON_EXPORT_RANGE_ROWS` (500,000),
-    /// `SIPHON_EXPORT_MAX_RANGES` (8), `SIPHON_EXPORT_MAX_ACTIVE` (4 per client).
+    /// `SIPHON_EXPORT_MAX_RANGES` (8), `SIPHON_EXPORT_MAX_ACTIVE` (4 per client),
+    /// `SIPHON_EXPORT_PAGE_FILES` (1,000).
     pub fn from_env(
         env: &crate::config::Env,
     ) -> std::result::Result<Option<Self>, crate::config::ConfigError> {
@@ -98,6 +101,7 @@ impl ExportConfig {
             range_rows: env.number("SIPHON_EXPORT_RANGE_ROWS", 500_000, 1, 1 << 40)? as i64,
             max_ranges: env.number("SIPHON_EXPORT_MAX_RANGES", 8, 1, 64)? as i64,
             max_active: env.number("SIPHON_EXPORT_MAX_ACTIVE", 4, 1, 1000)? as i64,
+            page_files: env.number("SIPHON_EXPORT_PAGE_FILES", 1000, 1, 100_000)? as usize,
         }))
     }
 }
@@ -113,6 +117,7 @@ impl Default for ExportConfig {
             range_rows: 500_000,
             max_ranges: 8,
             max_active: 4,
+            page_files: 1000,
         }
     }
 }
@@ -131,10 +136,18 @@ pub struct ExportMessage {
 pub enum Status {
     /// 202 with `X-Progress`.
     Running { progress: String },
-    /// 200 with the manifest; the URLs in it expire at `expires`.
+    /// 200 with the manifest (or, with `allowPartialManifests`, its first page, or the
+    /// page asked for); the URLs in it expire at `expires`.
     Complete {
         manifest: Value,
         expires: DateTime<Utc>,
+    },
+    /// `allowPartialManifests`, still running: 202 with `X-Progress` and the first page
+    /// of the manifest of the files finished so far.
+    Partial {
+        manifest: Value,
+        expires: DateTime<Utc>,
+        progress: String,
     },
     /// An error status with an OperationOutcome.
     Failed { message: String },
@@ -167,6 +180,33 @@ pub struct Exports {
 
 fn not_found(id: &str) -> Error {
     Error::NotFound(format!("export {id} not found"))
+}
+
+fn stored_spec(export: &Export) -> Result<ExportSpec> {
+    serde_json::from_value(export.request.clone())
+        .map_err(|e| Error::Internal(format!("unreadable export {}: {e}", export.id)))
+}
+
+/// Every finished file of an export's tasks, in task order: resources under `output`,
+/// deletions (transaction Bundles) under `deleted`.
+fn finished_files(tasks: &[crate::model::export::ExportTask]) -> Vec<PageFile> {
+    let mut files = Vec::new();
+    for task in tasks {
+        let (list, resource_type) = match task.kind {
+            TaskKind::Resources | TaskKind::Query => ("output", task.resource_type.as_str()),
+            TaskKind::Deleted => ("deleted", "Bundle"),
+            TaskKind::Inventory | TaskKind::Pull => continue,
+        };
+        for file in &task.checkpoint.files {
+            files.push(PageFile {
+                list: list.into(),
+                resource_type: resource_type.into(),
+                key: file.key.clone(),
+                count: file.count,
+            });
+        }
+    }
+    files
 }
 
 impl Exports {
@@ -329,6 +369,7 @@ impl Exports {
             prefix: format!("{}{id}/", self.config.prefix),
             ignored: request.ignored.clone(),
             associated: request.associated.clone(),
+            partial_manifests: request.partial_manifests,
             ..ExportSpec::default()
         };
         // What the kick-off ignored or accepted without applying goes to the error file,
@@ -420,8 +461,9 @@ impl Exports {
         Ok(export)
     }
 
-    /// The status endpoint (`GET`).
-    pub async fn status(&self, id: &str, who: &Principal) -> Result<Status> {
+    /// The status endpoint (`GET`); `base` is the URL the API is reached at (for the
+    /// `link` of manifest pages).
+    pub async fn status(&self, id: &str, who: &Principal, base: &str) -> Result<Status> {
         let export = self.visible(id, who).await?;
         // A cancelled export is gone (404, as the IG says), however soon it is polled.
         if export.status == ExportStatus::Cancelled {
@@ -441,6 +483,7 @@ impl Exports {
             });
         }
         let tasks = self.db.export_tasks(id).await?;
+        let spec = stored_spec(&export)?;
         match export.status {
             ExportStatus::Cancelled => Err(Error::NotFound(format!("export {id} was cancelled"))),
             ExportStatus::Error => Ok(Status::Failed {
@@ -455,52 +498,111 @@ impl Exports {
                     .filter(|t| t.status == TaskStatus::Done)
                     .count();
                 let rows: i64 = tasks.iter().map(|t| t.count).sum();
-                Ok(Status::Running {
-                    progress: format!(
-                        "in progress: {done}/{} tasks done, {rows} resources",
-                        tasks.len()
-                    ),
-                })
-            }
-            ExportStatus::Done => {
-                let spec: ExportSpec = serde_json::from_value(export.request.clone())
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                let ttl = self.config.url_lifetime;
-                let mut output = Vec::new();
-                let mut deleted = Vec::new();
-                for task in &tasks {
-                    for file in &task.checkpoint.files {
-                        let url = self.sink.presign_get(&file.key, ttl).await?;
-                        let entry = json!({"type": if task.kind == TaskKind::Deleted { "Bundle" } else { task.resource_type.as_str() },
-                                           "url": url, "count": file.count});
-                        match task.kind {
-                            TaskKind::Resources | TaskKind::Query => output.push(entry),
-                            TaskKind::Deleted => deleted.push(entry),
-                            TaskKind::Inventory | TaskKind::Pull => {}
-                        }
+                let progress = format!(
+                    "in progress: {done}/{} tasks done, {rows} resources",
+                    tasks.len()
+                );
+                if spec.partial_manifests {
+                    // The files finished so far, on pages that never change once returned.
+                    let pages = self
+                        .db
+                        .seal_export_pages(id, &finished_files(&tasks), self.config.page_files)
+                        .await?;
+                    if !pages.is_empty() {
+                        let manifest = self.manifest(&export, &spec, &pages, 1, base).await?;
+                        return Ok(Status::Partial {
+                            manifest,
+                            expires: self.expires(),
+                            progress,
+                        });
                     }
                 }
-                let mut error = Vec::new();
-                if let Some(key) = &spec.error_file {
-                    let url = self.sink.presign_get(key, ttl).await?;
-                    error.push(error_item(url, &spec.kick_off_outcomes()));
-                }
-                let mut manifest = json!({
-                    "transactionTime": export.transaction_time,
-                    "request": spec.request,
-                    "requiresAccessToken": false,
-                    "output": output,
-                    "error": error,
-                });
-                if spec.since.is_some() {
-                    manifest["deleted"] = json!(deleted);
-                }
+                Ok(Status::Running { progress })
+            }
+            ExportStatus::Done => {
+                let files = finished_files(&tasks);
+                let pages = if spec.partial_manifests {
+                    self.db
+                        .seal_export_pages(id, &files, self.config.page_files)
+                        .await?
+                } else {
+                    vec![files]
+                };
                 Ok(Status::Complete {
-                    manifest,
-                    expires: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default(),
+                    manifest: self.manifest(&export, &spec, &pages, 1, base).await?,
+                    expires: self.expires(),
                 })
             }
         }
+    }
+
+    /// Page `n` of an export's manifest (`allowPartialManifests`), at the `link` a
+    /// previous page gave: as it was when first returned (its URLs signed anew). 404 for a
+    /// page not written yet.
+    pub async fn page(&self, id: &str, who: &Principal, n: usize, base: &str) -> Result<Status> {
+        let export = self.visible(id, who).await?;
+        if export.status == ExportStatus::Cancelled {
+            return Err(Error::NotFound(format!("export {id} was cancelled")));
+        }
+        let spec = stored_spec(&export)?;
+        let pages = self.db.export_pages(id).await?;
+        if !spec.partial_manifests || n == 0 || n > pages.len() {
+            return Err(Error::NotFound(format!(
+                "export {id} has no manifest page {n}"
+            )));
+        }
+        Ok(Status::Complete {
+            manifest: self.manifest(&export, &spec, &pages, n, base).await?,
+            expires: self.expires(),
+        })
+    }
+
+    fn expires(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::from_std(self.config.url_lifetime).unwrap_or_default()
+    }
+
+    /// Manifest page `n` (from 1) of `pages`, its URLs presigned now: page 1 carries the
+    /// kick-off's error file, and each page but the last a `link` to the next.
+    async fn manifest(
+        &self,
+        export: &Export,
+        spec: &ExportSpec,
+        pages: &[Vec<PageFile>],
+        n: usize,
+        base: &str,
+    ) -> Result<Value> {
+        let ttl = self.config.url_lifetime;
+        let mut output = Vec::new();
+        let mut deleted = Vec::new();
+        for file in pages.get(n - 1).map(Vec::as_slice).unwrap_or_default() {
+            let url = self.sink.presign_get(&file.key, ttl).await?;
+            let entry = json!({"type": file.resource_type, "url": url, "count": file.count});
+            if file.list == "deleted" {
+                deleted.push(entry);
+            } else {
+                output.push(entry);
+            }
+        }
+        let mut error = Vec::new();
+        if let (1, Some(key)) = (n, &spec.error_file) {
+            let url = self.sink.presign_get(key, ttl).await?;
+            error.push(error_item(url, &spec.kick_off_outcomes()));
+        }
+        let mut manifest = json!({
+            "transactionTime": export.transaction_time,
+            "request": spec.request,
+            "requiresAccessToken": false,
+            "output": output,
+            "error": error,
+        });
+        if spec.since.is_some() {
+            manifest["deleted"] = json!(deleted);
+        }
+        if n < pages.len() {
+            manifest["link"] = json!([{"relation": "next",
+                "url": format!("{base}/$export-status/{}?page={}", export.id, n + 1)}]);
+        }
+        Ok(manifest)
     }
 
     /// Exports `who` may see (all for the admin), newest first, with their progress.

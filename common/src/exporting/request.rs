@@ -12,6 +12,7 @@
 //! | `_elements` | root elements, `Type.element` or `element`; nested paths 400 |
 //! | `includeAssociatedData` | `LatestProvenanceResources`, `RelevantProvenanceResources` accepted, not applied (said in the error file); other values 400 (lenient: ignored) |
 //! | `_typeFilter` | `Type?query` by the STU3 rules (see `type_filter`); a value outside what siphon evaluates 400 (lenient: ignored, named in the error file) |
+//! | `allowPartialManifests` | `true`: 202 with the manifest of the files finished so far, paged with `link`; `false` (default); other values 400 |
 //! | `organizeOutputBy`, others | 400 (lenient: ignored, named in the error file) |
 //!
 //! `Accept: application/fhir+json` and `Prefer: respond-async` are required (400 without).
@@ -56,6 +57,9 @@ pub struct ExportRequest {
     /// Files are Parquet (`.parquet`): one row per resource with the columns of
     /// dump-to-bucket's Parquet (`id`, `resource_type`, `ts`, `txid`, `resource`).
     pub parquet: bool,
+    /// `allowPartialManifests` (STU3): manifests of the files finished so far while the
+    /// export runs, paged with `link`.
+    pub partial_manifests: bool,
     /// `None`: every type the level covers.
     pub types: Option<Vec<ResourceType>>,
     pub since: Option<DateTime<Utc>>,
@@ -223,6 +227,7 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
         level: k.level.clone(),
         gzip: false,
         parquet: false,
+        partial_manifests: false,
         types: None,
         since: None,
         until: None,
@@ -268,6 +273,17 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
                 request.since = Some(since);
             }
             "_until" => request.until = Some(parse_instant_of("_until", &value)?),
+            "allowPartialManifests" => {
+                request.partial_manifests = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    other => {
+                        return Err(bad(format!(
+                            "allowPartialManifests {other:?} is not a boolean (true or false)"
+                        )))
+                    }
+                }
+            }
             "_type" => {
                 for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
                     let known = ResourceType::parse(t)

@@ -55,6 +55,14 @@ pub struct ExportSpec {
     /// How the bucket is reached when not the function's own (credentials never here).
     #[serde(default, skip_serializing_if = "StoreRef::is_default")]
     pub store: StoreRef,
+    /// `allowPartialManifests` (STU3): the status answers 202 with the manifest of the
+    /// files finished so far, paged with `link`s; a page never changes once returned.
+    #[serde(
+        rename = "allowPartialManifests",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub partial_manifests: bool,
     /// Parameters ignored under lenient handling; written as the error file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<String>,

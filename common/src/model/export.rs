@@ -25,6 +25,35 @@ pub struct FileState {
     pub bytes: u64,
 }
 
+/// One file on a manifest page (`allowPartialManifests`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageFile {
+    /// The manifest list it is on: `output` or `deleted`.
+    pub list: String,
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    pub key: String,
+    pub count: u64,
+}
+
+/// The pages to add so that every file in `available` is on a page: the files on no
+/// page yet, in their order, at most `max` to a page. Pages already written never change
+/// (a manifest page once returned stays as it was, the IG says).
+pub fn new_pages(
+    paged: &[Vec<PageFile>],
+    available: &[PageFile],
+    max: usize,
+) -> Vec<Vec<PageFile>> {
+    let on_a_page: std::collections::HashSet<&str> =
+        paged.iter().flatten().map(|f| f.key.as_str()).collect();
+    let fresh: Vec<PageFile> = available
+        .iter()
+        .filter(|f| !on_a_page.contains(f.key.as_str()))
+        .cloned()
+        .collect();
+    fresh.chunks(max.max(1)).map(<[PageFile]>::to_vec).collect()
+}
+
 /// A finished object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrittenFile {
@@ -292,4 +321,32 @@ pub enum ColumnKind {
 pub struct Column {
     pub name: String,
     pub kind: ColumnKind,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(key: &str) -> PageFile {
+        PageFile {
+            list: "output".into(),
+            resource_type: "Patient".into(),
+            key: key.into(),
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn new_pages_take_only_files_on_no_page_in_order_and_never_touch_old_ones() {
+        let available: Vec<PageFile> = ["a", "b", "c", "d", "e"].map(file).to_vec();
+        assert!(new_pages(&[], &[], 2).is_empty());
+        let first = new_pages(&[], &available[..3], 2);
+        assert_eq!(first, vec![vec![file("a"), file("b")], vec![file("c")]]);
+        // Later files make new pages; c's page stays as it was returned.
+        let later = new_pages(&first, &available, 2);
+        assert_eq!(later, vec![vec![file("d"), file("e")]]);
+        let all: Vec<Vec<PageFile>> = first.into_iter().chain(later).collect();
+        assert!(new_pages(&all, &available, 2).is_empty());
+        assert_eq!(new_pages(&[], &available[..1], 0), vec![vec![file("a")]]);
+    }
 }

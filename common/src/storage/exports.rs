@@ -9,7 +9,7 @@ use tokio_postgres::GenericClient;
 use super::{is_undefined_table, Db};
 use crate::error::{Error, Result};
 use crate::model::export::{
-    Export, ExportKind, ExportStatus, ExportTask, TaskCheckpoint, TaskKind, TaskStatus,
+    Export, ExportKind, ExportStatus, ExportTask, PageFile, TaskCheckpoint, TaskKind, TaskStatus,
 };
 use crate::model::Stuck;
 use crate::resource_type::ResourceType;
@@ -147,6 +147,61 @@ async fn insert_export(
         .await?;
     }
     export_row(&row)
+}
+
+/// The manifest pages of an export, in order.
+async fn read_pages<C: GenericClient + Sync>(c: &C, id: &str) -> Result<Vec<Vec<PageFile>>> {
+    c.query(
+        "SELECT files FROM siphon_export_page WHERE export_id = $1 ORDER BY page",
+        &[&id],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        serde_json::from_value(r.get(0))
+            .map_err(|e| Error::Internal(format!("unreadable manifest page of {id}: {e}")))
+    })
+    .collect()
+}
+
+impl Db {
+    /// The manifest pages of export `id` once every file of `available` is on one
+    /// ([`new_pages`](crate::model::export::new_pages), at most `max` files to a new
+    /// page), under the export's row lock: two polls at once cannot both add a page.
+    pub async fn seal_export_pages(
+        &self,
+        id: &str,
+        available: &[PageFile],
+        max: usize,
+    ) -> Result<Vec<Vec<PageFile>>> {
+        let mut client = self.client().await?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT 1 FROM siphon_export WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?;
+        let mut pages = read_pages(&tx, id).await?;
+        for files in crate::model::export::new_pages(&pages, available, max) {
+            let page = pages.len() as i32 + 1;
+            let value = serde_json::to_value(&files).map_err(|e| Error::Internal(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO siphon_export_page (export_id, page, files) VALUES ($1, $2, $3)",
+                &[&id, &page, &value],
+            )
+            .await?;
+            pages.push(files);
+        }
+        tx.commit().await?;
+        Ok(pages)
+    }
+
+    /// The manifest pages of export `id` written so far.
+    pub async fn export_pages(&self, id: &str) -> Result<Vec<Vec<PageFile>>> {
+        let client = self.client().await?;
+        read_pages(&**client, id).await
+    }
 }
 
 /// The checkpoint of task `task_id` if it ended in error, its row locked until the

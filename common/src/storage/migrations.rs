@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/0009_plan_compare.sql"),
     ),
     (10, "auth", include_str!("../../migrations/0010_auth.sql")),
+    (
+        11,
+        "export_pages",
+        include_str!("../../migrations/0011_export_pages.sql"),
+    ),
 ];
 
 /// Applies the migrations that have not run yet. Returns how many ran now.

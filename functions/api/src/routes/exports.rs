@@ -70,8 +70,22 @@ pub async fn kick_off(app: &App, req: &Request, who: &Principal, level: Level) -
 }
 
 /// `GET [status URL]`: 202 + X-Progress while running, 200 + the manifest when complete.
-pub async fn status(app: &App, id: &str, who: &Principal) -> Result<Reply> {
-    match exports(app)?.status(id, who).await? {
+/// With `allowPartialManifests`, 202 carries the first page of the manifest of the files
+/// finished so far, and `?page=N` (a page's `link`) answers page N.
+pub async fn status(app: &App, req: &Request, id: &str, who: &Principal) -> Result<Reply> {
+    let base = web::base_url(req.headers(), app.public_url.as_deref());
+    let status = match web::query_param(req.uri(), "page") {
+        Some(page) => {
+            let n: usize = page
+                .parse()
+                .map_err(|_| Error::BadRequest(format!("page {page:?} is not a page number")))?;
+            exports(app)?.page(id, who, n, &base).await?
+        }
+        None => exports(app)?.status(id, who, &base).await?,
+    };
+    let expires_header =
+        |at: chrono::DateTime<chrono::Utc>| at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    match status {
         Status::Running { progress } => Ok(Reply {
             status: StatusCode::ACCEPTED,
             headers: Vec::new(),
@@ -79,12 +93,22 @@ pub async fn status(app: &App, id: &str, who: &Principal) -> Result<Reply> {
         }
         .header(X_PROGRESS, progress)
         .header(RETRY_AFTER, "2")),
+        Status::Partial {
+            manifest,
+            expires,
+            progress,
+        } => Ok(Reply::raw(
+            StatusCode::ACCEPTED,
+            "application/json",
+            manifest.to_string(),
+        )
+        .header(X_PROGRESS, progress)
+        .header(RETRY_AFTER, "2")
+        .header(EXPIRES, expires_header(expires))),
         Status::Complete { manifest, expires } => {
             Ok(
-                Reply::raw(StatusCode::OK, "application/json", manifest.to_string()).header(
-                    EXPIRES,
-                    expires.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
-                ),
+                Reply::raw(StatusCode::OK, "application/json", manifest.to_string())
+                    .header(EXPIRES, expires_header(expires)),
             )
         }
         Status::Failed { message } => Err(Error::Internal(message)),

@@ -75,7 +75,7 @@ pub async fn route(app: &App, request: &Request, who: &Principal) -> Result<Repl
             exports::kick_off(app, request, who, Level::Group(id.to_string())).await
         }
         (&Method::GET, ["$export-status"]) => exports::list(app, request, who).await,
-        (&Method::GET, ["$export-status", id]) => exports::status(app, id, who).await,
+        (&Method::GET, ["$export-status", id]) => exports::status(app, request, id, who).await,
         (&Method::DELETE, ["$export-status", id]) => exports::cancel(app, request, id, who).await,
         (&Method::POST, ["rpc"]) => rpc::call(app, request, who).await,
         (&Method::GET, ["$dump-to-bucket", id]) => rpc::dump_view(app, id, who).await,
