@@ -717,12 +717,15 @@ impl TextRows {
 
 impl Db {
     /// Streams `select` with text-format COPY (dates ISO, time zone UTC), on a connection
-    /// taken out of the pool for as long as the stream lives.
+    /// taken out of the pool for as long as the stream lives. The settings are `SET LOCAL`
+    /// in a transaction around the COPY (never committed: the connection is closed after
+    /// the stream), so a transaction pooler runs them where the COPY runs.
     pub async fn copy_text_rows(&self, select: &str) -> Result<TextRows> {
         let client = deadpool_postgres::Object::take(self.client().await?);
         client
             .batch_execute(
-                "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'",
+                "BEGIN; SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD';
+                 SET LOCAL IntervalStyle = 'iso_8601'",
             )
             .await?;
         let copy = client
