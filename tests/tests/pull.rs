@@ -4,6 +4,7 @@
 
 mod api_harness;
 mod bulk_remote;
+mod console_harness;
 
 use std::collections::HashMap;
 
@@ -883,4 +884,81 @@ async fn a_hostile_remote_cannot_bomb_the_loader_with_gzip() {
     assert_eq!(status, "error", "{session}");
     let error = error.as_str().unwrap();
     assert!(error.contains("inflates to more than 100 times"), "{error}");
+}
+
+/// Every row of `table` as `(id, resource::text)`, in id order.
+async fn rows(db: &siphon::storage::Db, table: &str) -> Vec<(String, String)> {
+    siphon_tests::connect(db)
+        .await
+        .query(
+            &format!("SELECT id, resource::text FROM {table} ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pull_from_another_siphon_brings_every_resource_byte_identical_exactly_once() {
+    // The remote is make serve's binary on its own database: its `$export`, its status
+    // URL and the files' presigned S3 URLs are what a Bulk Data server nobody wrote for
+    // this test answers; siphon pulls with the remote's admin credential (HTTP Basic).
+    let remote = console_harness::Stack::start("pull-from-siphon", Default::default()).await;
+    for (ty, n, seed) in [("Patient", 40, 61), ("Observation", 120, 62)] {
+        let key = format!("in/{ty}.ndjson.gz");
+        remote
+            .put(
+                &key,
+                siphon_tests::gen::gzip(&siphon_tests::gen::ndjson(ty, n, seed)),
+            )
+            .await;
+    }
+    let (status, answer) = remote
+        .admin(
+            "POST",
+            "/rpc",
+            Some(json!({"method": "aidbox.bulk/load-from-bucket",
+                        "params": {"bucket": format!("s3://{}/in/", remote.bucket)}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    for ty in ["Patient", "Observation"] {
+        remote
+            .wait_file(&format!("in/{ty}.ndjson.gz"), "done", |f| {
+                f["status"] == "done"
+            })
+            .await;
+    }
+    let remote_db =
+        siphon::storage::Db::new(siphon::storage::DbConfig::from_url(&remote.db_url).unwrap());
+    let host = remote.base.trim_start_matches("http://").to_string();
+    let allow = format!("127.0.0.1:4566,{host}");
+    let env = api_harness::setup_with(LoadOptions::default(), move |e| {
+        e.with("SIPHON_URL_ALLOWLIST", &allow)
+    })
+    .await;
+    let auth = json!({"name": "auth", "part": [
+        {"name": "type", "valueCode": "basic"},
+        {"name": "username", "valueString": siphon_tests::var("SIPHON_ADMIN_CLIENT_ID")},
+        {"name": "password", "valueString": siphon_tests::var("SIPHON_ADMIN_CLIENT_SECRET")}]});
+    let export_url = format!("{}/$export?_type=Patient,Observation", remote.base);
+    let id = start(&env, pnp(&export_url, json!([auth]))).await;
+    let session = run_until_settled(&env, &id).await;
+    assert_eq!(session["status"], "done", "{session}");
+    assert_eq!(session["loaded"].as_u64(), Some(160), "{session}");
+    assert_eq!(session["failed"].as_u64(), Some(0), "{session}");
+    for table in ["patient", "observation"] {
+        let (there, here) = (rows(&remote_db, table).await, rows(&env.db, table).await);
+        assert_eq!(here.len(), there.len(), "{table}: each resource once");
+        assert!(here == there, "{table}: every resource byte-identical");
+    }
+    // Each output file of the remote's manifest became one input, loaded once.
+    let inputs = session["inputs"].as_array().unwrap();
+    assert!(inputs.len() >= 2, "{session}");
+    assert!(inputs.iter().all(|i| i["status"] == "done"), "{session}");
+    let loaded: u64 = inputs.iter().map(|i| i["loaded"].as_u64().unwrap()).sum();
+    assert_eq!(loaded, 160);
 }
