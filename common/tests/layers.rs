@@ -327,3 +327,60 @@ fn aws_sdk_crates_are_named_only_at_the_edges() {
         outside.join("\n")
     );
 }
+
+#[test]
+fn statements_are_unnamed_so_a_transaction_pooler_can_share_connections() {
+    // tokio-postgres' `query`, `query_one`, `query_opt` and `execute` prepare a named
+    // statement in a round trip of its own; behind PgBouncer (transaction pooling) the
+    // run may reach another server connection, and RDS Proxy pins the session. storage/
+    // uses `Statements` (unnamed, one round trip). A named statement is allowed only
+    // where it is prepared and closed inside one transaction (COPY, describing a query):
+    // `copy_in`, `copy_out` and `prepare`, listed here with the files that use them.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let named = [
+        ".query(",
+        ".query_one(",
+        ".query_opt(",
+        ".execute(",
+        ".query_raw(",
+        ".prepare_cached(",
+        ".prepare_typed(",
+    ];
+    let in_transaction = [".prepare(", ".copy_in(", ".copy_out("];
+    let allowed = [
+        "storage/read.rs",
+        "storage/dumps.rs",
+        "storage/plans.rs",
+        "storage/copy_in.rs",
+    ];
+    let mut found = Vec::new();
+    for file in files {
+        let rel = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let text = text.split("#[cfg(test)]").next().unwrap_or("");
+        for n in named {
+            // `uri.query()` and the like take no arguments; a statement always has one.
+            if text.contains(n) && !rel.starts_with("web") {
+                found.push(format!("{rel}: {n}"));
+            }
+        }
+        if !allowed.contains(&rel.as_str()) {
+            for n in in_transaction {
+                if text.contains(n) {
+                    found.push(format!("{rel}: {n} (only where a transaction holds it)"));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "named prepared statements:\n{}",
+        found.join("\n")
+    );
+}

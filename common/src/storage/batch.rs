@@ -2,6 +2,7 @@
 //! counts and checkpoint commit together or not at all, fenced by the file's lease (and
 //! by its `$import` session's state).
 
+use crate::storage::statements::Statements;
 use tokio_postgres::{GenericClient, Transaction};
 
 use super::copy_in::{self, Chunk, ChunkResult};
@@ -28,7 +29,7 @@ pub async fn record_line_errors<C: GenericClient + Sync>(
     let excerpts: Vec<&str> = errors.iter().map(|e| e.excerpt.as_str()).collect();
     let loaded: Vec<bool> = errors.iter().map(|e| e.loaded).collect();
     client
-        .execute(
+        .run(
             "INSERT INTO siphon_loader_error (file_id, line, reason, excerpt, loaded)
              SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bool[])
              ON CONFLICT (file_id, line) DO UPDATE

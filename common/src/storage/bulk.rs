@@ -7,6 +7,7 @@
 //! or listed in `siphon_bulk_table` with everything needed to make it whole again, which
 //! the last file of the load or the sweep does.
 
+use crate::storage::statements::Statements;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_postgres::GenericClient;
@@ -87,7 +88,7 @@ async fn secondary_indexes(
     regclass: &str,
 ) -> Result<Vec<DroppedIndex>> {
     Ok(tx
-        .query(
+        .rows(
             "SELECT i.relname::text, pg_get_indexdef(i.oid)
              FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
              WHERE x.indrelid = $1::text::regclass AND NOT x.indisprimary
@@ -111,14 +112,14 @@ async fn droppable_primary_key(
     regclass: &str,
 ) -> Result<(Option<String>, Option<String>)> {
     let empty: bool = tx
-        .query_one(
+        .row(
             &format!("SELECT NOT EXISTS (SELECT 1 FROM {regclass})"),
             &[],
         )
         .await?
         .get(0);
     let name: Option<String> = tx
-        .query_opt(
+        .row_opt(
             "SELECT conname::text FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype = 'p'",
             &[&regclass],
         )
@@ -154,13 +155,13 @@ impl Db {
         let client: &mut tokio_postgres::Client = &mut client;
         let tx = client.transaction().await?;
         let table = ty.as_str();
-        tx.execute(
+        tx.run(
             "SELECT pg_advisory_xact_lock(hashtext('siphon.table.' || lower($1)))",
             &[&table],
         )
         .await?;
         if let Some(row) = tx
-            .query_opt(&format!("{SELECT} WHERE resource_type = $1"), &[&table])
+            .row_opt(&format!("{SELECT} WHERE resource_type = $1"), &[&table])
             .await?
         {
             return bulk_table(&row);
@@ -188,7 +189,7 @@ impl Db {
             .await?;
         }
         let row = tx
-            .query_one(
+            .row(
                 "INSERT INTO siphon_bulk_table (resource_type, owner, indexes, primary_key, note)
                  VALUES ($1, $2, $3, $4, $5)
                  RETURNING resource_type, owner, indexes, primary_key, note, to_json(created_at)#>>'{}'",
@@ -216,7 +217,7 @@ impl Db {
     pub async fn bulk_tables(&self) -> Result<Vec<BulkTable>> {
         let client = self.client().await?;
         client
-            .query(&format!("{SELECT} ORDER BY resource_type"), &[])
+            .rows(&format!("{SELECT} ORDER BY resource_type"), &[])
             .await?
             .iter()
             .map(bulk_table)
@@ -228,7 +229,7 @@ impl Db {
     pub async fn writers_ended(&self, owner: &str, resource_type: &str) -> Result<bool> {
         let client = self.client().await?;
         let unfinished = client
-            .query_one(
+            .row(
                 &format!(
                     "SELECT EXISTS (SELECT 1 FROM {LOADER_FILES}
                      WHERE (resource->>'group' = $1 OR resource->>'import' = $1)
@@ -256,7 +257,7 @@ impl Db {
         let client: &mut tokio_postgres::Client = &mut client;
         let tx = client.transaction().await?;
         let Some(row) = tx
-            .query_opt(
+            .row_opt(
                 &format!("{SELECT} WHERE resource_type = $1 FOR UPDATE"),
                 &[&table],
             )
@@ -290,7 +291,7 @@ impl Db {
                     let dups = duplicate_ids(&tx, &regclass).await?;
                     rebuilt.duplicates = dups.0;
                     rebuilt.duplicate_ids = dups.1;
-                    tx.execute(
+                    tx.run(
                         &format!(
                             "DELETE FROM {regclass} a USING {regclass} b
                              WHERE a.id = b.id AND (a.txid, a.ctid) < (b.txid, b.ctid)"
@@ -308,7 +309,7 @@ impl Db {
             tx.batch_execute(&index.def).await?;
             rebuilt.indexes += 1;
         }
-        tx.execute(
+        tx.run(
             "DELETE FROM siphon_bulk_table WHERE resource_type = $1",
             &[&table],
         )
@@ -331,7 +332,7 @@ impl Db {
         self.ensure_table(&**client, &crate::model::loader_file::loader_file_type())
             .await?;
         client
-            .execute(
+            .run(
                 &format!(
                     "UPDATE {LOADER_FILES} SET resource = resource || jsonb_build_object('bulk',
                         coalesce(resource->'bulk', '[]'::jsonb) || $2::jsonb)
@@ -350,7 +351,7 @@ async fn duplicate_ids<C: GenericClient + Sync>(
     regclass: &str,
 ) -> Result<(i64, Vec<String>)> {
     let row = client
-        .query_one(
+        .row(
             &format!(
                 "SELECT coalesce(sum(n - 1), 0)::bigint,
                         coalesce((array_agg(id ORDER BY id))[1:100], '{{}}')

@@ -4,6 +4,7 @@
 //! [`ClientStore`] is the port `auth` depends on; [`Db`] implements it on the `client`
 //! and `accesspolicy` tables and `siphon_jti`, [`MemoryClients`] in memory for tests.
 
+use crate::storage::statements::Statements;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -59,7 +60,7 @@ impl ClientStore for Db {
         Box::pin(async move {
             let client = self.client().await?;
             let row = match client
-                .query_opt(
+                .row_opt(
                     "SELECT txid, resource->>'secretHash', resource->'jwks',
                             coalesce(resource->>'jwks_uri', resource->>'jwks_url')
                        FROM public.\"client\" WHERE id = $1",
@@ -82,7 +83,7 @@ impl ClientStore for Db {
                 generation: txid.to_string(),
             };
             let policies = match client
-                .query(
+                .rows(
                     "SELECT txid, resource->>'engine' = 'allow', resource->'scope'
                        FROM public.\"accesspolicy\"
                       WHERE resource->'link' @> jsonb_build_array(jsonb_build_object('id', $1::text, 'resourceType', 'Client'))
@@ -119,14 +120,14 @@ impl ClientStore for Db {
             // Forgetting expired entries costs one index range scan; a few per insert keep
             // the table at about the assertions of the last five minutes.
             client
-                .execute(
+                .run(
                     "DELETE FROM siphon_jti WHERE ctid = ANY(ARRAY(
                         SELECT ctid FROM siphon_jti WHERE expires_at < now() LIMIT 100))",
                     &[],
                 )
                 .await?;
             let n = client
-                .execute(
+                .run(
                     "INSERT INTO siphon_jti (client_id, jti, expires_at) VALUES ($1, $2, $3)
                      ON CONFLICT (client_id, jti) DO NOTHING",
                     &[&client_id, &jti, &expires],

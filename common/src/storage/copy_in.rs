@@ -7,6 +7,7 @@
 //! user sent them (text-format COPY would have to double every backslash). The decoder
 //! encodes rows with [`encode_row`] on its own thread; [`write_chunk`] sends them.
 
+use crate::storage::statements::Statements;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::SinkExt;
 use tokio_postgres::Transaction;
@@ -175,7 +176,7 @@ async fn write_staged(
                 resource_type = excluded.resource_type, status = 'updated', resource = excluded.resource
              RETURNING (xmax = 0)"
         );
-        for row in tx.query(&sql, &[]).await? {
+        for row in tx.rows(&sql, &[]).await? {
             if row.get::<_, bool>(0) {
                 result.created += 1;
             } else {
@@ -188,12 +189,8 @@ async fn write_staged(
             "INSERT INTO {table} (txid, id, resource_type, status, resource) {select}
              ON CONFLICT (id) DO NOTHING RETURNING id"
         );
-        let inserted: std::collections::HashSet<String> = tx
-            .query(&sql, &[])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let inserted: std::collections::HashSet<String> =
+            tx.rows(&sql, &[]).await?.iter().map(|r| r.get(0)).collect();
         result.created = inserted.len() as u64;
         let failed_lines: std::collections::HashSet<u64> =
             result.errors.iter().map(|e| e.line).collect();

@@ -3,6 +3,7 @@
 //! `siphon_rn`, which the export tasks read in that order (resumably), and which is
 //! dropped when the export ends. Also what a dump's columns are.
 
+use crate::storage::statements::Statements;
 use futures::{SinkExt, StreamExt};
 use tokio_postgres::types::Type;
 
@@ -39,14 +40,10 @@ pub fn kind_of(ty: &Type) -> ColumnKind {
 /// The decimal a numeric column of a materialized (so unchanging) query table fits:
 /// enough digits for its largest whole part and its longest fraction; Text (exact) when
 /// that is more than 38 digits or the column holds NaN or an infinity.
-async fn decimal_of(
-    client: &tokio_postgres::Client,
-    table: &str,
-    column: &str,
-) -> Result<ColumnKind> {
+async fn decimal_of(client: &impl Statements, table: &str, column: &str) -> Result<ColumnKind> {
     let c = format!("\"{}\"", column.replace('"', "\"\""));
     let row = client
-        .query_one(
+        .row(
             &format!(
                 "SELECT coalesce(max(scale({c})), 0)::int,
                         coalesce(max(length(trunc(abs({c}))::text)), 1)::int,
@@ -107,7 +104,7 @@ impl Db {
         let table = table_of(export_id);
         let mut client = self.client().await?;
         let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .row("SELECT to_regclass($1) IS NOT NULL", &[&table])
             .await?
             .get(0);
         if !exists {
@@ -117,7 +114,7 @@ impl Db {
             let mut defs = vec!["siphon_rn bigint NOT NULL".to_string()];
             for c in described.columns() {
                 let ty: String = client
-                    .query_one("SELECT format_type($1::oid, NULL)", &[&c.type_().oid()])
+                    .row("SELECT format_type($1::oid, NULL)", &[&c.type_().oid()])
                     .await?
                     .get(0);
                 defs.push(format!("\"{}\" {ty}", c.name().replace('"', "\"\"")));
@@ -161,8 +158,11 @@ impl Db {
 
     /// The columns of a materialized query table (without `siphon_rn`).
     async fn materialized_columns(&self, table: &str) -> Result<Vec<Column>> {
-        let client = self.client().await?;
-        let described = client.prepare(&format!("SELECT * FROM {table}")).await?;
+        let mut client = self.client().await?;
+        // A prepared statement: inside a transaction, so that behind a transaction
+        // pooler it is described and closed on one server connection.
+        let tx = client.transaction().await?;
+        let described = tx.prepare(&format!("SELECT * FROM {table}")).await?;
         let mut columns = Vec::new();
         for c in described
             .columns()
@@ -170,7 +170,7 @@ impl Db {
             .filter(|c| c.name() != "siphon_rn")
         {
             let kind = match *c.type_() {
-                Type::NUMERIC => decimal_of(&client, table, c.name()).await?,
+                Type::NUMERIC => decimal_of(&*tx, table, c.name()).await?,
                 ref other => kind_of(other),
             };
             columns.push(Column {
@@ -178,6 +178,8 @@ impl Db {
                 kind,
             });
         }
+        drop(described);
+        tx.commit().await?;
         Ok(columns)
     }
 

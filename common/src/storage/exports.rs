@@ -3,6 +3,7 @@
 //! (`siphon_export_patient`), and the questions an export asks of the resource tables
 //! (which exist, how many rows, where to cut id ranges).
 
+use crate::storage::statements::Statements;
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 
@@ -100,7 +101,7 @@ async fn read_export<C: GenericClient + Sync>(
     id: &str,
     lock: &str,
 ) -> Result<Option<Export>> {
-    c.query_opt(
+    c.row_opt(
         &format!("SELECT {EXPORT_COLUMNS} FROM siphon_export WHERE id = $1 {lock}"),
         &[&id],
     )
@@ -121,7 +122,7 @@ async fn insert_export(
     patients: &[String],
 ) -> Result<Export> {
     let row = tx
-        .query_one(
+        .row(
             &format!(
                 "INSERT INTO siphon_export (id, kind, owner, status, request)
                  VALUES ($1, $2, $3, 'active', $4) RETURNING {EXPORT_COLUMNS}"
@@ -131,7 +132,7 @@ async fn insert_export(
         .await?;
     for (n, t) in tasks.iter().enumerate() {
         let task_id = format!("{id}/{n}");
-        tx.execute(
+        tx.run(
             "INSERT INTO siphon_export_task (id, export_id, kind, resource_type, part, range_from, range_to, status)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')",
             &[&task_id, &id, &t.kind.as_str(), &t.resource_type, &t.part, &t.range_from, &t.range_to],
@@ -139,7 +140,7 @@ async fn insert_export(
         .await?;
     }
     if !patients.is_empty() {
-        tx.execute(
+        tx.run(
             "INSERT INTO siphon_export_patient (export_id, ref)
              SELECT $1, r FROM unnest($2::text[]) r ON CONFLICT DO NOTHING",
             &[&id, &patients],
@@ -151,7 +152,7 @@ async fn insert_export(
 
 /// The manifest pages of an export, in order.
 async fn read_pages<C: GenericClient + Sync>(c: &C, id: &str) -> Result<Vec<Vec<PageFile>>> {
-    c.query(
+    c.rows(
         "SELECT files FROM siphon_export_page WHERE export_id = $1 ORDER BY page",
         &[&id],
     )
@@ -177,7 +178,7 @@ impl Db {
         let mut client = self.client().await?;
         let client: &mut tokio_postgres::Client = &mut client;
         let tx = client.transaction().await?;
-        tx.execute(
+        tx.run(
             "SELECT 1 FROM siphon_export WHERE id = $1 FOR UPDATE",
             &[&id],
         )
@@ -186,7 +187,7 @@ impl Db {
         for files in crate::model::export::new_pages(&pages, available, max) {
             let page = pages.len() as i32 + 1;
             let value = serde_json::to_value(&files).map_err(|e| Error::Internal(e.to_string()))?;
-            tx.execute(
+            tx.run(
                 "INSERT INTO siphon_export_page (export_id, page, files) VALUES ($1, $2, $3)",
                 &[&id, &page, &value],
             )
@@ -211,7 +212,7 @@ pub async fn failed_task<C: GenericClient + Sync>(
     task_id: &str,
 ) -> Result<Option<TaskCheckpoint>> {
     let row = c
-        .query_opt(
+        .row_opt(
             "SELECT checkpoint FROM siphon_export_task WHERE id = $1 AND status = 'error' FOR UPDATE",
             &[&task_id],
         )
@@ -231,7 +232,7 @@ pub async fn restart_task<C: GenericClient + Sync>(
     checkpoint: &TaskCheckpoint,
 ) -> Result<()> {
     let row = c
-        .query_opt(
+        .row_opt(
             "UPDATE siphon_export_task SET status = 'pending', checkpoint = $2, error = NULL,
                 lease_owner = NULL, lease_until = NULL, receipt = NULL, updated_at = now()
              WHERE id = $1 AND status = 'error' RETURNING export_id",
@@ -240,7 +241,7 @@ pub async fn restart_task<C: GenericClient + Sync>(
         .await?
         .ok_or_else(|| Error::Internal(format!("task {task_id} is not in error")))?;
     let export: String = row.get(0);
-    c.execute(
+    c.run(
         "UPDATE siphon_export SET status = 'active', error = NULL, updated_at = now() WHERE id = $1",
         &[&export],
     )
@@ -284,13 +285,13 @@ impl Db {
         let mut client = self.client().await?;
         let client: &mut tokio_postgres::Client = &mut client;
         let tx = client.transaction().await?;
-        tx.execute(
+        tx.run(
             "SELECT pg_advisory_xact_lock(hashtext('siphon_export_owner'), hashtext($1))",
             &[&owner],
         )
         .await?;
         let active: i64 = tx
-            .query_one(
+            .row(
                 "SELECT count(*) FROM siphon_export
                  WHERE owner = $1 AND kind = $2 AND status = 'active'",
                 &[&owner, &ExportKind::Fhir.as_str()],
@@ -321,7 +322,7 @@ impl Db {
     ) -> Result<Vec<Export>> {
         let client = self.client().await?;
         client
-            .query(
+            .rows(
                 &format!(
                     "SELECT {EXPORT_COLUMNS} FROM siphon_export WHERE $1::text IS NULL OR owner = $1
                      ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
@@ -338,7 +339,7 @@ impl Db {
     pub async fn export_tasks(&self, export_id: &str) -> Result<Vec<ExportTask>> {
         let client = self.client().await?;
         client
-            .query(
+            .rows(
                 &format!(
                     "SELECT {TASK_COLUMNS} FROM siphon_export_task WHERE export_id = $1
                      ORDER BY resource_type, part, id"
@@ -356,7 +357,7 @@ impl Db {
     pub async fn poll_export(&self, id: &str, min_interval_ms: i64) -> Result<bool> {
         let client = self.client().await?;
         let n = client
-            .execute(
+            .run(
                 "UPDATE siphon_export SET polled_at = now()
                  WHERE id = $1 AND (polled_at IS NULL
                     OR polled_at < now() - make_interval(secs => $2::bigint / 1000.0))",
@@ -378,12 +379,12 @@ impl Db {
         if export.status == ExportStatus::Cancelled {
             return Ok(None);
         }
-        tx.execute(
+        tx.run(
             "UPDATE siphon_export SET status = 'cancelled', updated_at = now() WHERE id = $1",
             &[&id],
         )
         .await?;
-        tx.execute(
+        tx.run(
             "UPDATE siphon_export_task SET status = 'cancelled', updated_at = now()
              WHERE export_id = $1 AND status = 'pending'",
             &[&id],
@@ -407,7 +408,7 @@ impl Db {
         let client: &mut tokio_postgres::Client = &mut client;
         let tx = client.transaction().await?;
         let row = tx
-            .query_opt(
+            .row_opt(
                 &format!(
                     "UPDATE siphon_export_task SET status = 'running', lease_owner = $2,
                         lease_until = now() + make_interval(secs => $3::float8), receipt = $4,
@@ -431,7 +432,7 @@ impl Db {
             }
             None => {
                 match tx
-                    .query_opt(
+                    .row_opt(
                         "SELECT status FROM siphon_export_task WHERE id = $1",
                         &[&task_id],
                     )
@@ -462,7 +463,7 @@ impl Db {
     ) -> Result<bool> {
         let client = self.client().await?;
         let n = client
-            .execute(
+            .run(
                 "UPDATE siphon_export_task SET lease_until = now() + make_interval(secs => $3::float8)
                  WHERE id = $1 AND status = 'running' AND lease_owner = $2 AND lease_until > now()",
                 &[&task_id, &owner, &lease_secs],
@@ -487,7 +488,7 @@ impl Db {
         let client: &mut tokio_postgres::Client = &mut client;
         let tx = client.transaction().await?;
         let status: Option<String> = tx
-            .query_opt(
+            .row_opt(
                 "SELECT status FROM siphon_export WHERE id = $1 FOR SHARE",
                 &[&export_id],
             )
@@ -497,7 +498,7 @@ impl Db {
             return Ok(TaskCommit::Cancelled);
         }
         let n = tx
-            .execute(
+            .run(
                 "UPDATE siphon_export_task SET checkpoint = $3, count = $4,
                     lease_until = now() + make_interval(secs => $5::float8), updated_at = now()
                  WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
@@ -530,7 +531,7 @@ impl Db {
     ) -> Result<bool> {
         let client = self.client().await?;
         let n = client
-            .execute(
+            .run(
                 "UPDATE siphon_export_task SET status = $3, checkpoint = $4, count = $5, error = $6,
                     lease_owner = NULL, lease_until = NULL, receipt = NULL, updated_at = now()
                  WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
@@ -544,7 +545,7 @@ impl Db {
     pub async fn release_export_task(&self, task_id: &str, owner: &str) -> Result<()> {
         let client = self.client().await?;
         client
-            .execute(
+            .run(
                 "UPDATE siphon_export_task SET lease_until = now() - interval '1 second'
                  WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
                 &[&task_id, &owner],
@@ -566,7 +567,7 @@ impl Db {
             return Ok(Some(export.status));
         }
         let row = tx
-            .query_one(
+            .row(
                 "SELECT count(*) FILTER (WHERE status IN ('pending', 'running')),
                         min(resource_type || ': ' || error) FILTER (WHERE status = 'error')
                  FROM siphon_export_task WHERE export_id = $1",
@@ -576,7 +577,7 @@ impl Db {
         let (open, failed): (i64, Option<String>) = (row.get(0), row.get(1));
         let status = match (open, failed) {
             (_, Some(why)) => {
-                tx.execute(
+                tx.run(
                     "UPDATE siphon_export SET status = 'error', error = $2, updated_at = now() WHERE id = $1",
                     &[&export_id, &why],
                 )
@@ -584,7 +585,7 @@ impl Db {
                 ExportStatus::Error
             }
             (0, None) => {
-                tx.execute(
+                tx.run(
                     "UPDATE siphon_export SET status = 'done', updated_at = now() WHERE id = $1",
                     &[&export_id],
                 )
@@ -608,7 +609,7 @@ impl Db {
     ) -> Result<Vec<ExportTask>> {
         let client = self.client().await?;
         let rows = client
-            .query(
+            .rows(
                 &format!(
                     "SELECT {TASK_COLUMNS} FROM siphon_export_task
                      WHERE status = 'running' AND lease_until < now() - make_interval(secs => $1::float8)
@@ -649,7 +650,7 @@ impl Db {
     ) -> Result<()> {
         let client = self.client().await?;
         client
-            .execute(
+            .run(
                 "UPDATE siphon_export_task SET recovery = (coalesce(recovery, '{}'::jsonb)
                     - 'stuck_since') || jsonb_strip_nulls(jsonb_build_object('at', now(),
                         'how', $2::text, 'barren', $3::int, 'stuck_since', $4::text,
@@ -668,7 +669,7 @@ impl Db {
     pub async fn export_task_stuck(&self, task_id: &str) -> Result<Stuck> {
         let client = self.client().await?;
         let row = client
-            .query_opt(
+            .row_opt(
                 "SELECT s.barren,
                         CASE WHEN s.barren = 0 THEN NULL
                              ELSE coalesce(t.recovery->>'stuck_since', t.recovery->>'claimed') END
@@ -695,7 +696,7 @@ impl Db {
     pub async fn resource_tables(&self) -> Result<Vec<String>> {
         let client = self.client().await?;
         Ok(client
-            .query(
+            .rows(
                 "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
                    AND (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND NOT a.attisdropped
@@ -715,7 +716,7 @@ impl Db {
     pub async fn id_cuts(&self, ty: &ResourceType, parts: i64) -> Result<Vec<String>> {
         let client = self.client().await?;
         let rows: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {}", ty.table_sql()), &[])
+            .row(&format!("SELECT count(*) FROM {}", ty.table_sql()), &[])
             .await?
             .get(0);
         if parts < 2 || rows < parts {
@@ -725,7 +726,7 @@ impl Db {
         for k in 1..parts {
             let offset = rows * k / parts - 1;
             let id: Option<String> = client
-                .query_opt(
+                .row_opt(
                     &format!(
                         "SELECT id FROM {} ORDER BY id OFFSET $1 LIMIT 1",
                         ty.table_sql()

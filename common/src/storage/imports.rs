@@ -3,6 +3,7 @@
 //! `FOR SHARE` ([`status_for_share`]), so a pause either lands before a batch (which then
 //! does not commit) or after it (and the next batch sees it): never in between.
 
+use crate::storage::statements::Statements;
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 
@@ -56,7 +57,7 @@ pub async fn insert<C: GenericClient + Sync>(
     owner: Option<&str>,
 ) -> Result<bool> {
     let n = client
-        .execute(
+        .run(
             "INSERT INTO siphon_import (id, status, secret_hash, request, owner)
              VALUES ($1, 'active', $2, $3, $4) ON CONFLICT (id) DO NOTHING",
             &[&id, &secret_hash, request, &owner],
@@ -76,7 +77,7 @@ pub async fn read<C: GenericClient + Sync>(
         if lock { " FOR UPDATE" } else { "" }
     );
     client
-        .query_opt(&sql, &[&id])
+        .row_opt(&sql, &[&id])
         .await?
         .as_ref()
         .map(row)
@@ -89,7 +90,7 @@ pub async fn status_for_share<C: GenericClient + Sync>(
     id: &str,
 ) -> Result<Option<SessionStatus>> {
     client
-        .query_opt(
+        .row_opt(
             "SELECT status FROM siphon_import WHERE id = $1 FOR SHARE",
             &[&id],
         )
@@ -105,7 +106,7 @@ pub async fn set_status<C: GenericClient + Sync>(
     error: Option<&str>,
 ) -> Result<()> {
     client
-        .execute(
+        .run(
             "UPDATE siphon_import SET status = $2, error = $3, updated_at = now() WHERE id = $1",
             &[&id, &status.as_str(), &error],
         )
@@ -124,7 +125,7 @@ pub async fn move_files<C: GenericClient + Sync>(
 ) -> Result<u64> {
     let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
     let n = client
-        .execute(
+        .run(
             &format!(
                 "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
                     resource = CASE WHEN $3 = 'pending'
@@ -145,7 +146,7 @@ pub async fn file_counts<C: GenericClient + Sync>(
     import: &str,
 ) -> Result<Vec<(String, i64, i64, i64)>> {
     let rows = client
-        .query(
+        .rows(
             &format!(
                 "SELECT resource->>'status', count(*),
                         coalesce(sum((resource->>'loaded')::bigint), 0)::bigint,
@@ -174,7 +175,7 @@ pub async fn files_with_status<C: GenericClient + Sync>(
     limit: i64,
 ) -> Result<Vec<LoaderFile>> {
     let rows = client
-        .query(
+        .rows(
             &format!(
                 "SELECT {RESOURCE_WITH_ID} FROM {TABLE}
                  WHERE resource->>'import' = $1 AND resource->>'status' = $2
@@ -202,7 +203,7 @@ pub async fn set_plan<C: GenericClient + Sync>(
 ) -> Result<()> {
     let patch = serde_json::json!({ "plan": plan });
     client
-        .execute(
+        .run(
             "UPDATE siphon_import SET request = request || $2::jsonb, updated_at = now() WHERE id = $1",
             &[&id, &patch],
         )
@@ -218,7 +219,7 @@ pub async fn set_pull<C: GenericClient + Sync>(
 ) -> Result<()> {
     let patch = serde_json::json!({ "pull": pull });
     client
-        .execute(
+        .run(
             "UPDATE siphon_import SET request = request || $2::jsonb, updated_at = now() WHERE id = $1",
             &[&id, &patch],
         )
@@ -229,7 +230,7 @@ pub async fn set_pull<C: GenericClient + Sync>(
 /// The session's files, in input order.
 pub async fn files<C: GenericClient + Sync>(client: &C, import: &str) -> Result<Vec<LoaderFile>> {
     let rows = client
-        .query(
+        .rows(
             &format!(
                 "SELECT {RESOURCE_WITH_ID} FROM {TABLE}
                  WHERE resource->>'import' = $1 ORDER BY resource->'input'"
@@ -257,7 +258,7 @@ pub async fn ids<C: GenericClient + Sync>(
     offset: i64,
 ) -> Result<Vec<String>> {
     Ok(client
-        .query(
+        .rows(
             "SELECT id FROM siphon_import WHERE ($3::text IS NULL OR owner = $3)
              ORDER BY created_at DESC, id LIMIT $1 OFFSET $2",
             &[&limit, &offset, &owner],

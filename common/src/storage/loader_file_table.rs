@@ -3,6 +3,7 @@
 //! LoaderFile modules (`loader_files`, `batch`, `refs`, `imports`) share, so none of them
 //! needs another.
 
+use crate::storage::statements::Statements;
 use tokio_postgres::GenericClient;
 
 use super::Db;
@@ -37,7 +38,7 @@ impl Db {
         renew_secs: Option<f64>,
     ) -> Result<bool> {
         let n = client
-            .execute(
+            .run(
                 &format!(
                     "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
                         resource = CASE

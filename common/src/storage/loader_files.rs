@@ -2,6 +2,7 @@
 //! batch of rows together with the file's new counts and checkpoint, and the invalid
 //! lines recorded per file.
 
+use crate::storage::statements::Statements;
 use serde_json::json;
 use tokio_postgres::types::Json;
 
@@ -52,7 +53,7 @@ impl Db {
         self.ensure_table(&**client, &loader_file_type()).await?;
         let value = serde_json::to_value(file).map_err(|e| Error::Internal(e.to_string()))?;
         let inserted = client
-            .query_opt(
+            .row_opt(
                 &format!(
                     "INSERT INTO {TABLE} (id, txid, resource_type, status, resource)
                      VALUES ($1, nextval('transaction_id_seq'), 'LoaderFile', 'created', $2)
@@ -83,7 +84,7 @@ impl Db {
         let ids: Vec<&str> = files.iter().map(|f| f.id.as_str()).collect();
         let values: Vec<Json<&LoaderFile>> = files.iter().map(Json).collect();
         let rows = client
-            .query(
+            .rows(
                 &insert_new(&format!("RETURNING {RESOURCE_WITH_ID}")),
                 &[&ids, &values],
             )
@@ -105,7 +106,7 @@ impl Db {
         let ids: Vec<&str> = files.iter().map(|f| f.id.as_str()).collect();
         // Serialized straight into the statement's buffer (no JSON tree per file).
         let values: Vec<Json<&LoaderFile>> = files.iter().map(Json).collect();
-        Ok(client.execute(&insert_new(""), &[&ids, &values]).await?)
+        Ok(client.run(&insert_new(""), &[&ids, &values]).await?)
     }
 
     /// For an S3 event about `file`'s object: when `etag` names a new version, resets
@@ -130,7 +131,7 @@ impl Db {
         let client: &mut tokio_postgres::Client = &mut client;
         let tx = client.transaction().await?;
         let n = tx
-            .execute(
+            .run(
                 &format!(
                     "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'), status = 'updated', resource = $2
                      WHERE id = $1 AND resource->>'etag' IS DISTINCT FROM $3::text"
@@ -139,7 +140,7 @@ impl Db {
             )
             .await?;
         if n == 1 {
-            tx.execute(
+            tx.run(
                 "DELETE FROM siphon_loader_error WHERE file_id = $1",
                 &[&file.id],
             )
@@ -163,7 +164,7 @@ impl Db {
         let client: &mut tokio_postgres::Client = &mut client;
         let tx = client.transaction().await?;
         let rows = tx
-            .query(
+            .rows(
                 &format!(
                     "UPDATE {TABLE} f SET ts = now(), txid = nextval('transaction_id_seq'), status = 'updated',
                         resource = v.resource
@@ -176,7 +177,7 @@ impl Db {
             )
             .await?;
         let reset: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        tx.execute(
+        tx.run(
             "DELETE FROM siphon_loader_error WHERE file_id = ANY($1)",
             &[&reset],
         )
@@ -198,7 +199,7 @@ impl Db {
         let client = self.client().await?;
         self.ensure_table(&**client, &loader_file_type()).await?;
         let rows = client
-            .query(
+            .rows(
                 &format!(
                     "SELECT {RESOURCE_WITH_ID} FROM {TABLE}
                      WHERE resource->>'group' = $1 AND resource->>'status' = 'pending'
@@ -221,7 +222,7 @@ impl Db {
         }
         let client = self.client().await?;
         client
-            .execute(
+            .run(
                 &format!(
                     "UPDATE {TABLE} SET resource = resource || jsonb_build_object('queued', now())
                      WHERE id = ANY($1) AND resource->>'status' = 'pending'"
@@ -239,7 +240,7 @@ impl Db {
         }
         let client = self.client().await?;
         client
-            .execute(
+            .run(
                 &format!(
                     "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'), resource = resource - 'gone'
                      WHERE id = ANY($1) AND resource ? 'gone'"
@@ -272,7 +273,7 @@ impl Db {
         let mut client = self.client().await?;
         self.ensure_table(&**client, &loader_file_type()).await?;
         let group: Option<(String, i64)> = client
-            .query_opt(
+            .row_opt(
                 &format!("SELECT resource->>'group', (resource->>'threads')::bigint FROM {TABLE} WHERE id = $1"),
                 &[&id],
             )
@@ -282,7 +283,7 @@ impl Db {
         let tx = client.transaction().await?;
         if let Some((group, _)) = &group {
             // Serialise claims within a group so the cap holds under races.
-            tx.execute(
+            tx.run(
                 "SELECT pg_advisory_xact_lock(hashtext('siphon.group.' || $1))",
                 &[group],
             )
@@ -293,7 +294,7 @@ impl Db {
             None => (None, 0),
         };
         let row = tx
-            .query_opt(
+            .row_opt(
                 &format!(
                     "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
                         resource = (resource - 'queued')
@@ -352,7 +353,7 @@ impl Db {
     async fn lease_live(&self, id: &str) -> Result<bool> {
         let client = self.client().await?;
         let row = client
-            .query_one(
+            .row(
                 &format!("SELECT coalesce(siphon_ts(resource->'lease'->>'until') > now(), false) FROM {TABLE} WHERE id = $1"),
                 &[&id],
             )
@@ -371,7 +372,7 @@ impl Db {
     ) -> Result<bool> {
         let client = self.client().await?;
         let n = client
-            .execute(
+            .run(
                 &format!(
                     "UPDATE {TABLE} SET resource = jsonb_set(resource, '{{lease,until}}',
                             to_jsonb(now() + make_interval(secs => $3::float8)))
@@ -397,7 +398,7 @@ impl Db {
     ) -> Result<Vec<LoaderFile>> {
         let client = self.client().await?;
         let rows = match client
-            .query(
+            .rows(
                 &format!(
                     "SELECT {RESOURCE_WITH_ID} FROM {TABLE}
                      WHERE resource->>'status' = 'in-progress'
@@ -428,7 +429,7 @@ impl Db {
     pub async fn note_recovery(&self, id: &str, how: &str, stuck: &Stuck) -> Result<bool> {
         let client = self.client().await?;
         let n = client
-            .execute(
+            .run(
                 &format!(
                     "UPDATE {TABLE} SET resource = resource || jsonb_build_object('recovery',
                         jsonb_strip_nulls(jsonb_build_object('at', now(), 'how', $2::text,
@@ -455,7 +456,7 @@ impl Db {
         let client = self.client().await?;
         let patch = json!({"status": "error", "error": message, "end": chrono::Utc::now()});
         let n = client
-            .execute(
+            .run(
                 &format!(
                     "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
                         resource = (resource || $2::jsonb
@@ -495,7 +496,7 @@ impl Db {
             Some(owner) => Self::patch_loader_file_as(&**client, id, owner, &ended, true).await,
             None => {
                 let n = client
-                    .execute(
+                    .run(
                         &format!(
                             "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
                                 resource = (resource || $2::jsonb) - 'lease' WHERE id = $1"
@@ -513,7 +514,7 @@ impl Db {
     pub async fn release_loader_file(&self, id: &str, owner: &str) -> Result<bool> {
         let client = self.client().await?;
         let n = client
-            .execute(
+            .run(
                 &format!(
                     "UPDATE {TABLE} SET ts = now(),
                         resource = jsonb_set(resource, '{{lease,until}}', to_jsonb(now() - interval '1 second'))
@@ -534,7 +535,7 @@ impl Db {
     ) -> Result<Vec<LineError>> {
         let client = self.client().await?;
         let rows = client
-            .query(
+            .rows(
                 "SELECT line, reason, excerpt, loaded FROM siphon_loader_error WHERE file_id = $1
                  ORDER BY line LIMIT $2 OFFSET $3",
                 &[&id, &limit, &offset],
@@ -556,7 +557,7 @@ impl Db {
     pub async fn retry_loader_file(&self, id: &str) -> Result<bool> {
         let client = self.client().await?;
         let n = client
-            .execute(
+            .run(
                 &format!(
                     "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
                         resource = (resource || jsonb_build_object('status', 'pending')) - 'error' - 'end' - 'lease'
@@ -572,7 +573,7 @@ impl Db {
     pub async fn delete_loader_file(&self, id: &str) -> Result<bool> {
         let client = self.client().await?;
         client
-            .execute("DELETE FROM siphon_loader_error WHERE file_id = $1", &[&id])
+            .run("DELETE FROM siphon_loader_error WHERE file_id = $1", &[&id])
             .await?;
         super::refs::forget(&**client, &[id.to_string()]).await?;
         self.delete(&loader_file_type(), id).await
@@ -596,7 +597,7 @@ impl Db {
             )
         };
         let rows = match client
-            .query(
+            .rows(
                 &format!(
                     "SELECT coalesce(resource->>'status', 'unknown'), count(*), {}, {}
                      FROM {TABLE} WHERE ($1::text IS NULL OR resource->>'owner' = $1) GROUP BY 1",

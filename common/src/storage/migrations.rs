@@ -2,6 +2,7 @@
 //! start at once: everything runs in one transaction holding a transaction-level advisory
 //! lock, so a racing starter waits and then finds the work done.
 
+use crate::storage::statements::Statements;
 use tokio_postgres::Client;
 
 use crate::error::Result;
@@ -59,7 +60,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// Applies the migrations that have not run yet. Returns how many ran now.
 pub async fn migrate(client: &mut Client) -> Result<usize> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+    tx.run("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS siphon_migrations (
@@ -70,7 +71,7 @@ pub async fn migrate(client: &mut Client) -> Result<usize> {
     )
     .await?;
     let applied: Vec<i32> = tx
-        .query("SELECT version FROM siphon_migrations", &[])
+        .rows("SELECT version FROM siphon_migrations", &[])
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -81,7 +82,7 @@ pub async fn migrate(client: &mut Client) -> Result<usize> {
             continue;
         }
         tx.batch_execute(sql).await?;
-        tx.execute(
+        tx.run(
             "INSERT INTO siphon_migrations (version, name) VALUES ($1, $2)",
             &[version, name],
         )

@@ -33,6 +33,7 @@ mod reader;
 pub mod refs;
 pub mod resources;
 pub mod script;
+pub mod statements;
 
 pub use pool::{Db, DbConfig};
 pub use resources::StoredResource;

@@ -3,6 +3,7 @@
 //! changed (a LoaderFile with another ETag), unchanged, and gone (a LoaderFile of the
 //! bucket and prefix that the plan no longer names).
 
+use crate::storage::statements::Statements;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -64,7 +65,7 @@ impl Db {
         let modified: Vec<Option<&str>> = objects.iter().map(|o| o.modified.as_deref()).collect();
         let types: Vec<Option<&str>> = objects.iter().map(|o| o.resource_type.as_deref()).collect();
         client
-            .execute(
+            .run(
                 "INSERT INTO siphon_plan_object (plan, file_id, bucket, key, size, etag, modified, resource_type)
                  SELECT $1, i, $2, k, s, e, m::timestamptz, t
                  FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[]) AS o(i, k, s, e, m, t)
@@ -93,12 +94,18 @@ impl Db {
     pub async fn dry_stage(&self) -> Result<DryStage> {
         let client = self.client().await?;
         self.ensure_table(&**client, &loader_file_type()).await?;
-        client
+        // One transaction from here to `close`: behind a transaction pooler every
+        // statement of the dry run then reaches the server connection holding the table.
+        if let Err(e) = client
             .batch_execute(&format!(
-                "CREATE TEMP TABLE IF NOT EXISTS {SCRATCH} (LIKE {SHARED});
-                 TRUNCATE {SCRATCH}"
+                "BEGIN;
+                 CREATE TEMP TABLE {SCRATCH} (LIKE {SHARED}) ON COMMIT DROP"
             ))
-            .await?;
+            .await
+        {
+            let _ = deadpool_postgres::Object::take(client);
+            return Err(e.into());
+        }
         Ok(DryStage {
             client: Some(client),
         })
@@ -108,7 +115,7 @@ impl Db {
     pub async fn drop_plan(&self, plan: &str) -> Result<()> {
         let client = self.client().await?;
         match client
-            .execute("DELETE FROM siphon_plan_object WHERE plan = $1", &[&plan])
+            .run("DELETE FROM siphon_plan_object WHERE plan = $1", &[&plan])
             .await
             .map_err(Error::from)
         {
@@ -150,15 +157,19 @@ impl Db {
         if objects.is_empty() {
             return Ok(());
         }
-        let client = self.client().await?;
-        copy_objects(&client, SHARED, plan, bucket, part, objects).await
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let sink = tx.copy_in(&copy_objects_sql(SHARED)).await?;
+        copy_objects(sink, plan, bucket, part, objects).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Forgets what part `part` of plan `plan` staged (before staging it again).
     pub async fn clear_part(&self, plan: &str, part: i32) -> Result<u64> {
         let client = self.client().await?;
         Ok(client
-            .execute(
+            .run(
                 "DELETE FROM siphon_plan_object WHERE plan = $1 AND part = $2",
                 &[&plan, &part],
             )
@@ -169,7 +180,7 @@ impl Db {
     pub async fn plan_count(&self, plan: &str) -> Result<i64> {
         let client = self.client().await?;
         Ok(client
-            .query_one(
+            .row(
                 "SELECT count(*) FROM siphon_plan_object WHERE plan = $1",
                 &[&plan],
             )
@@ -190,7 +201,7 @@ impl Db {
         let tx = client.transaction().await?;
         tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
         let n = tx
-            .execute(
+            .run(
                 &format!(
                     "UPDATE siphon_plan_object o SET existing = true,
                         existing_etag = l.resource->>'etag', existing_status = l.resource->>'status',
@@ -215,7 +226,7 @@ impl Db {
     ) -> Result<Vec<PlannedObject>> {
         let client = self.client().await?;
         let rows = client
-            .query(
+            .rows(
                 "SELECT file_id, key, size, etag, to_json(modified)#>>'{}', resource_type,
                         existing IS TRUE, existing_etag, existing_status, existing_import, existing_gone
                  FROM siphon_plan_object WHERE plan = $1 AND file_id > $2
@@ -257,7 +268,7 @@ impl Db {
         let client = self.client().await?;
         self.ensure_table(&**client, &loader_file_type()).await?;
         Ok(client
-            .execute(
+            .run(
                 &format!(
                     "UPDATE {LOADER_FILES} f SET ts = now(), txid = nextval('transaction_id_seq'),
                         resource = f.resource || jsonb_build_object('gone',
@@ -284,7 +295,7 @@ async fn summarize(
 ) -> Result<PlanSummary> {
     let mut summary = PlanSummary::default();
     let rows = client
-        .query(
+        .rows(
             &format!(
                 "SELECT coalesce(o.resource_type, '(none)'),
                     CASE WHEN f.id IS NULL THEN 'new'
@@ -314,7 +325,7 @@ async fn summarize(
         tally.bytes += bytes;
     }
     let gone = client
-        .query_one(
+        .row(
             &format!(
                 "SELECT count(*), coalesce(sum((f.resource->>'size')::bigint), 0)::bigint
                  FROM {LOADER_FILES} f
@@ -333,10 +344,19 @@ async fn summarize(
     Ok(summary)
 }
 
-/// Binary COPY of `objects` into `table` (the shared staging table or a dry run's own).
+/// The COPY that stages objects into `table` (the shared staging table or a dry run's
+/// own). It is prepared as a named statement, so it always runs inside a transaction
+/// (one server connection behind a transaction pooler).
+fn copy_objects_sql(table: &str) -> String {
+    format!(
+        "COPY {table} (plan, file_id, bucket, key, size, etag, modified, resource_type, part)
+         FROM STDIN (FORMAT binary)"
+    )
+}
+
+/// Writes `objects` into a binary COPY opened with [`copy_objects_sql`].
 async fn copy_objects(
-    client: &tokio_postgres::Client,
-    table: &str,
+    sink: tokio_postgres::CopyInSink<bytes::Bytes>,
     plan: &str,
     bucket: &str,
     part: i32,
@@ -344,12 +364,6 @@ async fn copy_objects(
 ) -> Result<()> {
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
     use tokio_postgres::types::{ToSql, Type};
-    let sink = client
-        .copy_in(&format!(
-            "COPY {table} (plan, file_id, bucket, key, size, etag, modified, resource_type, part)
-             FROM STDIN (FORMAT binary)"
-        ))
-        .await?;
     let types = [
         Type::TEXT,
         Type::TEXT,
@@ -404,10 +418,13 @@ const SHARED: &str = "siphon_plan_object";
 /// A dry run's staging table: temporary, on one connection.
 const SCRATCH: &str = "pg_temp.siphon_dry_object";
 
-/// A dry run's own staging table: a temporary table on one connection, without indexes
-/// or write-ahead log, so staging a million objects costs neither, and nothing is left
-/// to delete. [`DryStage::close`] drops it; a stage dropped without `close` (an error on
-/// the way) takes its connection out of the pool instead of handing the table on.
+/// A dry run's own staging table: a temporary table in one transaction on one
+/// connection, without indexes or write-ahead log, so staging a million objects costs
+/// neither, and nothing is left to delete. [`DryStage::close`] rolls the transaction
+/// (and the table) back; a stage dropped without `close` (an error on the way) takes its
+/// connection out of the pool instead of handing the transaction on. The one transaction
+/// is what keeps a dry run correct behind a transaction pooler: it holds one server
+/// connection from the first COPY to the summary.
 pub struct DryStage {
     client: Option<deadpool_postgres::Object>,
 }
@@ -425,7 +442,8 @@ impl DryStage {
         if objects.is_empty() {
             return Ok(());
         }
-        copy_objects(self.client(), SCRATCH, plan, bucket, 0, objects).await
+        let sink = self.client().copy_in(&copy_objects_sql(SCRATCH)).await?;
+        copy_objects(sink, plan, bucket, 0, objects).await
     }
 
     /// What an import of the staged objects would do (as [`Db::plan_summary`]).
@@ -442,21 +460,16 @@ impl DryStage {
         let client = self.client();
         client
             .batch_execute(&format!(
-                "ANALYZE {SCRATCH}; BEGIN; SET LOCAL enable_nestloop = off"
+                "ANALYZE {SCRATCH}; SET LOCAL enable_nestloop = off"
             ))
             .await?;
-        let summary = summarize(client, SCRATCH, plan, bucket, prefixes).await?;
-        client.batch_execute("COMMIT").await?;
-        Ok(summary)
+        summarize(client, SCRATCH, plan, bucket, prefixes).await
     }
 
-    /// Drops the table and gives the connection back to the pool.
+    /// Rolls the dry run back (the table with it) and gives the connection back.
     pub async fn close(mut self) -> Result<()> {
         if let Some(client) = self.client.take() {
-            if let Err(e) = client
-                .batch_execute(&format!("DROP TABLE IF EXISTS {SCRATCH}"))
-                .await
-            {
+            if let Err(e) = client.batch_execute("ROLLBACK").await {
                 let _ = deadpool_postgres::Object::take(client);
                 return Err(e.into());
             }

@@ -6,6 +6,7 @@
 //! (text-format COPY would double backslashes inside JSON), framed by lengths that
 //! [`BinaryRows`] strips as the bytes stream through.
 
+use crate::storage::statements::Statements;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -198,7 +199,7 @@ impl Db {
         // is closed with the stream rather than handed to the next request.
         let client = deadpool_postgres::Object::take(self.client().await?);
         let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&ty.table_sql()])
+            .row("SELECT to_regclass($1) IS NOT NULL", &[&ty.table_sql()])
             .await?
             .get(0);
         if !exists {
@@ -212,6 +213,9 @@ impl Db {
             "COPY (SELECT {RESOURCE_WITH_ID} FROM {}{filter}) TO STDOUT (FORMAT binary)",
             ty.table_sql()
         );
+        // In a transaction (never committed: the connection dies with the stream), so
+        // the COPY's prepare and run reach one server connection behind a pooler.
+        client.batch_execute("BEGIN READ ONLY").await?;
         let copy = client.copy_out(&sql).await?;
         // Keep the connection alive as long as the stream.
         let stream = coalesce(binary_rows(copy, true), CHUNK_BYTES);
@@ -744,6 +748,8 @@ impl Db {
     /// connection taken out of the pool for as long as the stream lives.
     pub async fn copy_keyed_rows(&self, select: &str) -> Result<KeyedRows> {
         let client = deadpool_postgres::Object::take(self.client().await?);
+        // In a transaction that dies with the stream, as in `copy_resources`.
+        client.batch_execute("BEGIN READ ONLY").await?;
         let copy = client
             .copy_out(&format!("COPY ({select}) TO STDOUT (FORMAT binary)"))
             .await?;

@@ -10,6 +10,7 @@
 //! large objects, files and server functions): `infra/sql/reader-role.sh` takes those
 //! from PUBLIC.
 
+use crate::storage::statements::Statements;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
@@ -36,7 +37,7 @@ pub(super) async fn check(client: &Client, user: &str, allow_functions: bool) ->
         ))
     };
     let me = client
-        .query_one(
+        .row(
             "SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls
                FROM pg_roles r WHERE r.rolname = current_user",
             &[],
@@ -56,7 +57,7 @@ pub(super) async fn check(client: &Client, user: &str, allow_functions: bool) ->
         }
     }
     let owns: i64 = client
-        .query_one(
+        .row(
             "SELECT count(*) FROM pg_class c
               WHERE c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
                 AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
@@ -71,7 +72,7 @@ pub(super) async fn check(client: &Client, user: &str, allow_functions: bool) ->
         )));
     }
     let writes: i64 = client
-        .query_one(
+        .row(
             "SELECT count(*) FROM pg_class c
               WHERE c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
                 AND c.relkind IN ('r', 'p')
@@ -85,7 +86,7 @@ pub(super) async fn check(client: &Client, user: &str, allow_functions: bool) ->
         return Err(refuse(format!("may write {writes} tables")));
     }
     let executable: Vec<String> = client
-        .query(
+        .rows(
             &format!(
                 "SELECT f FROM ({}) x(f)
                   WHERE has_function_privilege(f::regprocedure, 'EXECUTE') ORDER BY 1",

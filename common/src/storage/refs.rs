@@ -3,6 +3,7 @@
 //! lines held back until theirs resolve (`siphon_ref_parked`), and the transaction that
 //! settles both once a whole load has ended.
 
+use crate::storage::statements::Statements;
 use std::collections::HashSet;
 
 use serde_json::Value;
@@ -64,13 +65,13 @@ pub struct Dangling {
 /// Forgets the references and parked lines of files (reloaded or deleted).
 pub(crate) async fn forget<C: GenericClient + Sync>(client: &C, file_ids: &[String]) -> Result<()> {
     client
-        .execute(
+        .run(
             "DELETE FROM siphon_ref_pending WHERE file_id = ANY($1)",
             &[&file_ids],
         )
         .await?;
     client
-        .execute(
+        .run(
             "DELETE FROM siphon_ref_parked WHERE file_id = ANY($1)",
             &[&file_ids],
         )
@@ -85,13 +86,13 @@ async fn existing<C: GenericClient + Sync>(
     ids: &[&str],
 ) -> Result<HashSet<String>> {
     let table = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&ty.table_sql()])
+        .row("SELECT to_regclass($1) IS NOT NULL", &[&ty.table_sql()])
         .await?;
     if !table.get::<_, bool>(0) {
         return Ok(HashSet::new());
     }
     let rows = client
-        .query(
+        .rows(
             &format!(
                 "SELECT id FROM {} WHERE id = ANY($1::text[])",
                 ty.table_sql()
@@ -124,7 +125,7 @@ impl BatchTx<'_> {
             let flags: Vec<bool> = refs.iter().map(|r| r.parked).collect();
             let excerpts: Vec<&str> = refs.iter().map(|r| r.excerpt).collect();
             self.tx
-                .execute(
+                .run(
                     "INSERT INTO siphon_ref_pending
                         (scope, file_id, line, path, target_type, target_id, parked, excerpt)
                      SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[],
@@ -140,7 +141,7 @@ impl BatchTx<'_> {
             let ids: Vec<&str> = lines.iter().map(|l| l.id).collect();
             let resources: Vec<&str> = lines.iter().map(|l| l.resource).collect();
             self.tx
-                .execute(
+                .run(
                     "INSERT INTO siphon_ref_parked (scope, file_id, line, resource_type, id, resource)
                      SELECT $1, $2, l, $3, i, r FROM unnest($4::bigint[], $5::text[], $6::text[]) AS p(l, i, r)
                      ON CONFLICT (file_id, line) DO NOTHING",
@@ -157,7 +158,7 @@ impl Db {
     pub async fn ref_scopes(&self) -> Result<Vec<String>> {
         let client = self.client().await?;
         let rows = client
-            .query(
+            .rows(
                 "SELECT scope FROM siphon_ref_pending UNION SELECT scope FROM siphon_ref_parked",
                 &[],
             )
@@ -169,7 +170,7 @@ impl Db {
     pub async fn refs_waiting(&self, scope: &str) -> Result<bool> {
         let client = self.client().await?;
         let row = client
-            .query_one(
+            .row(
                 "SELECT EXISTS (SELECT 1 FROM siphon_ref_pending WHERE scope = $1)
                      OR EXISTS (SELECT 1 FROM siphon_ref_parked WHERE scope = $1)",
                 &[&scope],
@@ -185,7 +186,7 @@ impl Db {
         scope: &str,
     ) -> Result<RefsTx<'a>> {
         let tx = client.transaction().await?;
-        tx.execute(
+        tx.run(
             "SELECT pg_advisory_xact_lock(hashtext('siphon.refs.' || $1))",
             &[&scope],
         )
@@ -205,7 +206,7 @@ impl RefsTx<'_> {
     pub async fn scope_finished(&self, scope: &str) -> Result<bool> {
         let row = self
             .tx
-            .query_one(
+            .row(
                 &format!(
                     "SELECT NOT EXISTS (SELECT 1 FROM {LOADER_FILES}
                      WHERE (resource->>'group' = $1 OR resource->>'import' = $1 OR id = $1)
@@ -221,7 +222,7 @@ impl RefsTx<'_> {
     pub async fn resolve_existing(&self, scope: &str) -> Result<()> {
         let types = self
             .tx
-            .query(
+            .rows(
                 "SELECT DISTINCT target_type FROM siphon_ref_pending WHERE scope = $1",
                 &[&scope],
             )
@@ -232,13 +233,13 @@ impl RefsTx<'_> {
             };
             let table = self
                 .tx
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&ty.table_sql()])
+                .row("SELECT to_regclass($1) IS NOT NULL", &[&ty.table_sql()])
                 .await?;
             if !table.get::<_, bool>(0) {
                 continue;
             }
             self.tx
-                .execute(
+                .run(
                     &format!(
                         "DELETE FROM siphon_ref_pending p USING {} t
                          WHERE p.scope = $1 AND p.target_type = $2 AND t.id = p.target_id",
@@ -262,7 +263,7 @@ impl RefsTx<'_> {
         };
         let rows = self
             .tx
-            .query(
+            .rows(
                 &format!(
                     "DELETE FROM siphon_ref_parked k WHERE k.scope = $1 {only_ready}
                      RETURNING file_id, line, resource_type, id, resource"
@@ -288,7 +289,7 @@ impl RefsTx<'_> {
     pub async fn take_dangling(&self, scope: &str) -> Result<Vec<Dangling>> {
         let rows = self
             .tx
-            .query(
+            .rows(
                 "DELETE FROM siphon_ref_pending WHERE scope = $1
                  RETURNING file_id, line, path, target_type, target_id, parked, excerpt",
                 &[&scope],
@@ -325,7 +326,7 @@ impl RefsTx<'_> {
     pub async fn files(&self, ids: &[String]) -> Result<Vec<LoaderFile>> {
         let rows = self
             .tx
-            .query(
+            .rows(
                 &format!(
                     "SELECT resource || jsonb_build_object('id', id) FROM {LOADER_FILES}
                      WHERE id = ANY($1) ORDER BY id FOR UPDATE"
@@ -350,7 +351,7 @@ impl RefsTx<'_> {
         let loaded: Vec<bool> = errors.iter().map(|e| e.loaded).collect();
         let rows = self
             .tx
-            .query(
+            .rows(
                 "INSERT INTO siphon_loader_error AS e (file_id, line, reason, excerpt, loaded)
                  SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bool[])
                  ON CONFLICT (file_id, line) DO UPDATE
@@ -366,7 +367,7 @@ impl RefsTx<'_> {
     pub async fn scope_files_waiting(&self, scope: &str) -> Result<Vec<String>> {
         let rows = self
             .tx
-            .query(
+            .rows(
                 &format!(
                     "SELECT id FROM {LOADER_FILES}
                      WHERE (resource->>'group' = $1 OR resource->>'import' = $1 OR id = $1)
@@ -382,7 +383,7 @@ impl RefsTx<'_> {
     /// waits for nothing (no `parked`, no `pendingRefs`).
     pub async fn settle_file(&self, id: &str, patch: &Value) -> Result<()> {
         self.tx
-            .execute(
+            .run(
                 &format!(
                     "UPDATE {LOADER_FILES} SET ts = now(), txid = nextval('transaction_id_seq'),
                         resource = (resource || $2::jsonb) - 'parked' - 'pendingRefs'

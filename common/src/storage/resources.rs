@@ -4,6 +4,7 @@
 //! status (created|updated|deleted|recreated), resource jsonb`. Rows inserted by hand
 //! without `id`/`resourceType` inside `resource` are first-class: reads fill them in.
 
+use crate::storage::statements::Statements;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_postgres::GenericClient;
@@ -130,7 +131,7 @@ const SELECT_COLUMNS: &str = "id, txid, cts, ts, status";
 /// Next value of the shared transaction sequence.
 pub async fn next_txid<C: GenericClient + Sync>(client: &C) -> Result<i64> {
     Ok(client
-        .query_one("SELECT nextval('transaction_id_seq')", &[])
+        .row("SELECT nextval('transaction_id_seq')", &[])
         .await?
         .get(0))
 }
@@ -161,9 +162,7 @@ impl Db {
              RETURNING {SELECT_COLUMNS}, {RESOURCE_WITH_ID}",
             t = ty.table_sql()
         );
-        let row = client
-            .query_one(&sql, &[&id, &ty.as_str(), &resource])
-            .await?;
+        let row = client.row(&sql, &[&id, &ty.as_str(), &resource]).await?;
         Ok(StoredResource::from_row(&row))
     }
 
@@ -174,7 +173,7 @@ impl Db {
             "SELECT {SELECT_COLUMNS}, {RESOURCE_WITH_ID} FROM {} WHERE id = $1",
             ty.table_sql()
         );
-        match client.query_opt(&sql, &[&id]).await.map_err(Error::from) {
+        match client.row_opt(&sql, &[&id]).await.map_err(Error::from) {
             Ok(row) => Ok(row.as_ref().map(StoredResource::from_row)),
             Err(e) if is_undefined_table(&e) => Ok(None),
             Err(e) => Err(e),
@@ -194,7 +193,7 @@ impl Db {
             ty.table_sql()
         );
         match client
-            .query(&sql, &[&limit, &offset])
+            .rows(&sql, &[&limit, &offset])
             .await
             .map_err(Error::from)
         {
@@ -227,7 +226,7 @@ impl Db {
             ty.table_sql()
         );
         match client
-            .query(&sql, &[&limit, &offset, &names, &values])
+            .rows(&sql, &[&limit, &offset, &names, &values])
             .await
             .map_err(Error::from)
         {
@@ -241,7 +240,7 @@ impl Db {
     pub async fn delete(&self, ty: &ResourceType, id: &str) -> Result<bool> {
         let client = self.client().await?;
         let sql = format!("DELETE FROM {} WHERE id = $1", ty.table_sql());
-        match client.execute(&sql, &[&id]).await.map_err(Error::from) {
+        match client.run(&sql, &[&id]).await.map_err(Error::from) {
             Ok(n) => Ok(n > 0),
             Err(e) if is_undefined_table(&e) => Ok(false),
             Err(e) => Err(e),
@@ -252,7 +251,7 @@ impl Db {
     pub async fn count(&self, ty: &ResourceType) -> Result<i64> {
         let client = self.client().await?;
         let sql = format!("SELECT count(*) FROM {}", ty.table_sql());
-        match client.query_one(&sql, &[]).await.map_err(Error::from) {
+        match client.row(&sql, &[]).await.map_err(Error::from) {
             Ok(row) => Ok(row.get(0)),
             Err(e) if is_undefined_table(&e) => Ok(0),
             Err(e) => Err(e),
