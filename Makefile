@@ -130,12 +130,17 @@ fuzz:
 # `make faults`: full (release build, default leases, K=20 kills); `make faults-ci`:
 # reduced (short leases, K=3, smaller files), a few minutes on the debug build `make test`
 # has just built (recovery times are set by leases and the sweep, not by build speed).
-.PHONY: faults faults-ci
-faults: up
+.PHONY: faults faults-ci faults-tools
+# Scenario 7's transaction pooler: Debian's PgBouncer, started by the suite on loopback.
+faults-tools:
+	@[ -x /usr/sbin/pgbouncer ] || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; }
+
+faults: up faults-tools
 	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-faults
 	./target/release/siphon-faults
 
-faults-ci: up
+faults-ci: up faults-tools
 	$(CARGO) build --workspace --bins --tests
 	@set -a; source $(ENV); set +a; \
 	  SIPHON_LOCAL_BIN=$(CURDIR)/target/debug/siphon-local ./target/debug/siphon-faults --ci

@@ -17,7 +17,9 @@
 //! 3. PostgreSQL restarted mid-load;
 //! 4. every open S3 connection cut mid-body;
 //! 5. SQS unreachable (connections refused) for 10 s mid-load;
-//! 6. 16 loaders, 16 files, thread-num 16 against max_connections = 20.
+//! 6. 16 loaders, 16 files, thread-num 16 against max_connections = 20;
+//! 7. 64 loaders and 8 export workers through PgBouncer (transaction pooling, 10 server
+//!    connections) while 8 exports run, against the same work on direct connections.
 //!
 //! Each ends with: every LoaderFile `done` with `loaded` = its line count and `failed` 0,
 //! and per table `count(*)` = `count(distinct id)` = the generated count. Recovery time
@@ -40,6 +42,8 @@ mod data;
 mod http;
 #[path = "../faults/local.rs"]
 mod local;
+#[path = "../faults/pooler.rs"]
+mod pooler;
 #[path = "../faults/proxy.rs"]
 mod proxy;
 
@@ -149,6 +153,9 @@ struct Settings {
     main_per_file: u64,
     wide_files: usize,
     wide_per_file: u64,
+    /// Scenario 7's set: one file per loader.
+    many_files: usize,
+    many_per_file: u64,
     /// Extra child environment (lease, heartbeat, sweep) in CI mode.
     timing: Vec<(&'static str, &'static str)>,
     bound: Duration,
@@ -198,6 +205,8 @@ impl Settings {
                 main_per_file: 10_000,
                 wide_files: 16,
                 wide_per_file: 5_000,
+                many_files: 64,
+                many_per_file: 1_000,
                 timing: vec![
                     ("SIPHON_LEASE_SECONDS", "6"),
                     ("SIPHON_HEARTBEAT_SECONDS", "2"),
@@ -218,6 +227,8 @@ impl Settings {
                 main_per_file: 50_000,
                 wide_files: 16,
                 wide_per_file: 25_000,
+                many_files: 64,
+                many_per_file: 5_000,
                 timing: Vec::new(),
                 bound: Duration::from_secs(600),
                 seed,
@@ -457,6 +468,7 @@ struct Ctx {
     bucket: String,
     main: DataSet,
     wide: DataSet,
+    many: DataSet,
     logdir: PathBuf,
     run: String,
 }
@@ -1308,6 +1320,234 @@ async fn connections(ctx: &Ctx, run: &Run) -> Result<Report, String> {
     Ok(report)
 }
 
+/// Server connections PgBouncer may open in scenario 7 (the figure).
+const POOLER_SERVER_CONNECTIONS: u32 = 10;
+/// Scenario 7's workers in one siphon-local: loaders and export workers.
+const POOLER_LOADERS: usize = 64;
+const POOLER_EXPORTERS: usize = 8;
+/// Client connections siphon-local may hold (both rounds: the direct one must stay under
+/// the cluster's max_connections of 100).
+const POOLER_CLIENT_POOL: &str = "80";
+
+/// What one round of scenario 7 measured.
+struct PoolRound {
+    rows: String,
+    sweep: String,
+    /// Resources loaded per second, from the load-from-bucket call to the last file done.
+    rate: f64,
+    exports: usize,
+    exported: u64,
+    /// Most backends of role siphon seen at once (the monitor's included).
+    peak_backends: i64,
+}
+
+/// A queue for one round's export tasks (deleted at the end of the run).
+async fn export_queue(ctx: &Ctx, name: &str) -> Result<String, String> {
+    let url = ctx
+        .sqs
+        .create_queue()
+        .queue_name(format!("siphon-faults-{}-{name}-export", ctx.run))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "120",
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "create queue: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })?
+        .queue_url
+        .unwrap_or_default();
+    leftovers(|l| l.queues.push(url.clone()));
+    Ok(url)
+}
+
+/// Kicks off a system `$export` of every generated type; returns its status path.
+async fn kick_export(local: &Local) -> Result<String, String> {
+    let (status, head, body) = http::exchange(
+        local.addr,
+        "GET",
+        &format!("/$export?_type={}", siphon_tests::gen::TYPES.join(",")),
+        &local::admin(),
+        "accept: application/fhir+json\r\nprefer: respond-async\r\n",
+        None,
+        Duration::from_secs(60),
+    )
+    .await?;
+    if status != 202 {
+        return Err(format!("$export kick-off: {status} {body}"));
+    }
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-location:"))
+        .map(str::trim)
+        .ok_or("$export kick-off: no content-location")?;
+    let path = location
+        .find("/$export-status/")
+        .map(|i| location[i..].to_string())
+        .ok_or_else(|| format!("$export kick-off: content-location {location}"))?;
+    Ok(path)
+}
+
+/// Polls an export until its manifest (200); returns the resources it lists.
+async fn finish_export(local: &Local, path: &str) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (status, body) = http::request(
+            local.addr,
+            "GET",
+            path,
+            &local::admin(),
+            None,
+            Duration::from_secs(60),
+        )
+        .await?;
+        match status {
+            200 => {
+                let errors = body["error"].as_array().map(Vec::len).unwrap_or(0);
+                if errors > 0 {
+                    return Err(format!("export {path} ended with errors: {body}"));
+                }
+                return Ok(body["output"]
+                    .as_array()
+                    .map(|o| o.iter().filter_map(|f| f["count"].as_u64()).sum())
+                    .unwrap_or(0));
+            }
+            202 if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            _ => return Err(format!("export {path}: {status} {body}")),
+        }
+    }
+}
+
+/// One round of scenario 7: 64 loaders and 8 export workers in one siphon-local on
+/// `db_url` (direct, or through the pooler), 64 files loaded at thread-num 64, and 8
+/// exports kicked off once a quarter of the rows are in, so that they run with the load.
+async fn pool_round(
+    ctx: &Ctx,
+    run: &Run,
+    label: &str,
+    bouncer: Option<&pooler::Bouncer>,
+) -> Result<PoolRound, String> {
+    let set = &ctx.many;
+    let st = ctx.stage(run, &format!("pool_{label}")).await?;
+    let exports = export_queue(ctx, label).await?;
+    let db_url = match bouncer {
+        Some(b) => b.url(&st.db_url, ctx.cluster.port),
+        None => st.db_url.clone(),
+    };
+    let env = ctx.env(
+        &st,
+        POOLER_LOADERS,
+        &[
+            ("DATABASE_URL", db_url),
+            ("SIPHON_DB_POOL_SIZE", POOLER_CLIENT_POOL.into()),
+            ("SIPHON_LOCAL_EXPORTERS", POOLER_EXPORTERS.to_string()),
+            ("SIPHON_EXPORT_QUEUE_URL", exports),
+            ("SIPHON_EXPORT_BUCKET", ctx.bucket.clone()),
+            ("SIPHON_EXPORT_PREFIX", format!("exports-{label}/")),
+            ("SIPHON_EXPORT_MAX_ACTIVE", "16".into()),
+        ],
+    );
+    let local = ctx.start(run, "7-pooler", label, &env).await?;
+    let start = Instant::now();
+    ctx.load(&local, set, POOLER_LOADERS).await?;
+    let quarter = (set.total() / 4) as i64;
+    st.monitor
+        .wait_for("a quarter of the rows", Duration::from_secs(600), |s| {
+            s.loaded >= quarter
+        })
+        .await?;
+    let mut paths = Vec::new();
+    for _ in 0..POOLER_EXPORTERS {
+        paths.push(kick_export(&local).await?);
+    }
+    let end = ctx.wait_done(&st, set).await?;
+    let took = end.at.duration_since(start);
+    let mut exported = 0;
+    for p in &paths {
+        exported += finish_export(&local, p).await?;
+    }
+    let (rows, sweep) = ctx.verify(&st, &local, set).await?;
+    let peak_backends = st
+        .monitor
+        .all()
+        .iter()
+        .map(|s| s.backends)
+        .max()
+        .unwrap_or(0);
+    Ok(PoolRound {
+        rows,
+        sweep,
+        rate: set.total() as f64 / took.as_secs_f64().max(0.001),
+        exports: paths.len(),
+        exported,
+        peak_backends,
+    })
+}
+
+/// 7. 64 loaders and 8 export workers through PgBouncer in transaction mode with 10
+/// server connections, against the same work on direct connections in the same run:
+/// rows exact, every file done with nothing failed, every export complete without
+/// errors, no server connection beyond the pooler's 10, no statement lost between
+/// server connections (`prepared statement ... does not exist`).
+async fn pooler(ctx: &Ctx, run: &Run) -> Result<Report, String> {
+    let direct = pool_round(ctx, run, "direct", None).await?;
+    let log = ctx.logdir.join("7-pooler-pgbouncer.log");
+    run.logs.lock().unwrap().push(log.clone());
+    let bouncer = pooler::Bouncer::start(
+        ctx.cluster.port,
+        ctx.cluster.password(),
+        POOLER_SERVER_CONNECTIONS,
+        &log,
+    )
+    .await?;
+    let pooled = pool_round(ctx, run, "pooled", Some(&bouncer)).await?;
+    let server_connections = bouncer.server_connections;
+    drop(bouncer);
+    let lost = count_in_logs(run, "prepared statement");
+    if lost > 0 {
+        return Err(format!(
+            "{lost} log line(s) name a prepared statement: a statement outlived its server connection"
+        ));
+    }
+    // The pooler's server connections plus the monitor's own.
+    let ceiling = server_connections as i64 + 1;
+    if pooled.peak_backends > ceiling {
+        return Err(format!(
+            "{} backends of role siphon through a pooler of {} server connections",
+            pooled.peak_backends, server_connections
+        ));
+    }
+    let mut report = Report {
+        rows: pooled.rows,
+        ..Default::default()
+    };
+    report.faults = format!(
+        "pgbouncer {} server conns: {:.0} rows/s vs {:.0} direct (ratio {:.2}); peak {} vs {} backends",
+        POOLER_SERVER_CONNECTIONS,
+        pooled.rate,
+        direct.rate,
+        pooled.rate / direct.rate,
+        pooled.peak_backends,
+        direct.peak_backends
+    );
+    report.notes.push(format!(
+        "{} exports complete in each round ({} resources listed pooled, {} direct); direct rows {}",
+        pooled.exports, pooled.exported, direct.exported, direct.rows
+    ));
+    for (label, sweep) in [("direct", direct.sweep), ("pooled", pooled.sweep)] {
+        if !sweep.is_empty() {
+            report.notes.push(format!("{label}: {sweep}"));
+        }
+    }
+    Ok(report)
+}
+
 // ---------------------------------------------------------------------------------------
 // Runner
 
@@ -1410,9 +1650,14 @@ async fn suite(settings: Settings) -> i32 {
         files: data::plan("wide/", settings.wide_files, settings.wide_per_file, &types),
         smallest_gz: 0,
     };
+    let mut many = DataSet {
+        prefix: "many/".into(),
+        files: data::plan("many/", settings.many_files, settings.many_per_file, &types),
+        smallest_gz: 0,
+    };
     let gen_start = Instant::now();
     let mut raw_total = 0u64;
-    for set in [&mut main, &mut wide] {
+    for set in [&mut main, &mut wide, &mut many] {
         let specs = set.files.clone();
         let built = blocking(move || data::build(&specs, SEED)).await;
         set.smallest_gz = built.iter().map(|b| b.1.len() as u64).min().unwrap_or(0);
@@ -1439,6 +1684,7 @@ async fn suite(settings: Settings) -> i32 {
         bucket,
         main,
         wide,
+        many,
         logdir: logdir.clone(),
         run,
     };
@@ -1456,6 +1702,9 @@ async fn suite(settings: Settings) -> i32 {
         }),
         (6, "6 16 loaders, 20 conns", |c, r| {
             Box::pin(connections(c, r))
+        }),
+        (7, "7 64+8 workers, pgbouncer", |c, r| {
+            Box::pin(pooler(c, r))
         }),
     ];
     let mut outcomes = Vec::new();

@@ -104,6 +104,11 @@ impl Cluster {
         }
     }
 
+    /// Role siphon's password (for a pooler's auth file).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
     /// `postgres://siphon:...@127.0.0.1:<port>/<db>`.
     pub fn url(&self, db: &str) -> String {
         format!(

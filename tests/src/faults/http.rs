@@ -68,6 +68,30 @@ pub async fn request(
     body: Option<&Value>,
     timeout: Duration,
 ) -> Result<(u16, Value), String> {
+    let (status, _, value) = exchange(
+        addr,
+        method,
+        path,
+        basic,
+        "accept: application/json\r\n",
+        body,
+        timeout,
+    )
+    .await?;
+    Ok((status, value))
+}
+
+/// One request with `headers` (each line ending in CRLF) in place of the JSON `accept`;
+/// returns the status, the response head (lower case) and the body as [`request`] does.
+pub async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    basic: &str,
+    headers: &str,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> Result<(u16, String, Value), String> {
     let work = async {
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await
@@ -75,7 +99,7 @@ pub async fn request(
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
         let head = format!(
             "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Basic {}\r\n\
-             content-type: application/json\r\naccept: application/json\r\n\
+             content-type: application/json\r\n{headers}\
              content-length: {}\r\nconnection: close\r\n\r\n",
             base64(basic.as_bytes()),
             payload.len()
@@ -114,7 +138,7 @@ pub async fn request(
             serde_json::from_slice(&body)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).to_string()))
         };
-        Ok((status, value))
+        Ok((status, lower, value))
     };
     tokio::time::timeout(timeout, work)
         .await
