@@ -1490,7 +1490,7 @@ async fn pool_round(
     })
 }
 
-/// 7. 64 loaders and 8 export workers through PgBouncer in transaction mode with 10
+/// Scenario 7: 64 loaders and 8 export workers through PgBouncer in transaction mode with 10
 /// server connections, against the same work on direct connections in the same run:
 /// rows exact, every file done with nothing failed, every export complete without
 /// errors, no server connection beyond the pooler's 10, no statement lost between
