@@ -101,6 +101,20 @@ async fn load_from_bucket_end_to_end_with_skip_and_reimport() {
             >= 500,
         "{status_body}"
     );
+    // The last hour minute by minute: every file loaded within it, so the minutes add up
+    // to the resources loaded (each run spread over the minutes it took).
+    let minutes = status_body["result"]["throughput"]["loaded-per-minute"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(minutes.len(), 60, "{status_body}");
+    assert_eq!(
+        minutes.iter().filter_map(|m| m.as_i64()).sum::<i64>(),
+        status_body["result"]["resources"]["loaded"]
+            .as_i64()
+            .unwrap(),
+        "{status_body}"
+    );
     // The corrupt file says why.
     let bad = file_id(&ObjectLocation::new(&env.bucket, "Observation.ndjson.gz"));
     let (s, f, _) = call_as(

@@ -350,8 +350,10 @@ async fn import(
     Ok(started)
 }
 
-/// `aidbox.bulk/load-from-bucket-status`: LoaderFiles by status, resources loaded/failed.
-/// `aidbox.bulk/load-from-bucket-status`: the totals of `owner`'s files (`None`: all).
+/// `aidbox.bulk/load-from-bucket-status`: the totals of `owner`'s files (`None`: all):
+/// LoaderFiles by status, resources loaded and failed, tables loading without indexes,
+/// and siphon's addition, `throughput`: the resources loaded in each of the last 60
+/// minutes, oldest first (see [`super::throughput::per_minute`]).
 pub async fn status(db: &Db, owner: Option<&str>) -> Result<serde_json::Value> {
     let mut files = json!({"pending": 0, "in-progress": 0, "done": 0, "error": 0});
     let (mut total, mut loaded, mut failed) = (0i64, 0i64, 0i64);
@@ -363,8 +365,48 @@ pub async fn status(db: &Db, owner: Option<&str>) -> Result<serde_json::Value> {
     }
     // Tables whose indexes (or primary key) are dropped for a load right now.
     let bulk = db.bulk_tables().await?;
+    let now = chrono::Utc::now();
+    let minutes = super::throughput::per_minute(
+        &last_hour_runs(db, owner, now).await?,
+        now,
+        THROUGHPUT_MINUTES,
+    );
     Ok(json!({"files": files, "total-files": total,
-              "resources": {"loaded": loaded, "failed": failed}, "indexes-dropped": bulk}))
+              "resources": {"loaded": loaded, "failed": failed}, "indexes-dropped": bulk,
+              "throughput": {"to": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                             "loaded-per-minute": minutes}}))
+}
+
+/// Minutes of `throughput` in the status.
+const THROUGHPUT_MINUTES: usize = 60;
+/// Runs read for it at most (the latest first; a busier hour is undercounted, not slow).
+const THROUGHPUT_RUNS: i64 = 20_000;
+
+async fn last_hour_runs(
+    db: &Db,
+    owner: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<super::throughput::Span>> {
+    // A minute of slack: `end` is compared as text, and stored instants carry fractions.
+    let since = now - chrono::TimeDelta::minutes(THROUGHPUT_MINUTES as i64 + 1);
+    let since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let parse = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    Ok(db
+        .loader_file_runs(owner, &since, THROUGHPUT_RUNS)
+        .await?
+        .into_iter()
+        .filter_map(|(start, end, loaded)| {
+            Some(super::throughput::Span {
+                start: parse(&start)?,
+                end: end.as_deref().and_then(parse),
+                loaded: u64::try_from(loaded).ok()?,
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]

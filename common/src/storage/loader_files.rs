@@ -581,6 +581,44 @@ impl Db {
 }
 
 impl Db {
+    /// The runs of `owner`'s LoaderFiles (`None`: all) that loaded within the window
+    /// from `since` (RFC 3339): start, end (`None` while loading) and loaded, as text and
+    /// a number for the caller to parse; at most `limit`, the latest first. Files whose
+    /// start or count is damaged are left out.
+    pub async fn loader_file_runs(
+        &self,
+        owner: Option<&str>,
+        since: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, Option<String>, i64)>> {
+        let client = self.client().await?;
+        let rows = match client
+            .rows(
+                &format!(
+                    "SELECT resource->>'start', resource->>'end',
+                            least((resource->>'loaded')::numeric, 9e18)::bigint
+                     FROM {TABLE}
+                     WHERE ($1::text IS NULL OR resource->>'owner' = $1)
+                       AND jsonb_typeof(resource->'start') = 'string'
+                       AND jsonb_typeof(resource->'loaded') = 'number'
+                       AND (resource->>'status' = 'in-progress' OR resource->>'end' >= $2)
+                     ORDER BY resource->>'start' DESC LIMIT $3"
+                ),
+                &[&owner, &since, &limit],
+            )
+            .await
+            .map_err(Error::from)
+        {
+            Ok(rows) => rows,
+            Err(e) if is_undefined_table(&e) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     /// LoaderFiles by status with the resources they loaded and failed
     /// (`aidbox.bulk/load-from-bucket-status`).
     pub async fn loader_file_totals(
