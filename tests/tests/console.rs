@@ -303,6 +303,37 @@ async fn import_tests_then_imports_and_follows_the_file_to_done() {
         json!([]),
     );
     println!("rate shown: {rate}");
+    // The charts. The live one has a rate from this page's polls since the sign-in (0
+    // loaded then, 120,300 now); the last hour's bars add up to every resource loaded,
+    // each file's count spread over the minutes it took.
+    let charts = browser.wait(
+        "both charts",
+        10,
+        "const live = document.querySelector('[data-chart=live]'); \
+         const hour = document.querySelector('[data-chart=hour]'); \
+         if (!live || !hour || +live.dataset.points < 1) return null; \
+         return {livePoints: +live.dataset.points, liveMax: +live.dataset.max, \
+                 liveLine: !!live.querySelector('polyline'), \
+                 hourPoints: +hour.dataset.points, hourTotal: +hour.dataset.total, \
+                 bars: hour.querySelectorAll('rect').length, \
+                 label: hour.querySelector('svg').getAttribute('aria-label'), \
+                 caption: hour.querySelector('figcaption').innerText}",
+        json!([]),
+    );
+    println!("charts: {charts}");
+    assert!(charts["liveMax"].as_f64().unwrap_or(0.0) > 0.0, "{charts}");
+    assert_eq!(charts["liveLine"], json!(true), "{charts}");
+    assert_eq!(charts["hourPoints"], json!(60), "{charts}");
+    assert_eq!(charts["hourTotal"], json!(120_300), "{charts}");
+    assert!(charts["bars"].as_u64().unwrap_or(0) >= 1, "{charts}");
+    assert!(
+        charts["label"]
+            .as_str()
+            .unwrap_or("")
+            .contains("120,300 resources in all"),
+        "{charts}"
+    );
+    browser.screenshot("overview-charts");
     storage_is_empty(&browser);
     page_is_clean(&browser);
 }
@@ -727,6 +758,15 @@ async fn a_session_is_paused_and_resumed_with_its_secret() {
         "2,000",
         5,
     );
+    // The session's live chart saw it: 0 loaded while paused, 2,000 after.
+    let live = browser.wait(
+        "the session's live chart with a rate",
+        10,
+        "const c = document.querySelector('#session-chart [data-chart=session]'); \
+         return c && +c.dataset.max > 0 ? {points: +c.dataset.points, max: +c.dataset.max} : null",
+        json!([]),
+    );
+    println!("session chart: {live}");
     browser.screenshot("session-done");
     storage_is_empty(&browser);
 }
@@ -778,6 +818,33 @@ async fn exports_are_followed_cancelled_and_their_files_linked() {
     let cancelled = kick_off_export(&stack).await;
     let row = |id: &str| format!("#exports-body tr[data-id='{id}']");
     browser.wait_text(&row(&cancelled), "active", 10);
+    // Its status shows the live chart of a running export (nothing written yet: its task
+    // waits in the queue, so the rate is 0 once two polls are in).
+    browser.click(&format!("{} [data-action=open]", row(&cancelled)));
+    let live = browser.wait(
+        "the running export's live chart",
+        10,
+        "const c = document.querySelector('#export-body [data-chart=export]'); \
+         return c && +c.dataset.points >= 1 \
+           ? {caption: c.querySelector('figcaption').innerText, max: +c.dataset.max, \
+              progress: document.getElementById('export-body').innerText} : null",
+        json!([]),
+    );
+    assert!(
+        live["caption"]
+            .as_str()
+            .unwrap_or("")
+            .contains("written per second"),
+        "{live}"
+    );
+    assert_eq!(live["max"], json!(0), "{live}");
+    assert!(
+        live["progress"]
+            .as_str()
+            .unwrap_or("")
+            .contains("0 resources"),
+        "{live}"
+    );
     browser.click(&format!("{} [data-action=cancel]", row(&cancelled)));
     browser.wait_text("#dialog", "Cancel export", 5);
     browser.click("#dialog-ok");

@@ -18,11 +18,12 @@
   let timer = null;
   let pollMs = 2000;
   let busy = false;
-  let samples = []; // {t, loaded}: for the load rate, from successive polls
+  let samples = []; // {t, count}: resources loaded, for the load rate and its live chart, from successive polls
+  const LIVE_MS = 10 * 60 * 1000; // what a live chart shows
 
   const files = { filters: { status: '', bucket: '', type: '', import: '' }, count: 100, errorsOf: null, errorsOffset: 0 };
-  const sessions = { open: null };
-  const exportsState = { open: null };
+  const sessions = { open: null, samples: [] };
+  const exportsState = { open: null, samples: [] };
 
   const VIEWS = ['overview', 'files', 'import', 'sessions', 'exports', 'dead'];
   const GZIP_RATIO = 8; // a guess of ndjson's gzip ratio until a finished file tells better
@@ -58,6 +59,76 @@
 
   const nf = new Intl.NumberFormat('en-US');
   const num = (n) => (n === null || n === undefined || n === '' ? '—' : nf.format(n));
+
+  // ---- charts (SVG built node by node, values as numbers only) ------------------------
+
+  const SVG = 'http://www.w3.org/2000/svg';
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    for (const c of children) node.append(c);
+    return node;
+  }
+
+  // Keeps `list` (of {t, count}) to the last LIVE_MS and adds `count` now.
+  function sample(list, count) {
+    const now = performance.now();
+    list.push({ t: now, count: Number(count) || 0 });
+    while (list.length && now - list[0].t > LIVE_MS) list.shift();
+    return list;
+  }
+
+  // Resources per second between successive samples: [{t, rate}].
+  function rates(list) {
+    const out = [];
+    for (let i = 1; i < list.length; i++) {
+      const dt = (list[i].t - list[i - 1].t) / 1000;
+      if (dt > 0) out.push({ t: list[i].t, rate: Math.max(0, (list[i].count - list[i - 1].count) / dt) });
+    }
+    return out;
+  }
+
+  // A chart of `values` (numbers, oldest first) as a line or bars, with a caption that
+  // says in words what it shows (the SVG is its picture: role img, the same label).
+  function chart(key, title, values, { bars = false, note = '', total = null } = {}) {
+    const W = 300, H = 80;
+    const max = Math.max(0, ...values);
+    const top = max > 0 ? max : 1;
+    const last = values.length ? values[values.length - 1] : 0;
+    const words = title + ': ' + (values.length
+      ? 'peak ' + num(Math.round(max)) + '/s, latest ' + num(Math.round(last)) + '/s'
+      : 'no data yet') + (total !== null ? ', ' + num(total) + ' resources in all' : '');
+    const picture = svg('svg', { viewBox: '0 0 ' + W + ' ' + H, preserveAspectRatio: 'none', role: 'img', 'aria-label': words });
+    picture.append(svg('line', { x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5, class: 'axis' }));
+    if (bars) {
+      const w = W / Math.max(1, values.length);
+      values.forEach((v, i) => {
+        const h = (v / top) * (H - 4);
+        if (h > 0) picture.append(svg('rect', { x: (i * w + 0.5).toFixed(2), y: (H - h).toFixed(2), width: Math.max(0.5, w - 1).toFixed(2), height: h.toFixed(2) }));
+      });
+    } else if (values.length) {
+      const y = (v) => (H - 2 - (v / top) * (H - 6)).toFixed(1);
+      // One value is a short stroke at the right edge (the latest); more are a line.
+      const pts = values.length === 1
+        ? (W - 10) + ',' + y(values[0]) + ' ' + W + ',' + y(values[0])
+        : values.map((v, i) => (i * (W / (values.length - 1))).toFixed(1) + ',' + y(v)).join(' ');
+      picture.append(svg('polyline', { points: pts }));
+    }
+    return el('figure', {
+      class: 'chart', 'data-chart': key, 'data-points': String(values.length),
+      'data-max': String(Math.round(max)), 'data-total': total === null ? null : String(total),
+    },
+    el('figcaption', {}, el('span', { class: 'chart-title' }, title),
+      el('span', { class: 'chart-figures' }, values.length ? 'peak ' + num(Math.round(max)) + '/s · latest ' + num(Math.round(last)) + '/s' : 'no data yet')),
+    picture,
+    note ? el('p', { class: 'sub' }, note) : null);
+  }
+
+  // The live chart of a running job from its samples.
+  function liveChart(key, title, list) {
+    return chart(key, title, rates(list).map((r) => r.rate),
+      { note: 'From this page\'s polls (every ' + (pollMs / 1000) + ' s), up to the last 10 minutes.' });
+  }
 
   function bytes(n) {
     if (n === null || n === undefined) return '—';
@@ -349,15 +420,23 @@
     const f = s.files || {};
     const res = s.resources || {};
     const now = performance.now();
-    samples.push({ t: now, loaded: Number(res.loaded) || 0 });
-    samples = samples.filter((x) => now - x.t <= 60000);
+    sample(samples, res.loaded);
     // Over the last ~10 s of polls.
     const last = samples[samples.length - 1];
     const first = samples.find((x) => now - x.t <= 10500) || last;
     let rate = '—';
     if (first !== last && last.t > first.t) {
-      rate = num(Math.max(0, Math.round((last.loaded - first.loaded) / ((last.t - first.t) / 1000)))) + '/s';
+      rate = num(Math.max(0, Math.round((last.count - first.count) / ((last.t - first.t) / 1000)))) + '/s';
     }
+    const minutes = ((s.throughput || {})['loaded-per-minute'] || []).map((n) => Number(n) || 0);
+    const hour = minutes.reduce((a, b) => a + b, 0);
+    $('overview-charts').replaceChildren(
+      liveChart('live', 'Resources loaded per second, live', samples),
+      chart('hour', 'Resources loaded per second, last hour', minutes.map((n) => n / 60), {
+        bars: true, total: hour,
+        note: 'Per-minute averages of every loader\'s work (from the LoaderFiles), oldest on the left; the last bar is the minute under way.',
+      }),
+    );
     $('overview-cards').replaceChildren(
       stat('pending', 'Files pending', num(f.pending)),
       stat('in-progress', 'Files loading', num(f['in-progress'])),
@@ -724,6 +803,15 @@
   }
 
   function renderSession(s) {
+    const loaded = (s.inputs || []).reduce((a, i) => a + (Number(i.loaded) || 0), 0);
+    if (sessions.samplesOf !== s.id) {
+      sessions.samplesOf = s.id;
+      sessions.samples = [];
+    }
+    sample(sessions.samples, loaded);
+    $('session-chart').replaceChildren(s.status === 'active' || sessions.samples.length > 1
+      ? liveChart('session', 'Resources loaded per second by this session', sessions.samples)
+      : '');
     $('session-title').textContent = 'Session ' + s.id;
     $('session-detail').dataset.status = s.status;
     $('session-summary').replaceChildren(badge(s.status), ' ', s.progress || '', el('span', { class: 'sub' }, 'created ' + time(s.created) + ' · updated ' + time(s.updated)));
@@ -859,8 +947,16 @@
     const r = await api('GET', '/$export-status/' + encodeURIComponent(id));
     if (!auth || exportsState.open !== id) return;
     const body = $('export-body');
+    if (exportsState.samplesOf !== id) {
+      exportsState.samplesOf = id;
+      exportsState.samples = [];
+    }
     if (r.status === 202) {
-      body.replaceChildren(el('p', {}, badge('active'), ' ', r.headers.get('X-Progress') || 'in progress'));
+      const progress = r.headers.get('X-Progress') || 'in progress';
+      const written = /([0-9]+) resources/.exec(progress);
+      if (written) sample(exportsState.samples, written[1]);
+      body.replaceChildren(el('p', {}, badge('active'), ' ', progress),
+        liveChart('export', 'Resources written per second by this export', exportsState.samples));
     } else if (r.status === 429) {
       body.replaceChildren(el('p', { class: 'muted' }, 'Polled too soon; the next refresh asks again.'));
     } else if (!r.ok) {
