@@ -1425,8 +1425,8 @@ async fn finish_export(local: &Local, path: &str) -> Result<u64, String> {
 }
 
 /// One round of scenario 7: 64 loaders and 8 export workers in one siphon-local on
-/// `db_url` (direct, or through the pooler), 64 files loaded at thread-num 64, and 8
-/// exports kicked off once a quarter of the rows are in, so that they run with the load.
+/// `db_url` (direct, or through the pooler): 32 files loaded at thread-num 64, 8 exports
+/// kicked off once a quarter of all rows are in, then 32 more files while they run.
 async fn pool_round(
     ctx: &Ctx,
     run: &Run,
@@ -1454,8 +1454,19 @@ async fn pool_round(
         ],
     );
     let local = ctx.start(run, "7-pooler", label, &env).await?;
+    let half = |part: &str| DataSet {
+        prefix: format!("many/{part}/"),
+        files: set
+            .files
+            .iter()
+            .filter(|f| f.key.starts_with(&format!("many/{part}/")))
+            .cloned()
+            .collect(),
+        smallest_gz: 0,
+    };
+    let (first, second) = (half("a"), half("b"));
     let start = Instant::now();
-    ctx.load(&local, set, POOLER_LOADERS).await?;
+    ctx.load(&local, &first, POOLER_LOADERS).await?;
     let quarter = (set.total() / 4) as i64;
     st.monitor
         .wait_for("a quarter of the rows", Duration::from_secs(600), |s| {
@@ -1466,6 +1477,8 @@ async fn pool_round(
     for _ in 0..POOLER_EXPORTERS {
         paths.push(kick_export(&local).await?);
     }
+    // More files arrive while the exports run and the first half still loads.
+    ctx.load(&local, &second, POOLER_LOADERS).await?;
     let end = ctx.wait_done(&st, set).await?;
     let took = end.at.duration_since(start);
     let mut exported = 0;
@@ -1650,9 +1663,17 @@ async fn suite(settings: Settings) -> i32 {
         files: data::plan("wide/", settings.wide_files, settings.wide_per_file, &types),
         smallest_gz: 0,
     };
+    // Scenario 7 loads the first half, then the second while its exports run: two
+    // prefixes, one id space (planned as one set, so no id is in both halves).
+    let mut many_files = data::plan("many/", settings.many_files, settings.many_per_file, &types);
+    let half = many_files.len() / 2;
+    for (i, f) in many_files.iter_mut().enumerate() {
+        let part = if i < half { "many/a/" } else { "many/b/" };
+        f.key = f.key.replacen("many/", part, 1);
+    }
     let mut many = DataSet {
         prefix: "many/".into(),
-        files: data::plan("many/", settings.many_files, settings.many_per_file, &types),
+        files: many_files,
         smallest_gz: 0,
     };
     let gen_start = Instant::now();
@@ -1667,12 +1688,14 @@ async fn suite(settings: Settings) -> i32 {
         }
     }
     println!(
-        "data: s3://{bucket}/main/ {} files x {}, wide/ {} files x {} ({:.0} MB uncompressed, \
-         smallest main file {} KB gzipped) in {:.1} s",
+        "data: s3://{bucket}/main/ {} files x {}, wide/ {} files x {}, many/ {} files x {} \
+         ({:.0} MB uncompressed, smallest main file {} KB gzipped) in {:.1} s",
         main.files.len(),
         settings.main_per_file,
         wide.files.len(),
         settings.wide_per_file,
+        many.files.len(),
+        settings.many_per_file,
         raw_total as f64 / 1e6,
         main.smallest_gz / 1000,
         secs(gen_start.elapsed())
