@@ -1,6 +1,7 @@
 //! Postgres: every SQL statement siphon runs lives here, one file per table family.
 //!
 //! - [`pool`]: connection settings, TLS, a lazily built pool ([`Db`]).
+//! - [`statements`]: how statements are sent (unnamed, one round trip; pooler-safe).
 //! - [`migrations`]: versioned schema changes, applied once under an advisory lock.
 //! - [`resources`]: one table per resource type, created on first use; CRUD on any type.
 //! - [`copy_in`]: the binary COPY writer that puts loaded lines into resource tables.
