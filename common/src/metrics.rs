@@ -26,6 +26,8 @@ pub enum Unit {
     Count,
     Bytes,
     Seconds,
+    /// A rate (resources per second of one file).
+    CountPerSecond,
 }
 
 impl Unit {
@@ -34,6 +36,7 @@ impl Unit {
             Unit::Count => "Count",
             Unit::Bytes => "Bytes",
             Unit::Seconds => "Seconds",
+            Unit::CountPerSecond => "Count/Second",
         }
     }
 }
@@ -61,6 +64,16 @@ pub fn bytes(name: &'static str, n: u64) -> Figure {
         name,
         unit: Unit::Bytes,
         value: n as f64,
+    }
+}
+
+/// A rate: `n` things in `d` (0 for a zero duration).
+pub fn per_second(name: &'static str, n: u64, d: std::time::Duration) -> Figure {
+    let secs = d.as_secs_f64();
+    Figure {
+        name,
+        unit: Unit::CountPerSecond,
+        value: if secs > 0.0 { n as f64 / secs } else { 0.0 },
     }
 }
 
@@ -249,7 +262,8 @@ fn render(function: &str, sums: &BTreeMap<Key, Sum>) -> String {
                     let _ = writeln!(out, "{base}_total{{{}}} {}", labels(k), v.total);
                 }
             }
-            Unit::Seconds => {
+            // Durations and rates: their sum and number (a mean is sum / count).
+            Unit::Seconds | Unit::CountPerSecond => {
                 let _ = writeln!(out, "# TYPE {base} summary");
                 for (k, v) in series {
                     let _ = writeln!(out, "{base}_sum{{{}}} {}", labels(k), v.total);
@@ -271,6 +285,40 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_is_count_per_second_and_a_zero_duration_is_no_rate() {
+        let r = per_second(
+            "ResourcesPerSecond",
+            1000,
+            std::time::Duration::from_millis(500),
+        );
+        assert_eq!((r.unit, r.value), (Unit::CountPerSecond, 2000.0));
+        assert_eq!(per_second("X", 5, std::time::Duration::ZERO).value, 0.0);
+        assert_eq!(Unit::CountPerSecond.cloudwatch(), "Count/Second");
+        let mut sums = BTreeMap::new();
+        sums.insert(
+            Key {
+                name: "ResourcesPerSecond",
+                unit: Unit::CountPerSecond,
+                operation: "load",
+                resource_type: None,
+            },
+            Sum {
+                total: 3000.0,
+                samples: 2,
+            },
+        );
+        let text = render("f", &sums);
+        assert!(
+            text.contains("# TYPE siphon_resources_per_second summary"),
+            "{text}"
+        );
+        assert!(
+            text.contains("siphon_resources_per_second_count{function=\"f\",operation=\"load\"} 2"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn an_emf_document_names_its_metrics_units_and_dimensions() {

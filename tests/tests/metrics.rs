@@ -57,6 +57,55 @@ async fn make_serve_counts_what_it_loaded_and_dumped_for_the_admin_only() {
         .call("GET", "/Patient/$dump", &admin(), &[], None)
         .await;
     assert_eq!(dumped.status, 200);
+    // An export of them, to the end: its file's bytes are counted as written.
+    let kicked = stack
+        .call(
+            "GET",
+            "/$export?_type=Patient",
+            &admin(),
+            &[
+                ("accept", "application/fhir+json"),
+                ("prefer", "respond-async"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(
+        kicked.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&kicked.body)
+    );
+    let status_path = kicked.headers["content-location"]
+        .split("/$export-status/")
+        .nth(1)
+        .map(|id| format!("/$export-status/{id}"))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let manifest = loop {
+        let got = stack.call("GET", &status_path, &admin(), &[], None).await;
+        if got.status == 200 {
+            break serde_json::from_slice::<serde_json::Value>(&got.body).unwrap();
+        }
+        assert!(
+            got.status == 202 || got.status == 429,
+            "{}: {}",
+            got.status,
+            String::from_utf8_lossy(&got.body)
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the export did not complete"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    let mut exported_bytes = 0usize;
+    for f in manifest["output"].as_array().unwrap() {
+        let got = siphon_tests::http_get(f["url"].as_str().unwrap()).await;
+        assert_eq!(got.status, 200);
+        exported_bytes += got.body.len();
+    }
+    assert!(exported_bytes > 0, "{manifest}");
 
     let got = stack.call("GET", "/metrics", &admin(), &[], None).await;
     assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
@@ -85,6 +134,37 @@ async fn make_serve_counts_what_it_loaded_and_dumped_for_the_admin_only() {
         "the load message's age was recorded: {parsed}"
     );
     assert!(sample(&parsed, "siphon_load_seconds_sum", &load).unwrap_or(0.0) > 0.0);
+    // The file's own figures: every byte of it read (26 lines, uncompressed), the time
+    // from its start, and one rate sample of its resources per second.
+    assert_eq!(
+        sample(&parsed, "siphon_bytes_read_total", &load),
+        Some(body.len() as f64),
+        "{parsed}"
+    );
+    assert_eq!(
+        sample(&parsed, "siphon_file_seconds_count", &load),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&parsed, "siphon_resources_per_second_count", &load),
+        Some(1.0)
+    );
+    assert!(
+        sample(&parsed, "siphon_resources_per_second_sum", &load).unwrap_or(0.0) > 0.0,
+        "{parsed}"
+    );
+    // The export: its rows, and exactly the bytes its file holds.
+    let export = [("operation", "export")];
+    assert_eq!(
+        sample(&parsed, "siphon_rows_total", &export),
+        Some(25.0),
+        "{parsed}"
+    );
+    assert_eq!(
+        sample(&parsed, "siphon_bytes_written_total", &export),
+        Some(exported_bytes as f64),
+        "{parsed}"
+    );
     // The dump: its rows and the bytes the client got, by resource type.
     let dump = [("operation", "dump"), ("resource_type", "Patient")];
     assert_eq!(

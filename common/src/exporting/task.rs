@@ -93,8 +93,9 @@ impl Default for TaskOptions {
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TaskOutcome {
-    /// The task's files are written (`count` rows).
-    Done { count: i64 },
+    /// The task's files are written (`count` rows, `bytes` uncompressed bytes; 0 for a
+    /// planning task, which writes no file).
+    Done { count: i64, bytes: u64 },
     /// The deadline came first: the work is committed; run it again (a new invocation).
     Continue,
     /// Another worker holds the task.
@@ -257,7 +258,10 @@ impl TaskRunner {
                     .await?;
                 let status = self.db.settle_export(&export.id).await?;
                 self.ended(&export.id, status).await?;
-                Ok(TaskOutcome::Done { count: run.count })
+                Ok(TaskOutcome::Done {
+                    count: run.count,
+                    bytes: written(&run.checkpoint),
+                })
             }
         }
     }
@@ -499,7 +503,10 @@ impl TaskRunner {
             files = run.checkpoint.files.len(),
             "export task done"
         );
-        Ok(TaskOutcome::Done { count: run.count })
+        Ok(TaskOutcome::Done {
+            count: run.count,
+            bytes: written(&run.checkpoint),
+        })
     }
 
     /// Hands over at the checkpoint: the lease goes back, the caller queues the rest.
@@ -757,6 +764,11 @@ impl TaskRunner {
 }
 
 /// Rows in the finished files and the uploaded parts of the open one.
+/// Uncompressed bytes of the task's finished files.
+fn written(c: &TaskCheckpoint) -> u64 {
+    c.files.iter().map(|f| f.bytes).sum()
+}
+
 fn committed(c: &TaskCheckpoint) -> i64 {
     (c.files.iter().map(|f| f.count).sum::<u64>() + c.file.as_ref().map_or(0, |f| f.count)) as i64
 }

@@ -109,7 +109,7 @@ impl Planner {
                     Some(&format!("planning failed: {why}")),
                 )
                 .await?;
-                Ok(TaskOutcome::Done { count: 0 })
+                Ok(TaskOutcome::Done { count: 0, bytes: 0 })
             }
         }
     }
@@ -394,6 +394,7 @@ impl Planner {
         );
         Ok(TaskOutcome::Done {
             count: p.staged as i64,
+            bytes: 0,
         })
     }
 

@@ -332,6 +332,7 @@ impl Loader {
                     failed = state.failed,
                     "file loaded"
                 );
+                record_file_loaded(file, state);
                 Some(Stop::Finished(Outcome::Done {
                     loaded: state.loaded,
                     failed: state.failed,
@@ -660,6 +661,7 @@ impl Loader {
         state.parked = parked;
         state.pending_refs = pending_refs;
         state.line = batch.last_line;
+        state.bytes = batch.bytes;
         tracing::debug!(file_id = %file.id, line = batch.last_line, loaded = loaded_total, failed = failed_total, "batch committed");
         Ok(Committed::Yes)
     }
@@ -706,8 +708,32 @@ impl Loader {
     }
 }
 
+/// The figures of a file that has just loaded, over all its runs (the worker records
+/// each run's time and the file's counts): the bytes it read, the time from its start to
+/// now, and its resources per second over that time.
+fn record_file_loaded(file: &LoaderFile, state: &Progress) {
+    use crate::metrics::{bytes, per_second, seconds};
+    let mut figures = vec![bytes("BytesRead", state.bytes)];
+    let took = file
+        .start
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .and_then(|t| {
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                .to_std()
+                .ok()
+        });
+    if let Some(took) = took {
+        figures.push(seconds("FileSeconds", took));
+        figures.push(per_second("ResourcesPerSecond", state.loaded, took));
+    }
+    crate::metrics::record("load", None, &figures);
+}
+
 struct Progress {
     line: u64,
+    /// Uncompressed bytes read up to `line`.
+    bytes: u64,
     loaded: u64,
     failed: u64,
     /// Lines loaded with validation findings (`enable: async`).
@@ -727,6 +753,7 @@ impl Progress {
     fn from_checkpoint(file: &LoaderFile) -> Self {
         Progress {
             line: file.checkpoint.line,
+            bytes: file.checkpoint.bytes,
             loaded: file.loaded,
             failed: file.failed,
             flagged: file.flagged,

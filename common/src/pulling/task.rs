@@ -254,6 +254,7 @@ impl Puller {
         }
         Ok(PullOutcome::Task(TaskOutcome::Done {
             count: run.checkpoint.files as i64,
+            bytes: 0,
         }))
     }
 

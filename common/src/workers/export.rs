@@ -190,12 +190,12 @@ impl ExportWorker {
             }
         };
         let done = match &outcome {
-            Ok(TaskOutcome::Done { count }) => Some(*count),
+            Ok(TaskOutcome::Done { count, bytes }) => Some((*count, *bytes)),
             _ => None,
         };
         record_task(kind, done, started.elapsed());
         match outcome {
-            Ok(TaskOutcome::Done { count }) => {
+            Ok(TaskOutcome::Done { count, .. }) => {
                 tracing::info!(task, count, "export task done");
                 Disposition::Done
             }
@@ -250,7 +250,7 @@ impl ExportWorker {
             .run(&message.task, delivery.receipt, Some(delivery.deadline))
             .await;
         let done = match &outcome {
-            Ok(PullOutcome::Task(TaskOutcome::Done { count })) => Some(*count),
+            Ok(PullOutcome::Task(TaskOutcome::Done { count, bytes })) => Some((*count, *bytes)),
             _ => None,
         };
         record_task(Some(ExportKind::Pull), done, started.elapsed());
@@ -330,9 +330,10 @@ impl ExportWorker {
 }
 
 /// The metrics of one run of an export task: its time, and when it ended `done`, what it
-/// made (rows written; for an inventory import or a pull, files queued).
-fn record_task(kind: Option<ExportKind>, done: Option<i64>, took: std::time::Duration) {
-    use crate::metrics::{count, seconds};
+/// made (rows written and their uncompressed bytes; for an inventory import or a pull,
+/// files queued).
+fn record_task(kind: Option<ExportKind>, done: Option<(i64, u64)>, took: std::time::Duration) {
+    use crate::metrics::{bytes, count, seconds};
     let operation = match kind {
         Some(ExportKind::Fhir) | None => "export",
         Some(ExportKind::Bucket) => "dump-to-bucket",
@@ -340,8 +341,11 @@ fn record_task(kind: Option<ExportKind>, done: Option<i64>, took: std::time::Dur
         Some(ExportKind::Pull) => "pull",
     };
     let mut figures = vec![seconds("TaskSeconds", took)];
-    if let Some(n) = done {
+    if let Some((n, written)) = done {
         figures.extend([count("TasksDone", 1), count("Rows", n.max(0) as u64)]);
+        if written > 0 {
+            figures.push(bytes("BytesWritten", written));
+        }
     }
     crate::metrics::record(operation, None, &figures);
 }
