@@ -584,7 +584,9 @@ impl Db {
     /// The runs of `owner`'s LoaderFiles (`None`: all) that loaded within the window
     /// from `since` (RFC 3339): start, end (`None` while loading) and loaded, as text and
     /// a number for the caller to parse; at most `limit`, the latest first. Files whose
-    /// start or count is damaged are left out.
+    /// start or count is damaged are left out. A file that loaded in the window was
+    /// written in it (every batch and the end set `ts`), so the row's `ts` column rules
+    /// out the others before any JSON is read.
     pub async fn loader_file_runs(
         &self,
         owner: Option<&str>,
@@ -598,7 +600,8 @@ impl Db {
                     "SELECT resource->>'start', resource->>'end',
                             least((resource->>'loaded')::numeric, 9e18)::bigint
                      FROM {TABLE}
-                     WHERE ($1::text IS NULL OR resource->>'owner' = $1)
+                     WHERE ts >= $2::timestamptz
+                       AND ($1::text IS NULL OR resource->>'owner' = $1)
                        AND jsonb_typeof(resource->'start') = 'string'
                        AND jsonb_typeof(resource->'loaded') = 'number'
                        AND (resource->>'status' = 'in-progress' OR resource->>'end' >= $2)
