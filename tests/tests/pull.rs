@@ -830,20 +830,29 @@ async fn only_the_admin_may_have_siphon_sign_as_itself() {
 }
 
 /// Pulls one manifest page of `files` (name, bytes or redirect) and returns the session
-/// and the status and error of its single hostile input.
+/// and the status and error of its single hostile input, of which nothing loads.
 async fn pull_one_hostile(script: Script) -> (Value, Value, Value) {
+    let (env, session, file) = pull_one_hostile_with(script, LoadOptions::default()).await;
+    assert_eq!(count(&env.db, "patient").await, 0, "nothing of it loads");
+    (session, file["status"].clone(), file["error"].clone())
+}
+
+/// Pulls one manifest page with the loaders' `options` until the session ends in error;
+/// returns the environment, the session and the LoaderFile of its single input.
+async fn pull_one_hostile_with(script: Script, options: LoadOptions) -> (Env, Value, Value) {
     let remote = Remote::start(script).await;
-    let env = setup(&remote).await;
+    let allow = format!("127.0.0.1:4566,{}", remote.addr);
+    let env =
+        api_harness::setup_with(options, move |e| e.with("SIPHON_URL_ALLOWLIST", &allow)).await;
     let id = start(&env, pnp(&remote.export_url(), json!([]))).await;
     let session = run_until_settled(&env, &id).await;
     assert_eq!(session["status"], "error", "{session}");
-    assert_eq!(count(&env.db, "patient").await, 0, "nothing of it loads");
     let inputs = session["inputs"].as_array().unwrap();
     assert_eq!(inputs.len(), 1, "{session}");
     let path = format!("/LoaderFile/{}", inputs[0]["loaderFile"].as_str().unwrap());
     let (status, file, _) = call(&env, "GET", &path, None).await;
     assert_eq!(status, 200, "{file}");
-    (session, file["status"].clone(), file["error"].clone())
+    (env, session, file)
 }
 
 #[tokio::test]
@@ -884,6 +893,37 @@ async fn a_hostile_remote_cannot_bomb_the_loader_with_gzip() {
     assert_eq!(status, "error", "{session}");
     let error = error.as_str().unwrap();
     assert!(error.contains("inflates to more than 100 times"), "{error}");
+}
+
+#[tokio::test]
+async fn a_hostile_remote_cannot_hold_a_loader_with_a_body_that_never_ends() {
+    // The remote would send 256 MiB of valid Patients; the loader stops at its 1 MiB
+    // (SIPHON_MAX_FILE_BYTES) and closes the connection.
+    let (env, session, file) = pull_one_hostile_with(
+        Script {
+            pages: vec![vec![("Patient", "Endless.ndjson")]],
+            endless_files: vec!["Endless.ndjson"],
+            ..Script::default()
+        },
+        LoadOptions {
+            max_file_bytes: 1 << 20,
+            ..LoadOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(file["status"], "error", "{session}");
+    let error = file["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(
+            "the file is longer than 1048576 bytes, the most SIPHON_MAX_FILE_BYTES allows"
+        ),
+        "{error}"
+    );
+    // What came before the cap loads and is counted, as before a corrupt gzip member:
+    // fewer than the 1,024 lines of 1 KiB the cap lets in, every one in the table.
+    let loaded = file["loaded"].as_i64().unwrap();
+    assert!((1..1024).contains(&loaded), "{file}");
+    assert_eq!(count(&env.db, "patient").await, loaded, "{file}");
 }
 
 /// Every row of `table` as `(id, resource::text)`, in id order.

@@ -40,30 +40,42 @@ pub struct DecodeConfig {
     /// A gzip file may inflate to at most this many times the compressed bytes read so
     /// far (plus [`EXPANSION_FLOOR`]); past that the file ends in error (a gzip bomb).
     pub max_expansion: u64,
+    /// At most this many bytes are read from the source, compressed or not (a body
+    /// that never ends); past that the file ends in error.
+    pub max_file_bytes: u64,
 }
 
 /// Inflated bytes always allowed, whatever the ratio (a tiny file of a few resources).
 pub const EXPANSION_FLOOR: u64 = 8 << 20;
 
-/// What the decompressed stream may not exceed.
+/// A limit the file went past (inflation, size): the file ends in error.
 #[derive(Debug)]
-struct TooExpanded(String);
-impl std::fmt::Display for TooExpanded {
+struct OverLimit(String);
+impl std::fmt::Display for OverLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
-impl std::error::Error for TooExpanded {}
+impl std::error::Error for OverLimit {}
 
-/// Counts the compressed bytes read from the source.
+/// Counts the bytes read from the source, and stops past `cap` of them.
 struct Counted<R> {
     inner: R,
     read: std::rc::Rc<std::cell::Cell<u64>>,
+    cap: u64,
 }
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.read.set(self.read.get() + n as u64);
+        let read = self.read.get() + n as u64;
+        self.read.set(read);
+        if read > self.cap {
+            return Err(io::Error::other(OverLimit(format!(
+                "the file is longer than {} bytes, the most SIPHON_MAX_FILE_BYTES allows \
+                 ({read} read)",
+                self.cap
+            ))));
+        }
         Ok(n)
     }
 }
@@ -85,8 +97,9 @@ impl<R: Read> Read for Capped<R> {
             .saturating_mul(self.ratio)
             .saturating_add(EXPANSION_FLOOR);
         if self.out > allowed {
-            return Err(io::Error::other(TooExpanded(format!(
-                "the gzip data inflates to more than {} times its compressed size ({} bytes from {} read);                  SIPHON_MAX_GZIP_RATIO allows {}",
+            return Err(io::Error::other(OverLimit(format!(
+                "the gzip data inflates to more than {} times its compressed size ({} bytes \
+                 from {} read); SIPHON_MAX_GZIP_RATIO allows {}",
                 self.ratio,
                 self.out,
                 self.compressed.get(),
@@ -124,8 +137,8 @@ impl Batch {
 /// Why decoding stopped early.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DecodeError {
-    /// The gzip data is corrupt or truncated: permanent.
-    Gzip(String),
+    /// The gzip data is corrupt or truncated, or the file went past a limit: permanent.
+    Permanent(String),
     /// Reading the source failed (network): worth a retry.
     Source(String),
 }
@@ -155,11 +168,13 @@ pub type Sender = mpsc::Sender<Result<Batch, (Batch, DecodeError)>>;
 /// Decodes `input` to the end, sending batches. Runs on a blocking thread.
 pub fn decode<R: Read>(input: R, config: &DecodeConfig, tx: &Sender) {
     let compressed = std::rc::Rc::new(std::cell::Cell::new(0));
+    // Errors of the source are tagged (worth a retry); the cap's own is not.
     let counted = Counted {
-        inner: input,
+        inner: TagSource(input),
         read: compressed.clone(),
+        cap: config.max_file_bytes,
     };
-    let mut raw = BufReader::with_capacity(64 * 1024, TagSource(counted));
+    let mut raw = BufReader::with_capacity(64 * 1024, counted);
     let gzip = match raw.fill_buf() {
         Ok(b) => b.starts_with(&[0x1f, 0x8b]),
         Err(e) => {
@@ -239,9 +254,9 @@ pub fn decode<R: Read>(input: R, config: &DecodeConfig, tx: &Sender) {
 fn classify(e: io::Error, after_line: u64) -> DecodeError {
     if let Some(big) = e
         .get_ref()
-        .and_then(|inner| inner.downcast_ref::<TooExpanded>())
+        .and_then(|inner| inner.downcast_ref::<OverLimit>())
     {
-        return DecodeError::Gzip(format!("{big} (after line {after_line})"));
+        return DecodeError::Permanent(format!("{big} (after line {after_line})"));
     }
     if let Some(src) = e
         .get_ref()
@@ -253,9 +268,9 @@ fn classify(e: io::Error, after_line: u64) -> DecodeError {
     }
     match e.kind() {
         io::ErrorKind::UnexpectedEof => {
-            DecodeError::Gzip(format!("gzip stream truncated after line {after_line}"))
+            DecodeError::Permanent(format!("gzip stream truncated after line {after_line}"))
         }
-        _ => DecodeError::Gzip(format!("gzip data corrupt after line {after_line}: {e}")),
+        _ => DecodeError::Permanent(format!("gzip data corrupt after line {after_line}: {e}")),
     }
 }
 
@@ -469,6 +484,7 @@ mod tests {
             validation: Validation::default(),
             writes: None,
             max_expansion: 100,
+            max_file_bytes: u64::MAX,
         }
     }
 
@@ -584,6 +600,45 @@ mod tests {
     }
 
     #[test]
+    fn a_file_longer_than_the_cap_ends_in_error_naming_the_limit() {
+        let line = "{\"resourceType\":\"Patient\",\"id\":\"p\"}\n";
+        let text = line.repeat(100).into_bytes();
+        let exact = DecodeConfig {
+            max_file_bytes: text.len() as u64,
+            ..config(patient())
+        };
+        let out = run(text.clone(), exact);
+        assert!(out.iter().all(|m| m.is_ok()), "{out:?}");
+        assert_eq!(
+            out.iter()
+                .map(|m| m.as_ref().unwrap().rows())
+                .sum::<usize>(),
+            100
+        );
+        // The same bytes gzipped are under the cap; the cap counts what is read.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &text).unwrap();
+        let short = DecodeConfig {
+            max_file_bytes: text.len() as u64 - 1,
+            ..config(patient())
+        };
+        assert!(run(gz.finish().unwrap(), short.clone())
+            .last()
+            .unwrap()
+            .is_ok());
+        let out = run(text, short);
+        let Err((_, DecodeError::Permanent(m))) = out.last().unwrap() else {
+            panic!("{out:?}")
+        };
+        assert!(
+            m.starts_with(
+                "the file is longer than 3599 bytes, the most SIPHON_MAX_FILE_BYTES allows"
+            ),
+            "{m}"
+        );
+    }
+
+    #[test]
     fn a_gzip_bomb_ends_the_file_past_the_ratio() {
         // 24 MiB of blank lines compress to about 24 KiB: a thousand times, well past
         // 100 times plus the 8 MiB every file may inflate to whatever its size.
@@ -596,7 +651,7 @@ mod tests {
             "not past the bound"
         );
         let out = run(bomb.clone(), config(patient()));
-        let Err((_, DecodeError::Gzip(m))) = out.last().unwrap() else {
+        let Err((_, DecodeError::Permanent(m))) = out.last().unwrap() else {
             panic!("{out:?}")
         };
         assert!(m.contains("inflates to more than 100 times"), "{m}");
@@ -612,7 +667,7 @@ mod tests {
     fn truncated_and_corrupt_gzip_say_where() {
         let whole = gz(format!("{P}\"a\"}}\n{P}\"b\"}}\n").as_bytes());
         let out = run(whole[..whole.len() - 6].to_vec(), config(patient()));
-        let Err((_, DecodeError::Gzip(m))) = out.last().unwrap() else {
+        let Err((_, DecodeError::Permanent(m))) = out.last().unwrap() else {
             panic!("{out:?}")
         };
         assert!(m.contains("truncated"), "{m}");
@@ -620,7 +675,7 @@ mod tests {
         corrupt[12] ^= 0xff;
         let out = run(corrupt, config(patient()));
         assert!(
-            matches!(out.last().unwrap(), Err((_, DecodeError::Gzip(_)))),
+            matches!(out.last().unwrap(), Err((_, DecodeError::Permanent(_)))),
             "{out:?}"
         );
     }

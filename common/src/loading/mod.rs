@@ -63,6 +63,10 @@ pub struct LoadOptions {
     /// 100, `SIPHON_MAX_GZIP_RATIO`; plus 8 MiB always allowed): a file past it ends in
     /// `error` naming the ratio, so a tiny file cannot keep loaders busy for hours.
     pub max_expansion: u64,
+    /// At most this many bytes are read from a file's source, compressed or not
+    /// (default 64 GiB, `SIPHON_MAX_FILE_BYTES`): a file past it ends in `error` naming
+    /// the limit, so a remote that never ends its body cannot keep a loader busy forever.
+    pub max_file_bytes: u64,
     /// Test hook: fail as a crash would, before committing the N-th batch (0-based).
     #[doc(hidden)]
     pub crash_before_commit: Option<u64>,
@@ -80,6 +84,7 @@ impl Default for LoadOptions {
             max_stored_errors: 10_000,
             retries: 3,
             max_expansion: 100,
+            max_file_bytes: 64 << 30,
             crash_before_commit: None,
         }
     }
@@ -265,6 +270,7 @@ impl Loader {
             validation: file.options.validation,
             writes: file.writes.clone(),
             max_expansion: self.options.max_expansion,
+            max_file_bytes: self.options.max_file_bytes,
         };
         let mut rx = match self.open(&file, owner, config).await? {
             Ok(rx) => rx,
@@ -318,7 +324,7 @@ impl Loader {
         let file_id = file.id.as_str();
         Ok(match decode_error {
             Some(DecodeError::Source(reason)) => Some(Stop::Transient(reason)),
-            Some(DecodeError::Gzip(message)) => {
+            Some(DecodeError::Permanent(message)) => {
                 tracing::error!(file_id, file = %file.origin(), error = message, "file failed");
                 self.db
                     .fail_loader_file(file_id, Some(owner), &message)
@@ -537,6 +543,7 @@ impl Loader {
             validation: file.options.validation,
             writes: file.writes.clone(),
             max_expansion: self.options.max_expansion,
+            max_file_bytes: self.options.max_file_bytes,
         };
         let mut rx = match self.open(file, owner, config).await? {
             Ok(rx) => rx,
@@ -554,7 +561,7 @@ impl Loader {
             errors.extend(batch.errors.into_iter().take(room));
             match error {
                 Some(DecodeError::Source(reason)) => return Ok(Some(Stop::Transient(reason))),
-                Some(DecodeError::Gzip(message)) => {
+                Some(DecodeError::Permanent(message)) => {
                     self.db
                         .fail_loader_file(&file.id, Some(owner), &message)
                         .await?;

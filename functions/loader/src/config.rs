@@ -26,6 +26,9 @@ pub struct Config {
     /// `SIPHON_MAX_GZIP_RATIO` (default 100): a gzip file may inflate at most this many
     /// times its compressed size (plus 8 MiB); past it the file ends in `error`.
     pub max_gzip_ratio: u64,
+    /// `SIPHON_MAX_FILE_BYTES` (default 68719476736, 64 GiB): at most this many bytes are
+    /// read from one file's source, compressed or not; past it the file ends in `error`.
+    pub max_file_bytes: u64,
     /// `SIPHON_CLIENT_KEY` / `SIPHON_CLIENT_KEY_ARN`: siphon's own key as a SMART client
     /// of remote servers (pull imports with `auth` type `smart`).
     pub client_key: siphon::auth::remote::ClientKeyConfig,
@@ -54,6 +57,7 @@ impl Config {
             lease,
             heartbeat,
             max_gzip_ratio: env.number("SIPHON_MAX_GZIP_RATIO", 100, 2, 100_000)?,
+            max_file_bytes: env.number("SIPHON_MAX_FILE_BYTES", 64 << 30, 1 << 20, u64::MAX)?,
             client_key: siphon::auth::remote::ClientKeyConfig::from_env(env)?,
         })
     }
@@ -64,6 +68,7 @@ impl Config {
             lease: self.lease,
             heartbeat: self.heartbeat,
             max_expansion: self.max_gzip_ratio,
+            max_file_bytes: self.max_file_bytes,
             ..Default::default()
         }
     }
@@ -88,5 +93,17 @@ mod tests {
         assert_eq!((c.lease.as_secs(), c.heartbeat.as_secs()), (30, 10));
         let e = Config::from_env(&env.clone().with("SIPHON_HEARTBEAT_SECONDS", "20")).unwrap_err();
         assert_eq!(e.variable, "SIPHON_HEARTBEAT_SECONDS");
+    }
+
+    #[test]
+    fn a_file_is_read_up_to_64_gib_unless_told_otherwise() {
+        let env = Env::from_pairs(&[("SIPHON_LOAD_QUEUE_URL", "q")]);
+        let c = Config::from_env(&env).unwrap();
+        assert_eq!(c.load_options().max_file_bytes, 64 << 30);
+        let c = Config::from_env(&env.clone().with("SIPHON_MAX_FILE_BYTES", "2097152")).unwrap();
+        assert_eq!(c.load_options().max_file_bytes, 2 << 20);
+        let e = Config::from_env(&env.clone().with("SIPHON_MAX_FILE_BYTES", "1000")).unwrap_err();
+        assert_eq!(e.variable, "SIPHON_MAX_FILE_BYTES");
+        assert!(e.problem.contains("out of range"), "{e}");
     }
 }

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use serde_json::{json, Value};
@@ -54,6 +55,9 @@ pub struct Script {
     /// working (as one that expired early, or was revoked), that request included, and
     /// later token requests get new tokens (`SMART_TOKEN-k`).
     pub revoke_tokens_at: Option<&'static str>,
+    /// Files whose body never ends as far as a reader can tell: the same Patient lines
+    /// again and again (bounded at 256 MiB, so the test stops by itself).
+    pub endless_files: Vec<&'static str>,
 }
 
 /// One request the remote got.
@@ -93,6 +97,29 @@ fn answer(status: u16, headers: &[(&str, String)], body: String) -> hyper::Respo
     r.body(Full::new(Bytes::from(body))).unwrap()
 }
 
+/// 256 MiB of 1 KiB Patient lines (`endless-1`, `endless-2`, ...), 64 at a time, as fast
+/// as the reader takes them.
+fn endless() -> hyper::Response<BoxBody<Bytes, std::convert::Infallible>> {
+    use futures::StreamExt;
+    let text = json!({"div": "x".repeat(980)});
+    let frames = futures::stream::iter(0..4096u64).map(move |chunk| {
+        let lines: String = (0..64)
+            .map(|i| {
+                let id = format!("endless-{}", chunk * 64 + i + 1);
+                format!(
+                    "{}\n",
+                    json!({"resourceType": "Patient", "id": id, "text": text})
+                )
+            })
+            .collect();
+        Ok(hyper::body::Frame::data(Bytes::from(lines)))
+    });
+    hyper::Response::builder()
+        .status(200)
+        .body(BoxBody::new(http_body_util::StreamBody::new(frames)))
+        .unwrap()
+}
+
 fn outcome(text: &str) -> String {
     json!({"resourceType": "OperationOutcome",
            "issue": [{"severity": "error", "code": "processing", "diagnostics": text}]})
@@ -123,8 +150,12 @@ impl Remote {
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
+                            let name = parts.uri.path().strip_prefix("/files/").unwrap_or("");
+                            if script.endless_files.contains(&name) {
+                                return Ok::<_, std::convert::Infallible>(endless());
+                            }
                             let reply = respond(&st, &script, addr, &parts, &body);
-                            Ok::<_, std::convert::Infallible>(reply)
+                            Ok(reply.map(|b| b.boxed()))
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
