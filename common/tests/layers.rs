@@ -62,6 +62,37 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// One file of `src/`: its path from `src/` and its text.
+struct Source {
+    rel: String,
+    text: String,
+}
+
+impl Source {
+    /// The text before the unit tests (which may hold SQL or calls as data).
+    fn code(&self) -> &str {
+        self.text.split("#[cfg(test)]").next().unwrap_or("")
+    }
+}
+
+/// Every `.rs` file under `src/`.
+fn sources() -> Vec<Source> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files
+        .into_iter()
+        .map(|file| Source {
+            rel: file
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .to_string(),
+            text: std::fs::read_to_string(&file).unwrap(),
+        })
+        .collect()
+}
+
 /// Top-level module -> the top-level modules its files name through `crate::`.
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -157,9 +188,6 @@ fn the_module_graph_has_no_circle() {
 #[test]
 fn only_storage_holds_sql() {
     // Statements are written as string literals starting with the verb; only storage/ may.
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
     let verbs = [
         "\"SELECT ",
         "\"INSERT ",
@@ -170,21 +198,15 @@ fn only_storage_holds_sql() {
         "\"BEGIN",
     ];
     let mut outside = Vec::new();
-    for file in files {
-        let rel = file
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
-        if rel.starts_with("storage/") {
+    for file in sources() {
+        if file.rel.starts_with("storage/") {
             continue;
         }
-        let text = std::fs::read_to_string(&file).unwrap();
         // Unit tests may hold SQL as data (the `$dump-sql` gate's test cases).
-        let text = text.split("#[cfg(test)]").next().unwrap_or("");
+        let text = file.code();
         for verb in verbs {
             if text.contains(verb) || text.contains(&verb.to_lowercase()) {
-                outside.push(format!("{rel}: {verb}"));
+                outside.push(format!("{}: {verb}", file.rel));
             }
         }
     }
@@ -294,9 +316,6 @@ fn no_room_has_a_circle_between_its_files() {
 fn aws_sdk_crates_are_named_only_at_the_edges() {
     // The edges that talk to AWS: sources (S3 reads, the SDK's HTTP client), sinks (S3
     // writes), queue (SQS), secrets (Secrets Manager). The domain sees their types only.
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
     let edges = ["sources/", "sinks/", "queue.rs", "secrets.rs"];
     let crates = [
         "aws_sdk_",
@@ -305,19 +324,13 @@ fn aws_sdk_crates_are_named_only_at_the_edges() {
         "aws_credential_types",
     ];
     let mut outside = Vec::new();
-    for file in files {
-        let rel = file
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
-        if edges.iter().any(|e| rel.starts_with(e)) {
+    for file in sources() {
+        if edges.iter().any(|e| file.rel.starts_with(e)) {
             continue;
         }
-        let text = std::fs::read_to_string(&file).unwrap();
         for c in crates {
-            if text.contains(c) {
-                outside.push(format!("{rel}: {c}"));
+            if file.text.contains(c) {
+                outside.push(format!("{}: {c}", file.rel));
             }
         }
     }
@@ -336,9 +349,6 @@ fn statements_are_unnamed_so_a_transaction_pooler_can_share_connections() {
     // uses `Statements` (unnamed, one round trip). A named statement is allowed only
     // where it is prepared and closed inside one transaction (COPY, describing a query):
     // `copy_in`, `copy_out` and `prepare`, listed here with the files that use them.
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
     let named = [
         ".query(",
         ".query_one(",
@@ -356,14 +366,8 @@ fn statements_are_unnamed_so_a_transaction_pooler_can_share_connections() {
         "storage/copy_in.rs",
     ];
     let mut found = Vec::new();
-    for file in files {
-        let rel = file
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
-        let text = std::fs::read_to_string(&file).unwrap();
-        let text = text.split("#[cfg(test)]").next().unwrap_or("");
+    for file in sources() {
+        let (rel, text) = (&file.rel, file.code());
         for n in named {
             // `uri.query()` and the like take no arguments; a statement always has one.
             if text.contains(n) && !rel.starts_with("web") {

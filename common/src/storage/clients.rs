@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::is_undefined_table;
 use super::Db;
+use super::{is_undefined_table, rows_or_empty};
 use crate::error::{Error, Result};
 
 /// One AccessPolicy linking a client.
@@ -82,7 +82,8 @@ impl ClientStore for Db {
                 policies: Vec::new(),
                 generation: txid.to_string(),
             };
-            let policies = match client
+            let policies = rows_or_empty(
+client
                 .rows(
                     "SELECT txid, resource->>'engine' = 'allow', resource->'scope'
                        FROM public.\"accesspolicy\"
@@ -91,12 +92,8 @@ impl ClientStore for Db {
                     &[&id],
                 )
                 .await
-                .map_err(Error::from)
-            {
-                Ok(rows) => rows,
-                Err(e) if is_undefined_table(&e) => Vec::new(),
-                Err(e) => return Err(e),
-            };
+                .map_err(Error::from),
+            )?;
             for p in policies {
                 let txid: i64 = p.get(0);
                 record.generation.push_str(&format!(":{txid}"));

@@ -6,9 +6,9 @@ use crate::storage::statements::Statements;
 use serde_json::json;
 use tokio_postgres::types::Json;
 
-use super::is_undefined_table;
 use super::loader_file_table::{readable_files, TABLE};
 use super::resources::RESOURCE_WITH_ID;
+use super::rows_or_empty;
 use super::Db;
 use crate::error::{Error, Result};
 use crate::model::loader_file::{loader_file_type, FileProgress, FileStatus, LoaderFile, Stuck};
@@ -397,10 +397,11 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<LoaderFile>> {
         let client = self.client().await?;
-        let rows = match client
-            .rows(
-                &format!(
-                    "SELECT {RESOURCE_WITH_ID} FROM {TABLE}
+        let rows = rows_or_empty(
+            client
+                .rows(
+                    &format!(
+                        "SELECT {RESOURCE_WITH_ID} FROM {TABLE}
                      WHERE resource->>'status' = 'in-progress'
                        AND siphon_ts(resource->'lease'->>'until')
                            < now() - make_interval(secs => $1::float8)
@@ -410,16 +411,12 @@ impl Db {
                             OR siphon_ts(resource->'lease'->>'since')
                                > siphon_ts(resource->'recovery'->>'at'))
                      ORDER BY siphon_ts(resource->'lease'->>'until') LIMIT $3"
-                ),
-                &[&grace_secs, &again_secs, &limit],
-            )
-            .await
-            .map_err(Error::from)
-        {
-            Ok(rows) => rows,
-            Err(e) if is_undefined_table(&e) => Vec::new(),
-            Err(e) => return Err(e),
-        };
+                    ),
+                    &[&grace_secs, &again_secs, &limit],
+                )
+                .await
+                .map_err(Error::from),
+        )?;
         Ok(readable_files(&rows, "the sweep"))
     }
 
@@ -594,10 +591,11 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<(String, Option<String>, i64)>> {
         let client = self.client().await?;
-        let rows = match client
-            .rows(
-                &format!(
-                    "SELECT resource->>'start', resource->>'end',
+        let rows = rows_or_empty(
+            client
+                .rows(
+                    &format!(
+                        "SELECT resource->>'start', resource->>'end',
                             least((resource->>'loaded')::numeric, 9e18)::bigint
                      FROM {TABLE}
                      WHERE ts >= $2::timestamptz
@@ -606,16 +604,12 @@ impl Db {
                        AND jsonb_typeof(resource->'loaded') = 'number'
                        AND (resource->>'status' = 'in-progress' OR resource->>'end' >= $2)
                      ORDER BY resource->>'start' DESC LIMIT $3"
-                ),
-                &[&owner, &since, &limit],
-            )
-            .await
-            .map_err(Error::from)
-        {
-            Ok(rows) => rows,
-            Err(e) if is_undefined_table(&e) => Vec::new(),
-            Err(e) => return Err(e),
-        };
+                    ),
+                    &[&owner, &since, &limit],
+                )
+                .await
+                .map_err(Error::from),
+        )?;
         Ok(rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -637,23 +631,20 @@ impl Db {
                     THEN least((resource->>'{field}')::numeric, 9e18) ELSE 0 END), 0)::bigint"
             )
         };
-        let rows = match client
-            .rows(
-                &format!(
-                    "SELECT coalesce(resource->>'status', 'unknown'), count(*), {}, {}
+        let rows = rows_or_empty(
+            client
+                .rows(
+                    &format!(
+                        "SELECT coalesce(resource->>'status', 'unknown'), count(*), {}, {}
                      FROM {TABLE} WHERE ($1::text IS NULL OR resource->>'owner' = $1) GROUP BY 1",
-                    count("loaded"),
-                    count("failed")
-                ),
-                &[&owner],
-            )
-            .await
-            .map_err(Error::from)
-        {
-            Ok(rows) => rows,
-            Err(e) if is_undefined_table(&e) => Vec::new(),
-            Err(e) => return Err(e),
-        };
+                        count("loaded"),
+                        count("failed")
+                    ),
+                    &[&owner],
+                )
+                .await
+                .map_err(Error::from),
+        )?;
         Ok(rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))

@@ -45,3 +45,14 @@ use crate::error::Error;
 pub(crate) fn is_undefined_table(e: &Error) -> bool {
     matches!(e, Error::Database(d) if d.code() == Some("42P01"))
 }
+
+/// The rows of a read from a table that may not exist yet (no LoaderFile before the
+/// first load, no AccessPolicy before the first client): none.
+pub(crate) fn rows_or_empty(
+    read: Result<Vec<tokio_postgres::Row>, Error>,
+) -> Result<Vec<tokio_postgres::Row>, Error> {
+    match read {
+        Err(e) if is_undefined_table(&e) => Ok(Vec::new()),
+        other => other,
+    }
+}
