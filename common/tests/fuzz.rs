@@ -90,6 +90,7 @@ fn decoder_config(batch_rows: usize, skip_lines: u64) -> DecodeConfig {
     DecodeConfig {
         file_type: Some(ResourceType::parse("Patient").unwrap()),
         skip_lines,
+        start: None,
         max_line_bytes: 1 << 20,
         batch_rows,
         batch_bytes: 1 << 20,

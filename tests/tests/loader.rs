@@ -653,6 +653,100 @@ async fn a_crash_before_commit_resumes_from_the_checkpoint_after_the_lease_expir
     assert_eq!(created, 3000);
 }
 
+/// S3 as it is, recording each ranged open: the offset asked and the one answered.
+struct RecordingRanges {
+    inner: S3Source,
+    seen: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+impl Source for RecordingRanges {
+    fn open<'a>(
+        &'a self,
+        l: &'a Location,
+        if_match: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        self.open_from(l, if_match, None, 0)
+    }
+    fn open_from<'a>(
+        &'a self,
+        l: &'a Location,
+        if_match: Option<&'a str>,
+        authorization: Option<&'a str>,
+        from: u64,
+    ) -> futures::future::BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        Box::pin(async move {
+            let opened = self
+                .inner
+                .open_from(l, if_match, authorization, from)
+                .await?;
+            self.seen.lock().unwrap().push((from, opened.offset));
+            Ok(opened)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_plain_file_resumes_from_its_checkpoint_with_a_ranged_read() {
+    let crashing = LoadOptions {
+        batch_rows: 300,
+        lease: Duration::from_secs(2),
+        crash_before_commit: Some(3),
+        retries: 0,
+        ..Default::default()
+    };
+    let text = gen::ndjson("Patient", 3000, 1);
+    let case = s3_case(
+        "Patient.ndjson",
+        text.clone(),
+        FileOptions::default(),
+        crashing,
+    )
+    .await;
+    let err = case.loader.load(&case.file.id, None).await.unwrap_err();
+    assert!(err.to_string().contains("injected crash"), "{err}");
+    // The checkpoint: 900 lines, the bytes up to the end of the 900th, a plain file.
+    let end_of_900: usize = text
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(899)
+        .unwrap()
+        .0
+        + 1;
+    let f = case.file().await;
+    assert_eq!(
+        (f.checkpoint.line, f.checkpoint.bytes, f.checkpoint.plain),
+        (900, end_of_900 as u64, true)
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let source = Arc::new(RecordingRanges {
+        inner: S3Source::new(s3().await),
+        seen: Default::default(),
+    });
+    let healthy = Loader::new(case.db.clone(), source.clone(), small_batches(300));
+    assert_eq!(
+        healthy.load(&case.file.id, None).await.unwrap(),
+        Outcome::Done {
+            loaded: 3000,
+            failed: 0
+        }
+    );
+    // LocalStack's S3 answered the range: the committed 900 lines were not read again.
+    assert_eq!(
+        *source.seen.lock().unwrap(),
+        vec![(end_of_900 as u64, end_of_900 as u64)]
+    );
+    let f = case.file().await;
+    assert_eq!((f.loaded, f.checkpoint.line), (3000, 3000));
+    assert_eq!(f.size, Some(text.len() as u64), "the whole object's size");
+    let c = connect(&case.db).await;
+    let rows: (i64, i64) = c
+        .query_one("SELECT count(*), count(DISTINCT id) FROM patient", &[])
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(rows, (3000, 3000));
+}
+
 #[tokio::test]
 async fn postgres_connection_dropped_mid_load_is_retried_to_exact_counts() {
     let case = s3_case(

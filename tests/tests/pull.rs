@@ -926,6 +926,50 @@ async fn a_hostile_remote_cannot_hold_a_loader_with_a_body_that_never_ends() {
     assert_eq!(count(&env.db, "patient").await, loaded, "{file}");
 }
 
+#[tokio::test]
+async fn a_file_is_read_from_an_offset_with_range_where_the_remote_serves_ranges() {
+    use siphon::sources::{Location, Source};
+    use tokio::io::AsyncReadExt;
+    let body = patients(50);
+    let files = HashMap::from([("Patient.ndjson", body.clone())]);
+    for ranges in [true, false] {
+        let remote = Remote::start(Script {
+            files: files.clone(),
+            ranges,
+            ..Script::default()
+        })
+        .await;
+        let addr = remote.addr.to_string();
+        let source =
+            siphon::sources::http::HttpSource::new(siphon::sources::http::UrlPolicy::allowing(&[
+                addr.as_str(),
+            ]));
+        let url = Location::Url(format!("http://{addr}/files/Patient.ndjson"));
+        for from in [0, 100, body.len() as u64 + 10] {
+            let mut opened = source.open_from(&url, None, None, from).await.unwrap();
+            let mut got = String::new();
+            opened.body.read_to_string(&mut got).await.unwrap();
+            // A server that does ranges sends the rest; one that does not, or an offset
+            // past the end (416), the whole file, said by the offset.
+            let offset = if ranges && from == 100 { 100 } else { 0 };
+            assert_eq!(opened.offset, offset, "ranges {ranges}, from {from}");
+            assert_eq!(got, body[offset as usize..], "ranges {ranges}, from {from}");
+            assert_eq!(
+                opened.size,
+                Some(body.len() as u64),
+                "the whole file's size"
+            );
+        }
+        let asked: Vec<Option<String>> = remote.seen().into_iter().map(|s| s.range).collect();
+        let past_end = Some(format!("bytes={}-", body.len() + 10));
+        let mut expected = vec![None, Some("bytes=100-".to_string()), past_end];
+        if ranges {
+            expected.push(None); // 416: the whole file again, without Range
+        }
+        assert_eq!(asked, expected, "ranges {ranges}");
+    }
+}
+
 /// Every row of `table` as `(id, resource::text)`, in id order.
 async fn rows(db: &siphon::storage::Db, table: &str) -> Vec<(String, String)> {
     siphon_tests::connect(db)

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::validate::{validate_line, validate_line_fhir};
 use crate::model::line_error::LineError;
+use crate::model::loader_file::Checkpoint;
 use crate::model::validation::{Enable, Validation};
 use crate::resource_type::ResourceType;
 use crate::storage::copy_in::{encode_row, Chunk, Row};
@@ -23,6 +24,9 @@ pub struct DecodeConfig {
     pub file_type: Option<ResourceType>,
     /// Lines already committed by an earlier run: read past them, do not emit them.
     pub skip_lines: u64,
+    /// The input starts right after this checkpoint (the source sent the rest of a plain
+    /// file from its `bytes` on): lines and bytes count on from it, nothing is skipped.
+    pub start: Option<Checkpoint>,
     /// A longer line is an error (not an out-of-memory).
     pub max_line_bytes: usize,
     /// A batch is sent when it holds this many rows...
@@ -124,6 +128,8 @@ pub struct Batch {
     pub last_line: u64,
     /// Uncompressed bytes consumed up to and including `last_line`.
     pub bytes: u64,
+    /// The file is plain ndjson (not gzip): `bytes` are the object's own.
+    pub plain: bool,
     /// True for the last batch of the file.
     pub eof: bool,
 }
@@ -167,7 +173,9 @@ pub type Sender = mpsc::Sender<Result<Batch, (Batch, DecodeError)>>;
 
 /// Decodes `input` to the end, sending batches. Runs on a blocking thread.
 pub fn decode<R: Read>(input: R, config: &DecodeConfig, tx: &Sender) {
-    let compressed = std::rc::Rc::new(std::cell::Cell::new(0));
+    let compressed = std::rc::Rc::new(std::cell::Cell::new(
+        config.start.map_or(0, |start| start.bytes),
+    ));
     // Errors of the source are tagged (worth a retry); the cap's own is not.
     let counted = Counted {
         inner: TagSource(input),
@@ -176,6 +184,7 @@ pub fn decode<R: Read>(input: R, config: &DecodeConfig, tx: &Sender) {
     };
     let mut raw = BufReader::with_capacity(64 * 1024, counted);
     let gzip = match raw.fill_buf() {
+        Ok(_) if config.start.is_some() => false,
         Ok(b) => b.starts_with(&[0x1f, 0x8b]),
         Err(e) => {
             let _ = tx.blocking_send(Err((Batch::default(), classify(e, 0))));
@@ -193,6 +202,7 @@ pub fn decode<R: Read>(input: R, config: &DecodeConfig, tx: &Sender) {
         Box::new(raw)
     };
     let mut state = State::new(config, tx);
+    state.plain = !gzip;
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
     let mut pending: Vec<u8> = Vec::new();
     let mut overlong = false;
@@ -295,6 +305,7 @@ struct State<'a> {
     tx: &'a Sender,
     line: u64,
     bytes: u64,
+    plain: bool,
     overlong_bytes: u64,
     batch: Batch,
     chunk_index: HashMap<String, usize>,
@@ -308,8 +319,9 @@ impl<'a> State<'a> {
         State {
             config,
             tx,
-            line: 0,
-            bytes: 0,
+            line: config.start.map_or(0, |start| start.line),
+            bytes: config.start.map_or(0, |start| start.bytes),
+            plain: false,
             overlong_bytes: 0,
             batch: Batch::default(),
             chunk_index: HashMap::new(),
@@ -447,6 +459,7 @@ impl<'a> State<'a> {
         // never move a checkpoint backwards.
         batch.last_line = self.line.max(self.config.skip_lines);
         batch.bytes = self.bytes;
+        batch.plain = self.plain;
         batch
     }
 
@@ -477,6 +490,7 @@ mod tests {
         DecodeConfig {
             file_type,
             skip_lines: 0,
+            start: None,
             max_line_bytes: 1024,
             batch_rows: 2,
             batch_bytes: 1 << 20,
@@ -554,6 +568,43 @@ mod tests {
             ..config(patient())
         };
         assert_eq!(ids(&run(bytes, resumed)), vec!["c"]);
+    }
+
+    #[test]
+    fn a_plain_file_read_from_its_checkpoint_counts_on_from_it() {
+        let text = format!("{P}\"a\"}}\n\n{P}\"b\"}}\n{P}\"c\"}}\nnot json\n{P}\"d\"}}\n");
+        let whole = run(text.clone().into_bytes(), config(patient()));
+        let first = whole[0].as_ref().unwrap();
+        assert!(first.plain);
+        assert_eq!(first.last_line, 3);
+        assert_eq!(ids(&whole[..1]), vec!["a", "b"]);
+        // The rest of the object from the first batch's bytes on, as a ranged read sends.
+        let start = Checkpoint {
+            line: first.last_line,
+            bytes: first.bytes,
+            plain: true,
+        };
+        let rest = text.as_bytes()[first.bytes as usize..].to_vec();
+        let resumed = DecodeConfig {
+            skip_lines: start.line,
+            start: Some(start),
+            ..config(patient())
+        };
+        let out = run(rest, resumed);
+        assert_eq!(ids(&out), vec!["c", "d"]);
+        let batches: Vec<&Batch> = out.iter().map(|m| m.as_ref().unwrap()).collect();
+        let errors: Vec<u64> = batches
+            .iter()
+            .flat_map(|b| &b.errors)
+            .map(|e| e.line)
+            .collect();
+        assert_eq!(errors, vec![5], "lines are numbered as in the whole file");
+        let last = batches.last().unwrap();
+        assert!(last.eof && last.plain);
+        assert_eq!((last.last_line, last.bytes), (6, text.len() as u64));
+        // A gzip file is never marked plain.
+        let zipped = run(gz(text.as_bytes()), config(patient()));
+        assert!(zipped.iter().all(|m| !m.as_ref().unwrap().plain));
     }
 
     #[test]

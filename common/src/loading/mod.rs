@@ -263,6 +263,7 @@ impl Loader {
         let config = DecodeConfig {
             file_type,
             skip_lines: file.checkpoint.line,
+            start: None,
             max_line_bytes: self.options.max_line_bytes,
             batch_rows: self.options.batch_rows,
             batch_bytes: self.options.batch_bytes,
@@ -461,18 +462,31 @@ impl Loader {
         &self,
         file: &LoaderFile,
         owner: &str,
-        config: DecodeConfig,
+        mut config: DecodeConfig,
     ) -> Result<
         std::result::Result<mpsc::Receiver<std::result::Result<Batch, (Batch, DecodeError)>>, Stop>,
     > {
         let location = file.origin();
+        // A plain file resumes where its committed lines end, if the store reads ranges.
+        let checkpoint = file.checkpoint;
+        let from =
+            if checkpoint.plain && config.skip_lines > 0 && config.skip_lines == checkpoint.line {
+                checkpoint.bytes
+            } else {
+                0
+            };
         let mut renew = false;
         let opened = loop {
             let opened = match self.pull_authorization(file, &location, renew).await? {
                 Ok((authorization, renewable)) => {
                     let opened = self
                         .source
-                        .open_authorized(&location, file.etag.as_deref(), authorization.as_deref())
+                        .open_from(
+                            &location,
+                            file.etag.as_deref(),
+                            authorization.as_deref(),
+                            from,
+                        )
                         .await;
                     // A token siphon fetched, refused: once more with a new one.
                     if renewable && matches!(opened, Err(SourceError::AccessDenied(_))) {
@@ -520,6 +534,10 @@ impl Loader {
             };
             Db::patch_loader_file_as(&**client, &file.id, owner, &found, false).await?;
         }
+        if from > 0 && object.offset == from {
+            tracing::info!(file_id = %file.id, file = %location, from_line = checkpoint.line, from_byte = from, "reading the rest of the file from its checkpoint");
+            config.start = Some(checkpoint);
+        }
         let (tx, rx) = mpsc::channel(1);
         let body = SyncIoBridge::new(object.body);
         tokio::task::spawn_blocking(move || decode::decode(body, &config, &tx));
@@ -536,6 +554,7 @@ impl Loader {
         let config = DecodeConfig {
             file_type,
             skip_lines: 0,
+            start: None,
             max_line_bytes: self.options.max_line_bytes,
             batch_rows: self.options.batch_rows,
             batch_bytes: self.options.batch_bytes,
@@ -785,9 +804,16 @@ impl Progress {
             flagged: counted(self.flagged),
             parked: counted(self.parked),
             pending_refs: counted(self.pending_refs),
+            // A batch that ends where the attempt began (the stream failed while reading
+            // past committed lines) keeps the checkpoint's bytes: they locate the rest.
             checkpoint: Some(Checkpoint {
                 line: batch.last_line,
-                bytes: batch.bytes,
+                bytes: if batch.last_line > self.line {
+                    batch.bytes
+                } else {
+                    self.bytes
+                },
+                plain: batch.plain,
             }),
             ..FileProgress::default()
         };

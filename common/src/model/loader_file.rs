@@ -60,6 +60,11 @@ pub struct Gone {
 pub struct Checkpoint {
     pub line: u64,
     pub bytes: u64,
+    /// The file is plain ndjson (not gzip), so `bytes` is also where the rest starts in
+    /// the object: a later attempt asks the store for it from there (`Range`) instead of
+    /// reading the committed lines again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain: bool,
 }
 
 /// Options fixed when the file is queued.

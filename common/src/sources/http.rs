@@ -25,8 +25,8 @@ use futures::StreamExt;
 use http_body_util::{BodyStream, Full};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_LENGTH, ETAG, HOST, IF_MATCH, LOCATION,
-    USER_AGENT,
+    HeaderMap, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, ETAG, HOST, IF_MATCH,
+    LOCATION, RANGE, USER_AGENT,
 };
 pub use hyper::header::{HeaderName, HeaderValue};
 pub use hyper::Method;
@@ -241,17 +241,59 @@ impl HttpSource {
         if_match: Option<&str>,
         authorization: Option<&str>,
     ) -> Result<OpenedObject, SourceError> {
-        let mut headers = Vec::new();
-        if let Some(etag) = if_match {
-            let value = HeaderValue::from_str(etag).map_err(|_| {
-                SourceError::Other(format!("etag {etag:?} is not a valid If-Match value"))
-            })?;
-            headers.push((IF_MATCH, value));
-        }
+        let headers = if_match_header(if_match)?;
         let (url, response) = self
             .request(Method::GET, url, &headers, authorization, &Bytes::new())
             .await?;
         opened(&url, response)
+    }
+
+    /// [`HttpSource::open_url_with`] from byte `from` on (`Range: bytes=from-`). A 206
+    /// whose `Content-Range` starts at `from` is the rest of the file (offset `from`, size
+    /// the whole file's); a 200 is the whole file (offset 0: the server does not do
+    /// ranges); a 416 (nothing at `from`: the file is shorter than the checkpoint says)
+    /// reads the whole file again. A 206 of another range is refused.
+    pub async fn open_url_from(
+        &self,
+        url: &str,
+        if_match: Option<&str>,
+        authorization: Option<&str>,
+        from: u64,
+    ) -> Result<OpenedObject, SourceError> {
+        if from == 0 {
+            return self.open_url_with(url, if_match, authorization).await;
+        }
+        let mut headers = if_match_header(if_match)?;
+        let range = super::range_from(from);
+        headers.push((RANGE, HeaderValue::from_str(&range).expect("ASCII")));
+        let (final_url, response) = self
+            .request(Method::GET, url, &headers, authorization, &Bytes::new())
+            .await?;
+        match response.status() {
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                return self.open_url_with(url, if_match, authorization).await;
+            }
+            StatusCode::PARTIAL_CONTENT => {}
+            _ => return opened(&final_url, response),
+        }
+        let answered = response
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        match answered.as_deref().and_then(super::content_range) {
+            Some((start, size)) if start == from => {
+                let mut object = opened(&final_url, response)?;
+                object.offset = from;
+                object.size = size;
+                Ok(object)
+            }
+            _ => Err(SourceError::Other(format!(
+                "{}: asked for {range}, answered Content-Range {}",
+                shown(&final_url),
+                answered.as_deref().unwrap_or("(none)")
+            ))),
+        }
     }
 
     /// One request of a protocol client (the Bulk Data client of a pull import): any
@@ -507,6 +549,16 @@ fn status_error(url: &Url, status: StatusCode) -> Option<SourceError> {
     })
 }
 
+/// `If-Match: etag`, or no header.
+fn if_match_header(if_match: Option<&str>) -> Result<Vec<(HeaderName, HeaderValue)>, SourceError> {
+    let Some(etag) = if_match else {
+        return Ok(Vec::new());
+    };
+    let value = HeaderValue::from_str(etag)
+        .map_err(|_| SourceError::Other(format!("etag {etag:?} is not a valid If-Match value")))?;
+    Ok(vec![(IF_MATCH, value)])
+}
+
 fn opened(url: &Url, response: Response<Incoming>) -> Result<OpenedObject, SourceError> {
     if let Some(error) = status_error(url, response.status()) {
         return Err(error);
@@ -526,6 +578,7 @@ fn opened(url: &Url, response: Response<Incoming>) -> Result<OpenedObject, Sourc
         size,
         etag,
         body: body_reader(shown(url), response.into_body()),
+        offset: 0,
     })
 }
 

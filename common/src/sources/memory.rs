@@ -65,6 +65,20 @@ impl Source for MemorySource {
         location: &'a Location,
         if_match: Option<&'a str>,
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        self.open_from(location, if_match, None, 0)
+    }
+
+    /// Honours `from` as a store that reads ranges does (past the end: the whole object).
+    fn open_from<'a>(
+        &'a self,
+        location: &'a Location,
+        if_match: Option<&'a str>,
+        authorization: Option<&'a str>,
+        from: u64,
+    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        if authorization.is_some() {
+            return self.open_authorized(location, if_match, authorization);
+        }
         Box::pin(async move {
             let bytes = self
                 .objects
@@ -83,12 +97,14 @@ impl Source for MemorySource {
                     )));
                 }
             }
+            let offset = if from < bytes.len() as u64 { from } else { 0 };
             Ok(OpenedObject {
                 size: Some(bytes.len() as u64),
                 etag: Some(etag),
+                offset,
                 body: Box::new(MemoryReader {
                     bytes,
-                    pos: 0,
+                    pos: offset as usize,
                     chunk: self.chunk.unwrap_or(usize::MAX),
                     fail_after: self.fail_after,
                 }),

@@ -24,6 +24,9 @@ pub struct OpenedObject {
     pub etag: Option<String>,
     /// The bytes, streamed: never held whole in memory.
     pub body: Box<dyn AsyncRead + Send + Unpin>,
+    /// Where `body` starts in the object: the offset asked of [`Source::open_from`] when
+    /// the store sent only the rest (HTTP or S3 `Range`), else 0 (the whole object).
+    pub offset: u64,
 }
 
 /// Why an object could not be opened or read.
@@ -97,6 +100,36 @@ pub trait Source: Send + Sync {
             }),
         }
     }
+
+    /// [`Source::open_authorized`] from byte `from` on, for a load resuming at its
+    /// checkpoint without reading what it committed again. A source that can read a
+    /// range answers with [`OpenedObject::offset`] `== from`; one that cannot (or a server
+    /// that ignores `Range`) with the whole object and offset 0, which the caller reads
+    /// past. `size` stays the whole object's.
+    fn open_from<'a>(
+        &'a self,
+        location: &'a Location,
+        if_match: Option<&'a str>,
+        authorization: Option<&'a str>,
+        from: u64,
+    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        let _ = from;
+        self.open_authorized(location, if_match, authorization)
+    }
+}
+
+/// The `Range` header value asking for an object from byte `from` to its end.
+pub(crate) fn range_from(from: u64) -> String {
+    format!("bytes={from}-")
+}
+
+/// Where a ranged answer starts and the whole object's size, from its `Content-Range`
+/// (`bytes 100-199/200`; the size may be `*`).
+pub(crate) fn content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (start, _end) = span.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()))
 }
 
 /// Checks a URL before anything is stored or fetched (scheme, resolved addresses,
@@ -140,6 +173,19 @@ impl Source for Routed {
             Location::Url(_) => self.http.open_authorized(location, if_match, authorization),
         }
     }
+
+    fn open_from<'a>(
+        &'a self,
+        location: &'a Location,
+        if_match: Option<&'a str>,
+        authorization: Option<&'a str>,
+        from: u64,
+    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        match location {
+            Location::S3(_) => self.s3.open_from(location, if_match, authorization, from),
+            Location::Url(_) => self.http.open_from(location, if_match, authorization, from),
+        }
+    }
 }
 
 impl Source for http::HttpSource {
@@ -172,5 +218,37 @@ impl Source for http::HttpSource {
                 ))),
             }
         })
+    }
+
+    fn open_from<'a>(
+        &'a self,
+        location: &'a Location,
+        if_match: Option<&'a str>,
+        authorization: Option<&'a str>,
+        from: u64,
+    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        Box::pin(async move {
+            match location {
+                Location::Url(url) => self.open_url_from(url, if_match, authorization, from).await,
+                Location::S3(o) => Err(SourceError::Other(format!(
+                    "{o} is in a bucket, not at a URL"
+                ))),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_gives_the_start_and_the_whole_size() {
+        assert_eq!(range_from(1234), "bytes=1234-");
+        assert_eq!(content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(content_range("bytes */200"), None);
+        assert_eq!(content_range("items 1-2/3"), None);
+        assert_eq!(content_range(""), None);
     }
 }

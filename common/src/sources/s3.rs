@@ -269,28 +269,39 @@ where
     }
 }
 
-impl Source for S3Source {
-    fn open<'a>(
-        &'a self,
-        location: &'a Location,
-        if_match: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
-        Box::pin(async move {
-            let Location::S3(location) = location else {
-                return Err(SourceError::Other(format!("{location} is not in a bucket")));
-            };
-            let mut req = self
-                .client
-                .get_object()
-                .bucket(&location.bucket)
-                .key(&location.key);
-            if let Some(etag) = if_match {
-                req = req.if_match(etag);
-            }
-            let out = req.send().await.map_err(|e| {
+impl S3Source {
+    /// GetObject, from byte `from` on when it is not 0 (`Range`). A range past the end
+    /// (416, InvalidRange: the object is shorter than the checkpoint says) reads the
+    /// whole object again.
+    async fn get(
+        &self,
+        location: &Location,
+        if_match: Option<&str>,
+        from: u64,
+    ) -> Result<OpenedObject, SourceError> {
+        let Location::S3(location) = location else {
+            return Err(SourceError::Other(format!("{location} is not in a bucket")));
+        };
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&location.bucket)
+            .key(&location.key);
+        if let Some(etag) = if_match {
+            req = req.if_match(etag);
+        }
+        if from > 0 {
+            req = req.range(super::range_from(from));
+        }
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) => {
                 // A HEAD-less 404 on GetObject may come without a code: say what it is.
                 let status = e.raw_response().map(|r| r.status().as_u16());
-                match (classify(e, &format!("object {location}")), status) {
+                if from > 0 && status == Some(416) {
+                    return Box::pin(self.get(&Location::S3(location.clone()), if_match, 0)).await;
+                }
+                return Err(match (classify(e, &format!("object {location}")), status) {
                     (SourceError::Other(_), Some(404)) => {
                         SourceError::NotFound(format!("object {location} does not exist"))
                     }
@@ -298,13 +309,46 @@ impl Source for S3Source {
                         SourceError::AccessDenied(format!("object {location}: access denied"))
                     }
                     (other, _) => other,
-                }
-            })?;
-            Ok(OpenedObject {
-                size: out.content_length().and_then(|n| u64::try_from(n).ok()),
-                etag: out.e_tag().map(str::to_string),
-                body: Box::new(out.body.into_async_read()),
-            })
+                });
+            }
+        };
+        let (offset, size) = match out.content_range().and_then(super::content_range) {
+            Some((start, size)) if from > 0 && start == from => (from, size),
+            Some((start, _)) if from > 0 => {
+                return Err(SourceError::Other(format!(
+                    "object {location}: asked for bytes from {from}, answered from {start}"
+                )))
+            }
+            _ => (0, out.content_length().and_then(|n| u64::try_from(n).ok())),
+        };
+        Ok(OpenedObject {
+            size,
+            etag: out.e_tag().map(str::to_string),
+            body: Box::new(out.body.into_async_read()),
+            offset,
         })
+    }
+}
+
+impl Source for S3Source {
+    fn open<'a>(
+        &'a self,
+        location: &'a Location,
+        if_match: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        Box::pin(self.get(location, if_match, 0))
+    }
+
+    fn open_from<'a>(
+        &'a self,
+        location: &'a Location,
+        if_match: Option<&'a str>,
+        authorization: Option<&'a str>,
+        from: u64,
+    ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
+        if authorization.is_some() {
+            return self.open_authorized(location, if_match, authorization);
+        }
+        Box::pin(self.get(location, if_match, from))
     }
 }

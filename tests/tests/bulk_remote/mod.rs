@@ -58,6 +58,9 @@ pub struct Script {
     /// Files whose body never ends as far as a reader can tell: the same Patient lines
     /// again and again (bounded at 256 MiB, so the test stops by itself).
     pub endless_files: Vec<&'static str>,
+    /// Files answer `Range: bytes=N-` with 206 and the rest (416 past the end); without
+    /// it the remote ignores `Range`, as a server may.
+    pub ranges: bool,
 }
 
 /// One request the remote got.
@@ -67,6 +70,8 @@ pub struct Seen {
     pub path: String,
     pub query: String,
     pub authorization: Option<String>,
+    /// The `Range` header, if any.
+    pub range: Option<String>,
 }
 
 #[derive(Default)]
@@ -270,6 +275,11 @@ fn respond(
         path: path.clone(),
         query: req.uri.query().unwrap_or_default().to_string(),
         authorization: authorization.clone(),
+        range: req
+            .headers
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     });
     let base = format!("http://{addr}");
     if script.revoke_tokens_at == Some(path.as_str()) {
@@ -387,11 +397,38 @@ fn respond(
                     .unwrap();
             }
             match script.files.get(name) {
+                Some(body) if script.ranges && req.headers.contains_key("range") => {
+                    ranged(req, body)
+                }
                 Some(body) => answer(200, &[], body.clone()),
                 None => answer(404, &[], outcome("no such file")),
             }
         }
         _ => answer(404, &[], outcome("unknown path")),
+    }
+}
+
+/// `body` from the `Range: bytes=N-` asked: 206 with `Content-Range`, or 416.
+fn ranged(req: &hyper::http::request::Parts, body: &str) -> hyper::Response<Full<Bytes>> {
+    let asked = req.headers["range"].to_str().unwrap_or("");
+    let from = asked
+        .strip_prefix("bytes=")
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok());
+    match from {
+        Some(from) if from < body.len() => answer(
+            206,
+            &[(
+                "content-range",
+                format!("bytes {from}-{}/{}", body.len() - 1, body.len()),
+            )],
+            body[from..].to_string(),
+        ),
+        _ => answer(
+            416,
+            &[("content-range", format!("bytes */{}", body.len()))],
+            String::new(),
+        ),
     }
 }
 
