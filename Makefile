@@ -96,7 +96,7 @@ test:
 # The first run compiles while the stack starts beside it (up.sh's output follows the
 # build); the `demo-build` profile leaves the dependencies unoptimised (Cargo.toml).
 demo:
-	@echo "make demo: the first run compiles ~330 crates (about 5-6 minutes on 2 cores) while the local stack starts; later runs take seconds"
+	@echo "make demo: the first run compiles ~330 crates (about 5 minutes on 2 cores) while the local stack starts; later runs take seconds"
 	@mkdir -p target; bash infra/local/up.sh </dev/null >target/make-demo-up.log 2>&1 & up=$$!; \
 	  if ! $(CARGO) build --profile demo-build -p siphon-tests --bin siphon-demo; then wait $$up; exit 1; fi; \
 	  rc=0; wait $$up || rc=$$?; cat target/make-demo-up.log; exit $$rc
