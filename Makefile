@@ -49,34 +49,36 @@ lint:
 # unoptimised, so a cold-start figure comes from `make build-lambdas` and that test).
 # Each step prints the clock when it starts, so a CI log says where the time went.
 # Every cargo step builds the whole workspace with its tests (never `-p`): one feature
-# set, so the debug tree compiles once and each later step finds it fresh. Clippy runs
-# inside that build (infra/clippy-rustc.sh wraps rustc for siphon's own crates, every
-# warning denied), not as a second check of every dependency; the wrapper is exported
-# to every step, sub-makes included, so each finds the tree fresh.
+# set, so the debug tree compiles once and each later step finds it fresh.
 # What the debug build does not need runs beside it, its output kept in $(SIDE_LOG) and
 # shown after the build: the local stack (mostly installing and starting LocalStack),
+# clippy (its check-mode tree in target/clippy, so neither waits for the other's lock),
 # the template and dependency checks (mostly pip and Python) and `sam build` (its own
-# target dir). On 2 cores the two builds share the CPU, and the waits of the others
+# target dir). On 2 cores the builds share the CPU, and the waits of the others
 # (downloads, a Python start-up, one long crate at the end of a build) are filled.
+# (Clippy is not run as the debug build's rustc wrapper: clippy-driver turns MIR
+# optimisations off, so the tests would run code rustc does not build; one test's
+# stack overflowed that way.)
 STEP = @echo "== $$(date -u +%T) make test: $(1)"
 SIDE_LOG := target/make-test-beside-the-build.log
-test: export RUSTC_WORKSPACE_WRAPPER := $(CURDIR)/infra/clippy-rustc.sh
 test:
 	$(call STEP,rustfmt)
 	$(CARGO) fmt --all -- --check
-	$(call STEP,debug build with clippy's lints; beside it: stack up$(,) template and dependency checks$(,) sam build)
+	$(call STEP,debug build; beside it: stack up$(,) template and dependency checks$(,) clippy$(,) sam build)
 	@mkdir -p target; \
 	  setsid bash -c 'set -e; bash infra/local/up.sh; \
 	    echo "== $$(date -u +%T) template and dependency checks"; \
 	    bash infra/check-template.sh; bash infra/check-deps.sh; bash infra/test-env.sh; \
+	    echo "== $$(date -u +%T) clippy"; \
+	    CARGO_TARGET_DIR=target/clippy $(CARGO) clippy --workspace --all-targets -- -D warnings; \
 	    echo "== $$(date -u +%T) sam build"; \
-	    env -u RUSTC_WORKSPACE_WRAPPER bash infra/build-lambdas.sh; \
+	    bash infra/build-lambdas.sh; \
 	    echo "== $$(date -u +%T) done"' </dev/null >$(SIDE_LOG) 2>&1 & side=$$!; \
 	  if ! $(CARGO) build --workspace --bins --tests; then kill -- -$$side 2>/dev/null; exit 1; fi; \
 	  echo "== $$(date -u +%T) make test: debug build done; waiting for what ran beside it"; \
 	  rc=0; wait $$side || rc=$$?; \
 	  sed 's/^/  | /' $(SIDE_LOG); \
-	  if [ $$rc -ne 0 ]; then echo "make test: stack, checks or sam build failed ($$rc): $(SIDE_LOG)" >&2; exit $$rc; fi
+	  if [ $$rc -ne 0 ]; then echo "make test: stack, clippy, checks or sam build failed ($$rc): $(SIDE_LOG)" >&2; exit $$rc; fi
 	@set -a; source $(ENV); set +a; \
 	  psql "$$DATABASE_URL" -qtAc "SELECT 'DROP DATABASE ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'siphon\_test\_%'" | psql "$$DATABASE_URL" -q >/dev/null
 	$(call STEP,tests)
