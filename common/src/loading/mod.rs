@@ -469,12 +469,11 @@ impl Loader {
         let location = file.origin();
         // A plain file resumes where its committed lines end, if the store reads ranges.
         let checkpoint = file.checkpoint;
-        let from =
-            if checkpoint.plain && config.skip_lines > 0 && config.skip_lines == checkpoint.line {
-                checkpoint.bytes
-            } else {
-                0
-            };
+        let from = if checkpoint.plain && config.skip_lines == checkpoint.line {
+            checkpoint.bytes
+        } else {
+            0
+        };
         let mut renew = false;
         let opened = loop {
             let opened = match self.pull_authorization(file, &location, renew).await? {

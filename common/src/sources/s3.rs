@@ -282,34 +282,38 @@ impl S3Source {
         let Location::S3(location) = location else {
             return Err(SourceError::Other(format!("{location} is not in a bucket")));
         };
-        let mut req = self
-            .client
-            .get_object()
-            .bucket(&location.bucket)
-            .key(&location.key);
-        if let Some(etag) = if_match {
-            req = req.if_match(etag);
-        }
-        if from > 0 {
-            req = req.range(super::range_from(from));
-        }
-        let out = match req.send().await {
-            Ok(out) => out,
-            Err(e) => {
-                // A HEAD-less 404 on GetObject may come without a code: say what it is.
-                let status = e.raw_response().map(|r| r.status().as_u16());
-                if from > 0 && status == Some(416) {
-                    return Box::pin(self.get(&Location::S3(location.clone()), if_match, 0)).await;
+        let mut from = from;
+        let out = loop {
+            let mut req = self
+                .client
+                .get_object()
+                .bucket(&location.bucket)
+                .key(&location.key);
+            if let Some(etag) = if_match {
+                req = req.if_match(etag);
+            }
+            if from > 0 {
+                req = req.range(super::range_from(from));
+            }
+            match req.send().await {
+                Ok(out) => break out,
+                Err(e) => {
+                    // A HEAD-less 404 on GetObject may come without a code: say what it is.
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    if from > 0 && status == Some(416) {
+                        from = 0;
+                        continue;
+                    }
+                    return Err(match (classify(e, &format!("object {location}")), status) {
+                        (SourceError::Other(_), Some(404)) => {
+                            SourceError::NotFound(format!("object {location} does not exist"))
+                        }
+                        (SourceError::Other(_), Some(403)) => {
+                            SourceError::AccessDenied(format!("object {location}: access denied"))
+                        }
+                        (other, _) => other,
+                    });
                 }
-                return Err(match (classify(e, &format!("object {location}")), status) {
-                    (SourceError::Other(_), Some(404)) => {
-                        SourceError::NotFound(format!("object {location} does not exist"))
-                    }
-                    (SourceError::Other(_), Some(403)) => {
-                        SourceError::AccessDenied(format!("object {location}: access denied"))
-                    }
-                    (other, _) => other,
-                });
             }
         };
         let (offset, size) = match out.content_range().and_then(super::content_range) {
