@@ -593,7 +593,9 @@ impl Imports {
             },
         );
         let deadline = started + self.sync_budget;
-        let outcome = loader.load(&file.id, Some(deadline)).await;
+        // Boxed: a load's future is deep (source, decoder, batches), and this one runs
+        // inside the API's request, on its stack.
+        let outcome = Box::pin(loader.load(&file.id, Some(deadline))).await;
         if let Ok(Outcome::Done { .. } | Outcome::Failed { .. }) = &outcome {
             if options.validation.refs() {
                 // The load has ended: its references resolve now, which may load parked
