@@ -126,6 +126,7 @@ impl LoadFromBucket {
             disable_indexes: self.disable_idx.unwrap_or(false),
             drop_primary_key: self.drop_primary_key.unwrap_or(false),
             validation: crate::model::Validation::parse_opt(self.validation.as_ref())?,
+            record_txids: false,
         };
         if options.drop_primary_key && !options.upsert {
             return Err(Error::BadRequest(

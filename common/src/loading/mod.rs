@@ -833,6 +833,11 @@ async fn write_rows(
     state: &mut Progress,
 ) -> Result<(u64, Vec<LineError>)> {
     let txid = tx.next_txid().await?;
+    if file.options.record_txids {
+        // Boxed: this future is part of every load's, which a synchronous `$load` runs
+        // inside the API's request.
+        Box::pin(tx.record_txid(&file.id, txid)).await?;
+    }
     let mut loaded = 0u64;
     let mut errors = std::mem::take(&mut batch.errors);
     for mut chunk in std::mem::take(&mut batch.chunks) {

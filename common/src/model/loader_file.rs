@@ -95,6 +95,14 @@ pub struct FileOptions {
     /// The FHIR checks (`validation: {enable, checks}`); absent: off.
     #[serde(default, skip_serializing_if = "Validation::is_off")]
     pub validation: Validation,
+    /// Record the transactions that write the file's rows (`siphon_file_txid`), so they
+    /// can be removed again: set for the files of a `$bulk-submit` submission.
+    #[serde(
+        rename = "recordTxids",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub record_txids: bool,
 }
 
 impl FileOptions {
@@ -120,6 +128,7 @@ impl Default for FileOptions {
             disable_indexes: false,
             drop_primary_key: false,
             validation: Validation::default(),
+            record_txids: false,
         }
     }
 }

@@ -94,6 +94,18 @@ impl BatchTx<'_> {
         super::resources::next_txid(&self.tx).await
     }
 
+    /// Records that this batch's txid wrote rows of `file_id` (a submitted file's rows
+    /// can then be removed again; see `storage::submissions`).
+    pub async fn record_txid(&self, file_id: &str, txid: i64) -> Result<()> {
+        self.tx
+            .run(
+                "INSERT INTO siphon_file_txid (file_id, txid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&file_id, &txid],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Writes one chunk of rows into its resource table (see [`copy_in::write_chunk`]).
     pub async fn write(&self, chunk: Chunk, upsert: bool, try_direct: bool) -> Result<ChunkResult> {
         copy_in::write_chunk(&self.tx, chunk, upsert, try_direct).await

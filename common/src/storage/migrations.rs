@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "export_pages",
         include_str!("../../migrations/0011_export_pages.sql"),
     ),
+    (
+        12,
+        "submissions",
+        include_str!("../../migrations/0012_submissions.sql"),
+    ),
 ];
 
 /// Applies the migrations that have not run yet. Returns how many ran now.
