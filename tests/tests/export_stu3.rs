@@ -272,7 +272,7 @@ async fn the_capability_statement_lists_every_type_its_search_parameters_and_the
             .map(|o| o["name"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(ops(rest), ["export"]);
+    assert_eq!(ops(rest), ["export", "bulk-submit", "bulk-submit-status"]);
     let resources = rest["resource"].as_array().unwrap();
     let types: Vec<&str> = resources
         .iter()

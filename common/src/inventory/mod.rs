@@ -358,6 +358,7 @@ pub async fn begin(
         }),
         plan: Some(PlanProgress::default()),
         pull: None,
+        submission: None,
     };
     let request = serde_json::to_value(&request).map_err(|e| Error::Internal(e.to_string()))?;
     {

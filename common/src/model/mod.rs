@@ -9,6 +9,7 @@ pub mod loader_file;
 pub mod location;
 pub mod pull;
 pub mod session;
+pub mod submission;
 pub mod validation;
 
 pub use line_error::LineError;

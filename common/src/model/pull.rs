@@ -81,6 +81,20 @@ pub struct PullJob {
     pub owner: Option<String>,
     #[serde(default)]
     pub writes: Option<Vec<String>>,
+    /// A manifest submitted with `$bulk-submit`: `exportUrl` is the manifest itself (no
+    /// kick-off, no polling, no `DELETE` to release it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted: Option<SubmittedJob>,
+}
+
+/// Where a submitted manifest sits in its submission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmittedJob {
+    /// Its place: its inputs start at `submission::first_input(place)`.
+    pub place: u32,
+    /// The manifest it replaces: its files are read only once that one's rows are gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<u32>,
 }
 
 impl PullJob {
@@ -238,6 +252,7 @@ mod tests {
             request: String::new(),
             owner: None,
             writes: None,
+            submitted: None,
         };
         let here = "https://ehr.example.org/files/1.ndjson";
         assert!(job.credential_goes_to(here, true));
@@ -281,6 +296,7 @@ mod tests {
             request: "https://x.example/$export".into(),
             owner: Some("c".into()),
             writes: None,
+            submitted: None,
         };
         let v = serde_json::to_value(&job).unwrap();
         assert_eq!(

@@ -56,6 +56,10 @@ pub struct SessionRequest {
     /// A pull import (`$import-pnp`): the remote export and how far it got.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<super::pull::PullProgress>,
+    /// A `$bulk-submit` submission: its submitter, status and manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// (Boxed: session rows travel through many futures, and few are submissions.)
+    pub submission: Option<Box<super::submission::Submission>>,
 }
 
 impl SessionRequest {
@@ -65,10 +69,12 @@ impl SessionRequest {
     }
 
     /// An inventory import whose planning has not finished yet, or a pull import whose
-    /// manifests have not all been read.
+    /// manifests have not all been read, or a submission that may get more manifests or
+    /// has some not yet read (or replaced and not yet removed).
     pub fn is_planning(&self) -> bool {
         (self.is_inventory() && !self.plan.is_some_and(|p| p.done))
             || self.pull.as_ref().is_some_and(|p| !p.done)
+            || self.submission.as_ref().is_some_and(|s| s.planning())
     }
 }
 

@@ -16,6 +16,8 @@
 
 pub mod remote;
 pub mod request;
+pub mod submission_request;
+pub mod submit;
 pub mod task;
 
 use serde_json::Value;
@@ -76,6 +78,7 @@ pub async fn start(
         request: request.export_url.clone(),
         owner: owner.clone(),
         writes: who.writes(),
+        submitted: None,
     };
     let stored = SessionRequest {
         pull: Some(PullProgress {

@@ -35,18 +35,23 @@ use crate::error::{Error, Result};
 use crate::exporting::task::{claim, TaskOptions, TaskOutcome};
 use crate::model::export::TaskStatus;
 use crate::model::pull::{PullCheckpoint, PullJob, PullProgress};
+use crate::model::session::SessionRequest;
+use crate::model::submission::{first_input, Submission, SubmittedManifest};
 use crate::model::{FileOptions, FileStatus, LoaderFile, Location, SessionStatus};
 use crate::queue::{LoadMessage, MessageQueue};
 use crate::sessions::input_file_id;
 use crate::sources::http::HttpSource;
 use crate::storage::exports::TaskCommit;
-use crate::storage::{imports, Db};
+use crate::storage::{imports, submissions, Db};
 
 /// 429, 5xx or network failures in a row after which a pull gives up.
 pub const MAX_FAILURES: u32 = 8;
 
 /// How often a pull whose files are all queued looks whether its session has ended.
 pub const LOADED_POLL: Duration = Duration::from_secs(10);
+
+/// How often a replacing manifest looks whether the rows of the one it replaces are gone.
+pub const WITHDRAW_POLL: Duration = Duration::from_secs(2);
 
 /// How a run of a pull task ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -77,6 +82,16 @@ struct Run {
     checkpoint: PullCheckpoint,
     /// What the session shows.
     progress: PullProgress,
+    /// A submitted manifest's submission, as its session stores it.
+    submission: Option<Box<Submission>>,
+}
+
+impl Run {
+    /// A submitted manifest's entry in its submission.
+    fn manifest(&self) -> Option<&SubmittedManifest> {
+        let place = self.job.submitted?.place;
+        self.submission.as_ref()?.manifests.get(place as usize)
+    }
 }
 
 impl Puller {
@@ -94,17 +109,23 @@ impl Puller {
         let job: PullJob = serde_json::from_value(claimed.export.request.clone()).map_err(|e| {
             Error::Internal(format!("unreadable pull job {}: {e}", claimed.export.id))
         })?;
-        let session = self.session(&job.session).await?;
+        let (status, request) = self.session(&job.session).await?;
         let mut run = Run {
             task: claimed.task.id.clone(),
             export: claimed.export.id.clone(),
             owner: claimed.owner.clone(),
             checkpoint: claimed.task.checkpoint.pull.clone().unwrap_or_default(),
-            progress: session.1,
+            progress: request.pull.unwrap_or_default(),
+            submission: request.submission,
             job,
         };
-        let outcome = match session.0 {
+        let replaced = run.manifest().is_some_and(|m| m.replaced && !m.removed);
+        let outcome = match status {
             Some(SessionStatus::Aborted) => return self.stop(&mut run).await,
+            // A submitted manifest that was replaced: what it loaded goes.
+            Some(SessionStatus::Active | SessionStatus::Paused) if replaced => {
+                Box::pin(self.withdraw(&mut run)).await
+            }
             // Every file is queued: wait for them to load.
             Some(SessionStatus::Active | SessionStatus::Paused) if run.checkpoint.done => {
                 Ok(PullOutcome::Wait(LOADED_POLL))
@@ -134,6 +155,12 @@ impl Puller {
             }
             Ok(other) => Ok(other),
             Err(e) if e.is_transient() => Err(e),
+            Err(e) if run.job.submitted.is_some() => {
+                // One manifest of a submission failing does not end the others: it is
+                // reported in its outcome, and may be replaced.
+                self.manifest_failed(&mut run, &e.to_string()).await?;
+                Ok(PullOutcome::Wait(LOADED_POLL))
+            }
             Err(e) => {
                 self.fail(&mut run, &e.to_string()).await?;
                 Ok(PullOutcome::Task(TaskOutcome::Ended(TaskStatus::Error)))
@@ -141,12 +168,12 @@ impl Puller {
         }
     }
 
-    async fn session(&self, id: &str) -> Result<(Option<SessionStatus>, PullProgress)> {
+    async fn session(&self, id: &str) -> Result<(Option<SessionStatus>, SessionRequest)> {
         let client = self.db.client().await?;
         let row = imports::read(&**client, id, false).await?;
         Ok(match row {
-            Some(r) => (Some(r.status), r.request.pull.unwrap_or_default()),
-            None => (None, PullProgress::default()),
+            Some(r) => (Some(r.status), r.request),
+            None => (None, SessionRequest::default()),
         })
     }
 
@@ -173,6 +200,23 @@ impl Puller {
             Err(f) => return self.failed(run, f),
         };
         let authorization = &authorization;
+        if let Some(submitted) = run.job.submitted {
+            // A submitted manifest: no kick-off, no polling; its pages start at its URL,
+            // once the manifest it replaces has had its rows removed.
+            if run.checkpoint.pages == 0 && run.checkpoint.next_page.is_none() {
+                let waiting = submitted.replaces.is_some_and(|r| {
+                    run.submission
+                        .as_ref()
+                        .and_then(|s| s.manifests.get(r as usize))
+                        .is_some_and(|m| !m.removed)
+                });
+                if waiting {
+                    return Ok(PullOutcome::Wait(WITHDRAW_POLL));
+                }
+                run.checkpoint.next_page = Some(run.job.export_url.clone());
+            }
+            return Box::pin(self.read_pages(run, None, authorization, deadline)).await;
+        }
         // 1. Kick off.
         let status_url = match run.checkpoint.status_url.clone() {
             Some(u) => u,
@@ -206,7 +250,18 @@ impl Puller {
                 Err(f) => return self.failed(run, f),
             }
         }
-        // 3. Manifest pages.
+        Box::pin(self.read_pages(run, page, authorization, deadline)).await
+    }
+
+    /// Step 3: reads the manifest pages from `page` (the first, when polling just gave
+    /// it) or the checkpoint's next page on.
+    async fn read_pages(
+        &self,
+        run: &mut Run,
+        mut page: Option<Manifest>,
+        authorization: &Option<String>,
+        deadline: Option<Instant>,
+    ) -> Result<PullOutcome> {
         loop {
             let manifest = match page.take() {
                 Some(m) => m,
@@ -235,6 +290,14 @@ impl Puller {
         run.progress.stage = "loading".into();
         run.progress.done = true;
         self.show(run).await?;
+        if let Some(submitted) = run.job.submitted {
+            // The checkpoint first: the manifest shows read only once its task is.
+            if let Err(stop) = self.commit(run, self.options.lease.as_secs_f64()).await? {
+                return Ok(PullOutcome::Task(stop));
+            }
+            self.patch_manifest_of(run, submitted.place, serde_json::json!({"read": true}))
+                .await?;
+        }
         crate::sessions::settle(&self.db, &run.job.session).await?;
         tracing::info!(
             session = run.job.session,
@@ -328,7 +391,11 @@ impl Puller {
         run.checkpoint.failures = 0;
         run.checkpoint.requires_token |= manifest.requires_access_token;
         let paused = self.session(&run.job.session).await?.0 == Some(SessionStatus::Paused);
-        let first = run.checkpoint.files as usize;
+        let first = run.checkpoint.files as usize
+            + run
+                .job
+                .submitted
+                .map_or(0, |s| first_input(s.place) as usize);
         let mut files = Vec::with_capacity(manifest.output.len());
         for (i, output) in manifest.output.iter().enumerate() {
             let n = first + i;
@@ -342,7 +409,12 @@ impl Puller {
                 Error::BadRequest(format!("manifest file {n} ({}): {e}", ty.as_str()))
             })?;
             let location = Location::Url(output.url.clone());
-            let mut file = LoaderFile::pending_at(&location, FileOptions::default())
+            let options = FileOptions {
+                // A submission's rows can be removed again (stopped, or replaced).
+                record_txids: run.job.submitted.is_some(),
+                ..FileOptions::default()
+            };
+            let mut file = LoaderFile::pending_at(&location, options)
                 .owned_by(run.job.owner.clone(), run.job.writes.clone());
             file.id = input_file_id(&run.job.session, n);
             file.import = Some(run.job.session.clone());
@@ -404,10 +476,97 @@ impl Puller {
         }
     }
 
-    /// Shows the progress on the session.
+    /// Shows the progress on the session (a submitted manifest's on its entry).
     async fn show(&self, run: &Run) -> Result<()> {
+        if let Some(submitted) = run.job.submitted {
+            let patch =
+                serde_json::json!({"pages": run.progress.pages, "files": run.progress.files});
+            return self.patch_manifest_of(run, submitted.place, patch).await;
+        }
         let client = self.db.client().await?;
         imports::set_pull(&**client, &run.job.session, &run.progress).await
+    }
+
+    async fn patch_manifest_of(
+        &self,
+        run: &Run,
+        place: u32,
+        patch: serde_json::Value,
+    ) -> Result<()> {
+        let client = self.db.client().await?;
+        submissions::patch_manifest(&**client, &run.job.session, place, &patch).await
+    }
+
+    /// Reading a submitted manifest failed for good: its entry says why, and the task
+    /// waits like a read one (it may still be replaced, or its session stopped).
+    async fn manifest_failed(&self, run: &mut Run, why: &str) -> Result<()> {
+        let place = run.job.submitted.map_or(0, |s| s.place);
+        tracing::warn!(
+            session = run.job.session,
+            place,
+            error = why,
+            "submitted manifest failed"
+        );
+        run.checkpoint.done = true;
+        if let Err(stop) = self.commit(run, self.options.lease.as_secs_f64()).await? {
+            tracing::info!(
+                session = run.job.session,
+                ?stop,
+                "manifest task lost its lease"
+            );
+            return Ok(());
+        }
+        self.patch_manifest_of(run, place, serde_json::json!({"error": why}))
+            .await?;
+        crate::sessions::settle(&self.db, &run.job.session).await
+    }
+
+    /// A submitted manifest was replaced: its files stop (a loader holding one loses its
+    /// lease, so its next batch does not commit: the same fence as a session's abort),
+    /// then the rows they wrote are removed and the files forgotten, and the task ends.
+    async fn withdraw(&self, run: &mut Run) -> Result<PullOutcome> {
+        let place = run.job.submitted.map_or(0, |s| s.place);
+        let session = run.job.session.clone();
+        let files = {
+            let client = self.db.client().await?;
+            // Committed before the rows are read: a batch of these files either
+            // committed before this (its rows are removed below) or never will.
+            submissions::move_manifest_files(
+                &**client,
+                &session,
+                place,
+                &["pending", "paused", "in-progress"],
+                "aborted",
+            )
+            .await?;
+            submissions::manifest_files(&**client, &session, place).await?
+        };
+        let removed = {
+            let mut client = self.db.client().await?;
+            let client: &mut tokio_postgres::Client = &mut client;
+            let tx = client.transaction().await?;
+            let removed = submissions::remove_rows(&tx, &files).await?;
+            submissions::forget_files(&tx, &files).await?;
+            submissions::patch_manifest(
+                &tx,
+                &session,
+                place,
+                &serde_json::json!({"removed": true}),
+            )
+            .await?;
+            tx.commit().await?;
+            removed
+        };
+        tracing::info!(
+            session,
+            place,
+            files = files.len(),
+            removed,
+            "replaced manifest withdrawn: its rows are removed"
+        );
+        self.end(run, TaskStatus::Cancelled, None).await?;
+        crate::sessions::settle(&self.db, &session).await?;
+        Ok(PullOutcome::Task(TaskOutcome::Cancelled))
     }
 
     /// Ends the task as its owner; `false` when the lease was lost.

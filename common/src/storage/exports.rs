@@ -112,7 +112,7 @@ async fn read_export<C: GenericClient + Sync>(
 }
 
 /// The export row, its tasks and its Patient list, inside the caller's transaction.
-async fn insert_export(
+pub async fn insert_export(
     tx: &tokio_postgres::Transaction<'_>,
     id: &str,
     kind: ExportKind,

@@ -35,6 +35,7 @@ pub mod refs;
 pub mod resources;
 pub mod script;
 pub mod statements;
+pub mod submissions;
 
 pub use pool::{Db, DbConfig};
 pub use resources::StoredResource;

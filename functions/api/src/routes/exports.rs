@@ -218,7 +218,10 @@ pub fn capability_statement(app: &App, req: &Request) -> Reply {
             "security": security(app, req),
             "resource": resources(),
             "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
-                           "documentation": output_formats()}]
+                           "documentation": output_formats()},
+                          {"name": "bulk-submit", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/bulk-submit",
+                           "documentation": "siphon as the Data Consumer: manifests are read without OAuth (capability URLs); fileEncryptionKey, fileRequestHeader and oauthMetadataUrl are refused"},
+                          {"name": "bulk-submit-status", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/bulk-submit-status"}]
         }]
     });
     Reply::raw(

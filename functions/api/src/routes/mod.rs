@@ -8,6 +8,7 @@ mod resources;
 mod rpc;
 mod sessions;
 mod smart;
+mod submit;
 
 use lambda_http::Request;
 use siphon::auth::Principal;
@@ -28,7 +29,7 @@ pub fn error_style(path: &str, accept: Option<&str>) -> ErrorStyle {
         ErrorStyle::Rpc
     } else if path.starts_with("/$export-status/") && !fhir_json {
         ErrorStyle::FhirAsJson
-    } else if path.contains("$export") || path == "/metadata" {
+    } else if path.contains("$export") || path.contains("$bulk-submit") || path == "/metadata" {
         ErrorStyle::Fhir
     } else {
         ErrorStyle::Plain
@@ -82,6 +83,10 @@ pub async fn route(app: &App, request: &Request, who: &Principal) -> Result<Repl
         (&Method::DELETE, ["$dump-to-bucket", id]) => rpc::dump_cancel(app, id, who).await,
         (&Method::POST, ["$import"]) => sessions::import(app, request, who).await,
         (&Method::POST, ["$import-pnp"]) => sessions::import_pnp(app, request, who).await,
+        // Its own router, boxed: every arm here adds to the stack of every request.
+        (_, [first, ..]) if first.starts_with("$bulk-submit") => {
+            Box::pin(submit::route(app, request, who, &segments)).await
+        }
         (&Method::GET, ["$import"]) => sessions::list(app, request, who).await,
         (&Method::GET, ["$import", id]) => sessions::view(app, id, who).await,
         (&Method::POST, ["$load"]) => sessions::load(app, request, None, who).await,

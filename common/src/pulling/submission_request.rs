@@ -1,0 +1,323 @@
+//! The `$bulk-submit` and `$bulk-submit-status` request bodies (Bulk Data IG 4.0.0):
+//! FHIR `Parameters`.
+//!
+//! | parameter | what siphon does |
+//! |---|---|
+//! | `submitter` (1..1, `valueIdentifier`) | with `submissionId`, names the submission (per client) |
+//! | `submissionId` (1..1) | |
+//! | `submissionStatus` (`valueCoding`, `http://hl7.org/fhir/event-status`) | `in-progress` (default), `completed`, `stopped`; the earlier ballot's `complete` and `aborted` too |
+//! | `manifestUrl` (with `fhirBaseUrl`) | a Bulk Data manifest: its pages are read and its files loaded |
+//! | `replacesManifestUrl` | that manifest's rows are removed; the new one (if any) loads after |
+//! | `outputFormat` | `application/fhir+ndjson` (and `application/ndjson`, `ndjson`) only |
+//! | `metadata` | accepted, not used |
+//! | `oauthMetadataUrl`, `fileRequestHeader`, `fileEncryptionKey`, `import` | refused (400): see `docs/pull-import.md` |
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::model::submission::{SubmissionStatus, Submitter};
+
+/// A parsed `$bulk-submit` body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubmitRequest {
+    pub submitter: Submitter,
+    pub submission_id: String,
+    /// Absent: `in-progress`, the IG's default.
+    pub status: Option<SubmissionStatus>,
+    pub manifest_url: Option<String>,
+    pub fhir_base_url: Option<String>,
+    pub replaces: Option<String>,
+}
+
+fn bad(m: impl Into<String>) -> Error {
+    Error::BadRequest(m.into())
+}
+
+/// The text of a primitive `value[x]` of a parameter.
+fn text(p: &Value, name: &str) -> Result<String> {
+    p.as_object()
+        .and_then(|o| o.iter().find(|(k, _)| k.starts_with("value")))
+        .and_then(|(_, v)| v.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            bad(format!(
+                "parameter {name} needs a text value (valueString, valueUrl, ...)"
+            ))
+        })
+}
+
+fn params<'a>(body: &'a Value, operation: &str) -> Result<&'a Vec<Value>> {
+    if body["resourceType"] != "Parameters" {
+        return Err(bad(format!("{operation} takes a Parameters resource")));
+    }
+    body["parameter"]
+        .as_array()
+        .ok_or_else(|| bad("Parameters.parameter must be an array"))
+}
+
+fn once(slot: &mut Option<String>, name: &str, value: String) -> Result<()> {
+    if slot.replace(value).is_some() {
+        return Err(bad(format!("{name} must be given once")));
+    }
+    Ok(())
+}
+
+fn submitter(p: &Value) -> Result<Submitter> {
+    let id = &p["valueIdentifier"];
+    let value = id["value"]
+        .as_str()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| bad("submitter needs a valueIdentifier with a value"))?;
+    Ok(Submitter {
+        system: id["system"].as_str().map(str::to_string),
+        value: value.to_string(),
+    })
+}
+
+fn url(value: String, name: &str) -> Result<String> {
+    match url::Url::parse(&value) {
+        Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(value),
+        _ => Err(bad(format!("{name} must be an absolute http(s) URL"))),
+    }
+}
+
+/// The submission a body names (`submitter`, `submissionId`), with the other
+/// parameters it has.
+fn identify(
+    params: &[Value],
+    mut other: impl FnMut(&str, &Value) -> Result<()>,
+) -> Result<(Submitter, String)> {
+    let mut who = None;
+    let mut id = None;
+    for p in params {
+        let name = p["name"]
+            .as_str()
+            .ok_or_else(|| bad("every parameter needs a name"))?;
+        match name {
+            "submitter" => {
+                if who.replace(submitter(p)?).is_some() {
+                    return Err(bad("submitter must be given once"));
+                }
+            }
+            "submissionId" => once(&mut id, name, text(p, name)?)?,
+            _ => other(name, p)?,
+        }
+    }
+    let who = who.ok_or_else(|| bad("submitter is required"))?;
+    let id = id
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad("submissionId is required"))?;
+    if id.len() > 256 {
+        return Err(bad("submissionId is longer than 256 characters"));
+    }
+    Ok((who, id))
+}
+
+/// Parses a `$bulk-submit` body.
+pub fn parse_submit(body: &Value) -> Result<SubmitRequest> {
+    let params = params(body, "$bulk-submit")?;
+    let mut status = None;
+    let mut manifest = None;
+    let mut base = None;
+    let mut replaces = None;
+    let (submitter, submission_id) = identify(params, |name, p| {
+        match name {
+            "submissionStatus" => {
+                let code = p["valueCoding"]["code"]
+                    .as_str()
+                    .or_else(|| p["valueCode"].as_str())
+                    .ok_or_else(|| bad("submissionStatus needs a valueCoding"))?;
+                let parsed = SubmissionStatus::parse(code).ok_or_else(|| {
+                    bad(format!(
+                        "submissionStatus {code:?} is not one of in-progress, completed, stopped"
+                    ))
+                })?;
+                if status.replace(parsed).is_some() {
+                    return Err(bad("submissionStatus must be given once"));
+                }
+            }
+            "manifestUrl" => once(&mut manifest, name, url(text(p, name)?, name)?)?,
+            "fhirBaseUrl" => once(&mut base, name, url(text(p, name)?, name)?)?,
+            "replacesManifestUrl" => once(&mut replaces, name, url(text(p, name)?, name)?)?,
+            "outputFormat" => {
+                let format = text(p, name)?;
+                let mime = format.split(';').next().unwrap_or("").trim();
+                if !matches!(mime, "application/fhir+ndjson" | "application/ndjson" | "ndjson") {
+                    return Err(bad(format!(
+                        "outputFormat {format:?}: siphon loads application/fhir+ndjson only"
+                    )));
+                }
+            }
+            "metadata" => {}
+            "fileEncryptionKey" => {
+                return Err(bad(
+                    "fileEncryptionKey: siphon does not decrypt submitted files; submit them unencrypted over TLS",
+                ))
+            }
+            "oauthMetadataUrl" => {
+                return Err(bad(
+                    "oauthMetadataUrl: siphon fetches submitted manifests and files without OAuth; use capability URLs (requiresAccessToken false)",
+                ))
+            }
+            "fileRequestHeader" => {
+                return Err(bad(
+                    "fileRequestHeader: siphon sends no extra headers when fetching submitted files; use capability URLs",
+                ))
+            }
+            "import" => {
+                return Err(bad("import: siphon defines no import parameters; every resource is upserted"))
+            }
+            other => return Err(bad(format!("unknown parameter {other:?}"))),
+        }
+        Ok(())
+    })?;
+    if manifest.is_none() && status.is_none() && replaces.is_none() {
+        return Err(bad("one of submissionStatus and manifestUrl is required"));
+    }
+    if manifest.is_some() && base.is_none() {
+        return Err(bad("fhirBaseUrl is required with manifestUrl"));
+    }
+    if status == Some(SubmissionStatus::Stopped) && (manifest.is_some() || replaces.is_some()) {
+        return Err(bad(
+            "a stopped submission takes no manifestUrl or replacesManifestUrl",
+        ));
+    }
+    Ok(SubmitRequest {
+        submitter,
+        submission_id,
+        status,
+        manifest_url: manifest,
+        fhir_base_url: base,
+        replaces,
+    })
+}
+
+/// Parses a `$bulk-submit-status` body: the submission it asks about.
+pub fn parse_status(body: &Value) -> Result<(Submitter, String)> {
+    let params = params(body, "$bulk-submit-status")?;
+    identify(params, |name, p| match name {
+        "_outputFormat" => {
+            let format = text(p, name)?;
+            if matches!(
+                format.as_str(),
+                "application/fhir+ndjson" | "application/ndjson" | "ndjson"
+            ) {
+                Ok(())
+            } else {
+                Err(bad(format!(
+                    "_outputFormat {format:?}: status files are ndjson"
+                )))
+            }
+        }
+        other => Err(bad(format!("unknown parameter {other:?}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(extra: Value) -> Value {
+        let mut p = vec![
+            json!({"name": "submitter", "valueIdentifier": {"system": "http://example.org/s", "value": "a"}}),
+            json!({"name": "submissionId", "valueString": "s1"}),
+        ];
+        p.extend(extra.as_array().unwrap().iter().cloned());
+        json!({"resourceType": "Parameters", "parameter": p})
+    }
+
+    #[test]
+    fn a_manifest_with_its_base_and_the_default_status() {
+        let r = parse_submit(&body(json!([
+            {"name": "manifestUrl", "valueUrl": "https://p.example/m/1.json"},
+            {"name": "fhirBaseUrl", "valueUrl": "https://p.example/fhir"},
+            {"name": "metadata", "part": [{"name": "parameterUrl", "valueUri": "http://x"}, {"name": "parameterValue", "valueString": "y"}]}
+        ])))
+        .unwrap();
+        assert_eq!(r.submitter.system.as_deref(), Some("http://example.org/s"));
+        assert_eq!(r.submission_id, "s1");
+        assert_eq!(r.status, None);
+        assert_eq!(
+            r.manifest_url.as_deref(),
+            Some("https://p.example/m/1.json")
+        );
+    }
+
+    #[test]
+    fn statuses_of_both_ballots() {
+        let r = parse_submit(&body(json!([
+            {"name": "submissionStatus", "valueCoding": {"system": "http://hl7.org/fhir/event-status", "code": "completed"}}
+        ])))
+        .unwrap();
+        assert_eq!(r.status, Some(SubmissionStatus::Completed));
+        let r = parse_submit(&body(json!([
+            {"name": "submissionStatus", "valueCoding": {"code": "aborted"}}
+        ])))
+        .unwrap();
+        assert_eq!(r.status, Some(SubmissionStatus::Stopped));
+    }
+
+    #[test]
+    fn what_siphon_cannot_honour_is_refused_by_name() {
+        for (extra, says) in [
+            (json!([]), "one of submissionStatus and manifestUrl"),
+            (
+                json!([{"name": "manifestUrl", "valueUrl": "https://p.example/m"}]),
+                "fhirBaseUrl is required",
+            ),
+            (
+                json!([{"name": "manifestUrl", "valueUrl": "file:///etc/passwd"}]),
+                "absolute http(s) URL",
+            ),
+            (
+                json!([{"name": "submissionStatus", "valueCoding": {"code": "done"}}]),
+                "is not one of",
+            ),
+            (
+                json!([{"name": "fileEncryptionKey", "part": []}]),
+                "fileEncryptionKey",
+            ),
+            (
+                json!([{"name": "oauthMetadataUrl", "valueUrl": "https://p.example/.well-known/smart-configuration"}]),
+                "oauthMetadataUrl",
+            ),
+            (
+                json!([{"name": "fileRequestHeader", "part": []}]),
+                "fileRequestHeader",
+            ),
+            (
+                json!([{"name": "outputFormat", "valueString": "text/csv"}]),
+                "application/fhir+ndjson only",
+            ),
+            (
+                json!([{"name": "mode", "valueString": "x"}]),
+                "unknown parameter",
+            ),
+            (
+                json!([{"name": "submissionStatus", "valueCoding": {"code": "stopped"}},
+                    {"name": "manifestUrl", "valueUrl": "https://p.example/m"},
+                    {"name": "fhirBaseUrl", "valueUrl": "https://p.example/fhir"}]),
+                "takes no manifestUrl",
+            ),
+        ] {
+            let e = parse_submit(&body(extra.clone())).unwrap_err().to_string();
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+        let e = parse_submit(&json!({"resourceType": "Parameters", "parameter": [
+            {"name": "submissionId", "valueString": "s1"},
+            {"name": "submissionStatus", "valueCoding": {"code": "completed"}}]}))
+        .unwrap_err();
+        assert!(e.to_string().contains("submitter is required"), "{e}");
+    }
+
+    #[test]
+    fn the_status_request_names_the_submission() {
+        let (who, id) = parse_status(&body(
+            json!([{"name": "_outputFormat", "valueString": "ndjson"}]),
+        ))
+        .unwrap();
+        assert_eq!((who.value.as_str(), id.as_str()), ("a", "s1"));
+        assert!(parse_status(&body(json!([{"name": "x", "valueString": "y"}]))).is_err());
+    }
+}

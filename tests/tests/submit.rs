@@ -1,0 +1,384 @@
+//! `$bulk-submit` and `$bulk-submit-status` (Bulk Data IG 4.0.0): siphon as the Data
+//! Consumer of manifests served by Data Providers on 127.0.0.1 (`bulk_remote`), end to
+//! end through the API, the export workers (reading the manifests) and the loader,
+//! against real Postgres and LocalStack.
+
+mod api_harness;
+mod bulk_remote;
+
+use std::collections::HashMap;
+
+use api_harness::{call, Env};
+use bulk_remote::{Remote, Script};
+use serde_json::{json, Value};
+use siphon::loading::LoadOptions;
+
+/// The API and workers, with the providers' `host:port`s allow-listed.
+async fn setup(remotes: &[&Remote]) -> Env {
+    let mut allow = vec!["127.0.0.1:4566".to_string()];
+    allow.extend(remotes.iter().map(|r| r.addr.to_string()));
+    let allow = allow.join(",");
+    api_harness::setup_with(LoadOptions::default(), move |e| {
+        e.with("SIPHON_URL_ALLOWLIST", &allow)
+    })
+    .await
+}
+
+/// A provider serving one manifest (`/manifest/0`, its pages linked) of these files.
+async fn provider(
+    pages: Vec<Vec<(&'static str, &'static str)>>,
+    files: &[(&'static str, String)],
+) -> Remote {
+    Remote::start(Script {
+        pages,
+        files: files.iter().cloned().collect::<HashMap<_, _>>(),
+        ..Script::default()
+    })
+    .await
+}
+
+fn manifest_url(r: &Remote) -> String {
+    format!("http://{}/manifest/0", r.addr)
+}
+
+fn lines(ty: &str, ids: &[&str]) -> String {
+    ids.iter()
+        .map(|id| {
+            json!({"resourceType": ty, "id": id, "meta": {"versionId": "7"}}).to_string() + "\n"
+        })
+        .collect()
+}
+
+fn submission(id: &str, extra: Value) -> Value {
+    let mut p = vec![
+        json!({"name": "submitter", "valueIdentifier": {"system": "http://example.org/providers", "value": "provider-a"}}),
+        json!({"name": "submissionId", "valueString": id}),
+    ];
+    p.extend(extra.as_array().cloned().unwrap_or_default());
+    json!({"resourceType": "Parameters", "parameter": p})
+}
+
+fn manifest(url: &str) -> Value {
+    json!([{"name": "manifestUrl", "valueUrl": url},
+           {"name": "fhirBaseUrl", "valueUrl": "http://provider.example/fhir"}])
+}
+
+fn status(code: &str) -> Value {
+    json!({"name": "submissionStatus", "valueCoding": {"system": "http://hl7.org/fhir/event-status", "code": code}})
+}
+
+async fn submit(env: &Env, body: Value) -> (u16, Value) {
+    let (s, b, _) = Box::pin(call(env, "POST", "/$bulk-submit", Some(body))).await;
+    (s, b)
+}
+
+/// One round of the workers: a receive of the export queue, then of the load queue.
+async fn round(env: &Env) {
+    Box::pin(siphon_local::poll_export_queue(
+        &env.exporter,
+        env.export_queue.client(),
+        env.export_queue.url(),
+        1,
+        std::time::Duration::from_secs(900),
+    ))
+    .await;
+    Box::pin(siphon_local::poll_load_queue(
+        &env.worker,
+        env.queue.client(),
+        env.queue.url(),
+        10,
+        0,
+    ))
+    .await;
+}
+
+async fn ids(env: &Env, table: &str) -> Vec<String> {
+    if api_harness::count(&env.db, table).await == 0 {
+        return Vec::new();
+    }
+    siphon_tests::connect(&env.db)
+        .await
+        .query(&format!("SELECT id FROM {table} ORDER BY id"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Runs the workers until `ids(table)` is `want` (at most 90 rounds).
+async fn until_rows(env: &Env, table: &str, want: &[&str]) {
+    for _ in 0..90 {
+        if ids(env, table).await == want {
+            return;
+        }
+        round(env).await;
+    }
+    panic!("{table}: {:?}, wanted {want:?}", ids(env, table).await);
+}
+
+/// Polls the submission's status URL (running the workers) until it answers 200.
+async fn final_status(env: &Env, id: &str) -> Value {
+    let (s, b, h) = call(
+        env,
+        "POST",
+        "/$bulk-submit-status",
+        Some(submission(id, json!([]))),
+    )
+    .await;
+    assert_eq!(s, 202, "{b}");
+    let location = h["content-location"].to_str().unwrap().to_string();
+    let path = location[location.find("/$bulk-submit-status/").unwrap()..].to_string();
+    for _ in 0..90 {
+        let (s, b, h) = call(env, "GET", &path, None).await;
+        if s == 200 {
+            return b;
+        }
+        assert_eq!(s, 202, "{b}");
+        assert!(h.contains_key("x-progress"));
+        round(env).await;
+    }
+    panic!("submission {id} did not end");
+}
+
+async fn outcome_file(env: &Env, url: &str) -> String {
+    let path = &url[url.find("/$bulk-submit-status/").unwrap()..];
+    let (s, b, _) = call(env, "GET", path, None).await;
+    assert_eq!(s, 200, "{b}");
+    // One line parses as JSON; more stay text.
+    match b {
+        Value::String(text) => text,
+        one => one.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn a_submission_loads_its_manifests_replaces_one_and_reports_each() {
+    Box::pin(life_cycle()).await
+}
+
+/// The body of the test above (boxed: its future is large).
+async fn life_cycle() {
+    // Provider manifests: A (two pages, Patients and Observations), B (Patients, one
+    // line invalid), C (replaces B).
+    let a = provider(
+        vec![
+            vec![("Patient", "pa.ndjson")],
+            vec![("Observation", "oa.ndjson")],
+        ],
+        &[
+            ("pa.ndjson", lines("Patient", &["a1", "a2"])),
+            ("oa.ndjson", lines("Observation", &["o1"])),
+        ],
+    )
+    .await;
+    let b = provider(
+        vec![vec![("Patient", "pb.ndjson")]],
+        &[("pb.ndjson", lines("Patient", &["b1", "b2"]) + "{not json\n")],
+    )
+    .await;
+    let c = provider(
+        vec![vec![("Patient", "pc.ndjson")]],
+        &[("pc.ndjson", lines("Patient", &["c1"]))],
+    )
+    .await;
+    let env = setup(&[&a, &b, &c]).await;
+
+    let (s, answer) = submit(&env, submission("s-1", manifest(&manifest_url(&a)))).await;
+    assert_eq!(s, 200, "{answer}");
+    assert_eq!(answer["resourceType"], "OperationOutcome");
+    // The IG: one submission of a submitter at a time.
+    let (s, answer) = submit(&env, submission("s-2", manifest(&manifest_url(&c)))).await;
+    assert_eq!(s, 429, "{answer}");
+    assert!(answer.to_string().contains("s-1"), "{answer}");
+    let (s, answer) = submit(&env, submission("s-1", manifest(&manifest_url(&b)))).await;
+    assert_eq!(s, 200, "{answer}");
+    // The same manifest again (a retried request) adds nothing.
+    let (s, answer) = submit(&env, submission("s-1", manifest(&manifest_url(&b)))).await;
+    assert_eq!(s, 200, "{answer}");
+    assert!(answer.to_string().contains("already"), "{answer}");
+
+    until_rows(&env, "patient", &["a1", "a2", "b1", "b2"]).await;
+    // Still in progress: more manifests may come.
+    let (s, _, h) = call(
+        &env,
+        "POST",
+        "/$bulk-submit-status",
+        Some(submission("s-1", json!([]))),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let loc = h["content-location"].to_str().unwrap().to_string();
+    let (s, _, _) = call(
+        &env,
+        "GET",
+        &loc[loc.find("/$bulk-submit-status/").unwrap()..],
+        None,
+    )
+    .await;
+    assert_eq!(s, 202, "an in-progress submission is not final");
+
+    // B is replaced by C, and the submission completes.
+    let mut extra = manifest(&manifest_url(&c)).as_array().unwrap().clone();
+    extra.push(json!({"name": "replacesManifestUrl", "valueUrl": manifest_url(&b)}));
+    extra.push(status("completed"));
+    let (s, answer) = submit(&env, submission("s-1", Value::Array(extra))).await;
+    assert_eq!(s, 200, "{answer}");
+
+    let manifest_answer = final_status(&env, "s-1").await;
+    assert_eq!(
+        ids(&env, "patient").await,
+        ["a1", "a2", "c1"],
+        "B's rows went, C's came"
+    );
+    assert_eq!(ids(&env, "observation").await, ["o1"]);
+    // Lines keep their meta as sent.
+    let client = siphon_tests::connect(&env.db).await;
+    let v: Value = client
+        .query_one("SELECT resource FROM patient WHERE id = 'c1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v["meta"]["versionId"], "7");
+
+    assert_eq!(manifest_answer["submissionId"], "s-1");
+    assert_eq!(
+        manifest_answer["manifestType"],
+        "http://hl7.org/fhir/uv/bulkdata/StructureDefinition/BulkSubmitStatusManifest"
+    );
+    assert_eq!(manifest_answer["requiresAccessToken"], true);
+    let outcomes = manifest_answer["outcome"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 3, "{manifest_answer}");
+    let by_manifest: HashMap<String, &Value> = outcomes
+        .iter()
+        .map(|o| (o["manifestUrl"].as_str().unwrap().to_string(), o))
+        .collect();
+    let file_a = outcome_file(
+        &env,
+        by_manifest[&manifest_url(&a)]["url"].as_str().unwrap(),
+    )
+    .await;
+    assert!(file_a.contains("successfully imported"), "{file_a}");
+    assert!(file_a.contains("2 Patient resources loaded"), "{file_a}");
+    for line in file_a.lines() {
+        let o: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(o["resourceType"], "OperationOutcome");
+    }
+    let file_b = outcome_file(
+        &env,
+        by_manifest[&manifest_url(&b)]["url"].as_str().unwrap(),
+    )
+    .await;
+    assert!(
+        file_b.contains("was replaced by") && file_b.contains("were removed"),
+        "{file_b}"
+    );
+    let file_c = outcome_file(
+        &env,
+        by_manifest[&manifest_url(&c)]["url"].as_str().unwrap(),
+    )
+    .await;
+    assert!(file_c.contains("1 Patient resources loaded"), "{file_c}");
+
+    // Completed: it takes no more requests.
+    let (s, answer) = submit(&env, submission("s-1", json!([status("stopped")]))).await;
+    assert_eq!(s, 409, "{answer}");
+}
+
+#[tokio::test]
+async fn a_stopped_submission_removes_what_it_loaded_and_keeps_what_others_wrote() {
+    let a = provider(
+        vec![vec![("Patient", "pa.ndjson")]],
+        &[("pa.ndjson", lines("Patient", &["k1", "s1", "s2"]))],
+    )
+    .await;
+    let env = setup(&[&a]).await;
+    let (s, answer) = submit(&env, submission("stop-me", manifest(&manifest_url(&a)))).await;
+    assert_eq!(s, 200, "{answer}");
+    until_rows(&env, "patient", &["k1", "s1", "s2"]).await;
+    // Another load overwrites k1 afterwards: it is not the submission's row any more.
+    let (s, answer, _) = call(
+        &env,
+        "PUT",
+        "/",
+        Some(json!([{"resourceType": "Patient", "id": "k1", "gender": "female"}])),
+    )
+    .await;
+    assert!(s == 200 || s == 201, "{s} {answer}");
+
+    let (s, answer) = submit(&env, submission("stop-me", json!([status("stopped")]))).await;
+    assert_eq!(s, 200, "{answer}");
+    assert!(answer.to_string().contains("2 resources"), "{answer}");
+    assert_eq!(
+        ids(&env, "patient").await,
+        ["k1"],
+        "only the submission's own rows went"
+    );
+
+    let done = final_status(&env, "stop-me").await;
+    let url = done["outcome"][0]["url"].as_str().unwrap().to_string();
+    assert!(outcome_file(&env, &url).await.contains("stopped"));
+    // A new submission of the same submitter is taken now.
+    let (s, answer) = submit(&env, submission("next", json!([status("in-progress")]))).await;
+    assert_eq!(s, 200, "{answer}");
+
+    // DELETE on the status URL: 202, then 404.
+    let id = &url[url.find("/$bulk-submit-status/").unwrap() + "/$bulk-submit-status/".len()..];
+    let id = id.split('/').next().unwrap();
+    let (s, _, _) = call(&env, "DELETE", &format!("/$bulk-submit-status/{id}"), None).await;
+    assert_eq!(s, 202);
+    let (s, body, _) = call(&env, "GET", &format!("/$bulk-submit-status/{id}"), None).await;
+    assert_eq!(s, 404, "{body}");
+    assert_eq!(body["resourceType"], "OperationOutcome");
+}
+
+#[tokio::test]
+async fn hostile_or_unsupported_submissions_are_refused_before_anything_is_fetched() {
+    let a = provider(
+        vec![vec![("Patient", "pa.ndjson")]],
+        &[("pa.ndjson", lines("Patient", &["x"]))],
+    )
+    .await;
+    let env = setup(&[&a]).await;
+    for (extra, says) in [
+        // A private address the allow-list does not name.
+        (manifest("http://10.1.2.3/manifest.json"), "manifestUrl"),
+        (
+            manifest("http://169.254.169.254/latest/meta-data/"),
+            "manifestUrl",
+        ),
+        (
+            json!([{"name": "fileEncryptionKey", "part": [{"name": "value", "valueString": "jwe"}]}]),
+            "fileEncryptionKey",
+        ),
+        (
+            json!([{"name": "oauthMetadataUrl", "valueUrl": "https://p.example/.well-known/smart-configuration"}]),
+            "oauthMetadataUrl",
+        ),
+    ] {
+        let (s, answer) = submit(&env, submission("h-1", extra.clone())).await;
+        assert_eq!(s, 400, "{extra}: {answer}");
+        assert_eq!(answer["resourceType"], "OperationOutcome", "{answer}");
+        assert!(answer.to_string().contains(says), "{answer}");
+    }
+    assert!(a.seen().is_empty(), "nothing was fetched");
+    // A replacement of a manifest the submission does not have.
+    let (s, _) = submit(&env, submission("h-1", manifest(&manifest_url(&a)))).await;
+    assert_eq!(s, 200);
+    let (s, answer) = submit(
+        &env,
+        submission("h-1", json!([{"name": "replacesManifestUrl", "valueUrl": "http://127.0.0.1:9/other"}, status("in-progress")])),
+    )
+    .await;
+    assert_eq!(s, 400, "{answer}");
+    // Another client sees none of it.
+    let (s, _, _) = api_harness::call_as(
+        &env,
+        "POST",
+        "/$bulk-submit-status",
+        Some("Basic bm9ib2R5Om5vcGU="),
+        Some(submission("h-1", json!([]))),
+    )
+    .await;
+    assert_eq!(s, 401);
+}
