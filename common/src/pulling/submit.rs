@@ -230,21 +230,20 @@ pub async fn submit(
             "aborted",
         )
         .await?;
-    }
-    submissions::set(&tx, &session, &sub).await?;
-    tx.commit().await?;
-
-    if status == SubmissionStatus::Stopped {
-        // The abort waited for every batch holding the session (`FOR SHARE`) to commit,
-        // and no batch commits after it: every row the submission wrote is in place and
-        // carries one of its recorded txids.
-        let files = imports::files(&*client, &session).await?;
-        let removed = submissions::remove_rows(&*client, &files).await?;
+        // The session row has been ours (`FOR UPDATE`) since the start: every batch that
+        // held it (`FOR SHARE`) had committed before, and none commits after. So every
+        // row the submission wrote is visible here, and its removal commits with the
+        // abort or not at all (the provider sends `stopped` again).
+        let files = imports::files(&tx, &session).await?;
+        let removed = submissions::remove_rows(&tx, &files).await?;
         tracing::info!(session, removed, "submission stopped: its rows are removed");
         said.push(format!(
             "submission stopped: {removed} resources it loaded were removed"
         ));
     }
+    submissions::set(&tx, &session, &sub).await?;
+    tx.commit().await?;
+
     for job in &queue_jobs {
         let message = ExportMessage {
             task: format!("{job}/0"),

@@ -119,7 +119,7 @@ impl Puller {
             submission: request.submission,
             job,
         };
-        let replaced = run.manifest().is_some_and(|m| m.replaced && !m.removed);
+        let replaced = run.manifest().is_some_and(|m| m.replaced);
         let outcome = match status {
             Some(SessionStatus::Aborted) => return self.stop(&mut run).await,
             // A submitted manifest that was replaced: what it loaded goes.
@@ -527,6 +527,11 @@ impl Puller {
     async fn withdraw(&self, run: &mut Run) -> Result<PullOutcome> {
         let place = run.job.submitted.map_or(0, |s| s.place);
         let session = run.job.session.clone();
+        if run.manifest().is_some_and(|m| m.removed) {
+            // Done by an attempt that died before it ended the task.
+            self.end(run, TaskStatus::Cancelled, None).await?;
+            return Ok(PullOutcome::Task(TaskOutcome::Cancelled));
+        }
         let files = {
             let client = self.db.client().await?;
             // Committed before the rows are read: a batch of these files either
