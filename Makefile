@@ -6,7 +6,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ENV := infra/local/local.env
 
-.PHONY: help up down test demo serve bench-load bench-dump bench-export bench-dump-to-bucket bench-auth fuzz build build-lambdas fmt lint
+.PHONY: help up down test demo serve bench-load bench-dump bench-export bench-pull bench-dump-to-bucket bench-auth fuzz build build-lambdas fmt lint
 
 help:
 	@echo "make demo        run the main job locally: stack up, sample files into S3, import, dump"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench-load  loader benchmark against psql \\copy"
 	@echo "make bench-dump  dump benchmark against psql \\copy ... to stdout"
 	@echo "make bench-export  \$$export benchmark against psql \\copy + aws s3 cp"
+	@echo "make bench-pull  \$$import-pnp from one siphon into another against a Bulk Data download + load-from-bucket"
 	@echo "make bench-dump-to-bucket  dump-to-bucket (gzip ndjson, Parquet) against psql \\copy + aws s3 cp"
 	@echo "make bench-inventory  import planning from a 1,000,000-object S3 Inventory"
 	@echo "make bench-auth  HTTP Basic latency of a Client, alone and under 50 wrong-password requests/s"
@@ -123,6 +124,12 @@ bench-load: up
 bench-export: up
 	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-bench-export
 	@set -a; source $(ENV); set +a; ./target/release/siphon-bench-export
+
+# A pull import ($import-pnp) of 500,000 resources from one make serve binary into another,
+# vs a Bulk Data download with curl + aws s3 cp + load-from-bucket.
+bench-pull: up
+	$(CARGO) build --release -p siphon-local -p siphon-tests --bin siphon-local --bin siphon-bench-pull
+	@set -a; source $(ENV); set +a; ./target/release/siphon-bench-pull
 
 # dump-to-bucket of 1,000,000 resources (gzip ndjson, Parquet) through make serve's binary
 # vs psql \copy + aws s3 cp.

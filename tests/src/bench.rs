@@ -108,6 +108,49 @@ pub fn psql_copy_and_upload(url: &str, bucket: &str, dir: &std::path::Path) -> f
     start.elapsed().as_secs_f64()
 }
 
+/// One `$export` (`query` after `$export`) of the siphon-local on `port`, through its
+/// HTTP API as a Bulk Data client does, until the manifest; returns the seconds and the
+/// manifest.
+pub async fn export_over_http(port: u16, query: &str) -> (f64, serde_json::Value) {
+    let auth = admin();
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("accept", "application/fhir+json"),
+        ("prefer", "respond-async"),
+    ];
+    let start = Instant::now();
+    let kick = crate::http(
+        "GET",
+        &format!("http://127.0.0.1:{port}/$export{query}"),
+        &headers,
+        b"",
+    )
+    .await;
+    assert_eq!(kick.status, 202, "{}", String::from_utf8_lossy(&kick.body));
+    let status_url = kick.headers["content-location"].clone();
+    loop {
+        let got = crate::http("GET", &status_url, &headers[..1], b"").await;
+        match got.status {
+            202 => tokio::time::sleep(Duration::from_millis(100)).await,
+            200 => {
+                let secs = start.elapsed().as_secs_f64();
+                return (secs, serde_json::from_slice(&got.body).unwrap());
+            }
+            other => panic!("status {other}: {}", String::from_utf8_lossy(&got.body)),
+        }
+    }
+}
+
+/// The resources a manifest lists (its `output` counts).
+pub fn manifest_count(manifest: &serde_json::Value) -> u64 {
+    manifest["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["count"].as_u64().unwrap())
+        .sum()
+}
+
 /// `make serve`'s binary (release siphon-local) on the bench database, with its own
 /// queues and `exporters` export workers; waits until it listens. Logs to
 /// `target/<log>`.
@@ -137,6 +180,19 @@ pub async fn serve_binary(
     exporters: u64,
     log: &str,
 ) -> Child {
+    serve_binary_with(bin, url, port, loaders, exporters, log, &[]).await
+}
+
+/// [`serve_binary`] with more environment (`extra` wins over the local settings).
+pub async fn serve_binary_with(
+    bin: &std::path::Path,
+    url: &str,
+    port: u16,
+    loaders: u64,
+    exporters: u64,
+    log: &str,
+    extra: &[(&str, &str)],
+) -> Child {
     let sqs = crate::sqs().await;
     let load_queue = crate::fresh_queue(&sqs).await;
     let export_queue = crate::fresh_queue(&sqs).await;
@@ -151,6 +207,7 @@ pub async fn serve_binary(
         .env("SIPHON_LOCAL_EXPORTERS", exporters.to_string())
         .env("SIPHON_EXPORT_MIN_POLL_MS", "0")
         .env_remove("SIPHON_EVENTS_QUEUE_URL")
+        .envs(extra.iter().copied())
         .stdout(log.try_clone().expect("the log file"))
         .stderr(log)
         .spawn()

@@ -19,16 +19,16 @@
 //! `export_ratio=.. filtered_ratio=.. resources_per_s=.. peak_rss_mb=.. handover_cost_ms=..`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde_json::Value;
 use siphon::exporting::task::{TaskOptions, TaskOutcome, TaskRunner};
 use siphon::exporting::{ExportConfig, Exports};
 use siphon::queue::MemoryQueue;
 use siphon::sinks::s3::S3Sink;
 use siphon::storage::{Db, DbConfig};
 use siphon_tests::bench::{
-    admin, env_number, free_port, load_mix, peak_rss_kb, psql_copy_and_upload, serve,
+    env_number, export_over_http, free_port, load_mix, manifest_count, peak_rss_kb,
+    psql_copy_and_upload, serve,
 };
 
 /// The filtered round's `_typeFilter`: 2 of the generator's 5 LOINC codes (40%) and a
@@ -44,40 +44,8 @@ const FILTER_SQL: &str = "SELECT count(*) FROM observation
 /// One $export (`query` after `$export`) through the HTTP API, until the manifest;
 /// returns seconds and the resources it lists.
 async fn siphon_export(port: u16, query: &str) -> (f64, u64) {
-    let auth = admin();
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("accept", "application/fhir+json"),
-        ("prefer", "respond-async"),
-    ];
-    let start = Instant::now();
-    let kick = siphon_tests::http(
-        "GET",
-        &format!("http://127.0.0.1:{port}/$export{query}"),
-        &headers,
-        b"",
-    )
-    .await;
-    assert_eq!(kick.status, 202, "{}", String::from_utf8_lossy(&kick.body));
-    let status_url = kick.headers["content-location"].clone();
-    loop {
-        let got = siphon_tests::http("GET", &status_url, &headers[..1], b"").await;
-        match got.status {
-            202 => tokio::time::sleep(Duration::from_millis(100)).await,
-            200 => {
-                let secs = start.elapsed().as_secs_f64();
-                let manifest: Value = serde_json::from_slice(&got.body).unwrap();
-                let count = manifest["output"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|o| o["count"].as_u64().unwrap())
-                    .sum();
-                return (secs, count);
-            }
-            other => panic!("status {other}: {}", String::from_utf8_lossy(&got.body)),
-        }
-    }
+    let (secs, manifest) = export_over_http(port, query).await;
+    (secs, manifest_count(&manifest))
 }
 
 /// Exports `ty` in-process: straight, or handing over after every part. Returns the
