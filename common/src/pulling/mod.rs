@@ -34,6 +34,17 @@ use crate::sources::UrlGuard;
 use crate::storage::exports::NewTask;
 use crate::storage::{imports, Db};
 
+/// The one task of a pull job (a `$import-pnp` planning, or a submitted manifest).
+fn planning_task() -> NewTask {
+    NewTask {
+        kind: TaskKind::Pull,
+        resource_type: "pull".into(),
+        part: 1,
+        range_from: None,
+        range_to: None,
+    }
+}
+
 /// Starts a pull import from a `$import-pnp` body: checks the request and the kick-off
 /// URL (400 before anything is stored or fetched), creates the session and its
 /// planning task, and queues the task on the export queue (`task_queue`).
@@ -103,13 +114,7 @@ pub async fn start(
         }
     }
     let spec = serde_json::to_value(&job).map_err(|e| Error::Internal(e.to_string()))?;
-    let task = NewTask {
-        kind: TaskKind::Pull,
-        resource_type: "pull".into(),
-        part: 1,
-        range_from: None,
-        range_to: None,
-    };
+    let task = planning_task();
     let job_owner = owner.clone().unwrap_or_else(|| who.client_id.clone());
     db.create_export(&session, ExportKind::Pull, &job_owner, &spec, &[task], &[])
         .await?;

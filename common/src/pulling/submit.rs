@@ -21,7 +21,7 @@ use super::submission_request::{parse_status, parse_submit};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::exporting::ExportMessage;
-use crate::model::export::{ExportKind, TaskKind};
+use crate::model::export::ExportKind;
 use crate::model::pull::{PullJob, RemoteAuth, SubmittedJob};
 use crate::model::session::SessionRequest;
 use crate::model::submission::{
@@ -30,7 +30,6 @@ use crate::model::submission::{
 use crate::model::{FileStatus, SessionStatus};
 use crate::queue::{self, MessageQueue};
 use crate::sources::UrlGuard;
-use crate::storage::exports::NewTask;
 use crate::storage::{imports, submissions, Db};
 
 /// The logical model a status manifest follows (`manifestType`).
@@ -284,13 +283,7 @@ async fn create_job(
         submitted: Some(SubmittedJob { place, replaces }),
     };
     let spec = serde_json::to_value(&job).map_err(|e| Error::Internal(e.to_string()))?;
-    let task = NewTask {
-        kind: TaskKind::Pull,
-        resource_type: "pull".into(),
-        part: 1,
-        range_from: None,
-        range_to: None,
-    };
+    let task = super::planning_task();
     crate::storage::exports::insert_export(
         tx,
         &submission::job_id(session, place),
