@@ -4,7 +4,8 @@
 //! 1. The remote: `make serve`'s binary on a database of realistic resources (default
 //!    500,000: 20% Patient, 60% Observation, 20% Encounter; `SIPHON_BENCH_RESOURCES`).
 //! 2. The puller: a second `make serve` binary on an empty database, the remote
-//!    allow-listed, one loader and one export worker (the pull's planning).
+//!    allow-listed, two loaders (both ways load two files at once) and one export
+//!    worker (the pull's planning).
 //! 3. siphon: `POST /$import-pnp` to the puller naming the remote's `$export` (HTTP Basic
 //!    with the remote's admin credential); the clock stops when the session is `done`.
 //!    The remote's export, the download and the load overlap.
@@ -186,7 +187,7 @@ async fn main() {
         &server_binary(),
         &url,
         port,
-        1,
+        2,
         1,
         "bench-pull-puller.log",
         &[("SIPHON_URL_ALLOWLIST", &allow)],
