@@ -6,70 +6,11 @@ use bytes::Bytes;
 use futures::stream::StreamExt;
 
 use crate::error::{Error, Result};
+use crate::formats::{Chosen, Shape};
 use crate::resource_type::ResourceType;
-use crate::sinks::formats::{self, Format};
 pub use crate::storage::read::ByteStream;
 use crate::storage::read::CopyFormat;
-use crate::storage::script;
 use crate::storage::Db;
-
-/// Output formats of `$dump-sql`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SqlFormat {
-    /// COPY text format: tab-separated, `\t` `\n` `\\` escaped (default).
-    Tsv,
-    /// RFC 4180 CSV.
-    Csv,
-    /// One JSON object per row.
-    Ndjson,
-    /// A script of `INSERT INTO table (columns) VALUES (...);`, one per row, every value
-    /// a quoted literal (NULL as NULL), for `psql` to run into an existing table.
-    Sql { table: String },
-    /// Elasticsearch/OpenSearch `_bulk`: an `index` action with `_index` and `_id` (the
-    /// row's `id` column), then the row as a JSON object.
-    ElasticBulk { index: String },
-}
-
-impl SqlFormat {
-    /// `format` (default `tsv`); `table` is the table of `sql` (required) and the index
-    /// of `elastic-bulk` (default `query`).
-    pub fn parse(s: Option<&str>, table: Option<&str>) -> Result<Self> {
-        match s.unwrap_or("tsv") {
-            "tsv" => Ok(SqlFormat::Tsv),
-            "csv" => Ok(SqlFormat::Csv),
-            "ndjson" => Ok(SqlFormat::Ndjson),
-            f @ ("sql" | "elastic-bulk") => match Format::parse(Some(f), table, "query")? {
-                Format::Sql { table } => Ok(SqlFormat::Sql { table }),
-                Format::ElasticBulk { index } => Ok(SqlFormat::ElasticBulk { index }),
-                _ => unreachable!("sql and elastic-bulk parse to themselves"),
-            },
-            other => Err(Error::BadRequest(format!(
-                "unknown format {other:?}: use tsv, csv, ndjson, sql or elastic-bulk"
-            ))),
-        }
-    }
-
-    fn copy_format(&self) -> CopyFormat {
-        match self {
-            SqlFormat::Csv => CopyFormat::CsvWithHeader,
-            SqlFormat::Ndjson => CopyFormat::JsonRows,
-            SqlFormat::Tsv | SqlFormat::Sql { .. } | SqlFormat::ElasticBulk { .. } => {
-                CopyFormat::Text
-            }
-        }
-    }
-
-    pub fn content_type(&self) -> &'static str {
-        match self {
-            SqlFormat::Tsv => "text/tab-separated-values",
-            SqlFormat::Csv => "text/csv",
-            SqlFormat::Ndjson => "application/ndjson",
-            // What Elasticsearch's _bulk endpoint takes.
-            SqlFormat::ElasticBulk { .. } => "application/x-ndjson",
-            SqlFormat::Sql { .. } => "application/sql",
-        }
-    }
-}
 
 /// Streams every resource of `ty` as ndjson (with `id` and `resourceType` filled in),
 /// optionally only rows changed after `since`. Unknown types are `NotFound`.
@@ -178,53 +119,53 @@ pub fn check_query(query: &str) -> Result<()> {
 }
 
 /// Runs a read-only query and streams its rows (see `Db::copy_query`: READ ONLY, role
-/// `siphon_reader`, statement timeout, one statement).
+/// `siphon_reader`, statement timeout, one statement) in `format`: written by COPY itself
+/// where it can be (tsv, csv, ndjson), else from COPY's text rows line by line. `table`
+/// is the table of `sql` and the index of `elastic-bulk` (default `query`).
 pub async fn dump_sql(
     db: &Db,
     query: &str,
-    format: SqlFormat,
+    format: Chosen,
+    table: Option<&str>,
     timeout_ms: u64,
 ) -> Result<ByteStream> {
+    let target = format.target(table, "query")?;
     check_query(query)?;
-    let stream = match &format {
-        SqlFormat::Tsv | SqlFormat::Csv | SqlFormat::Ndjson => {
-            db.copy_query(query, format.copy_format(), timeout_ms)
-                .await?
-        }
-        SqlFormat::Sql { table } => {
-            let columns: Vec<String> = db
-                .describe_query(query, timeout_ms)
-                .await?
-                .into_iter()
-                .map(|c| c.name)
-                .collect();
-            let table = table.clone();
-            by_line(
-                db.copy_query(query, CopyFormat::Text, timeout_ms).await?,
-                move |row| script::sql_insert(&table, &columns, &formats::fields(row)),
-            )
-        }
-        SqlFormat::ElasticBulk { index } => {
+    let stream = match format.format.direct_copy() {
+        Some(copy) => first_then_rest(db.copy_query(query, copy, timeout_ms).await?).await?,
+        None => {
             let columns = db.describe_query(query, timeout_ms).await?;
-            if !columns.iter().any(|c| c.name == "id") {
-                return Err(Error::BadRequest(
-                    "elastic-bulk needs an `id` column in the query".into(),
-                ));
+            let select = if format.format.shape() == Shape::Bulk {
+                if !columns.iter().any(|c| c.name == "id") {
+                    return Err(Error::BadRequest(format!(
+                        "{} needs an `id` column in the query",
+                        format.name()
+                    )));
+                }
+                crate::storage::read::keyed_rows_sql(query)
+            } else {
+                query.to_string()
+            };
+            let names = columns.into_iter().map(|c| c.name).collect();
+            let encoder = format.encoder(names, target);
+            let header = encoder.header();
+            let lines = first_then_rest(by_line(
+                db.copy_query(&select, CopyFormat::Text, timeout_ms).await?,
+                move |row| encoder.line(row).unwrap_or_default(),
+            ))
+            .await?;
+            match header {
+                Some(mut h) => {
+                    h.push(b'\n');
+                    futures::stream::once(async move { Ok(Bytes::from(h)) })
+                        .chain(lines)
+                        .boxed()
+                }
+                None => lines,
             }
-            let keyed = crate::storage::read::keyed_rows_sql(query);
-            let index = index.clone();
-            by_line(
-                db.copy_query(&keyed, CopyFormat::Text, timeout_ms).await?,
-                move |row| {
-                    let f = formats::fields(row);
-                    let id = f.first().cloned().flatten().unwrap_or_default();
-                    let doc = f.get(1).cloned().flatten().unwrap_or_default();
-                    formats::bulk_action(&index, &id, &doc)
-                },
-            )
         }
     };
-    Ok(measured(first_then_rest(stream).await?, "dump-sql", None))
+    Ok(measured(stream, "dump-sql", None))
 }
 
 /// Turns a stream of COPY text rows into a stream of `each(row)` lines. Rows end with a
@@ -356,33 +297,6 @@ mod tests {
                 assert!(matches!(e, Error::BadRequest(_)), "{bad}: {e:?}");
             }
         }
-    }
-
-    #[test]
-    fn formats_parse() {
-        assert_eq!(SqlFormat::parse(None, None).unwrap(), SqlFormat::Tsv);
-        assert_eq!(
-            SqlFormat::parse(Some("csv"), None).unwrap().content_type(),
-            "text/csv"
-        );
-        assert!(SqlFormat::parse(Some("xml"), None).is_err());
-        assert!(
-            SqlFormat::parse(Some("sql"), None).is_err(),
-            "sql needs a table"
-        );
-        assert_eq!(
-            SqlFormat::parse(Some("sql"), Some("copy_of")).unwrap(),
-            SqlFormat::Sql {
-                table: "copy_of".into()
-            }
-        );
-        assert!(SqlFormat::parse(Some("sql"), Some("x; drop table y")).is_err());
-        assert_eq!(
-            SqlFormat::parse(Some("elastic-bulk"), None).unwrap(),
-            SqlFormat::ElasticBulk {
-                index: "query".into()
-            }
-        );
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@
 //! - [`storage`]: Postgres; every SQL statement lives there.
 //! - [`sources`]: where files are read from (S3, https, memory).
 //! - [`sinks`]: where exported files are written (S3 multipart uploads, memory).
+//! - [`formats`]: the file formats exporters write, one file each, and their registry.
 //! - [`queue`]: where work waits (SQS, memory).
 //! - [`secrets`]: AWS Secrets Manager.
 //! - [`web`]: the HTTP edge every HTTP function shares (bodies, errors, status codes).
@@ -41,6 +42,7 @@ pub mod dumping;
 pub mod error;
 pub mod exporting;
 pub mod fhir;
+pub mod formats;
 pub mod ingestion;
 pub mod inventory;
 pub mod lease;

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("storage", 2),
     ("sources", 2),
     ("sinks", 2),
+    ("formats", 2),
     ("queue", 2),
     ("web", 2),
     ("auth", 3),

@@ -313,7 +313,19 @@ async fn dump_sql_formats_round_trip_hostile_values() {
     )
     .await;
     assert_eq!((s, ct.as_str()), (200, "application/ndjson"));
-    let rows: Vec<Value> = std::str::from_utf8(&nd.unwrap())
+    let nd = nd.unwrap();
+    // JSON Lines: the same lines under their own media type.
+    let (s, ct, jsonl) = send(
+        &app,
+        "POST",
+        "/$dump-sql",
+        Some(admin()),
+        Some(json!({"query": query["query"], "format": "jsonl"})),
+    )
+    .await;
+    assert_eq!((s, ct.as_str()), (200, "application/jsonl"));
+    assert_eq!(jsonl.unwrap(), nd);
+    let rows: Vec<Value> = std::str::from_utf8(&nd)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -503,6 +503,24 @@ async fn dumped(env: &Env, ty: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The JSON lines of `files`, by their `id`.
+fn by_id(files: &[(String, Vec<u8>)]) -> BTreeMap<String, String> {
+    files
+        .iter()
+        .flat_map(|(_, b)| {
+            String::from_utf8(b.clone())
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .map(|l| {
+            let v: Value = serde_json::from_str(&l).unwrap();
+            (v["id"].as_str().unwrap().to_string(), l)
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn resource_tables_as_parquet_and_gzip_ndjson_hold_what_dump_returns() {
     let env = setup(LoadOptions::default()).await;
@@ -584,21 +602,7 @@ async fn resource_tables_as_parquet_and_gzip_ndjson_hold_what_dump_returns() {
     .await;
     let view = finish(&env, &job).await;
     let got = files(&env, &bucket, &view).await;
-    let lines: BTreeMap<String, String> = got
-        .iter()
-        .flat_map(|(_, b)| {
-            String::from_utf8(b.clone())
-                .unwrap()
-                .lines()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .map(|l| {
-            let v: Value = serde_json::from_str(&l).unwrap();
-            (v["id"].as_str().unwrap().to_string(), l)
-        })
-        .collect();
-    assert_eq!(&lines, &patients);
+    assert_eq!(&by_id(&got), &patients);
     let job = start(
         &env,
         json!({"bucket": format!("s3://{bucket}/later"), "types": ["Patient"], "_since": "2999-01-01"}),
@@ -609,6 +613,83 @@ async fn resource_tables_as_parquet_and_gzip_ndjson_hold_what_dump_returns() {
     assert!(keys(&env, &bucket)
         .await
         .contains(view["marker"].as_str().unwrap()));
+}
+
+/// The `Content-Type` S3 stored for `key`.
+async fn content_type(env: &Env, bucket: &str, key: &str) -> String {
+    env.s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .content_type()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// JSON Lines, the format added through the format registry: `.jsonl` files holding the
+/// lines ndjson would, for a table and for a query; and an elastic-bulk dump of a table
+/// names its index after the table.
+#[tokio::test]
+async fn jsonl_files_hold_the_ndjson_lines_and_a_table_is_its_own_index() {
+    let env = setup(LoadOptions::default()).await;
+    load(&env, "Patient", 300, 7).await;
+    let patients = dumped(&env, "Patient").await;
+    let bucket = fresh_bucket(&env.s3).await;
+    // A table, gzip-compressed.
+    let job = start(
+        &env,
+        json!({"bucket": format!("s3://{bucket}/t"), "types": ["Patient"], "format": "jsonl", "gzip": true}),
+    )
+    .await;
+    let view = finish(&env, &job).await;
+    assert_eq!(view["status"], "done", "{view}");
+    let got = files(&env, &bucket, &view).await;
+    assert!(
+        got.iter()
+            .all(|(k, _)| k.starts_with("t/patient/") && k.ends_with(".jsonl.gz")),
+        "{got:?}"
+    );
+    assert_eq!(
+        content_type(&env, &bucket, &got[0].0).await,
+        "application/jsonl"
+    );
+    assert_eq!(by_id(&got), patients);
+    // A query: its rows as objects, as ndjson writes them.
+    let query = "select id, resource->'gender' as gender from patient";
+    let mut lines = Vec::new();
+    for format in ["jsonl", "ndjson"] {
+        let job = start(
+            &env,
+            json!({"bucket": format!("s3://{bucket}/q-{format}"), "query": query, "format": format}),
+        )
+        .await;
+        let view = finish(&env, &job).await;
+        assert_eq!(view["tables"]["query"]["count"], 300, "{view}");
+        let got = files(&env, &bucket, &view).await;
+        assert!(got[0].0.ends_with(&format!(".{format}")), "{got:?}");
+        lines.push(got[0].1.clone());
+    }
+    assert_eq!(lines[0], lines[1]);
+    let first: Value =
+        serde_json::from_slice(lines[0].split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert!(
+        first["id"].is_string() && first.get("gender").is_some(),
+        "{first}"
+    );
+    // elastic-bulk of a table without `table`: the index is the table's name.
+    let job = start(
+        &env,
+        json!({"bucket": format!("s3://{bucket}/es"), "types": ["Patient"], "format": "elastic-bulk"}),
+    )
+    .await;
+    let view = finish(&env, &job).await;
+    let got = files(&env, &bucket, &view).await;
+    let action: Value =
+        serde_json::from_slice(got[0].1.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(action["index"]["_index"], "patient", "{action}");
 }
 
 #[tokio::test]

@@ -139,6 +139,46 @@ async fn big_types_split_into_ranges_and_files_and_gzip_files_decompress_to_the_
 }
 
 #[tokio::test]
+async fn json_lines_output_is_ndjson_in_jsonl_files() {
+    let env = setup(LoadOptions::default()).await;
+    load(&env, "Patient", 120, 5).await;
+    let status = kick_off(
+        &env,
+        "/$export?_type=Patient&_outputFormat=application/jsonl%2Bgzip",
+    )
+    .await;
+    let a = complete(&env, &status).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let urls: Vec<&str> = a.body["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["url"].as_str().unwrap())
+        .collect();
+    assert!(
+        !urls.is_empty() && urls.iter().all(|u| u.contains("Patient-1-001.jsonl.gz")),
+        "{urls:?}"
+    );
+    let files = download(&a.body, "output").await;
+    assert_eq!(
+        sorted(files["Patient"].clone()),
+        dumped(&env, "Patient").await
+    );
+    // Parquet is never gzip-compressed as a whole.
+    let r = request(
+        &env,
+        "GET",
+        "/$export?_outputFormat=parquet%2Bgzip",
+        FHIR,
+        None,
+        &admin(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.to_string().contains("_outputFormat"), "{}", r.body);
+}
+
+#[tokio::test]
 async fn parquet_output_is_read_back_by_pyarrow_and_duckdb_with_the_filter_applied() {
     let env = setup_with(LoadOptions::default(), |e| {
         e.with("SIPHON_EXPORT_FILE_MAX_RESOURCES", "150")

@@ -15,12 +15,12 @@ use crate::auth::scopes::Perm;
 use crate::auth::Principal;
 use crate::dumping::check_query;
 use crate::error::{Error, Result};
+use crate::formats::{Chosen, Exporter, Shape};
 use crate::ingestion::bucket::Account;
 use crate::model::export::{Column, Export, ExportKind, ExportStatus, TaskKind, TaskStatus};
 use crate::model::StoreRef;
 use crate::queue::{self, MessageQueue, StoreSpec};
 use crate::resource_type::ResourceType;
-use crate::sinks::formats::Format;
 use crate::sinks::{ObjectMeta, ObjectSink, SinkError};
 use crate::sources::UrlGuard;
 use crate::storage::exports::NewTask;
@@ -202,23 +202,11 @@ pub async fn kick_off(
 }
 
 /// The file format the params ask for (gzip only for the text formats).
-fn format_of(params: &DumpToBucket) -> Result<Format> {
-    let default_index = params
-        .types
-        .as_ref()
-        .and_then(|t| t.first())
-        .map(|t| t.to_ascii_lowercase())
-        .unwrap_or_else(|| "query".into());
-    let format = Format::parse(
-        params.format.as_deref(),
-        params.table.as_deref(),
-        &default_index,
-    )?;
-    if params.gzip.unwrap_or(false) && format == Format::Parquet {
-        return Err(Error::BadRequest(
-            "gzip is for the text formats: Parquet files are compressed inside (Snappy)".into(),
-        ));
-    }
+fn format_of(params: &DumpToBucket) -> Result<Chosen> {
+    let format = Chosen::parse(Exporter::Bucket, params.format.as_deref())?;
+    // The table or index is checked here; each task names its own default index.
+    format.target(params.table.as_deref(), "query")?;
+    format.check_gzip(params.gzip.unwrap_or(false))?;
     Ok(format)
 }
 
@@ -229,7 +217,7 @@ async fn what_to_dump(
     params: &DumpToBucket,
     who: &Principal,
     since: bool,
-    format: &Format,
+    format: &Chosen,
 ) -> Result<(Vec<ResourceType>, Option<String>)> {
     match (&params.types, &params.query) {
         (Some(_), Some(_)) => Err(Error::BadRequest(
@@ -254,7 +242,7 @@ async fn what_to_dump(
 
 /// Files name their columns: each once (and not siphon's own row number); elastic-bulk
 /// needs an `id`.
-fn check_query_columns(columns: &[Column], format: &Format) -> Result<()> {
+fn check_query_columns(columns: &[Column], format: &Chosen) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for c in columns {
         if c.name == "siphon_rn" || !seen.insert(c.name.as_str()) {
@@ -269,10 +257,11 @@ fn check_query_columns(columns: &[Column], format: &Format) -> Result<()> {
             )));
         }
     }
-    if matches!(format, Format::ElasticBulk { .. }) && !columns.iter().any(|c| c.name == "id") {
-        return Err(Error::BadRequest(
-            "elastic-bulk needs an `id` column in the query".into(),
-        ));
+    if format.format.shape() == Shape::Bulk && !columns.iter().any(|c| c.name == "id") {
+        return Err(Error::BadRequest(format!(
+            "{} needs an `id` column in the query",
+            format.name()
+        )));
     }
     Ok(())
 }

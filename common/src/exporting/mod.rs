@@ -363,7 +363,7 @@ impl Exports {
                 })
                 .collect(),
             gzip: request.gzip,
-            format: request.parquet.then(|| "parquet".to_string()),
+            format: Some(request.format.name().to_string()),
             request: url.to_string(),
             bucket: self.config.bucket.clone(),
             prefix: format!("{}{id}/", self.config.prefix),

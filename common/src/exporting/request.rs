@@ -4,7 +4,7 @@
 //!
 //! | parameter | siphon |
 //! |---|---|
-//! | `_outputFormat` | `application/fhir+ndjson`, `application/ndjson`, `ndjson`; `application/fhir+ndjson+gzip` (gzip files); `application/vnd.apache.parquet` or `parquet` (Parquet files, dump-to-bucket's columns; not with `_elements`); anything else 400 |
+//! | `_outputFormat` | `application/fhir+ndjson`, `application/ndjson`, `ndjson`; `application/fhir+ndjson+gzip` (gzip files; `+gzip` after any text format); `application/jsonl` or `jsonl` (JSON Lines, `.jsonl` files); `application/vnd.apache.parquet` or `parquet` (Parquet files, dump-to-bucket's columns; not with `_elements`); anything else 400 |
 //! | `_type` | comma-separated and repeated; R4 resource types; unknown 400 (lenient: ignored) |
 //! | `_since` | FHIR instant; invalid or in the future 400 |
 //! | `_until` | FHIR instant; invalid, or before `_since`, 400 |
@@ -24,6 +24,7 @@ use super::type_filter;
 use crate::error::{Error, Result};
 use crate::fhir;
 use crate::fhir::search::filter::TypeFilter;
+use crate::formats::{Chosen, Exporter};
 use crate::model::ids::is_valid_id;
 use crate::resource_type::ResourceType;
 
@@ -45,8 +46,7 @@ pub struct Element {
     pub name: String,
 }
 
-/// The media type of Parquet files (IANA, 2024), as `_outputFormat` names them.
-pub const PARQUET_MEDIA_TYPE: &str = "application/vnd.apache.parquet";
+pub use crate::formats::PARQUET_MEDIA_TYPE;
 
 /// A checked kick-off.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,9 +54,10 @@ pub struct ExportRequest {
     pub level: Level,
     /// Files are gzip-compressed (`Content-Encoding: gzip`, `.ndjson.gz`).
     pub gzip: bool,
-    /// Files are Parquet (`.parquet`): one row per resource with the columns of
-    /// dump-to-bucket's Parquet (`id`, `resource_type`, `ts`, `txid`, `resource`).
-    pub parquet: bool,
+    /// The file format: ndjson, JSON Lines (`.jsonl`), or Parquet (`.parquet`: one row
+    /// per resource with the columns of dump-to-bucket's Parquet, `id`, `resource_type`,
+    /// `ts`, `txid`, `resource`).
+    pub format: Chosen,
     /// `allowPartialManifests` (STU3): manifests of the files finished so far while the
     /// export runs, paged with `link`.
     pub partial_manifests: bool,
@@ -226,7 +227,7 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
     let mut request = ExportRequest {
         level: k.level.clone(),
         gzip: false,
-        parquet: false,
+        format: Chosen::parse(Exporter::Export, None)?,
         partial_manifests: false,
         types: None,
         since: None,
@@ -238,43 +239,34 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
         associated: Vec::new(),
         type_filters: Vec::new(),
     };
-    // Refuses, or under lenient handling ignores and remembers, what is not supported.
-    let unsupported = |request: &mut ExportRequest, why: String| -> Result<()> {
-        if request.lenient {
-            request.ignored.push(why);
-            Ok(())
-        } else {
-            Err(bad(format!(
-                "{why} (send Prefer: handling=lenient to have it ignored)"
-            )))
-        }
-    };
     for (name, value, from_body) in params {
-        match name.as_str() {
-            "_outputFormat" => {
-                (request.gzip, request.parquet) = match value.as_str() {
-                    "application/fhir+ndjson" | "application/ndjson" | "ndjson" => (false, false),
-                    "application/fhir+ndjson+gzip" => (true, false),
-                    PARQUET_MEDIA_TYPE | "parquet" => (false, true),
-                    other => {
-                        return Err(bad(format!(
-                            "_outputFormat {other:?} is not supported: use application/fhir+ndjson \
-                             (or application/ndjson, ndjson; application/fhir+ndjson+gzip for gzip files; \
-                             {PARQUET_MEDIA_TYPE} for Parquet files)"
-                        )))
-                    }
-                }
-            }
+        request.apply(&name, value, from_body, k.now)?;
+    }
+    request.check()?;
+    Ok(request)
+}
+
+impl ExportRequest {
+    /// One parameter, `from_body` when it came in a POST `Parameters` body.
+    fn apply(
+        &mut self,
+        name: &str,
+        value: String,
+        from_body: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        match name {
+            "_outputFormat" => self.output_format(&value)?,
             "_since" => {
                 let since = parse_instant(&value)?;
-                if since > k.now {
+                if since > now {
                     return Err(bad(format!("_since {value} is in the future")));
                 }
-                request.since = Some(since);
+                self.since = Some(since);
             }
-            "_until" => request.until = Some(parse_instant_of("_until", &value)?),
+            "_until" => self.until = Some(parse_instant_of("_until", &value)?),
             "allowPartialManifests" => {
-                request.partial_manifests = match value.as_str() {
+                self.partial_manifests = match value.as_str() {
                     "true" => true,
                     "false" => false,
                     other => {
@@ -284,121 +276,167 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
                     }
                 }
             }
-            "_type" => {
-                for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                    let known = ResourceType::parse(t)
-                        .ok()
-                        .filter(|ty| fhir::is_resource_type(ty.as_str()));
-                    match known {
-                        Some(ty) => {
-                            let types = request.types.get_or_insert_with(Vec::new);
-                            if !types.contains(&ty) {
-                                types.push(ty);
-                            }
-                        }
-                        None => unsupported(
-                            &mut request,
-                            format!("_type {t:?} is not a FHIR R4 resource type"),
-                        )?,
-                    }
-                }
-            }
-            "patient" => {
-                if request.level == Level::System {
-                    unsupported(
-                        &mut request,
-                        "patient is not allowed in a system-level export: use Patient/$export or Group/[id]/$export".into(),
-                    )?;
-                } else if !from_body {
-                    unsupported(
-                        &mut request,
-                        "patient is only supported in a POST Parameters body".into(),
-                    )?;
-                } else {
-                    let id = value.strip_prefix("Patient/").unwrap_or("");
-                    if !is_valid_id(id) {
-                        return Err(bad(format!(
-                            "patient {value:?} is not a Patient reference (Patient/<id>)"
-                        )));
-                    }
-                    if !request.patients.contains(&value) {
-                        request.patients.push(value);
-                    }
-                }
-            }
-            "_elements" => {
-                for e in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-                    // `Type.element` (a type starts with a capital) or `element`;
-                    // anything else is a nested path.
-                    let (ty, name) = match e.split_once('.') {
-                        Some((t, n)) if t.starts_with(|c: char| c.is_ascii_uppercase()) => (Some(t), n),
-                        Some(_) => (None, ""),
-                        None => (None, e),
-                    };
-                    let ty = ty
-                        .map(|t| {
-                            ResourceType::parse(t)
-                                .ok()
-                                .filter(|t| fhir::is_resource_type(t.as_str()))
-                                .ok_or_else(|| bad(format!("_elements {e:?}: {t:?} is not a FHIR R4 resource type")))
-                        })
-                        .transpose()?;
-                    let root = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                        && name.chars().all(|c| c.is_ascii_alphanumeric());
-                    if !root {
-                        return Err(bad(format!(
-                            "_elements {e:?}: only root elements are allowed (Type.element or element)"
-                        )));
-                    }
-                    request.elements.push(Element {
-                        resource_type: ty,
-                        name: name.to_string(),
-                    });
-                }
-            }
-            "_typeFilter" => match type_filter::parse_one(&value, k.now) {
-                Ok((ty, query)) => type_filter::add(&mut request.type_filters, ty, query),
-                Err(e) => unsupported(&mut request, e.to_string())?,
+            "_type" => self.add_types(&value)?,
+            "patient" => self.add_patient(value, from_body)?,
+            "_elements" => self.add_elements(&value)?,
+            "_typeFilter" => match type_filter::parse_one(&value, now) {
+                Ok((ty, query)) => type_filter::add(&mut self.type_filters, ty, query),
+                Err(e) => self.unsupported(e.to_string())?,
             },
-            "includeAssociatedData" => {
-                for v in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
-                    if ASSOCIATED_DATA.contains(&v) {
-                        if !request.associated.iter().any(|a| a == v) {
-                            request.associated.push(v.to_string());
-                        }
-                    } else {
-                        unsupported(
-                            &mut request,
-                            format!(
-                                "includeAssociatedData {v:?} is not supported (accepted: {})",
-                                ASSOCIATED_DATA.join(", ")
-                            ),
-                        )?;
-                    }
-                }
+            "includeAssociatedData" => self.add_associated(&value)?,
+            other => {
+                self.unsupported(format!("parameter {other:?} is not supported by $export"))?
             }
-            other => unsupported(
-                &mut request,
-                format!("parameter {other:?} is not supported by $export"),
-            )?,
+        }
+        Ok(())
+    }
+
+    /// Refuses, or under lenient handling ignores and remembers, what is not supported.
+    fn unsupported(&mut self, why: String) -> Result<()> {
+        if self.lenient {
+            self.ignored.push(why);
+            Ok(())
+        } else {
+            Err(bad(format!(
+                "{why} (send Prefer: handling=lenient to have it ignored)"
+            )))
         }
     }
-    if request.parquet && !request.elements.is_empty() {
-        return Err(bad(
-            "_elements does not apply to Parquet output: its resource column holds whole resources \
-             (ask for ndjson, or leave _elements out)",
-        ));
+
+    /// `_outputFormat`: a format of the registry; a text format may end in `+gzip`
+    /// (gzip-compressed files).
+    fn output_format(&mut self, value: &str) -> Result<()> {
+        let (name, gzip) = match value.strip_suffix("+gzip") {
+            Some(name) => (name, true),
+            None => (value, false),
+        };
+        self.format = Chosen::find(Exporter::Export, name)
+            .filter(|f| f.check_gzip(gzip).is_ok())
+            .ok_or_else(|| {
+                bad(format!(
+                    "_outputFormat {value:?} is not supported: use {} \
+                     (a text format followed by +gzip for gzip files)",
+                    crate::formats::accepted(Exporter::Export)
+                ))
+            })?;
+        self.gzip = gzip;
+        Ok(())
     }
-    if let (Some(since), Some(until)) = (request.since, request.until) {
-        if until < since {
+
+    /// `_type`: comma-separated R4 resource types, each once.
+    fn add_types(&mut self, value: &str) -> Result<()> {
+        for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let known = ResourceType::parse(t)
+                .ok()
+                .filter(|ty| fhir::is_resource_type(ty.as_str()));
+            match known {
+                Some(ty) => {
+                    let types = self.types.get_or_insert_with(Vec::new);
+                    if !types.contains(&ty) {
+                        types.push(ty);
+                    }
+                }
+                None => self.unsupported(format!("_type {t:?} is not a FHIR R4 resource type"))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// `patient`: a Patient reference, in a POST body, at the Patient or Group level.
+    fn add_patient(&mut self, value: String, from_body: bool) -> Result<()> {
+        if self.level == Level::System {
+            return self.unsupported(
+                "patient is not allowed in a system-level export: use Patient/$export or Group/[id]/$export".into(),
+            );
+        }
+        if !from_body {
+            return self.unsupported("patient is only supported in a POST Parameters body".into());
+        }
+        let id = value.strip_prefix("Patient/").unwrap_or("");
+        if !is_valid_id(id) {
             return Err(bad(format!(
-                "_until {} is before _since {}: the window is empty",
-                until.to_rfc3339(),
-                since.to_rfc3339()
+                "patient {value:?} is not a Patient reference (Patient/<id>)"
             )));
         }
+        if !self.patients.contains(&value) {
+            self.patients.push(value);
+        }
+        Ok(())
     }
-    Ok(request)
+
+    /// `_elements`: `Type.element` (a type starts with a capital) or `element`, root
+    /// elements only.
+    fn add_elements(&mut self, value: &str) -> Result<()> {
+        for e in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            // Anything else with a dot is a nested path.
+            let (ty, name) = match e.split_once('.') {
+                Some((t, n)) if t.starts_with(|c: char| c.is_ascii_uppercase()) => (Some(t), n),
+                Some(_) => (None, ""),
+                None => (None, e),
+            };
+            let ty = ty
+                .map(|t| {
+                    ResourceType::parse(t)
+                        .ok()
+                        .filter(|t| fhir::is_resource_type(t.as_str()))
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "_elements {e:?}: {t:?} is not a FHIR R4 resource type"
+                            ))
+                        })
+                })
+                .transpose()?;
+            let root = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                && name.chars().all(|c| c.is_ascii_alphanumeric());
+            if !root {
+                return Err(bad(format!(
+                    "_elements {e:?}: only root elements are allowed (Type.element or element)"
+                )));
+            }
+            self.elements.push(Element {
+                resource_type: ty,
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `includeAssociatedData`: the IG's values, each once.
+    fn add_associated(&mut self, value: &str) -> Result<()> {
+        for v in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            if ASSOCIATED_DATA.contains(&v) {
+                if !self.associated.iter().any(|a| a == v) {
+                    self.associated.push(v.to_string());
+                }
+            } else {
+                self.unsupported(format!(
+                    "includeAssociatedData {v:?} is not supported (accepted: {})",
+                    ASSOCIATED_DATA.join(", ")
+                ))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What holds between parameters.
+    fn check(&self) -> Result<()> {
+        if self.format.typed() && !self.elements.is_empty() {
+            return Err(bad(
+                "_elements does not apply to Parquet output: its resource column holds whole resources \
+                 (ask for ndjson, or leave _elements out)",
+            ));
+        }
+        if let (Some(since), Some(until)) = (self.since, self.until) {
+            if until < since {
+                return Err(bad(format!(
+                    "_until {} is before _since {}: the window is empty",
+                    until.to_rfc3339(),
+                    since.to_rfc3339()
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -479,7 +517,7 @@ mod tests {
         );
         for f in [PARQUET_MEDIA_TYPE, "parquet"] {
             let r = parse(kick(Level::System, &[("_outputFormat", f)])).unwrap();
-            assert!(r.parquet && !r.gzip, "{f}");
+            assert!(r.format.name() == "parquet" && !r.gzip, "{f}");
         }
     }
 

@@ -6,70 +6,32 @@ use bytes::Bytes;
 
 use super::spec::ExportSpec;
 use crate::error::{Error, Result};
+use crate::formats::{self, Encoded, Encoder, Shape};
 use crate::model::export::{Column, ColumnKind};
-use crate::sinks::formats::{self, Format};
-use crate::storage::read::{self, KeyedRows, Shape, Slice, TextRows};
-use crate::storage::script;
+use crate::storage::read::{self, KeyedRows, Slice, TextRows};
 use crate::storage::Db;
 
 /// One row: its key (an id, `Type/id`, or a query row number) and what it became.
 pub struct Row {
     pub key: Bytes,
-    pub data: RowData,
-}
-
-pub enum RowData {
-    /// A line of a text file (no newline).
-    Line(Vec<u8>),
-    /// Values for a typed file.
-    Values(Vec<Option<String>>),
+    pub data: Encoded,
 }
 
 /// How a task's rows are read and shaped.
 pub struct Reading {
     pub select: String,
-    /// Binary COPY of `(key, jsonb)` (the `$export` path) rather than text COPY.
-    pub binary: bool,
     pub output: Output,
 }
 
 /// What the rows become.
 pub enum Output {
-    /// Lines: JSON as read (binary), or formatted from text rows.
-    Lines(Lines),
-    /// Typed values for Parquet, with the columns.
-    Parquet(Vec<Column>),
-}
-
-/// How text rows become lines.
-pub enum Lines {
-    /// The binary path: the JSON as Postgres wrote it.
+    /// Lines of JSON as Postgres wrote them: binary COPY of `(key, jsonb)` (the `$export`
+    /// path, and ndjson of a table in a bucket).
     Json,
-    /// Text path, one JSON field.
-    JsonText,
-    Csv {
-        columns: Vec<String>,
-    },
-    Tsv,
-    Sql {
-        table: String,
-        columns: Vec<String>,
-    },
-    Bulk {
-        index: String,
-    },
-}
-
-impl Lines {
-    /// The line each file starts with (the CSV header).
-    pub fn header(&self) -> Option<Vec<u8>> {
-        match self {
-            Lines::Csv { columns } => Some(formats::csv_line(
-                &columns.iter().map(|c| Some(c.clone())).collect::<Vec<_>>(),
-            )),
-            _ => None,
-        }
-    }
+    /// Lines a format makes of text rows.
+    Lines(Encoder),
+    /// Typed values for Parquet, with the columns.
+    Typed(Encoder, Vec<Column>),
 }
 
 /// The columns of a resource table in a dump.
@@ -87,46 +49,34 @@ pub fn table_columns() -> Vec<Column> {
         .collect()
 }
 
-/// The reading of a dump-to-bucket task: of `slice` of a table, or of the materialized
-/// query `table` (its `columns`) after row `after`.
+/// The reading of a task that writes `spec`'s file format: of `slice` of a table, or of
+/// the materialized query `table` (its `columns`) after row `after`.
 pub fn dump_reading(
     spec: &ExportSpec,
     slice: Option<Slice>,
     query: Option<(&str, &[Column], i64)>,
 ) -> Result<Reading> {
-    let format = Format::parse(spec.format.as_deref(), spec.table.as_deref(), "dump")?;
+    let format = spec.file_format()?;
+    let shape = format.format.shape();
     let columns: Vec<Column> = match &query {
         Some((_, cols, _)) => cols.to_vec(),
         None => table_columns(),
     };
     let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
-    let (shape, output, binary) = match &format {
-        Format::Ndjson if query.is_none() => (Shape::Json, Output::Lines(Lines::Json), true),
-        Format::Ndjson => (Shape::Json, Output::Lines(Lines::JsonText), false),
-        Format::Csv => (
-            Shape::Columns,
-            Output::Lines(Lines::Csv {
-                columns: names.clone(),
-            }),
-            false,
-        ),
-        Format::Tsv => (Shape::Columns, Output::Lines(Lines::Tsv), false),
-        Format::Sql { table } => (
-            Shape::Columns,
-            Output::Lines(Lines::Sql {
-                table: table.clone(),
-                columns: names.clone(),
-            }),
-            false,
-        ),
-        Format::ElasticBulk { index } => (
-            Shape::Bulk,
-            Output::Lines(Lines::Bulk {
-                index: index.clone(),
-            }),
-            false,
-        ),
-        Format::Parquet => (Shape::Columns, Output::Parquet(columns.clone()), false),
+    // An index is named after the table dumped, or `query`.
+    let default_index = slice
+        .as_ref()
+        .map(|s| s.resource_type.as_str().to_ascii_lowercase())
+        .unwrap_or_else(|| "query".into());
+    let target = format.target(spec.table.as_deref(), &default_index)?;
+    let binary = shape == Shape::Json && slice.is_some();
+    let encoder = format.encoder(names.clone(), target);
+    let output = if binary {
+        Output::Json
+    } else if format.typed() {
+        Output::Typed(encoder, columns)
+    } else {
+        Output::Lines(encoder)
     };
     let select = match (slice, query) {
         (Some(slice), _) if binary => read::slice_sql(&slice)?,
@@ -137,9 +87,10 @@ pub fn dump_reading(
                 .find(|n| n.as_str() == "id")
                 .map(String::as_str);
             if shape == Shape::Bulk && id.is_none() {
-                return Err(Error::BadRequest(
-                    "elastic-bulk needs an `id` column in the query".into(),
-                ));
+                return Err(Error::BadRequest(format!(
+                    "{} needs an `id` column in the query",
+                    format.name()
+                )));
             }
             read::query_rows_sql(table, &names, after, shape, id)
         }
@@ -149,25 +100,22 @@ pub fn dump_reading(
             ))
         }
     };
-    Ok(Reading {
-        select,
-        binary,
-        output,
-    })
+    Ok(Reading { select, output })
 }
 
 /// A task's open row stream.
 pub enum Rows {
     Keyed(KeyedRows),
-    Text(TextRows, Output),
+    Text(TextRows, Encoder),
 }
 
 impl Rows {
     pub async fn open(db: &Db, reading: Reading) -> Result<Self> {
-        Ok(if reading.binary {
-            Rows::Keyed(db.copy_keyed_rows(&reading.select).await?)
-        } else {
-            Rows::Text(db.copy_text_rows(&reading.select).await?, reading.output)
+        Ok(match reading.output {
+            Output::Json => Rows::Keyed(db.copy_keyed_rows(&reading.select).await?),
+            Output::Lines(encoder) | Output::Typed(encoder, _) => {
+                Rows::Text(db.copy_text_rows(&reading.select).await?, encoder)
+            }
         })
     }
 
@@ -179,44 +127,27 @@ impl Rows {
                     .into_iter()
                     .map(|(key, json)| Row {
                         key,
-                        data: RowData::Line(json.to_vec()),
+                        data: Encoded::Line(json.to_vec()),
                     })
                     .collect()
             })),
-            Rows::Text(rows, output) => {
+            Rows::Text(rows, encoder) => {
                 let Some(batch) = rows.next_rows().await? else {
                     return Ok(None);
                 };
                 Ok(Some(
-                    batch.into_iter().map(|raw| shape(&raw, output)).collect(),
+                    batch
+                        .into_iter()
+                        .map(|raw| {
+                            let (key, fields) = formats::split_row(&raw);
+                            Row {
+                                key: raw.slice_ref(key),
+                                data: encoder.encode(fields),
+                            }
+                        })
+                        .collect(),
                 ))
             }
         }
     }
-}
-
-/// One text row as its output.
-fn shape(raw: &Bytes, output: &Output) -> Row {
-    let (key, rest) = formats::split_row(raw);
-    let key = raw.slice_ref(key);
-    let data = match output {
-        Output::Parquet(_) => RowData::Values(formats::fields(rest)),
-        Output::Lines(lines) => RowData::Line(match lines {
-            Lines::Json | Lines::JsonText => {
-                formats::unescape(rest).unwrap_or_default().into_bytes()
-            }
-            Lines::Tsv => rest.to_vec(),
-            Lines::Csv { .. } => formats::csv_line(&formats::fields(rest)),
-            Lines::Sql { table, columns } => {
-                script::sql_insert(table, columns, &formats::fields(rest))
-            }
-            Lines::Bulk { index } => {
-                let f = formats::fields(rest);
-                let id = f.first().cloned().flatten().unwrap_or_default();
-                let doc = f.get(1).cloned().flatten().unwrap_or_default();
-                formats::bulk_action(index, &id, &doc)
-            }
-        }),
-    };
-    Row { key, data }
 }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Result;
+use crate::formats::{Chosen, Exporter};
 use crate::model::StoreRef;
 
 /// Which rows an export reads and how its files are named: a Bulk Data `$export` at
@@ -72,7 +74,7 @@ pub struct ExportSpec {
     /// The key of the error file, when there is one.
     #[serde(rename = "errorFile", default, skip_serializing_if = "Option::is_none")]
     pub error_file: Option<String>,
-    /// The file format (`ndjson` when absent); for `$export`, `parquet` or absent.
+    /// The file format's name in `formats::REGISTRY` (`ndjson` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
     /// dump-to-bucket: the `table` of `sql` / the index of `elastic-bulk`.
@@ -104,13 +106,7 @@ impl ExportSpec {
             let started = chrono::DateTime::parse_from_rfc3339(started)
                 .map(|t| t.with_timezone(&chrono::Utc))
                 .unwrap_or_else(|_| chrono::Utc::now());
-            let format = crate::sinks::formats::Format::parse(
-                self.format.as_deref(),
-                self.table.as_deref(),
-                "x",
-            )
-            .unwrap_or(crate::sinks::formats::Format::Ndjson);
-            let ext = format!("{}{}", format.ext(), if self.gzip { ".gz" } else { "" });
+            let ext = format!("{}{}", self.extension(), if self.gzip { ".gz" } else { "" });
             let table = if ty == "query" {
                 "query".to_string()
             } else {
@@ -137,22 +133,32 @@ impl ExportSpec {
             );
             return format!("{}{key}", self.prefix);
         }
-        let ext = if self.is_parquet() {
-            "parquet"
-        } else {
-            "ndjson"
-        };
         format!(
-            "{}{ty}-{part}-{n:03}.{ext}{}",
+            "{}{ty}-{part}-{n:03}.{}{}",
             self.prefix,
+            self.extension(),
             if self.gzip { ".gz" } else { "" }
         )
     }
 
-    /// Files are Parquet (`$export` with a Parquet `_outputFormat`, or dump-to-bucket's
-    /// `parquet`).
-    pub fn is_parquet(&self) -> bool {
-        self.format.as_deref() == Some("parquet")
+    /// Who writes the files: dump-to-bucket or `$export`.
+    pub fn exporter(&self) -> Exporter {
+        match self.level {
+            SpecLevel::Bucket => Exporter::Bucket,
+            SpecLevel::System | SpecLevel::Patient | SpecLevel::Group => Exporter::Export,
+        }
+    }
+
+    /// The file format (checked at the kick-off; `ndjson` when none was named).
+    pub fn file_format(&self) -> Result<Chosen> {
+        Chosen::parse(self.exporter(), self.format.as_deref())
+    }
+
+    /// The extension of the files of resources or query rows.
+    fn extension(&self) -> &'static str {
+        self.file_format()
+            .map(|f| f.extension())
+            .unwrap_or("ndjson")
     }
 
     /// The key of file `n` of the deleted resources.

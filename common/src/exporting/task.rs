@@ -14,16 +14,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::bucket;
-use super::rows::{self, Lines, Output, Reading, RowData, Rows};
-use super::spec::{ExportSpec, SpecLevel};
+use super::rows::{self, Output, Reading, Rows};
+use super::spec::ExportSpec;
 use crate::error::{Error, Result};
 use crate::fhir;
+use crate::formats::{Chosen, Encoded};
 use crate::lease::{FirstBeat, Heartbeat};
 use crate::model::export::{
     Export, ExportStatus, ExportTask, TaskCheckpoint, TaskKind, TaskStatus,
 };
 use crate::resource_type::ResourceType;
-use crate::sinks::formats::Format;
 use crate::sinks::parquet::{self, ParquetFile};
 use crate::sinks::writer::{FileWriter, WriteOptions};
 use crate::sinks::{ObjectMeta, ObjectSink};
@@ -335,7 +335,6 @@ impl TaskRunner {
                 },
             })
         };
-        let bucket = run.spec.level == SpecLevel::Bucket;
         match run.task.kind {
             TaskKind::Resources => {
                 let ty = ResourceType::parse(&run.task.resource_type)?;
@@ -358,15 +357,7 @@ impl TaskRunner {
                         .cloned(),
                     resource_type: ty,
                 };
-                if bucket || run.spec.is_parquet() {
-                    rows::dump_reading(run.spec, Some(slice), None)
-                } else {
-                    Ok(Reading {
-                        select: read::slice_sql(&slice)?,
-                        binary: true,
-                        output: Output::Lines(Lines::Json),
-                    })
-                }
+                rows::dump_reading(run.spec, Some(slice), None)
             }
             TaskKind::Query => {
                 let query = run.spec.query.as_deref().unwrap_or_default();
@@ -411,8 +402,7 @@ impl TaskRunner {
                         until,
                         run.checkpoint.after.as_deref(),
                     )?,
-                    binary: true,
-                    output: Output::Lines(Lines::Json),
+                    output: Output::Json,
                 })
             }
         }
@@ -426,21 +416,21 @@ impl TaskRunner {
         }
     }
 
-    fn write_options(&self, spec: &ExportSpec) -> WriteOptions {
-        let content_type = match spec.level {
-            SpecLevel::Bucket => Format::parse(spec.format.as_deref(), spec.table.as_deref(), "x")
-                .map(|f| f.content_type())
-                .unwrap_or("application/x-ndjson"),
-            _ => "application/fhir+ndjson",
+    fn write_options(&self, run: &Run<'_>) -> Result<WriteOptions> {
+        let spec = run.spec;
+        // Deleted resources are ndjson Bundles, whatever the format of the others.
+        let format = match run.task.kind {
+            TaskKind::Deleted => Chosen::parse(spec.exporter(), Some("ndjson"))?,
+            _ => spec.file_format()?,
         };
-        WriteOptions {
+        Ok(WriteOptions {
             meta: ObjectMeta {
-                content_type: content_type.into(),
+                content_type: format.content_type().into(),
                 content_encoding: spec.gzip.then(|| "gzip".to_string()),
             },
             gzip: spec.gzip,
             part_bytes: self.options.part_bytes,
-        }
+        })
     }
 
     /// Commits the checkpoint; `Err(outcome)` when the run must stop.
@@ -532,29 +522,19 @@ impl TaskRunner {
         if run.checkpoint.next == 0 {
             run.checkpoint.next = 1;
         }
-        match reading.output {
-            Output::Parquet(columns) => {
-                let rows = Rows::open(
-                    &self.db,
-                    Reading {
-                        output: Output::Parquet(columns.clone()),
-                        ..reading
-                    },
-                )
-                .await?;
+        match &reading.output {
+            Output::Typed(_, columns) => {
+                let columns = columns.clone();
+                let rows = Rows::open(&self.db, reading).await?;
                 self.write_parquet(export, run, deadline, rows, &columns)
                     .await
             }
-            Output::Lines(lines) => {
-                let header = lines.header();
-                let rows = Rows::open(
-                    &self.db,
-                    Reading {
-                        output: Output::Lines(lines),
-                        ..reading
-                    },
-                )
-                .await?;
+            Output::Json | Output::Lines(_) => {
+                let header = match &reading.output {
+                    Output::Lines(encoder) => encoder.header(),
+                    _ => None,
+                };
+                let rows = Rows::open(&self.db, reading).await?;
                 self.write_lines(export, run, deadline, rows, header).await
             }
         }
@@ -569,7 +549,7 @@ impl TaskRunner {
         mut rows: Rows,
         header: Option<Vec<u8>>,
     ) -> Result<TaskOutcome> {
-        let options = self.write_options(run.spec);
+        let options = self.write_options(run)?;
         let mut writer = run
             .checkpoint
             .file
@@ -579,7 +559,7 @@ impl TaskRunner {
         let mut slowest = Duration::ZERO;
         while let Some(batch) = rows.next().await? {
             for row in batch {
-                let RowData::Line(line) = row.data else {
+                let Encoded::Line(line) = row.data else {
                     return Err(Error::Internal("a typed row in a text file".into()));
                 };
                 let w = writer.get_or_insert_with(|| {
@@ -663,7 +643,7 @@ impl TaskRunner {
             let batch = rows.next().await?;
             ended = batch.is_none();
             for row in batch.unwrap_or_default() {
-                let RowData::Values(values) = row.data else {
+                let Encoded::Values(values) = row.data else {
                     return Err(Error::Internal("a text row in a Parquet file".into()));
                 };
                 if file.is_none() {

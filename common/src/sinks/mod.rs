@@ -7,7 +7,6 @@
 //! ETags) lives in the caller's checkpoint, so a writer that dies, or hands over before
 //! its deadline, can be continued by another process: see [`writer`].
 
-pub mod formats;
 pub mod memory;
 pub mod parquet;
 pub mod s3;

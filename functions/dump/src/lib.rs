@@ -15,7 +15,8 @@ use lambda_http::http::Method;
 use lambda_http::{Request, Response};
 use siphon::auth::scopes::Perm;
 use siphon::auth::Authenticator;
-use siphon::dumping::{self, SqlFormat};
+use siphon::dumping;
+use siphon::formats::{Chosen, Exporter};
 use siphon::storage::Db;
 use siphon::web::{self, ErrorStyle, Format};
 use siphon::{Error, ResourceType, Result};
@@ -135,10 +136,11 @@ async fn route(app: &App, request: &Request) -> Result<Response<DumpBody>> {
             let query = params["query"]
                 .as_str()
                 .ok_or_else(|| Error::BadRequest("the body needs a string `query`".into()))?;
-            let format = SqlFormat::parse(params["format"].as_str(), params["table"].as_str())?;
+            let format = Chosen::parse(Exporter::DumpSql, params["format"].as_str())?;
+            let table = params["table"].as_str();
             (
                 format.content_type(),
-                dumping::dump_sql(&app.db, query, format, app.sql_timeout_ms).await?,
+                dumping::dump_sql(&app.db, query, format, table, app.sql_timeout_ms).await?,
             )
         }
         _ => {

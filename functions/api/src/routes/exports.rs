@@ -193,10 +193,10 @@ fn resources() -> Vec<serde_json::Value> {
 /// `documentation` says them (the CapabilityStatement has no element of its own for them).
 fn output_formats() -> String {
     format!(
-        "_outputFormat: application/fhir+ndjson (default; also application/ndjson, ndjson), \
-         application/fhir+ndjson+gzip (gzip files), {} (Parquet files: id, resource_type, ts, \
-         txid, resource)",
-        siphon::exporting::request::PARQUET_MEDIA_TYPE
+        "_outputFormat: {} (ndjson by default; a text format followed by +gzip, as \
+         application/fhir+ndjson+gzip, for gzip files; Parquet files hold the columns id, \
+         resource_type, ts, txid, resource)",
+        siphon::formats::accepted(siphon::formats::Exporter::Export)
     )
 }
 
