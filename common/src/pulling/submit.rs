@@ -17,7 +17,7 @@
 
 use serde_json::{json, Value};
 
-use super::submission_request::{parse_status, parse_submit};
+use super::submission_request::{parse_status, parse_submit, SubmitRequest};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::exporting::ExportMessage;
@@ -69,181 +69,26 @@ pub async fn submit(
             .await
             .map_err(|e| Error::BadRequest(format!("manifestUrl: {e}")))?;
     }
-    let owner = who.client_id.clone();
-    let key = submission::key(&owner, &request.submitter, &request.submission_id);
-    let submitter_key = submission::submitter_key(&owner, &request.submitter);
-    let session = submission::session_id(&key);
+    let ids = Ids::of(&who.client_id, &request);
+    let session = ids.session.clone();
 
     let mut client = db.client().await?;
     let client: &mut tokio_postgres::Client = &mut client;
     let tx = client.transaction().await?;
-    submissions::lock_submitter(&tx, &submitter_key).await?;
-    let existing = imports::read(&tx, &session, true).await?;
-    let (mut sub, running) = match existing {
-        Some(row) => {
-            let sub =
-                row.request.submission.clone().ok_or_else(|| {
-                    Error::Internal(format!("session {session} is not a submission"))
-                })?;
-            (sub, Some(row))
-        }
-        None => {
-            if request.status == Some(SubmissionStatus::Stopped) || request.replaces.is_some() {
-                return Err(Error::NotFound(format!(
-                    "no submission {:?} of submitter {}",
-                    request.submission_id,
-                    request.submitter.label()
-                )));
-            }
-            if let Some(other) =
-                submissions::running_of_submitter(&tx, &submitter_key, &session).await?
-            {
-                return Err(Error::Throttled {
-                    message: format!(
-                        "submission {other:?} of submitter {} is still in progress: one submission at a time",
-                        request.submitter.label()
-                    ),
-                    retry_after_secs: 60,
-                });
-            }
-            let sub = Submission {
-                submitter: request.submitter.clone(),
-                submission_id: request.submission_id.clone(),
-                key: key.clone(),
-                submitter_key: submitter_key.clone(),
-                status: SubmissionStatus::InProgress,
-                manifests: Vec::new(),
-                status_deleted: false,
-            };
-            let stored = SessionRequest {
-                submission: Some(Box::new(sub.clone())),
-                ..SessionRequest::default()
-            };
-            let stored =
-                serde_json::to_value(&stored).map_err(|e| Error::Internal(e.to_string()))?;
-            db.ensure_table(&tx, &crate::model::loader_file::loader_file_type())
-                .await?;
-            imports::insert(&tx, &session, None, &stored, Some(&owner)).await?;
-            tracing::info!(
-                session,
-                submitter = request.submitter.label(),
-                submission = request.submission_id,
-                "submission started"
-            );
-            (Box::new(sub), None)
-        }
-    };
-    if sub.status != SubmissionStatus::InProgress {
-        return Err(Error::Conflict(format!(
-            "submission {:?} is {} already: it takes no more requests",
-            sub.submission_id,
-            sub.status.as_str()
-        )));
-    }
-    let session_status = running.as_ref().map(|r| r.status);
-    let ended = session_status.is_some_and(|s| !s.is_running());
-    if ended && request.status != Some(SubmissionStatus::Stopped) {
-        let why = running
-            .as_ref()
-            .and_then(|r| r.error.clone())
-            .unwrap_or_default();
-        return Err(Error::Conflict(format!(
-            "submission {:?} ended ({}{}): only stopped is taken now",
-            sub.submission_id,
-            session_status.map(|s| s.as_str()).unwrap_or(""),
-            if why.is_empty() {
-                String::new()
-            } else {
-                format!(": {why}")
-            }
-        )));
-    }
-
-    let mut said = Vec::new();
-    let mut queue_jobs: Vec<String> = Vec::new();
-    let mut replaced = None;
-    if let Some(old) = &request.replaces {
-        let Some(m) = sub
-            .manifests
-            .iter_mut()
-            .rev()
-            .find(|m| &m.manifest_url == old && !m.replaced)
-        else {
-            return Err(Error::BadRequest(format!(
-                "replacesManifestUrl {old:?} is no manifest of this submission (or was replaced already)"
-            )));
-        };
-        m.replaced = true;
-        replaced = Some(m.place);
-        // Its job removes what it loaded (woken here: it may be parked).
-        queue_jobs.push(m.job(&session));
-        said.push(format!(
-            "manifest {old} is replaced: what it loaded is removed"
-        ));
-    }
-    if let Some(url) = &request.manifest_url {
-        if let Some(m) = sub.manifest(url).filter(|m| !m.replaced) {
-            // The same request again (its answer was lost): nothing new; its job is
-            // queued again in case the first queueing failed.
-            queue_jobs.push(m.job(&session));
-            said.push(format!("manifest {url} was submitted already"));
-        } else {
-            let place = sub.manifests.len() as u32;
-            if place >= MAX_MANIFESTS {
-                return Err(Error::BadRequest(format!(
-                    "a submission takes at most {MAX_MANIFESTS} manifests"
-                )));
-            }
-            if let Some(r) = replaced {
-                sub.manifests[r as usize].replaced_by = Some(place);
-            }
-            sub.manifests.push(SubmittedManifest {
-                place,
-                manifest_url: url.clone(),
-                fhir_base_url: request.fhir_base_url.clone().unwrap_or_default(),
-                replaces: replaced,
-                ..SubmittedManifest::default()
-            });
-            create_job(&tx, &session, &owner, who, url, place, replaced).await?;
-            queue_jobs.push(submission::job_id(&session, place));
-            said.push(format!("manifest {url} accepted"));
-        }
-    }
+    submissions::lock_submitter(&tx, &ids.submitter_key).await?;
+    let mut sub = open(db, &tx, &request, &ids).await?;
+    let mut done = Done::default();
+    let replaced = replace(&mut sub, &request, &session, &mut done)?;
+    add_manifest(&tx, &mut sub, &request, replaced, &ids, who, &mut done).await?;
     let status = request.status.unwrap_or(SubmissionStatus::InProgress);
     sub.status = status;
     if status == SubmissionStatus::Stopped {
-        for m in sub.manifests.iter_mut() {
-            m.removed = true;
-        }
-        imports::set_status(
-            &tx,
-            &session,
-            SessionStatus::Aborted,
-            Some("the submission was stopped"),
-        )
-        .await?;
-        imports::move_files(
-            &tx,
-            &session,
-            &["pending", "paused", "in-progress"],
-            "aborted",
-        )
-        .await?;
-        // The session row has been ours (`FOR UPDATE`) since the start: every batch that
-        // held it (`FOR SHARE`) had committed before, and none commits after. So every
-        // row the submission wrote is visible here, and its removal commits with the
-        // abort or not at all (the provider sends `stopped` again).
-        let files = imports::files(&tx, &session).await?;
-        let removed = submissions::remove_rows(&tx, &files).await?;
-        tracing::info!(session, removed, "submission stopped: its rows are removed");
-        said.push(format!(
-            "submission stopped: {removed} resources it loaded were removed"
-        ));
+        done.said.push(stop(&tx, &session, &mut sub).await?);
     }
     submissions::set(&tx, &session, &sub).await?;
     tx.commit().await?;
 
-    for job in &queue_jobs {
+    for job in &done.jobs {
         let message = ExportMessage {
             task: format!("{job}/0"),
             store: Default::default(),
@@ -252,15 +97,244 @@ pub async fn submit(
     }
     if status == SubmissionStatus::Completed {
         crate::sessions::settle(db, &session).await?;
-        said.push("submission completed: it ends when every file has loaded".into());
+        done.said
+            .push("submission completed: it ends when every file has loaded".into());
     }
-    if said.is_empty() {
-        said.push(format!("submission is {}", status.as_str()));
+    if done.said.is_empty() {
+        done.said.push(format!("submission is {}", status.as_str()));
     }
     Ok(Submitted {
-        outcome: outcome("information", "informational", &said.join("; ")),
+        outcome: outcome("information", "informational", &done.said.join("; ")),
         session,
     })
+}
+
+/// The names of one submission: its owner (the calling client), its key, its
+/// submitter's key and its session.
+struct Ids {
+    owner: String,
+    key: String,
+    submitter_key: String,
+    session: String,
+}
+
+impl Ids {
+    fn of(owner: &str, request: &SubmitRequest) -> Self {
+        let key = submission::key(owner, &request.submitter, &request.submission_id);
+        Ids {
+            owner: owner.to_string(),
+            submitter_key: submission::submitter_key(owner, &request.submitter),
+            session: submission::session_id(&key),
+            key,
+        }
+    }
+}
+
+/// What one request did: what the answer says, and the pull jobs to wake after commit.
+#[derive(Default)]
+struct Done {
+    said: Vec<String>,
+    jobs: Vec<String>,
+}
+
+/// The submission the request is about, locked: the stored one (refused once it takes
+/// no more requests), or a new one (refused while another of its submitter runs).
+async fn open(
+    db: &Db,
+    tx: &tokio_postgres::Transaction<'_>,
+    request: &SubmitRequest,
+    ids: &Ids,
+) -> Result<Box<Submission>> {
+    let session = &ids.session;
+    let Some(row) = imports::read(tx, session, true).await? else {
+        return start(db, tx, request, ids).await;
+    };
+    let sub = row
+        .request
+        .submission
+        .clone()
+        .ok_or_else(|| Error::Internal(format!("session {session} is not a submission")))?;
+    if sub.status != SubmissionStatus::InProgress {
+        return Err(Error::Conflict(format!(
+            "submission {:?} is {} already: it takes no more requests",
+            sub.submission_id,
+            sub.status.as_str()
+        )));
+    }
+    if !row.status.is_running() && request.status != Some(SubmissionStatus::Stopped) {
+        let why = row.error.clone().unwrap_or_default();
+        return Err(Error::Conflict(format!(
+            "submission {:?} ended ({}{}): only stopped is taken now",
+            sub.submission_id,
+            row.status.as_str(),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            }
+        )));
+    }
+    Ok(sub)
+}
+
+/// A new submission's session, when the request may start one.
+async fn start(
+    db: &Db,
+    tx: &tokio_postgres::Transaction<'_>,
+    request: &SubmitRequest,
+    ids: &Ids,
+) -> Result<Box<Submission>> {
+    if request.status == Some(SubmissionStatus::Stopped) || request.replaces.is_some() {
+        return Err(Error::NotFound(format!(
+            "no submission {:?} of submitter {}",
+            request.submission_id,
+            request.submitter.label()
+        )));
+    }
+    if let Some(other) =
+        submissions::running_of_submitter(tx, &ids.submitter_key, &ids.session).await?
+    {
+        return Err(Error::Throttled {
+            message: format!(
+                "submission {other:?} of submitter {} is still in progress: one submission at a time",
+                request.submitter.label()
+            ),
+            retry_after_secs: 60,
+        });
+    }
+    let sub = Submission {
+        submitter: request.submitter.clone(),
+        submission_id: request.submission_id.clone(),
+        key: ids.key.clone(),
+        submitter_key: ids.submitter_key.clone(),
+        status: SubmissionStatus::InProgress,
+        manifests: Vec::new(),
+        status_deleted: false,
+    };
+    let stored = SessionRequest {
+        submission: Some(Box::new(sub.clone())),
+        ..SessionRequest::default()
+    };
+    let stored = serde_json::to_value(&stored).map_err(|e| Error::Internal(e.to_string()))?;
+    db.ensure_table(tx, &crate::model::loader_file::loader_file_type())
+        .await?;
+    imports::insert(tx, &ids.session, None, &stored, Some(&ids.owner)).await?;
+    tracing::info!(
+        session = ids.session,
+        submitter = request.submitter.label(),
+        submission = request.submission_id,
+        "submission started"
+    );
+    Ok(Box::new(sub))
+}
+
+/// `replacesManifestUrl`: marks the manifest replaced and wakes its job, which removes
+/// what it loaded. Its place, for the replacing manifest.
+fn replace(
+    sub: &mut Submission,
+    request: &SubmitRequest,
+    session: &str,
+    done: &mut Done,
+) -> Result<Option<u32>> {
+    let Some(old) = &request.replaces else {
+        return Ok(None);
+    };
+    let Some(m) = sub
+        .manifests
+        .iter_mut()
+        .rev()
+        .find(|m| &m.manifest_url == old && !m.replaced)
+    else {
+        return Err(Error::BadRequest(format!(
+            "replacesManifestUrl {old:?} is no manifest of this submission (or was replaced already)"
+        )));
+    };
+    m.replaced = true;
+    // Woken after commit: it may be parked.
+    done.jobs.push(m.job(session));
+    done.said.push(format!(
+        "manifest {old} is replaced: what it loaded is removed"
+    ));
+    Ok(Some(m.place))
+}
+
+/// `manifestUrl`: a new manifest and its pull job, or, for the same request again (its
+/// answer was lost), nothing new but its job queued again in case the first queueing
+/// failed.
+async fn add_manifest(
+    tx: &tokio_postgres::Transaction<'_>,
+    sub: &mut Submission,
+    request: &SubmitRequest,
+    replaced: Option<u32>,
+    ids: &Ids,
+    who: &Principal,
+    done: &mut Done,
+) -> Result<()> {
+    let Some(url) = request.manifest_url.as_deref() else {
+        return Ok(());
+    };
+    if let Some(m) = sub.manifest(url).filter(|m| !m.replaced) {
+        done.jobs.push(m.job(&ids.session));
+        done.said
+            .push(format!("manifest {url} was submitted already"));
+        return Ok(());
+    }
+    let place = sub.manifests.len() as u32;
+    if place >= MAX_MANIFESTS {
+        return Err(Error::BadRequest(format!(
+            "a submission takes at most {MAX_MANIFESTS} manifests"
+        )));
+    }
+    if let Some(r) = replaced {
+        sub.manifests[r as usize].replaced_by = Some(place);
+    }
+    sub.manifests.push(SubmittedManifest {
+        place,
+        manifest_url: url.to_string(),
+        fhir_base_url: request.fhir_base_url.clone().unwrap_or_default(),
+        replaces: replaced,
+        ..SubmittedManifest::default()
+    });
+    create_job(tx, &ids.session, &ids.owner, who, url, place, replaced).await?;
+    done.jobs.push(submission::job_id(&ids.session, place));
+    done.said.push(format!("manifest {url} accepted"));
+    Ok(())
+}
+
+/// `stopped`: the session aborted and every row the submission wrote removed, in the
+/// request's transaction. What the answer says.
+async fn stop(
+    tx: &tokio_postgres::Transaction<'_>,
+    session: &str,
+    sub: &mut Submission,
+) -> Result<String> {
+    for m in sub.manifests.iter_mut() {
+        m.removed = true;
+    }
+    imports::set_status(
+        tx,
+        session,
+        SessionStatus::Aborted,
+        Some("the submission was stopped"),
+    )
+    .await?;
+    imports::move_files(
+        tx,
+        session,
+        &["pending", "paused", "in-progress"],
+        "aborted",
+    )
+    .await?;
+    // The session row has been ours (`FOR UPDATE`) since the start: every batch that
+    // held it (`FOR SHARE`) had committed before, and none commits after. So every row
+    // the submission wrote is visible here, and its removal commits with the abort or
+    // not at all (the provider sends `stopped` again).
+    let files = imports::files(tx, session).await?;
+    let removed = submissions::remove_rows(tx, &files).await?;
+    tracing::info!(session, removed, "submission stopped: its rows are removed");
+    Ok(format!(
+        "submission stopped: {removed} resources it loaded were removed"
+    ))
 }
 
 /// The pull job of the manifest at `place`, in the submission's transaction.
