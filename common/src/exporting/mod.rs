@@ -337,7 +337,54 @@ impl Exports {
         };
         let limited = matches!(request.level, Level::Group(_)) || !patients.is_empty();
         let id = uuid::Uuid::new_v4().to_string();
-        let mut spec = ExportSpec {
+        let mut spec = self.spec(&request, &types, limited, url, &id);
+        // What the kick-off ignored or accepted without applying goes to the error file,
+        // written once the export exists (a kick-off over the cap leaves nothing behind).
+        let outcomes = spec.kick_off_outcomes();
+        let error_file = (!outcomes.is_empty()).then(|| format!("{}errors.ndjson", spec.prefix));
+        spec.error_file = error_file.clone();
+        let tasks = self.tasks(&types, request.since.is_some()).await?;
+        let stored = serde_json::to_value(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+        let patients: &[String] = if limited { &patients } else { &[] };
+        let export = self
+            .db
+            .create_export_within_cap(&id, owner, &stored, &tasks, patients, self.config.max_active)
+            .await?
+            .ok_or_else(|| Error::Throttled {
+                message: format!(
+                    "client {owner} already has {} exports running (SIPHON_EXPORT_MAX_ACTIVE); wait for one to complete or cancel one",
+                    self.config.max_active
+                ),
+                retry_after_secs: 30,
+            })?;
+        if let Some(key) = error_file {
+            self.write_outcomes(&id, &key, &outcomes).await?;
+        }
+        self.queue_tasks(&id, tasks.len()).await?;
+        if tasks.is_empty() {
+            self.db.settle_export(&id).await?;
+        }
+        tracing::info!(
+            export = id,
+            owner,
+            types = types.len(),
+            tasks = tasks.len(),
+            "export started"
+        );
+        Ok(export)
+    }
+
+    /// What export `id` stores about itself: the request's checked parameters, `types`
+    /// resolved, `limited` to listed Patients, its files under the export's prefix.
+    fn spec(
+        &self,
+        request: &ExportRequest,
+        types: &[ResourceType],
+        limited: bool,
+        url: &str,
+        id: &str,
+    ) -> ExportSpec {
+        ExportSpec {
             level: match &request.level {
                 Level::System => SpecLevel::System,
                 Level::Patient => SpecLevel::Patient,
@@ -371,30 +418,12 @@ impl Exports {
             associated: request.associated.clone(),
             partial_manifests: request.partial_manifests,
             ..ExportSpec::default()
-        };
-        // What the kick-off ignored or accepted without applying goes to the error file,
-        // written once the export exists (a kick-off over the cap leaves nothing behind).
-        let outcomes = spec.kick_off_outcomes();
-        let error_file = (!outcomes.is_empty()).then(|| format!("{}errors.ndjson", spec.prefix));
-        spec.error_file = error_file.clone();
-        let tasks = self.tasks(&types, request.since.is_some()).await?;
-        let stored = serde_json::to_value(&spec).map_err(|e| Error::Internal(e.to_string()))?;
-        let patients: &[String] = if limited { &patients } else { &[] };
-        let export = self
-            .db
-            .create_export_within_cap(&id, owner, &stored, &tasks, patients, self.config.max_active)
-            .await?
-            .ok_or_else(|| Error::Throttled {
-                message: format!(
-                    "client {owner} already has {} exports running (SIPHON_EXPORT_MAX_ACTIVE); wait for one to complete or cancel one",
-                    self.config.max_active
-                ),
-                retry_after_secs: 30,
-            })?;
-        if let Some(key) = error_file {
-            self.write_outcomes(&id, &key, &outcomes).await?;
         }
-        let messages: Vec<ExportMessage> = (0..tasks.len())
+    }
+
+    /// Queues the `count` tasks of export `id`; when that fails the export is cancelled.
+    async fn queue_tasks(&self, id: &str, count: usize) -> Result<()> {
+        let messages: Vec<ExportMessage> = (0..count)
             .map(|n| ExportMessage {
                 task: format!("{id}/{n}"),
                 store: StoreSpec::default(),
@@ -402,20 +431,10 @@ impl Exports {
             .collect();
         if let Err(e) = queue::send(&*self.queue, &messages, None).await {
             tracing::error!(export = id, error = %e, "cannot queue the export's tasks");
-            let _ = self.db.cancel_export(&id).await;
+            let _ = self.db.cancel_export(id).await;
             return Err(e);
         }
-        if tasks.is_empty() {
-            self.db.settle_export(&id).await?;
-        }
-        tracing::info!(
-            export = id,
-            owner,
-            types = types.len(),
-            tasks = tasks.len(),
-            "export started"
-        );
-        Ok(export)
+        Ok(())
     }
 
     /// Writes the kick-off's OperationOutcomes to the export's error file at `key`; on

@@ -308,33 +308,7 @@ impl TaskRunner {
 
     /// Where the task's rows come from, after the checkpoint.
     async fn reading(&self, export: &Export, run: &Run<'_>) -> Result<Reading> {
-        let instant = |value: Option<&str>, what: &str| {
-            value
-                .map(|s| {
-                    chrono::DateTime::parse_from_rfc3339(s)
-                        .map(|t| t.with_timezone(&chrono::Utc))
-                        .map_err(|e| {
-                            Error::Internal(format!("bad {what} in export {}: {e}", export.id))
-                        })
-                })
-                .transpose()
-        };
-        let since = instant(run.spec.since.as_deref(), "since")?;
-        let until = instant(run.spec.until.as_deref(), "until")?;
-        let compartment = |ty: &ResourceType| -> Option<Compartment> {
-            run.spec.compartment_level().then(|| Compartment {
-                paths: fhir::patient_compartment(ty.as_str())
-                    .map(|p| p.to_vec())
-                    .unwrap_or_default(),
-                patients: if run.spec.patients {
-                    Patients::Listed {
-                        export_id: export.id.clone(),
-                    }
-                } else {
-                    Patients::Any
-                },
-            })
-        };
+        let (since, until) = window(&export.id, run.spec)?;
         match run.task.kind {
             TaskKind::Resources => {
                 let ty = ResourceType::parse(&run.task.resource_type)?;
@@ -347,7 +321,7 @@ impl TaskRunner {
                     upto: run.task.range_to.clone(),
                     since,
                     until,
-                    compartment: compartment(&ty),
+                    compartment: compartment(&export.id, run.spec, &ty),
                     projection: projection(&ty, &run.spec.elements),
                     filter: run
                         .spec
@@ -359,25 +333,7 @@ impl TaskRunner {
                 };
                 rows::dump_reading(run.spec, Some(slice), None)
             }
-            TaskKind::Query => {
-                let query = run.spec.query.as_deref().unwrap_or_default();
-                let timeout = run.spec.timeout_ms.unwrap_or(60_000);
-                let columns = self
-                    .db
-                    .materialize_query(&export.id, query, timeout)
-                    .await?;
-                let after: i64 = match &run.checkpoint.after {
-                    Some(a) => a
-                        .parse()
-                        .map_err(|_| Error::Internal(format!("bad query checkpoint {a:?}")))?,
-                    None => 0,
-                };
-                rows::dump_reading(
-                    run.spec,
-                    None,
-                    Some((&dumps::table_of(&export.id), &columns, after)),
-                )
-            }
+            TaskKind::Query => self.query_reading(export, run).await,
             TaskKind::Inventory | TaskKind::Pull => Err(Error::Internal(
                 "a planning task (inventory, pull) reached the export task runner".into(),
             )),
@@ -387,10 +343,9 @@ impl TaskRunner {
                     .types
                     .iter()
                     .map(|t| {
-                        ResourceType::parse(t).map(|ty| {
-                            let c = compartment(&ty);
-                            (ty, c)
-                        })
+                        let ty = ResourceType::parse(t)?;
+                        let c = compartment(&export.id, run.spec, &ty);
+                        Ok((ty, c))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let since =
@@ -406,6 +361,28 @@ impl TaskRunner {
                 })
             }
         }
+    }
+
+    /// The rows of a dump-to-bucket query, materialized once for all its runs, after the
+    /// checkpoint's row number.
+    async fn query_reading(&self, export: &Export, run: &Run<'_>) -> Result<Reading> {
+        let query = run.spec.query.as_deref().unwrap_or_default();
+        let timeout = run.spec.timeout_ms.unwrap_or(60_000);
+        let columns = self
+            .db
+            .materialize_query(&export.id, query, timeout)
+            .await?;
+        let after: i64 = match &run.checkpoint.after {
+            Some(a) => a
+                .parse()
+                .map_err(|_| Error::Internal(format!("bad query checkpoint {a:?}")))?,
+            None => 0,
+        };
+        rows::dump_reading(
+            run.spec,
+            None,
+            Some((&dumps::table_of(&export.id), &columns, after)),
+        )
     }
 
     fn key(&self, run: &Run<'_>, n: u32) -> String {
@@ -659,28 +636,15 @@ impl TaskRunner {
                 let f = file.as_mut().expect("a file");
                 f.push(&values)?;
                 last = Some(row.key);
-                let mut uploaded = false;
-                if f.part_ready() {
-                    uploaded = true;
-                    let started = Instant::now();
-                    let first = f.upload_id().is_none();
-                    f.upload_part().await?;
-                    slowest = slowest.max(started.elapsed());
-                    if first {
-                        // Record the upload, so a run that dies leaves it to be aborted.
-                        run.checkpoint.file = Some(crate::model::export::FileState {
-                            key: self.key(run, run.checkpoint.next),
-                            upload_id: f.upload_id().map(str::to_string),
-                            ..Default::default()
-                        });
-                        if let Err(stop) = self.commit(export, run).await? {
-                            if let Some(f) = file.take() {
-                                let _ = f.abort().await;
-                            }
-                            return Ok(stop);
+                let uploaded = match self.upload_ready_part(export, run, f, &mut slowest).await? {
+                    Ok(uploaded) => uploaded,
+                    Err(stop) => {
+                        if let Some(f) = file.take() {
+                            let _ = f.abort().await;
                         }
+                        return Ok(stop);
                     }
-                }
+                };
                 let f = file.as_ref().expect("a file");
                 let full = !run.spec.single_file()
                     && (f.count() >= self.options.file_max_resources
@@ -688,15 +652,8 @@ impl TaskRunner {
                 // Like text files, the deadline is looked at when a part went out.
                 let near = uploaded && self.near(deadline, slowest);
                 if full || near {
-                    let written = file.take().expect("a file").finish().await?;
-                    run.checkpoint.files.push(written);
-                    run.checkpoint.file = None;
-                    run.checkpoint.next += 1;
-                    run.checkpoint.after = last
-                        .as_ref()
-                        .map(|k| String::from_utf8_lossy(k).into_owned());
-                    run.count = committed(&run.checkpoint);
-                    if let Err(stop) = self.commit(export, run).await? {
+                    let f = file.take().expect("a file");
+                    if let Err(stop) = self.close_parquet(export, run, f, &last).await? {
                         return Ok(stop);
                     }
                     if near {
@@ -713,6 +670,54 @@ impl TaskRunner {
             run.count = committed(&run.checkpoint);
         }
         self.done(run).await
+    }
+
+    /// Uploads the file's part when one is ready; the first part's upload is recorded in
+    /// the checkpoint, so a run that dies leaves it to be aborted. Whether a part went.
+    async fn upload_ready_part(
+        &self,
+        export: &Export,
+        run: &mut Run<'_>,
+        f: &mut ParquetFile,
+        slowest: &mut Duration,
+    ) -> Result<std::result::Result<bool, TaskOutcome>> {
+        if !f.part_ready() {
+            return Ok(Ok(false));
+        }
+        let started = Instant::now();
+        let first = f.upload_id().is_none();
+        f.upload_part().await?;
+        *slowest = (*slowest).max(started.elapsed());
+        if first {
+            run.checkpoint.file = Some(crate::model::export::FileState {
+                key: self.key(run, run.checkpoint.next),
+                upload_id: f.upload_id().map(str::to_string),
+                ..Default::default()
+            });
+            if let Err(stop) = self.commit(export, run).await? {
+                return Ok(Err(stop));
+            }
+        }
+        Ok(Ok(true))
+    }
+
+    /// Finishes a Parquet file before its rows end (full, or the deadline near) and
+    /// commits the checkpoint after its last row.
+    async fn close_parquet(
+        &self,
+        export: &Export,
+        run: &mut Run<'_>,
+        f: ParquetFile,
+        last: &Option<Bytes>,
+    ) -> Result<std::result::Result<(), TaskOutcome>> {
+        run.checkpoint.files.push(f.finish().await?);
+        run.checkpoint.file = None;
+        run.checkpoint.next += 1;
+        run.checkpoint.after = last
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k).into_owned());
+        run.count = committed(&run.checkpoint);
+        self.commit(export, run).await
     }
 
     /// The export was cancelled: abort the open upload, delete the finished files.
@@ -780,4 +785,40 @@ fn projection(ty: &ResourceType, elements: &[(Option<String>, String)]) -> Optio
     names.sort();
     names.dedup();
     Some(Projection { names, choices })
+}
+
+/// One end of an export's window (none: open).
+type Bound = Option<chrono::DateTime<chrono::Utc>>;
+
+/// `_since` and `_until` of an export, as stored.
+fn window(export_id: &str, spec: &ExportSpec) -> Result<(Bound, Bound)> {
+    let instant = |value: Option<&str>, what: &str| {
+        value
+            .map(|s| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|e| Error::Internal(format!("bad {what} in export {export_id}: {e}")))
+            })
+            .transpose()
+    };
+    Ok((
+        instant(spec.since.as_deref(), "since")?,
+        instant(spec.until.as_deref(), "until")?,
+    ))
+}
+
+/// The Patient compartments a Patient- or Group-level export's rows of `ty` lie in.
+fn compartment(export_id: &str, spec: &ExportSpec, ty: &ResourceType) -> Option<Compartment> {
+    spec.compartment_level().then(|| Compartment {
+        paths: fhir::patient_compartment(ty.as_str())
+            .map(|p| p.to_vec())
+            .unwrap_or_default(),
+        patients: if spec.patients {
+            Patients::Listed {
+                export_id: export_id.to_string(),
+            }
+        } else {
+            Patients::Any
+        },
+    })
 }

@@ -9,7 +9,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 
-use super::validate::{validate_line, validate_line_fhir};
+use super::validate::{validate_line, validate_line_fhir, Valid};
 use crate::model::line_error::LineError;
 use crate::model::loader_file::Checkpoint;
 use crate::model::validation::{Enable, Validation};
@@ -173,39 +173,17 @@ pub type Sender = mpsc::Sender<Result<Batch, (Batch, DecodeError)>>;
 
 /// Decodes `input` to the end, sending batches. Runs on a blocking thread.
 pub fn decode<R: Read>(input: R, config: &DecodeConfig, tx: &Sender) {
-    let compressed = std::rc::Rc::new(std::cell::Cell::new(
-        config.start.map_or(0, |start| start.bytes),
-    ));
-    // Errors of the source are tagged (worth a retry); the cap's own is not.
-    let counted = Counted {
-        inner: TagSource(input),
-        read: compressed.clone(),
-        cap: config.max_file_bytes,
-    };
-    let mut raw = BufReader::with_capacity(64 * 1024, counted);
-    let gzip = match raw.fill_buf() {
-        Ok(_) if config.start.is_some() => false,
-        Ok(b) => b.starts_with(&[0x1f, 0x8b]),
+    let (reader, gzip) = match open(input, config) {
+        Ok(opened) => opened,
         Err(e) => {
             let _ = tx.blocking_send(Err((Batch::default(), classify(e, 0))));
             return;
         }
     };
-    let reader: Box<dyn Read> = if gzip {
-        Box::new(Capped {
-            inner: flate2::bufread::MultiGzDecoder::new(raw),
-            compressed,
-            out: 0,
-            ratio: config.max_expansion.max(1),
-        })
-    } else {
-        Box::new(raw)
-    };
     let mut state = State::new(config, tx);
     state.plain = !gzip;
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
-    let mut pending: Vec<u8> = Vec::new();
-    let mut overlong = false;
+    let mut split = Split::default();
     loop {
         let buf = match reader.fill_buf() {
             Ok(buf) => buf,
@@ -216,48 +194,97 @@ pub fn decode<R: Read>(input: R, config: &DecodeConfig, tx: &Sender) {
             }
         };
         if buf.is_empty() {
-            if !pending.is_empty() || overlong {
-                let line = std::mem::take(&mut pending);
-                if !state.line(&line, overlong, line.len() as u64) {
-                    return;
-                }
+            if split.last(&mut state) {
+                state.finish(None);
             }
-            state.finish(None);
             return;
         }
-        match memchr::memchr(b'\n', buf) {
-            Some(i) => {
-                let ok = if pending.is_empty() && !overlong {
-                    state.line(&buf[..i], i > config.max_line_bytes, i as u64 + 1)
-                } else {
-                    if !overlong && pending.len() + i <= config.max_line_bytes {
-                        pending.extend_from_slice(&buf[..i]);
-                    } else {
-                        overlong = true;
-                    }
-                    let n = pending.len() as u64 + 1;
-                    let ok = state.line(&pending, overlong, n);
-                    pending.clear();
-                    overlong = false;
-                    ok
-                };
-                reader.consume(i + 1);
-                if !ok {
-                    return;
-                }
-            }
-            None => {
-                let n = buf.len();
-                if !overlong && pending.len() + n <= config.max_line_bytes {
-                    pending.extend_from_slice(buf);
-                } else {
-                    overlong = true;
-                    state.overlong_bytes += n as u64;
-                    pending.clear();
-                }
-                reader.consume(n);
-            }
+        let (used, ok) = split.feed(&mut state, buf, config.max_line_bytes);
+        reader.consume(used);
+        if !ok {
+            return;
         }
+    }
+}
+
+/// The decoded bytes of `input` (gunzipped when it starts as gzip, unless it resumes
+/// mid-file), counted against the caps; and whether it was gzip.
+fn open<'a, R: Read + 'a>(
+    input: R,
+    config: &DecodeConfig,
+) -> io::Result<(Box<dyn Read + 'a>, bool)> {
+    let compressed = std::rc::Rc::new(std::cell::Cell::new(
+        config.start.map_or(0, |start| start.bytes),
+    ));
+    // Errors of the source are tagged (worth a retry); the cap's own is not.
+    let counted = Counted {
+        inner: TagSource(input),
+        read: compressed.clone(),
+        cap: config.max_file_bytes,
+    };
+    let mut raw = BufReader::with_capacity(64 * 1024, counted);
+    // Read first either way, so that a source failing at once fails here.
+    let head = raw.fill_buf()?;
+    let gzip = config.start.is_none() && head.starts_with(&[0x1f, 0x8b]);
+    if !gzip {
+        return Ok((Box::new(raw), false));
+    }
+    let gunzipped = Capped {
+        inner: flate2::bufread::MultiGzDecoder::new(raw),
+        compressed,
+        out: 0,
+        ratio: config.max_expansion.max(1),
+    };
+    Ok((Box::new(gunzipped), true))
+}
+
+/// Cuts lines across buffer boundaries: the start of a line not ended yet, or that the
+/// line has gone over the limit.
+#[derive(Default)]
+struct Split {
+    pending: Vec<u8>,
+    overlong: bool,
+}
+
+impl Split {
+    /// Takes `buf` up to its first newline (or all of it when it has none), handing a
+    /// line that ends there to `state`. The bytes used, and false when the writer has
+    /// gone away.
+    fn feed(&mut self, state: &mut State<'_>, buf: &[u8], max: usize) -> (usize, bool) {
+        let Some(i) = memchr::memchr(b'\n', buf) else {
+            let n = buf.len();
+            if !self.overlong && self.pending.len() + n <= max {
+                self.pending.extend_from_slice(buf);
+            } else {
+                self.overlong = true;
+                state.overlong_bytes += n as u64;
+                self.pending.clear();
+            }
+            return (n, true);
+        };
+        if self.pending.is_empty() && !self.overlong {
+            return (i + 1, state.line(&buf[..i], i > max, i as u64 + 1));
+        }
+        if !self.overlong && self.pending.len() + i <= max {
+            self.pending.extend_from_slice(&buf[..i]);
+        } else {
+            self.overlong = true;
+        }
+        let n = self.pending.len() as u64 + 1;
+        let ok = state.line(&self.pending, self.overlong, n);
+        self.pending.clear();
+        self.overlong = false;
+        (i + 1, ok)
+    }
+
+    /// The last line, when the input does not end with a newline. False when the writer
+    /// has gone away.
+    fn last(&mut self, state: &mut State<'_>) -> bool {
+        if self.pending.is_empty() && !self.overlong {
+            return true;
+        }
+        let line = std::mem::take(&mut self.pending);
+        state.line(&line, self.overlong, line.len() as u64)
     }
 }
 
@@ -299,6 +326,9 @@ fn may_write(writes: &Option<Vec<String>>, ty: &str) -> Result<(), String> {
         )),
     }
 }
+
+/// A checked line: valid, with the validator's findings (if any) and references.
+type Checked<'t> = (Valid<'t>, Option<String>, Vec<FoundRef>);
 
 struct State<'a> {
     config: &'a DecodeConfig,
@@ -363,19 +393,7 @@ impl<'a> State<'a> {
         if text.iter().all(|b| b.is_ascii_whitespace()) {
             return true;
         }
-        let expected = self.config.file_type.as_ref();
-        let checked = match &self.validator {
-            None => validate_line(text, expected).map(|valid| (valid, None, Vec::new())),
-            Some(v) => validate_line_fhir(text, expected, v).map(|c| (c.valid, c.findings, c.refs)),
-        };
-        let checked =
-            checked.and_then(
-                |c| match may_write(&self.config.writes, &c.0.resource_type) {
-                    Ok(()) => Ok(c),
-                    Err(why) => Err(why),
-                },
-            );
-        match checked {
+        match self.check(text) {
             Err(reason) => self
                 .batch
                 .errors
@@ -392,51 +410,72 @@ impl<'a> State<'a> {
                 self.batch
                     .refs
                     .extend(refs.into_iter().map(|r| (self.line, r)));
-                let idx = match self.chunk_index.get(valid.resource_type.as_ref()) {
-                    Some(i) => *i,
-                    None => {
-                        let ty = match &self.config.file_type {
-                            Some(t) => t.clone(),
-                            // validated above: a valid name
-                            None => ResourceType::parse(&valid.resource_type)
-                                .expect("validated type name"),
-                        };
-                        self.batch.chunks.push(Chunk {
-                            resource_type: ty,
-                            // One chunk per batch is the common case (a typed file): size it for the
-                            // whole batch so it never doubles on growth; untyped files start small.
-                            buf: BytesMut::with_capacity(if self.config.file_type.is_some() {
-                                self.config.batch_bytes + (64 << 10)
-                            } else {
-                                self.config.batch_bytes.min(1 << 20)
-                            }),
-                            rows: Vec::new(),
-                        });
-                        self.chunk_index
-                            .insert(valid.resource_type.to_string(), self.batch.chunks.len() - 1);
-                        self.batch.chunks.len() - 1
-                    }
-                };
-                let chunk = &mut self.batch.chunks[idx];
-                let start = chunk.buf.len();
-                encode_row(
-                    &mut chunk.buf,
-                    &valid.id,
-                    chunk.resource_type.as_str(),
-                    text,
-                );
-                self.batch_bytes += chunk.buf.len() - start;
-                chunk.rows.push(Row {
-                    line: self.line,
-                    start,
-                    end: chunk.buf.len(),
-                    id: valid.id.into_owned(),
-                });
-                self.batch_rows += 1;
+                self.add_row(valid, text);
             }
             Ok(_) => {}
         }
         self.maybe_send()
+    }
+
+    /// A line's checks: valid (with the FHIR findings and references when validating),
+    /// of a type the load may write; or why not.
+    fn check<'t>(&self, text: &'t [u8]) -> Result<Checked<'t>, String> {
+        let expected = self.config.file_type.as_ref();
+        let checked = match &self.validator {
+            None => validate_line(text, expected).map(|valid| (valid, None, Vec::new()))?,
+            Some(v) => {
+                validate_line_fhir(text, expected, v).map(|c| (c.valid, c.findings, c.refs))?
+            }
+        };
+        may_write(&self.config.writes, &checked.0.resource_type)?;
+        Ok(checked)
+    }
+
+    /// The row of a valid line, into the chunk of its type.
+    fn add_row(&mut self, valid: Valid<'_>, text: &[u8]) {
+        let idx = self.chunk_of(&valid.resource_type);
+        let chunk = &mut self.batch.chunks[idx];
+        let start = chunk.buf.len();
+        encode_row(
+            &mut chunk.buf,
+            &valid.id,
+            chunk.resource_type.as_str(),
+            text,
+        );
+        self.batch_bytes += chunk.buf.len() - start;
+        chunk.rows.push(Row {
+            line: self.line,
+            start,
+            end: chunk.buf.len(),
+            id: valid.id.into_owned(),
+        });
+        self.batch_rows += 1;
+    }
+
+    /// The batch's chunk of `resource_type`, started when it has none.
+    fn chunk_of(&mut self, resource_type: &str) -> usize {
+        if let Some(i) = self.chunk_index.get(resource_type) {
+            return *i;
+        }
+        let ty = match &self.config.file_type {
+            Some(t) => t.clone(),
+            // validated before: a valid name
+            None => ResourceType::parse(resource_type).expect("validated type name"),
+        };
+        self.batch.chunks.push(Chunk {
+            resource_type: ty,
+            // One chunk per batch is the common case (a typed file): size it for the
+            // whole batch so it never doubles on growth; untyped files start small.
+            buf: BytesMut::with_capacity(if self.config.file_type.is_some() {
+                self.config.batch_bytes + (64 << 10)
+            } else {
+                self.config.batch_bytes.min(1 << 20)
+            }),
+            rows: Vec::new(),
+        });
+        let idx = self.batch.chunks.len() - 1;
+        self.chunk_index.insert(resource_type.to_string(), idx);
+        idx
     }
 
     fn maybe_send(&mut self) -> bool {

@@ -134,165 +134,198 @@ struct Pending {
 
 fn build() -> Schema {
     let st = fhir::structure();
-    let primitive_index: HashMap<&'static str, u16> = st
-        .primitives
-        .keys()
-        .enumerate()
-        .map(|(i, name)| (name.as_str(), i as u16))
-        .collect();
     let primitives = st
         .primitives
         .iter()
         .map(|(name, def)| Primitive::compile(name.as_str(), def))
         .collect();
     // Pass 1: a TypeId for every type, resource and backbone element, by path.
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut by_path: HashMap<&'static str, TypeId> = HashMap::new();
+    let mut tables = Tables::default();
+    for (name, def) in &st.types {
+        tables.allocate(name.as_str(), false, &def.elements);
+    }
+    let mut resources = HashMap::default();
+    for (name, def) in st.resources.iter().filter(|(_, d)| !d.is_abstract) {
+        resources.insert(name.as_str(), tables.pending.len() as TypeId);
+        tables.allocate(name.as_str(), true, &def.elements);
+    }
+    // Pass 2: the properties of each table.
+    let primitive_index = st
+        .primitives
+        .keys()
+        .enumerate()
+        .map(|(i, name)| (name.as_str(), i as u16))
+        .collect();
+    let kinds = Kinds {
+        primitives: primitive_index,
+        by_path: &tables.by_path,
+    };
+    let types = tables.pending.iter().map(|p| kinds.table(p)).collect();
+    Schema {
+        types,
+        primitives,
+        element: tables.by_path["Element"],
+        reference: tables.by_path["Reference"],
+        resources,
+    }
+}
+
+/// The tables to fill, in TypeId order, and their ids by path.
+#[derive(Default)]
+struct Tables {
+    pending: Vec<Pending>,
+    by_path: HashMap<&'static str, TypeId>,
+}
+
+impl Tables {
+    /// A table for `path`, then one for each of its backbone elements.
     fn allocate(
+        &mut self,
         path: &'static str,
         resource: bool,
         elements: &'static std::collections::BTreeMap<String, ElementDef>,
-        pending: &mut Vec<Pending>,
-        by_path: &mut HashMap<&'static str, TypeId>,
     ) {
-        by_path.insert(path, pending.len() as TypeId);
-        pending.push(Pending {
+        self.by_path.insert(path, self.pending.len() as TypeId);
+        self.pending.push(Pending {
             path,
             resource,
             elements,
         });
         for (name, e) in elements {
             if !e.elements.is_empty() {
-                allocate(
-                    leak(format!("{path}.{name}")),
-                    false,
-                    &e.elements,
-                    pending,
-                    by_path,
-                );
+                self.allocate(leak(format!("{path}.{name}")), false, &e.elements);
             }
         }
     }
-    for (name, def) in &st.types {
-        allocate(
-            name.as_str(),
-            false,
-            &def.elements,
-            &mut pending,
-            &mut by_path,
-        );
-    }
-    let mut resources = HashMap::default();
-    for (name, def) in st.resources.iter().filter(|(_, d)| !d.is_abstract) {
-        resources.insert(name.as_str(), pending.len() as TypeId);
-        allocate(
-            name.as_str(),
-            true,
-            &def.elements,
-            &mut pending,
-            &mut by_path,
-        );
-    }
-    // Pass 2: the properties of each table.
-    let kind_of = |code: &str, path: &str| -> Kind {
-        if let Some(i) = primitive_index.get(code) {
+}
+
+/// What a type code is: a primitive (by index) or a table (by path).
+struct Kinds<'a> {
+    primitives: HashMap<&'static str, u16>,
+    by_path: &'a HashMap<&'static str, TypeId>,
+}
+
+impl Kinds<'_> {
+    fn of(&self, code: &str, path: &str) -> Kind {
+        if let Some(i) = self.primitives.get(code) {
             Kind::Primitive(*i)
         } else if code == "Resource" {
             Kind::Resource
         } else {
             Kind::Complex(
-                *by_path
+                *self
+                    .by_path
                     .get(code)
                     .unwrap_or_else(|| panic!("{path}: unknown type {code}")),
             )
         }
-    };
-    let types = pending
-        .iter()
-        .map(|p| {
-            assert!(p.elements.len() <= 64, "{}: more than 64 elements", p.path);
-            let mut props = HashMap::default();
-            let mut elements = Vec::new();
-            let mut required = 0u64;
-            for (index, (name, e)) in p.elements.iter().enumerate() {
-                let path = format!("{}.{name}", p.path);
-                elements.push(Element {
-                    name: name.as_str(),
-                    min: e.min,
-                });
-                if e.min >= 1 {
-                    required |= 1 << index;
-                }
-                let targets = e
-                    .targets
-                    .get("Reference")
-                    .filter(|t| !t.iter().any(|t| t == "Resource"))
-                    .map(Vec::as_slice);
-                let mut add = |key: &'static str, variant: u8, kind: Kind| {
-                    let prop = Prop {
-                        name: key,
-                        element: index as u8,
-                        variant,
-                        many: e.is_array(),
-                        underscore: false,
-                        kind,
-                        targets,
-                        literal_reference: p.path == "Reference" && name == "reference",
-                    };
-                    if matches!(kind, Kind::Primitive(_)) {
-                        let companion = leak(format!("_{key}"));
-                        let element = Kind::Complex(by_path["Element"]);
-                        props.insert(
-                            companion,
-                            Prop {
-                                name: companion,
-                                underscore: true,
-                                kind: element,
-                                literal_reference: false,
-                                ..prop
-                            },
-                        );
-                    }
-                    props.insert(key, prop);
-                };
-                if let Some(base) = name.strip_suffix("[x]") {
-                    for (variant, code) in e.types.iter().enumerate() {
-                        let mut chars = code.chars();
-                        let first = chars.next().expect("type codes are not empty");
-                        let key = leak(format!(
-                            "{base}{}{}",
-                            first.to_ascii_uppercase(),
-                            chars.as_str()
-                        ));
-                        add(key, variant as u8, kind_of(code, &path));
-                    }
-                } else if let Some(target) = &e.content_ref {
-                    let id = *by_path
-                        .get(target.as_str())
-                        .unwrap_or_else(|| panic!("{path}: unknown contentReference {target}"));
-                    add(name.as_str(), 0, Kind::Complex(id));
-                } else if !e.elements.is_empty() {
-                    add(name.as_str(), 0, Kind::Complex(by_path[path.as_str()]));
-                } else {
-                    let code = e.types.first().unwrap_or_else(|| panic!("{path}: no type"));
-                    add(name.as_str(), 0, kind_of(code, &path));
-                }
+    }
+
+    /// The properties of one table.
+    fn table(&self, p: &Pending) -> Complex {
+        assert!(p.elements.len() <= 64, "{}: more than 64 elements", p.path);
+        let mut props = HashMap::default();
+        let mut elements = Vec::new();
+        let mut required = 0u64;
+        for (index, (name, e)) in p.elements.iter().enumerate() {
+            elements.push(Element {
+                name: name.as_str(),
+                min: e.min,
+            });
+            if e.min >= 1 {
+                required |= 1 << index;
             }
-            Complex {
-                name: p.path,
-                resource: p.resource,
-                props,
-                elements,
-                required,
+            let literal_reference = p.path == "Reference" && name == "reference";
+            for key in self.keys(p.path, name, e) {
+                self.add(&mut props, e, index, literal_reference, key);
             }
-        })
-        .collect();
-    Schema {
-        types,
-        primitives,
-        element: by_path["Element"],
-        reference: by_path["Reference"],
-        resources,
+        }
+        Complex {
+            name: p.path,
+            resource: p.resource,
+            props,
+            elements,
+            required,
+        }
+    }
+
+    /// The JSON keys of element `name` of table `table`, each with its choice variant
+    /// and kind: one per type of a choice (`value[x]`: `valueString`, ...), else one.
+    fn keys(
+        &self,
+        table: &str,
+        name: &'static str,
+        e: &ElementDef,
+    ) -> Vec<(&'static str, u8, Kind)> {
+        let path = format!("{table}.{name}");
+        if let Some(base) = name.strip_suffix("[x]") {
+            e.types
+                .iter()
+                .enumerate()
+                .map(|(variant, code)| {
+                    let mut chars = code.chars();
+                    let first = chars.next().expect("type codes are not empty");
+                    let key = leak(format!(
+                        "{base}{}{}",
+                        first.to_ascii_uppercase(),
+                        chars.as_str()
+                    ));
+                    (key, variant as u8, self.of(code, &path))
+                })
+                .collect()
+        } else if let Some(target) = &e.content_ref {
+            let id = *self
+                .by_path
+                .get(target.as_str())
+                .unwrap_or_else(|| panic!("{path}: unknown contentReference {target}"));
+            vec![(name, 0, Kind::Complex(id))]
+        } else if !e.elements.is_empty() {
+            vec![(name, 0, Kind::Complex(self.by_path[path.as_str()]))]
+        } else {
+            let code = e.types.first().unwrap_or_else(|| panic!("{path}: no type"));
+            vec![(name, 0, self.of(code, &path))]
+        }
+    }
+
+    /// The property `key` of element `index`, and for a primitive its `_key` companion
+    /// (an `Element`).
+    fn add(
+        &self,
+        props: &mut HashMap<&'static str, Prop, Fnv>,
+        e: &'static ElementDef,
+        index: usize,
+        literal_reference: bool,
+        (key, variant, kind): (&'static str, u8, Kind),
+    ) {
+        let targets = e
+            .targets
+            .get("Reference")
+            .filter(|t| !t.iter().any(|t| t == "Resource"))
+            .map(Vec::as_slice);
+        let prop = Prop {
+            name: key,
+            element: index as u8,
+            variant,
+            many: e.is_array(),
+            underscore: false,
+            kind,
+            targets,
+            literal_reference,
+        };
+        if matches!(kind, Kind::Primitive(_)) {
+            let companion = leak(format!("_{key}"));
+            props.insert(
+                companion,
+                Prop {
+                    name: companion,
+                    underscore: true,
+                    kind: Kind::Complex(self.by_path["Element"]),
+                    literal_reference: false,
+                    ..prop
+                },
+            );
+        }
+        props.insert(key, prop);
     }
 }
 

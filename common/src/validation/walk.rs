@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::primitive::{Json, Number};
 use super::refs::{parse_reference, FoundRef};
-use super::schema::{Kind, Prop, Schema, TypeId};
+use super::schema::{Complex, Kind, Prop, Schema, TypeId};
 
 /// At most this many findings are described per line (all are counted).
 const MAX_ISSUES: usize = 20;
@@ -297,60 +297,34 @@ fn walk_map<'de, A: MapAccess<'de>>(
     mut type_seen: bool,
 ) -> Result<(), A::Error> {
     let table = ctx.schema.complex(ty);
-    let mut seen = 0u64;
-    let mut seen_companion = 0u64;
-    let mut chosen = [0u8; 64];
+    let mut seen = Seen::default();
     let mut empty = !type_seen;
     while let Some(key) = map.next_key_seed(KeySeed)? {
         empty = false;
         let Some(prop) = table.props.get(&*key) else {
-            if &*key == "resourceType" && table.resource {
-                let value = map.next_value_seed(MaybeStr)?;
-                if type_seen {
-                    if top {
-                        ctx.found.hard = Some("duplicate field `resourceType`".into());
-                    } else {
-                        ctx.issue(Some("resourceType"), format_args!("duplicate property"));
-                    }
-                } else if value.as_deref() != Some(table.name) {
-                    ctx.issue(
-                        Some("resourceType"),
-                        format_args!("expected {:?}", table.name),
-                    );
-                }
-                type_seen = true;
-            } else {
-                ctx.issue(Some(&key), format_args!("unknown element"));
+            type_seen = other_key(ctx, table, &mut map, &key, top, type_seen)?;
+            continue;
+        };
+        match seen.mark(prop) {
+            Mark::New => {}
+            Mark::OtherChoice => {
+                let element = table.elements[prop.element as usize].name;
+                ctx.issue(
+                    Some(&key),
+                    format_args!("only one type of {element} may be present"),
+                );
                 map.next_value::<IgnoredAny>()?;
+                continue;
             }
-            continue;
-        };
-        let bit = 1u64 << prop.element;
-        let slot = &mut chosen[prop.element as usize];
-        let set = if prop.underscore {
-            &mut seen_companion
-        } else {
-            &mut seen
-        };
-        if *slot != 0 && *slot != prop.variant + 1 {
-            let element = table.elements[prop.element as usize].name;
-            ctx.issue(
-                Some(&key),
-                format_args!("only one type of {element} may be present"),
-            );
-            map.next_value::<IgnoredAny>()?;
-            continue;
-        }
-        if *set & bit != 0 {
-            if top && prop.name == "id" {
-                ctx.found.hard = Some("duplicate field `id`".into());
+            Mark::Again => {
+                if top && prop.name == "id" {
+                    ctx.found.hard = Some("duplicate field `id`".into());
+                }
+                ctx.issue(Some(&key), format_args!("duplicate property"));
+                map.next_value::<IgnoredAny>()?;
+                continue;
             }
-            ctx.issue(Some(&key), format_args!("duplicate property"));
-            map.next_value::<IgnoredAny>()?;
-            continue;
         }
-        *set |= bit;
-        *slot = prop.variant + 1;
         if top && prop.name == "id" {
             match map.next_value_seed(MaybeStr)? {
                 Some(id) => ctx.found.id = Some(id),
@@ -365,18 +339,108 @@ fn walk_map<'de, A: MapAccess<'de>>(
     if empty {
         ctx.issue(None, format_args!("empty object"));
     }
-    let missing = table.required & !(seen | seen_companion);
-    if missing != 0 {
-        for (i, element) in table.elements.iter().enumerate() {
-            if missing & (1 << i) != 0 {
-                ctx.issue(
-                    Some(element.name),
-                    format_args!("missing (min {})", element.min),
-                );
-            }
+    report_missing(ctx, table, seen.elements());
+    Ok(())
+}
+
+/// Which elements of an object were present so far (values and `_` companions apart),
+/// and which type of each choice.
+struct Seen {
+    values: u64,
+    companions: u64,
+    chosen: [u8; 64],
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            values: 0,
+            companions: 0,
+            chosen: [0; 64],
         }
     }
-    Ok(())
+}
+
+/// What a property is to the object so far.
+enum Mark {
+    New,
+    /// Another type of a choice element already present.
+    OtherChoice,
+    /// Present already.
+    Again,
+}
+
+impl Seen {
+    fn mark(&mut self, prop: &Prop) -> Mark {
+        let bit = 1u64 << prop.element;
+        let slot = &mut self.chosen[prop.element as usize];
+        let set = if prop.underscore {
+            &mut self.companions
+        } else {
+            &mut self.values
+        };
+        if *slot != 0 && *slot != prop.variant + 1 {
+            return Mark::OtherChoice;
+        }
+        if *set & bit != 0 {
+            return Mark::Again;
+        }
+        *set |= bit;
+        *slot = prop.variant + 1;
+        Mark::New
+    }
+
+    /// The elements present, by value or companion.
+    fn elements(&self) -> u64 {
+        self.values | self.companions
+    }
+}
+
+/// A key that is no property of `table`: `resourceType` of a resource (checked; returns
+/// whether it has been read now), or an unknown element (reported, its value skipped).
+fn other_key<'de, A: MapAccess<'de>>(
+    ctx: &mut Ctx<'de>,
+    table: &Complex,
+    map: &mut A,
+    key: &Key<'de>,
+    top: bool,
+    type_seen: bool,
+) -> Result<bool, A::Error> {
+    if &**key != "resourceType" || !table.resource {
+        ctx.issue(Some(key), format_args!("unknown element"));
+        map.next_value::<IgnoredAny>()?;
+        return Ok(type_seen);
+    }
+    let value = map.next_value_seed(MaybeStr)?;
+    if type_seen {
+        if top {
+            ctx.found.hard = Some("duplicate field `resourceType`".into());
+        } else {
+            ctx.issue(Some("resourceType"), format_args!("duplicate property"));
+        }
+    } else if value.as_deref() != Some(table.name) {
+        ctx.issue(
+            Some("resourceType"),
+            format_args!("expected {:?}", table.name),
+        );
+    }
+    Ok(true)
+}
+
+/// An issue for each required element of `table` not among `present`.
+fn report_missing(ctx: &mut Ctx<'_>, table: &Complex, present: u64) {
+    let missing = table.required & !present;
+    if missing == 0 {
+        return;
+    }
+    for (i, element) in table.elements.iter().enumerate() {
+        if missing & (1 << i) != 0 {
+            ctx.issue(
+                Some(element.name),
+                format_args!("missing (min {})", element.min),
+            );
+        }
+    }
 }
 
 /// An object key, borrowed from the line when it has no escapes.
