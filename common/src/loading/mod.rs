@@ -33,7 +33,7 @@ use crate::model::export::ExportKind;
 use crate::model::loader_file::{Checkpoint, FileProgress};
 use crate::model::{FileStatus, LineError, LoaderFile};
 use crate::resource_type::ResourceType;
-use crate::sources::{Location, Source, SourceError};
+use crate::sources::{Location, OpenedObject, Source, SourceError};
 use crate::storage::batch::Opened;
 use crate::storage::loader_files::Claim;
 use crate::storage::Db;
@@ -474,55 +474,9 @@ impl Loader {
         } else {
             0
         };
-        let mut renew = false;
-        let opened = loop {
-            let opened = match self.pull_authorization(file, &location, renew).await? {
-                Ok((authorization, renewable)) => {
-                    let opened = self
-                        .source
-                        .open_from(
-                            &location,
-                            file.etag.as_deref(),
-                            authorization.as_deref(),
-                            from,
-                        )
-                        .await;
-                    // A token siphon fetched, refused: once more with a new one.
-                    if renewable && matches!(opened, Err(SourceError::AccessDenied(_))) {
-                        tracing::info!(file_id = %file.id, file = %location, "the remote refused siphon's token; fetching a new one");
-                        renew = true;
-                        continue;
-                    }
-                    opened
-                }
-                Err(e) => Err(e),
-            };
-            break opened;
-        };
-        let object = match opened {
+        let object = match self.open_object(file, &location, from).await? {
             Ok(o) => o,
-            Err(SourceError::Transient(reason)) => return Ok(Err(Stop::Transient(reason))),
-            Err(e @ (SourceError::NotFound(_) | SourceError::Changed(_)))
-                if file.inventory.is_some() =>
-            {
-                // Inventories lag the bucket: an object listed may be gone or rewritten.
-                let message = format!(
-                    "missing: {} was listed by the inventory but {}; not loaded (the next inventory tells whether it was deleted or rewritten)",
-                    location,
-                    if matches!(e, SourceError::NotFound(_)) { "no longer exists" } else { "changed since" }
-                );
-                tracing::warn!(file_id = %file.id, file = %location, "listed by the inventory but missing");
-                self.db.miss_loader_file(&file.id, owner, &message).await?;
-                return Ok(Err(Stop::Finished(Outcome::Failed { message })));
-            }
-            Err(e) => {
-                let message = e.to_string();
-                tracing::error!(file_id = %file.id, file = %location, error = message, "cannot open the file");
-                self.db
-                    .fail_loader_file(&file.id, Some(owner), &message)
-                    .await?;
-                return Ok(Err(Stop::Finished(Outcome::Failed { message })));
-            }
+            Err(e) => return Ok(Err(self.unopened(file, owner, &location, e).await?)),
         };
         if file.size.is_none() || file.etag.is_none() {
             let client = self.db.client().await?;
@@ -541,6 +495,75 @@ impl Loader {
         let body = SyncIoBridge::new(object.body);
         tokio::task::spawn_blocking(move || decode::decode(body, &config, &tx));
         Ok(Ok(rx))
+    }
+
+    /// The object from byte `from`, with the authorization its source needs; a token
+    /// siphon fetched and the remote refused is fetched again once.
+    async fn open_object(
+        &self,
+        file: &LoaderFile,
+        location: &Location,
+        from: u64,
+    ) -> Result<std::result::Result<OpenedObject, SourceError>> {
+        let mut renew = false;
+        loop {
+            let (authorization, renewable) =
+                match self.pull_authorization(file, location, renew).await? {
+                    Ok(found) => found,
+                    Err(e) => return Ok(Err(e)),
+                };
+            let opened = self
+                .source
+                .open_from(
+                    location,
+                    file.etag.as_deref(),
+                    authorization.as_deref(),
+                    from,
+                )
+                .await;
+            if renewable && matches!(opened, Err(SourceError::AccessDenied(_))) {
+                tracing::info!(file_id = %file.id, file = %location, "the remote refused siphon's token; fetching a new one");
+                renew = true;
+                continue;
+            }
+            return Ok(opened);
+        }
+    }
+
+    /// What a file that could not be opened becomes: a transient failure is tried
+    /// again; otherwise the file ends failed (an object an inventory listed but that is
+    /// gone or changed, as missing).
+    async fn unopened(
+        &self,
+        file: &LoaderFile,
+        owner: &str,
+        location: &Location,
+        e: SourceError,
+    ) -> Result<Stop> {
+        match e {
+            SourceError::Transient(reason) => Ok(Stop::Transient(reason)),
+            e @ (SourceError::NotFound(_) | SourceError::Changed(_))
+                if file.inventory.is_some() =>
+            {
+                // Inventories lag the bucket: an object listed may be gone or rewritten.
+                let message = format!(
+                    "missing: {} was listed by the inventory but {}; not loaded (the next inventory tells whether it was deleted or rewritten)",
+                    location,
+                    if matches!(e, SourceError::NotFound(_)) { "no longer exists" } else { "changed since" }
+                );
+                tracing::warn!(file_id = %file.id, file = %location, "listed by the inventory but missing");
+                self.db.miss_loader_file(&file.id, owner, &message).await?;
+                Ok(Stop::Finished(Outcome::Failed { message }))
+            }
+            e => {
+                let message = e.to_string();
+                tracing::error!(file_id = %file.id, file = %location, error = message, "cannot open the file");
+                self.db
+                    .fail_loader_file(&file.id, Some(owner), &message)
+                    .await?;
+                Ok(Stop::Finished(Outcome::Failed { message }))
+            }
+        }
     }
 
     /// Strict mode: validate the whole file before loading any of it.

@@ -57,25 +57,7 @@ pub async fn start(
     who: &Principal,
 ) -> Result<SessionView> {
     let request = request::parse(body)?;
-    if matches!(request.auth, crate::model::pull::RemoteAuth::Smart { .. }) {
-        // siphon's key is the deployment's identity at the remote, not the caller's:
-        // only the admin may have siphon sign with it. Other clients bring their own
-        // credential (bearer, basic).
-        who.require_admin("a pull with auth type smart (siphon signs as itself)")?;
-    }
-    if matches!(request.auth, crate::model::pull::RemoteAuth::Smart { .. })
-        && !credentials.configured()
-    {
-        return Err(Error::BadRequest(
-            "auth type smart needs siphon's own client key: set SIPHON_CLIENT_KEY or SIPHON_CLIENT_KEY_ARN".into(),
-        ));
-    }
-    if request.types.is_empty() {
-        who.require_some_write()?;
-    }
-    for t in &request.types {
-        who.require_write(t)?;
-    }
+    check_may_pull(&request, credentials, who)?;
     guard
         .check(&request.export_url)
         .await
@@ -91,28 +73,7 @@ pub async fn start(
         writes: who.writes(),
         submitted: None,
     };
-    let stored = SessionRequest {
-        pull: Some(PullProgress {
-            export_url: request.export_url.clone(),
-            auth: request.auth.kind().into(),
-            stage: "kick-off".into(),
-            ..PullProgress::default()
-        }),
-        ..SessionRequest::default()
-    };
-    let stored = serde_json::to_value(&stored).map_err(|e| Error::Internal(e.to_string()))?;
-    {
-        let client = db.client().await?;
-        // The session has no file until the remote's manifest is read; its actions and
-        // views look for them in the LoaderFile table.
-        db.ensure_table(&**client, &crate::model::loader_file::loader_file_type())
-            .await?;
-        if !imports::insert(&**client, &session, None, &stored, owner.as_deref()).await? {
-            return Err(Error::Conflict(format!(
-                "import session {session} already exists"
-            )));
-        }
-    }
+    create_session(db, &session, &request, owner.as_deref()).await?;
     let spec = serde_json::to_value(&job).map_err(|e| Error::Internal(e.to_string()))?;
     let task = planning_task();
     let job_owner = owner.clone().unwrap_or_else(|| who.client_id.clone());
@@ -137,4 +98,61 @@ pub async fn start(
     }
     tracing::info!(session, auth = request.auth.kind(), "pull import started");
     crate::sessions::view_session(db, &session).await
+}
+
+/// Whether `who` may start this pull: siphon signs as itself (smart) only for the admin
+/// and only with its key configured; every type it writes must be writable by `who`.
+fn check_may_pull(
+    request: &request::PullRequest,
+    credentials: &crate::auth::remote::RemoteCredentials,
+    who: &Principal,
+) -> Result<()> {
+    if matches!(request.auth, crate::model::pull::RemoteAuth::Smart { .. }) {
+        // siphon's key is the deployment's identity at the remote, not the caller's:
+        // only the admin may have siphon sign with it. Other clients bring their own
+        // credential (bearer, basic).
+        who.require_admin("a pull with auth type smart (siphon signs as itself)")?;
+        if !credentials.configured() {
+            return Err(Error::BadRequest(
+                "auth type smart needs siphon's own client key: set SIPHON_CLIENT_KEY or SIPHON_CLIENT_KEY_ARN".into(),
+            ));
+        }
+    }
+    if request.types.is_empty() {
+        who.require_some_write()?;
+    }
+    for t in &request.types {
+        who.require_write(t)?;
+    }
+    Ok(())
+}
+
+/// The pull's `$import` session, at its kick-off stage.
+async fn create_session(
+    db: &Db,
+    session: &str,
+    request: &request::PullRequest,
+    owner: Option<&str>,
+) -> Result<()> {
+    let stored = SessionRequest {
+        pull: Some(PullProgress {
+            export_url: request.export_url.clone(),
+            auth: request.auth.kind().into(),
+            stage: "kick-off".into(),
+            ..PullProgress::default()
+        }),
+        ..SessionRequest::default()
+    };
+    let stored = serde_json::to_value(&stored).map_err(|e| Error::Internal(e.to_string()))?;
+    let client = db.client().await?;
+    // The session has no file until the remote's manifest is read; its actions and
+    // views look for them in the LoaderFile table.
+    db.ensure_table(&**client, &crate::model::loader_file::loader_file_type())
+        .await?;
+    if !imports::insert(&**client, session, None, &stored, owner).await? {
+        return Err(Error::Conflict(format!(
+            "import session {session} already exists"
+        )));
+    }
+    Ok(())
 }

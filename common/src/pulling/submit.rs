@@ -27,7 +27,7 @@ use crate::model::session::SessionRequest;
 use crate::model::submission::{
     self, Submission, SubmissionStatus, SubmittedManifest, MAX_MANIFESTS,
 };
-use crate::model::{FileStatus, SessionStatus};
+use crate::model::{FileStatus, LoaderFile, SessionStatus};
 use crate::queue::{self, MessageQueue};
 use crate::sources::UrlGuard;
 use crate::storage::{imports, submissions, Db};
@@ -494,39 +494,8 @@ async fn manifest_outcomes(
     status: SessionStatus,
     m: &SubmittedManifest,
 ) -> Result<Vec<Value>> {
-    let url = &m.manifest_url;
-    if m.replaced {
-        let by = m
-            .replaced_by
-            .and_then(|p| sub.manifests.get(p as usize))
-            .map(|n| format!(" by {}", n.manifest_url))
-            .unwrap_or_default();
-        let done = if m.removed {
-            "were removed"
-        } else {
-            "are being removed"
-        };
-        return Ok(vec![outcome(
-            "information",
-            "informational",
-            &format!("Manifest {url} was replaced{by}: the resources it loaded {done}."),
-        )]);
-    }
-    if sub.status == SubmissionStatus::Stopped {
-        return Ok(vec![outcome(
-            "information",
-            "informational",
-            &format!(
-                "The submission was stopped: the resources manifest {url} loaded were removed."
-            ),
-        )]);
-    }
-    if let Some(e) = &m.error {
-        return Ok(vec![outcome(
-            "error",
-            "exception",
-            &format!("Manifest {url} could not be read: {e}"),
-        )]);
+    if let Some(ended) = manifest_ended(sub, m) {
+        return Ok(vec![ended]);
     }
     let files = {
         let client = db.client().await?;
@@ -535,35 +504,11 @@ async fn manifest_outcomes(
     let mut out = Vec::new();
     let mut failed = false;
     for f in &files {
-        let source = f.origin();
-        let ty = f.resource_type.as_deref().unwrap_or("?");
-        match f.status {
-            FileStatus::Done => out.push(outcome(
-                "information",
-                "informational",
-                &format!("{} {ty} resources loaded from {source}", f.loaded),
-            )),
-            FileStatus::Error => {
-                failed = true;
-                out.push(outcome(
-                    "error",
-                    "exception",
-                    &format!(
-                        "{source} could not be loaded: {}",
-                        f.error.as_deref().unwrap_or("unknown error")
-                    ),
-                ))
-            }
-            other => {
-                failed = true;
-                out.push(outcome(
-                    "warning",
-                    "incomplete",
-                    &format!("{source} was not loaded ({})", other.as_str()),
-                ))
-            }
-        }
+        let (said, ok) = file_outcome(f);
+        out.push(said);
+        failed |= !ok;
         if f.failed > 0 {
+            let source = f.origin();
             for e in db
                 .loader_file_errors(&f.id, OUTCOME_LINES_PER_FILE, 0)
                 .await?
@@ -578,8 +523,82 @@ async fn manifest_outcomes(
         out.push(outcome(
             "information",
             "informational",
-            &format!("Manifest {url} successfully imported."),
+            &format!("Manifest {} successfully imported.", m.manifest_url),
         ));
     }
     Ok(out)
+}
+
+/// The one outcome of a manifest whose files no longer count: replaced, stopped with
+/// its submission, or unreadable.
+fn manifest_ended(sub: &Submission, m: &SubmittedManifest) -> Option<Value> {
+    let url = &m.manifest_url;
+    if m.replaced {
+        let by = m
+            .replaced_by
+            .and_then(|p| sub.manifests.get(p as usize))
+            .map(|n| format!(" by {}", n.manifest_url))
+            .unwrap_or_default();
+        let done = if m.removed {
+            "were removed"
+        } else {
+            "are being removed"
+        };
+        return Some(outcome(
+            "information",
+            "informational",
+            &format!("Manifest {url} was replaced{by}: the resources it loaded {done}."),
+        ));
+    }
+    if sub.status == SubmissionStatus::Stopped {
+        return Some(outcome(
+            "information",
+            "informational",
+            &format!(
+                "The submission was stopped: the resources manifest {url} loaded were removed."
+            ),
+        ));
+    }
+    m.error.as_ref().map(|e| {
+        outcome(
+            "error",
+            "exception",
+            &format!("Manifest {url} could not be read: {e}"),
+        )
+    })
+}
+
+/// What became of one file, and whether it loaded.
+fn file_outcome(f: &LoaderFile) -> (Value, bool) {
+    let source = f.origin();
+    let ty = f.resource_type.as_deref().unwrap_or("?");
+    match f.status {
+        FileStatus::Done => (
+            outcome(
+                "information",
+                "informational",
+                &format!("{} {ty} resources loaded from {source}", f.loaded),
+            ),
+            true,
+        ),
+        FileStatus::Error => (
+            outcome(
+                "error",
+                "exception",
+                &format!(
+                    "{source} could not be loaded: {}",
+                    f.error.as_deref().unwrap_or("unknown error")
+                ),
+            ),
+            false,
+        ),
+        other => (
+            outcome(
+                "warning",
+                "incomplete",
+                &format!("{source} was not loaded ({})", other.as_str()),
+            ),
+            false,
+        ),
+    }
 }

@@ -295,45 +295,22 @@ impl Db {
         };
         let row = tx
             .row_opt(
-                &format!(
-                    "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
-                        resource = (resource - 'queued')
-                          || jsonb_build_object('status', 'in-progress',
-                               'lease', jsonb_strip_nulls(jsonb_build_object('owner', $2::text,
-                                   'since', now(),
-                                   'until', now() + make_interval(secs => $3::float8),
-                                   'from', coalesce((resource->'checkpoint'->>'line')::bigint, 0),
-                                   'receipt', $6::text)))
-                          || CASE WHEN resource ? 'start' THEN '{{}}'::jsonb
-                                  ELSE jsonb_build_object('start', now()) END
-                      FROM (SELECT resource->'lease' AS prev_lease,
-                                   coalesce((resource->'checkpoint'->>'line')::bigint, 0) AS prev_line
-                              FROM {TABLE} WHERE id = $1) prev
-                     WHERE id = $1 AND (
-                        resource->>'status' = 'pending'
-                        OR (resource->>'status' = 'in-progress' AND (
-                              (resource->'lease'->>'until') IS NULL
-                              OR siphon_ts(resource->'lease'->>'until') < now()
-                              OR resource->'lease'->>'owner' = $2::text)))
-                       AND ($4::text IS NULL OR (
-                            SELECT count(*) FROM {TABLE} o
-                            WHERE o.resource->>'group' = $4::text AND o.id <> $1
-                              AND o.resource->>'status' = 'in-progress'
-                              AND siphon_ts(o.resource->'lease'->>'until') > now()) < $5::bigint)
-                     RETURNING {RESOURCE_WITH_ID},
-                               coalesce(prev.prev_lease->>'owner' <> $2::text
-                                        AND (prev.prev_lease->>'from')::bigint < prev.prev_line, false)"
-                ),
+                &claim_sql(),
                 &[&id, &owner, &lease_secs, &group_name, &threads, &receipt],
             )
             .await?;
         tx.commit().await?;
-        if let Some(row) = row {
-            return Ok(Claim::Claimed {
+        match row {
+            Some(row) => Ok(Claim::Claimed {
                 file: Box::new(LoaderFile::from_value(row.get(0))?),
                 progressed: row.get(1),
-            });
+            }),
+            None => self.unclaimed(id).await,
         }
+    }
+
+    /// Why file `id` was not claimed.
+    async fn unclaimed(&self, id: &str) -> Result<Claim> {
         Ok(match self.loader_file(id).await? {
             None => Claim::Missing,
             // Claimable by state but not claimed: another loader holds a live lease,
@@ -650,4 +627,40 @@ impl Db {
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect())
     }
+}
+
+/// The claim of file `$1` by owner `$2` for `$3` seconds (`$6`: the message's receipt):
+/// pending, or in progress with a lease expired or already `$2`'s, and within group
+/// `$4`'s cap of `$5` live leases. Returns the file and whether another owner had
+/// progressed it since its lease began.
+fn claim_sql() -> String {
+    format!(
+        "UPDATE {TABLE} SET ts = now(), txid = nextval('transaction_id_seq'),
+                        resource = (resource - 'queued')
+                          || jsonb_build_object('status', 'in-progress',
+                               'lease', jsonb_strip_nulls(jsonb_build_object('owner', $2::text,
+                                   'since', now(),
+                                   'until', now() + make_interval(secs => $3::float8),
+                                   'from', coalesce((resource->'checkpoint'->>'line')::bigint, 0),
+                                   'receipt', $6::text)))
+                          || CASE WHEN resource ? 'start' THEN '{{}}'::jsonb
+                                  ELSE jsonb_build_object('start', now()) END
+                      FROM (SELECT resource->'lease' AS prev_lease,
+                                   coalesce((resource->'checkpoint'->>'line')::bigint, 0) AS prev_line
+                              FROM {TABLE} WHERE id = $1) prev
+                     WHERE id = $1 AND (
+                        resource->>'status' = 'pending'
+                        OR (resource->>'status' = 'in-progress' AND (
+                              (resource->'lease'->>'until') IS NULL
+                              OR siphon_ts(resource->'lease'->>'until') < now()
+                              OR resource->'lease'->>'owner' = $2::text)))
+                       AND ($4::text IS NULL OR (
+                            SELECT count(*) FROM {TABLE} o
+                            WHERE o.resource->>'group' = $4::text AND o.id <> $1
+                              AND o.resource->>'status' = 'in-progress'
+                              AND siphon_ts(o.resource->'lease'->>'until') > now()) < $5::bigint)
+                     RETURNING {RESOURCE_WITH_ID},
+                               coalesce(prev.prev_lease->>'owner' <> $2::text
+                                        AND (prev.prev_lease->>'from')::bigint < prev.prev_line, false)"
+    )
 }

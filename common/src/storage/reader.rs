@@ -36,6 +36,57 @@ pub(super) async fn check(client: &Client, user: &str, allow_functions: bool) ->
             "the read-only role {user:?} {why}; caller-written SQL is refused until it is fixed (see docs/authorization.md)"
         ))
     };
+    if let Some(what) = power(client).await? {
+        return Err(refuse(what.to_string()));
+    }
+    let owns: i64 = client.row(OWNED_TABLES, &[]).await?.get(0);
+    if owns > 0 {
+        return Err(refuse(format!(
+            "owns (or can act as the owner of) {owns} tables"
+        )));
+    }
+    let writes: i64 = client.row(WRITABLE_TABLES, &[]).await?.get(0);
+    if writes > 0 {
+        return Err(refuse(format!("may write {writes} tables")));
+    }
+    let executable = forbidden_executable(client).await?;
+    if executable.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = executable.iter().take(5).map(String::as_str).collect();
+    let why = format!(
+        "can execute {} functions it must not ({}{}): run infra/sql/reader-role.sh as a superuser",
+        executable.len(),
+        shown.join(", "),
+        if executable.len() > 5 { ", ..." } else { "" }
+    );
+    if !allow_functions {
+        return Err(refuse(why));
+    }
+    tracing::warn!(
+        role = user,
+        functions = executable.len(),
+        "the read-only role {why}; accepted (SIPHON_READER_UNRESTRICTED_FUNCTIONS=allow)"
+    );
+    Ok(())
+}
+
+/// Tables (and views, sequences) the role owns or can act as the owner of.
+const OWNED_TABLES: &str = "SELECT count(*) FROM pg_class c
+  WHERE c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+    AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+    AND pg_has_role(current_user, c.relowner, 'USAGE')";
+
+/// Tables the role may change.
+const WRITABLE_TABLES: &str = "SELECT count(*) FROM pg_class c
+  WHERE c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+    AND c.relkind IN ('r', 'p')
+    AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE')
+         OR has_table_privilege(c.oid, 'DELETE') OR has_table_privilege(c.oid, 'TRUNCATE'))";
+
+/// The first power the role has beyond reading: superuser, creating roles or
+/// databases, bypassing row security.
+async fn power(client: &Client) -> Result<Option<&'static str>> {
     let me = client
         .row(
             "SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls
@@ -43,49 +94,21 @@ pub(super) async fn check(client: &Client, user: &str, allow_functions: bool) ->
             &[],
         )
         .await?;
-    for (i, what) in [
+    Ok([
         "is a superuser",
         "may create roles",
         "may create databases",
         "bypasses row security",
     ]
-    .iter()
+    .into_iter()
     .enumerate()
-    {
-        if me.get::<_, bool>(i) {
-            return Err(refuse(what.to_string()));
-        }
-    }
-    let owns: i64 = client
-        .row(
-            "SELECT count(*) FROM pg_class c
-              WHERE c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
-                AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
-                AND pg_has_role(current_user, c.relowner, 'USAGE')",
-            &[],
-        )
-        .await?
-        .get(0);
-    if owns > 0 {
-        return Err(refuse(format!(
-            "owns (or can act as the owner of) {owns} tables"
-        )));
-    }
-    let writes: i64 = client
-        .row(
-            "SELECT count(*) FROM pg_class c
-              WHERE c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
-                AND c.relkind IN ('r', 'p')
-                AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE')
-                     OR has_table_privilege(c.oid, 'DELETE') OR has_table_privilege(c.oid, 'TRUNCATE'))",
-            &[],
-        )
-        .await?
-        .get(0);
-    if writes > 0 {
-        return Err(refuse(format!("may write {writes} tables")));
-    }
-    let executable: Vec<String> = client
+    .find(|(i, _)| me.get::<_, bool>(*i))
+    .map(|(_, what)| what))
+}
+
+/// The forbidden functions the role may execute.
+async fn forbidden_executable(client: &Client) -> Result<Vec<String>> {
+    Ok(client
         .rows(
             &format!(
                 "SELECT f FROM ({}) x(f)
@@ -97,25 +120,7 @@ pub(super) async fn check(client: &Client, user: &str, allow_functions: bool) ->
         .await?
         .iter()
         .map(|r| r.get(0))
-        .collect();
-    if !executable.is_empty() {
-        let shown: Vec<&str> = executable.iter().take(5).map(String::as_str).collect();
-        let why = format!(
-            "can execute {} functions it must not ({}{}): run infra/sql/reader-role.sh as a superuser",
-            executable.len(),
-            shown.join(", "),
-            if executable.len() > 5 { ", ..." } else { "" }
-        );
-        if !allow_functions {
-            return Err(refuse(why));
-        }
-        tracing::warn!(
-            role = user,
-            functions = executable.len(),
-            "the read-only role {why}; accepted (SIPHON_READER_UNRESTRICTED_FUNCTIONS=allow)"
-        );
-    }
-    Ok(())
+        .collect())
 }
 
 #[cfg(test)]

@@ -194,6 +194,16 @@ impl ExportWorker {
             _ => None,
         };
         record_task(kind, done, started.elapsed());
+        self.disposition(task, outcome, &runner).await
+    }
+
+    /// What the queue does with the message of a task run that ended with `outcome`.
+    async fn disposition(
+        &self,
+        task: &str,
+        outcome: crate::error::Result<TaskOutcome>,
+        runner: &TaskRunner,
+    ) -> Disposition {
         match outcome {
             Ok(TaskOutcome::Done { count, .. }) => {
                 tracing::info!(task, count, "export task done");

@@ -156,6 +156,16 @@ impl LoadWorker {
                 return Disposition::Redeliver;
             }
         }
+        self.disposition(file_id, message, outcome).await
+    }
+
+    /// What the queue does with the message of a load that ended with `outcome`.
+    async fn disposition(
+        &self,
+        file_id: &str,
+        message: &LoadMessage,
+        outcome: Result<Outcome>,
+    ) -> Disposition {
         match outcome {
             Ok(Outcome::Done { loaded, failed }) => {
                 tracing::info!(file_id, loaded, failed, "done");

@@ -67,20 +67,47 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
         }
     }
-    // The sweep, as the schedule runs it in AWS.
-    {
-        let sweeper = siphon_sweep::boot(&config.sweep, db.clone()).await?;
-        let every = config.sweep.interval;
+    spawn_sweep_and_ingest(&config, &db, &sqs).await?;
+    let addr = config.addr;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!(
+        "siphon-local: API and dumps at http://{addr}, {} loaders, {} exporters and s3-ingest polling the local queues, sweep every {} s",
+        config.loaders,
+        if config.export.is_some() { config.exporters } else { 0 },
+        config.sweep.interval.as_secs()
+    );
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let (api, dump) = (api.clone(), dump.clone());
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(e) = sweeper.pass().await {
-                    tracing::error!(error = %e, "sweep pass failed");
-                }
-            }
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (api, dump) = (api.clone(), dump.clone());
+                async move { respond(req, peer, &api, &dump).await }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
-    // S3 notifications (and new S3 Inventory runs) through siphon-s3-ingest.
+}
+
+/// The sweep, as the schedule runs it in AWS; S3 notifications (and new S3 Inventory
+/// runs) through siphon-s3-ingest, when the events queue is configured.
+async fn spawn_sweep_and_ingest(
+    config: &Config,
+    db: &Db,
+    sqs: &aws_sdk_sqs::Client,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let sweeper = siphon_sweep::boot(&config.sweep, db.clone()).await?;
+    let every = config.sweep.interval;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = sweeper.pass().await {
+                tracing::error!(error = %e, "sweep pass failed");
+            }
+        }
+    });
     if let Some(events_url) = config.events_queue_url.clone() {
         let ingest = siphon_s3_ingest::boot(&config.ingest, db.clone()).await?;
         let sqs = sqs.clone();
@@ -96,54 +123,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
-    let addr = config.addr;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!(
-        "siphon-local: API and dumps at http://{addr}, {} loaders, {} exporters and s3-ingest polling the local queues, sweep every {} s",
-        config.loaders,
-        if config.export.is_some() { config.exporters } else { 0 },
-        config.sweep.interval.as_secs()
-    );
-    loop {
-        let (stream, peer) = listener.accept().await?;
-        let (api, dump) = (api.clone(), dump.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let (api, dump) = (api.clone(), dump.clone());
-                async move {
-                    // The same split as in AWS: dumps go to the streaming function URL.
-                    let path = req.uri().path();
-                    let is_dump = path.ends_with("/$dump") || path == "/$dump-sql";
-                    let path_is_metrics = path == "/metrics" && req.method() == hyper::Method::GET;
-                    let request =
-                        match siphon_local::to_lambda_request(req, api.max_body_bytes).await? {
-                            Ok(r) => siphon_local::with_source(r, peer),
-                            Err(refused) => {
-                                let (parts, body) = refused.into_parts();
-                                let full = Full::new(body).map_err(|never| match never {});
-                                return Ok(hyper::Response::from_parts(parts, full.boxed_unsync()));
-                            }
-                        };
-                    let response: hyper::Response<siphon_local::LocalBody> = if path_is_metrics {
-                        let (parts, body) =
-                            siphon_local::metrics(&api, &request).await.into_parts();
-                        let full = Full::new(body).map_err(|never| match never {});
-                        hyper::Response::from_parts(parts, full.boxed_unsync())
-                    } else if is_dump {
-                        let (parts, body) = siphon_dump::handle(&dump, request).await.into_parts();
-                        hyper::Response::from_parts(parts, body.boxed_unsync())
-                    } else {
-                        let (parts, body) = siphon_api::handle(&api, request).await.into_parts();
-                        let full = Full::new(bytes::Bytes::copy_from_slice(body.as_ref()))
-                            .map_err(|never| match never {});
-                        hyper::Response::from_parts(parts, full.boxed_unsync())
-                    };
-                    Ok::<_, hyper::Error>(response)
-                }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    Ok(())
+}
+
+/// One HTTP request, routed as in AWS: dumps to the streaming function, `GET /metrics`
+/// to the local counters, the rest to the API function.
+async fn respond(
+    req: hyper::Request<hyper::body::Incoming>,
+    peer: std::net::SocketAddr,
+    api: &siphon_api::App,
+    dump: &siphon_dump::App,
+) -> Result<hyper::Response<siphon_local::LocalBody>, hyper::Error> {
+    let path = req.uri().path();
+    let is_dump = path.ends_with("/$dump") || path == "/$dump-sql";
+    let path_is_metrics = path == "/metrics" && req.method() == hyper::Method::GET;
+    let request = match siphon_local::to_lambda_request(req, api.max_body_bytes).await? {
+        Ok(r) => siphon_local::with_source(r, peer),
+        Err(refused) => {
+            let (parts, body) = refused.into_parts();
+            let full = Full::new(body).map_err(|never| match never {});
+            return Ok(hyper::Response::from_parts(parts, full.boxed_unsync()));
+        }
+    };
+    Ok(if path_is_metrics {
+        let (parts, body) = siphon_local::metrics(api, &request).await.into_parts();
+        let full = Full::new(body).map_err(|never| match never {});
+        hyper::Response::from_parts(parts, full.boxed_unsync())
+    } else if is_dump {
+        let (parts, body) = siphon_dump::handle(dump, request).await.into_parts();
+        hyper::Response::from_parts(parts, body.boxed_unsync())
+    } else {
+        let (parts, body) = siphon_api::handle(api, request).await.into_parts();
+        let full =
+            Full::new(bytes::Bytes::copy_from_slice(body.as_ref())).map_err(|never| match never {});
+        hyper::Response::from_parts(parts, full.boxed_unsync())
+    })
 }

@@ -73,35 +73,13 @@ pub fn date_range(s: &str) -> Option<DateRange> {
     // hh:mm[:ss[.f]] then the zone.
     let zone_at = time.find(['Z', '+', '-', ' ']).unwrap_or(time.len());
     let (clock, zone) = time.split_at(zone_at);
-    let offset = match zone {
-        "" | "Z" => FixedOffset::east_opt(0)?,
-        z => {
-            let sign = if z.starts_with('-') { -1 } else { 1 };
-            let (h, m) = z[1..].split_once(':')?;
-            let secs = (digits(h, 2)? * 3600 + digits(m, 2)? * 60) as i32;
-            if secs > 14 * 3600 {
-                return None;
-            }
-            FixedOffset::east_opt(sign * secs)?
-        }
-    };
+    let offset = offset(zone)?;
     let mut fields = clock.split(':');
     let hour = digits(fields.next()?, 2)?;
     let minute = digits(fields.next()?, 2)?;
     let (second, nanos, width) = match fields.next() {
         None => (0, 0, Duration::minutes(1)),
-        Some(sec) => match sec.split_once('.') {
-            None => (digits(sec, 2)?, 0, Duration::seconds(1)),
-            Some((whole, frac)) => {
-                if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-                    return None;
-                }
-                let nanos: u32 = format!("{frac:0<9}").parse().ok()?;
-                let width = Duration::nanoseconds(10i64.pow(9 - frac.len() as u32))
-                    .max(Duration::microseconds(1));
-                (digits(whole, 2)?, nanos, width)
-            }
-        },
+        Some(sec) => seconds(sec)?,
     };
     if fields.next().is_some() {
         return None;
@@ -116,6 +94,37 @@ pub fn date_range(s: &str) -> Option<DateRange> {
         low,
         high: low + width,
     })
+}
+
+/// A zone: none or `Z` (UTC), or `+hh:mm` / `-hh:mm` up to 14 hours.
+fn offset(zone: &str) -> Option<FixedOffset> {
+    match zone {
+        "" | "Z" => FixedOffset::east_opt(0),
+        z => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let (h, m) = z[1..].split_once(':')?;
+            let secs = (digits(h, 2)? * 3600 + digits(m, 2)? * 60) as i32;
+            if secs > 14 * 3600 {
+                return None;
+            }
+            FixedOffset::east_opt(sign * secs)
+        }
+    }
+}
+
+/// `ss` or `ss.f` (1-9 digits): the second, its nanoseconds, and the width of the
+/// precision given (a second, or the last digit's unit, at least a microsecond).
+fn seconds(sec: &str) -> Option<(u32, u32, Duration)> {
+    let Some((whole, frac)) = sec.split_once('.') else {
+        return Some((digits(sec, 2)?, 0, Duration::seconds(1)));
+    };
+    if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: u32 = format!("{frac:0<9}").parse().ok()?;
+    let width =
+        Duration::nanoseconds(10i64.pow(9 - frac.len() as u32)).max(Duration::microseconds(1));
+    Some((digits(whole, 2)?, nanos, width))
 }
 
 /// A date search value, `ap` widened by 10% of the time between the value and `now`

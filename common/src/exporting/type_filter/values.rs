@@ -134,17 +134,11 @@ fn reference(
     piece: &str,
 ) -> Result<Reference, FilterError> {
     let raw = unescape(piece);
-    let check_type = |t: &str| -> Result<(), FilterError> {
-        if !def.targets.is_empty() && !def.targets.iter().any(|x| x == t) {
-            return Err(invalid(
-                &raw,
-                format!(
-                    "this parameter cannot point to a {t} (it points to {})",
-                    def.targets.join(", ")
-                ),
-            ));
-        }
-        Ok(())
+    let bare_id = |types: Vec<String>| LocalRef {
+        types,
+        id: raw.clone(),
+        version: None,
+        base: None,
     };
     if let Some(t) = modifier {
         if !is_id(&raw) {
@@ -153,28 +147,30 @@ fn reference(
                 format!("with :{t} the value is a resource id"),
             ));
         }
-        return Ok(Reference {
-            local: Some(LocalRef {
-                types: vec![t.to_string()],
-                id: raw.clone(),
-                version: None,
-                base: None,
-            }),
-            raw,
-        });
+        let local = Some(bare_id(vec![t.to_string()]));
+        return Ok(Reference { local, raw });
     }
     if is_id(&raw) && !raw.contains('/') {
-        return Ok(Reference {
-            local: Some(LocalRef {
-                types: def.targets.clone(),
-                id: raw.clone(),
-                version: None,
-                base: None,
-            }),
-            raw,
-        });
+        let local = Some(bare_id(def.targets.clone()));
+        return Ok(Reference { local, raw });
     }
-    // [base/]Type/id[/_history/version]
+    let local = match typed_reference(def, &raw)? {
+        Some(local) => Some(local),
+        // A canonical or other absolute URL: compared as given.
+        None if raw.contains("://") || raw.starts_with("urn:") => None,
+        None => {
+            return Err(invalid(
+                &raw,
+                "a reference is Type/id, an id, or an absolute URL",
+            ))
+        }
+    };
+    Ok(Reference { raw, local })
+}
+
+/// `[base/]Type/id[/_history/version]` (a base only when absolute), of a type the
+/// parameter may point to; `None` when `raw` has no `Type/id` at its end.
+fn typed_reference(def: &ParamDef, raw: &str) -> Result<Option<LocalRef>, FilterError> {
     let mut segments: Vec<&str> = raw.split('/').collect();
     let mut version = None;
     if segments.len() >= 4 && segments[segments.len() - 2] == "_history" {
@@ -182,34 +178,33 @@ fn reference(
         segments.pop();
     }
     let n = segments.len();
-    let local = if n >= 2 && fhir::is_resource_type(segments[n - 2]) && is_id(segments[n - 1]) {
-        let ty = segments[n - 2];
-        let base = (n > 2).then(|| format!("{}/", segments[..n - 2].join("/")));
-        if let Some(b) = &base {
-            if !b.contains("://") {
-                return Err(invalid(
-                    &raw,
-                    "a reference is Type/id, an id, or an absolute URL",
-                ));
-            }
-        }
-        check_type(ty)?;
-        if version.as_deref().is_some_and(|v| !is_id(v)) {
-            return Err(invalid(&raw, "a version id is [A-Za-z0-9.-]{1,64}"));
-        }
-        Some(LocalRef {
-            types: vec![ty.to_string()],
-            id: segments[n - 1].to_string(),
-            version,
-            base,
-        })
-    } else if raw.contains("://") || raw.starts_with("urn:") {
-        None // a canonical or other absolute URL: compared as given
-    } else {
+    if n < 2 || !fhir::is_resource_type(segments[n - 2]) || !is_id(segments[n - 1]) {
+        return Ok(None);
+    }
+    let ty = segments[n - 2];
+    let base = (n > 2).then(|| format!("{}/", segments[..n - 2].join("/")));
+    if base.as_ref().is_some_and(|b| !b.contains("://")) {
         return Err(invalid(
-            &raw,
+            raw,
             "a reference is Type/id, an id, or an absolute URL",
         ));
-    };
-    Ok(Reference { raw, local })
+    }
+    if !def.targets.is_empty() && !def.targets.iter().any(|x| x == ty) {
+        return Err(invalid(
+            raw,
+            format!(
+                "this parameter cannot point to a {ty} (it points to {})",
+                def.targets.join(", ")
+            ),
+        ));
+    }
+    if version.as_deref().is_some_and(|v| !is_id(v)) {
+        return Err(invalid(raw, "a version id is [A-Za-z0-9.-]{1,64}"));
+    }
+    Ok(Some(LocalRef {
+        types: vec![ty.to_string()],
+        id: segments[n - 1].to_string(),
+        version,
+        base,
+    }))
 }
