@@ -37,19 +37,23 @@ pub fn per_minute(spans: &[Span], now: DateTime<Utc>, minutes: usize) -> Vec<u64
             }
             continue;
         }
-        // Cumulative rounding: bucket i gets round(n x covered-so-far) minus what the
-        // buckets before it got, so the shares add up to the rounded whole.
-        let mut given = 0u64;
-        let mut covered = 0i64;
+        // Cumulative rounding: bucket i gets round(n x run-up-to-its-end) minus what the
+        // run before it got, so the shares add up to the rounded whole. Measured from the
+        // run's start each time (not as a sum of per-minute pieces, each rounded to the
+        // millisecond): the bucket the run ends in reaches exactly n. What ran before the
+        // window is not shown.
+        let share = |t: DateTime<Utc>| -> u64 {
+            let done = (t.min(end) - start).num_milliseconds().clamp(0, run);
+            (s.loaded as f64 * done as f64 / run as f64).round() as u64
+        };
+        let mut given = share(first);
         for (i, slot) in out.iter_mut().enumerate() {
             let from = first + minute * i as i32;
             let to = from + minute;
-            let overlap = (end.min(to) - start.max(from)).num_milliseconds();
-            if overlap <= 0 {
+            if end.min(to) <= start.max(from) {
                 continue;
             }
-            covered += overlap;
-            let due = (s.loaded as f64 * covered as f64 / run as f64).round() as u64;
+            let due = share(to);
             *slot += due - given;
             given = due;
         }
@@ -63,6 +67,20 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn sub_millisecond_ends_lose_no_resource() {
+        // Each minute's piece of this run rounds down to the millisecond; summed, they
+        // came to a millisecond short of the run, and 120,300 showed as 120,299.
+        let now = at("2026-12-03T10:00:30Z");
+        let span = Span {
+            start: at("2026-12-03T09:57:30.000400Z"),
+            end: Some(at("2026-12-03T09:59:30.000900Z")),
+            loaded: 120_300,
+        };
+        let m = per_minute(&[span], now, 5);
+        assert_eq!(m.iter().sum::<u64>(), 120_300, "{m:?}");
     }
 
     #[test]
