@@ -762,3 +762,150 @@ fn emf_values_now(log: &std::path::Path, operation: &str, name: &str) -> Vec<f64
     }
     values
 }
+
+/// Waits (up to 10 s) until the emulator listens: what is timed after it is the function.
+async fn until_listening(e: &Emulated) {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", e.port))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the emulator did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The streamed answer of a response-streaming function: its prelude and body.
+async fn invoke_streamed(e: &Emulated, event: &Value) -> (Value, String) {
+    let url = format!(
+        "http://127.0.0.1:{}/2015-03-31/functions/function/invocations",
+        e.port
+    );
+    let raw = post_raw(&url, event).await.expect("invoke");
+    let split = raw
+        .windows(8)
+        .position(|w| w == [0u8; 8])
+        .expect("streaming prelude");
+    let prelude: Value = serde_json::from_slice(&raw[..split]).unwrap();
+    (
+        prelude,
+        String::from_utf8_lossy(&raw[split + 8..]).into_owned(),
+    )
+}
+
+/// An invocation: a plain answer, or a response-streaming function's (as
+/// `{"statusCode", "body"}`).
+enum Call {
+    Plain(Value),
+    Streamed(Value),
+}
+
+impl Call {
+    async fn on(&self, f: &Emulated) -> Value {
+        match self {
+            Call::Plain(ev) => invoke(f, ev).await,
+            Call::Streamed(ev) => {
+                let (prelude, body) = invoke_streamed(f, ev).await;
+                json!({"statusCode": prelude["statusCode"], "body": body})
+            }
+        }
+    }
+}
+
+/// One function's first invocation after the emulator listens (the emulator starts the
+/// bootstrap on it: process start, init, the handler, its first database connection
+/// and AWS clients), then a second one (warm); each answer checked by `check`.
+async fn first_and_warm(
+    name: &str,
+    env: &[(&str, String)],
+    call: Call,
+    check: impl Fn(&Value),
+) -> (f64, f64) {
+    let f = start_with(name, env);
+    until_listening(&f).await;
+    let cold = Instant::now();
+    let first = call.on(&f).await;
+    let cold = cold.elapsed().as_secs_f64() * 1000.0;
+    check(&first);
+    let warm = Instant::now();
+    let second = call.on(&f).await;
+    let warm = warm.elapsed().as_secs_f64() * 1000.0;
+    check(&second);
+    (cold, warm)
+}
+
+#[tokio::test]
+async fn every_function_answers_its_first_invocation() {
+    let (db, mut env, _) = isolated().await;
+    env.push(("SIPHON_SWEEP_PASSES", "1".into()));
+    let sqs = siphon_tests::sqs().await;
+    env.push((
+        "SIPHON_EXPORT_QUEUE_URL",
+        siphon_tests::fresh_queue(&sqs).await,
+    ));
+    db.upsert(
+        &siphon::ResourceType::parse("Patient").unwrap(),
+        "p0",
+        &json!({"active": true}),
+    )
+    .await
+    .unwrap();
+    // A task message of an export this database does not have: dropped, not retried.
+    let export_event = json!({"Records": [{"messageId": "m-1", "receiptHandle": "r-1",
+        "body": json!({"task": "no-such-export/0"}).to_string(),
+        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+        "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:siphon-export",
+        "awsRegion": "us-east-1", "md5OfBody": ""}]});
+    let plain = |name: &str, authorized: bool| Call::Plain(event(name, authorized));
+    let mut figures = Vec::new();
+    let cases: Vec<(&str, Call, Box<dyn Fn(&Value)>)> = vec![
+        (
+            "siphon-api",
+            plain("api-rpc-yaml.json", true),
+            Box::new(|out| assert_eq!(out["statusCode"], 200, "{out}")),
+        ),
+        (
+            "siphon-s3-ingest",
+            plain("s3-object-created-urlencoded.json", false),
+            Box::new(|out| assert_eq!(out, &json!({"status": "ok"}))),
+        ),
+        (
+            "siphon-loader",
+            plain("sqs-loader-batch.json", false),
+            Box::new(|out| {
+                assert_eq!(
+                    out["batchItemFailures"][0]["itemIdentifier"], "loader-msg-unreadable",
+                    "{out}"
+                )
+            }),
+        ),
+        (
+            "siphon-export",
+            Call::Plain(export_event),
+            Box::new(|out| assert_eq!(out["batchItemFailures"], json!([]), "{out}")),
+        ),
+        (
+            "siphon-sweep",
+            plain("scheduled-sweep.json", false),
+            Box::new(|out| assert_eq!(out["passes"][0]["requeued"], 0, "{out}")),
+        ),
+        (
+            "siphon-dump",
+            Call::Streamed(event("function-url-dump.json", true)),
+            Box::new(|out| {
+                assert_eq!(out["statusCode"], 200, "{out}");
+                assert!(out["body"].as_str().unwrap().contains("\"p0\""), "{out}");
+            }),
+        ),
+    ];
+    for (name, call, check) in cases {
+        figures.push((name, first_and_warm(name, &env, call, check).await));
+    }
+    // Printed, not asserted: timings are noisy (docs/performance.md has the figures).
+    for (name, (cold, warm)) in figures {
+        println!("first_invocation_ms {name}={cold:.1} warm_ms={warm:.1}");
+    }
+}
