@@ -670,14 +670,11 @@ impl Source for RecordingRanges {
         &'a self,
         l: &'a Location,
         if_match: Option<&'a str>,
-        authorization: Option<&'a str>,
+        credential: Option<&'a siphon::sources::Credential>,
         from: u64,
     ) -> futures::future::BoxFuture<'a, Result<OpenedObject, SourceError>> {
         Box::pin(async move {
-            let opened = self
-                .inner
-                .open_from(l, if_match, authorization, from)
-                .await?;
+            let opened = self.inner.open_from(l, if_match, credential, from).await?;
             self.seen.lock().unwrap().push((from, opened.offset));
             Ok(opened)
         })

@@ -352,8 +352,10 @@ async fn hostile_or_unsupported_submissions_are_refused_before_anything_is_fetch
             "fileEncryptionKey",
         ),
         (
-            json!([{"name": "oauthMetadataUrl", "valueUrl": "https://p.example/.well-known/smart-configuration"}]),
-            "oauthMetadataUrl",
+            json!([{"name": "manifestUrl", "valueUrl": manifest_url(&a)},
+                   {"name": "fhirBaseUrl", "valueUrl": "http://provider.example/fhir"},
+                   {"name": "oauthMetadataUrl", "valueUrl": format!("http://{}/.well-known/smart-configuration", a.addr)}]),
+            "oauthMetadataUrl: client",
         ),
     ] {
         let (s, answer) = submit(&env, submission("h-1", extra.clone())).await;
@@ -381,4 +383,211 @@ async fn hostile_or_unsupported_submissions_are_refused_before_anything_is_fetch
     )
     .await;
     assert_eq!(s, 401);
+}
+
+/// siphon's own key, as `SIPHON_CLIENT_KEY` holds it.
+fn client_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .encode(siphon::auth::jwt::SigningKey::generate_pkcs8())
+}
+
+/// Client `provider-a` (secret `s3cret`, writes Patients), with `registration` as its
+/// `bulkSubmit` (none when null); its Basic credential.
+async fn provider_client(env: &Env, registration: Value) -> String {
+    let mut client = json!({"resourceType": "Client", "id": "provider-a", "secret": "s3cret"});
+    if !registration.is_null() {
+        client["bulkSubmit"] = registration;
+    }
+    let (s, b, _) = call(
+        env,
+        "PUT",
+        "/",
+        Some(json!([client, {"resourceType": "AccessPolicy", "id": "provider-a",
+            "scope": "system/Patient.cruds", "link": [{"id": "provider-a", "resourceType": "Client"}]}])),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    api_harness::basic("provider-a", "s3cret")
+}
+
+fn file_header(name: &str, value: &str) -> Value {
+    json!({"name": "fileRequestHeader", "part": [
+        {"name": "headerName", "valueString": name}, {"name": "headerValue", "valueString": value}]})
+}
+
+#[tokio::test]
+async fn a_provider_behind_oauth_is_read_with_a_token_from_its_registered_server_and_its_headers() {
+    Box::pin(oauth_provider()).await
+}
+
+/// The body of the test above (boxed: its future is large).
+async fn oauth_provider() {
+    // Files elsewhere (a CDN the provider redirects to) take no credential at all.
+    let cdn = provider(vec![], &[("pc.ndjson", lines("Patient", &["c1"]))]).await;
+    let a = Remote::start(Script {
+        pages: vec![vec![("Patient", "pa.ndjson"), ("Patient", "pc.ndjson")]],
+        files: HashMap::from([("pa.ndjson", lines("Patient", &["a1", "a2"]))]),
+        redirects: HashMap::from([("pc.ndjson", format!("http://{}/files/pc.ndjson", cdn.addr))]),
+        requires_token: true,
+        credential: Some(format!("Bearer {}", bulk_remote::SMART_TOKEN)),
+        smart_client: Some("siphon-at-provider-a"),
+        required_header: Some(("x-provider-key", "k1")),
+        ..Script::default()
+    })
+    .await;
+    let allow = format!("127.0.0.1:4566,{},{}", a.addr, cdn.addr);
+    let key = client_key();
+    let env = api_harness::setup_with(LoadOptions::default(), move |e| {
+        e.with("SIPHON_URL_ALLOWLIST", &allow)
+            .with("SIPHON_CLIENT_KEY", &key)
+    })
+    .await;
+    let (_, jwks, _) = call(&env, "GET", "/.well-known/jwks.json", None).await;
+    a.trust(jwks);
+    // RFC 9728 metadata naming the provider's authorization server.
+    let metadata = format!("http://{}/.well-known/oauth-protected-resource", a.addr);
+    let registration = json!({"oauthMetadataUrl": metadata, "clientId": "siphon-at-provider-a",
+                              "scope": "system/Patient.rs"});
+    let provider_a = provider_client(&env, registration).await;
+    let as_provider = |body: Value| {
+        let provider_a = provider_a.clone();
+        let env = &env;
+        async move {
+            let (s, b, _) = Box::pin(api_harness::call_as(
+                env,
+                "POST",
+                "/$bulk-submit",
+                Some(&provider_a),
+                Some(body),
+            ))
+            .await;
+            (s, b)
+        }
+    };
+
+    // Another metadata URL than the registered one (Pathling's CVE-2026-47660: a
+    // caller-chosen one steers siphon's assertion and token), a manifest on another
+    // origin than the registered server's: 400, nothing fetched.
+    let mut extra = manifest(&manifest_url(&a)).as_array().unwrap().clone();
+    extra.push(json!({"name": "oauthMetadataUrl", "valueUrl": format!("http://{}/.well-known/oauth-protected-resource", cdn.addr)}));
+    let (s, b) = as_provider(submission("o-1", Value::Array(extra))).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.to_string().contains("not the one registered"), "{b}");
+    let mut extra = manifest(&manifest_url(&cdn)).as_array().unwrap().clone();
+    extra.push(json!({"name": "oauthMetadataUrl", "valueUrl": metadata}));
+    let (s, b) = as_provider(submission("o-1", Value::Array(extra))).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.to_string().contains("origin"), "{b}");
+    // The admin has no registration.
+    let mut extra = manifest(&manifest_url(&a)).as_array().unwrap().clone();
+    extra.push(json!({"name": "oauthMetadataUrl", "valueUrl": metadata}));
+    let (s, b) = submit(&env, submission("o-1", Value::Array(extra.clone()))).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.to_string().contains("no bulkSubmit registration"), "{b}");
+    assert!(
+        a.seen().is_empty() && cdn.seen().is_empty(),
+        "nothing was fetched"
+    );
+
+    // The registered URL, the provider's header: everything loads.
+    extra.push(file_header("X-Provider-Key", "k1"));
+    extra.push(status("completed"));
+    let (s, b) = as_provider(submission("o-1", Value::Array(extra))).await;
+    assert_eq!(s, 200, "{b}");
+    until_rows(&env, "patient", &["a1", "a2", "c1"]).await;
+
+    // siphon signed as the registered client for the registered scope, once per worker.
+    let requests = a.token_requests();
+    assert!(!requests.is_empty(), "a token was fetched");
+    for (form, claims) in &requests {
+        let claims = claims.as_ref().expect("the assertion verified");
+        assert_eq!(form["scope"], "system/Patient.rs");
+        assert_eq!(claims["iss"], "siphon-at-provider-a");
+    }
+    let seen = a.seen();
+    let token = format!("Bearer {}", bulk_remote::SMART_TOKEN);
+    for s in seen
+        .iter()
+        .filter(|s| s.path.starts_with("/manifest/") || s.path.starts_with("/files/"))
+    {
+        assert_eq!(s.authorization.as_deref(), Some(token.as_str()), "{s:?}");
+        assert_eq!(
+            s.headers.get("x-provider-key").map(String::as_str),
+            Some("k1"),
+            "{s:?}"
+        );
+    }
+    assert!(
+        seen.iter().any(|s| s.path == "/files/pc.ndjson"),
+        "{seen:?}"
+    );
+    // Discovery and the token request carry neither.
+    for s in seen
+        .iter()
+        .filter(|s| s.path.contains("well-known") || s.path == "/auth/token")
+    {
+        assert_eq!(s.authorization, None, "{s:?}");
+        assert!(!s.headers.contains_key("x-provider-key"), "{s:?}");
+    }
+    // The redirect to the CDN went without the token and the provider's header.
+    let at_cdn = cdn.seen();
+    assert_eq!(at_cdn.len(), 1, "{at_cdn:?}");
+    assert_eq!(at_cdn[0].authorization, None);
+    assert!(
+        !at_cdn[0].headers.contains_key("x-provider-key"),
+        "{at_cdn:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_header_is_required_and_a_hostile_one_is_refused() {
+    let a = Remote::start(Script {
+        pages: vec![vec![("Patient", "pa.ndjson")]],
+        files: HashMap::from([("pa.ndjson", lines("Patient", &["h1"]))]),
+        required_header: Some(("x-provider-key", "k1")),
+        ..Script::default()
+    })
+    .await;
+    let env = setup(&[&a]).await;
+    for (header, says) in [
+        (
+            file_header("X-Key", "a\r\nHost: evil.example"),
+            "visible ASCII",
+        ),
+        (file_header("Host", "evil.example"), "set by siphon itself"),
+        (
+            file_header("Transfer-Encoding", "chunked"),
+            "set by siphon itself",
+        ),
+    ] {
+        let mut extra = manifest(&manifest_url(&a)).as_array().unwrap().clone();
+        extra.push(header);
+        let (s, b) = submit(&env, submission("hh-1", Value::Array(extra))).await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b.to_string().contains(says), "{b}");
+    }
+    assert!(a.seen().is_empty(), "nothing was fetched");
+    // Without the header the provider refuses the manifest, and the outcome says so.
+    let (s, b) = submit(&env, submission("hh-1", manifest(&manifest_url(&a)))).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = submit(&env, submission("hh-1", json!([status("completed")]))).await;
+    assert_eq!(s, 200, "{b}");
+    let done = final_status(&env, "hh-1").await;
+    let outcome = outcome_file(&env, done["outcome"][0]["url"].as_str().unwrap()).await;
+    assert!(outcome.contains("401"), "{outcome}");
+    assert_eq!(api_harness::count(&env.db, "patient").await, 0);
+    // With it, a new submission loads.
+    let mut extra = manifest(&manifest_url(&a)).as_array().unwrap().clone();
+    extra.push(file_header("X-Provider-Key", "k1"));
+    extra.push(status("completed"));
+    let (s, b) = submit(&env, submission("hh-2", Value::Array(extra))).await;
+    assert_eq!(s, 200, "{b}");
+    until_rows(&env, "patient", &["h1"]).await;
+    let seen = a.seen();
+    let with: Vec<_> = seen
+        .iter()
+        .filter(|s| s.headers.get("x-provider-key").is_some())
+        .collect();
+    assert!(with.len() >= 2, "the manifest and the file: {seen:?}");
 }

@@ -101,7 +101,8 @@ pub fn verify_secret(secret: &str, phc: &str) -> bool {
 }
 
 /// Prepares a resource for storage: a `Client`'s plain `secret` becomes `secretHash`.
-/// A `secretHash` sent by a caller is refused: only siphon writes hashes.
+/// A `secretHash` sent by a caller is refused: only siphon writes hashes. A `bulkSubmit`
+/// registration that cannot be read is refused when written, not when first used.
 pub fn protect(ty: &ResourceType, mut resource: Value) -> Result<Value> {
     if ty.as_str() == "Client" {
         if let Some(obj) = resource.as_object_mut() {
@@ -115,6 +116,10 @@ pub fn protect(ty: &ResourceType, mut resource: Value) -> Result<Value> {
                     .as_str()
                     .ok_or_else(|| Error::BadRequest("Client.secret must be a string".into()))?;
                 obj.insert("secretHash".into(), Value::String(hash_secret(secret)?));
+            }
+            if let Some(registration) = obj.get("bulkSubmit") {
+                crate::model::submission::ProviderAuth::parse(registration)
+                    .map_err(Error::BadRequest)?;
             }
         }
     }

@@ -131,7 +131,7 @@ struct Cached {
 pub struct RemoteCredentials {
     config: ClientKeyConfig,
     key: OnceCell<Option<Arc<SigningKey>>>,
-    /// (FHIR base, client id, scope) -> token.
+    /// (discovery URL, client id, scope) -> token.
     tokens: Mutex<HashMap<(String, String, String), Cached>>,
 }
 
@@ -190,17 +190,16 @@ impl RemoteCredentials {
         auth: &RemoteAuth,
         export_url: &str,
     ) -> std::result::Result<Option<String>, SourceError> {
-        let RemoteAuth::Smart { client_id, scope } = auth else {
+        let Some(slot) = token_slot(auth, export_url)? else {
             return Ok(auth.header());
         };
-        let base = fhir_base(export_url)?;
-        let slot = (base.to_string(), client_id.clone(), scope.clone());
         if let Some(c) = self.lock().get(&slot) {
             if c.until > Instant::now() {
                 return Ok(Some(format!("Bearer {}", c.token)));
             }
         }
-        let (token, lifetime) = self.fetch(http, &base, client_id, scope).await?;
+        let (discovery, client_id, scope) = &slot;
+        let (token, lifetime) = self.fetch(http, discovery, client_id, scope).await?;
         let until =
             Instant::now() + lifetime.saturating_sub((lifetime / 2).min(Duration::from_secs(30)));
         self.lock().insert(
@@ -217,14 +216,10 @@ impl RemoteCredentials {
     /// request fetches a new one: the remote refused it (revoked, or expired before the
     /// lifetime it announced). Nothing for credentials siphon does not fetch.
     pub fn forget(&self, auth: &RemoteAuth, export_url: &str) -> bool {
-        let RemoteAuth::Smart { client_id, scope } = auth else {
+        let Ok(Some(slot)) = token_slot(auth, export_url) else {
             return false;
         };
-        let Ok(base) = fhir_base(export_url) else {
-            return false;
-        };
-        self.lock()
-            .remove(&(base.to_string(), client_id.clone(), scope.clone()));
+        self.lock().remove(&slot);
         true
     }
 
@@ -236,7 +231,7 @@ impl RemoteCredentials {
     async fn fetch(
         &self,
         http: &HttpSource,
-        base: &url::Url,
+        discovery: &str,
         client_id: &str,
         scope: &str,
     ) -> std::result::Result<(String, Duration), SourceError> {
@@ -250,7 +245,7 @@ impl RemoteCredentials {
                         .into(),
                 )
             })?;
-        let token_url = discover(http, base).await?;
+        let token_url = discover(http, discovery).await?;
         let now = chrono::Utc::now().timestamp();
         let assertion = key.sign(&json!({
             "iss": client_id,
@@ -345,39 +340,104 @@ fn header(name: &'static str, value: &'static str) -> (HeaderName, HeaderValue) 
     )
 }
 
-/// The `token_endpoint` of the remote's `.well-known/smart-configuration`, which must
-/// offer `private_key_jwt` when it lists its methods.
-async fn discover(http: &HttpSource, base: &url::Url) -> std::result::Result<String, SourceError> {
-    let url = format!(
-        "{}/.well-known/smart-configuration",
-        base.as_str().trim_end_matches('/')
-    );
-    let headers = [header("accept", "application/json")];
-    let answer = http.call(Method::GET, &url, &headers, None).await?;
-    let status = answer.status;
-    let config = read_json(answer, "the SMART configuration").await;
-    match status {
-        200 => {}
-        429 | 500..=599 => return Err(SourceError::Transient(format!("{url}: HTTP {status}"))),
-        _ => {
-            return Err(SourceError::Other(format!(
-                "{url}: HTTP {status}: the remote publishes no SMART configuration"
-            )))
+/// Where a `smart` credential's token is held: (discovery URL, client id, scope). The
+/// discovery URL is the registered `oauthMetadataUrl`, or the kick-off URL's FHIR base's
+/// `.well-known/smart-configuration`. `None` for credentials siphon does not fetch.
+type TokenSlot = (String, String, String);
+
+fn token_slot(
+    auth: &RemoteAuth,
+    export_url: &str,
+) -> std::result::Result<Option<TokenSlot>, SourceError> {
+    let RemoteAuth::Smart {
+        client_id,
+        scope,
+        metadata,
+    } = auth
+    else {
+        return Ok(None);
+    };
+    let discovery = match metadata {
+        Some(m) => m.clone(),
+        None => format!(
+            "{}/.well-known/smart-configuration",
+            fhir_base(export_url)?.as_str().trim_end_matches('/')
+        ),
+    };
+    Ok(Some((discovery, client_id.clone(), scope.clone())))
+}
+
+/// The `token_endpoint` of the SMART configuration at `url`, which must offer
+/// `private_key_jwt` when it lists its methods. A submission's `oauthMetadataUrl` may
+/// instead name OAuth 2.0 Protected Resource Metadata (RFC 9728): its first
+/// `authorization_servers` issuer's metadata (RFC 8414) then gives the endpoint.
+async fn discover(http: &HttpSource, url: &str) -> std::result::Result<String, SourceError> {
+    let mut config = metadata(http, url, "the SMART configuration").await?;
+    let mut from = url.to_string();
+    if config.get("token_endpoint").is_none() {
+        if let Some(issuer) = config["authorization_servers"][0]
+            .as_str()
+            .map(str::to_string)
+        {
+            let issuer = issuer.as_str();
+            from = authorization_server_metadata(issuer).ok_or_else(|| {
+                SourceError::Other(format!("{url}: issuer {issuer:?} is not an https URL"))
+            })?;
+            config = metadata(http, &from, "the authorization server's metadata").await?;
+            if config["issuer"].as_str() != Some(issuer) {
+                return Err(SourceError::Other(format!(
+                    "{from}: its issuer is not {issuer:?} (RFC 8414 section 3.3)"
+                )));
+            }
         }
     }
-    let config = config?;
     let endpoint = config["token_endpoint"]
         .as_str()
         .and_then(|t| url::Url::parse(t).ok())
-        .ok_or_else(|| SourceError::Other(format!("{url}: no token_endpoint URL")))?;
+        .ok_or_else(|| SourceError::Other(format!("{from}: no token_endpoint URL")))?;
     if let Some(methods) = config["token_endpoint_auth_methods_supported"].as_array() {
         if !methods.iter().any(|m| m == "private_key_jwt") {
             return Err(SourceError::Other(format!(
-                "{url}: the token endpoint does not take private_key_jwt"
+                "{from}: the token endpoint does not take private_key_jwt"
             )));
         }
     }
     Ok(endpoint.to_string())
+}
+
+/// One metadata document (`what`), as JSON.
+async fn metadata(
+    http: &HttpSource,
+    url: &str,
+    what: &str,
+) -> std::result::Result<Value, SourceError> {
+    let headers = [header("accept", "application/json")];
+    let answer = http.call(Method::GET, url, &headers, None).await?;
+    let status = answer.status;
+    let body = read_json(answer, what).await;
+    match status {
+        200 => body,
+        429 | 500..=599 => Err(SourceError::Transient(format!("{url}: HTTP {status}"))),
+        _ => Err(SourceError::Other(format!(
+            "{url}: HTTP {status}: the remote publishes no {}",
+            what.trim_start_matches("the ")
+        ))),
+    }
+}
+
+/// Where an issuer publishes its metadata (RFC 8414 section 3.1: the well-known path
+/// between the host and the issuer's own path). `None` unless the issuer is an http(s)
+/// URL without query or fragment.
+fn authorization_server_metadata(issuer: &str) -> Option<String> {
+    let u = url::Url::parse(issuer).ok()?;
+    if !matches!(u.scheme(), "https" | "http") || issuer.contains(['?', '#']) {
+        return None;
+    }
+    let path = u.path().trim_end_matches('/');
+    Some(format!(
+        "{}/.well-known/oauth-authorization-server{path}",
+        u.origin().ascii_serialization()
+    ))
 }
 
 /// A JSON answer, read up to [`MAX_ANSWER`] bytes.
@@ -473,5 +533,47 @@ mod tests {
         ] {
             assert!(token_of(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_issuer_publishes_its_metadata_at_the_rfc_8414_path() {
+        assert_eq!(
+            authorization_server_metadata("https://auth.example.org").as_deref(),
+            Some("https://auth.example.org/.well-known/oauth-authorization-server")
+        );
+        assert_eq!(
+            authorization_server_metadata("https://auth.example.org/tenant/1/").as_deref(),
+            Some("https://auth.example.org/.well-known/oauth-authorization-server/tenant/1")
+        );
+        for bad in ["file:///etc/passwd", "https://a.example/?x=1", "not a url"] {
+            assert_eq!(authorization_server_metadata(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_registered_metadata_url_is_where_the_token_comes_from() {
+        let smart = |metadata: Option<&str>| RemoteAuth::Smart {
+            client_id: "siphon".into(),
+            scope: "system/*.rs".into(),
+            metadata: metadata.map(str::to_string),
+        };
+        let (discovery, client, scope) =
+            token_slot(&smart(None), "https://ehr.example/fhir/Group/g/$export")
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            discovery,
+            "https://ehr.example/fhir/.well-known/smart-configuration"
+        );
+        assert_eq!((client.as_str(), scope.as_str()), ("siphon", "system/*.rs"));
+        let registered = "https://p.example/.well-known/oauth-protected-resource";
+        let slot = token_slot(&smart(Some(registered)), "https://p.example/m/1.json")
+            .unwrap()
+            .unwrap();
+        assert_eq!(slot.0, registered);
+        assert_eq!(
+            token_slot(&RemoteAuth::None, "https://p.example/m").unwrap(),
+            None
+        );
     }
 }

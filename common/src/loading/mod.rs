@@ -33,7 +33,7 @@ use crate::model::export::ExportKind;
 use crate::model::loader_file::{Checkpoint, FileProgress};
 use crate::model::{FileStatus, LineError, LoaderFile};
 use crate::resource_type::ResourceType;
-use crate::sources::{Location, OpenedObject, Source, SourceError};
+use crate::sources::{Credential, Location, OpenedObject, Source, SourceError};
 use crate::storage::batch::Opened;
 use crate::storage::loader_files::Claim;
 use crate::storage::Db;
@@ -409,41 +409,61 @@ impl Loader {
         Ok(Stop::Finished(Outcome::Continue { line }))
     }
 
-    /// The `Authorization` header a pull import's file is fetched with: its job's
-    /// credential (a SMART access token fetched now or held), when its manifest required
-    /// one and the file is on the kick-off URL's origin. A token that cannot be had is
-    /// the file's source error (transient: retried; refused: the file fails saying why).
-    /// `renew` drops the token held first (the remote refused it); the answer says
-    /// whether the credential was such a token.
-    async fn pull_authorization(
+    /// The credential a pull import's file is fetched with: its job's `Authorization`
+    /// (a SMART access token fetched now or held) when its manifest required one, and a
+    /// submission provider's headers, both only on the kick-off (manifest) URL's origin.
+    /// A token that cannot be had is the file's source error (transient: retried;
+    /// refused: the file fails saying why). `renew` drops the token held first (the
+    /// remote refused it); the answer says whether the credential holds such a token.
+    async fn pull_credential(
         &self,
         file: &LoaderFile,
         location: &Location,
         renew: bool,
-    ) -> Result<std::result::Result<(Option<String>, bool), SourceError>> {
+    ) -> Result<std::result::Result<(Credential, bool), SourceError>> {
+        let none = Ok(Ok((Credential::default(), false)));
         let (Some(session), Location::Url(url)) = (&file.import, location) else {
-            return Ok(Ok((None, false)));
+            return none;
         };
-        let Some(export) = self.db.export(session).await? else {
-            return Ok(Ok((None, false)));
+        // The job the file came from, and whether its manifest required the token (shown
+        // on the session, or on the submitted manifest, before its files were queued).
+        let request = {
+            let client = self.db.client().await?;
+            crate::storage::imports::read(&**client, session, false).await?
+        };
+        let Some(request) = request.map(|r| r.request) else {
+            return none;
+        };
+        let (job_id, requires) = match (&request.submission, &request.pull, file.input) {
+            (Some(sub), _, Some(input)) => {
+                let place = crate::model::submission::place_of(input);
+                let Some(m) = sub.manifests.get(place as usize) else {
+                    return none;
+                };
+                (m.job(session), m.requires_token)
+            }
+            (None, Some(pull), _) => (session.clone(), pull.requires_token),
+            _ => return none,
+        };
+        let Some(export) = self.db.export(&job_id).await? else {
+            return none;
         };
         if export.kind != ExportKind::Pull {
-            return Ok(Ok((None, false)));
+            return none;
         }
         let job: crate::model::pull::PullJob = serde_json::from_value(export.request)
-            .map_err(|e| Error::Internal(format!("unreadable pull job {session}: {e}")))?;
-        // Shown on the session before the page's files were queued.
-        let requires = {
-            let client = self.db.client().await?;
-            crate::storage::imports::read(&**client, session, false)
-                .await?
-                .and_then(|r| r.request.pull)
-                .is_some_and(|p| p.requires_token)
-        };
+            .map_err(|e| Error::Internal(format!("unreadable pull job {job_id}: {e}")))?;
+        let headers = job.headers_for(url);
         if !job.credential_goes_to(url, requires) {
-            return Ok(Ok((None, false)));
+            return Ok(Ok((
+                Credential {
+                    authorization: None,
+                    headers,
+                },
+                false,
+            )));
         }
-        Ok(match &self.remote {
+        let found = match &self.remote {
             Some(remote) => {
                 let fetched = renew && remote.forget(&job.auth, &job.export_url);
                 let renewable = matches!(job.auth, crate::model::pull::RemoteAuth::Smart { .. });
@@ -453,7 +473,16 @@ impl Loader {
                     .map(|a| (a, renewable && !fetched))
             }
             None => crate::auth::remote::RemoteAccess::without_key(&job.auth).map(|a| (a, false)),
-        })
+        };
+        Ok(found.map(|(authorization, renewable)| {
+            (
+                Credential {
+                    authorization,
+                    headers,
+                },
+                renewable,
+            )
+        }))
     }
 
     /// Opens the object and starts the decoder thread. Permanent source errors end the
@@ -507,19 +536,13 @@ impl Loader {
     ) -> Result<std::result::Result<OpenedObject, SourceError>> {
         let mut renew = false;
         loop {
-            let (authorization, renewable) =
-                match self.pull_authorization(file, location, renew).await? {
-                    Ok(found) => found,
-                    Err(e) => return Ok(Err(e)),
-                };
+            let (credential, renewable) = match self.pull_credential(file, location, renew).await? {
+                Ok(found) => found,
+                Err(e) => return Ok(Err(e)),
+            };
             let opened = self
                 .source
-                .open_from(
-                    location,
-                    file.etag.as_deref(),
-                    authorization.as_deref(),
-                    from,
-                )
+                .open_from(location, file.etag.as_deref(), credential.some(), from)
                 .await;
             if renewable && matches!(opened, Err(SourceError::AccessDenied(_))) {
                 tracing::info!(file_id = %file.id, file = %location, "the remote refused siphon's token; fetching a new one");

@@ -19,6 +19,15 @@ pub enum RemoteAuth {
         #[serde(rename = "clientId")]
         client_id: String,
         scope: String,
+        /// Where the token endpoint is found: a submission's registered
+        /// `oauthMetadataUrl`. Absent: `[base]/.well-known/smart-configuration` of the
+        /// kick-off URL's FHIR base.
+        #[serde(
+            default,
+            rename = "metadataUrl",
+            skip_serializing_if = "Option::is_none"
+        )]
+        metadata: Option<String>,
     },
 }
 
@@ -29,7 +38,11 @@ impl std::fmt::Debug for RemoteAuth {
             RemoteAuth::None => f.write_str("None"),
             RemoteAuth::Bearer { .. } => f.write_str("Bearer(<redacted>)"),
             RemoteAuth::Basic { username, .. } => write!(f, "Basic({username:?}, <redacted>)"),
-            RemoteAuth::Smart { client_id, scope } => write!(f, "Smart({client_id:?}, {scope:?})"),
+            RemoteAuth::Smart {
+                client_id,
+                scope,
+                metadata,
+            } => write!(f, "Smart({client_id:?}, {scope:?}, {metadata:?})"),
         }
     }
 }
@@ -85,6 +98,99 @@ pub struct PullJob {
     /// kick-off, no polling, no `DELETE` to release it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted: Option<SubmittedJob>,
+    /// The headers a submission's provider asked for (`fileRequestHeader`): sent with
+    /// every request for the manifest, its pages and its files on the manifest's origin,
+    /// never to another.
+    #[serde(
+        default,
+        rename = "fileRequestHeaders",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub headers: Vec<FileHeader>,
+}
+
+/// A header a Data Provider asked siphon to send when it fetches a submitted manifest
+/// and its files (`$bulk-submit`'s `fileRequestHeader`). A credential: never shown.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHeader {
+    /// Lower case.
+    pub name: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for FileHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileHeader({:?}, <redacted>)", self.name)
+    }
+}
+
+/// Headers siphon sets itself, or that would change how a request is framed, routed
+/// or read: a provider cannot choose them.
+const RESERVED_HEADERS: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "expect",
+    "host",
+    "if-match",
+    "if-none-match",
+    "keep-alive",
+    "prefer",
+    "proxy-authorization",
+    "proxy-connection",
+    "range",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+impl FileHeader {
+    /// At most this many headers per manifest.
+    pub const MAX_COUNT: usize = 16;
+    /// At most this many bytes in one value.
+    pub const MAX_VALUE: usize = 4096;
+
+    /// A header a provider named, checked: the name an RFC 9110 token that siphon does
+    /// not set itself, the value visible ASCII (spaces and tabs inside), so that
+    /// nothing can end the header or the request. `Err` says why not.
+    pub fn new(name: &str, value: &str) -> Result<FileHeader, String> {
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || name.len() > 100 || !name.chars().all(token) {
+            return Err(format!(
+                "headerName {:?} is not an HTTP header name",
+                name.chars().take(100).collect::<String>()
+            ));
+        }
+        let name = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(format!(
+                "headerName {name:?} is set by siphon itself and cannot be chosen"
+            ));
+        }
+        let trimmed = value.trim_matches([' ', '\t']);
+        if trimmed.is_empty() || value.len() > Self::MAX_VALUE {
+            return Err(format!(
+                "headerValue of {name} must hold 1 to {} bytes",
+                Self::MAX_VALUE
+            ));
+        }
+        if !value
+            .chars()
+            .all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic())
+        {
+            return Err(format!(
+                "headerValue of {name} may hold visible ASCII characters, spaces and tabs only"
+            ));
+        }
+        Ok(FileHeader {
+            name,
+            value: trimmed.to_string(),
+        })
+    }
 }
 
 /// Where a submitted manifest sits in its submission.
@@ -103,6 +209,18 @@ impl PullJob {
     /// never goes to another host).
     pub fn credential_goes_to(&self, url: &str, requires_token: bool) -> bool {
         requires_token && same_origin(&self.export_url, url)
+    }
+
+    /// The provider's headers a request for `url` carries: all of them on the manifest's
+    /// origin, none elsewhere.
+    pub fn headers_for(&self, url: &str) -> Vec<(String, String)> {
+        if !same_origin(&self.export_url, url) {
+            return Vec::new();
+        }
+        self.headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect()
     }
 }
 
@@ -253,6 +371,7 @@ mod tests {
             owner: None,
             writes: None,
             submitted: None,
+            headers: Vec::new(),
         };
         let here = "https://ehr.example.org/files/1.ndjson";
         assert!(job.credential_goes_to(here, true));
@@ -297,6 +416,7 @@ mod tests {
             owner: Some("c".into()),
             writes: None,
             submitted: None,
+            headers: Vec::new(),
         };
         let v = serde_json::to_value(&job).unwrap();
         assert_eq!(
@@ -304,5 +424,55 @@ mod tests {
             serde_json::json!({"type": "bearer", "token": "t"})
         );
         assert_eq!(serde_json::from_value::<PullJob>(v).unwrap(), job);
+    }
+
+    #[test]
+    fn provider_headers_are_checked_and_go_only_to_the_manifest_origin() {
+        let h = FileHeader::new("X-Provider-Key", " k1 ").unwrap();
+        assert_eq!(
+            (h.name.as_str(), h.value.as_str()),
+            ("x-provider-key", "k1")
+        );
+        assert!(!format!("{h:?}").contains("k1"));
+        assert!(FileHeader::new("Authorization", "Bearer a b").is_ok());
+        for (name, value, says) in [
+            ("x-key", "a\r\nHost: evil", "visible ASCII"),
+            ("x-key", "a\nb", "visible ASCII"),
+            ("x-key", "caf\u{e9}", "visible ASCII"),
+            ("x-key", "", "1 to 4096"),
+            ("x-key", "  ", "1 to 4096"),
+            ("bad name", "v", "not an HTTP header name"),
+            ("x:y", "v", "not an HTTP header name"),
+            ("", "v", "not an HTTP header name"),
+            ("Host", "evil.example", "set by siphon"),
+            ("transfer-encoding", "chunked", "set by siphon"),
+            ("Range", "bytes=0-", "set by siphon"),
+        ] {
+            let e = FileHeader::new(name, value).unwrap_err();
+            assert!(e.contains(says), "{name:?} {value:?}: {e}");
+        }
+        assert!(FileHeader::new("x-key", &"v".repeat(4097)).is_err());
+        let job = PullJob {
+            session: "s".into(),
+            export_url: "https://p.example/m/1.json".into(),
+            auth: RemoteAuth::None,
+            request: String::new(),
+            owner: None,
+            writes: None,
+            submitted: None,
+            headers: vec![h],
+        };
+        assert_eq!(
+            job.headers_for("https://p.example/files/a.ndjson"),
+            vec![("x-provider-key".to_string(), "k1".to_string())]
+        );
+        assert!(job.headers_for("https://cdn.example/a.ndjson").is_empty());
+        assert!(job
+            .headers_for("http://p.example/files/a.ndjson")
+            .is_empty());
+        let v = serde_json::to_value(&job).unwrap();
+        assert_eq!(v["fileRequestHeaders"][0]["name"], "x-provider-key");
+        assert_eq!(serde_json::from_value::<PullJob>(v).unwrap(), job);
+        assert!(!format!("{job:?}").contains("k1"));
     }
 }

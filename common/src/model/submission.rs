@@ -95,6 +95,9 @@ pub struct SubmittedManifest {
     pub removed: bool,
     pub pages: u32,
     pub files: u32,
+    /// A page said `requiresAccessToken`: its files on its origin get the token.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub requires_token: bool,
     /// Why reading it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -172,6 +175,66 @@ pub fn session_id(key: &str) -> String {
         format!("siphon:bulk-submit:{key}").as_bytes(),
     )
     .to_string()
+}
+
+/// How siphon authenticates to a Data Provider's servers when its submissions name an
+/// `oauthMetadataUrl`: the `bulkSubmit` element an admin writes on the provider's
+/// Client, coordinated out of band as the IG says.
+///
+/// ```json
+/// {"resourceType": "Client", "id": "provider-a", "secret": "...",
+///  "bulkSubmit": {"oauthMetadataUrl": "https://p.example/fhir/.well-known/smart-configuration",
+///                 "clientId": "siphon-at-provider-a", "scope": "system/*.rs"}}
+/// ```
+///
+/// A submission may name this `oauthMetadataUrl` and no other (a caller-chosen one
+/// would let it steer siphon's signed assertion and the token it buys), and its
+/// `manifestUrl` must be on that URL's origin: the token goes there only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderAuth {
+    pub oauth_metadata_url: String,
+    /// The id the provider's authorization server registered siphon under.
+    pub client_id: String,
+    /// `system/*.read` unless the registration says otherwise.
+    pub scope: String,
+}
+
+impl ProviderAuth {
+    /// Reads a `bulkSubmit` element; `Err` says what is wrong with it.
+    pub fn parse(v: &serde_json::Value) -> Result<ProviderAuth, String> {
+        let text = |k: &str| {
+            v[k].as_str()
+                .filter(|t| !t.is_empty() && t.len() <= 1000 && !t.chars().any(char::is_control))
+                .map(str::to_string)
+        };
+        let url = text("oauthMetadataUrl")
+            .filter(|u| url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "https" | "http")))
+            .ok_or("bulkSubmit.oauthMetadataUrl must be an absolute http(s) URL")?;
+        let client_id = text("clientId")
+            .filter(|c| c.len() <= 255)
+            .ok_or("bulkSubmit.clientId must be the id the provider registered siphon under")?;
+        let scope = match v.get("scope") {
+            None => "system/*.read".to_string(),
+            Some(_) => text("scope").ok_or("bulkSubmit.scope must be a non-empty string")?,
+        };
+        Ok(ProviderAuth {
+            oauth_metadata_url: url,
+            client_id,
+            scope,
+        })
+    }
+
+    /// Whether a submitted `oauthMetadataUrl` is the registered one (as URLs: letter
+    /// case of the host and a default port do not matter).
+    pub fn names(&self, url: &str) -> bool {
+        match (
+            url::Url::parse(url),
+            url::Url::parse(&self.oauth_metadata_url),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -252,5 +315,38 @@ mod tests {
             value: String::new(),
         };
         assert_ne!(submitter_key("c", &a), submitter_key("c", &b));
+    }
+
+    #[test]
+    fn a_provider_registration_names_one_metadata_url() {
+        let v = serde_json::json!({"oauthMetadataUrl": "https://P.example:443/fhir/.well-known/smart-configuration",
+                                   "clientId": "siphon-at-p"});
+        let r = ProviderAuth::parse(&v).unwrap();
+        assert_eq!(r.scope, "system/*.read");
+        assert!(r.names("https://p.example/fhir/.well-known/smart-configuration"));
+        assert!(!r.names("https://p.example/other/.well-known/smart-configuration"));
+        assert!(!r.names("https://evil.example/fhir/.well-known/smart-configuration"));
+        for (bad, says) in [
+            (serde_json::json!({"clientId": "c"}), "oauthMetadataUrl"),
+            (
+                serde_json::json!({"oauthMetadataUrl": "ftp://x", "clientId": "c"}),
+                "oauthMetadataUrl",
+            ),
+            (
+                serde_json::json!({"oauthMetadataUrl": "https://x"}),
+                "clientId",
+            ),
+            (
+                serde_json::json!({"oauthMetadataUrl": "https://x", "clientId": "c", "scope": ""}),
+                "scope",
+            ),
+            (
+                serde_json::json!({"oauthMetadataUrl": "https://x", "clientId": "c\nd"}),
+                "clientId",
+            ),
+        ] {
+            let e = ProviderAuth::parse(&bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -72,6 +72,7 @@ pub async fn start(
         owner: owner.clone(),
         writes: who.writes(),
         submitted: None,
+        headers: Vec::new(),
     };
     create_session(db, &session, &request, owner.as_deref()).await?;
     let spec = serde_json::to_value(&job).map_err(|e| Error::Internal(e.to_string()))?;

@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use crate::model::pull::same_origin;
+use crate::model::pull::{same_origin, FileHeader};
 use crate::sources::http::{Answer, HeaderName, HeaderValue, HttpSource, Method};
-use crate::sources::SourceError;
+use crate::sources::{Credential, SourceError};
 
 /// The largest manifest page or error body read.
 pub const MAX_BODY: u64 = 16 << 20;
@@ -123,10 +123,13 @@ pub fn retry_after(value: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> D
 /// A client of one remote Bulk Data server.
 pub struct Remote<'a> {
     pub http: &'a HttpSource,
-    /// The kick-off URL: its origin alone receives `authorization`.
+    /// The kick-off URL (a submission's manifest URL): its origin alone receives
+    /// `authorization` and `headers`.
     pub export_url: &'a str,
     /// The `Authorization` header value, if any.
     pub authorization: Option<String>,
+    /// A submission provider's headers (`fileRequestHeader`).
+    pub headers: &'a [FileHeader],
 }
 
 fn header(name: &'static str, value: &'static str) -> (HeaderName, HeaderValue) {
@@ -141,10 +144,20 @@ fn text_header<'a>(answer: &'a Answer, name: &str) -> Option<&'a str> {
 }
 
 impl Remote<'_> {
-    fn credential(&self, url: &str) -> Option<&str> {
-        self.authorization
-            .as_deref()
-            .filter(|_| same_origin(self.export_url, url))
+    /// What a request for `url` sends: everything on the kick-off URL's origin, nothing
+    /// elsewhere.
+    fn credential(&self, url: &str) -> Credential {
+        if !same_origin(self.export_url, url) {
+            return Credential::default();
+        }
+        Credential {
+            authorization: self.authorization.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect(),
+        }
     }
 
     async fn call(&self, method: Method, url: &str) -> Result<Answer, Failure> {
@@ -153,7 +166,7 @@ impl Remote<'_> {
             header("prefer", "respond-async"),
         ];
         self.http
-            .call(method, url, &headers, self.credential(url))
+            .call(method, url, &headers, self.credential(url).some())
             .await
             .map_err(Failure::from_source)
     }

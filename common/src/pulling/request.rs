@@ -170,7 +170,11 @@ fn parse_auth(p: &Value) -> Result<RemoteAuth> {
                     "the smart clientId and scope must hold no control characters",
                 ));
             }
-            Ok(RemoteAuth::Smart { client_id, scope })
+            Ok(RemoteAuth::Smart {
+                client_id,
+                scope,
+                metadata: None,
+            })
         }
         Some(other) => Err(bad(format!(
             "auth type {other:?}: use none, bearer, basic or smart"
@@ -311,7 +315,8 @@ mod tests {
             r.auth,
             RemoteAuth::Smart {
                 client_id: "siphon-at-ehr".into(),
-                scope: "system/*.read".into()
+                scope: "system/*.read".into(),
+                metadata: None,
             }
         );
     }

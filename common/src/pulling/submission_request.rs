@@ -10,11 +10,14 @@
 //! | `replacesManifestUrl` | that manifest's rows are removed; the new one (if any) loads after |
 //! | `outputFormat` | `application/fhir+ndjson` (and `application/ndjson`, `ndjson`) only |
 //! | `metadata` | accepted, not used |
-//! | `oauthMetadataUrl`, `fileRequestHeader`, `fileEncryptionKey`, `import` | refused (400): see `docs/pull-import.md` |
+//! | `oauthMetadataUrl` | must be the one registered on the calling Client (`bulkSubmit`): siphon gets a token with SMART Backend Services for the manifest, and for its files when it says `requiresAccessToken` |
+//! | `fileRequestHeader` (0..*, parts `headerName`, `headerValue`) | sent with every request for the manifest and its files on the manifest's origin |
+//! | `fileEncryptionKey`, `import` | refused (400): see `docs/pull-import.md` |
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::model::pull::FileHeader;
 use crate::model::submission::{SubmissionStatus, Submitter};
 
 /// A parsed `$bulk-submit` body.
@@ -27,6 +30,10 @@ pub struct SubmitRequest {
     pub manifest_url: Option<String>,
     pub fhir_base_url: Option<String>,
     pub replaces: Option<String>,
+    /// `oauthMetadataUrl`: where the provider's token endpoint is found.
+    pub oauth_metadata_url: Option<String>,
+    /// `fileRequestHeader`s, checked.
+    pub headers: Vec<FileHeader>,
 }
 
 fn bad(m: impl Into<String>) -> Error {
@@ -120,6 +127,8 @@ pub fn parse_submit(body: &Value) -> Result<SubmitRequest> {
     let mut manifest = None;
     let mut base = None;
     let mut replaces = None;
+    let mut oauth = None;
+    let mut headers = Vec::new();
     let (submitter, submission_id) = identify(params, |name, p| {
         match name {
             "submissionStatus" => {
@@ -154,15 +163,15 @@ pub fn parse_submit(body: &Value) -> Result<SubmitRequest> {
                     "fileEncryptionKey: siphon does not decrypt submitted files; submit them unencrypted over TLS",
                 ))
             }
-            "oauthMetadataUrl" => {
-                return Err(bad(
-                    "oauthMetadataUrl: siphon fetches submitted manifests and files without OAuth; use capability URLs (requiresAccessToken false)",
-                ))
-            }
+            "oauthMetadataUrl" => once(&mut oauth, name, url(text(p, name)?, name)?)?,
             "fileRequestHeader" => {
-                return Err(bad(
-                    "fileRequestHeader: siphon sends no extra headers when fetching submitted files; use capability URLs",
-                ))
+                if headers.len() == FileHeader::MAX_COUNT {
+                    return Err(bad(format!(
+                        "at most {} fileRequestHeader parameters",
+                        FileHeader::MAX_COUNT
+                    )));
+                }
+                headers.push(file_header(p)?);
             }
             "import" => {
                 return Err(bad("import: siphon defines no import parameters; every resource is upserted"))
@@ -182,6 +191,11 @@ pub fn parse_submit(body: &Value) -> Result<SubmitRequest> {
             "a stopped submission takes no manifestUrl or replacesManifestUrl",
         ));
     }
+    if oauth.is_some() && headers.iter().any(|h| h.name == "authorization") {
+        return Err(bad(
+            "a fileRequestHeader named Authorization and an oauthMetadataUrl cannot go together: siphon sends the token it gets as Authorization",
+        ));
+    }
     Ok(SubmitRequest {
         submitter,
         submission_id,
@@ -189,7 +203,24 @@ pub fn parse_submit(body: &Value) -> Result<SubmitRequest> {
         manifest_url: manifest,
         fhir_base_url: base,
         replaces,
+        oauth_metadata_url: oauth,
+        headers,
     })
+}
+
+/// One `fileRequestHeader`: parts `headerName` and `headerValue`, checked.
+fn file_header(p: &Value) -> Result<FileHeader> {
+    let parts = p["part"]
+        .as_array()
+        .ok_or_else(|| bad("fileRequestHeader needs parts headerName and headerValue"))?;
+    let part = |name: &str| -> Result<String> {
+        let mut found = parts.iter().filter(|q| q["name"] == name);
+        match (found.next(), found.next()) {
+            (Some(q), None) => text(q, name),
+            _ => Err(bad(format!("fileRequestHeader needs one {name} part"))),
+        }
+    };
+    FileHeader::new(&part("headerName")?, &part("headerValue")?).map_err(bad)
 }
 
 /// Parses a `$bulk-submit-status` body: the submission it asks about.
@@ -245,6 +276,38 @@ mod tests {
     }
 
     #[test]
+    fn provider_headers_and_the_oauth_metadata_url_are_kept() {
+        let header = |n: &str, v: &str| {
+            json!({"name": "fileRequestHeader", "part": [
+                {"name": "headerName", "valueString": n}, {"name": "headerValue", "valueString": v}]})
+        };
+        let r = parse_submit(&body(json!([
+            {"name": "manifestUrl", "valueUrl": "https://p.example/m/1.json"},
+            {"name": "fhirBaseUrl", "valueUrl": "https://p.example/fhir"},
+            {"name": "oauthMetadataUrl", "valueUrl": "https://p.example/fhir/.well-known/smart-configuration"},
+            header("X-Provider-Key", "k1"),
+            header("x-tenant", "t 2")
+        ])))
+        .unwrap();
+        assert_eq!(
+            r.oauth_metadata_url.as_deref(),
+            Some("https://p.example/fhir/.well-known/smart-configuration")
+        );
+        let names: Vec<_> = r
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
+        assert_eq!(names, [("x-provider-key", "k1"), ("x-tenant", "t 2")]);
+        let many: Vec<Value> = (0..17).map(|i| header(&format!("x-h{i}"), "v")).collect();
+        let mut extra =
+            vec![json!({"name": "submissionStatus", "valueCoding": {"code": "in-progress"}})];
+        extra.extend(many);
+        let e = parse_submit(&body(Value::Array(extra))).unwrap_err();
+        assert!(e.to_string().contains("at most 16"), "{e}");
+    }
+
+    #[test]
     fn statuses_of_both_ballots() {
         let r = parse_submit(&body(json!([
             {"name": "submissionStatus", "valueCoding": {"system": "http://hl7.org/fhir/event-status", "code": "completed"}}
@@ -279,12 +342,32 @@ mod tests {
                 "fileEncryptionKey",
             ),
             (
-                json!([{"name": "oauthMetadataUrl", "valueUrl": "https://p.example/.well-known/smart-configuration"}]),
-                "oauthMetadataUrl",
+                json!([{"name": "oauthMetadataUrl", "valueUrl": "file:///etc/passwd"}]),
+                "oauthMetadataUrl must be an absolute http(s) URL",
             ),
             (
                 json!([{"name": "fileRequestHeader", "part": []}]),
-                "fileRequestHeader",
+                "fileRequestHeader needs one headerName part",
+            ),
+            (
+                json!([{"name": "fileRequestHeader", "part": [
+                    {"name": "headerName", "valueString": "X-Key"},
+                    {"name": "headerValue", "valueString": "a\r\nHost: evil.example"}]}]),
+                "visible ASCII",
+            ),
+            (
+                json!([{"name": "fileRequestHeader", "part": [
+                    {"name": "headerName", "valueString": "Host"},
+                    {"name": "headerValue", "valueString": "evil.example"}]}]),
+                "set by siphon itself",
+            ),
+            (
+                json!([{"name": "oauthMetadataUrl", "valueUrl": "https://p.example/.well-known/smart-configuration"},
+                       {"name": "submissionStatus", "valueCoding": {"code": "in-progress"}},
+                       {"name": "fileRequestHeader", "part": [
+                    {"name": "headerName", "valueString": "Authorization"},
+                    {"name": "headerValue", "valueString": "Bearer x"}]}]),
+                "cannot go together",
             ),
             (
                 json!([{"name": "outputFormat", "valueString": "text/csv"}]),

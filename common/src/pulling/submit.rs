@@ -11,6 +11,10 @@
 //!   before the answer.
 //! - `completed`: the session ends once every manifest is read and every file loaded.
 //! - A second submission of the same submitter while one runs: 429.
+//! - `oauthMetadataUrl`: only the one an admin registered on the calling Client
+//!   (`bulkSubmit`, `model::submission::ProviderAuth`); siphon then signs as the client id
+//!   registered there (SMART Backend Services) and sends the token to the manifest's
+//!   origin only. `fileRequestHeader`s go with every request on that origin.
 //!
 //! Rows that a submission overwrote are not brought back when it is removed: siphon keeps
 //! no history (see `docs/pull-import.md`).
@@ -18,18 +22,20 @@
 use serde_json::{json, Value};
 
 use super::submission_request::{parse_status, parse_submit, SubmitRequest};
+use crate::auth::remote::RemoteCredentials;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::exporting::ExportMessage;
 use crate::model::export::ExportKind;
-use crate::model::pull::{PullJob, RemoteAuth, SubmittedJob};
+use crate::model::pull::{same_origin, PullJob, RemoteAuth, SubmittedJob};
 use crate::model::session::SessionRequest;
 use crate::model::submission::{
-    self, Submission, SubmissionStatus, SubmittedManifest, MAX_MANIFESTS,
+    self, ProviderAuth, Submission, SubmissionStatus, SubmittedManifest, MAX_MANIFESTS,
 };
 use crate::model::{FileStatus, LoaderFile, SessionStatus};
 use crate::queue::{self, MessageQueue};
 use crate::sources::UrlGuard;
+use crate::storage::clients::ClientStore;
 use crate::storage::{imports, submissions, Db};
 
 /// The logical model a status manifest follows (`manifestType`).
@@ -58,6 +64,7 @@ pub async fn submit(
     db: &Db,
     task_queue: &dyn MessageQueue,
     guard: &dyn UrlGuard,
+    credentials: &RemoteCredentials,
     body: &Value,
     who: &Principal,
 ) -> Result<Submitted> {
@@ -69,6 +76,7 @@ pub async fn submit(
             .await
             .map_err(|e| Error::BadRequest(format!("manifestUrl: {e}")))?;
     }
+    let auth = manifest_auth(db, credentials, &request, who).await?;
     let ids = Ids::of(&who.client_id, &request);
     let session = ids.session.clone();
 
@@ -79,7 +87,16 @@ pub async fn submit(
     let mut sub = open(db, &tx, &request, &ids).await?;
     let mut done = Done::default();
     let replaced = replace(&mut sub, &request, &session, &mut done)?;
-    add_manifest(&tx, &mut sub, &request, replaced, &ids, who, &mut done).await?;
+    add_manifest(
+        &tx,
+        &mut sub,
+        &request,
+        (replaced, auth),
+        &ids,
+        who,
+        &mut done,
+    )
+    .await?;
     let status = request.status.unwrap_or(SubmissionStatus::InProgress);
     sub.status = status;
     if status == SubmissionStatus::Stopped {
@@ -106,6 +123,48 @@ pub async fn submit(
     Ok(Submitted {
         outcome: outcome("information", "informational", &done.said.join("; ")),
         session,
+    })
+}
+
+/// How the manifest's job authenticates to its provider: with `oauthMetadataUrl`, as
+/// the client id registered on the calling Client's `bulkSubmit`, if the URL is the one
+/// registered there and the manifest is on its origin (the token goes nowhere else).
+async fn manifest_auth(
+    db: &Db,
+    credentials: &RemoteCredentials,
+    request: &SubmitRequest,
+    who: &Principal,
+) -> Result<RemoteAuth> {
+    let (Some(asked), Some(manifest)) = (&request.oauth_metadata_url, &request.manifest_url) else {
+        return Ok(RemoteAuth::None);
+    };
+    let bad = |m: String| Err(Error::BadRequest(m));
+    let registered = ClientStore::client(db, &who.client_id)
+        .await?
+        .and_then(|c| c.bulk_submit);
+    let Some(registered) = registered else {
+        return bad(format!(
+            "oauthMetadataUrl: client {:?} has no bulkSubmit registration saying how siphon authenticates to its servers (an admin adds one to the Client)",
+            who.client_id
+        ));
+    };
+    let registered = ProviderAuth::parse(&registered).map_err(Error::BadRequest)?;
+    if !registered.names(asked) {
+        return bad(format!(
+            "oauthMetadataUrl {asked:?} is not the one registered for client {:?}",
+            who.client_id
+        ));
+    }
+    if !same_origin(asked, manifest) {
+        return bad("manifestUrl must be on the oauthMetadataUrl's origin: siphon's token for the provider goes there only".into());
+    }
+    if !credentials.configured() {
+        return bad("oauthMetadataUrl needs siphon's own client key: set SIPHON_CLIENT_KEY or SIPHON_CLIENT_KEY_ARN".into());
+    }
+    Ok(RemoteAuth::Smart {
+        client_id: registered.client_id,
+        scope: registered.scope,
+        metadata: Some(registered.oauth_metadata_url),
     })
 }
 
@@ -265,7 +324,7 @@ async fn add_manifest(
     tx: &tokio_postgres::Transaction<'_>,
     sub: &mut Submission,
     request: &SubmitRequest,
-    replaced: Option<u32>,
+    (replaced, auth): (Option<u32>, RemoteAuth),
     ids: &Ids,
     who: &Principal,
     done: &mut Done,
@@ -295,7 +354,20 @@ async fn add_manifest(
         replaces: replaced,
         ..SubmittedManifest::default()
     });
-    create_job(tx, &ids.session, &ids.owner, who, url, place, replaced).await?;
+    let job = PullJob {
+        session: ids.session.clone(),
+        export_url: url.to_string(),
+        auth,
+        request: url.to_string(),
+        owner: Some(ids.owner.clone()),
+        writes: who.writes(),
+        submitted: Some(SubmittedJob {
+            place,
+            replaces: replaced,
+        }),
+        headers: request.headers.clone(),
+    };
+    create_job(tx, &job, place).await?;
     done.jobs.push(submission::job_id(&ids.session, place));
     done.said.push(format!("manifest {url} accepted"));
     Ok(())
@@ -338,29 +410,13 @@ async fn stop(
 }
 
 /// The pull job of the manifest at `place`, in the submission's transaction.
-async fn create_job(
-    tx: &tokio_postgres::Transaction<'_>,
-    session: &str,
-    owner: &str,
-    who: &Principal,
-    url: &str,
-    place: u32,
-    replaces: Option<u32>,
-) -> Result<()> {
-    let job = PullJob {
-        session: session.to_string(),
-        export_url: url.to_string(),
-        auth: RemoteAuth::None,
-        request: url.to_string(),
-        owner: Some(owner.to_string()),
-        writes: who.writes(),
-        submitted: Some(SubmittedJob { place, replaces }),
-    };
-    let spec = serde_json::to_value(&job).map_err(|e| Error::Internal(e.to_string()))?;
+async fn create_job(tx: &tokio_postgres::Transaction<'_>, job: &PullJob, place: u32) -> Result<()> {
+    let spec = serde_json::to_value(job).map_err(|e| Error::Internal(e.to_string()))?;
     let task = super::planning_task();
+    let owner = job.owner.as_deref().unwrap_or_default();
     crate::storage::exports::insert_export(
         tx,
-        &submission::job_id(session, place),
+        &submission::job_id(&job.session, place),
         ExportKind::Pull,
         owner,
         &spec,

@@ -182,6 +182,7 @@ impl Puller {
             http: &self.http,
             export_url: &job.export_url,
             authorization: authorization.clone(),
+            headers: &job.headers,
         }
     }
 
@@ -479,8 +480,8 @@ impl Puller {
     /// Shows the progress on the session (a submitted manifest's on its entry).
     async fn show(&self, run: &Run) -> Result<()> {
         if let Some(submitted) = run.job.submitted {
-            let patch =
-                serde_json::json!({"pages": run.progress.pages, "files": run.progress.files});
+            let patch = serde_json::json!({"pages": run.progress.pages, "files": run.progress.files,
+                                           "requiresToken": run.progress.requires_token});
             return self.patch_manifest_of(run, submitted.place, patch).await;
         }
         let client = self.db.client().await?;

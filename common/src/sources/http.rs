@@ -42,7 +42,7 @@ use url::{Host, Position, Url};
 
 pub use guard::{special_purpose, UrlPolicy, ALLOWLIST_ENV, RUNTIME_API_ENV};
 
-use super::{OpenedObject, SourceError};
+use super::{Credential, OpenedObject, SourceError};
 use guard::{shown, Vetted};
 
 /// How long opening the TCP connection may take (all pinned addresses together), and
@@ -233,17 +233,18 @@ impl HttpSource {
         self.open_url_with(url, if_match, None).await
     }
 
-    /// [`HttpSource::open_url`] sending `authorization` as the `Authorization` header,
-    /// to the URL's origin only: a redirect to another origin goes without it.
+    /// [`HttpSource::open_url`] sending `credential` (an `Authorization` header, a
+    /// provider's headers) to the URL's origin only: a redirect to another origin goes
+    /// without it.
     pub async fn open_url_with(
         &self,
         url: &str,
         if_match: Option<&str>,
-        authorization: Option<&str>,
+        credential: Option<&Credential>,
     ) -> Result<OpenedObject, SourceError> {
         let headers = if_match_header(if_match)?;
         let (url, response) = self
-            .request(Method::GET, url, &headers, authorization, &Bytes::new())
+            .request(Method::GET, url, &headers, credential, &Bytes::new())
             .await?;
         opened(&url, response)
     }
@@ -257,21 +258,21 @@ impl HttpSource {
         &self,
         url: &str,
         if_match: Option<&str>,
-        authorization: Option<&str>,
+        credential: Option<&Credential>,
         from: u64,
     ) -> Result<OpenedObject, SourceError> {
         if from == 0 {
-            return self.open_url_with(url, if_match, authorization).await;
+            return self.open_url_with(url, if_match, credential).await;
         }
         let mut headers = if_match_header(if_match)?;
         let range = super::range_from(from);
         headers.push((RANGE, HeaderValue::from_str(&range).expect("ASCII")));
         let (final_url, response) = self
-            .request(Method::GET, url, &headers, authorization, &Bytes::new())
+            .request(Method::GET, url, &headers, credential, &Bytes::new())
             .await?;
         match response.status() {
             StatusCode::RANGE_NOT_SATISFIABLE => {
-                return self.open_url_with(url, if_match, authorization).await;
+                return self.open_url_with(url, if_match, credential).await;
             }
             StatusCode::PARTIAL_CONTENT => {}
             _ => return opened(&final_url, response),
@@ -297,7 +298,7 @@ impl HttpSource {
     }
 
     /// One request of a protocol client (the Bulk Data client of a pull import): any
-    /// method, extra `headers`, and `authorization` sent to the first URL's origin only.
+    /// method, extra `headers`, and `credential` sent to the first URL's origin only.
     /// GET follows redirects as [`HttpSource::open_url`] does, each hop vetted; other
     /// methods answer the first response. The answer is not judged by its status: the
     /// caller reads it (202, 429 and `Retry-After` mean something to it).
@@ -306,9 +307,9 @@ impl HttpSource {
         method: Method,
         url: &str,
         headers: &[(HeaderName, HeaderValue)],
-        authorization: Option<&str>,
+        credential: Option<&Credential>,
     ) -> Result<Answer, SourceError> {
-        self.call_with_body(method, url, headers, authorization, Bytes::new())
+        self.call_with_body(method, url, headers, credential, Bytes::new())
             .await
     }
 
@@ -318,11 +319,11 @@ impl HttpSource {
         method: Method,
         url: &str,
         headers: &[(HeaderName, HeaderValue)],
-        authorization: Option<&str>,
+        credential: Option<&Credential>,
         body: Bytes,
     ) -> Result<Answer, SourceError> {
         let (url, response) = self
-            .request(method, url, headers, authorization, &body)
+            .request(method, url, headers, credential, &body)
             .await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -341,7 +342,7 @@ impl HttpSource {
         method: Method,
         url: &str,
         headers: &[(HeaderName, HeaderValue)],
-        authorization: Option<&str>,
+        credential: Option<&Credential>,
         body: &Bytes,
     ) -> Result<(Url, Response<Incoming>), SourceError> {
         let first = guard::parse(url)?;
@@ -355,12 +356,8 @@ impl HttpSource {
                 other => other?,
             };
             let mut all: Vec<(HeaderName, HeaderValue)> = headers.to_vec();
-            if let Some(a) = authorization.filter(|_| url.origin() == first.origin()) {
-                let mut value = HeaderValue::from_str(a).map_err(|_| {
-                    SourceError::Other("the credential is not a valid header value".into())
-                })?;
-                value.set_sensitive(true);
-                all.push((AUTHORIZATION, value));
+            if let Some(c) = credential.filter(|_| url.origin() == first.origin()) {
+                all.extend(credential_headers(c)?);
             }
             let response = self
                 .send(&target, method.clone(), &all, body.clone())
@@ -610,4 +607,21 @@ fn body_reader(url: String, body: Incoming) -> Box<dyn AsyncRead + Send + Unpin>
         }
     });
     Box::new(StreamReader::new(Box::pin(chunks)))
+}
+/// A credential's headers, each marked sensitive (never logged by the HTTP stack).
+fn credential_headers(c: &Credential) -> Result<Vec<(HeaderName, HeaderValue)>, SourceError> {
+    let invalid = || SourceError::Other("the credential is not a valid header value".into());
+    let mut out = Vec::with_capacity(c.headers.len() + 1);
+    if let Some(a) = &c.authorization {
+        let mut value = HeaderValue::from_str(a).map_err(|_| invalid())?;
+        value.set_sensitive(true);
+        out.push((AUTHORIZATION, value));
+    }
+    for (name, value) in &c.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+        let mut value = HeaderValue::from_str(value).map_err(|_| invalid())?;
+        value.set_sensitive(true);
+        out.push((name, value));
+    }
+    Ok(out)
 }

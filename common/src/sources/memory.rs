@@ -73,11 +73,11 @@ impl Source for MemorySource {
         &'a self,
         location: &'a Location,
         if_match: Option<&'a str>,
-        authorization: Option<&'a str>,
+        credential: Option<&'a super::Credential>,
         from: u64,
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
-        if authorization.is_some() {
-            return self.open_authorized(location, if_match, authorization);
+        if credential.is_some() {
+            return self.open_authorized(location, if_match, credential);
         }
         Box::pin(async move {
             let bytes = self

@@ -74,6 +74,52 @@ impl SourceError {
     }
 }
 
+/// What a request sends to the origin of the URL it is made for, and never to another
+/// (a redirect elsewhere goes without it): an `Authorization` value (a pull's token or
+/// password) and the headers a submission's provider asked for (`fileRequestHeader`).
+/// Never shown.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credential {
+    pub authorization: Option<String>,
+    /// (name, value), checked when they were accepted (`model::pull::FileHeader`).
+    pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        write!(
+            f,
+            "Credential(authorization: {}, headers: {names:?})",
+            if self.authorization.is_some() {
+                "<redacted>"
+            } else {
+                "none"
+            }
+        )
+    }
+}
+
+impl Credential {
+    /// An `Authorization` value alone.
+    pub fn authorization(value: impl Into<String>) -> Self {
+        Credential {
+            authorization: Some(value.into()),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.authorization.is_none() && self.headers.is_empty()
+    }
+
+    /// `Some(self)` unless there is nothing to send.
+    pub fn some(&self) -> Option<&Credential> {
+        (!self.is_empty()).then_some(self)
+    }
+}
+
 /// Something that opens files for reading. `if_match` asks for exactly that version
 /// (an etag); a store that cannot check it may ignore it.
 pub trait Source: Send + Sync {
@@ -83,15 +129,16 @@ pub trait Source: Send + Sync {
         if_match: Option<&'a str>,
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>>;
 
-    /// [`Source::open`] sending `authorization` (the `Authorization` header of a pull
-    /// import's remote). A source that cannot send one refuses rather than read without.
+    /// [`Source::open`] sending `credential` (the `Authorization` header of a pull
+    /// import's remote, a provider's headers). A source that cannot send one refuses
+    /// rather than read without.
     fn open_authorized<'a>(
         &'a self,
         location: &'a Location,
         if_match: Option<&'a str>,
-        authorization: Option<&'a str>,
+        credential: Option<&'a Credential>,
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
-        match authorization {
+        match credential {
             None => self.open(location, if_match),
             Some(_) => Box::pin(async move {
                 Err(SourceError::Other(format!(
@@ -110,11 +157,11 @@ pub trait Source: Send + Sync {
         &'a self,
         location: &'a Location,
         if_match: Option<&'a str>,
-        authorization: Option<&'a str>,
+        credential: Option<&'a Credential>,
         from: u64,
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
         let _ = from;
-        self.open_authorized(location, if_match, authorization)
+        self.open_authorized(location, if_match, credential)
     }
 }
 
@@ -166,11 +213,11 @@ impl Source for Routed {
         &'a self,
         location: &'a Location,
         if_match: Option<&'a str>,
-        authorization: Option<&'a str>,
+        credential: Option<&'a Credential>,
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
         match location {
-            Location::S3(_) => self.s3.open_authorized(location, if_match, authorization),
-            Location::Url(_) => self.http.open_authorized(location, if_match, authorization),
+            Location::S3(_) => self.s3.open_authorized(location, if_match, credential),
+            Location::Url(_) => self.http.open_authorized(location, if_match, credential),
         }
     }
 
@@ -178,12 +225,12 @@ impl Source for Routed {
         &'a self,
         location: &'a Location,
         if_match: Option<&'a str>,
-        authorization: Option<&'a str>,
+        credential: Option<&'a Credential>,
         from: u64,
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
         match location {
-            Location::S3(_) => self.s3.open_from(location, if_match, authorization, from),
-            Location::Url(_) => self.http.open_from(location, if_match, authorization, from),
+            Location::S3(_) => self.s3.open_from(location, if_match, credential, from),
+            Location::Url(_) => self.http.open_from(location, if_match, credential, from),
         }
     }
 }
@@ -208,11 +255,11 @@ impl Source for http::HttpSource {
         &'a self,
         location: &'a Location,
         if_match: Option<&'a str>,
-        authorization: Option<&'a str>,
+        credential: Option<&'a Credential>,
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
         Box::pin(async move {
             match location {
-                Location::Url(url) => self.open_url_with(url, if_match, authorization).await,
+                Location::Url(url) => self.open_url_with(url, if_match, credential).await,
                 Location::S3(o) => Err(SourceError::Other(format!(
                     "{o} is in a bucket, not at a URL"
                 ))),
@@ -224,12 +271,12 @@ impl Source for http::HttpSource {
         &'a self,
         location: &'a Location,
         if_match: Option<&'a str>,
-        authorization: Option<&'a str>,
+        credential: Option<&'a Credential>,
         from: u64,
     ) -> BoxFuture<'a, Result<OpenedObject, SourceError>> {
         Box::pin(async move {
             match location {
-                Location::Url(url) => self.open_url_from(url, if_match, authorization, from).await,
+                Location::Url(url) => self.open_url_from(url, if_match, credential, from).await,
                 Location::S3(o) => Err(SourceError::Other(format!(
                     "{o} is in a bucket, not at a URL"
                 ))),

@@ -34,6 +34,9 @@ pub struct ClientRecord {
     pub jwks: Option<Value>,
     /// `jwks_uri` (or `jwks_url`): where its public keys are published.
     pub jwks_uri: Option<String>,
+    /// `bulkSubmit`, as written: how siphon authenticates to this client's servers
+    /// when its submissions name an `oauthMetadataUrl` (`model::submission::ProviderAuth`).
+    pub bulk_submit: Option<Value>,
     /// The AccessPolicies that link it.
     pub policies: Vec<Policy>,
     /// Changes whenever the client or one of its policies is written (their `txid`s):
@@ -62,7 +65,8 @@ impl ClientStore for Db {
             let row = match client
                 .row_opt(
                     "SELECT txid, resource->>'secretHash', resource->'jwks',
-                            coalesce(resource->>'jwks_uri', resource->>'jwks_url')
+                            coalesce(resource->>'jwks_uri', resource->>'jwks_url'),
+                            resource->'bulkSubmit'
                        FROM public.\"client\" WHERE id = $1",
                     &[&id],
                 )
@@ -79,6 +83,7 @@ impl ClientStore for Db {
                 secret_hash: row.get(1),
                 jwks: row.get(2),
                 jwks_uri: row.get(3),
+                bulk_submit: row.get(4),
                 policies: Vec::new(),
                 generation: txid.to_string(),
             };

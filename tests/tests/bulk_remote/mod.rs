@@ -61,6 +61,9 @@ pub struct Script {
     /// Files answer `Range: bytes=N-` with 206 and the rest (416 past the end); without
     /// it the remote ignores `Range`, as a server may.
     pub ranges: bool,
+    /// Manifest pages and files answer 401 unless the request carries this header
+    /// (name in lower case, value): a provider's `fileRequestHeader`.
+    pub required_header: Option<(&'static str, &'static str)>,
 }
 
 /// One request the remote got.
@@ -72,6 +75,8 @@ pub struct Seen {
     pub authorization: Option<String>,
     /// The `Range` header, if any.
     pub range: Option<String>,
+    /// Every header, names in lower case.
+    pub headers: HashMap<String, String>,
 }
 
 #[derive(Default)]
@@ -280,12 +285,28 @@ fn respond(
             .get("range")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        headers: req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
     });
     let base = format!("http://{addr}");
     if script.revoke_tokens_at == Some(path.as_str()) {
         st.revoked = true;
     }
     if let Some(client) = script.smart_client {
+        // OAuth 2.0 Protected Resource Metadata (RFC 9728) naming this server as its
+        // authorization server, whose metadata (RFC 8414) names the token endpoint.
+        if path == "/.well-known/oauth-protected-resource" {
+            let doc = json!({"resource": base, "authorization_servers": [base]});
+            return answer(200, &[], doc.to_string());
+        }
+        if path == "/.well-known/oauth-authorization-server" {
+            let doc = json!({"issuer": base, "token_endpoint": format!("{base}/auth/token"),
+                             "token_endpoint_auth_methods_supported": ["private_key_jwt"]});
+            return answer(200, &[], doc.to_string());
+        }
         if path == "/fhir/.well-known/smart-configuration" {
             let doc = json!({"token_endpoint": format!("{base}/auth/token"),
                              "token_endpoint_auth_methods_supported": ["private_key_jwt"],
@@ -338,6 +359,12 @@ fn respond(
     };
     if script.requires_token && !accepted {
         return answer(401, &[], outcome("a credential is required"));
+    }
+    if let Some((name, value)) = script.required_header {
+        let protected = path.starts_with("/manifest/") || path.starts_with("/files/");
+        if protected && req.headers.get(name).and_then(|v| v.to_str().ok()) != Some(value) {
+            return answer(401, &[], outcome("the provider's header is required"));
+        }
     }
     if req.method == hyper::Method::DELETE && path == "/status/1" {
         return answer(202, &[], String::new());

@@ -220,7 +220,7 @@ pub fn capability_statement(app: &App, req: &Request) -> Reply {
             "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
                            "documentation": output_formats()},
                           {"name": "bulk-submit", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/bulk-submit",
-                           "documentation": "siphon as the Data Consumer: manifests are read without OAuth (capability URLs); fileEncryptionKey, fileRequestHeader and oauthMetadataUrl are refused"},
+                           "documentation": "siphon as the Data Consumer: oauthMetadataUrl (the one registered on the calling Client) gets a SMART Backend Services token; fileRequestHeader is sent on the manifest's origin; fileEncryptionKey is refused"},
                           {"name": "bulk-submit-status", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/bulk-submit-status"}]
         }]
     });

@@ -55,6 +55,7 @@ pub async fn submit(app: &App, request: &Request, who: &Principal) -> Result<Rep
         &app.db,
         queue.as_ref(),
         app.imports.guard.as_ref(),
+        &app.remote_credentials,
         &super::body(request)?,
         who,
     ))
