@@ -815,6 +815,9 @@ impl Call {
     }
 }
 
+/// What a function's answer must be.
+type Check = Box<dyn Fn(&Value)>;
+
 /// One function's first invocation after the emulator listens (the emulator starts the
 /// bootstrap on it: process start, init, the handler, its first database connection
 /// and AWS clients), then a second one (warm); each answer checked by `check`.
@@ -861,7 +864,7 @@ async fn every_function_answers_its_first_invocation() {
         "awsRegion": "us-east-1", "md5OfBody": ""}]});
     let plain = |name: &str, authorized: bool| Call::Plain(event(name, authorized));
     let mut figures = Vec::new();
-    let cases: Vec<(&str, Call, Box<dyn Fn(&Value)>)> = vec![
+    let cases: Vec<(&str, Call, Check)> = vec![
         (
             "siphon-api",
             plain("api-rpc-yaml.json", true),

@@ -204,14 +204,13 @@ impl ProviderAuth {
     pub fn parse(v: &serde_json::Value) -> Result<ProviderAuth, String> {
         let text = |k: &str| {
             v[k].as_str()
-                .filter(|t| !t.is_empty() && t.len() <= 1000 && !t.chars().any(char::is_control))
+                .filter(|t| !t.is_empty() && t.len() <= 4096 && !t.chars().any(char::is_control))
                 .map(str::to_string)
         };
         let url = text("oauthMetadataUrl")
             .filter(|u| url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "https" | "http")))
             .ok_or("bulkSubmit.oauthMetadataUrl must be an absolute http(s) URL")?;
         let client_id = text("clientId")
-            .filter(|c| c.len() <= 255)
             .ok_or("bulkSubmit.clientId must be the id the provider registered siphon under")?;
         let scope = match v.get("scope") {
             None => "system/*.read".to_string(),

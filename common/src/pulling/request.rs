@@ -18,6 +18,10 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::model::pull::RemoteAuth;
 
+/// The longest client id siphon signs as (OAuth sets no bound; 4 KiB keeps an
+/// assertion well inside any header or form limit).
+pub const MAX_CLIENT_ID: usize = 4096;
+
 /// Export parameters passed on to the remote kick-off, each repeatable.
 const PASSED_ON: &[&str] = &[
     "_type",
@@ -161,7 +165,9 @@ fn parse_auth(p: &Value) -> Result<RemoteAuth> {
         }
         Some("smart") => {
             let client_id = part("clientId")
-                .filter(|c| !c.is_empty() && c.len() <= 255)
+                // Client ids can be long: SMART's reference server hands out signed JWTs
+                // of 500+ characters.
+                .filter(|c| !c.is_empty() && c.len() <= MAX_CLIENT_ID)
                 .ok_or_else(|| bad("auth type smart needs a clientId part (the id the remote registered siphon under)"))?;
             let scope =
                 part("scope").unwrap_or_else(|| crate::auth::remote::DEFAULT_SCOPE.to_string());
@@ -380,5 +386,21 @@ mod tests {
             let e = parse(&body).unwrap_err().to_string();
             assert!(e.contains(expected), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn a_long_client_id_is_taken_up_to_4_kib() {
+        let with = |id: String| {
+            parse(&params(json!([
+                {"name": "exportUrl", "valueUrl": "https://ehr.example.org/fhir/$export"},
+                {"name": "auth", "part": [{"name": "type", "valueCode": "smart"},
+                                          {"name": "clientId", "valueString": id}]}
+            ])))
+        };
+        // The size of a client id SMART's reference server registers (a signed JWT).
+        assert!(with("e".repeat(531)).is_ok());
+        assert!(with("e".repeat(MAX_CLIENT_ID)).is_ok());
+        let e = with("e".repeat(MAX_CLIENT_ID + 1)).unwrap_err();
+        assert!(e.to_string().contains("clientId"), "{e}");
     }
 }
