@@ -280,9 +280,21 @@ async fn life_cycle() {
     .await;
     assert!(file_c.contains("1 Patient resources loaded"), "{file_c}");
 
-    // Completed: it takes no more requests.
+    // Completed: it takes no more requests, and the transactions recorded to remove
+    // its rows are forgotten.
     let (s, answer) = submit(&env, submission("s-1", json!([status("stopped")]))).await;
     assert_eq!(s, 409, "{answer}");
+    assert_eq!(recorded_txids(&env).await, 0);
+}
+
+/// The transactions recorded per submitted file (`siphon_file_txid`) in the database.
+async fn recorded_txids(env: &Env) -> i64 {
+    siphon_tests::connect(&env.db)
+        .await
+        .query_one("SELECT count(*) FROM siphon_file_txid", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 #[tokio::test]
@@ -296,6 +308,7 @@ async fn a_stopped_submission_removes_what_it_loaded_and_keeps_what_others_wrote
     let (s, answer) = submit(&env, submission("stop-me", manifest(&manifest_url(&a)))).await;
     assert_eq!(s, 200, "{answer}");
     until_rows(&env, "patient", &["k1", "s1", "s2"]).await;
+    assert!(recorded_txids(&env).await > 0, "the batches are recorded");
     // Another load overwrites k1 afterwards: it is not the submission's row any more.
     let (s, answer, _) = call(
         &env,
@@ -314,6 +327,7 @@ async fn a_stopped_submission_removes_what_it_loaded_and_keeps_what_others_wrote
         ["k1"],
         "only the submission's own rows went"
     );
+    assert_eq!(recorded_txids(&env).await, 0, "and the records with them");
 
     let done = final_status(&env, "stop-me").await;
     let url = done["outcome"][0]["url"].as_str().unwrap().to_string();

@@ -403,6 +403,8 @@ async fn stop(
     // not at all (the provider sends `stopped` again).
     let files = imports::files(tx, session).await?;
     let removed = submissions::remove_rows(tx, &files).await?;
+    // A stopped submission takes no more requests: its records have served.
+    submissions::forget_txids(tx, session).await?;
     tracing::info!(session, removed, "submission stopped: its rows are removed");
     Ok(format!(
         "submission stopped: {removed} resources it loaded were removed"

@@ -721,6 +721,11 @@ pub async fn settle(db: &Db, import: &str) -> Result<()> {
         let files: i64 = counts.iter().map(|(_, n, ..)| n).sum();
         tracing::info!(session = import, inputs = files, "import session done");
         store::set_status(&tx, import, SessionStatus::Done, None).await?;
+        if row.request.submission.is_some() {
+            // A completed submission takes no more requests: nothing will remove its
+            // rows by their transactions now.
+            crate::storage::submissions::forget_txids(&tx, import).await?;
+        }
     }
     tx.commit().await?;
     Ok(())

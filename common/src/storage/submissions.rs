@@ -177,6 +177,21 @@ pub async fn remove_rows<C: GenericClient + Sync>(client: &C, files: &[LoaderFil
     Ok(removed)
 }
 
+/// Forgets the transactions recorded for session `import`'s files: once its submission
+/// has completed or been stopped, nothing removes its rows any more, and the records
+/// would only grow. How many went.
+pub async fn forget_txids<C: GenericClient + Sync>(client: &C, import: &str) -> Result<u64> {
+    let sql = format!(
+        "DELETE FROM siphon_file_txid WHERE file_id IN
+           (SELECT id FROM {TABLE} WHERE resource->>'import' = $1)"
+    );
+    match client.run(&sql, &[&import]).await.map_err(Error::from) {
+        Ok(n) => Ok(n),
+        Err(e) if super::is_undefined_table(&e) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
 /// Forgets `files`: their LoaderFiles, line errors and recorded transactions.
 pub async fn forget_files<C: GenericClient + Sync>(client: &C, files: &[LoaderFile]) -> Result<()> {
     let ids: Vec<&str> = files.iter().map(|f| f.id.as_str()).collect();
