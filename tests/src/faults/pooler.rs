@@ -133,6 +133,14 @@ impl Drop for Bouncer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.start_kill();
+            // Reaped before its directory goes (up to 1 s): the next pooler of a run may
+            // take the port, and no zombie outlives the scenario.
+            for _ in 0..50 {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
