@@ -361,6 +361,26 @@ async fn patient_and_group_exports_keep_only_the_compartments() {
     let files = download(&a.body, "output").await;
     assert_eq!(ids(&files["Patient"]), ["pat-00000001".to_string()].into());
 
+    // Members written as Synthea writes them (`urn:uuid:<id>`) and as absolute URLs are
+    // the Patients of those ids; a member of another type is not.
+    db.upsert(
+        &ResourceType::parse("Group").unwrap(),
+        "g2",
+        &json!({"type": "person", "actual": true, "member": [
+            {"entity": {"reference": "urn:uuid:pat-00000003"}},
+            {"entity": {"reference": "https://ehr.example/fhir/Patient/pat-00000004"}},
+            {"entity": {"reference": "urn:uuid:pat-00000005", "type": "Device"}}]}),
+    )
+    .await
+    .unwrap();
+    let status = kick_off(&env, "/Group/g2/$export?_type=Patient").await;
+    let a = complete(&env, &status).await;
+    let files = download(&a.body, "output").await;
+    assert_eq!(
+        ids(&files["Patient"]),
+        ["pat-00000003", "pat-00000004"].map(String::from).into()
+    );
+
     // An unknown Group: 404 with an OperationOutcome.
     let a = request(&env, "GET", "/Group/nope/$export", FHIR, None, &admin()).await;
     assert_eq!(a.status, 404);

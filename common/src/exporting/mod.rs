@@ -260,8 +260,8 @@ impl Exports {
         Ok(out)
     }
 
-    /// The Patients of a Group-level export: the Group's active `Patient` members,
-    /// narrowed to `patient` when given.
+    /// The Patients of a Group-level export: the Group's active `Patient` members (see
+    /// [`member_patient`]), narrowed to `patient` when given.
     async fn group_members(&self, group: &str, patients: &[String]) -> Result<Vec<String>> {
         let ty = ResourceType::parse("Group")?;
         let stored = self
@@ -274,9 +274,7 @@ impl Exports {
             .into_iter()
             .flatten()
             .filter(|m| m["inactive"] != true)
-            .filter_map(|m| m["entity"]["reference"].as_str())
-            .filter(|r| r.starts_with("Patient/"))
-            .map(str::to_string)
+            .filter_map(|m| member_patient(&m["entity"]))
             .collect();
         if !patients.is_empty() {
             members.retain(|m| patients.contains(m));
@@ -673,6 +671,32 @@ impl Exports {
     }
 }
 
+/// The `Patient/<id>` a Group member's `entity` names: a relative reference
+/// (`Patient/p1`, versioned or not), an absolute one (`https://ehr.example/fhir/Patient/p1`),
+/// or `urn:uuid:<id>` (as Synthea writes its Groups, whose Patients carry those ids) when
+/// the entity's `type` is Patient or absent. `None` for anything else.
+pub fn member_patient(entity: &serde_json::Value) -> Option<String> {
+    let reference = entity["reference"].as_str()?;
+    let id_ok = |id: &str| {
+        (1..=64).contains(&id.len())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    };
+    if let Some(id) = reference.strip_prefix("urn:uuid:") {
+        let typed = entity["type"].as_str().is_none_or(|t| t == "Patient");
+        return (typed && id_ok(id)).then(|| format!("Patient/{id}"));
+    }
+    let path = reference.split(['?', '#']).next()?;
+    let path = match path.find("/_history/") {
+        Some(at) => &path[..at],
+        None => path,
+    };
+    let (before, id) = path.rsplit_once('/')?;
+    let relative_or_absolute = before == "Patient" || before.ends_with("/Patient");
+    (relative_or_absolute && id_ok(id)).then(|| format!("Patient/{id}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,5 +723,37 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("RelevantProvenanceResources"));
+    }
+
+    #[test]
+    fn group_members_name_patients_in_every_reference_form_but_only_patients() {
+        use serde_json::json;
+        for (entity, want) in [
+            (json!({"reference": "Patient/p1"}), Some("Patient/p1")),
+            (
+                json!({"reference": "Patient/p1/_history/3"}),
+                Some("Patient/p1"),
+            ),
+            (
+                json!({"reference": "https://ehr.example/fhir/Patient/p-2"}),
+                Some("Patient/p-2"),
+            ),
+            (
+                json!({"reference": "urn:uuid:dab86f8b-0f8c-4fc6-a3a1-5b3a8bce8a53"}),
+                Some("Patient/dab86f8b-0f8c-4fc6-a3a1-5b3a8bce8a53"),
+            ),
+            (
+                json!({"reference": "urn:uuid:u1", "type": "Patient"}),
+                Some("Patient/u1"),
+            ),
+            (json!({"reference": "urn:uuid:u1", "type": "Device"}), None),
+            (json!({"reference": "Device/d1"}), None),
+            (json!({"reference": "Group/g1"}), None),
+            (json!({"reference": "Patient/"}), None),
+            (json!({"reference": "Patient/a b"}), None),
+            (json!({"display": "no reference"}), None),
+        ] {
+            assert_eq!(member_patient(&entity).as_deref(), want, "{entity}");
+        }
     }
 }
