@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use crate::model::pull::{same_origin, FileHeader};
+use crate::model::pull::{same_origin, PullJob};
 use crate::sources::http::{Answer, HeaderName, HeaderValue, HttpSource, Method};
 use crate::sources::{Credential, SourceError};
 
@@ -123,13 +123,11 @@ pub fn retry_after(value: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> D
 /// A client of one remote Bulk Data server.
 pub struct Remote<'a> {
     pub http: &'a HttpSource,
-    /// The kick-off URL (a submission's manifest URL): its origin alone receives
-    /// `authorization` and `headers`.
-    pub export_url: &'a str,
+    /// The pull's job: its kick-off URL (a submission's manifest URL), whose origin alone
+    /// receives `authorization` and the provider's headers.
+    pub job: &'a PullJob,
     /// The `Authorization` header value, if any.
     pub authorization: Option<String>,
-    /// A submission provider's headers (`fileRequestHeader`).
-    pub headers: &'a [FileHeader],
 }
 
 fn header(name: &'static str, value: &'static str) -> (HeaderName, HeaderValue) {
@@ -147,16 +145,10 @@ impl Remote<'_> {
     /// What a request for `url` sends: everything on the kick-off URL's origin, nothing
     /// elsewhere.
     fn credential(&self, url: &str) -> Credential {
-        if !same_origin(self.export_url, url) {
-            return Credential::default();
-        }
+        let here = same_origin(&self.job.export_url, url);
         Credential {
-            authorization: self.authorization.clone(),
-            headers: self
-                .headers
-                .iter()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect(),
+            authorization: self.authorization.clone().filter(|_| here),
+            headers: self.job.headers_for(url),
         }
     }
 
@@ -173,7 +165,7 @@ impl Remote<'_> {
 
     /// `GET` the kick-off URL: the status URL (`Content-Location`, absolute).
     pub async fn kick_off(&self) -> Result<String, Failure> {
-        let mut answer = self.call(Method::GET, self.export_url).await?;
+        let mut answer = self.call(Method::GET, &self.job.export_url).await?;
         if answer.status != 202 {
             return Err(refusal("the kick-off", &mut answer).await);
         }

@@ -180,9 +180,8 @@ impl Puller {
     fn remote<'a>(&'a self, job: &'a PullJob, authorization: &Option<String>) -> Remote<'a> {
         Remote {
             http: &self.http,
-            export_url: &job.export_url,
+            job,
             authorization: authorization.clone(),
-            headers: &job.headers,
         }
     }
 
