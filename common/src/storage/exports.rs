@@ -7,6 +7,7 @@ use crate::storage::statements::Statements;
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 
+use super::leases::EXPORT_TASK;
 use super::{is_undefined_table, Db};
 use crate::error::{Error, Result};
 use crate::model::export::{
@@ -415,9 +416,9 @@ impl Db {
                         updated_at = now(),
                         recovery = coalesce(recovery, '{{}}'::jsonb)
                             || jsonb_build_object('from', checkpoint, 'claimed', now())
-                     WHERE id = $1 AND (status = 'pending' OR (status = 'running'
-                        AND (lease_until IS NULL OR lease_until < now() OR lease_owner = $2)))
-                     RETURNING {TASK_COLUMNS}"
+                     WHERE id = $1 AND (status = 'pending' OR (status = 'running' AND {}))
+                     RETURNING {TASK_COLUMNS}",
+                    EXPORT_TASK.free_for("$2")
                 ),
                 &[&task_id, &owner, &lease_secs, &receipt],
             )
@@ -463,11 +464,7 @@ impl Db {
     ) -> Result<bool> {
         let client = self.client().await?;
         let n = client
-            .run(
-                "UPDATE siphon_export_task SET lease_until = now() + make_interval(secs => $3::float8)
-                 WHERE id = $1 AND status = 'running' AND lease_owner = $2 AND lease_until > now()",
-                &[&task_id, &owner, &lease_secs],
-            )
+            .run(&EXPORT_TASK.renew_sql(), &[&task_id, &owner, &lease_secs])
             .await?;
         Ok(n == 1)
     }
@@ -545,11 +542,7 @@ impl Db {
     pub async fn release_export_task(&self, task_id: &str, owner: &str) -> Result<()> {
         let client = self.client().await?;
         client
-            .run(
-                "UPDATE siphon_export_task SET lease_until = now() - interval '1 second'
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
-                &[&task_id, &owner],
-            )
+            .run(&EXPORT_TASK.release_sql(), &[&task_id, &owner])
             .await?;
         Ok(())
     }
@@ -611,12 +604,9 @@ impl Db {
         let rows = client
             .rows(
                 &format!(
-                    "SELECT {TASK_COLUMNS} FROM siphon_export_task
-                     WHERE status = 'running' AND lease_until < now() - make_interval(secs => $1::float8)
-                       AND (recovery->>'at' IS NULL
-                            OR (recovery->>'at')::timestamptz < now() - make_interval(secs => $2::float8)
-                            OR updated_at > (recovery->>'at')::timestamptz)
-                     ORDER BY lease_until LIMIT $3"
+                    "SELECT {TASK_COLUMNS} FROM siphon_export_task WHERE {} {} LIMIT $3",
+                    EXPORT_TASK.stalled(),
+                    EXPORT_TASK.stalled_order()
                 ),
                 &[&grace_secs, &again_secs, &limit],
             )

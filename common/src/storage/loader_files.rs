@@ -6,6 +6,7 @@ use crate::storage::statements::Statements;
 use serde_json::json;
 use tokio_postgres::types::Json;
 
+use super::leases::LOADER_FILE;
 use super::loader_file_table::{readable_files, TABLE};
 use super::resources::RESOURCE_WITH_ID;
 use super::rows_or_empty;
@@ -331,7 +332,7 @@ impl Db {
         let client = self.client().await?;
         let row = client
             .row(
-                &format!("SELECT coalesce(siphon_ts(resource->'lease'->>'until') > now(), false) FROM {TABLE} WHERE id = $1"),
+                &format!("SELECT {} FROM {TABLE} WHERE id = $1", LOADER_FILE.live()),
                 &[&id],
             )
             .await?;
@@ -349,16 +350,7 @@ impl Db {
     ) -> Result<bool> {
         let client = self.client().await?;
         let n = client
-            .run(
-                &format!(
-                    "UPDATE {TABLE} SET resource = jsonb_set(resource, '{{lease,until}}',
-                            to_jsonb(now() + make_interval(secs => $3::float8)))
-                     WHERE id = $1 AND resource->>'status' = 'in-progress'
-                       AND resource->'lease'->>'owner' = $2::text
-                       AND siphon_ts(resource->'lease'->>'until') > now()"
-                ),
-                &[&id, &owner, &lease_secs],
-            )
+            .run(&LOADER_FILE.renew_sql(), &[&id, &owner, &lease_secs])
             .await?;
         Ok(n == 1)
     }
@@ -378,16 +370,9 @@ impl Db {
             client
                 .rows(
                     &format!(
-                        "SELECT {RESOURCE_WITH_ID} FROM {TABLE}
-                     WHERE resource->>'status' = 'in-progress'
-                       AND siphon_ts(resource->'lease'->>'until')
-                           < now() - make_interval(secs => $1::float8)
-                       AND (resource->'recovery'->>'at' IS NULL
-                            OR siphon_ts(resource->'recovery'->>'at')
-                               < now() - make_interval(secs => $2::float8)
-                            OR siphon_ts(resource->'lease'->>'since')
-                               > siphon_ts(resource->'recovery'->>'at'))
-                     ORDER BY siphon_ts(resource->'lease'->>'until') LIMIT $3"
+                        "SELECT {RESOURCE_WITH_ID} FROM {TABLE} WHERE {} {} LIMIT $3",
+                        LOADER_FILE.stalled(),
+                        LOADER_FILE.stalled_order()
                     ),
                     &[&grace_secs, &again_secs, &limit],
                 )
@@ -409,8 +394,8 @@ impl Db {
                         jsonb_strip_nulls(jsonb_build_object('at', now(), 'how', $2::text,
                             'barren', $3::int, 'stuck_since', $4::text,
                             'count', coalesce((resource->'recovery'->>'count')::int, 0) + 1)))
-                     WHERE id = $1 AND resource->>'status' = 'in-progress'
-                       AND siphon_ts(resource->'lease'->>'until') < now()"
+                     WHERE id = $1 AND {}",
+                    LOADER_FILE.ran_out()
                 ),
                 &[&id, &how, &(stuck.barren as i32), &stuck.since],
             )
@@ -439,8 +424,8 @@ impl Db {
                                 'stuck_since', $4::text,
                                 'count', coalesce((resource->'recovery'->>'count')::int, 0) + 1))))
                             - 'lease'
-                     WHERE id = $1 AND resource->>'status' = 'in-progress'
-                       AND siphon_ts(resource->'lease'->>'until') < now()"
+                     WHERE id = $1 AND {}",
+                    LOADER_FILE.ran_out()
                 ),
                 &[&id, &patch, &(stuck.barren as i32), &stuck.since],
             )
@@ -488,14 +473,7 @@ impl Db {
     pub async fn release_loader_file(&self, id: &str, owner: &str) -> Result<bool> {
         let client = self.client().await?;
         let n = client
-            .run(
-                &format!(
-                    "UPDATE {TABLE} SET ts = now(),
-                        resource = jsonb_set(resource, '{{lease,until}}', to_jsonb(now() - interval '1 second'))
-                     WHERE id = $1 AND resource->'lease'->>'owner' = $2::text"
-                ),
-                &[&id, &owner],
-            )
+            .run(&LOADER_FILE.release_sql(), &[&id, &owner])
             .await?;
         Ok(n == 1)
     }
@@ -650,10 +628,7 @@ fn claim_sql() -> String {
                               FROM {TABLE} WHERE id = $1) prev
                      WHERE id = $1 AND (
                         resource->>'status' = 'pending'
-                        OR (resource->>'status' = 'in-progress' AND (
-                              (resource->'lease'->>'until') IS NULL
-                              OR siphon_ts(resource->'lease'->>'until') < now()
-                              OR resource->'lease'->>'owner' = $2::text)))
+                        OR (resource->>'status' = 'in-progress' AND {free}))
                        AND ($4::text IS NULL OR (
                             SELECT count(*) FROM {TABLE} o
                             WHERE o.resource->>'group' = $4::text AND o.id <> $1
@@ -661,6 +636,7 @@ fn claim_sql() -> String {
                               AND siphon_ts(o.resource->'lease'->>'until') > now()) < $5::bigint)
                      RETURNING {RESOURCE_WITH_ID},
                                coalesce(prev.prev_lease->>'owner' <> $2::text
-                                        AND (prev.prev_lease->>'from')::bigint < prev.prev_line, false)"
+                                        AND (prev.prev_lease->>'from')::bigint < prev.prev_line, false)",
+        free = LOADER_FILE.free_for("$2::text")
     )
 }
