@@ -62,7 +62,7 @@ fn params<'a>(body: &'a Value, operation: &str) -> Result<&'a Vec<Value>> {
         .ok_or_else(|| bad("Parameters.parameter must be an array"))
 }
 
-fn once(slot: &mut Option<String>, name: &str, value: String) -> Result<()> {
+fn once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<()> {
     if slot.replace(value).is_some() {
         return Err(bad(format!("{name} must be given once")));
     }
@@ -131,32 +131,11 @@ pub fn parse_submit(body: &Value) -> Result<SubmitRequest> {
     let mut headers = Vec::new();
     let (submitter, submission_id) = identify(params, |name, p| {
         match name {
-            "submissionStatus" => {
-                let code = p["valueCoding"]["code"]
-                    .as_str()
-                    .or_else(|| p["valueCode"].as_str())
-                    .ok_or_else(|| bad("submissionStatus needs a valueCoding"))?;
-                let parsed = SubmissionStatus::parse(code).ok_or_else(|| {
-                    bad(format!(
-                        "submissionStatus {code:?} is not one of in-progress, completed, stopped"
-                    ))
-                })?;
-                if status.replace(parsed).is_some() {
-                    return Err(bad("submissionStatus must be given once"));
-                }
-            }
+            "submissionStatus" => once(&mut status, name, submission_status(p)?)?,
             "manifestUrl" => once(&mut manifest, name, url(text(p, name)?, name)?)?,
             "fhirBaseUrl" => once(&mut base, name, url(text(p, name)?, name)?)?,
             "replacesManifestUrl" => once(&mut replaces, name, url(text(p, name)?, name)?)?,
-            "outputFormat" => {
-                let format = text(p, name)?;
-                let mime = format.split(';').next().unwrap_or("").trim();
-                if !matches!(mime, "application/fhir+ndjson" | "application/ndjson" | "ndjson") {
-                    return Err(bad(format!(
-                        "outputFormat {format:?}: siphon loads application/fhir+ndjson only"
-                    )));
-                }
-            }
+            "outputFormat" => output_format(&text(p, name)?)?,
             "metadata" => {}
             "fileEncryptionKey" => {
                 return Err(bad(
@@ -180,23 +159,7 @@ pub fn parse_submit(body: &Value) -> Result<SubmitRequest> {
         }
         Ok(())
     })?;
-    if manifest.is_none() && status.is_none() && replaces.is_none() {
-        return Err(bad("one of submissionStatus and manifestUrl is required"));
-    }
-    if manifest.is_some() && base.is_none() {
-        return Err(bad("fhirBaseUrl is required with manifestUrl"));
-    }
-    if status == Some(SubmissionStatus::Stopped) && (manifest.is_some() || replaces.is_some()) {
-        return Err(bad(
-            "a stopped submission takes no manifestUrl or replacesManifestUrl",
-        ));
-    }
-    if oauth.is_some() && headers.iter().any(|h| h.name == "authorization") {
-        return Err(bad(
-            "a fileRequestHeader named Authorization and an oauthMetadataUrl cannot go together: siphon sends the token it gets as Authorization",
-        ));
-    }
-    Ok(SubmitRequest {
+    SubmitRequest {
         submitter,
         submission_id,
         status,
@@ -205,7 +168,63 @@ pub fn parse_submit(body: &Value) -> Result<SubmitRequest> {
         replaces,
         oauth_metadata_url: oauth,
         headers,
+    }
+    .checked()
+}
+
+impl SubmitRequest {
+    /// The checks between parameters, once each is read.
+    fn checked(self) -> Result<Self> {
+        if self.manifest_url.is_none() && self.status.is_none() && self.replaces.is_none() {
+            return Err(bad("one of submissionStatus and manifestUrl is required"));
+        }
+        if self.manifest_url.is_some() && self.fhir_base_url.is_none() {
+            return Err(bad("fhirBaseUrl is required with manifestUrl"));
+        }
+        if self.status == Some(SubmissionStatus::Stopped)
+            && (self.manifest_url.is_some() || self.replaces.is_some())
+        {
+            return Err(bad(
+                "a stopped submission takes no manifestUrl or replacesManifestUrl",
+            ));
+        }
+        if self.oauth_metadata_url.is_some()
+            && self.headers.iter().any(|h| h.name == "authorization")
+        {
+            return Err(bad(
+                "a fileRequestHeader named Authorization and an oauthMetadataUrl cannot go together: siphon sends the token it gets as Authorization",
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// `submissionStatus`: a Coding (or code) of in-progress, completed, stopped.
+fn submission_status(p: &Value) -> Result<SubmissionStatus> {
+    let code = p["valueCoding"]["code"]
+        .as_str()
+        .or_else(|| p["valueCode"].as_str())
+        .ok_or_else(|| bad("submissionStatus needs a valueCoding"))?;
+    SubmissionStatus::parse(code).ok_or_else(|| {
+        bad(format!(
+            "submissionStatus {code:?} is not one of in-progress, completed, stopped"
+        ))
     })
+}
+
+/// `outputFormat`: siphon loads ndjson only.
+fn output_format(format: &str) -> Result<()> {
+    let mime = format.split(';').next().unwrap_or("").trim();
+    if matches!(
+        mime,
+        "application/fhir+ndjson" | "application/ndjson" | "ndjson"
+    ) {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "outputFormat {format:?}: siphon loads application/fhir+ndjson only"
+        )))
+    }
 }
 
 /// One `fileRequestHeader`: parts `headerName` and `headerValue`, checked.
