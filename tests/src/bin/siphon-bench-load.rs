@@ -46,8 +46,18 @@
 //! each, a GIN index over the resource (`jsonb_path_ops`, what containment searches
 //! use; the baseline's tables have it too): what `disable-idx?` exists for, since
 //! siphon's own tables have no index but the primary key. Its lines end in `_indexed`;
-//! `SIPHON_BENCH_MULTI_INDEX=none` skips it. `SIPHON_BENCH_ONLY=single` or `multi` runs
-//! one part.
+//! `SIPHON_BENCH_MULTI_INDEX=none` skips it.
+//!
+//! Then the Lambda-shaped round (lines ending in `_pinned`): the plain three again with
+//! Postgres pinned to CPU 0 and everything else (this benchmark, its `psql` and
+//! `siphon-local` children, LocalStack) to the other CPUs (`taskset`), as in AWS where
+//! the loaders run in Lambda and never take the database's cores. It adds Postgres's CPU
+//! seconds per 100,000 resources for each contender and their ratios
+//! (`pinned_postgres_cpu_ratio=<siphon/psql> pinned_postgres_cpu_ratio_first_load=..`):
+//! what siphon's load costs the database beside a bare `psql \copy`.
+//! `SIPHON_BENCH_MULTI_PINNED=off` skips it.
+//!
+//! `SIPHON_BENCH_ONLY=single`, `multi` or `pinned` runs one part.
 
 use std::io::Write;
 use std::process::Command;
@@ -138,12 +148,12 @@ async fn main() {
         .await;
     }
     let only = std::env::var("SIPHON_BENCH_ONLY").unwrap_or_default();
-    if only != "multi" {
+    if only.is_empty() || only == "single" {
         single(&args).await;
         validation(&args).await;
     }
     if only != "single" {
-        multi().await;
+        multi(&only).await;
     }
 }
 
@@ -395,15 +405,15 @@ struct RunCost {
 async fn siphon_run(
     set: &MultiSet<'_>,
     first_load: bool,
-    index: Option<&str>,
+    tables: Tables<'_>,
     log: &std::path::Path,
 ) -> RunCost {
     let (bin, sqs, bucket, files, loaders) = (set.bin, set.sqs, set.bucket, set.files, set.loaders);
     let (url, client) = fresh_database().await;
-    if let Some(index) = index {
+    if tables.index.is_some() || !tables.autovacuum {
         // Empty tables made beforehand, with the secondary index users would have.
         for (ty, _) in data::expected_by_type(files) {
-            create_table(&client, ty, Some(index)).await;
+            create_table(&client, ty, tables).await;
         }
     }
     let queue = fresh_load_queue(sqs).await;
@@ -494,8 +504,8 @@ async fn siphon_run(
     }
 }
 
-/// The multi-file benchmark (module docs).
-async fn multi() {
+/// The multi-file benchmark (module docs); `only` = `pinned` runs the pinned round alone.
+async fn multi(only: &str) {
     let per_file: u64 = std::env::var("SIPHON_BENCH_MULTI_RESOURCES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -591,11 +601,52 @@ async fn multi() {
         logs: &logs,
         total,
     };
-    let plain = set.rounds(rounds, None).await;
+    let plain = if only == "pinned" {
+        None
+    } else {
+        Some(
+            set.rounds(
+                rounds,
+                Tables {
+                    index: None,
+                    autovacuum: true,
+                },
+            )
+            .await,
+        )
+    };
     let index = std::env::var("SIPHON_BENCH_MULTI_INDEX").unwrap_or_else(|_| "gin".into());
     let indexed = match index.as_str() {
+        _ if only == "pinned" => None,
         "none" => None,
-        _ => Some(set.rounds(rounds, Some(GIN_INDEX)).await),
+        _ => Some(
+            set.rounds(
+                rounds,
+                Tables {
+                    index: Some(GIN_INDEX),
+                    autovacuum: true,
+                },
+            )
+            .await,
+        ),
+    };
+    let pinned_wanted = std::env::var("SIPHON_BENCH_MULTI_PINNED").as_deref() != Ok("off");
+    let pinned = match pinned_wanted.then(Pinning::split) {
+        Some(Ok(pinning)) => {
+            println!("{pinning}");
+            let quiet = Tables {
+                index: None,
+                autovacuum: false,
+            };
+            let result = set.rounds(rounds, quiet).await;
+            drop(pinning);
+            Some(result)
+        }
+        Some(Err(why)) => {
+            println!("(no pinned round: {why})");
+            None
+        }
+        None => None,
     };
     for spec in &files {
         let _ = s3
@@ -607,9 +658,112 @@ async fn multi() {
     }
     let _ = s3.delete_bucket().bucket(&bucket).send().await;
     let _ = std::fs::remove_dir_all(&work);
-    plain.print("", total);
+    if let Some(plain) = plain {
+        plain.print("", total);
+    }
     if let Some(indexed) = indexed {
         indexed.print("_indexed", total);
+    }
+    if let Some(pinned) = pinned {
+        pinned.print("_pinned", total);
+        pinned.print_postgres_cpu(total);
+    }
+}
+
+/// The Lambda-shaped round's placement: Postgres on CPU 0 alone; this benchmark, its
+/// children (psql, siphon-local) and LocalStack (S3 and SQS, remote services in AWS)
+/// on the other CPUs, so the loaders never take the database's core, as in AWS where
+/// they run in Lambda and the database on its own instance. Dropping it gives every
+/// process all CPUs again.
+struct Pinning {
+    database: String,
+    rest: String,
+    all: String,
+    localstack: Option<u32>,
+}
+
+impl Pinning {
+    /// Pins, or says why it cannot (one CPU, no `taskset`, not allowed).
+    fn split() -> Result<Pinning, String> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus < 2 {
+            return Err(format!("{cpus} CPU: nothing to split"));
+        }
+        let pinning = Pinning {
+            database: "0".into(),
+            rest: format!("1-{}", cpus - 1),
+            all: format!("0-{}", cpus - 1),
+            localstack: std::fs::read_to_string(
+                siphon_tests::repo_root().join("infra/local/.run/localstack.pid"),
+            )
+            .ok()
+            .and_then(|p| p.trim().parse().ok()),
+        };
+        for pid in postgres_pids() {
+            taskset(&pinning.database, pid)?;
+        }
+        if let Some(pid) = pinning.localstack {
+            taskset(&pinning.rest, pid)?;
+        }
+        taskset(&pinning.rest, std::process::id())?;
+        Ok(pinning)
+    }
+}
+
+impl std::fmt::Display for Pinning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "multi pinned: Postgres on CPU {}; psql, siphon-local and LocalStack{} on CPU {}",
+            self.database,
+            if self.localstack.is_some() {
+                ""
+            } else {
+                " (not found)"
+            },
+            self.rest
+        )
+    }
+}
+
+impl Drop for Pinning {
+    fn drop(&mut self) {
+        let mut pids = postgres_pids();
+        pids.extend(self.localstack);
+        pids.push(std::process::id());
+        for pid in pids {
+            if let Err(e) = taskset(&self.all, pid) {
+                println!("(cannot unpin {pid}: {e})");
+            }
+        }
+    }
+}
+
+/// Every live `postgres` process (the postmaster and its children; backends forked
+/// later inherit the postmaster's CPUs).
+fn postgres_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| comm_of(&pid.to_string()) == "postgres")
+        .collect()
+}
+
+/// `taskset -a -p -c <cpus> <pid>`: every thread of `pid` on `cpus`.
+fn taskset(cpus: &str, pid: u32) -> Result<(), String> {
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .output()
+        .map_err(|e| format!("taskset: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "taskset -c {cpus} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -618,16 +772,36 @@ async fn multi() {
 const GIN_INDEX: &str =
     "CREATE INDEX IF NOT EXISTS {t}_resource_gin ON {t} USING gin (resource jsonb_path_ops)";
 
-/// Creates `ty`'s table as siphon does, with `index` (see [`GIN_INDEX`]) if given.
-async fn create_table(client: &tokio_postgres::Client, ty: &str, index: Option<&str>) {
+/// How the measured tables are made.
+#[derive(Clone, Copy)]
+struct Tables<'a> {
+    /// A secondary index (see [`GIN_INDEX`]).
+    index: Option<&'a str>,
+    /// `false`: autovacuum off on every measured table, both sides (the pinned round), so
+    /// that a run's Postgres CPU is its load alone, not the vacuum of the previous run's
+    /// 800,000 freshly inserted rows that autovacuum starts meanwhile.
+    autovacuum: bool,
+}
+
+/// Creates `ty`'s table as siphon does, with `tables`' index and autovacuum setting.
+async fn create_table(client: &tokio_postgres::Client, ty: &str, tables: Tables<'_>) {
     let ty = siphon::ResourceType::parse(ty).unwrap();
     client
         .batch_execute(&siphon::storage::resources::table_ddl(&ty))
         .await
         .unwrap();
-    if let Some(index) = index {
+    if let Some(index) = tables.index {
         client
             .batch_execute(&index.replace("{t}", &ty.table_name()))
+            .await
+            .unwrap();
+    }
+    if !tables.autovacuum {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {} SET (autovacuum_enabled = false)",
+                ty.table_name()
+            ))
             .await
             .unwrap();
     }
@@ -657,6 +831,21 @@ struct MultiResult {
 }
 
 impl MultiResult {
+    /// The Lambda-shaped figures: Postgres's CPU seconds per 100,000 resources for each
+    /// contender (mean over the rounds), and siphon's against the baseline's.
+    fn print_postgres_cpu(&self, total: u64) {
+        let per = |cpu: f64| cpu / self.rounds as f64 / total as f64 * 100_000.0;
+        let (base, siphon, first) = (per(self.cpu[0]), per(self.cpu[1]), per(self.cpu[3]));
+        println!(
+            "pinned_postgres_cpu_s_per_100k baseline={base:.3} siphon={siphon:.3} first_load={first:.3}"
+        );
+        println!(
+            "pinned_postgres_cpu_ratio={:.3} pinned_postgres_cpu_ratio_first_load={:.3}",
+            siphon / base,
+            first / base
+        );
+    }
+
     /// The summary lines; `suffix` names the variant (`""` or `"_indexed"`).
     fn print(&self, suffix: &str, total: u64) {
         println!(
@@ -685,11 +874,12 @@ impl MultiResult {
 impl MultiSet<'_> {
     /// `rounds` alternating rounds of the baseline, siphon and siphon's first load, into
     /// tables with the primary key and, if given, `index`.
-    async fn rounds(&self, rounds: usize, index: Option<&str>) -> MultiResult {
-        let label = if index.is_some() {
-            "multi indexed"
-        } else {
-            "multi"
+    async fn rounds(&self, rounds: usize, tables: Tables<'_>) -> MultiResult {
+        let index = tables.index;
+        let label = match (index.is_some(), tables.autovacuum) {
+            (true, _) => "multi indexed",
+            (false, true) => "multi",
+            (false, false) => "multi pinned",
         };
         let types = siphon_tests::gen::TYPES;
         let total = self.total;
@@ -697,7 +887,7 @@ impl MultiSet<'_> {
         // Baseline tables: the same schema as siphon's (primary key included).
         let (base_url, base) = fresh_database().await;
         for ty in types {
-            create_table(&base, ty, index).await;
+            create_table(&base, ty, tables).await;
         }
         let half = copies.len() / 2;
         let mut result = MultiResult {
@@ -707,12 +897,17 @@ impl MultiSet<'_> {
             first: f64::MAX,
             cpu: [0.0; 5],
         };
-        let tag = if index.is_some() { "-indexed" } else { "" };
+        let tag = match (index.is_some(), tables.autovacuum) {
+            (true, _) => "-indexed",
+            (false, true) => "",
+            (false, false) => "-pinned",
+        };
         for round in 1..=rounds {
             for ty in types {
                 let t = ty.to_lowercase();
                 base.batch_execute(&format!(
-                    "DROP TABLE IF EXISTS b_{t}; CREATE TABLE b_{t} (LIKE {t} INCLUDING ALL)"
+                    "DROP TABLE IF EXISTS b_{t}; CREATE TABLE b_{t} (LIKE {t} INCLUDING ALL) WITH (autovacuum_enabled = {})",
+                    tables.autovacuum
                 ))
                 .await
                 .unwrap();
@@ -754,14 +949,14 @@ impl MultiSet<'_> {
             let plain = siphon_run(
                 self,
                 false,
-                index,
+                tables,
                 &self.logs.join(format!("multi{tag}-{round}.log")),
             )
             .await;
             let first = siphon_run(
                 self,
                 true,
-                index,
+                tables,
                 &self.logs.join(format!("multi{tag}-first-{round}.log")),
             )
             .await;
