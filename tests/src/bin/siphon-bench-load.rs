@@ -19,7 +19,8 @@
 //! uncompressed; `SIPHON_BENCH_MULTI_RESOURCES` changes the per-file count) in a
 //! LocalStack bucket.
 //! - Baseline: the same rows pre-extracted to COPY text, loaded by two parallel
-//!   `psql \copy` streams (half the files each) into freshly created tables of the same
+//!   `psql \copy` streams (half the files each; `SIPHON_BENCH_PSQL_STREAMS` changes the
+//!   count) into freshly created tables of the same
 //!   schema (primary key included).
 //! - siphon: a `siphon-local` child (release build; `SIPHON_LOCAL_BIN`, else built with
 //!   cargo) on a fresh database and queue; `load-from-bucket` with thread-num 8, timed
@@ -398,6 +399,22 @@ struct RunCost {
     kb: u64,
     postgres_cpu: f64,
     local_cpu: f64,
+    /// The loaded tables' size on disk (heap, TOAST, indexes), MB.
+    table_mb: f64,
+}
+
+/// The size on disk of tables `names` (heap, TOAST, indexes), MB.
+async fn tables_mb(client: &tokio_postgres::Client, names: &[String]) -> f64 {
+    let bytes: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
+             WHERE c.relname = ANY($1) AND c.relkind = 'r'",
+            &[&names],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    bytes as f64 / 1e6
 }
 
 /// One siphon run: a child on a fresh database and queue, load-from-bucket of the
@@ -429,6 +446,14 @@ async fn siphon_run(
         params["disable-idx?"] = json!(true);
         params["drop-primary-key?"] = json!(true);
     }
+    let profile = Profile::start(
+        &format!(
+            "{}{}",
+            if first_load { "siphon-first" } else { "siphon" },
+            if tables.autovacuum { "" } else { "-pinned" }
+        ),
+        !tables.autovacuum,
+    );
     let pg_before = postgres_cpu();
     let start = Instant::now();
     let started = child
@@ -464,6 +489,7 @@ async fn siphon_run(
     // The killed child's backends end; the postmaster reaps them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let postgres_cpu = postgres_cpu() - pg_before;
+    drop(profile);
     for (ty, expected) in data::expected_by_type(files) {
         let row = client
             .query_one(
@@ -493,6 +519,11 @@ async fn siphon_run(
             assert!(pk, "{ty}: primary key not rebuilt");
         }
     }
+    let names: Vec<String> = data::expected_by_type(files)
+        .into_iter()
+        .map(|(ty, _)| ty.to_lowercase())
+        .collect();
+    let table_mb = tables_mb(&client, &names).await;
     drop(client);
     drop_database(&url).await;
     let _ = sqs.delete_queue().queue_url(&queue).send().await;
@@ -501,6 +532,7 @@ async fn siphon_run(
         kb,
         postgres_cpu,
         local_cpu,
+        table_mb,
     }
 }
 
@@ -739,6 +771,46 @@ impl Drop for Pinning {
     }
 }
 
+/// `SIPHON_BENCH_PERF=<dir>`: a CPU profile of Postgres's core (CPU 0, where the pinned
+/// round puts it; every CPU otherwise) over each measured run, `perf record -g` into
+/// `<dir>/<run>-<n>.data` (read with `perf report -i`): where the database's time goes.
+struct Profile(Option<std::process::Child>);
+
+impl Profile {
+    /// `pinned`: Postgres is on CPU 0 alone (the pinned round): profile that CPU only.
+    fn start(run: &str, pinned: bool) -> Profile {
+        let Some(dir) = std::env::var_os("SIPHON_BENCH_PERF") else {
+            return Profile(None);
+        };
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let out = std::path::Path::new(&dir).join(format!("{run}-{n}.data"));
+        let mut cmd = Command::new("perf");
+        cmd.args(["record", "-q", "-g", "-o"]).arg(&out);
+        if pinned {
+            cmd.args(["-C", "0"]);
+        } else {
+            cmd.arg("-a");
+        }
+        cmd.args(["--", "sleep", "3600"]);
+        let child = cmd.spawn().ok();
+        std::thread::sleep(Duration::from_millis(300));
+        Profile(child)
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            // perf writes its file on SIGINT.
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Every live `postgres` process (the postmaster and its children; backends forked
 /// later inherit the postmaster's CPUs).
 fn postgres_pids() -> Vec<u32> {
@@ -889,7 +961,14 @@ impl MultiSet<'_> {
         for ty in types {
             create_table(&base, ty, tables).await;
         }
-        let half = copies.len() / 2;
+        // Two streams (half the files each), or `SIPHON_BENCH_PSQL_STREAMS` (to compare
+        // with siphon's concurrency: as many streams as its loaders).
+        let streams: usize = std::env::var("SIPHON_BENCH_PSQL_STREAMS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(2);
+        let per_stream = copies.len().div_ceil(streams);
         let mut result = MultiResult {
             rounds,
             base: f64::MAX,
@@ -913,10 +992,11 @@ impl MultiSet<'_> {
                 .unwrap();
             }
             checkpoint(&base).await;
+            let profile = Profile::start(&format!("psql{tag}"), !tables.autovacuum);
             let pg_before = postgres_cpu();
             let start = Instant::now();
-            let streams: Vec<std::process::Child> = [&copies[..half], &copies[half..]]
-                .iter()
+            let streams: Vec<std::process::Child> = copies
+                .chunks(per_stream)
                 .map(|part| {
                     let mut cmd = Command::new("psql");
                     cmd.arg(&base_url).arg("-q");
@@ -935,6 +1015,7 @@ impl MultiSet<'_> {
             let base_secs = start.elapsed().as_secs_f64();
             tokio::time::sleep(Duration::from_millis(500)).await;
             let base_pg = postgres_cpu() - pg_before;
+            drop(profile);
             let sum = types
                 .iter()
                 .map(|t| format!("(SELECT count(*) FROM b_{})", t.to_lowercase()))
@@ -946,6 +1027,11 @@ impl MultiSet<'_> {
                 .unwrap()
                 .get(0);
             assert_eq!(n as u64, total);
+            let base_names: Vec<String> = types
+                .iter()
+                .map(|t| format!("b_{}", t.to_lowercase()))
+                .collect();
+            let base_mb = tables_mb(&base, &base_names).await;
             let plain = siphon_run(
                 self,
                 false,
@@ -971,6 +1057,10 @@ impl MultiSet<'_> {
             println!(
                 "{label} round {round} CPU seconds: psql \\copy: Postgres {base_pg:.2}; siphon: Postgres {:.2} + siphon-local {:.2}; first load: Postgres {:.2} + siphon-local {:.2}",
                 plain.postgres_cpu, plain.local_cpu, first.postgres_cpu, first.local_cpu
+            );
+            println!(
+                "{label} round {round} tables on disk: psql \\copy {base_mb:.0} MB; siphon {:.0} MB; first load {:.0} MB",
+                plain.table_mb, first.table_mb
             );
             let c = &mut result.cpu;
             c[0] += base_pg;
