@@ -1,7 +1,7 @@
 //! The sweep's port: what it needs of the store for work whose worker died (the
 //! stalled loader files and export tasks, and what it records on them), with the
 //! Postgres adapter the functions use and a memory adapter for the unit tests of
-//! [`super::recovery`].
+//! the recovery.
 
 use std::sync::Arc;
 use std::time::Duration;
