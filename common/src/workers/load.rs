@@ -166,49 +166,14 @@ impl LoadWorker {
         message: &LoadMessage,
         outcome: Result<Outcome>,
     ) -> Disposition {
-        match outcome {
-            Ok(Outcome::Done { loaded, failed }) => {
-                tracing::info!(file_id, loaded, failed, "done");
-                Disposition::Done
-            }
-            Ok(Outcome::Failed { message: why }) => {
-                tracing::warn!(file_id, error = why, "file failed");
-                Disposition::Done
-            }
-            Ok(Outcome::NotLoadable { status }) => {
-                tracing::info!(file_id, status = status.as_str(), "nothing to do");
-                // A delivery after a crash between the file's end and its session's
-                // settling: settle now (idempotent).
-                match self.settle(file_id, &message.store).await {
-                    Ok(()) => Disposition::Done,
-                    Err(_) => Disposition::Redeliver,
-                }
-            }
-            Ok(Outcome::Halted { status }) => {
-                // The session was paused or aborted: the state lives in Postgres, and
-                // resume queues the file again. Nothing to redeliver.
-                tracing::info!(file_id, status = status.as_str(), "stopped by its session");
-                Disposition::Done
-            }
-            Ok(Outcome::Continue { line }) => Disposition::Requeue {
-                delay: None,
-                why: format!("continue from line {line}"),
+        match after(file_id, outcome, chrono::Utc::now()) {
+            After::Dispose(d) => d,
+            // A delivery after a crash between the file's end and its session's
+            // settling: settle now (idempotent).
+            After::SettleThenDone => match self.settle(file_id, &message.store).await {
+                Ok(()) => Disposition::Done,
+                Err(_) => Disposition::Redeliver,
             },
-            Ok(Outcome::Busy { until }) => Disposition::Requeue {
-                // Try again just after the holder's lease runs out (a dead holder's file
-                // is then ours), at most a minute on (a live holder renews it).
-                delay: Some(busy_delay(&until, chrono::Utc::now())),
-                why: "busy: another loader holds the file".into(),
-            },
-            Ok(Outcome::Throttled) => Disposition::Requeue {
-                delay: Some(10),
-                why: "thread-num reached".into(),
-            },
-            Err(Error::NotFound(e)) => {
-                tracing::warn!(file_id, error = %e, "the LoaderFile was deleted; dropping the message");
-                Disposition::Done
-            }
-            Err(e) => Disposition::Retry(e),
         }
     }
 
@@ -240,6 +205,59 @@ fn record_load(outcome: &Result<Outcome>, took: std::time::Duration) {
         Ok(_) => return,
     }
     crate::metrics::record("load", None, &figures);
+}
+
+/// What follows a load's outcome: a disposition, or first the settling of the file's
+/// session.
+#[derive(Debug)]
+enum After {
+    Dispose(Disposition),
+    SettleThenDone,
+}
+
+/// The load worker's state machine, from a load's outcome to what the queue does with
+/// its message (pure: unit tested below). `now` dates a busy holder's lease.
+fn after(file_id: &str, outcome: Result<Outcome>, now: chrono::DateTime<chrono::Utc>) -> After {
+    let dispose = After::Dispose;
+    match outcome {
+        Ok(Outcome::Done { loaded, failed }) => {
+            tracing::info!(file_id, loaded, failed, "done");
+            dispose(Disposition::Done)
+        }
+        Ok(Outcome::Failed { message: why }) => {
+            tracing::warn!(file_id, error = why, "file failed");
+            dispose(Disposition::Done)
+        }
+        Ok(Outcome::NotLoadable { status }) => {
+            tracing::info!(file_id, status = status.as_str(), "nothing to do");
+            After::SettleThenDone
+        }
+        Ok(Outcome::Halted { status }) => {
+            // The session was paused or aborted: the state lives in Postgres, and
+            // resume queues the file again. Nothing to redeliver.
+            tracing::info!(file_id, status = status.as_str(), "stopped by its session");
+            dispose(Disposition::Done)
+        }
+        Ok(Outcome::Continue { line }) => dispose(Disposition::Requeue {
+            delay: None,
+            why: format!("continue from line {line}"),
+        }),
+        Ok(Outcome::Busy { until }) => dispose(Disposition::Requeue {
+            // Try again just after the holder's lease runs out (a dead holder's file
+            // is then ours), at most a minute on (a live holder renews it).
+            delay: Some(busy_delay(&until, now)),
+            why: "busy: another loader holds the file".into(),
+        }),
+        Ok(Outcome::Throttled) => dispose(Disposition::Requeue {
+            delay: Some(10),
+            why: "thread-num reached".into(),
+        }),
+        Err(Error::NotFound(e)) => {
+            tracing::warn!(file_id, error = %e, "the LoaderFile was deleted; dropping the message");
+            dispose(Disposition::Done)
+        }
+        Err(e) => dispose(Disposition::Retry(e)),
+    }
 }
 
 impl Job for LoadWorker {
@@ -274,7 +292,72 @@ fn busy_delay(until: &str, now: chrono::DateTime<chrono::Utc>) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::busy_delay;
+    use super::*;
+    use crate::model::FileStatus;
+
+    fn now() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339("2026-11-24T01:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
+    fn of(outcome: Result<Outcome>) -> String {
+        format!("{:?}", after("f", outcome, now()))
+    }
+
+    #[test]
+    fn every_outcome_has_its_disposition() {
+        let done = "Dispose(Done)";
+        assert_eq!(
+            of(Ok(Outcome::Done {
+                loaded: 3,
+                failed: 1
+            })),
+            done
+        );
+        assert_eq!(
+            of(Ok(Outcome::Failed {
+                message: "corrupt gzip".into()
+            })),
+            done
+        );
+        assert_eq!(
+            of(Ok(Outcome::Halted {
+                status: FileStatus::Paused
+            })),
+            done
+        );
+        assert_eq!(
+            of(Err(Error::NotFound("LoaderFile f".into()))),
+            done,
+            "deleted file"
+        );
+        assert_eq!(
+            of(Ok(Outcome::NotLoadable {
+                status: FileStatus::Done
+            })),
+            "SettleThenDone",
+            "a redelivery after the end settles the session"
+        );
+        assert_eq!(
+            of(Ok(Outcome::Continue { line: 40_000 })),
+            r#"Dispose(Requeue { delay: None, why: "continue from line 40000" })"#
+        );
+        assert_eq!(
+            of(Ok(Outcome::Busy {
+                until: "2026-11-24T01:00:10Z".into()
+            })),
+            r#"Dispose(Requeue { delay: Some(11), why: "busy: another loader holds the file" })"#
+        );
+        assert_eq!(
+            of(Ok(Outcome::Throttled)),
+            r#"Dispose(Requeue { delay: Some(10), why: "thread-num reached" })"#
+        );
+        assert!(
+            of(Err(Error::Unavailable("database away".into()))).starts_with("Dispose(Retry("),
+            "could not tell: SQS redelivers, and gives up on the last receive"
+        );
+    }
 
     #[test]
     fn a_busy_file_is_tried_again_just_after_its_lease() {
