@@ -520,8 +520,8 @@ async fn siphon_run(
         }
     }
     let names: Vec<String> = data::expected_by_type(files)
-        .into_iter()
-        .map(|(ty, _)| ty.to_lowercase())
+        .into_keys()
+        .map(str::to_lowercase)
         .collect();
     let table_mb = tables_mb(&client, &names).await;
     drop(client);
