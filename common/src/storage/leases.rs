@@ -19,7 +19,8 @@ pub(super) struct LeaseColumns {
     /// When a worker last claimed the row (or committed on it), as timestamptz: after
     /// the sweep's last act, the stall is a new one.
     pub claimed_at: &'static str,
-    /// What giving the lease back also sets (with its trailing comma), if anything.
+    /// What giving the lease back also sets (with its trailing comma and space), if
+    /// anything.
     pub on_release: &'static str,
 }
 
@@ -32,7 +33,7 @@ pub(super) const LOADER_FILE: LeaseColumns = LeaseColumns {
     set_until: "resource = jsonb_set(resource, '{lease,until}', to_jsonb({}))",
     recovered_at: "siphon_ts(resource->'recovery'->>'at')",
     claimed_at: "siphon_ts(resource->'lease'->>'since')",
-    on_release: "ts = now(),",
+    on_release: "ts = now(), ",
 };
 
 /// The export task table's lease: columns `lease_owner`, `lease_until`.
@@ -69,7 +70,7 @@ impl LeaseColumns {
     /// claim takes it at once.
     pub fn release_sql(&self) -> String {
         format!(
-            "UPDATE {} SET {} {} WHERE id = $1 AND {} AND {} = $2::text",
+            "UPDATE {} SET {}{} WHERE id = $1 AND {} AND {} = $2::text",
             self.table,
             self.on_release,
             self.set_until("now() - interval '1 second'"),
@@ -142,7 +143,7 @@ mod tests {
     fn a_release_ends_the_lease_in_the_past_and_only_the_owners() {
         assert_eq!(
             EXPORT_TASK.release_sql(),
-            "UPDATE siphon_export_task SET  lease_until = now() - interval '1 second' \
+            "UPDATE siphon_export_task SET lease_until = now() - interval '1 second' \
              WHERE id = $1 AND status = 'running' AND lease_owner = $2::text"
         );
         let file = LOADER_FILE.release_sql();
