@@ -18,7 +18,7 @@ use std::time::Instant;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use tokio::sync::Mutex;
 
-use super::runtime::{Delivery, Disposition, Job, Runtime};
+use super::runtime::{Delivery, Disposition, Job, Next, Runtime};
 use crate::exporting::task::{TaskOptions, TaskOutcome, TaskRunner};
 use crate::exporting::ExportMessage;
 use crate::model::export::ExportKind;
@@ -204,13 +204,9 @@ impl ExportWorker {
         outcome: crate::error::Result<TaskOutcome>,
         runner: &TaskRunner,
     ) -> Disposition {
-        match outcome {
-            Ok(TaskOutcome::Done { count, .. }) => {
-                tracing::info!(task, count, "export task done");
-                Disposition::Done
-            }
-            Ok(TaskOutcome::Cancelled) => Disposition::Done,
-            Ok(TaskOutcome::Ended(status)) => {
+        match next(task, outcome) {
+            Next::Dispose(d) => d,
+            Next::SettleFirst => {
                 // A redelivered message of an ended task: whoever ended it may have died
                 // before finishing the export's end (the dump's marker), so it is done
                 // again here; it is idempotent.
@@ -223,20 +219,11 @@ impl ExportWorker {
                     }
                 };
                 if let Err(e) = runner.ended(export, settled).await {
-                    tracing::error!(task, ?status, error = %e, "cannot finish the export; the message will be redelivered");
+                    tracing::error!(task, error = %e, "cannot finish the export; the message will be redelivered");
                     return Disposition::Redeliver;
                 }
                 Disposition::Done
             }
-            Ok(TaskOutcome::Continue) => Disposition::Requeue {
-                delay: None,
-                why: "continue after the checkpoint".into(),
-            },
-            Ok(TaskOutcome::Busy) => Disposition::Requeue {
-                delay: Some(60),
-                why: "busy: another worker holds the task".into(),
-            },
-            Err(e) => Disposition::Retry(e),
         }
     }
 
@@ -360,6 +347,32 @@ fn record_task(kind: Option<ExportKind>, done: Option<(i64, u64)>, took: std::ti
     crate::metrics::record(operation, None, &figures);
 }
 
+/// The export worker's state machine, from a task run's outcome to what the queue does
+/// with its message (pure: unit tested below).
+fn next(task: &str, outcome: crate::error::Result<TaskOutcome>) -> Next {
+    let dispose = Next::Dispose;
+    match outcome {
+        Ok(TaskOutcome::Done { count, .. }) => {
+            tracing::info!(task, count, "export task done");
+            dispose(Disposition::Done)
+        }
+        Ok(TaskOutcome::Cancelled) => dispose(Disposition::Done),
+        Ok(TaskOutcome::Ended(status)) => {
+            tracing::info!(task, ?status, "the task had ended: settling its export");
+            Next::SettleFirst
+        }
+        Ok(TaskOutcome::Continue) => dispose(Disposition::Requeue {
+            delay: None,
+            why: "continue after the checkpoint".into(),
+        }),
+        Ok(TaskOutcome::Busy) => dispose(Disposition::Requeue {
+            delay: Some(60),
+            why: "busy: another worker holds the task".into(),
+        }),
+        Err(e) => dispose(Disposition::Retry(e)),
+    }
+}
+
 impl Job for ExportWorker {
     type Message = ExportMessage;
     const WHAT: &'static str = "export task";
@@ -375,5 +388,44 @@ impl Job for ExportWorker {
 
     async fn give_up(&self, message: &ExportMessage, why: &str) -> crate::error::Result<()> {
         ExportWorker::give_up(self, &message.task, why).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::export::TaskStatus;
+
+    fn of(outcome: crate::error::Result<TaskOutcome>) -> String {
+        format!("{:?}", next("exp/Patient/1", outcome))
+    }
+
+    #[test]
+    fn every_task_outcome_has_its_disposition() {
+        assert_eq!(
+            of(Ok(TaskOutcome::Done {
+                count: 5,
+                bytes: 900
+            })),
+            "Dispose(Done)"
+        );
+        assert_eq!(of(Ok(TaskOutcome::Cancelled)), "Dispose(Done)");
+        assert_eq!(
+            of(Ok(TaskOutcome::Ended(TaskStatus::Done))),
+            "SettleFirst",
+            "a redelivery after the task's end finishes its export again"
+        );
+        assert_eq!(
+            of(Ok(TaskOutcome::Continue)),
+            r#"Dispose(Requeue { delay: None, why: "continue after the checkpoint" })"#
+        );
+        assert_eq!(
+            of(Ok(TaskOutcome::Busy)),
+            r#"Dispose(Requeue { delay: Some(60), why: "busy: another worker holds the task" })"#
+        );
+        assert!(of(Err(crate::error::Error::Unavailable(
+            "database away".into()
+        )))
+        .starts_with("Dispose(Retry("));
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use tokio::sync::Mutex;
 
-use super::runtime::{Delivery, Disposition, Job, Runtime};
+use super::runtime::{Delivery, Disposition, Job, Next, Runtime};
 use crate::auth::remote::{RemoteAccess, RemoteCredentials};
 use crate::error::{Error, Result};
 use crate::loading::{LoadOptions, Loader, Outcome};
@@ -166,11 +166,11 @@ impl LoadWorker {
         message: &LoadMessage,
         outcome: Result<Outcome>,
     ) -> Disposition {
-        match after(file_id, outcome, chrono::Utc::now()) {
-            After::Dispose(d) => d,
+        match next(file_id, outcome, chrono::Utc::now()) {
+            Next::Dispose(d) => d,
             // A delivery after a crash between the file's end and its session's
             // settling: settle now (idempotent).
-            After::SettleThenDone => match self.settle(file_id, &message.store).await {
+            Next::SettleFirst => match self.settle(file_id, &message.store).await {
                 Ok(()) => Disposition::Done,
                 Err(_) => Disposition::Redeliver,
             },
@@ -207,18 +207,10 @@ fn record_load(outcome: &Result<Outcome>, took: std::time::Duration) {
     crate::metrics::record("load", None, &figures);
 }
 
-/// What follows a load's outcome: a disposition, or first the settling of the file's
-/// session.
-#[derive(Debug)]
-enum After {
-    Dispose(Disposition),
-    SettleThenDone,
-}
-
 /// The load worker's state machine, from a load's outcome to what the queue does with
 /// its message (pure: unit tested below). `now` dates a busy holder's lease.
-fn after(file_id: &str, outcome: Result<Outcome>, now: chrono::DateTime<chrono::Utc>) -> After {
-    let dispose = After::Dispose;
+fn next(file_id: &str, outcome: Result<Outcome>, now: chrono::DateTime<chrono::Utc>) -> Next {
+    let dispose = Next::Dispose;
     match outcome {
         Ok(Outcome::Done { loaded, failed }) => {
             tracing::info!(file_id, loaded, failed, "done");
@@ -230,7 +222,7 @@ fn after(file_id: &str, outcome: Result<Outcome>, now: chrono::DateTime<chrono::
         }
         Ok(Outcome::NotLoadable { status }) => {
             tracing::info!(file_id, status = status.as_str(), "nothing to do");
-            After::SettleThenDone
+            Next::SettleFirst
         }
         Ok(Outcome::Halted { status }) => {
             // The session was paused or aborted: the state lives in Postgres, and
@@ -302,7 +294,7 @@ mod tests {
     }
 
     fn of(outcome: Result<Outcome>) -> String {
-        format!("{:?}", after("f", outcome, now()))
+        format!("{:?}", next("f", outcome, now()))
     }
 
     #[test]
@@ -336,7 +328,7 @@ mod tests {
             of(Ok(Outcome::NotLoadable {
                 status: FileStatus::Done
             })),
-            "SettleThenDone",
+            "SettleFirst",
             "a redelivery after the end settles the session"
         );
         assert_eq!(

@@ -37,6 +37,15 @@ pub enum Disposition {
     Redeliver,
 }
 
+/// What follows a run's outcome: a disposition, or first the settling of what the work
+/// belongs to (a redelivery after a worker died between the work's end and that step),
+/// then [`Disposition::Done`] (or [`Disposition::Redeliver`] when settling fails).
+#[derive(Debug)]
+pub enum Next {
+    Dispose(Disposition),
+    SettleFirst,
+}
+
 /// One delivery of a message.
 #[derive(Clone, Copy, Debug)]
 pub struct Delivery<'a> {
