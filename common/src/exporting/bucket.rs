@@ -62,19 +62,10 @@ pub struct DumpToBucket {
 impl DumpToBucket {
     /// The bucket and the key prefix (empty or ending with `/`).
     pub fn bucket_and_prefix(&self) -> Result<(String, String)> {
-        let rest = self.bucket.strip_prefix("s3://").ok_or_else(|| {
-            Error::BadRequest(format!(
-                "bucket must look like s3://name[/prefix] (got {:?})",
-                self.bucket
-            ))
-        })?;
-        let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if name.is_empty() {
-            return Err(Error::BadRequest("bucket name is empty".into()));
-        }
+        let (name, prefix) = crate::model::location::parse_s3_prefix(&self.bucket)?;
         let prefix = prefix.trim_matches('/');
         Ok((
-            name.to_string(),
+            name,
             if prefix.is_empty() {
                 String::new()
             } else {
@@ -351,17 +342,7 @@ async fn plan_tasks(
             ((rows + ctx.range_rows - 1) / ctx.range_rows.max(1)).clamp(1, ctx.max_ranges.max(1))
         };
         let cuts = ctx.db.id_cuts(ty, parts).await?;
-        let mut from = None;
-        for (n, to) in cuts.iter().map(Some).chain([None]).enumerate() {
-            tasks.push(NewTask {
-                kind: TaskKind::Resources,
-                resource_type: ty.as_str().to_string(),
-                part: n as i32 + 1,
-                range_from: from.clone(),
-                range_to: to.cloned(),
-            });
-            from = to.cloned();
-        }
+        tasks.extend(NewTask::ranges(ty, &cuts));
     }
     Ok(tasks)
 }

@@ -292,17 +292,7 @@ impl Exports {
             let parts = ((rows + self.config.range_rows - 1) / self.config.range_rows.max(1))
                 .clamp(1, self.config.max_ranges.max(1));
             let cuts = self.db.id_cuts(ty, parts).await?;
-            let mut from = None;
-            for (n, to) in cuts.iter().map(Some).chain([None]).enumerate() {
-                tasks.push(NewTask {
-                    kind: TaskKind::Resources,
-                    resource_type: ty.as_str().to_string(),
-                    part: n as i32 + 1,
-                    range_from: from.clone(),
-                    range_to: to.cloned(),
-                });
-                from = to.cloned();
-            }
+            tasks.extend(NewTask::ranges(ty, &cuts));
         }
         if deleted {
             tasks.push(NewTask {

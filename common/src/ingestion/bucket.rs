@@ -86,17 +86,7 @@ pub struct Started {
 impl LoadFromBucket {
     /// The bucket's name and the key prefix in it.
     pub fn bucket_and_prefix(&self) -> Result<(String, String)> {
-        let rest = self.bucket.strip_prefix("s3://").ok_or_else(|| {
-            Error::BadRequest(format!(
-                "bucket must look like s3://name[/prefix] (got {:?})",
-                self.bucket
-            ))
-        })?;
-        let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if name.is_empty() {
-            return Err(Error::BadRequest("bucket name is empty".into()));
-        }
-        Ok((name.to_string(), prefix.to_string()))
+        crate::model::location::parse_s3_prefix(&self.bucket)
     }
 
     /// The glob keys must match (default `**/*.ndjson.gz`).

@@ -30,6 +30,22 @@ impl ObjectLocation {
     }
 }
 
+/// Parses `s3://name[/prefix]` (a bucket, or a place in one) into the bucket's name and
+/// the prefix as written (possibly empty); 400 when it is not of that form.
+pub fn parse_s3_prefix(url: &str) -> crate::error::Result<(String, String)> {
+    let bad = crate::error::Error::BadRequest;
+    let rest = url.strip_prefix("s3://").ok_or_else(|| {
+        bad(format!(
+            "bucket must look like s3://name[/prefix] (got {url:?})"
+        ))
+    })?;
+    let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if name.is_empty() {
+        return Err(bad("bucket name is empty".into()));
+    }
+    Ok((name.to_string(), prefix.to_string()))
+}
+
 impl fmt::Display for ObjectLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "s3://{}/{}", self.bucket, self.key)
@@ -84,6 +100,17 @@ mod tests {
             (o.bucket.as_str(), o.file_name()),
             ("b", "Patient.ndjson.gz")
         );
+        assert_eq!(
+            parse_s3_prefix("s3://b/dir/sub/").unwrap(),
+            ("b".to_string(), "dir/sub/".to_string())
+        );
+        assert_eq!(
+            parse_s3_prefix("s3://b").unwrap(),
+            ("b".to_string(), String::new())
+        );
+        for bad in ["s3://", "s3:///dir", "https://b/dir", "b/dir"] {
+            assert!(parse_s3_prefix(bad).is_err(), "{bad}");
+        }
         for bad in ["s3://b", "s3:///k", "s3://b/", "https://b/k"] {
             assert!(ObjectLocation::parse_s3_url(bad).is_none(), "{bad}");
         }

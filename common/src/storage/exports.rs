@@ -26,6 +26,26 @@ pub struct NewTask {
     pub range_to: Option<String>,
 }
 
+impl NewTask {
+    /// The tasks of one type cut at `cuts` (ids, ascending): part 1 up to the first cut,
+    /// ..., the last from the last cut on; one task without cuts.
+    pub fn ranges(ty: &ResourceType, cuts: &[String]) -> Vec<NewTask> {
+        let mut tasks = Vec::with_capacity(cuts.len() + 1);
+        let mut from = None;
+        for (n, to) in cuts.iter().map(Some).chain([None]).enumerate() {
+            tasks.push(NewTask {
+                kind: TaskKind::Resources,
+                resource_type: ty.as_str().to_string(),
+                part: n as i32 + 1,
+                range_from: from.clone(),
+                range_to: to.cloned(),
+            });
+            from = to.cloned();
+        }
+        tasks
+    }
+}
+
 /// What claiming a task found.
 #[derive(Debug)]
 pub enum TaskClaim {
@@ -737,5 +757,37 @@ impl Db {
     /// Rows of `ty` (0 when it has no table).
     pub async fn row_count(&self, ty: &ResourceType) -> Result<i64> {
         self.count(ty).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_make_consecutive_ranges_that_miss_no_id() {
+        let ty = ResourceType::parse("Patient").unwrap();
+        let ranges: Vec<(i32, Option<String>, Option<String>)> =
+            NewTask::ranges(&ty, &["g".into(), "p".into()])
+                .into_iter()
+                .map(|t| (t.part, t.range_from, t.range_to))
+                .collect();
+        assert_eq!(
+            ranges,
+            vec![
+                (1, None, Some("g".into())),
+                (2, Some("g".into()), Some("p".into())),
+                (3, Some("p".into()), None),
+            ]
+        );
+        let one = NewTask::ranges(&ty, &[]);
+        assert_eq!(
+            (
+                one.len(),
+                one[0].range_from.clone(),
+                one[0].range_to.clone()
+            ),
+            (1, None, None)
+        );
     }
 }
