@@ -55,8 +55,11 @@ pub fn decode_key(raw: &str) -> String {
     .unwrap_or(spaced)
 }
 
-/// The `*.ndjson.gz` objects an S3 event says were created.
-pub fn created_objects(event: &S3Event) -> Vec<CreatedObject> {
+/// The records of an S3 event that say an object was created, with its bucket and
+/// decoded key.
+fn created(
+    event: &S3Event,
+) -> impl Iterator<Item = (&aws_lambda_events::event::s3::S3EventRecord, &str, String)> {
     event
         .records
         .iter()
@@ -67,7 +70,14 @@ pub fn created_objects(event: &S3Event) -> Vec<CreatedObject> {
         })
         .filter_map(|r| {
             let bucket = r.s3.bucket.name.as_deref()?;
-            let key = decode_key(r.s3.object.key.as_deref()?);
+            Some((r, bucket, decode_key(r.s3.object.key.as_deref()?)))
+        })
+}
+
+/// The `*.ndjson.gz` objects an S3 event says were created.
+pub fn created_objects(event: &S3Event) -> Vec<CreatedObject> {
+    created(event)
+        .filter_map(|(r, bucket, key)| {
             key.ends_with(".ndjson.gz").then(|| CreatedObject {
                 location: ObjectLocation::new(bucket, key),
                 etag: r
@@ -93,17 +103,8 @@ pub fn objects_in_body(body: &str) -> Vec<CreatedObject> {
 /// The `manifest.checksum` objects an S3 event says were created: S3 writes that file
 /// last, so each means a complete new S3 Inventory run.
 pub fn written_manifests(event: &S3Event) -> Vec<ObjectLocation> {
-    event
-        .records
-        .iter()
-        .filter(|r| {
-            r.event_name
-                .as_deref()
-                .is_some_and(|n| n.starts_with("ObjectCreated:"))
-        })
-        .filter_map(|r| {
-            let bucket = r.s3.bucket.name.as_deref()?;
-            let key = decode_key(r.s3.object.key.as_deref()?);
+    created(event)
+        .filter_map(|(_, bucket, key)| {
             (key == "manifest.checksum" || key.ends_with("/manifest.checksum"))
                 .then(|| ObjectLocation::new(bucket, key))
         })
