@@ -62,6 +62,10 @@ lint:
 # stack overflowed that way.)
 STEP = @echo "== $$(date -u +%T) make test: $(1)"
 SIDE_LOG := target/make-test-beside-the-build.log
+# Every test makes its own database (siphon_test_*): dropped before the tests and after a
+# green run, so the cluster does not grow run after run (a crash recovery fsyncs it all).
+DROP_TEST_DBS = set -a; source $(ENV); set +a; \
+  psql "$$DATABASE_URL" -qtAc "SELECT 'DROP DATABASE ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'siphon\_test\_%'" | psql "$$DATABASE_URL" -q >/dev/null
 test:
 	$(call STEP,rustfmt)
 	$(CARGO) fmt --all -- --check
@@ -80,8 +84,7 @@ test:
 	  rc=0; wait $$side || rc=$$?; \
 	  sed 's/^/  | /' $(SIDE_LOG); \
 	  if [ $$rc -ne 0 ]; then echo "make test: stack, clippy, checks or sam build failed ($$rc): $(SIDE_LOG)" >&2; exit $$rc; fi
-	@set -a; source $(ENV); set +a; \
-	  psql "$$DATABASE_URL" -qtAc "SELECT 'DROP DATABASE ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'siphon\_test\_%'" | psql "$$DATABASE_URL" -q >/dev/null
+	@$(DROP_TEST_DBS)
 	$(call STEP,tests)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast && \
@@ -93,6 +96,7 @@ test:
 	fi
 	$(call STEP,faults)
 	@$(MAKE) --no-print-directory faults-ci
+	@$(DROP_TEST_DBS)
 	$(call STEP,done)
 
 # The main job, locally: stack up, generated sample files into the bucket, import, dump.

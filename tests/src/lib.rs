@@ -115,7 +115,7 @@ pub fn use_local_aws() {
 }
 
 /// A new, empty database for one test; returns its URL. Databases are named
-/// `siphon_test_*` and dropped by `make test` before the next run.
+/// `siphon_test_*` and dropped by `make test` before the tests and after a green run.
 pub async fn fresh_db_url() -> String {
     let admin_url = var("DATABASE_URL");
     let name = format!("siphon_test_{}", uuid::Uuid::new_v4().simple());
