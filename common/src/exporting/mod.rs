@@ -194,6 +194,8 @@ fn finished_files(tasks: &[crate::model::export::ExportTask]) -> Vec<PageFile> {
     for task in tasks {
         let (list, resource_type) = match task.kind {
             TaskKind::Resources | TaskKind::Query => ("output", task.resource_type.as_str()),
+            // Files of blocks hold many types: their manifest items have no `type`.
+            TaskKind::Blocks => ("output", ""),
             TaskKind::Deleted => ("deleted", "Bundle"),
             TaskKind::Inventory | TaskKind::Pull => continue,
         };
@@ -217,7 +219,8 @@ impl Exports {
     async fn types(&self, request: &ExportRequest, who: &Principal) -> Result<Vec<ResourceType>> {
         let tables = self.db.resource_tables().await?;
         let exists = |t: &str| tables.iter().any(|x| x == &t.to_ascii_lowercase());
-        let compartment = request.level != Level::System;
+        // Blocks hold the resources of Patient compartments, whatever the level.
+        let compartment = request.level != Level::System || request.organize_by_patient;
         let mut out = Vec::new();
         match &request.types {
             Some(types) => {
@@ -284,15 +287,38 @@ impl Exports {
         Ok(members)
     }
 
-    /// The tasks of an export of `types`: one per type, big types cut into id ranges.
-    async fn tasks(&self, types: &[ResourceType], deleted: bool) -> Result<Vec<NewTask>> {
+    /// How many id ranges `rows` rows are cut into.
+    fn parts(&self, rows: i64) -> i64 {
+        ((rows + self.config.range_rows - 1) / self.config.range_rows.max(1))
+            .clamp(1, self.config.max_ranges.max(1))
+    }
+
+    /// The tasks of an export of `types`: one per type, big types cut into id ranges;
+    /// with `organized`, Patient blocks over ranges of Patient ids instead, cut by the
+    /// rows of all the types (none when no Patient is stored: no block has a Patient).
+    async fn tasks(
+        &self,
+        types: &[ResourceType],
+        deleted: bool,
+        organized: bool,
+    ) -> Result<Vec<NewTask>> {
         let mut tasks = Vec::new();
-        for ty in types {
-            let rows = self.db.row_count(ty).await?;
-            let parts = ((rows + self.config.range_rows - 1) / self.config.range_rows.max(1))
-                .clamp(1, self.config.max_ranges.max(1));
-            let cuts = self.db.id_cuts(ty, parts).await?;
-            tasks.extend(NewTask::ranges(ty, &cuts));
+        if organized {
+            let patient = ResourceType::parse("Patient")?;
+            if self.db.row_count(&patient).await? > 0 && !types.is_empty() {
+                let mut rows = 0;
+                for ty in types {
+                    rows += self.db.row_count(ty).await?;
+                }
+                let cuts = self.db.id_cuts(&patient, self.parts(rows)).await?;
+                tasks.extend(NewTask::ranges_of(TaskKind::Blocks, &patient, &cuts));
+            }
+        } else {
+            for ty in types {
+                let rows = self.db.row_count(ty).await?;
+                let cuts = self.db.id_cuts(ty, self.parts(rows)).await?;
+                tasks.extend(NewTask::ranges(ty, &cuts));
+            }
         }
         if deleted {
             tasks.push(NewTask {
@@ -331,7 +357,9 @@ impl Exports {
         let outcomes = spec.kick_off_outcomes();
         let error_file = (!outcomes.is_empty()).then(|| format!("{}errors.ndjson", spec.prefix));
         spec.error_file = error_file.clone();
-        let tasks = self.tasks(&types, request.since.is_some()).await?;
+        let tasks = self
+            .tasks(&types, request.since.is_some(), request.organize_by_patient)
+            .await?;
         let stored = serde_json::to_value(&spec).map_err(|e| Error::Internal(e.to_string()))?;
         let patients: &[String] = if limited { &patients } else { &[] };
         let export = self
@@ -405,6 +433,7 @@ impl Exports {
             ignored: request.ignored.clone(),
             associated: request.associated.clone(),
             partial_manifests: request.partial_manifests,
+            organize_by: request.organize_by_patient.then(|| "Patient".to_string()),
             ..ExportSpec::default()
         }
     }
@@ -583,7 +612,10 @@ impl Exports {
         let mut deleted = Vec::new();
         for file in pages.get(n - 1).map(Vec::as_slice).unwrap_or_default() {
             let url = self.sink.presign_get(&file.key, ttl).await?;
-            let entry = json!({"type": file.resource_type, "url": url, "count": file.count});
+            let mut entry = json!({"type": file.resource_type, "url": url, "count": file.count});
+            if file.resource_type.is_empty() {
+                entry.as_object_mut().map(|o| o.remove("type"));
+            }
             if file.list == "deleted" {
                 deleted.push(entry);
             } else {
@@ -604,6 +636,9 @@ impl Exports {
         });
         if spec.since.is_some() {
             manifest["deleted"] = json!(deleted);
+        }
+        if let Some(by) = &spec.organize_by {
+            manifest["outputOrganizedBy"] = json!(by);
         }
         if n < pages.len() {
             manifest["link"] = json!([{"relation": "next",

@@ -13,7 +13,8 @@
 //! | `includeAssociatedData` | `LatestProvenanceResources`, `RelevantProvenanceResources` accepted, not applied (said in the error file); other values 400 (lenient: ignored) |
 //! | `_typeFilter` | `Type?query` by the STU3 rules (see `type_filter`); a value outside what siphon evaluates 400 (lenient: ignored, named in the error file) |
 //! | `allowPartialManifests` | `true`: 202 with the manifest of the files finished so far, paged with `link`; `false` (default); other values 400 |
-//! | `organizeOutputBy`, others | 400 (lenient: ignored, named in the error file) |
+//! | `organizeOutputBy` | `Patient`: files of Patient resource blocks (a `Parameters` header, the Patient, the resources of its compartment), the manifest's `outputOrganizedBy`; not with Parquet (400); another type 400 (lenient: ignored, named in the error file) |
+//! | others | 400 (lenient: ignored, named in the error file) |
 //!
 //! `Accept: application/fhir+json` and `Prefer: respond-async` are required (400 without).
 
@@ -80,6 +81,8 @@ pub struct ExportRequest {
     /// `_typeFilter` (STU3), one filter per type: its values ORed, each value's
     /// parameters ANDed. A type without one is not filtered.
     pub type_filters: Vec<TypeFilter>,
+    /// `organizeOutputBy=Patient` (STU3): files of Patient resource blocks.
+    pub organize_by_patient: bool,
 }
 
 /// The parts of the HTTP request the kick-off reads.
@@ -238,6 +241,7 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
         ignored: Vec::new(),
         associated: Vec::new(),
         type_filters: Vec::new(),
+        organize_by_patient: false,
     };
     for (name, value, from_body) in params {
         request.apply(&name, value, from_body, k.now)?;
@@ -284,6 +288,10 @@ impl ExportRequest {
                 Err(e) => self.unsupported(e.to_string())?,
             },
             "includeAssociatedData" => self.add_associated(&value)?,
+            "organizeOutputBy" if value == "Patient" => self.organize_by_patient = true,
+            "organizeOutputBy" => self.unsupported(format!(
+                "organizeOutputBy {value:?} is not supported: siphon organizes output by Patient only"
+            ))?,
             other => {
                 self.unsupported(format!("parameter {other:?} is not supported by $export"))?
             }
@@ -420,6 +428,12 @@ impl ExportRequest {
 
     /// What holds between parameters.
     fn check(&self) -> Result<()> {
+        if self.format.typed() && self.organize_by_patient {
+            return Err(bad(
+                "organizeOutputBy=Patient writes ndjson resource blocks, not Parquet \
+                 (ask for ndjson, or leave organizeOutputBy out)",
+            ));
+        }
         if self.format.typed() && !self.elements.is_empty() {
             return Err(bad(
                 "_elements does not apply to Parquet output: its resource column holds whole resources \

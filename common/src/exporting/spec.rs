@@ -42,6 +42,13 @@ pub struct ExportSpec {
     /// every row).
     #[serde(rename = "typeFilters", default, skip_serializing_if = "Vec::is_empty")]
     pub type_filters: Vec<crate::fhir::search::filter::TypeFilter>,
+    /// `organizeOutputBy` (STU3): `Patient` for files of Patient resource blocks.
+    #[serde(
+        rename = "organizeOutputBy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub organize_by: Option<String>,
     /// Limited to the Patients listed in `siphon_export_patient`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub patients: bool,
@@ -206,6 +213,11 @@ impl ExportSpec {
     /// True for a Patient- or Group-level export (rows limited to Patient compartments).
     pub fn compartment_level(&self) -> bool {
         matches!(self.level, SpecLevel::Patient | SpecLevel::Group)
+    }
+
+    /// True when the files hold Patient resource blocks (`organizeOutputBy=Patient`).
+    pub fn organized(&self) -> bool {
+        self.organize_by.as_deref() == Some("Patient")
     }
 }
 

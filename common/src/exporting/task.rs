@@ -29,7 +29,7 @@ use crate::sinks::writer::{FileWriter, WriteOptions};
 use crate::sinks::{ObjectMeta, ObjectSink};
 use crate::storage::dumps;
 use crate::storage::exports::{TaskClaim, TaskCommit};
-use crate::storage::read::{self, Compartment, Patients, Projection, Slice};
+use crate::storage::read::{self, Blocks, Compartment, Patients, Projection, Slice};
 use crate::storage::Db;
 
 /// Tunables of a task run.
@@ -323,15 +323,55 @@ impl TaskRunner {
                     until,
                     compartment: compartment(&export.id, run.spec, &ty),
                     projection: projection(&ty, &run.spec.elements),
-                    filter: run
-                        .spec
-                        .type_filters
-                        .iter()
-                        .find(|f| f.resource_type == ty.as_str())
-                        .cloned(),
+                    filter: type_filter(run.spec, &ty),
                     resource_type: ty,
                 };
                 rows::dump_reading(run.spec, Some(slice), None)
+            }
+            TaskKind::Blocks => {
+                // Patient first in every block, then the other types in the export's order.
+                let mut types = run
+                    .spec
+                    .types
+                    .iter()
+                    .map(|t| ResourceType::parse(t))
+                    .collect::<Result<Vec<_>>>()?;
+                types.sort_by_key(|t| t.as_str() != "Patient");
+                let slices = types
+                    .into_iter()
+                    .map(|ty| Slice {
+                        after: None,
+                        upto: None,
+                        since,
+                        until,
+                        compartment: Some(Compartment {
+                            paths: fhir::patient_compartment(ty.as_str())
+                                .map(|p| p.to_vec())
+                                .unwrap_or_default(),
+                            patients: Patients::Any,
+                        }),
+                        projection: projection(&ty, &run.spec.elements),
+                        filter: type_filter(run.spec, &ty),
+                        resource_type: ty,
+                    })
+                    .collect();
+                let blocks = Blocks {
+                    slices,
+                    from: run.task.range_from.clone(),
+                    upto: run.task.range_to.clone(),
+                    patients: if run.spec.patients {
+                        Patients::Listed {
+                            export_id: export.id.clone(),
+                        }
+                    } else {
+                        Patients::Any
+                    },
+                    after: run.checkpoint.after.clone(),
+                };
+                Ok(Reading {
+                    select: read::blocks_sql(&blocks)?,
+                    output: Output::Json,
+                })
             }
             TaskKind::Query => self.query_reading(export, run).await,
             TaskKind::Inventory | TaskKind::Pull => Err(Error::Internal(
@@ -388,6 +428,7 @@ impl TaskRunner {
     fn key(&self, run: &Run<'_>, n: u32) -> String {
         match run.task.kind {
             TaskKind::Resources => run.spec.file_key(&run.task.resource_type, run.task.part, n),
+            TaskKind::Blocks => run.spec.file_key("Patient-blocks", run.task.part, n),
             TaskKind::Query => run.spec.file_key("query", run.task.part, n),
             TaskKind::Deleted | TaskKind::Inventory | TaskKind::Pull => run.spec.deleted_key(n),
         }
@@ -517,7 +558,9 @@ impl TaskRunner {
         }
     }
 
-    /// Text files: resumable mid-file, a checkpoint after every part.
+    /// Text files: resumable mid-file, a checkpoint after every part. Files of Patient
+    /// blocks are closed only between blocks (a block never spans two files), each block
+    /// opened by its `Parameters` header.
     async fn write_lines(
         &self,
         export: &Export,
@@ -527,18 +570,47 @@ impl TaskRunner {
         header: Option<Vec<u8>>,
     ) -> Result<TaskOutcome> {
         let options = self.write_options(run)?;
+        let blocks = run.task.kind == TaskKind::Blocks;
         let mut writer = run
             .checkpoint
             .file
             .clone()
             .map(|state| FileWriter::resume(self.sink.clone(), state, options.clone()));
         let mut last: Option<Bytes> = None;
+        // The block the last row written belongs to (from the checkpoint after a resume).
+        let mut block: Option<String> = run
+            .checkpoint
+            .after
+            .as_deref()
+            .filter(|_| blocks)
+            .and_then(read::block_key)
+            .map(|(patient, _, _)| patient.to_string());
         let mut slowest = Duration::ZERO;
         while let Some(batch) = rows.next().await? {
             for row in batch {
                 let Encoded::Line(line) = row.data else {
                     return Err(Error::Internal("a typed row in a text file".into()));
                 };
+                let opens = if blocks {
+                    let patient = read::block_key(&String::from_utf8_lossy(&row.key))
+                        .map(|(p, _, _)| p.to_string())
+                        .ok_or_else(|| Error::Internal("a block row without its key".into()))?;
+                    (block.as_ref() != Some(&patient)).then_some(patient)
+                } else {
+                    None
+                };
+                // A full file of blocks is closed where the next block begins.
+                if opens.is_some() && writer.as_ref().is_some_and(|w| self.file_full(run, w)) {
+                    let started = Instant::now();
+                    self.close_file(run, &mut writer, &last).await?;
+                    if let Some(stop) = self
+                        .checkpointed(export, run, &mut writer, deadline, started, &mut slowest)
+                        .await?
+                    {
+                        drop(rows);
+                        return self.stopped(run, stop).await;
+                    }
+                }
                 let w = writer.get_or_insert_with(|| {
                     let key = self.key(run, run.checkpoint.next);
                     let mut w = FileWriter::new(self.sink.clone(), &key, options.clone());
@@ -547,40 +619,33 @@ impl TaskRunner {
                     }
                     w
                 });
+                if let Some(patient) = opens {
+                    w.push(&block_header(&patient));
+                    block = Some(patient);
+                }
                 w.push(&line);
                 last = Some(row.key);
-                let file_full = !run.spec.single_file()
-                    && (w.count() >= self.options.file_max_resources
-                        || w.bytes() >= self.options.file_max_bytes);
+                let file_full = !blocks && self.file_full(run, w);
                 if !w.part_full() && !file_full {
                     continue;
                 }
                 let started = Instant::now();
                 if file_full {
-                    let file = writer.take().expect("a writer").finish().await?;
-                    run.checkpoint.files.push(file);
-                    run.checkpoint.file = None;
-                    run.checkpoint.next += 1;
+                    self.close_file(run, &mut writer, &last).await?;
                 } else {
                     w.flush_part().await?;
                     run.checkpoint.file = Some(w.state().clone());
+                    run.checkpoint.after = last
+                        .as_ref()
+                        .map(|k| String::from_utf8_lossy(k).into_owned());
                 }
                 run.count = committed(&run.checkpoint);
-                run.checkpoint.after = last
-                    .as_ref()
-                    .map(|k| String::from_utf8_lossy(k).into_owned());
-                if let Err(stop) = self.commit(export, run).await? {
-                    if let Some(w) = writer.take() {
-                        if stop == TaskOutcome::Cancelled {
-                            let _ = w.abort().await;
-                        }
-                    }
-                    return Ok(stop);
-                }
-                slowest = slowest.max(started.elapsed());
-                if self.near(deadline, slowest) {
+                if let Some(stop) = self
+                    .checkpointed(export, run, &mut writer, deadline, started, &mut slowest)
+                    .await?
+                {
                     drop(rows);
-                    return self.hand_over(run).await;
+                    return self.stopped(run, stop).await;
                 }
             }
         }
@@ -595,6 +660,66 @@ impl TaskRunner {
             run.count = committed(&run.checkpoint);
         }
         self.done(run).await
+    }
+
+    /// True when a file has reached its size (files of one table with a single-file
+    /// layout never are).
+    fn file_full(&self, run: &Run<'_>, w: &FileWriter) -> bool {
+        !run.spec.single_file()
+            && (w.count() >= self.options.file_max_resources
+                || w.bytes() >= self.options.file_max_bytes)
+    }
+
+    /// Finishes the open file, its last row `last`: the checkpoint lists it.
+    async fn close_file(
+        &self,
+        run: &mut Run<'_>,
+        writer: &mut Option<FileWriter>,
+        last: &Option<Bytes>,
+    ) -> Result<()> {
+        let file = writer.take().expect("a writer").finish().await?;
+        run.checkpoint.files.push(file);
+        run.checkpoint.file = None;
+        run.checkpoint.next += 1;
+        run.checkpoint.after = last
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k).into_owned());
+        run.count = committed(&run.checkpoint);
+        Ok(())
+    }
+
+    /// Commits the checkpoint after a part or file went out at `started`; `Some` when the
+    /// run stops there: told to (the open upload aborted if the export was cancelled), or
+    /// the deadline near (`Continue`: hand over).
+    async fn checkpointed(
+        &self,
+        export: &Export,
+        run: &mut Run<'_>,
+        writer: &mut Option<FileWriter>,
+        deadline: Option<Instant>,
+        started: Instant,
+        slowest: &mut Duration,
+    ) -> Result<Option<TaskOutcome>> {
+        if let Err(stop) = self.commit(export, run).await? {
+            if let Some(w) = writer.take() {
+                if stop == TaskOutcome::Cancelled {
+                    let _ = w.abort().await;
+                }
+            }
+            return Ok(Some(stop));
+        }
+        *slowest = (*slowest).max(started.elapsed());
+        Ok(self
+            .near(deadline, *slowest)
+            .then_some(TaskOutcome::Continue))
+    }
+
+    /// Ends a run stopped at a checkpoint: `Continue` hands over, the rest are answers.
+    async fn stopped(&self, run: &Run<'_>, stop: TaskOutcome) -> Result<TaskOutcome> {
+        match stop {
+            TaskOutcome::Continue => self.hand_over(run).await,
+            other => Ok(other),
+        }
     }
 
     /// Parquet files: a file is written within one run (its footer needs all of it), so
@@ -805,6 +930,26 @@ fn window(export_id: &str, spec: &ExportSpec) -> Result<(Bound, Bound)> {
         instant(spec.since.as_deref(), "since")?,
         instant(spec.until.as_deref(), "until")?,
     ))
+}
+
+/// The `Parameters` line that opens the resource block of Patient `patient` (STU3).
+fn block_header(patient: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "resourceType": "Parameters",
+        "parameter": [{"name": "header", "valueReference": {"reference": format!("Patient/{patient}")}}]
+    }))
+    .expect("JSON")
+}
+
+/// The `_typeFilter` of `ty`, if the export has one.
+fn type_filter(
+    spec: &ExportSpec,
+    ty: &ResourceType,
+) -> Option<crate::fhir::search::filter::TypeFilter> {
+    spec.type_filters
+        .iter()
+        .find(|f| f.resource_type == ty.as_str())
+        .cloned()
 }
 
 /// The Patient compartments a Patient- or Group-level export's rows of `ty` lie in.

@@ -235,6 +235,9 @@ impl ExportKind {
 pub enum TaskKind {
     /// Rows of a resource type.
     Resources,
+    /// Patient resource blocks (`organizeOutputBy=Patient`) of a range of Patient ids:
+    /// each a `Parameters` header, the Patient, and the rows referencing it.
+    Blocks,
     /// Tombstones of deleted resources (`deleted[]`).
     Deleted,
     /// The rows of a query (dump-to-bucket `query`).
@@ -251,6 +254,7 @@ impl TaskKind {
     pub fn as_str(self) -> &'static str {
         match self {
             TaskKind::Resources => "resources",
+            TaskKind::Blocks => "blocks",
             TaskKind::Deleted => "deleted",
             TaskKind::Query => "query",
             TaskKind::Inventory => "inventory",
@@ -262,6 +266,7 @@ impl TaskKind {
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "resources" => TaskKind::Resources,
+            "blocks" => TaskKind::Blocks,
             "deleted" => TaskKind::Deleted,
             "query" => TaskKind::Query,
             "inventory" => TaskKind::Inventory,

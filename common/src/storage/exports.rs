@@ -30,11 +30,16 @@ impl NewTask {
     /// The tasks of one type cut at `cuts` (ids, ascending): part 1 up to the first cut,
     /// ..., the last from the last cut on; one task without cuts.
     pub fn ranges(ty: &ResourceType, cuts: &[String]) -> Vec<NewTask> {
+        Self::ranges_of(TaskKind::Resources, ty, cuts)
+    }
+
+    /// [`NewTask::ranges`] for tasks of `kind` (Patient blocks cut at Patient ids).
+    pub fn ranges_of(kind: TaskKind, ty: &ResourceType, cuts: &[String]) -> Vec<NewTask> {
         let mut tasks = Vec::with_capacity(cuts.len() + 1);
         let mut from = None;
         for (n, to) in cuts.iter().map(Some).chain([None]).enumerate() {
             tasks.push(NewTask {
-                kind: TaskKind::Resources,
+                kind,
                 resource_type: ty.as_str().to_string(),
                 part: n as i32 + 1,
                 range_from: from.clone(),

@@ -398,17 +398,10 @@ fn compartment_condition(
     })
 }
 
-/// The SELECT behind an export slice: `(id, resource)` rows in id order, the resource as
-/// `$dump` writes it (or projected by `_elements`).
-pub fn slice_sql(slice: &Slice) -> Result<String> {
-    let table = slice.resource_type.table_sql();
+/// The conditions of a slice that do not depend on where a task is in it: `_since`,
+/// `_until`, `_typeFilter`, and the compartment when `compartment` is true.
+fn slice_conditions(slice: &Slice, compartment: bool) -> Result<Vec<String>> {
     let mut conditions = Vec::new();
-    if let Some(after) = &slice.after {
-        conditions.push(format!("id > {}", literal(after)));
-    }
-    if let Some(upto) = &slice.upto {
-        conditions.push(format!("id <= {}", literal(upto)));
-    }
     if let Some(since) = slice.since {
         conditions.push(format!(
             "ts > {}::timestamptz",
@@ -427,7 +420,7 @@ pub fn slice_sql(slice: &Slice) -> Result<String> {
             &super::filter::Columns::default(),
         )?);
     }
-    if let Some(c) = &slice.compartment {
+    if let (true, Some(c)) = (compartment, &slice.compartment) {
         conditions.push(compartment_condition(
             &slice.resource_type,
             c,
@@ -435,40 +428,171 @@ pub fn slice_sql(slice: &Slice) -> Result<String> {
             "id",
         )?);
     }
-    let resource = match &slice.projection {
-        None => RESOURCE_WITH_ID.to_string(),
-        Some(p) => {
-            let names: Vec<String> = p.names.iter().map(|n| literal(n)).collect();
-            let mut keep = vec![format!(
-                "key = ANY(ARRAY[{}]::text[])",
-                if names.is_empty() {
-                    "NULL".into()
-                } else {
-                    names.join(", ")
-                }
-            )];
-            for c in &p.choices {
-                if c.chars().all(|ch| ch.is_ascii_alphanumeric()) {
-                    keep.push(format!("key ~ {}", literal(&format!("^{c}[A-Z]"))));
-                }
-            }
-            format!(
-                "coalesce((SELECT jsonb_object_agg(key, value) FROM jsonb_each(resource) WHERE {keep}), '{{}}'::jsonb)
-                 || jsonb_build_object('resourceType', resource_type, 'id', id,
-                      'meta', coalesce(resource->'meta', '{{}}'::jsonb)
-                        || jsonb_build_object('tag', coalesce(resource->'meta'->'tag', '[]'::jsonb) || {subsetted}::jsonb))",
-                keep = keep.join(" OR "),
-                subsetted = literal(&format!("[{SUBSETTED}]")),
-            )
-        }
+    Ok(conditions)
+}
+
+/// The resource of a row as `$dump` writes it, or projected by `_elements`.
+fn resource_sql(projection: Option<&Projection>) -> String {
+    let Some(p) = projection else {
+        return RESOURCE_WITH_ID.to_string();
     };
-    let filter = if conditions.is_empty() {
+    let names: Vec<String> = p.names.iter().map(|n| literal(n)).collect();
+    let mut keep = vec![format!(
+        "key = ANY(ARRAY[{}]::text[])",
+        if names.is_empty() {
+            "NULL".into()
+        } else {
+            names.join(", ")
+        }
+    )];
+    for c in &p.choices {
+        if c.chars().all(|ch| ch.is_ascii_alphanumeric()) {
+            keep.push(format!("key ~ {}", literal(&format!("^{c}[A-Z]"))));
+        }
+    }
+    format!(
+        "coalesce((SELECT jsonb_object_agg(key, value) FROM jsonb_each(resource) WHERE {keep}), '{{}}'::jsonb)
+         || jsonb_build_object('resourceType', resource_type, 'id', id,
+              'meta', coalesce(resource->'meta', '{{}}'::jsonb)
+                || jsonb_build_object('tag', coalesce(resource->'meta'->'tag', '[]'::jsonb) || {subsetted}::jsonb))",
+        keep = keep.join(" OR "),
+        subsetted = literal(&format!("[{SUBSETTED}]")),
+    )
+}
+
+fn where_all(conditions: &[String]) -> String {
+    if conditions.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+/// The SELECT behind an export slice: `(id, resource)` rows in id order, the resource as
+/// `$dump` writes it (or projected by `_elements`).
+pub fn slice_sql(slice: &Slice) -> Result<String> {
+    let table = slice.resource_type.table_sql();
+    let mut conditions = Vec::new();
+    if let Some(after) = &slice.after {
+        conditions.push(format!("id > {}", literal(after)));
+    }
+    if let Some(upto) = &slice.upto {
+        conditions.push(format!("id <= {}", literal(upto)));
+    }
+    conditions.extend(slice_conditions(slice, true)?);
+    let resource = resource_sql(slice.projection.as_ref());
+    Ok(format!(
+        "SELECT id, {resource} FROM {table}{} ORDER BY id",
+        where_all(&conditions)
+    ))
+}
+
+/// A range of Patient resource blocks (`organizeOutputBy=Patient`): for each stored
+/// Patient whose id is in the range, its own row (when Patient is exported) and every
+/// row of the other types that references it through the Patient compartment's paths.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Blocks {
+    /// One slice per exported type, in the order a block lists them (Patient first when
+    /// exported); their `after`/`upto` are not used, their compartment gives the paths.
+    pub slices: Vec<Slice>,
+    /// Patients with ids after this (exclusive)...
+    pub from: Option<String>,
+    /// ...and up to this (inclusive).
+    pub upto: Option<String>,
+    /// Only the Patients listed for an export, or every stored one.
+    pub patients: Patients,
+    /// Rows after this block key ([`block_key`]).
+    pub after: Option<String>,
+}
+
+/// A row's key in a block export: `patient-id/type-position/id`; ids hold no `/`.
+pub fn block_key(key: &str) -> Option<(&str, i32, &str)> {
+    let mut parts = key.splitn(3, '/');
+    let patient = parts.next()?;
+    let ord = parts.next()?.parse().ok()?;
+    let id = parts.next()?;
+    Some((patient, ord, id))
+}
+
+/// The Patient id a reference names (relative or absolute, versioned or not).
+const PATIENT_ID_OF: &str =
+    r"substring(r #>> '{}' from 'Patient/([A-Za-z0-9.\-]{1,64})(/_history/[^/]*)?$')";
+
+/// The binary-COPY SELECT of a range of resource blocks: `(key, resource)` rows in
+/// block order (patient id, the type's position, id), keyed by [`block_key`].
+pub fn blocks_sql(blocks: &Blocks) -> Result<String> {
+    let patient_table = ResourceType::parse("Patient")?.table_sql();
+    // The Patients whose blocks this range holds: stored, in the range, listed if asked.
+    let mut in_range = Vec::new();
+    if let Some(from) = &blocks.from {
+        in_range.push(format!("p.id > {}", literal(from)));
+    }
+    if let Some(upto) = &blocks.upto {
+        in_range.push(format!("p.id <= {}", literal(upto)));
+    }
+    if let Patients::Listed { export_id } = &blocks.patients {
+        in_range.push(format!(
+            "('Patient/' || p.id) IN (SELECT ref FROM siphon_export_patient WHERE export_id = {})",
+            literal(export_id)
+        ));
+    }
+    let patients = format!("SELECT p.id FROM {patient_table} p{}", where_all(&in_range));
+    let mut parts = Vec::new();
+    for (ord, slice) in blocks.slices.iter().enumerate() {
+        let table = slice.resource_type.table_sql();
+        let resource = resource_sql(slice.projection.as_ref());
+        let mut conditions = slice_conditions(slice, false)?;
+        if slice.resource_type.as_str() == "Patient" {
+            conditions.push(format!("id IN ({patients})"));
+            parts.push(format!(
+                "SELECT id AS pid, {ord} AS ord, id, {resource} AS line FROM {table}{}",
+                where_all(&conditions)
+            ));
+            continue;
+        }
+        let paths = slice
+            .compartment
+            .as_ref()
+            .map(|c| c.paths.as_slice())
+            .unwrap_or_default();
+        let mut refs = Vec::new();
+        for path in paths {
+            let jp = json_path(path)
+                .ok_or_else(|| Error::Internal(format!("bad compartment path {path:?}")))?;
+            refs.push(format!(
+                "SELECT jsonb_path_query(resource, {})",
+                literal(&jp)
+            ));
+        }
+        if refs.is_empty() {
+            continue;
+        }
+        conditions.push(format!("x.pid IN ({patients})"));
+        parts.push(format!(
+            "SELECT x.pid, {ord} AS ord, id, {resource} AS line FROM {table}
+             CROSS JOIN LATERAL (SELECT DISTINCT {PATIENT_ID_OF} AS pid FROM ({}) q(r)) x{}",
+            refs.join(" UNION ALL "),
+            where_all(&conditions)
+        ));
+    }
+    if parts.is_empty() {
+        return Ok("SELECT NULL::text, NULL::jsonb WHERE false".into());
+    }
+    let after = match blocks.after.as_deref() {
+        None => String::new(),
+        Some(key) => {
+            let (patient, ord, id) = block_key(key)
+                .ok_or_else(|| Error::Internal(format!("bad block checkpoint {key:?}")))?;
+            format!(
+                " WHERE (b.pid, b.ord, b.id) > ({}, {ord}, {})",
+                literal(patient),
+                literal(id)
+            )
+        }
     };
     Ok(format!(
-        "SELECT id, {resource} FROM {table}{filter} ORDER BY id"
+        "SELECT b.pid || '/' || b.ord || '/' || b.id, b.line FROM (\n{}\n) b{after} ORDER BY b.pid, b.ord, b.id",
+        parts.join("\nUNION ALL\n")
     ))
 }
 
