@@ -232,6 +232,15 @@ async fn files_hold_whole_patient_blocks_cut_only_between_blocks() {
         "subject": {"reference": "Patient/pat-99999999"}}),
     )
     .await;
+    upsert(
+        &env,
+        "Observation",
+        "obs-90000005",
+        json!({"status": "final", "code": {},
+        "subject": {"reference": "Patient/pat-00000004"},
+        "performer": [{"reference": "Patient/pat-00000004"}]}),
+    )
+    .await;
     upsert(&env, "Organization", "org-1", json!({"name": "x"})).await;
 
     let types = ["Patient", "Observation", "Condition"];

@@ -484,6 +484,36 @@ mod tests {
     }
 
     #[test]
+    fn organize_output_by_patient_only_and_not_with_parquet() {
+        let r = parse(kick(Level::System, &[("organizeOutputBy", "Patient")])).unwrap();
+        assert!(r.organize_by_patient);
+        assert!(!parse(kick(Level::System, &[])).unwrap().organize_by_patient);
+        refused(
+            kick(Level::Patient, &[("organizeOutputBy", "Encounter")]),
+            "organizeOutputBy \"Encounter\" is not supported",
+        );
+        refused(
+            kick(
+                Level::Group("g".into()),
+                &[
+                    ("organizeOutputBy", "Patient"),
+                    ("_outputFormat", "parquet"),
+                ],
+            ),
+            "not Parquet",
+        );
+        let mut lenient = kick(Level::System, &[("organizeOutputBy", "patient")]);
+        lenient.prefer = vec!["respond-async", "handling=lenient"];
+        let r = parse(lenient).unwrap();
+        assert!(!r.organize_by_patient);
+        assert!(
+            r.ignored[0].contains("organizeOutputBy \"patient\""),
+            "{:?}",
+            r.ignored
+        );
+    }
+
+    #[test]
     fn a_full_get_kick_off() {
         let r = parse(kick(
             Level::System,

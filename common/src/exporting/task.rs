@@ -591,6 +591,10 @@ impl TaskRunner {
                 let Encoded::Line(line) = row.data else {
                     return Err(Error::Internal("a typed row in a text file".into()));
                 };
+                // A resource naming its Patient through two paths comes twice in a row.
+                if blocks && last.as_ref() == Some(&row.key) {
+                    continue;
+                }
                 let opens = if blocks {
                     let patient = read::block_key(&String::from_utf8_lossy(&row.key))
                         .map(|(p, _, _)| p.to_string())

@@ -355,9 +355,16 @@ fn json_path(path: &str) -> Option<String> {
     ok.then(|| format!("$.{path}.reference"))
 }
 
-/// The `Patient/<id>` a reference names (relative or absolute, versioned or not).
-const PATIENT_OF: &str =
-    r"substring(r #>> '{}' from '(Patient/[A-Za-z0-9.\-]{1,64})(/_history/[^/]*)?$')";
+/// The Patient id the reference text `r` (an SQL expression) names, or NULL: the rest of
+/// a relative `Patient/<id>`, else the id after the last `Patient/` of an absolute or
+/// versioned one. (The prefix test first: a regular expression costs about 2 µs a row,
+/// one with a bounded repetition such as `{1,64}` 12 µs, the prefix test 0.2 µs.)
+fn patient_id_sql(r: &str) -> String {
+    format!(
+        "(CASE WHEN {r} LIKE 'Patient/_%' AND strpos(substr({r}, 9), '/') = 0 THEN substr({r}, 9) \
+         ELSE substring({r} from '(?:^|/)Patient/([-A-Za-z0-9.]+)(?:/_history/[^/]+)?$') END)"
+    )
+}
 
 /// The condition that a row (its `resource` and `id` columns as named) is in the
 /// compartment.
@@ -381,7 +388,10 @@ fn compartment_condition(
         any.push(format!(
             "EXISTS (SELECT 1 FROM jsonb_path_query({resource}, {}) r WHERE {})",
             literal(&jp),
-            listed(PATIENT_OF)
+            listed(&format!(
+                "('Patient/' || {})",
+                patient_id_sql("(r #>> '{}')")
+            ))
         ));
     }
     if ty.as_str() == "Patient" {
@@ -514,10 +524,6 @@ pub fn block_key(key: &str) -> Option<(&str, i32, &str)> {
     Some((patient, ord, id))
 }
 
-/// The Patient id a reference names (relative or absolute, versioned or not).
-const PATIENT_ID_OF: &str =
-    r"substring(r #>> '{}' from 'Patient/([A-Za-z0-9.\-]{1,64})(/_history/[^/]*)?$')";
-
 /// The binary-COPY SELECT of a range of resource blocks: `(key, resource)` rows in
 /// block order (patient id, the type's position, id), keyed by [`block_key`].
 pub fn blocks_sql(blocks: &Blocks) -> Result<String> {
@@ -560,18 +566,22 @@ pub fn blocks_sql(blocks: &Blocks) -> Result<String> {
             let jp = json_path(path)
                 .ok_or_else(|| Error::Internal(format!("bad compartment path {path:?}")))?;
             refs.push(format!(
-                "SELECT jsonb_path_query(resource, {})",
+                "jsonb_path_query_array(resource, {})",
                 literal(&jp)
             ));
         }
         if refs.is_empty() {
             continue;
         }
+        // Every reference of the paths in one array, one row per Patient it names: a
+        // resource naming its Patient twice gives two equal rows, next to each other in
+        // block order, and the writer keeps one (a DISTINCT per row costs ~25 µs).
         conditions.push(format!("x.pid IN ({patients})"));
         parts.push(format!(
             "SELECT x.pid, {ord} AS ord, id, {resource} AS line FROM {table}
-             CROSS JOIN LATERAL (SELECT DISTINCT {PATIENT_ID_OF} AS pid FROM ({}) q(r)) x{}",
-            refs.join(" UNION ALL "),
+             CROSS JOIN LATERAL (SELECT {} AS pid FROM jsonb_array_elements_text({}) r(ref)) x{}",
+            patient_id_sql("ref"),
+            refs.join(" || "),
             where_all(&conditions)
         ));
     }
@@ -1060,5 +1070,65 @@ mod tests {
             deleted.contains("t.deleted_at <= '2024-06-30T00:00:00+00:00'::timestamptz"),
             "{deleted}"
         );
+    }
+
+    fn slice(ty: &str, paths: &[&str]) -> Slice {
+        Slice {
+            resource_type: ResourceType::parse(ty).unwrap(),
+            after: None,
+            upto: None,
+            since: None,
+            until: None,
+            compartment: Some(Compartment {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+                patients: Patients::Any,
+            }),
+            projection: None,
+            filter: None,
+        }
+    }
+
+    #[test]
+    fn block_keys_split_into_patient_position_and_id() {
+        assert_eq!(block_key("pat-1/2/obs-9"), Some(("pat-1", 2, "obs-9")));
+        assert_eq!(block_key("pat-1/x/obs-9"), None);
+        assert_eq!(block_key("pat-1/2"), None);
+    }
+
+    #[test]
+    fn blocks_are_read_in_block_order_after_the_checkpoint_of_stored_listed_patients() {
+        let blocks = Blocks {
+            slices: vec![
+                slice("Patient", &["link.other"]),
+                slice("Observation", &["subject", "performer"]),
+                // A type without compartment paths has nothing in any block.
+                slice("Organization", &[]),
+            ],
+            from: Some("pat-1".into()),
+            upto: Some("pat-5".into()),
+            patients: Patients::Listed {
+                export_id: "e'1".into(),
+            },
+            after: Some("pat-2/1/obs-'7".into()),
+        };
+        let sql = blocks_sql(&blocks).unwrap();
+        assert!(sql.ends_with("ORDER BY b.pid, b.ord, b.id"), "{sql}");
+        assert!(
+            sql.contains("WHERE (b.pid, b.ord, b.id) > ('pat-2', 1, 'obs-''7')"),
+            "{sql}"
+        );
+        // Patients in the range, listed, stored: the same set for every type.
+        let patients = "SELECT p.id FROM public.\"patient\" p WHERE p.id > 'pat-1' AND p.id <= 'pat-5' AND ('Patient/' || p.id) IN (SELECT ref FROM siphon_export_patient WHERE export_id = 'e''1')";
+        assert!(sql.contains(&format!("0 AS ord, id, resource || jsonb_build_object('resourceType', resource_type, 'id', id) AS line FROM public.\"patient\" WHERE id IN ({patients})")), "{sql}");
+        assert!(sql.contains(&format!("x.pid IN ({patients})")), "{sql}");
+        assert!(sql.contains("jsonb_array_elements_text(jsonb_path_query_array(resource, '$.subject.reference') || jsonb_path_query_array(resource, '$.performer.reference'))"), "{sql}");
+        assert_eq!(sql.matches("UNION ALL\nSELECT").count(), 1, "{sql}");
+        assert!(!sql.contains("organization"), "{sql}");
+        // A damaged checkpoint is an error, not a query.
+        let bad = Blocks {
+            after: Some("no-slashes".into()),
+            ..blocks
+        };
+        assert!(blocks_sql(&bad).is_err());
     }
 }
