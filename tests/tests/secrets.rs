@@ -125,12 +125,13 @@ async fn every_row(env: &Env) -> String {
     all
 }
 
-/// Every object in `bucket`, as text.
-async fn every_object(env: &Env, bucket: &str) -> String {
+/// Every object in `bucket` under `prefix`, as text.
+async fn every_object(env: &Env, bucket: &str, prefix: &str) -> String {
     let listed = env
         .s3
         .list_objects_v2()
         .bucket(bucket)
+        .prefix(prefix)
         .send()
         .await
         .unwrap();
@@ -364,12 +365,18 @@ async fn no_secret_reaches_a_log_an_answer_a_row_or_a_file() {
 
     // Where the secrets must not be.
     let rows = every_row(&env).await;
-    let files = every_object(&env, &target).await;
+    let files = every_object(&env, &target, "").await;
     assert!(
         files.contains("_siphon_loads/"),
         "the dump wrote its files and marker"
     );
-    let exported = every_object(&env, &var("SIPHON_EXPORT_BUCKET")).await;
+    // The export bucket is shared by every test (and benchmark): this export's files.
+    let export_id = status_path.rsplit('/').next().unwrap();
+    let exported = every_object(&env, &var("SIPHON_EXPORT_BUCKET"), &format!("{export_id}/")).await;
+    assert!(
+        exported.contains("Patient-1-001.ndjson"),
+        "the export's file was read"
+    );
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).to_string();
     assert!(
         logs.contains("load-from-bucket") || logs.contains("loaded"),

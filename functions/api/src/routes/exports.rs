@@ -195,7 +195,8 @@ fn output_formats() -> String {
     format!(
         "_outputFormat: {} (ndjson by default; a text format followed by +gzip, as \
          application/fhir+ndjson+gzip, for gzip files; Parquet files hold the columns id, \
-         resource_type, ts, txid, resource)",
+         resource_type, ts, txid, resource); organizeOutputBy: Patient (files of Patient \
+         resource blocks, never split across files)",
         siphon::formats::accepted(siphon::formats::Exporter::Export)
     )
 }
