@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use api_harness::{admin, setup, setup_with, Env};
-use export_harness::{complete, kick_off, load, request, FHIR};
+use export_harness::{complete, kick_off, load, request, status_path, FHIR};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use siphon::exporting::task::TaskOptions;
@@ -368,13 +368,7 @@ async fn group_exports_block_only_members_and_unsupported_organizations_are_refu
         &admin(),
     )
     .await;
-    assert_eq!(a.status, 202, "{}", a.body);
-    let path = a.headers["content-location"]
-        .to_str()
-        .unwrap()
-        .trim_start_matches("http://127.0.0.1:8080")
-        .to_string();
-    let done = complete(&env, &path).await;
+    let done = complete(&env, &status_path(&a)).await;
     assert!(
         done.body.get("outputOrganizedBy").is_none(),
         "{}",

@@ -6,7 +6,7 @@ mod api_harness;
 mod export_harness;
 
 use api_harness::{admin, setup, setup_with, Env};
-use export_harness::{complete, download, kick_off, load, request, Answer, FHIR};
+use export_harness::{complete, download, kick_off, load, request, status_path, Answer, FHIR};
 use serde_json::{json, Value};
 use siphon::loading::LoadOptions;
 use siphon::ResourceType;
@@ -22,16 +22,6 @@ fn diagnostics(a: &Answer) -> String {
         .map(|i| i["diagnostics"].as_str().unwrap_or(""))
         .collect::<Vec<_>>()
         .join(" | ")
-}
-
-/// The status path of a 202 kick-off answer.
-fn status_path(a: &Answer) -> String {
-    assert_eq!(a.status, 202, "{}", a.body);
-    a.headers["content-location"]
-        .to_str()
-        .unwrap()
-        .trim_start_matches("http://127.0.0.1:8080")
-        .to_string()
 }
 
 async fn group(env: &Env, id: &str, members: &[&str]) {
@@ -733,4 +723,50 @@ async fn allow_partial_manifests_must_be_a_boolean() {
         "{}",
         a.body
     );
+}
+
+#[tokio::test]
+async fn separate_export_status_answers_200_with_the_export_status_in_x_export_status() {
+    let env = setup_with(LoadOptions::default(), |e| {
+        e.with("SIPHON_EXPORT_MIN_POLL_MS", "0")
+    })
+    .await;
+    load(&env, "Patient", 5, 31).await;
+    let prefer = [
+        ("accept", "application/fhir+json"),
+        ("prefer", "respond-async, separate-export-status"),
+    ];
+    let a = request(&env, "GET", "/$export", &prefer, None, &admin()).await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert_eq!(
+        a.headers["preference-applied"],
+        "respond-async, separate-export-status"
+    );
+    let status = status_path(&a);
+    // Running: the status request itself succeeded (200); the export is still 202.
+    let a = request(&env, "GET", &status, &[], None, &admin()).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.headers["x-export-status"], "202");
+    assert!(a.headers.contains_key("x-progress"));
+    // Complete: 200 and X-Export-Status 200, the manifest as the body.
+    let done = complete(&env, &status).await;
+    assert_eq!(done.status, 200);
+    let done = request(&env, "GET", &status, &[], None, &admin()).await;
+    assert_eq!(
+        (
+            done.status,
+            done.headers["x-export-status"].to_str().unwrap()
+        ),
+        (200, "200"),
+        "{}",
+        done.body
+    );
+    assert_eq!(done.body["output"][0]["type"], "Patient", "{}", done.body);
+    // Without the preference nothing changes: 202 while running, no X-Export-Status.
+    let a = request(&env, "GET", "/$export", FHIR, None, &admin()).await;
+    assert!(!a.headers.contains_key("preference-applied"));
+    let status = status_path(&a);
+    let a = request(&env, "GET", &status, &[], None, &admin()).await;
+    assert_eq!(a.status, 202);
+    assert!(!a.headers.contains_key("x-export-status"));
 }

@@ -153,6 +153,15 @@ pub enum Status {
     Failed { message: String },
 }
 
+/// A status request's answer, and how to give it.
+#[derive(Debug)]
+pub struct StatusAnswer {
+    pub status: Status,
+    /// `Prefer: separate-export-status` at the kick-off (STU3): the response's HTTP
+    /// status is the status request's own (200), the export's goes in `X-Export-Status`.
+    pub separate: bool,
+}
+
 /// The manifest's `error` item for the kick-off's error file: a file item (`type`,
 /// `url`, `count`) as the IG defines it, which is also the file's OperationOutcomes
 /// merged into one (`resourceType`, `issue`), so that clients that look for the
@@ -434,6 +443,7 @@ impl Exports {
             associated: request.associated.clone(),
             partial_manifests: request.partial_manifests,
             organize_by: request.organize_by_patient.then(|| "Patient".to_string()),
+            separate_status: request.separate_status,
             ..ExportSpec::default()
         }
     }
@@ -499,7 +509,7 @@ impl Exports {
 
     /// The status endpoint (`GET`); `base` is the URL the API is reached at (for the
     /// `link` of manifest pages).
-    pub async fn status(&self, id: &str, who: &Principal, base: &str) -> Result<Status> {
+    pub async fn status(&self, id: &str, who: &Principal, base: &str) -> Result<StatusAnswer> {
         let export = self.visible(id, who).await?;
         // A cancelled export is gone (404, as the IG says), however soon it is polled.
         if export.status == ExportStatus::Cancelled {
@@ -518,8 +528,18 @@ impl Exports {
                 retry_after_secs: 1,
             });
         }
-        let tasks = self.db.export_tasks(id).await?;
         let spec = stored_spec(&export)?;
+        Ok(StatusAnswer {
+            status: self.current(&export, &spec, base).await?,
+            separate: spec.separate_status,
+        })
+    }
+
+    /// Where export `export` stands: running (with the files finished so far, when
+    /// partial manifests were asked for), complete with its manifest, or failed.
+    async fn current(&self, export: &Export, spec: &ExportSpec, base: &str) -> Result<Status> {
+        let id = export.id.as_str();
+        let tasks = self.db.export_tasks(id).await?;
         match export.status {
             ExportStatus::Cancelled => Err(Error::NotFound(format!("export {id} was cancelled"))),
             ExportStatus::Error => Ok(Status::Failed {
@@ -545,7 +565,7 @@ impl Exports {
                         .seal_export_pages(id, &finished_files(&tasks), self.config.page_files)
                         .await?;
                     if !pages.is_empty() {
-                        let manifest = self.manifest(&export, &spec, &pages, 1, base).await?;
+                        let manifest = self.manifest(export, spec, &pages, 1, base).await?;
                         return Ok(Status::Partial {
                             manifest,
                             expires: self.expires(),
@@ -565,7 +585,7 @@ impl Exports {
                     vec![files]
                 };
                 Ok(Status::Complete {
-                    manifest: self.manifest(&export, &spec, &pages, 1, base).await?,
+                    manifest: self.manifest(export, spec, &pages, 1, base).await?,
                     expires: self.expires(),
                 })
             }
@@ -575,7 +595,13 @@ impl Exports {
     /// Page `n` of an export's manifest (`allowPartialManifests`), at the `link` a
     /// previous page gave: as it was when first returned (its URLs signed anew). 404 for a
     /// page not written yet.
-    pub async fn page(&self, id: &str, who: &Principal, n: usize, base: &str) -> Result<Status> {
+    pub async fn page(
+        &self,
+        id: &str,
+        who: &Principal,
+        n: usize,
+        base: &str,
+    ) -> Result<StatusAnswer> {
         let export = self.visible(id, who).await?;
         if export.status == ExportStatus::Cancelled {
             return Err(Error::NotFound(format!("export {id} was cancelled")));
@@ -587,9 +613,12 @@ impl Exports {
                 "export {id} has no manifest page {n}"
             )));
         }
-        Ok(Status::Complete {
-            manifest: self.manifest(&export, &spec, &pages, n, base).await?,
-            expires: self.expires(),
+        Ok(StatusAnswer {
+            status: Status::Complete {
+                manifest: self.manifest(&export, &spec, &pages, n, base).await?,
+                expires: self.expires(),
+            },
+            separate: spec.separate_status,
         })
     }
 

@@ -16,7 +16,8 @@
 //! | `organizeOutputBy` | `Patient`: files of Patient resource blocks (a `Parameters` header, the Patient, the resources of its compartment), the manifest's `outputOrganizedBy`; not with Parquet (400); another type 400 (lenient: ignored, named in the error file) |
 //! | others | 400 (lenient: ignored, named in the error file) |
 //!
-//! `Accept: application/fhir+json` and `Prefer: respond-async` are required (400 without).
+//! `Accept: application/fhir+json` and `Prefer: respond-async` are required (400 without);
+//! `Prefer: handling=lenient` and `separate-export-status` are honoured.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -72,6 +73,9 @@ pub struct ExportRequest {
     pub elements: Vec<Element>,
     /// `Prefer: handling=lenient`.
     pub lenient: bool,
+    /// `Prefer: separate-export-status` (STU3): status requests answer 200 with the
+    /// export's own status in `X-Export-Status`.
+    pub separate_status: bool,
     /// Parameters ignored under `handling=lenient`, said in the manifest's error file.
     pub ignored: Vec<String>,
     /// `includeAssociatedData` values accepted (the IG's `LatestProvenanceResources`,
@@ -133,10 +137,20 @@ fn check_accept(accept: Option<&str>) -> Result<()> {
     }
 }
 
+/// What `Prefer` asked for besides `respond-async`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Preferences {
+    /// `handling=lenient`: unsupported parameters ignored.
+    lenient: bool,
+    /// `separate-export-status` (STU3).
+    separate_status: bool,
+}
+
 /// `Prefer` must ask for `respond-async` (a request without it is refused, as the IG
 /// allows and SMART's Bulk Data tester checks); `handling=lenient` makes unsupported
-/// parameters ignored.
-fn check_prefer(prefer: &[&str]) -> Result<bool> {
+/// parameters ignored; `separate-export-status` gives status requests their own HTTP
+/// status, the export's in `X-Export-Status`.
+fn check_prefer(prefer: &[&str]) -> Result<Preferences> {
     let tokens: Vec<String> = prefer
         .iter()
         .flat_map(|v| v.split(','))
@@ -153,7 +167,10 @@ fn check_prefer(prefer: &[&str]) -> Result<bool> {
             )
         }));
     }
-    Ok(tokens.iter().any(|t| t == "handling=lenient"))
+    Ok(Preferences {
+        lenient: tokens.iter().any(|t| t == "handling=lenient"),
+        separate_status: tokens.iter().any(|t| t == "separate-export-status"),
+    })
 }
 
 /// A FHIR `instant`: `YYYY-MM-DDThh:mm:ss[.fff](Z|+hh:mm)`, the value of `_since`.
@@ -215,7 +232,7 @@ fn body_parameters(body: &[u8]) -> Result<Vec<(String, String)>> {
 /// Parses and checks a kick-off.
 pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
     check_accept(k.accept)?;
-    let lenient = check_prefer(&k.prefer)?;
+    let prefer = check_prefer(&k.prefer)?;
     let mut params: Vec<(String, String, bool)> =
         k.query.into_iter().map(|(n, v)| (n, v, false)).collect();
     if k.post {
@@ -237,7 +254,8 @@ pub fn parse(k: KickOff<'_>) -> Result<ExportRequest> {
         until: None,
         patients: Vec::new(),
         elements: Vec::new(),
-        lenient,
+        lenient: prefer.lenient,
+        separate_status: prefer.separate_status,
         ignored: Vec::new(),
         associated: Vec::new(),
         type_filters: Vec::new(),
@@ -481,6 +499,18 @@ mod tests {
             Err(Error::BadRequest(m)) => assert!(m.contains(why), "{m}"),
             other => panic!("expected 400 saying {why:?}, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn prefer_separate_export_status_is_remembered() {
+        let mut k = kick(Level::System, &[]);
+        k.prefer = vec!["respond-async,separate-export-status"];
+        let r = parse(k).unwrap();
+        assert!(r.separate_status && !r.lenient);
+        assert!(!parse(kick(Level::System, &[])).unwrap().separate_status);
+        let mut k = kick(Level::System, &[]);
+        k.prefer = vec!["separate-export-status"];
+        refused(k, "send Prefer: respond-async");
     }
 
     #[test]

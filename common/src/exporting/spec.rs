@@ -72,6 +72,13 @@ pub struct ExportSpec {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub partial_manifests: bool,
+    /// `Prefer: separate-export-status` at the kick-off (STU3).
+    #[serde(
+        rename = "separateExportStatus",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub separate_status: bool,
     /// Parameters ignored under lenient handling; written as the error file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<String>,

@@ -682,13 +682,7 @@ impl TaskRunner {
         last: &Option<Bytes>,
     ) -> Result<()> {
         let file = writer.take().expect("a writer").finish().await?;
-        run.checkpoint.files.push(file);
-        run.checkpoint.file = None;
-        run.checkpoint.next += 1;
-        run.checkpoint.after = last
-            .as_ref()
-            .map(|k| String::from_utf8_lossy(k).into_owned());
-        run.count = committed(&run.checkpoint);
+        finished(run, file, last);
         Ok(())
     }
 
@@ -839,13 +833,7 @@ impl TaskRunner {
         f: ParquetFile,
         last: &Option<Bytes>,
     ) -> Result<std::result::Result<(), TaskOutcome>> {
-        run.checkpoint.files.push(f.finish().await?);
-        run.checkpoint.file = None;
-        run.checkpoint.next += 1;
-        run.checkpoint.after = last
-            .as_ref()
-            .map(|k| String::from_utf8_lossy(k).into_owned());
-        run.count = committed(&run.checkpoint);
+        finished(run, f.finish().await?, last);
         self.commit(export, run).await
     }
 
@@ -934,6 +922,18 @@ fn window(export_id: &str, spec: &ExportSpec) -> Result<(Bound, Bound)> {
         instant(spec.since.as_deref(), "since")?,
         instant(spec.until.as_deref(), "until")?,
     ))
+}
+
+/// Records `file` as finished in the checkpoint, `last` the key of its last row: the
+/// next file gets the next number.
+fn finished(run: &mut Run<'_>, file: crate::model::export::WrittenFile, last: &Option<Bytes>) {
+    run.checkpoint.files.push(file);
+    run.checkpoint.file = None;
+    run.checkpoint.next += 1;
+    run.checkpoint.after = last
+        .as_ref()
+        .map(|k| String::from_utf8_lossy(k).into_owned());
+    run.count = committed(&run.checkpoint);
 }
 
 /// The `Parameters` line that opens the resource block of Patient `patient` (STU3).

@@ -107,6 +107,16 @@ pub async fn kick_off(env: &Env, path: &str) -> String {
 }
 
 /// Polls the status until it is not 202 (running the export worker meanwhile).
+/// The status path of a 202 kick-off answer.
+pub fn status_path(a: &Answer) -> String {
+    assert_eq!(a.status, 202, "{}", a.body);
+    a.headers["content-location"]
+        .to_str()
+        .unwrap()
+        .trim_start_matches("http://127.0.0.1:8080")
+        .to_string()
+}
+
 pub async fn complete(env: &Env, status_path: &str) -> Answer {
     let start = Instant::now();
     loop {

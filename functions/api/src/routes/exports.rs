@@ -7,13 +7,16 @@ use lambda_http::Request;
 use serde_json::json;
 use siphon::auth::Principal;
 use siphon::exporting::request::{self, KickOff, Level};
-use siphon::exporting::{Exports, Status};
+use siphon::exporting::{Exports, Status, StatusAnswer};
 use siphon::web::{self, Reply, StatusCode};
 use siphon::{Error, Result};
 
 use crate::App;
 
 const X_PROGRESS: HeaderName = HeaderName::from_static("x-progress");
+/// The export's own status when the kick-off asked for `separate-export-status` (STU3).
+const X_EXPORT_STATUS: HeaderName = HeaderName::from_static("x-export-status");
+const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
 fn exports(app: &App) -> Result<&Exports> {
     app.exports.as_ref().ok_or_else(|| {
@@ -54,6 +57,7 @@ pub async fn kick_off(app: &App, req: &Request, who: &Principal, level: Level) -
             .map(|p| p.as_str())
             .unwrap_or("/")
     );
+    let separate = parsed.separate_status;
     let export = exports.kick_off(parsed, who, &url).await?;
     let outcome = web::operation_outcome(
         "information",
@@ -63,10 +67,15 @@ pub async fn kick_off(app: &App, req: &Request, who: &Principal, level: Level) -
             export.id
         ),
     );
-    Ok(fhir(StatusCode::ACCEPTED, outcome).header(
+    let reply = fhir(StatusCode::ACCEPTED, outcome).header(
         CONTENT_LOCATION,
         format!("{base}/$export-status/{}", export.id),
-    ))
+    );
+    Ok(if separate {
+        reply.header(PREFERENCE_APPLIED, "respond-async, separate-export-status")
+    } else {
+        reply
+    })
 }
 
 /// `GET [status URL]`: 202 + X-Progress while running, 200 + the manifest when complete.
@@ -85,7 +94,17 @@ pub async fn status(app: &App, req: &Request, id: &str, who: &Principal) -> Resu
     };
     let expires_header =
         |at: chrono::DateTime<chrono::Utc>| at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-    match status {
+    let StatusAnswer { status, separate } = status;
+    let reply = match status {
+        // With separate-export-status (STU3) the request itself succeeded: 200, and the
+        // export's own status and OperationOutcome in X-Export-Status and the body.
+        Status::Failed { message } if separate => {
+            let outcome = web::operation_outcome("error", "exception", &message);
+            return Ok(
+                Reply::raw(StatusCode::OK, "application/fhir+json", outcome.to_string())
+                    .header(X_EXPORT_STATUS, "500"),
+            );
+        }
         Status::Running { progress } => Ok(Reply {
             status: StatusCode::ACCEPTED,
             headers: Vec::new(),
@@ -112,7 +131,17 @@ pub async fn status(app: &App, req: &Request, id: &str, who: &Principal) -> Resu
             )
         }
         Status::Failed { message } => Err(Error::Internal(message)),
-    }
+    }?;
+    Ok(if separate {
+        let export_status = reply.status.as_u16().to_string();
+        Reply {
+            status: StatusCode::OK,
+            ..reply
+        }
+        .header(X_EXPORT_STATUS, export_status)
+    } else {
+        reply
+    })
 }
 
 /// `GET /$export-status`: the caller's exports (every export for the admin).
