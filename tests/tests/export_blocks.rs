@@ -424,3 +424,34 @@ async fn a_block_task_handing_over_mid_block_resumes_without_a_repeated_header()
     assert_eq!(files.len(), 1, "one file, written over several invocations");
     check_blocks(&files, &types, &expected(&env, &types, None).await);
 }
+
+#[tokio::test]
+async fn the_patient_parameter_and_type_filters_narrow_the_blocks() {
+    let env = setup(LoadOptions::default()).await;
+    load(&env, "Patient", 10, 5).await;
+    load(&env, "Observation", 60, 6).await;
+    let body = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "organizeOutputBy", "valueString": "Patient"},
+        {"name": "patient", "valueReference": {"reference": "Patient/pat-00000002"}},
+        {"name": "patient", "valueReference": {"reference": "Patient/pat-00000005"}},
+        {"name": "_type", "valueString": "Patient,Observation"},
+        {"name": "_typeFilter", "valueString": "Observation?code=http://loinc.org|8867-4"}]});
+    let a = request(&env, "POST", "/Patient/$export", FHIR, Some(body), &admin()).await;
+    let done = complete(&env, &status_path(&a)).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let types = ["Patient", "Observation"];
+    let mut want = expected(&env, &types, Some(&["pat-00000002", "pat-00000005"])).await;
+    let mut kept = 0;
+    for sets in want.values_mut() {
+        sets[1].retain(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            v["code"]["coding"][0]["code"] == "8867-4"
+        });
+        kept += sets[1].len();
+    }
+    assert!(
+        kept > 0,
+        "the filter keeps some of the two Patients' Observations"
+    );
+    check_blocks(&files_of(&done.body).await, &types, &want);
+}
