@@ -645,6 +645,33 @@ impl Ctx {
     /// The final check: every LoaderFile done with loaded = its lines and failed 0 (read
     /// through the API), and per table count(*) = count(distinct id) = generated.
     /// Returns the rows line and what the sweep did.
+    /// After one fault at `fault`, the rows growing again `recovered` s later: waits for
+    /// every file to end, checks the rows, and reports; `faults` (said once the load has
+    /// ended, so log counts are whole) gets the sweep's doings appended.
+    async fn after_one_fault(
+        &self,
+        st: &Stage,
+        local: &Local,
+        set: &DataSet,
+        fault: Instant,
+        recovered: f64,
+        faults: impl FnOnce() -> String,
+    ) -> Result<Report, String> {
+        let end = self.wait_done(st, set).await?;
+        let (rows, sweep) = self.verify(st, local, set).await?;
+        let mut report = Report {
+            recoveries: vec![recovered],
+            stalls: vec![st.monitor.longest_stall(fault, end.at)],
+            rows,
+            faults: faults(),
+            ..Default::default()
+        };
+        if !sweep.is_empty() {
+            report.faults.push_str(&format!("; {sweep}"));
+        }
+        Ok(report)
+    }
+
     async fn verify(
         &self,
         st: &Stage,
@@ -1162,23 +1189,14 @@ async fn pg_restart(ctx: &Ctx, run: &Run) -> Result<Report, String> {
         "  restart took {:.1} s; rows grow again {r:.1} s after it began",
         secs(back - fault)
     );
-    let end = ctx.wait_done(&st, set).await?;
-    let mut report = Report {
-        recoveries: vec![r],
-        stalls: vec![st.monitor.longest_stall(fault, end.at)],
-        ..Default::default()
-    };
-    let (rows, sweep) = ctx.verify(&st, &local, set).await?;
-    report.rows = rows;
-    report.faults = format!(
-        "1 restart ({:.1} s); {} transient retries logged",
-        secs(back - fault),
-        count_in_logs(run, "transient failure")
-    );
-    if !sweep.is_empty() {
-        report.faults.push_str(&format!("; {sweep}"));
-    }
-    Ok(report)
+    ctx.after_one_fault(&st, &local, set, fault, r, || {
+        format!(
+            "1 restart ({:.1} s); {} transient retries logged",
+            secs(back - fault),
+            count_in_logs(run, "transient failure")
+        )
+    })
+    .await
 }
 
 /// 4. Every open S3 connection cut mid-body.
@@ -1207,22 +1225,16 @@ async fn s3_cut(ctx: &Ctx, run: &Run) -> Result<Report, String> {
         .monitor
         .recovery(fault, fault, base, Duration::from_secs(3600))
         .await?;
-    let end = ctx.wait_done(&st, set).await?;
-    let mut report = Report {
-        recoveries: vec![r],
-        stalls: vec![st.monitor.longest_stall(fault, end.at)],
-        ..Default::default()
-    };
-    let (rows, sweep) = ctx.verify(&st, &local, set).await?;
-    report.rows = rows;
-    let interrupted = count_in_logs(run, "transient failure");
-    report.faults = format!(
-        "1 cut of {cut} open S3 connection(s), {mid} mid-answer ({} forwarded in all); {interrupted} load(s) resumed from a checkpoint",
-        proxy.accepted()
-    );
-    if !sweep.is_empty() {
-        report.faults.push_str(&format!("; {sweep}"));
-    }
+    let mut interrupted = 0;
+    let report = ctx
+        .after_one_fault(&st, &local, set, fault, r, || {
+            interrupted = count_in_logs(run, "transient failure");
+            format!(
+                "1 cut of {cut} open S3 connection(s), {mid} mid-answer ({} forwarded in all); {interrupted} load(s) resumed from a checkpoint",
+                proxy.accepted()
+            )
+        })
+        .await?;
     if cut == 0 || interrupted == 0 {
         return Err(format!(
             "the cut interrupted no load ({cut} connections open, {mid} mid-answer, \
@@ -1262,22 +1274,13 @@ async fn sqs_outage(ctx: &Ctx, run: &Run) -> Result<Report, String> {
         .monitor
         .recovery(fault, fault, base, Duration::from_secs(3600))
         .await?;
-    let end = ctx.wait_done(&st, set).await?;
-    let mut report = Report {
-        recoveries: vec![r],
-        stalls: vec![st.monitor.longest_stall(fault, end.at)],
-        ..Default::default()
-    };
-    let (rows, sweep) = ctx.verify(&st, &local, set).await?;
-    report.rows = rows;
-    report.faults = format!(
-        "SQS {kind:?} 10 s ({cut} connection(s) cut); {} receive errors logged",
-        count_in_logs(run, "receive failed")
-    );
-    if !sweep.is_empty() {
-        report.faults.push_str(&format!("; {sweep}"));
-    }
-    Ok(report)
+    ctx.after_one_fault(&st, &local, set, fault, r, || {
+        format!(
+            "SQS {kind:?} 10 s ({cut} connection(s) cut); {} receive errors logged",
+            count_in_logs(run, "receive failed")
+        )
+    })
+    .await
 }
 
 /// 6. 16 concurrent loaders against max_connections = 20.
