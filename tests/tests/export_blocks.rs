@@ -246,7 +246,7 @@ async fn files_hold_whole_patient_blocks_cut_only_between_blocks() {
     let types = ["Patient", "Observation", "Condition"];
     let status = kick_off(
         &env,
-        "/$export?organizeOutputBy=Patient&_type=Patient,Observation,Condition",
+        "/$export?organizeOutputBy=Patient&_type=Patient,Observation,Condition&allowPartialManifests=true",
     )
     .await;
     let done = complete(&env, &status).await;
