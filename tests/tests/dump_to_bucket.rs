@@ -484,21 +484,12 @@ async fn every_format_of_a_query_reads_back_value_by_value() {
 
 /// The `$dump` lines of `ty`, by id.
 async fn dumped(env: &Env, ty: &str) -> BTreeMap<String, String> {
-    use futures::StreamExt;
-    let ty = siphon::ResourceType::parse(ty).unwrap();
-    let mut stream = siphon::dumping::dump_type(&env.db, &ty, None)
+    api_harness::dump_lines(env, ty)
         .await
-        .unwrap();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        bytes.extend_from_slice(&chunk.unwrap());
-    }
-    String::from_utf8(bytes)
-        .unwrap()
-        .lines()
+        .into_iter()
         .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["id"].as_str().unwrap().to_string(), l.to_string())
+            let v: Value = serde_json::from_str(&l).unwrap();
+            (v["id"].as_str().unwrap().to_string(), l)
         })
         .collect()
 }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use api_harness::{admin, basic, drain_exports, setup, setup_with, Env};
 use export_harness::{complete, download, kick_off, load, request, FHIR};
-use futures::StreamExt;
 use serde_json::{json, Value};
 use siphon::exporting::task::TaskOptions;
 use siphon::loading::LoadOptions;
@@ -20,20 +19,7 @@ use siphon_tests::{connect, gen, http_get};
 
 /// What `$dump` returns for a type, line by line, sorted.
 async fn dumped(env: &Env, ty: &str) -> Vec<String> {
-    let mut stream = siphon::dumping::dump_type(&env.db, &ResourceType::parse(ty).unwrap(), None)
-        .await
-        .unwrap();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        bytes.extend_from_slice(&chunk.unwrap());
-    }
-    let mut lines: Vec<String> = String::from_utf8(bytes)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    lines
+    sorted(api_harness::dump_lines(env, ty).await)
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use api_harness::{admin, setup, setup_with, Env};
 use export_harness::{complete, kick_off, load, request, status_path, FHIR};
-use futures::StreamExt;
 use serde_json::{json, Value};
 use siphon::exporting::task::TaskOptions;
 use siphon::loading::LoadOptions;
@@ -72,22 +71,6 @@ async fn files_of(manifest: &Value) -> Vec<Vec<Block>> {
     files
 }
 
-/// What `$dump` writes for a type, one line per resource.
-async fn dumped(env: &Env, ty: &str) -> Vec<String> {
-    let mut stream = siphon::dumping::dump_type(&env.db, &ResourceType::parse(ty).unwrap(), None)
-        .await
-        .unwrap();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        bytes.extend_from_slice(&chunk.unwrap());
-    }
-    String::from_utf8(bytes)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 /// The Patient id a reference names (`Patient/x`, absolute, versioned), if any.
 fn patient_of(reference: &str) -> Option<String> {
     let unversioned = match reference.split_once("/_history/") {
@@ -107,7 +90,7 @@ async fn expected(
     patients: Option<&[&str]>,
 ) -> BTreeMap<String, Vec<BTreeSet<String>>> {
     let mut blocks: BTreeMap<String, Vec<BTreeSet<String>>> = BTreeMap::new();
-    for line in dumped(env, "Patient").await {
+    for line in api_harness::dump_lines(env, "Patient").await {
         let v: Value = serde_json::from_str(&line).unwrap();
         let id = v["id"].as_str().unwrap().to_string();
         if patients.is_some_and(|p| !p.contains(&id.as_str())) {
@@ -120,7 +103,7 @@ async fn expected(
         blocks.insert(id, sets);
     }
     for (n, ty) in types.iter().enumerate().filter(|(_, t)| **t != "Patient") {
-        for line in dumped(env, ty).await {
+        for line in api_harness::dump_lines(env, ty).await {
             let v: Value = serde_json::from_str(&line).unwrap();
             let mut refs = vec![v["subject"]["reference"].clone()];
             refs.extend(

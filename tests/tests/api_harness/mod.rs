@@ -221,3 +221,21 @@ pub async fn distinct_ids(db: &Db, table: &str) -> i64 {
         .unwrap()
         .get(0)
 }
+
+/// What `$dump` returns for a type, one line per resource, in its order.
+pub async fn dump_lines(env: &Env, ty: &str) -> Vec<String> {
+    use futures::StreamExt;
+    let ty = siphon::ResourceType::parse(ty).unwrap();
+    let mut stream = siphon::dumping::dump_type(&env.db, &ty, None)
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.unwrap());
+    }
+    String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
