@@ -821,7 +821,7 @@ async fn a_task_whose_workers_keep_dying_before_a_part_ends_the_export_in_error_
             .await
             .unwrap();
         assert!(
-            matches!(claim, siphon::storage::exports::TaskClaim::Claimed(..)),
+            matches!(claim, siphon::lease::Claim::Held { .. }),
             "death {death}"
         );
         tokio::time::sleep(Duration::from_millis(600)).await;

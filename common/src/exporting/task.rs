@@ -19,7 +19,7 @@ use super::spec::ExportSpec;
 use crate::error::{Error, Result};
 use crate::fhir;
 use crate::formats::{Chosen, Encoded};
-use crate::lease::{FirstBeat, Heartbeat};
+use crate::lease::{self, Claim, Heartbeat, Leases};
 use crate::model::export::{
     Export, ExportStatus, ExportTask, TaskCheckpoint, TaskKind, TaskStatus,
 };
@@ -28,7 +28,8 @@ use crate::sinks::parquet::{self, ParquetFile};
 use crate::sinks::writer::{FileWriter, WriteOptions};
 use crate::sinks::{ObjectMeta, ObjectSink};
 use crate::storage::dumps;
-use crate::storage::exports::{TaskClaim, TaskCommit};
+use crate::storage::exports::TaskCommit;
+use crate::storage::leases::TaskLeases;
 use crate::storage::read::{self, Blocks, Compartment, Patients, Projection, Slice};
 use crate::storage::Db;
 
@@ -106,22 +107,6 @@ pub enum TaskOutcome {
     Cancelled,
 }
 
-/// Renews task `task`'s lease for `owner` every `options.heartbeat` while it runs.
-fn heartbeat(db: Db, task: String, owner: String, options: &TaskOptions) -> Heartbeat {
-    let lease = options.lease.as_secs_f64();
-    Heartbeat::start(
-        "export task",
-        task.clone(),
-        options.heartbeat,
-        FirstBeat::AfterOneBeat,
-        false,
-        move || {
-            let (db, task, owner) = (db.clone(), task.clone(), owner.clone());
-            Box::pin(async move { db.renew_export_task_lease(&task, &owner, lease).await })
-        },
-    )
-}
-
 /// A task this worker holds: its lease renewed until this is dropped.
 pub struct Claimed {
     pub task: ExportTask,
@@ -139,16 +124,33 @@ pub async fn claim(
     receipt: Option<&str>,
 ) -> Result<std::result::Result<Claimed, TaskOutcome>> {
     let owner = uuid::Uuid::new_v4().to_string();
-    let (task, export) = match db
-        .claim_export_task(task_id, &owner, options.lease.as_secs_f64(), receipt)
+    let leases = Arc::new(TaskLeases(db.clone()));
+    let (task, export) = match leases
+        .claim(task_id, &owner, options.lease, receipt)
         .await?
     {
-        TaskClaim::Claimed(t, e) => (*t, *e),
-        TaskClaim::Busy => return Ok(Err(TaskOutcome::Busy)),
-        TaskClaim::Ended(s) => return Ok(Err(TaskOutcome::Ended(s))),
-        TaskClaim::Missing => return Ok(Err(TaskOutcome::Ended(TaskStatus::Cancelled))),
+        Claim::Held { work, progressed } => {
+            if progressed {
+                tracing::info!(
+                    task = task_id,
+                    "taken over from a worker that had moved it on and stopped renewing"
+                );
+            }
+            *work
+        }
+        // Tasks are never throttled; another worker holds it.
+        Claim::Busy { .. } | Claim::Throttled => return Ok(Err(TaskOutcome::Busy)),
+        Claim::Ended(s) => return Ok(Err(TaskOutcome::Ended(s))),
+        Claim::Missing => return Ok(Err(TaskOutcome::Ended(TaskStatus::Cancelled))),
     };
-    let heartbeat = heartbeat(db.clone(), task.id.clone(), owner.clone(), options);
+    let heartbeat = lease::hold(
+        leases,
+        "export task",
+        &task.id,
+        &owner,
+        options.lease,
+        options.heartbeat,
+    );
     Ok(Ok(Claimed {
         task,
         export,
@@ -162,9 +164,10 @@ pub async fn claim(
 /// it could not be had (a live worker holds it, or it has ended).
 pub async fn give_up(db: &Db, task_id: &str, why: &str) -> Result<bool> {
     let owner = format!("give-up-{}", uuid::Uuid::new_v4());
-    let TaskClaim::Claimed(t, e) = db.claim_export_task(task_id, &owner, 60.0, None).await? else {
+    let Claim::Held { work, .. } = db.claim_export_task(task_id, &owner, 60.0, None).await? else {
         return Ok(false);
     };
+    let (t, e) = *work;
     db.end_export_task(
         &t.id,
         &owner,

@@ -28,14 +28,15 @@ use tokio_util::io::SyncIoBridge;
 
 use self::decode::{Batch, DecodeConfig, DecodeError};
 use crate::error::{Error, Result};
-use crate::lease::{FirstBeat, Heartbeat};
+use crate::lease::{self, Claim, Leases};
 use crate::model::export::ExportKind;
 use crate::model::loader_file::{Checkpoint, FileProgress};
 use crate::model::{FileStatus, LineError, LoaderFile};
 use crate::resource_type::ResourceType;
 use crate::sources::{Credential, Location, OpenedObject, Source, SourceError};
 use crate::storage::batch::Opened;
-use crate::storage::loader_files::Claim;
+use crate::storage::leases::FileLeases;
+use crate::storage::loader_files::FileClaim;
 use crate::storage::Db;
 
 /// Tunables; the defaults suit a 256 MB Lambda.
@@ -124,6 +125,8 @@ enum Committed {
 #[derive(Clone)]
 pub struct Loader {
     db: Db,
+    /// The files' leases (in `db`).
+    leases: Arc<FileLeases>,
     source: Arc<dyn Source>,
     options: LoadOptions,
     /// The SQS receipt handle of the message this load serves, kept with the lease.
@@ -135,22 +138,38 @@ pub struct Loader {
     remote: Option<crate::auth::remote::RemoteAccess>,
 }
 
-/// Renews the file's lease every `heartbeat` while the load runs (a lease not renewed
-/// now, such as one taken over, is found lost at the next batch commit).
-fn heartbeat(db: Db, file_id: String, owner: String, options: &LoadOptions) -> Heartbeat {
-    let lease = options.lease.as_secs_f64();
-    let id = file_id.clone();
-    Heartbeat::start(
-        "LoaderFile",
-        id,
-        options.heartbeat,
-        FirstBeat::AfterOneBeat,
-        false,
-        move || {
-            let (db, file_id, owner) = (db.clone(), file_id.clone(), owner.clone());
-            Box::pin(async move { db.renew_loader_file_lease(&file_id, &owner, lease).await })
-        },
-    )
+/// What a claim means for an attempt.
+enum Claimed {
+    /// Load the file.
+    Load(Box<LoaderFile>),
+    /// Give the lease back and continue on a fresh message (see
+    /// [`lease::continue_on_fresh_message`]).
+    HandBack(Box<LoaderFile>),
+    /// Nothing to load now: this is the outcome.
+    Stop(Outcome),
+}
+
+/// What claim `claim` of file `file_id` means for an attempt served by a message
+/// received `receives` times.
+fn after_claim(file_id: &str, claim: FileClaim, receives: u32) -> Result<Claimed> {
+    Ok(match claim {
+        Claim::Held { work, progressed }
+            if lease::continue_on_fresh_message(progressed, receives) =>
+        {
+            Claimed::HandBack(work)
+        }
+        Claim::Held { work, .. } => Claimed::Load(work),
+        Claim::Busy { until } => Claimed::Stop(Outcome::Busy {
+            until: until.unwrap_or_default(),
+        }),
+        Claim::Ended(status) => Claimed::Stop(Outcome::NotLoadable { status }),
+        Claim::Throttled => Claimed::Stop(Outcome::Throttled),
+        Claim::Missing => {
+            return Err(Error::NotFound(format!(
+                "LoaderFile {file_id} does not exist"
+            )))
+        }
+    })
 }
 
 /// Why one attempt stopped.
@@ -162,6 +181,7 @@ enum Stop {
 impl Loader {
     pub fn new(db: Db, source: Arc<dyn Source>, options: LoadOptions) -> Self {
         Loader {
+            leases: Arc::new(FileLeases(db.clone())),
             db,
             source,
             options,
@@ -222,7 +242,7 @@ impl Loader {
                 );
                 // Hand the lease back (best effort: with the database down it simply
                 // expires), so a redelivered message can resume at once.
-                let _ = self.db.release_loader_file(file_id, &owner).await;
+                let _ = self.leases.release(file_id, &owner).await;
                 return Err(Error::Internal(format!(
                     "transient failure, retries exhausted: {reason}"
                 )));
@@ -244,11 +264,13 @@ impl Loader {
         };
         // Renewed while this attempt runs; stopped (dropped) whatever way it ends, so a
         // crash (or an injected one) stops renewing as a dead process would.
-        let _heartbeat = heartbeat(
-            self.db.clone(),
-            file_id.to_string(),
-            owner.to_string(),
-            &self.options,
+        let _heartbeat = lease::hold(
+            self.leases.clone(),
+            "LoaderFile",
+            file_id,
+            owner,
+            self.options.lease,
+            self.options.heartbeat,
         );
         let file_type = match &file.resource_type {
             Some(t) => Some(ResourceType::parse(t)?),
@@ -356,17 +378,14 @@ impl Loader {
         owner: &str,
     ) -> Result<std::result::Result<LoaderFile, Stop>> {
         let claim = self
-            .db
-            .claim_loader_file(
-                file_id,
-                owner,
-                self.options.lease.as_secs_f64(),
-                self.receipt.as_deref(),
-            )
+            .leases
+            .claim(file_id, owner, self.options.lease, self.receipt.as_deref())
             .await?;
-        let outcome = match claim {
-            Claim::Claimed { file, progressed } if progressed && self.receives >= 2 => {
-                self.db.release_loader_file(file_id, owner).await?;
+        let outcome = match after_claim(file_id, claim, self.receives)? {
+            Claimed::Load(file) => return Ok(Ok(*file)),
+            Claimed::Stop(outcome) => outcome,
+            Claimed::HandBack(file) => {
+                self.leases.release(file_id, owner).await?;
                 tracing::info!(
                     file_id,
                     file = %file.origin(),
@@ -378,15 +397,6 @@ impl Loader {
                     line: file.checkpoint.line,
                 }
             }
-            Claim::Claimed { file, .. } => return Ok(Ok(*file)),
-            Claim::Busy { until } => Outcome::Busy { until },
-            Claim::NotLoadable(status) => Outcome::NotLoadable { status },
-            Claim::Missing => {
-                return Err(Error::NotFound(format!(
-                    "LoaderFile {file_id} does not exist"
-                )))
-            }
-            Claim::Throttled => Outcome::Throttled,
         };
         Ok(Err(Stop::Finished(outcome)))
     }
@@ -394,7 +404,7 @@ impl Loader {
     /// The deadline is near: releases the lease at the last checkpoint, for the next
     /// message to continue from.
     async fn hand_over(&self, file_id: &str, owner: &str) -> Result<Stop> {
-        self.db.release_loader_file(file_id, owner).await?;
+        self.leases.release(file_id, owner).await?;
         let line = self
             .db
             .loader_file(file_id)
@@ -920,6 +930,90 @@ fn committed_stop(file: &LoaderFile, committed: Committed, state: &Progress) -> 
                 "session not active: stopped at the checkpoint"
             );
             Some(Stop::Finished(Outcome::Halted { status }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::memory::MemoryLeases;
+    use crate::model::ObjectLocation;
+
+    type Files = MemoryLeases<Box<LoaderFile>, FileStatus>;
+
+    fn files() -> Files {
+        let files = Files::default();
+        let location = ObjectLocation::new("bucket", "Patient.ndjson");
+        let file = LoaderFile::pending(&location, None, None, Default::default());
+        files.add("f", Box::new(file));
+        files
+    }
+
+    async fn decide(files: &Files, owner: &str, lease_ms: u64, receives: u32) -> Result<Claimed> {
+        let lease = Duration::from_millis(lease_ms);
+        after_claim("f", files.claim("f", owner, lease, None).await?, receives)
+    }
+
+    #[tokio::test]
+    async fn only_a_redelivery_after_a_worker_that_got_somewhere_hands_back() {
+        let files = files();
+        assert!(matches!(
+            decide(&files, "a", 50, 1).await,
+            Ok(Claimed::Load(_))
+        ));
+        assert!(files.advance("f", "a", Duration::from_millis(50)));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // a died having moved the file on; b's message is a first delivery: it loads.
+        assert!(matches!(
+            decide(&files, "b", 50, 1).await,
+            Ok(Claimed::Load(_))
+        ));
+        assert!(files.advance("f", "b", Duration::from_millis(50)));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // b died having moved it on too; c serves the same message again: fresh one.
+        assert!(matches!(
+            decide(&files, "c", 50, 2).await,
+            Ok(Claimed::HandBack(_))
+        ));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // c got nowhere: d loads, and its message's receive count goes on counting.
+        assert!(matches!(
+            decide(&files, "d", 50, 3).await,
+            Ok(Claimed::Load(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn held_ended_throttled_or_missing_files_stop_the_attempt_saying_why() {
+        let files = files();
+        assert!(matches!(
+            decide(&files, "a", 60_000, 1).await,
+            Ok(Claimed::Load(_))
+        ));
+        match decide(&files, "b", 60_000, 1).await {
+            Ok(Claimed::Stop(Outcome::Busy { until })) => {
+                assert!(
+                    chrono::DateTime::parse_from_rfc3339(&until).is_ok(),
+                    "{until}"
+                )
+            }
+            _ => panic!("another loader's live lease: busy"),
+        }
+        assert!(files.end("f", "a", FileStatus::Done));
+        assert!(matches!(
+            decide(&files, "b", 60_000, 1).await,
+            Ok(Claimed::Stop(Outcome::NotLoadable {
+                status: FileStatus::Done
+            }))
+        ));
+        assert!(matches!(
+            after_claim("f", Claim::Throttled, 1),
+            Ok(Claimed::Stop(Outcome::Throttled))
+        ));
+        match after_claim("gone", Claim::Missing, 1) {
+            Err(Error::NotFound(m)) => assert_eq!(m, "LoaderFile gone does not exist"),
+            _ => panic!("a missing file is an error"),
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio_postgres::GenericClient;
 use super::leases::EXPORT_TASK;
 use super::{is_undefined_table, Db};
 use crate::error::{Error, Result};
+use crate::lease::Claim;
 use crate::model::export::{
     Export, ExportKind, ExportStatus, ExportTask, PageFile, TaskCheckpoint, TaskKind, TaskStatus,
 };
@@ -51,18 +52,8 @@ impl NewTask {
     }
 }
 
-/// What claiming a task found.
-#[derive(Debug)]
-pub enum TaskClaim {
-    /// This worker holds the task until its lease runs out; the export as it is now.
-    Claimed(Box<ExportTask>, Box<Export>),
-    /// Another worker holds a live lease.
-    Busy,
-    /// Nothing to do: the task ended already.
-    Ended(TaskStatus),
-    /// No such task (its export was deleted).
-    Missing,
-}
+/// What claiming a task found: held, the task with its export as it is now.
+pub type TaskClaim = Claim<Box<(ExportTask, Export)>, TaskStatus>;
 
 /// What committing a checkpoint found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +67,8 @@ pub enum TaskCommit {
 
 const EXPORT_COLUMNS: &str = "id, kind, owner, status, request, to_json(transaction_time)#>>'{}', error, to_json(created_at)#>>'{}'";
 const TASK_COLUMNS: &str = "id, export_id, kind, resource_type, part, range_from, range_to, status, checkpoint, count, error, to_json(lease_until)#>>'{}', receipt";
+/// The index of the first column after [`TASK_COLUMNS`].
+const TASK_COLUMN_COUNT: usize = 13;
 
 fn export_row(r: &tokio_postgres::Row) -> Result<Export> {
     let status: String = r.get(3);
@@ -436,13 +429,17 @@ impl Db {
         let row = tx
             .row_opt(
                 &format!(
-                    "UPDATE siphon_export_task SET status = 'running', lease_owner = $2,
+                    "UPDATE siphon_export_task t SET status = 'running', lease_owner = $2,
                         lease_until = now() + make_interval(secs => $3::float8), receipt = $4,
                         updated_at = now(),
-                        recovery = coalesce(recovery, '{{}}'::jsonb)
-                            || jsonb_build_object('from', checkpoint, 'claimed', now())
-                     WHERE id = $1 AND (status = 'pending' OR (status = 'running' AND {}))
-                     RETURNING {TASK_COLUMNS}",
+                        recovery = coalesce(t.recovery, '{{}}'::jsonb)
+                            || jsonb_build_object('from', t.checkpoint, 'claimed', now())
+                     FROM (SELECT lease_owner AS prev_owner, recovery->'from' AS prev_from,
+                                  checkpoint AS prev_checkpoint
+                             FROM siphon_export_task WHERE id = $1) prev
+                     WHERE t.id = $1 AND (t.status = 'pending' OR (t.status = 'running' AND {}))
+                     RETURNING {TASK_COLUMNS}, coalesce(prev_owner <> $2
+                                   AND prev_from IS DISTINCT FROM prev_checkpoint, false)",
                     EXPORT_TASK.free_for("$2")
                 ),
                 &[&task_id, &owner, &lease_secs, &receipt],
@@ -454,23 +451,26 @@ impl Db {
                 let export = read_export(&tx, &task.export_id, "")
                     .await?
                     .ok_or_else(|| Error::Internal(format!("task {task_id} has no export")))?;
-                TaskClaim::Claimed(Box::new(task), Box::new(export))
+                Claim::Held {
+                    progressed: row.get(TASK_COLUMN_COUNT),
+                    work: Box::new((task, export)),
+                }
             }
             None => {
                 match tx
                     .row_opt(
-                        "SELECT status FROM siphon_export_task WHERE id = $1",
+                        "SELECT status, to_json(lease_until)#>>'{}' FROM siphon_export_task WHERE id = $1",
                         &[&task_id],
                     )
                     .await?
                 {
-                    None => TaskClaim::Missing,
+                    None => Claim::Missing,
                     Some(r) => {
                         let status: String = r.get(0);
                         match TaskStatus::parse(&status) {
-                            Some(TaskStatus::Running) => TaskClaim::Busy,
-                            Some(s) => TaskClaim::Ended(s),
-                            None => TaskClaim::Missing,
+                            Some(TaskStatus::Running) => Claim::Busy { until: r.get(1) },
+                            Some(s) => Claim::Ended(s),
+                            None => Claim::Missing,
                         }
                     }
                 }
@@ -564,12 +564,13 @@ impl Db {
     }
 
     /// Gives a task's lease back without ending it (hand-over before a deadline).
-    pub async fn release_export_task(&self, task_id: &str, owner: &str) -> Result<()> {
+    /// `false` when it was not `owner`'s to give.
+    pub async fn release_export_task(&self, task_id: &str, owner: &str) -> Result<bool> {
         let client = self.client().await?;
-        client
+        let n = client
             .run(&EXPORT_TASK.release_sql(), &[&task_id, &owner])
             .await?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Ends the export once every task has ended: `done`, or `error` naming the first
@@ -768,6 +769,11 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_claims_progress_column_follows_the_task_columns() {
+        assert_eq!(TASK_COLUMNS.split(", ").count(), TASK_COLUMN_COUNT);
+    }
 
     #[test]
     fn cuts_make_consecutive_ranges_that_miss_no_id() {

@@ -2,6 +2,18 @@
 //! (`resource->'lease'`, since a LoaderFile is a resource users read) and export tasks
 //! in columns; [`LeaseColumns`] names where each keeps it, and every lease statement
 //! (renew, give back, still ours, taken over, stalled) is written once here for both.
+//! [`FileLeases`] and [`TaskLeases`] are the Postgres adapters of the leases port
+//! ([`crate::lease::Leases`]).
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::Db;
+use crate::error::Result;
+use crate::lease::{Claim, Leases};
+use crate::model::export::{Export, ExportTask, TaskStatus};
+use crate::model::{FileStatus, LoaderFile};
 
 /// Where a leased table keeps its lease, as SQL expressions over one of its rows.
 pub(super) struct LeaseColumns {
@@ -117,6 +129,83 @@ impl LeaseColumns {
     /// The sweep's order: the longest stalled first.
     pub fn stalled_order(&self) -> String {
         format!("ORDER BY {}", self.until)
+    }
+}
+
+/// LoaderFiles' leases in Postgres (`resource->'lease'`).
+#[derive(Clone)]
+pub struct FileLeases(pub Db);
+
+impl Leases for FileLeases {
+    type Work = Box<LoaderFile>;
+    type Ended = FileStatus;
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        lease: Duration,
+        receipt: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Claim<Self::Work, Self::Ended>>> {
+        Box::pin(
+            self.0
+                .claim_loader_file(id, owner, lease.as_secs_f64(), receipt),
+        )
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(
+            self.0
+                .renew_loader_file_lease(id, owner, lease.as_secs_f64()),
+        )
+    }
+
+    fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.0.release_loader_file(id, owner))
+    }
+}
+
+/// Export tasks' leases in Postgres (`lease_owner`, `lease_until`); a claim hands over
+/// the task with its export as it is now.
+#[derive(Clone)]
+pub struct TaskLeases(pub Db);
+
+impl Leases for TaskLeases {
+    type Work = Box<(ExportTask, Export)>;
+    type Ended = TaskStatus;
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        lease: Duration,
+        receipt: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Claim<Self::Work, Self::Ended>>> {
+        Box::pin(
+            self.0
+                .claim_export_task(id, owner, lease.as_secs_f64(), receipt),
+        )
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(
+            self.0
+                .renew_export_task_lease(id, owner, lease.as_secs_f64()),
+        )
+    }
+
+    fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.0.release_export_task(id, owner))
     }
 }
 

@@ -12,28 +12,14 @@ use super::resources::RESOURCE_WITH_ID;
 use super::rows_or_empty;
 use super::Db;
 use crate::error::{Error, Result};
+use crate::lease::Claim;
 use crate::model::loader_file::{loader_file_type, FileProgress, FileStatus, LoaderFile, Stuck};
 use crate::model::LineError;
 
-/// Result of trying to claim a file.
-#[derive(Debug)]
-pub enum Claim {
-    /// This loader owns the file until the lease expires. `progressed`: the file was
-    /// taken from another owner whose lease ran out after it had moved the checkpoint on
-    /// (a worker that died having done some of the work).
-    Claimed {
-        file: Box<LoaderFile>,
-        progressed: bool,
-    },
-    /// Another loader holds a live lease.
-    Busy { until: String },
-    /// The file is finished (or paused/aborted): nothing to do.
-    NotLoadable(FileStatus),
-    /// No such LoaderFile.
-    Missing,
-    /// The file's group already has `threads` files loading: try later.
-    Throttled,
-}
+/// What claiming a file found: [`Claim::Ended`] carries the state of a file that is
+/// finished, paused or aborted; [`Claim::Throttled`] says its group's thread-num is
+/// reached.
+pub type FileClaim = Claim<Box<LoaderFile>, FileStatus>;
 
 /// The INSERT that creates LoaderFiles from arrays of ids and resources (`$1`, `$2`),
 /// leaving an id that exists alone; `returning` ends it.
@@ -270,7 +256,7 @@ impl Db {
         owner: &str,
         lease_secs: f64,
         receipt: Option<&str>,
-    ) -> Result<Claim> {
+    ) -> Result<FileClaim> {
         let mut client = self.client().await?;
         self.ensure_table(&**client, &loader_file_type()).await?;
         let group: Option<(String, i64)> = client
@@ -302,8 +288,8 @@ impl Db {
             .await?;
         tx.commit().await?;
         match row {
-            Some(row) => Ok(Claim::Claimed {
-                file: Box::new(LoaderFile::from_value(row.get(0))?),
+            Some(row) => Ok(Claim::Held {
+                work: Box::new(LoaderFile::from_value(row.get(0))?),
                 progressed: row.get(1),
             }),
             None => self.unclaimed(id).await,
@@ -311,20 +297,20 @@ impl Db {
     }
 
     /// Why file `id` was not claimed.
-    async fn unclaimed(&self, id: &str) -> Result<Claim> {
+    async fn unclaimed(&self, id: &str) -> Result<FileClaim> {
         Ok(match self.loader_file(id).await? {
             None => Claim::Missing,
             // Claimable by state but not claimed: another loader holds a live lease,
             // or the group's thread-num cap is reached.
             Some(f) if f.status == FileStatus::InProgress && self.lease_live(id).await? => {
                 Claim::Busy {
-                    until: f.lease.map(|l| l.until).unwrap_or_default(),
+                    until: f.lease.map(|l| l.until),
                 }
             }
             Some(f) if matches!(f.status, FileStatus::Pending | FileStatus::InProgress) => {
                 Claim::Throttled
             }
-            Some(f) => Claim::NotLoadable(f.status),
+            Some(f) => Claim::Ended(f.status),
         })
     }
 

@@ -24,7 +24,7 @@ pub mod dumps;
 pub mod exports;
 pub mod filter;
 pub mod imports;
-mod leases;
+pub mod leases;
 mod loader_file_table;
 pub mod loader_files;
 pub mod migrations;

@@ -6,12 +6,21 @@
 //! delivery) hands the work to someone else within about a lease. A [`Heartbeat`]
 //! renews one lease every beat while it lives; dropping it (the work ended, or the
 //! worker's future was dropped) stops the renewals.
+//!
+//! What holding a lease needs of the store is the [`Leases`] port (Postgres adapters in
+//! `storage::leases`, a memory one in [`memory`], one [`conformance`] suite for both).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use crate::error::Result;
+
+pub mod conformance;
+pub mod memory;
+mod port;
+
+pub use port::{continue_on_fresh_message, hold, Claim, Leases};
 
 /// One renewal: `Ok(true)` renewed, `Ok(false)` nothing of ours to renew any more
 /// (ended, released or taken over), `Err` could not tell (the store is away).
