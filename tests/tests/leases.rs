@@ -162,12 +162,12 @@ async fn loader_file_leases_in_postgres_keep_the_rules_of_the_port() {
         db: db.clone(),
         next: AtomicU32::new(0),
     };
-    conformance::run(&FileLeases(db), &files).await;
+    conformance::run(&FileLeases::files(db), &files).await;
 }
 
 #[tokio::test]
 async fn export_task_leases_in_postgres_keep_the_rules_of_the_port() {
     let db = fresh_db().await;
     let tasks = Tasks { db: db.clone() };
-    conformance::run(&TaskLeases(db), &tasks).await;
+    conformance::run(&TaskLeases::tasks(db), &tasks).await;
 }

@@ -124,7 +124,7 @@ pub async fn claim(
     receipt: Option<&str>,
 ) -> Result<std::result::Result<Claimed, TaskOutcome>> {
     let owner = uuid::Uuid::new_v4().to_string();
-    let leases = Arc::new(TaskLeases(db.clone()));
+    let leases = Arc::new(TaskLeases::tasks(db.clone()));
     let (task, export) = match leases
         .claim(task_id, &owner, options.lease, receipt)
         .await?
@@ -157,6 +157,12 @@ pub async fn claim(
         owner,
         _heartbeat: heartbeat,
     }))
+}
+
+/// Gives `owner`'s lease on task `task_id` back without ending the task (a hand-over
+/// before the deadline): the next claim takes it at once.
+pub async fn release(db: &Db, task_id: &str, owner: &str) -> Result<bool> {
+    TaskLeases::tasks(db.clone()).release(task_id, owner).await
 }
 
 /// Ends task `task_id` in `error` from outside a run (the queue gives up on its message,
@@ -522,9 +528,7 @@ impl TaskRunner {
 
     /// Hands over at the checkpoint: the lease goes back, the caller queues the rest.
     async fn hand_over(&self, run: &Run<'_>) -> Result<TaskOutcome> {
-        self.db
-            .release_export_task(&run.task.id, &run.owner)
-            .await?;
+        release(&self.db, &run.task.id, &run.owner).await?;
         tracing::info!(
             task = run.task.id,
             after = run.checkpoint.after.as_deref(),

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use super::{stage_part, InventoryJob, Skipped, Stage};
 use crate::error::{Error, Result};
-use crate::exporting::task::{claim, Claimed, TaskOptions, TaskOutcome};
+use crate::exporting::task::{self, claim, Claimed, TaskOptions, TaskOutcome};
 use crate::model::export::{ExportStatus, PlanCheckpoint, TaskCheckpoint, TaskStatus};
 use crate::model::session::PlanProgress;
 use crate::model::{FileStatus, LoaderFile, ObjectLocation, SessionStatus};
@@ -467,7 +467,7 @@ impl Planner {
     }
 
     async fn hand_over(&self, run: &Run) -> Result<TaskOutcome> {
-        self.db.release_export_task(&run.task, &run.owner).await?;
+        task::release(&self.db, &run.task, &run.owner).await?;
         Ok(TaskOutcome::Continue)
     }
 }

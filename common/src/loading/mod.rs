@@ -181,7 +181,7 @@ enum Stop {
 impl Loader {
     pub fn new(db: Db, source: Arc<dyn Source>, options: LoadOptions) -> Self {
         Loader {
-            leases: Arc::new(FileLeases(db.clone())),
+            leases: Arc::new(FileLeases::files(db.clone())),
             db,
             source,
             options,

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use super::remote::{Failure, Manifest, Poll, Remote};
 use crate::auth::remote::RemoteCredentials;
 use crate::error::{Error, Result};
-use crate::exporting::task::{claim, TaskOptions, TaskOutcome};
+use crate::exporting::task::{self, claim, TaskOptions, TaskOutcome};
 use crate::model::export::TaskStatus;
 use crate::model::pull::{PullCheckpoint, PullJob, PullProgress};
 use crate::model::session::SessionRequest;
@@ -280,7 +280,7 @@ impl Puller {
             if run.checkpoint.next_page.is_some()
                 && deadline.is_some_and(|d| Instant::now() + self.options.deadline_margin >= d)
             {
-                self.db.release_export_task(&run.task, &run.owner).await?;
+                task::release(&self.db, &run.task, &run.owner).await?;
                 return Ok(PullOutcome::Task(TaskOutcome::Continue));
             }
         }

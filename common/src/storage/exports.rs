@@ -480,20 +480,6 @@ impl Db {
         Ok(claim)
     }
 
-    /// The heartbeat: extends `owner`'s live lease on a running task.
-    pub async fn renew_export_task_lease(
-        &self,
-        task_id: &str,
-        owner: &str,
-        lease_secs: f64,
-    ) -> Result<bool> {
-        let client = self.client().await?;
-        let n = client
-            .run(&EXPORT_TASK.renew_sql(), &[&task_id, &owner, &lease_secs])
-            .await?;
-        Ok(n == 1)
-    }
-
     /// Commits a checkpoint as the task's owner, renewing the lease; the export row is
     /// held `FOR SHARE`, so a cancel lands before (this commit then writes nothing) or
     /// after (the next one sees it).
@@ -559,16 +545,6 @@ impl Db {
                  WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
                 &[&task_id, &owner, &status.as_str(), &checkpoint_value(checkpoint), &count, &error],
             )
-            .await?;
-        Ok(n == 1)
-    }
-
-    /// Gives a task's lease back without ending it (hand-over before a deadline).
-    /// `false` when it was not `owner`'s to give.
-    pub async fn release_export_task(&self, task_id: &str, owner: &str) -> Result<bool> {
-        let client = self.client().await?;
-        let n = client
-            .run(&EXPORT_TASK.release_sql(), &[&task_id, &owner])
             .await?;
         Ok(n == 1)
     }

@@ -2,13 +2,14 @@
 //! (`resource->'lease'`, since a LoaderFile is a resource users read) and export tasks
 //! in columns; [`LeaseColumns`] names where each keeps it, and every lease statement
 //! (renew, give back, still ours, taken over, stalled) is written once here for both.
-//! [`FileLeases`] and [`TaskLeases`] are the Postgres adapters of the leases port
-//! ([`crate::lease::Leases`]).
+//! [`PgLeases`] is the Postgres adapter of the leases port ([`crate::lease::Leases`])
+//! for both ([`FileLeases`], [`TaskLeases`]).
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use super::statements::Statements;
 use super::Db;
 use crate::error::Result;
 use crate::lease::{Claim, Leases};
@@ -16,7 +17,7 @@ use crate::model::export::{Export, ExportTask, TaskStatus};
 use crate::model::{FileStatus, LoaderFile};
 
 /// Where a leased table keeps its lease, as SQL expressions over one of its rows.
-pub(super) struct LeaseColumns {
+pub struct LeaseColumns {
     pub table: &'static str,
     /// True while the work runs (the only state a lease means anything in).
     pub running: &'static str,
@@ -132,52 +133,67 @@ impl LeaseColumns {
     }
 }
 
-/// LoaderFiles' leases in Postgres (`resource->'lease'`).
-#[derive(Clone)]
-pub struct FileLeases(pub Db);
+/// One claim statement: work `id` for `owner` for `lease_secs`, keeping `receipt`.
+type ClaimFn<W, E> = for<'a> fn(
+    &'a Db,
+    &'a str,
+    &'a str,
+    f64,
+    Option<&'a str>,
+) -> BoxFuture<'a, Result<Claim<W, E>>>;
 
-impl Leases for FileLeases {
-    type Work = Box<LoaderFile>;
-    type Ended = FileStatus;
+/// The Postgres adapter of the leases port for one table: its claim statement (which
+/// reads what the work is) and the table's [`LeaseColumns`], which renew and give back.
+pub struct PgLeases<W, E> {
+    db: Db,
+    columns: &'static LeaseColumns,
+    claim: ClaimFn<W, E>,
+}
 
-    fn claim<'a>(
-        &'a self,
-        id: &'a str,
-        owner: &'a str,
-        lease: Duration,
-        receipt: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Claim<Self::Work, Self::Ended>>> {
-        Box::pin(
-            self.0
-                .claim_loader_file(id, owner, lease.as_secs_f64(), receipt),
-        )
-    }
-
-    fn renew<'a>(
-        &'a self,
-        id: &'a str,
-        owner: &'a str,
-        lease: Duration,
-    ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(
-            self.0
-                .renew_loader_file_lease(id, owner, lease.as_secs_f64()),
-        )
-    }
-
-    fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(self.0.release_loader_file(id, owner))
+impl<W, E> Clone for PgLeases<W, E> {
+    fn clone(&self) -> Self {
+        PgLeases {
+            db: self.db.clone(),
+            columns: self.columns,
+            claim: self.claim,
+        }
     }
 }
 
-/// Export tasks' leases in Postgres (`lease_owner`, `lease_until`); a claim hands over
-/// the task with its export as it is now.
-#[derive(Clone)]
-pub struct TaskLeases(pub Db);
+/// LoaderFiles' leases (`resource->'lease'`).
+pub type FileLeases = PgLeases<Box<LoaderFile>, FileStatus>;
 
-impl Leases for TaskLeases {
-    type Work = Box<(ExportTask, Export)>;
-    type Ended = TaskStatus;
+/// Export tasks' leases (`lease_owner`, `lease_until`); a claim hands over the task with
+/// its export as it is now.
+pub type TaskLeases = PgLeases<Box<(ExportTask, Export)>, TaskStatus>;
+
+impl FileLeases {
+    pub fn files(db: Db) -> Self {
+        PgLeases {
+            db,
+            columns: &LOADER_FILE,
+            claim: |db, id, owner, secs, receipt| {
+                Box::pin(db.claim_loader_file(id, owner, secs, receipt))
+            },
+        }
+    }
+}
+
+impl TaskLeases {
+    pub fn tasks(db: Db) -> Self {
+        PgLeases {
+            db,
+            columns: &EXPORT_TASK,
+            claim: |db, id, owner, secs, receipt| {
+                Box::pin(db.claim_export_task(id, owner, secs, receipt))
+            },
+        }
+    }
+}
+
+impl<W: Send + 'static, E: Send + 'static> Leases for PgLeases<W, E> {
+    type Work = W;
+    type Ended = E;
 
     fn claim<'a>(
         &'a self,
@@ -185,11 +201,8 @@ impl Leases for TaskLeases {
         owner: &'a str,
         lease: Duration,
         receipt: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Claim<Self::Work, Self::Ended>>> {
-        Box::pin(
-            self.0
-                .claim_export_task(id, owner, lease.as_secs_f64(), receipt),
-        )
+    ) -> BoxFuture<'a, Result<Claim<W, E>>> {
+        (self.claim)(&self.db, id, owner, lease.as_secs_f64(), receipt)
     }
 
     fn renew<'a>(
@@ -198,14 +211,24 @@ impl Leases for TaskLeases {
         owner: &'a str,
         lease: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(
-            self.0
-                .renew_export_task_lease(id, owner, lease.as_secs_f64()),
-        )
+        Box::pin(async move {
+            let client = self.db.client().await?;
+            let secs = lease.as_secs_f64();
+            let n = client
+                .run(&self.columns.renew_sql(), &[&id, &owner, &secs])
+                .await?;
+            Ok(n == 1)
+        })
     }
 
     fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(self.0.release_export_task(id, owner))
+        Box::pin(async move {
+            let client = self.db.client().await?;
+            let n = client
+                .run(&self.columns.release_sql(), &[&id, &owner])
+                .await?;
+            Ok(n == 1)
+        })
     }
 }
 

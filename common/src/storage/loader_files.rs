@@ -325,22 +325,6 @@ impl Db {
         Ok(row.get(0))
     }
 
-    /// The heartbeat: extends `owner`'s live lease on an `in-progress` file by
-    /// `lease_secs` from now. `false` when the lease is no longer `owner`'s, or was given
-    /// back or ran out (a released lease is never revived).
-    pub async fn renew_loader_file_lease(
-        &self,
-        id: &str,
-        owner: &str,
-        lease_secs: f64,
-    ) -> Result<bool> {
-        let client = self.client().await?;
-        let n = client
-            .run(&LOADER_FILE.renew_sql(), &[&id, &owner, &lease_secs])
-            .await?;
-        Ok(n == 1)
-    }
-
     /// Files whose worker stopped renewing the lease more than `grace_secs` ago, and that
     /// the sweep has not acted on in the last `again_secs` (the redelivered message may
     /// still be on its way) unless a worker has claimed the file since (then that worker
@@ -452,16 +436,6 @@ impl Db {
                 Ok(n == 1)
             }
         }
-    }
-
-    /// Gives the lease back without finishing (deadline near): the next claimer resumes
-    /// from the checkpoint at once.
-    pub async fn release_loader_file(&self, id: &str, owner: &str) -> Result<bool> {
-        let client = self.client().await?;
-        let n = client
-            .run(&LOADER_FILE.release_sql(), &[&id, &owner])
-            .await?;
-        Ok(n == 1)
     }
 
     /// The invalid lines recorded for a file, by line number.
