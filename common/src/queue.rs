@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::lease::{FirstBeat, Heartbeat};
+use crate::model::loader_file::StoreRef;
 use crate::model::LoaderFile;
 use crate::sources::s3::{S3Options, StaticCredentials};
 
@@ -38,6 +39,17 @@ impl std::fmt::Debug for StoreSpec {
                 &self.access_key_id.as_ref().map(|_| "<redacted>"),
             )
             .finish()
+    }
+}
+
+impl From<&StoreRef> for StoreSpec {
+    /// How to reach a bucket as a file or a job stores it (credentials are never stored).
+    fn from(store: &StoreRef) -> Self {
+        StoreSpec {
+            endpoint_url: store.endpoint_url.clone(),
+            region: store.region.clone(),
+            ..Default::default()
+        }
     }
 }
 

@@ -144,12 +144,7 @@ impl Recovery {
             Some(r) if self.load_queue.make_visible(r).await? => How::Redelivered,
             _ if file.store.credentials => How::Waiting,
             _ => {
-                let store = StoreSpec {
-                    endpoint_url: file.store.endpoint_url.clone(),
-                    region: file.store.region.clone(),
-                    ..Default::default()
-                };
-                let message = LoadMessage::for_file(file, store);
+                let message = LoadMessage::for_file(file, StoreSpec::from(&file.store));
                 queue::send(&*self.load_queue, std::slice::from_ref(&message), None).await?;
                 How::Requeued
             }

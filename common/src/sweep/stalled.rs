@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::export::ExportTask;
+use crate::model::loader_file::StoreRef;
 use crate::model::{LoaderFile, Stuck};
 use crate::queue::{MessageQueue, StoreSpec};
 use crate::storage::Db;
@@ -22,6 +23,25 @@ pub enum TaskDelivery {
     /// Only its own message can carry it: the request gave credentials, which never
     /// rest in the database.
     OwnMessageOnly,
+}
+
+impl TaskDelivery {
+    /// How a task of a job whose bucket is `store` is delivered anew.
+    pub fn of(store: &StoreRef) -> Self {
+        if store.credentials {
+            TaskDelivery::OwnMessageOnly
+        } else {
+            TaskDelivery::Store(StoreSpec::from(store))
+        }
+    }
+}
+
+/// Where a job's bucket is, as every kind of job stores it in its request (`store`;
+/// absent: the function's own).
+#[derive(Default, serde::Deserialize)]
+struct JobStore {
+    #[serde(default)]
+    store: StoreRef,
 }
 
 /// What the sweep reads and writes about stalled work.
@@ -162,17 +182,12 @@ impl StalledWork for PgStalled {
 
     fn task_delivery<'a>(&'a self, export_id: &'a str) -> BoxFuture<'a, Result<TaskDelivery>> {
         Box::pin(async move {
-            let export = self.db.export(export_id).await?;
-            let store = export.as_ref().map(|e| &e.request["store"]);
-            Ok(match store {
-                Some(s) if s["credentials"] == true => TaskDelivery::OwnMessageOnly,
-                Some(s) => TaskDelivery::Store(StoreSpec {
-                    endpoint_url: s["endpoint_url"].as_str().map(str::to_string),
-                    region: s["region"].as_str().map(str::to_string),
-                    ..Default::default()
-                }),
-                None => TaskDelivery::Store(StoreSpec::default()),
-            })
+            let Some(export) = self.db.export(export_id).await? else {
+                return Ok(TaskDelivery::Store(StoreSpec::default()));
+            };
+            let job: JobStore = serde_json::from_value(export.request)
+                .map_err(|e| Error::Internal(format!("unreadable export {export_id}: {e}")))?;
+            Ok(TaskDelivery::of(&job.store))
         })
     }
 }
@@ -378,5 +393,36 @@ mod memory {
                     }))
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(request: serde_json::Value) -> TaskDelivery {
+        let job: JobStore = serde_json::from_value(request).unwrap();
+        TaskDelivery::of(&job.store)
+    }
+
+    #[test]
+    fn a_task_is_delivered_anew_to_its_jobs_bucket_and_never_with_credentials() {
+        let elsewhere = serde_json::json!({"bucket": "b", "prefix": "p/",
+            "store": {"endpoint_url": "http://127.0.0.1:4566", "region": "eu-west-1"}});
+        assert_eq!(
+            delivery(elsewhere),
+            TaskDelivery::Store(StoreSpec {
+                endpoint_url: Some("http://127.0.0.1:4566".into()),
+                region: Some("eu-west-1".into()),
+                ..Default::default()
+            })
+        );
+        let with_credentials = serde_json::json!({"store": {"credentials": true}});
+        assert_eq!(delivery(with_credentials), TaskDelivery::OwnMessageOnly);
+        let own_bucket = serde_json::json!({"session": "s", "manifest": "m"});
+        assert_eq!(
+            delivery(own_bucket),
+            TaskDelivery::Store(StoreSpec::default())
+        );
     }
 }
