@@ -317,98 +317,15 @@ impl TaskRunner {
 
     /// Where the task's rows come from, after the checkpoint.
     async fn reading(&self, export: &Export, run: &Run<'_>) -> Result<Reading> {
-        let (since, until) = window(&export.id, run.spec)?;
+        let window = window(&export.id, run.spec)?;
         match run.task.kind {
-            TaskKind::Resources => {
-                let ty = ResourceType::parse(&run.task.resource_type)?;
-                let slice = Slice {
-                    after: run
-                        .checkpoint
-                        .after
-                        .clone()
-                        .or_else(|| run.task.range_from.clone()),
-                    upto: run.task.range_to.clone(),
-                    since,
-                    until,
-                    compartment: compartment(&export.id, run.spec, &ty),
-                    projection: projection(&ty, &run.spec.elements),
-                    filter: type_filter(run.spec, &ty),
-                    resource_type: ty,
-                };
-                rows::dump_reading(run.spec, Some(slice), None)
-            }
-            TaskKind::Blocks => {
-                // Patient first in every block, then the other types in the export's order.
-                let mut types = run
-                    .spec
-                    .types
-                    .iter()
-                    .map(|t| ResourceType::parse(t))
-                    .collect::<Result<Vec<_>>>()?;
-                types.sort_by_key(|t| t.as_str() != "Patient");
-                let slices = types
-                    .into_iter()
-                    .map(|ty| Slice {
-                        after: None,
-                        upto: None,
-                        since,
-                        until,
-                        compartment: Some(Compartment {
-                            paths: fhir::patient_compartment(ty.as_str())
-                                .map(|p| p.to_vec())
-                                .unwrap_or_default(),
-                            patients: Patients::Any,
-                        }),
-                        projection: projection(&ty, &run.spec.elements),
-                        filter: type_filter(run.spec, &ty),
-                        resource_type: ty,
-                    })
-                    .collect();
-                let blocks = Blocks {
-                    slices,
-                    from: run.task.range_from.clone(),
-                    upto: run.task.range_to.clone(),
-                    patients: if run.spec.patients {
-                        Patients::Listed {
-                            export_id: export.id.clone(),
-                        }
-                    } else {
-                        Patients::Any
-                    },
-                    after: run.checkpoint.after.clone(),
-                };
-                Ok(Reading {
-                    select: read::blocks_sql(&blocks)?,
-                    output: Output::Json,
-                })
-            }
+            TaskKind::Resources => resources_reading(export, run, window),
+            TaskKind::Blocks => blocks_reading(export, run, window),
             TaskKind::Query => self.query_reading(export, run).await,
             TaskKind::Inventory | TaskKind::Pull => Err(Error::Internal(
                 "a planning task (inventory, pull) reached the export task runner".into(),
             )),
-            TaskKind::Deleted => {
-                let types = run
-                    .spec
-                    .types
-                    .iter()
-                    .map(|t| {
-                        let ty = ResourceType::parse(t)?;
-                        let c = compartment(&export.id, run.spec, &ty);
-                        Ok((ty, c))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let since =
-                    since.ok_or_else(|| Error::Internal("deleted[] without _since".into()))?;
-                Ok(Reading {
-                    select: read::deleted_sql(
-                        &types,
-                        since,
-                        until,
-                        run.checkpoint.after.as_deref(),
-                    )?,
-                    output: Output::Json,
-                })
-            }
+            TaskKind::Deleted => deleted_reading(export, run, window),
         }
     }
 
@@ -577,39 +494,23 @@ impl TaskRunner {
         header: Option<Vec<u8>>,
     ) -> Result<TaskOutcome> {
         let options = self.write_options(run)?;
-        let blocks = run.task.kind == TaskKind::Blocks;
+        let mut blocks = BlockCursor::resumed(run);
         let mut writer = run
             .checkpoint
             .file
             .clone()
             .map(|state| FileWriter::resume(self.sink.clone(), state, options.clone()));
         let mut last: Option<Bytes> = None;
-        // The block the last row written belongs to (from the checkpoint after a resume).
-        let mut block: Option<String> = run
-            .checkpoint
-            .after
-            .as_deref()
-            .filter(|_| blocks)
-            .and_then(read::block_key)
-            .map(|(patient, _, _)| patient.to_string());
         let mut slowest = Duration::ZERO;
         while let Some(batch) = rows.next().await? {
             for row in batch {
                 let Encoded::Line(line) = row.data else {
                     return Err(Error::Internal("a typed row in a text file".into()));
                 };
-                // A resource naming its Patient through two paths comes twice in a row.
-                if blocks && last.as_ref() == Some(&row.key) {
+                if blocks.repeated(&last, &row.key) {
                     continue;
                 }
-                let opens = if blocks {
-                    let patient = read::block_key(&String::from_utf8_lossy(&row.key))
-                        .map(|(p, _, _)| p.to_string())
-                        .ok_or_else(|| Error::Internal("a block row without its key".into()))?;
-                    (block.as_ref() != Some(&patient)).then_some(patient)
-                } else {
-                    None
-                };
+                let opens = blocks.opens(&row.key)?;
                 // A full file of blocks is closed where the next block begins.
                 if opens.is_some() && writer.as_ref().is_some_and(|w| self.file_full(run, w)) {
                     let started = Instant::now();
@@ -622,21 +523,14 @@ impl TaskRunner {
                         return self.stopped(run, stop).await;
                     }
                 }
-                let w = writer.get_or_insert_with(|| {
-                    let key = self.key(run, run.checkpoint.next);
-                    let mut w = FileWriter::new(self.sink.clone(), &key, options.clone());
-                    if let Some(h) = &header {
-                        w.push_uncounted(h);
-                    }
-                    w
-                });
+                let w = writer.get_or_insert_with(|| self.open_file(run, &options, &header));
                 if let Some(patient) = opens {
                     w.push(&block_header(&patient));
-                    block = Some(patient);
+                    blocks.current = Some(patient);
                 }
                 w.push(&line);
                 last = Some(row.key);
-                let file_full = !blocks && self.file_full(run, w);
+                let file_full = !blocks.on && self.file_full(run, w);
                 if !w.part_full() && !file_full {
                     continue;
                 }
@@ -661,16 +555,38 @@ impl TaskRunner {
             }
         }
         if let Some(w) = writer.take() {
-            if w.count() > 0 {
-                run.checkpoint.files.push(w.finish().await?);
-            } else {
-                w.abort().await?;
-            }
-            run.checkpoint.file = None;
-            run.checkpoint.after = last.map(|k| String::from_utf8_lossy(&k).into_owned());
-            run.count = committed(&run.checkpoint);
+            self.last_file(run, w, last).await?;
         }
         self.done(run).await
+    }
+
+    /// A new file of the task, its header first.
+    fn open_file(
+        &self,
+        run: &Run<'_>,
+        options: &WriteOptions,
+        header: &Option<Vec<u8>>,
+    ) -> FileWriter {
+        let key = self.key(run, run.checkpoint.next);
+        let mut w = FileWriter::new(self.sink.clone(), &key, options.clone());
+        if let Some(h) = header {
+            w.push_uncounted(h);
+        }
+        w
+    }
+
+    /// The rows ran out: the file being written is finished (dropped when it holds no
+    /// line) and the checkpoint says so.
+    async fn last_file(&self, run: &mut Run<'_>, w: FileWriter, last: Option<Bytes>) -> Result<()> {
+        if w.count() > 0 {
+            run.checkpoint.files.push(w.finish().await?);
+        } else {
+            w.abort().await?;
+        }
+        run.checkpoint.file = None;
+        run.checkpoint.after = last.map(|k| String::from_utf8_lossy(&k).into_owned());
+        run.count = committed(&run.checkpoint);
+        Ok(())
     }
 
     /// True when a file has reached its size (files of one table with a single-file
@@ -874,6 +790,143 @@ impl TaskRunner {
 
 /// Rows in the finished files and the uploaded parts of the open one.
 /// Uncompressed bytes of the task's finished files.
+/// What a resources task reads: its type's rows in its id range, from the checkpoint.
+fn resources_reading(
+    export: &Export,
+    run: &Run<'_>,
+    (since, until): (Bound, Bound),
+) -> Result<Reading> {
+    let ty = ResourceType::parse(&run.task.resource_type)?;
+    let slice = Slice {
+        after: run
+            .checkpoint
+            .after
+            .clone()
+            .or_else(|| run.task.range_from.clone()),
+        upto: run.task.range_to.clone(),
+        since,
+        until,
+        compartment: compartment(&export.id, run.spec, &ty),
+        projection: projection(&ty, &run.spec.elements),
+        filter: type_filter(run.spec, &ty),
+        resource_type: ty,
+    };
+    rows::dump_reading(run.spec, Some(slice), None)
+}
+
+/// What a Patient-blocks task reads: every exported type's rows in the compartment of
+/// the Patients of its range, in block order, from the checkpoint.
+fn blocks_reading(
+    export: &Export,
+    run: &Run<'_>,
+    (since, until): (Bound, Bound),
+) -> Result<Reading> {
+    // Patient first in every block, then the other types in the export's order.
+    let mut types = run
+        .spec
+        .types
+        .iter()
+        .map(|t| ResourceType::parse(t))
+        .collect::<Result<Vec<_>>>()?;
+    types.sort_by_key(|t| t.as_str() != "Patient");
+    let slices = types
+        .into_iter()
+        .map(|ty| Slice {
+            after: None,
+            upto: None,
+            since,
+            until,
+            compartment: Some(Compartment {
+                paths: fhir::patient_compartment(ty.as_str())
+                    .map(|p| p.to_vec())
+                    .unwrap_or_default(),
+                patients: Patients::Any,
+            }),
+            projection: projection(&ty, &run.spec.elements),
+            filter: type_filter(run.spec, &ty),
+            resource_type: ty,
+        })
+        .collect();
+    let blocks = Blocks {
+        slices,
+        from: run.task.range_from.clone(),
+        upto: run.task.range_to.clone(),
+        patients: if run.spec.patients {
+            Patients::Listed {
+                export_id: export.id.clone(),
+            }
+        } else {
+            Patients::Any
+        },
+        after: run.checkpoint.after.clone(),
+    };
+    Ok(Reading {
+        select: read::blocks_sql(&blocks)?,
+        output: Output::Json,
+    })
+}
+
+/// What a `deleted[]` task reads: the deletions of the exported types in the window.
+fn deleted_reading(
+    export: &Export,
+    run: &Run<'_>,
+    (since, until): (Bound, Bound),
+) -> Result<Reading> {
+    let types = run
+        .spec
+        .types
+        .iter()
+        .map(|t| {
+            let ty = ResourceType::parse(t)?;
+            let c = compartment(&export.id, run.spec, &ty);
+            Ok((ty, c))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let since = since.ok_or_else(|| Error::Internal("deleted[] without _since".into()))?;
+    Ok(Reading {
+        select: read::deleted_sql(&types, since, until, run.checkpoint.after.as_deref())?,
+        output: Output::Json,
+    })
+}
+
+/// Where a Patient-blocks task stands among its blocks (off for other tasks).
+struct BlockCursor {
+    on: bool,
+    /// The Patient of the block the last row written belongs to (from the checkpoint
+    /// after a resume).
+    current: Option<String>,
+}
+
+impl BlockCursor {
+    fn resumed(run: &Run<'_>) -> Self {
+        let on = run.task.kind == TaskKind::Blocks;
+        let current = run
+            .checkpoint
+            .after
+            .as_deref()
+            .filter(|_| on)
+            .and_then(read::block_key)
+            .map(|(patient, _, _)| patient.to_string());
+        BlockCursor { on, current }
+    }
+
+    /// A resource naming its Patient through two paths comes twice in a row.
+    fn repeated(&self, last: &Option<Bytes>, key: &Bytes) -> bool {
+        self.on && last.as_ref() == Some(key)
+    }
+
+    /// The Patient whose block the row with `key` opens, if it opens one.
+    fn opens(&self, key: &[u8]) -> Result<Option<String>> {
+        if !self.on {
+            return Ok(None);
+        }
+        let patient = read::block_key(&String::from_utf8_lossy(key))
+            .map(|(p, _, _)| p.to_string())
+            .ok_or_else(|| Error::Internal("a block row without its key".into()))?;
+        Ok((self.current.as_ref() != Some(&patient)).then_some(patient))
+    }
+}
+
 fn written(c: &TaskCheckpoint) -> u64 {
     c.files.iter().map(|f| f.bytes).sum()
 }
