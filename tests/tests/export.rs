@@ -686,6 +686,58 @@ async fn a_task_hands_over_before_its_deadline_and_the_next_invocation_finishes_
 }
 
 #[tokio::test]
+async fn a_redelivered_message_of_a_task_that_got_further_is_swapped_for_a_fresh_one() {
+    // The receive count is the queue's guard against a task that kills its worker at the
+    // same place every time. A message received again after its task got further (its
+    // last worker moved it on, then died or handed over) starts a fresh count instead;
+    // one received again after a worker that got nowhere keeps counting.
+    use siphon::workers::runtime::{Delivery, Disposition, Job};
+    let env = setup(LoadOptions::default()).await;
+    load(&env, "Observation", 20_000, 16).await; // ~25 MB: several 5 MiB parts
+    let status = kick_off(&env, "/$export?_type=Observation").await;
+    let task_id = format!("{}/0", status.rsplit('/').next().unwrap());
+    // One invocation commits a part, then hands over (deadline 30 s, margin 30 s).
+    assert_eq!(
+        run_task_message(&env, five_mib_parts(), Duration::from_secs(30)).await,
+        1
+    );
+    let worker = siphon::workers::ExportWorker::new(
+        env.db.clone(),
+        env.export_queue.clone(),
+        env.exporter.sink.clone(),
+        five_mib_parts(),
+        5,
+    );
+    let message = siphon::exporting::ExportMessage {
+        task: task_id.clone(),
+        store: Default::default(),
+    };
+    let delivery = |receives| Delivery {
+        receipt: None,
+        receives,
+        deadline: Instant::now() + Duration::from_secs(300),
+    };
+    match worker.run(&message, delivery(2)).await {
+        Disposition::Requeue { delay: None, why } => assert!(why.contains("continue"), "{why}"),
+        other => panic!("a second receive after progress: a fresh message, not {other:?}"),
+    }
+    // The swap gave the lease back at once and moved nothing: received a second time
+    // again, the message is now worked on, to the end.
+    match worker.run(&message, delivery(2)).await {
+        Disposition::Done => {}
+        other => panic!("a second receive after no progress works: {other:?}"),
+    }
+    let a = complete(&env, &status).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let files = download(&a.body, "output").await;
+    assert_eq!(
+        sorted(files["Observation"].clone()),
+        dumped(&env, "Observation").await,
+        "every row once"
+    );
+}
+
+#[tokio::test]
 async fn a_worker_killed_mid_upload_is_redelivered_by_the_sweep_and_a_duplicate_delivery_changes_nothing(
 ) {
     let env = setup(LoadOptions::default()).await;

@@ -115,20 +115,53 @@ pub struct Claimed {
     _heartbeat: Heartbeat,
 }
 
-/// Claims task `task_id` for a new owner (keeping `receipt` with the lease, for the
-/// sweep) and starts renewing its lease; `Err` is what to answer when it cannot be had.
+/// The message a run serves.
+#[derive(Clone, Copy, Debug)]
+pub struct Served<'a> {
+    /// Its SQS receipt handle (kept with the lease, for the sweep).
+    pub receipt: Option<&'a str>,
+    /// How many times it has been received (`ApproximateReceiveCount`).
+    pub receives: u32,
+}
+
+impl Default for Served<'_> {
+    /// A first delivery without a receipt (a run by hand, a benchmark).
+    fn default() -> Self {
+        Served {
+            receipt: None,
+            receives: 1,
+        }
+    }
+}
+
+/// Claims task `task_id` for a new owner and starts renewing its lease; `Err` is what to
+/// answer when it cannot be had, or [`TaskOutcome::Continue`] when `served` is a
+/// redelivery of a task a dead worker had moved on (see
+/// [`lease::continue_on_fresh_message`]): the lease goes back and a fresh message takes
+/// over, so that crashes which each got further never add up to `maxReceiveCount`.
 pub async fn claim(
     db: &Db,
     options: &TaskOptions,
     task_id: &str,
-    receipt: Option<&str>,
+    served: Served<'_>,
 ) -> Result<std::result::Result<Claimed, TaskOutcome>> {
     let owner = uuid::Uuid::new_v4().to_string();
     let leases = Arc::new(TaskLeases::tasks(db.clone()));
     let (task, export) = match leases
-        .claim(task_id, &owner, options.lease, receipt)
+        .claim(task_id, &owner, options.lease, served.receipt)
         .await?
     {
+        Claim::Held { progressed, .. }
+            if lease::continue_on_fresh_message(progressed, served.receives) =>
+        {
+            leases.release(task_id, &owner).await?;
+            tracing::info!(
+                task = task_id,
+                receives = served.receives,
+                "redelivered after a worker that got somewhere died: continuing on a fresh message"
+            );
+            return Ok(Err(TaskOutcome::Continue));
+        }
         Claim::Held { work, progressed } => {
             if progressed {
                 tracing::info!(
@@ -206,12 +239,11 @@ struct Run<'a> {
 }
 
 impl TaskRunner {
-    /// Runs task `task_id` until it ends or `deadline` nears. `receipt` is the SQS receipt
-    /// handle of the message being served (kept with the lease, for the sweep).
+    /// Runs task `task_id` until it ends or `deadline` nears, serving message `served`.
     pub async fn run(
         &self,
         task_id: &str,
-        receipt: Option<&str>,
+        served: Served<'_>,
         deadline: Option<Instant>,
     ) -> Result<TaskOutcome> {
         let Claimed {
@@ -219,7 +251,7 @@ impl TaskRunner {
             export,
             owner,
             _heartbeat,
-        } = match claim(&self.db, &self.options, task_id, receipt).await? {
+        } = match claim(&self.db, &self.options, task_id, served).await? {
             Ok(c) => c,
             Err(outcome) => return Ok(outcome),
         };

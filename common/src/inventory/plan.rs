@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use super::{stage_part, InventoryJob, Skipped, Stage};
 use crate::error::{Error, Result};
-use crate::exporting::task::{self, claim, Claimed, TaskOptions, TaskOutcome};
+use crate::exporting::task::{self, claim, Claimed, Served, TaskOptions, TaskOutcome};
 use crate::model::export::{ExportStatus, PlanCheckpoint, TaskCheckpoint, TaskStatus};
 use crate::model::session::PlanProgress;
 use crate::model::{FileStatus, LoaderFile, ObjectLocation, SessionStatus};
@@ -57,11 +57,11 @@ impl Planner {
     pub async fn run(
         &self,
         task_id: &str,
-        receipt: Option<&str>,
+        served: Served<'_>,
         deadline: Option<Instant>,
     ) -> Result<TaskOutcome> {
         // Holds the lease (renewed) until the end of this call.
-        let claimed: Claimed = match claim(&self.db, &self.options, task_id, receipt).await? {
+        let claimed: Claimed = match claim(&self.db, &self.options, task_id, served).await? {
             Ok(c) => c,
             Err(outcome) => return Ok(outcome),
         };

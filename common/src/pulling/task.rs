@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use super::remote::{Failure, Manifest, Poll, Remote};
 use crate::auth::remote::RemoteCredentials;
 use crate::error::{Error, Result};
-use crate::exporting::task::{self, claim, TaskOptions, TaskOutcome};
+use crate::exporting::task::{self, claim, Served, TaskOptions, TaskOutcome};
 use crate::model::export::TaskStatus;
 use crate::model::pull::{PullCheckpoint, PullJob, PullProgress};
 use crate::model::session::SessionRequest;
@@ -99,10 +99,10 @@ impl Puller {
     pub async fn run(
         &self,
         task_id: &str,
-        receipt: Option<&str>,
+        served: Served<'_>,
         deadline: Option<Instant>,
     ) -> Result<PullOutcome> {
-        let claimed = match claim(&self.db, &self.options, task_id, receipt).await? {
+        let claimed = match claim(&self.db, &self.options, task_id, served).await? {
             Ok(c) => c,
             Err(outcome) => return Ok(PullOutcome::Task(outcome)),
         };

@@ -19,7 +19,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use tokio::sync::Mutex;
 
 use super::runtime::{Delivery, Disposition, Job, Next, Runtime};
-use crate::exporting::task::{TaskOptions, TaskOutcome, TaskRunner};
+use crate::exporting::task::{Served, TaskOptions, TaskOutcome, TaskRunner};
 use crate::exporting::ExportMessage;
 use crate::model::export::ExportKind;
 use crate::pulling::task::PullOutcome;
@@ -27,6 +27,14 @@ use crate::queue::MessageQueue;
 use crate::sinks::s3::S3Sink;
 use crate::sinks::ObjectSink;
 use crate::storage::Db;
+
+/// The message a delivery carries, as the task runners see it.
+fn served<'a>(delivery: &Delivery<'a>) -> Served<'a> {
+    Served {
+        receipt: delivery.receipt,
+        receives: delivery.receives,
+    }
+}
 
 /// Shared across invocations of one sandbox.
 pub struct ExportWorker {
@@ -180,12 +188,12 @@ impl ExportWorker {
         let started = std::time::Instant::now();
         let outcome = match kind {
             Some(ExportKind::Inventory) => {
-                self.plan(message, delivery.receipt, delivery.deadline)
+                self.plan(message, served(&delivery), delivery.deadline)
                     .await
             }
             Some(ExportKind::Fhir | ExportKind::Bucket | ExportKind::Pull) | None => {
                 runner
-                    .run(task, delivery.receipt, Some(delivery.deadline))
+                    .run(task, served(&delivery), Some(delivery.deadline))
                     .await
             }
         };
@@ -244,7 +252,7 @@ impl ExportWorker {
         };
         let started = std::time::Instant::now();
         let outcome = puller
-            .run(&message.task, delivery.receipt, Some(delivery.deadline))
+            .run(&message.task, served(&delivery), Some(delivery.deadline))
             .await;
         let done = match &outcome {
             Ok(PullOutcome::Task(TaskOutcome::Done { count, bytes })) => Some((*count, *bytes)),
@@ -273,7 +281,7 @@ impl ExportWorker {
     async fn plan(
         &self,
         message: &ExportMessage,
-        receipt: Option<&str>,
+        served: Served<'_>,
         deadline: Instant,
     ) -> crate::error::Result<TaskOutcome> {
         let load_queue = self.load_queue.clone().ok_or_else(|| {
@@ -301,7 +309,7 @@ impl ExportWorker {
             store: message.store.clone(),
             options: self.options.clone(),
         };
-        planner.run(&message.task, receipt, Some(deadline)).await
+        planner.run(&message.task, served, Some(deadline)).await
     }
 
     /// Fails a task from outside a run (the queue gives up on it) and settles its export.

@@ -26,7 +26,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use siphon::exporting::task::{TaskOptions, TaskOutcome, TaskRunner};
+use siphon::exporting::task::{Served, TaskOptions, TaskOutcome, TaskRunner};
 use siphon::exporting::{ExportConfig, Exports};
 use siphon::queue::MemoryQueue;
 use siphon::sinks::s3::S3Sink;
@@ -109,7 +109,11 @@ async fn in_process(db: &Db, bucket: &str, ty: &str, hand_over: bool) -> (f64, u
         invocations += 1;
         // A deadline one margin away: the run hands over after its first part.
         let deadline = hand_over.then(|| Instant::now() + options.deadline_margin);
-        match runner.run(&task, None, deadline).await.unwrap() {
+        match runner
+            .run(&task, Served::default(), deadline)
+            .await
+            .unwrap()
+        {
             TaskOutcome::Continue => continue,
             TaskOutcome::Done { .. } => break,
             other => panic!("{other:?}"),
