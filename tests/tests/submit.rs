@@ -605,3 +605,135 @@ async fn a_provider_header_is_required_and_a_hostile_one_is_refused() {
         .collect();
     assert!(with.len() >= 2, "the manifest and the file: {seen:?}");
 }
+
+/// The pull job of the submission's first manifest, and its session.
+async fn first_manifest_job(env: &Env) -> (String, String) {
+    let job: String = siphon_tests::connect(&env.db)
+        .await
+        .query_one(
+            "SELECT id FROM siphon_export WHERE kind = 'pull' AND id LIKE '%.m0'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let session = job.strip_suffix(".m0").unwrap().to_string();
+    (job, session)
+}
+
+#[tokio::test]
+async fn a_worker_killed_after_stopping_a_replaced_manifests_files_is_taken_over() {
+    Box::pin(killed_mid_withdraw(false)).await
+}
+
+#[tokio::test]
+async fn a_worker_killed_after_removing_a_replaced_manifests_rows_is_taken_over() {
+    Box::pin(killed_mid_withdraw(true)).await
+}
+
+/// A manifest is replaced and the worker withdrawing it dies, after its first step (its
+/// files stopped) or its second (their rows removed and the manifest marked removed, in
+/// one transaction), before it ends its task. No crash can be injected into that worker
+/// at a line, so the test leaves the state such a death leaves, through the same storage
+/// calls, under a lease that runs out; the real workers then take over.
+async fn killed_mid_withdraw(rows_removed: bool) {
+    use siphon::storage::submissions;
+    let b = provider(
+        vec![vec![("Patient", "pb.ndjson")]],
+        &[("pb.ndjson", lines("Patient", &["b1", "b2"]))],
+    )
+    .await;
+    let c = provider(
+        vec![vec![("Patient", "pc.ndjson")]],
+        &[("pc.ndjson", lines("Patient", &["c1"]))],
+    )
+    .await;
+    let env = setup(&[&b, &c]).await;
+    let (s, answer) = submit(&env, submission("w-1", manifest(&manifest_url(&b)))).await;
+    assert_eq!(s, 200, "{answer}");
+    until_rows(&env, "patient", &["b1", "b2"]).await;
+    let mut extra = manifest(&manifest_url(&c)).as_array().unwrap().clone();
+    extra.push(json!({"name": "replacesManifestUrl", "valueUrl": manifest_url(&b)}));
+    extra.push(status("completed"));
+    let (s, answer) = submit(&env, submission("w-1", Value::Array(extra))).await;
+    assert_eq!(s, 200, "{answer}");
+
+    // A worker takes B's pull task (woken by the replacement) and dies mid-withdraw.
+    let (job, session) = first_manifest_job(&env).await;
+    let task = format!("{job}/0");
+    // It is parked, its lease held until its next wake-up (at most LOADED_POLL, 10 s).
+    let parked_until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match env
+            .db
+            .claim_export_task(&task, "doomed", 0.3, None)
+            .await
+            .unwrap()
+        {
+            siphon::lease::Claim::Held { .. } => break,
+            siphon::lease::Claim::Busy { .. } if std::time::Instant::now() < parked_until => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await
+            }
+            _ => panic!("the replaced manifest's task is not free to take"),
+        }
+    }
+    let mut client = siphon_tests::connect(&env.db).await;
+    let stopped = submissions::move_manifest_files(
+        &client,
+        &session,
+        0,
+        &["pending", "paused", "in-progress"],
+        "aborted",
+    )
+    .await
+    .unwrap();
+    assert_eq!(stopped, 0, "B's file had loaded");
+    if rows_removed {
+        let tx = client.transaction().await.unwrap();
+        let files = submissions::manifest_files(&tx, &session, 0).await.unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(submissions::remove_rows(&tx, &files).await.unwrap(), 2);
+        submissions::forget_files(&tx, &files).await.unwrap();
+        submissions::patch_manifest(&tx, &session, 0, &json!({"removed": true}))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert!(ids(&env, "patient").await.is_empty());
+    } else {
+        assert_eq!(ids(&env, "patient").await, ["b1", "b2"]);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+
+    // The next worker finishes the withdraw once, C loads, the submission completes.
+    let done = final_status(&env, "w-1").await;
+    assert_eq!(
+        ids(&env, "patient").await,
+        ["c1"],
+        "B's rows went, C's came"
+    );
+    let outcomes = done["outcome"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 2, "{done}");
+    let b_outcome = outcomes
+        .iter()
+        .find(|o| o["manifestUrl"] == manifest_url(&b).as_str())
+        .unwrap();
+    let text = outcome_file(&env, b_outcome["url"].as_str().unwrap()).await;
+    assert!(
+        text.contains("was replaced by") && text.contains("were removed"),
+        "{text}"
+    );
+    let status: String = siphon_tests::connect(&env.db)
+        .await
+        .query_one(
+            "SELECT status FROM siphon_export_task WHERE id = $1",
+            &[&task],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        status, "cancelled",
+        "the withdraw's task ended once, as withdrawn"
+    );
+    assert_eq!(recorded_txids(&env).await, 0);
+}
