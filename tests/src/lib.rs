@@ -9,6 +9,7 @@ pub mod bench;
 pub mod corpus;
 pub mod gen;
 pub mod inventory;
+pub mod pgstat;
 pub mod smart;
 
 use std::collections::HashMap;

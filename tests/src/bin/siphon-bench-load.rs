@@ -41,7 +41,11 @@
 //! siphon-local's for each siphon run (`multi_cpu_s ...`), read from `/proc` once each
 //! run's backends have ended. On a machine where the loader shares the cores with
 //! Postgres they bound the ratio from below: (Postgres + siphon-local) / (cores x
-//! baseline seconds).
+//! baseline seconds). Each round also prints, per run, what the server did besides
+//! its CPU total (`... server, siphon: WAL 963 MB, checkpoints ...`,
+//! `siphon_tests::pgstat`): WAL bytes, checkpoints, buffers written by the checkpointer,
+//! the background writer and the backends, autovacuum runs, and CPU seconds by process
+//! role; equal work with unequal CPU points below Postgres (the kernel, the machine).
 //!
 //! Then the same three again into empty tables made beforehand with one secondary index
 //! each, a GIN index over the resource (`jsonb_path_ops`, what containment searches
@@ -393,6 +397,15 @@ fn process_cpu(pid: u32) -> f64 {
     proc_times(&pid.to_string()).map_or(0.0, |(_, own, _)| own as f64 / 100.0)
 }
 
+/// CPU seconds LocalStack (S3 and SQS: remote services in AWS, here on the same cores)
+/// has used so far, its process and ended children; 0 if its pid file is missing.
+fn localstack_cpu() -> f64 {
+    std::fs::read_to_string(siphon_tests::repo_root().join("infra/local/.run/localstack.pid"))
+        .ok()
+        .and_then(|p| proc_times(p.trim()))
+        .map_or(0.0, |(_, own, children)| (own + children) as f64 / 100.0)
+}
+
 /// What one multi-file run cost: (wall seconds, peak RSS kB, Postgres CPU s, loader CPU s).
 struct RunCost {
     secs: f64,
@@ -401,6 +414,12 @@ struct RunCost {
     local_cpu: f64,
     /// The loaded tables' size on disk (heap, TOAST, indexes), MB.
     table_mb: f64,
+    /// What the server did over the run besides its CPU total.
+    activity: siphon_tests::pgstat::Activity,
+    /// LocalStack's CPU seconds over the run (serving the files and the queue).
+    localstack_cpu: f64,
+    /// When each file was seen done (seconds from the start, to the 50 ms poll).
+    done_at: Vec<f64>,
 }
 
 /// The size on disk of tables `names` (heap, TOAST, indexes), MB.
@@ -454,7 +473,9 @@ async fn siphon_run(
         ),
         !tables.autovacuum,
     );
+    let snapshot = siphon_tests::pgstat::Snapshot::take(&client).await;
     let pg_before = postgres_cpu();
+    let localstack_before = localstack_cpu();
     let start = Instant::now();
     let started = child
         .rpc(&json!({"method": "aidbox.bulk/load-from-bucket", "params": params}))
@@ -465,9 +486,13 @@ async fn siphon_run(
         Some(files.len() as u64),
         "{started}"
     );
+    let mut done_at = Vec::new();
     let secs = loop {
         let s = child.rpc(&status).await.expect("status");
         let done = s["files"]["done"].as_u64().unwrap_or(0);
+        while (done_at.len() as u64) < done {
+            done_at.push(start.elapsed().as_secs_f64());
+        }
         let error = s["files"]["error"].as_u64().unwrap_or(0);
         assert_eq!(error, 0, "a file failed: {s}; log {}", log.display());
         let rebuilt = s["indexes-dropped"]
@@ -485,10 +510,12 @@ async fn siphon_run(
     };
     let kb = rss_of(child.pgid);
     let local_cpu = process_cpu(child.pgid);
+    let localstack_cpu = localstack_cpu() - localstack_before;
     child.kill().await;
     // The killed child's backends end; the postmaster reaps them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let postgres_cpu = postgres_cpu() - pg_before;
+    let activity = snapshot.since(&client).await;
     drop(profile);
     for (ty, expected) in data::expected_by_type(files) {
         let row = client
@@ -533,6 +560,9 @@ async fn siphon_run(
         postgres_cpu,
         local_cpu,
         table_mb,
+        activity,
+        localstack_cpu,
+        done_at,
     }
 }
 
@@ -993,6 +1023,7 @@ impl MultiSet<'_> {
             }
             checkpoint(&base).await;
             let profile = Profile::start(&format!("psql{tag}"), !tables.autovacuum);
+            let snapshot = siphon_tests::pgstat::Snapshot::take(&base).await;
             let pg_before = postgres_cpu();
             let start = Instant::now();
             let streams: Vec<std::process::Child> = copies
@@ -1015,6 +1046,7 @@ impl MultiSet<'_> {
             let base_secs = start.elapsed().as_secs_f64();
             tokio::time::sleep(Duration::from_millis(500)).await;
             let base_pg = postgres_cpu() - pg_before;
+            let base_activity = snapshot.since(&base).await;
             drop(profile);
             let sum = types
                 .iter()
@@ -1055,12 +1087,30 @@ impl MultiSet<'_> {
                 first.kb as f64 / 1024.0
             );
             println!(
-                "{label} round {round} CPU seconds: psql \\copy: Postgres {base_pg:.2}; siphon: Postgres {:.2} + siphon-local {:.2}; first load: Postgres {:.2} + siphon-local {:.2}",
-                plain.postgres_cpu, plain.local_cpu, first.postgres_cpu, first.local_cpu
+                "{label} round {round} CPU seconds: psql \\copy: Postgres {base_pg:.2}; siphon: Postgres {:.2} + siphon-local {:.2} + LocalStack {:.2}; first load: Postgres {:.2} + siphon-local {:.2} + LocalStack {:.2}",
+                plain.postgres_cpu, plain.local_cpu, plain.localstack_cpu, first.postgres_cpu, first.local_cpu, first.localstack_cpu
             );
             println!(
                 "{label} round {round} tables on disk: psql \\copy {base_mb:.0} MB; siphon {:.0} MB; first load {:.0} MB",
                 plain.table_mb, first.table_mb
+            );
+            println!("{label} round {round} server, psql \\copy: {base_activity}");
+            let times = |run: &RunCost| {
+                run.done_at
+                    .iter()
+                    .map(|t| format!("{t:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            println!(
+                "{label} round {round} files done at (s): siphon {}; first load {}",
+                times(&plain),
+                times(&first)
+            );
+            println!("{label} round {round} server, siphon: {}", plain.activity);
+            println!(
+                "{label} round {round} server, first load: {}",
+                first.activity
             );
             let c = &mut result.cpu;
             c[0] += base_pg;
