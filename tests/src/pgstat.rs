@@ -12,6 +12,8 @@ pub struct Snapshot {
     wal_lsn: String,
     bgwriter: [i64; 5],
     autovacuum: i64,
+    /// (sessions, commits, rollbacks) of the client's database.
+    database: [i64; 3],
     /// pid -> (role, own CPU ticks)
     processes: BTreeMap<u32, (String, u64)>,
     /// The postmaster's ended children's ticks.
@@ -30,12 +32,17 @@ pub struct Activity {
     pub buffers_backend: i64,
     /// Autovacuum and autoanalyze runs on tables of the database the client is in.
     pub autovacuum_runs: i64,
+    /// Sessions opened, transactions committed and rolled back in that database.
+    pub sessions: i64,
+    pub commits: i64,
+    pub rollbacks: i64,
     /// CPU seconds by role: `backend` (live), `ended` (backends and autovacuum workers
     /// that exited), `checkpointer`, `background writer`, `walwriter`, ...
     pub cpu: BTreeMap<String, f64>,
 }
 
 const BGWRITER: &str = "SELECT checkpoints_timed, checkpoints_req, buffers_checkpoint, buffers_clean, buffers_backend FROM pg_stat_bgwriter";
+const DATABASE: &str = "SELECT sessions, xact_commit, xact_rollback FROM pg_stat_database WHERE datname = current_database()";
 const AUTOVACUUM: &str =
     "SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)::bigint FROM pg_stat_all_tables";
 
@@ -51,6 +58,7 @@ impl Snapshot {
                 .get(0),
             bgwriter: bgwriter(client).await,
             autovacuum: autovacuum(client).await,
+            database: database(client).await,
             processes,
             ended,
         }
@@ -71,6 +79,7 @@ impl Snapshot {
             .unwrap()
             .get(0);
         let b = bgwriter(client).await;
+        let d = database(client).await;
         let (now, ended) = processes();
         let mut cpu: BTreeMap<String, f64> = BTreeMap::new();
         for (pid, (role, ticks)) in &now {
@@ -87,6 +96,9 @@ impl Snapshot {
             buffers_clean: b[3] - self.bgwriter[3],
             buffers_backend: b[4] - self.bgwriter[4],
             autovacuum_runs: autovacuum(client).await - self.autovacuum,
+            sessions: d[0] - self.database[0],
+            commits: d[1] - self.database[1],
+            rollbacks: d[2] - self.database[2],
             cpu,
         }
     }
@@ -96,7 +108,10 @@ impl std::fmt::Display for Activity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "WAL {:.0} MB, checkpoints {} timed + {} requested, buffers written by checkpointer {} / bgwriter {} / backends {}, autovacuum runs {}; CPU s",
+            "sessions {}, commits {}, rollbacks {}, WAL {:.0} MB, checkpoints {} timed + {} requested, buffers written by checkpointer {} / bgwriter {} / backends {}, autovacuum runs {}; CPU s",
+            self.sessions,
+            self.commits,
+            self.rollbacks,
             self.wal_mb,
             self.checkpoints_timed,
             self.checkpoints_requested,
@@ -112,8 +127,37 @@ impl std::fmt::Display for Activity {
     }
 }
 
+/// A warning when this machine is a VM that hands freed memory back to its host (Linux
+/// free page reporting, `virtio_balloon`): a page the guest reuses after the host took
+/// it back costs a host fault at its first write, charged to whatever process writes it
+/// (for a loading Postgres, the kernel's copy of each new table block into the page
+/// cache). On the 2-core development VM that made the same load cost Postgres 7.9 or
+/// 14 CPU s depending on where its pages came from (docs/performance.md). `None` when
+/// reporting is off (its order above the largest block, 10) or absent.
+pub fn memory_warning() -> Option<String> {
+    let dir = std::path::Path::new("/sys/module/page_reporting/parameters");
+    let order: u32 = std::fs::read_to_string(dir.join("page_reporting_order"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (order < 10).then(|| {
+        format!(
+            "note: this VM reports freed memory to its host (page_reporting_order {order}): \
+             Postgres's CPU figures can swing by half for the same rows; for steady figures, as root: \
+             echo 10 > {}/page_reporting_order, then touch the free memory once (docs/performance.md)",
+            dir.display()
+        )
+    })
+}
+
 async fn bgwriter(client: &tokio_postgres::Client) -> [i64; 5] {
     let row = client.query_one(BGWRITER, &[]).await.unwrap();
+    std::array::from_fn(|i| row.get(i))
+}
+
+async fn database(client: &tokio_postgres::Client) -> [i64; 3] {
+    let row = client.query_one(DATABASE, &[]).await.unwrap();
     std::array::from_fn(|i| row.get(i))
 }
 

@@ -46,6 +46,8 @@
 //! `siphon_tests::pgstat`): WAL bytes, checkpoints, buffers written by the checkpointer,
 //! the background writer and the backends, autovacuum runs, and CPU seconds by process
 //! role; equal work with unequal CPU points below Postgres (the kernel, the machine).
+//! On a VM that hands freed memory back to its host it says so first
+//! (`pgstat::memory_warning`): there the same rows cost Postgres up to twice the CPU.
 //!
 //! Then the same three again into empty tables made beforehand with one secondary index
 //! each, a GIN index over the resource (`jsonb_path_ops`, what containment searches
@@ -640,6 +642,9 @@ async fn multi(only: &str) {
         });
         out.flush().unwrap();
         copies.push((spec.resource_type.to_lowercase(), path));
+    }
+    if let Some(warning) = siphon_tests::pgstat::memory_warning() {
+        println!("{warning}");
     }
     println!(
         "multi: {} files ({} types), {total} resources, {:.1} MB uncompressed, {:.1} MB gzipped; siphon-local with {loaders} loaders, thread-num 8",
