@@ -86,7 +86,14 @@ impl Snapshot {
             let before = self.processes.get(pid).map_or(0, |(_, t)| *t);
             *cpu.entry(role.clone()).or_default() += ticks.saturating_sub(before) as f64 / 100.0;
         }
-        *cpu.entry("ended".into()).or_default() += ended.saturating_sub(self.ended) as f64 / 100.0;
+        // A process that ended since the snapshot is in the postmaster's reaped time with
+        // its whole life: less what it had used by the snapshot.
+        let gone: u64 = (self.processes.iter())
+            .filter(|(pid, _)| !now.contains_key(*pid))
+            .map(|(_, (_, t))| *t)
+            .sum();
+        let ended = ended.saturating_sub(self.ended).saturating_sub(gone);
+        *cpu.entry("ended".into()).or_default() += ended as f64 / 100.0;
         cpu.retain(|_, s| *s > 0.0);
         Activity {
             wal_mb: wal / 1e6,
@@ -101,6 +108,13 @@ impl Snapshot {
             rollbacks: d[2] - self.database[2],
             cpu,
         }
+    }
+}
+
+impl Activity {
+    /// CPU seconds of every Postgres process over the run: what the server spent on it.
+    pub fn cpu_total(&self) -> f64 {
+        self.cpu.values().sum()
     }
 }
 
@@ -174,25 +188,41 @@ fn processes() -> (BTreeMap<u32, (String, u64)>, u64) {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some(t) = proc_times(pid).filter(|t| t.comm == "postgres") else {
             continue;
         };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        if &stat[open + 1..close] != "postgres" {
-            continue;
-        }
-        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let role = role_of(&cmdline);
         if role == "postmaster" {
-            ended += n(13) + n(14);
+            ended += t.children;
         }
-        out.insert(pid, (role, n(11) + n(12)));
+        out.insert(pid, (role, t.own));
     }
     (out, ended)
+}
+
+/// One process's CPU ticks (USER_HZ, 100 on Linux whatever the kernel's HZ), from
+/// `/proc/<pid>/stat`.
+pub struct ProcTimes {
+    pub comm: String,
+    /// user + system, all its threads
+    pub own: u64,
+    /// user + system of its ended (reaped) children
+    pub children: u64,
+}
+
+/// `/proc/<pid>/stat` of a live process; `None` once it has gone.
+pub fn proc_times(pid: u32) -> Option<ProcTimes> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    // after ") ": state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    let f: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Some(ProcTimes {
+        comm: stat[open + 1..close].to_string(),
+        own: n(11) + n(12),
+        children: n(13) + n(14),
+    })
 }
 
 /// A process's role from its command line: `postgres: 15/main: checkpointer ` ->

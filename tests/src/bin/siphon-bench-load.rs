@@ -344,42 +344,10 @@ fn rss_of(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// `/proc/<pid>/stat` fields after the command name: (ppid, utime + stime, cutime +
-/// cstime) in clock ticks (USER_HZ, 100 on Linux whatever the kernel's HZ).
-fn proc_times(pid: &str) -> Option<(String, u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // after ")": state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
-    Some((f.get(1)?.to_string(), n(11) + n(12), n(13) + n(14)))
-}
-
 fn comm_of(pid: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|c| c.trim().to_string())
         .unwrap_or_default()
-}
-
-/// CPU seconds (user + system) the local Postgres has used so far: every `postgres`
-/// process's own, plus the postmaster's ended children (backends that have exited).
-/// Read once the phase's backends have gone, it measures what the server spent on it.
-fn postgres_cpu() -> f64 {
-    let mut ticks = 0;
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let pid = entry.file_name().to_string_lossy().to_string();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) || comm_of(&pid) != "postgres" {
-            continue;
-        }
-        let Some((ppid, own, children)) = proc_times(&pid) else {
-            continue;
-        };
-        ticks += own;
-        if comm_of(&ppid) != "postgres" {
-            ticks += children; // the postmaster: its reaped backends
-        }
-    }
-    ticks as f64 / 100.0
 }
 
 /// `CHECKPOINT` before a timed run, so that a checkpoint the previous run's WAL made due
@@ -396,16 +364,24 @@ async fn checkpoint(client: &tokio_postgres::Client) {
 
 /// CPU seconds one live process has used (all its threads).
 fn process_cpu(pid: u32) -> f64 {
-    proc_times(&pid.to_string()).map_or(0.0, |(_, own, _)| own as f64 / 100.0)
+    siphon_tests::pgstat::proc_times(pid).map_or(0.0, |t| t.own as f64 / 100.0)
 }
 
 /// CPU seconds LocalStack (S3 and SQS: remote services in AWS, here on the same cores)
 /// has used so far, its process and ended children; 0 if its pid file is missing.
 fn localstack_cpu() -> f64 {
+    localstack_pid()
+        .and_then(siphon_tests::pgstat::proc_times)
+        .map_or(0.0, |t| (t.own + t.children) as f64 / 100.0)
+}
+
+/// LocalStack's pid, from the file `infra/local/up.sh` writes.
+fn localstack_pid() -> Option<u32> {
     std::fs::read_to_string(siphon_tests::repo_root().join("infra/local/.run/localstack.pid"))
+        .ok()?
+        .trim()
+        .parse()
         .ok()
-        .and_then(|p| proc_times(p.trim()))
-        .map_or(0.0, |(_, own, children)| (own + children) as f64 / 100.0)
 }
 
 /// What one multi-file run cost: (wall seconds, peak RSS kB, Postgres CPU s, loader CPU s).
@@ -476,7 +452,6 @@ async fn siphon_run(
         !tables.autovacuum,
     );
     let snapshot = siphon_tests::pgstat::Snapshot::take(&client).await;
-    let pg_before = postgres_cpu();
     let localstack_before = localstack_cpu();
     let start = Instant::now();
     let started = child
@@ -516,8 +491,8 @@ async fn siphon_run(
     child.kill().await;
     // The killed child's backends end; the postmaster reaps them.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let postgres_cpu = postgres_cpu() - pg_before;
     let activity = snapshot.since(&client).await;
+    let postgres_cpu = activity.cpu_total();
     drop(profile);
     for (ty, expected) in data::expected_by_type(files) {
         let row = client
@@ -760,11 +735,7 @@ impl Pinning {
             database: "0".into(),
             rest: format!("1-{}", cpus - 1),
             all: format!("0-{}", cpus - 1),
-            localstack: std::fs::read_to_string(
-                siphon_tests::repo_root().join("infra/local/.run/localstack.pid"),
-            )
-            .ok()
-            .and_then(|p| p.trim().parse().ok()),
+            localstack: localstack_pid(),
         };
         for pid in postgres_pids() {
             taskset(&pinning.database, pid)?;
@@ -1029,7 +1000,6 @@ impl MultiSet<'_> {
             checkpoint(&base).await;
             let profile = Profile::start(&format!("psql{tag}"), !tables.autovacuum);
             let snapshot = siphon_tests::pgstat::Snapshot::take(&base).await;
-            let pg_before = postgres_cpu();
             let start = Instant::now();
             let streams: Vec<std::process::Child> = copies
                 .chunks(per_stream)
@@ -1050,8 +1020,8 @@ impl MultiSet<'_> {
             }
             let base_secs = start.elapsed().as_secs_f64();
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let base_pg = postgres_cpu() - pg_before;
             let base_activity = snapshot.since(&base).await;
+            let base_pg = base_activity.cpu_total();
             drop(profile);
             let sum = types
                 .iter()
